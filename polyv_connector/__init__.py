@@ -1,0 +1,46 @@
+"""polyv-connector: sync viewer attributes into POLYV viewer custom fields.
+
+The public face: :func:`sign` (the signature rule), :func:`sync` (one run), and the
+configuration types. Heavy modules (pyarrow, pandas) load only when ``sync`` is used, so
+importing this package is cheap at Airflow DAG-parse time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from polyv_connector.config import ColumnMapping, Credentials, Secret, SendOptions, SyncOptions
+from polyv_connector.errors import (
+    ConfigError,
+    GateFailed,
+    InputError,
+    PolyvConnectorError,
+    RunAborted,
+    StateError,
+)
+from polyv_connector.signing import sign
+
+__all__ = [
+    "ColumnMapping",
+    "ConfigError",
+    "Credentials",
+    "GateFailed",
+    "InputError",
+    "PolyvConnectorError",
+    "RunAborted",
+    "Secret",
+    "SendOptions",
+    "StateError",
+    "SyncOptions",
+    "SyncResult",
+    "sign",
+    "sync",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("sync", "SyncResult"):
+        import polyv_connector.engine as _engine
+
+        return getattr(_engine, name)
+    raise AttributeError(name)

@@ -1,0 +1,75 @@
+"""Built-in row checks, vectorised over Arrow arrays.
+
+Each check yields, per item, a reason string or null; an item with any reason is
+``rejected`` and never sent. Every failing check of an item is reported, not only the first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from polyv_connector.model import FIELD_ID, MAX_FIELD_ID_LENGTH, VALUE, VIEWER_ID
+
+REASON_SEPARATOR = "; "
+
+
+def _reason_where(mask: pa.Array, reason: str) -> pa.Array:
+    """``reason`` where ``mask`` is true, null elsewhere (null mask counts as false)."""
+    return pc.if_else(pc.fill_null(mask, False), pa.scalar(reason), pa.scalar(None, pa.string()))
+
+
+def _id_checks(ids: pa.Array, name: str) -> list[pa.Array]:
+    trimmed = pc.utf8_trim_whitespace(ids)
+    blank = pc.equal(trimmed, "")
+    padded = pc.and_(pc.invert(blank), pc.not_equal(trimmed, ids))
+    return [
+        _reason_where(pc.is_null(ids), f"{name} is null"),
+        _reason_where(blank, f"{name} is blank"),
+        _reason_where(padded, f"{name} has leading or trailing whitespace (trim it in the source)"),
+    ]
+
+
+def check_items(items: pa.Table, known_fields: Collection[str] | None) -> pa.Array:
+    """Reasons to reject each item (null where the item is fine).
+
+    ``known_fields`` are the account's customFieldIds from the preflight field list;
+    ``None`` skips that check (e.g. ``--no-check-fields``).
+    """
+    viewer = items.column(VIEWER_ID).combine_chunks()
+    field_id = items.column(FIELD_ID).combine_chunks()
+    value = items.column(VALUE).combine_chunks()
+    reasons = _id_checks(viewer, VIEWER_ID) + _id_checks(field_id, FIELD_ID)
+    reasons.append(
+        _reason_where(
+            pc.greater(pc.utf8_length(field_id), MAX_FIELD_ID_LENGTH),
+            f"{FIELD_ID} is longer than {MAX_FIELD_ID_LENGTH} characters",
+        )
+    )
+    if known_fields is not None:
+        unknown = pc.and_(
+            pc.invert(pc.is_in(field_id, value_set=pa.array(sorted(known_fields), pa.string()))),
+            pc.invert(pc.is_null(field_id)),
+        )
+        reasons.append(
+            _reason_where(
+                unknown,
+                f"{FIELD_ID} does not exist in this POLYV account (create the field in POLYV "
+                "or fix the id)",
+            )
+        )
+    reasons.append(_reason_where(pc.is_null(value), f"{VALUE} is null"))
+    return merge_reasons(*reasons)
+
+
+def merge_reasons(*reason_arrays: pa.Array) -> pa.Array:
+    """Combine reason arrays item-wise, in order, separated by "; " (null where all are null)."""
+    # Not binary_join_element_wise(null_handling="skip"): in pyarrow 26 it drops the rows
+    # where every input is null, returning a shorter array.
+    acc = reason_arrays[0]
+    for reasons in reason_arrays[1:]:
+        both = pc.binary_join_element_wise(acc, reasons, REASON_SEPARATOR)
+        acc = pc.coalesce(both, acc, reasons)
+    return acc

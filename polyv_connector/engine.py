@@ -1,0 +1,430 @@
+"""One sync run: source -> checks and expectations -> plan -> batches -> transport -> report.
+
+Two passes over the input, memory bounded by the batch sizes plus about 40 bytes per item:
+
+1. *Plan*: stream the source, turn rows into items, check them, fingerprint them and spill
+   them (with their rejection reasons) to a temporary Arrow file. Then, over compact NumPy
+   arrays: duplicates, the diff against the sync state, run-level gates.
+2. *Send*: stream the spill again, batch the pending items, send them; each confirmed batch
+   is checkpointed into the state at once. Then stream the spill a last time to write the
+   report, in input order, one row per item.
+
+The CLI and the Airflow operator both call :func:`sync`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from polyv_connector.batching import Batch, make_batches
+from polyv_connector.checks import check_items, merge_reasons
+from polyv_connector.config import ColumnMapping, Credentials, SyncOptions
+from polyv_connector.errors import RunAborted, StateError
+from polyv_connector.fingerprints import key_hashes, value_fingerprints
+from polyv_connector.model import (
+    FIELD_ID,
+    PENDING,
+    ROW_NUMBER,
+    STATUS_CODE,
+    STATUS_NAME,
+    STATUSES,
+    UNSUCCESSFUL,
+    VALUE,
+    VIEWER_ID,
+    report_schema,
+)
+from polyv_connector.planner import plan_duplicates, plan_unchanged
+from polyv_connector.progress import Progress
+from polyv_connector.report import ReportSink
+from polyv_connector.sender import BatchSender, Circuit, ItemsResult, send_all
+from polyv_connector.sources.items import ITEM_SCHEMA, to_items
+from polyv_connector.state import SyncState
+from polyv_connector.transport.client import PolyvClient
+from polyv_connector.transport.ratelimit import RequestBudget, TokenBucket
+from polyv_connector.transport.retry import RetryPolicy
+
+log = logging.getLogger("polyv_connector")
+
+EXIT_OK = 0
+EXIT_ROWS_UNSUCCESSFUL = 1
+EXIT_CONFIG = 2
+EXIT_ABORTED = 3
+EXIT_GATE = 4
+
+_REASON = "_reason"
+_SPILL_SCHEMA = ITEM_SCHEMA.append(pa.field(_REASON, pa.string()))
+
+DEFAULT_REASONS = {
+    "unchanged": "unchanged since the last confirmed sync; not sent (use full refresh to resend)",
+    "dry_run": "dry run: would be sent",
+}
+
+
+class Source(Protocol):
+    """Where rows come from: Arrow record batches, nothing else."""
+
+    def check_columns(self, mapping: ColumnMapping) -> None: ...
+
+    def batches(self, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]: ...
+
+
+class Validator(Protocol):
+    """Row and run-level checks beyond the built-in ones (Great Expectations suites)."""
+
+    def validate_chunk(self, items: pa.Table) -> pa.Array | None:
+        """Reasons to reject each item of the chunk (null where fine), or None if all fine."""
+
+    def finish(self) -> list[str]:
+        """Run-level gate failures (each a reason a person can act on); empty when all pass."""
+
+
+@dataclass
+class SyncResult:
+    """What a run did. ``to_dict()`` is strict JSON and never holds the secret."""
+
+    run_id: str
+    app_id: str
+    counts: dict[str, int]
+    items: int
+    requests_sent: int
+    requests_planned: int
+    duration_s: float
+    report_location: str | None
+    dry_run: bool
+    aborted: str | None = None
+    abort_cause: str | None = None
+    gate_failures: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.aborted and not self.gate_failures and not any(
+            self.counts.get(s, 0) for s in UNSUCCESSFUL)
+
+    @property
+    def exit_code(self) -> int:
+        if self.aborted:
+            return EXIT_ABORTED
+        if self.gate_failures:
+            return EXIT_GATE
+        return EXIT_OK if self.ok else EXIT_ROWS_UNSUCCESSFUL
+
+    def summary_line(self) -> str:
+        parts = ", ".join(f"{s} {self.counts.get(s, 0):,}" for s in STATUSES if self.counts.get(s, 0))
+        verb = "would make" if self.dry_run else "made"
+        line = (f"run {self.run_id}: {self.items:,} items: {parts or 'nothing'}; {verb} "
+                f"{self.requests_planned if self.dry_run else self.requests_sent:,} save requests "
+                f"in {self.duration_s:.1f}s")
+        if self.aborted:
+            line += f"; STOPPED: {self.aborted}"
+        if self.gate_failures:
+            line += f"; GATE FAILED: {' | '.join(self.gate_failures)}"
+        return line
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "runId": self.run_id,
+            "appId": self.app_id,
+            "ok": self.ok,
+            "exitCode": self.exit_code,
+            "items": self.items,
+            "counts": {s: int(self.counts.get(s, 0)) for s in STATUSES},
+            "requestsSent": self.requests_sent,
+            "requestsPlanned": self.requests_planned,
+            "durationSeconds": round(self.duration_s, 3),
+            "report": self.report_location,
+            "dryRun": self.dry_run,
+            "aborted": self.aborted,
+            "abortCause": self.abort_cause,
+            "gateFailures": list(self.gate_failures),
+            **self.extra,
+        }
+
+
+def new_run_id(clock: Callable[[], float] = time.time) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock()))
+    return f"{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+class _Ledger:
+    """Per-item facts of the run, as compact arrays indexed by item position."""
+
+    def __init__(self, row_number: np.ndarray, key_a: np.ndarray, key_b: np.ndarray,
+                 fp: np.ndarray, rejected: np.ndarray) -> None:
+        n = len(row_number)
+        self.row_number = row_number
+        self.key_a, self.key_b, self.fp = key_a, key_b, fp
+        self.status = np.zeros(n, dtype=np.int8)
+        self.status[rejected] = STATUS_CODE["rejected"]
+        self.attempts = np.zeros(n, dtype=np.int16)
+        self.result_idx = np.full(n, -1, dtype=np.int32)
+        self.results: list[ItemsResult] = []
+        self.note_pos = np.empty(0, dtype=np.int64)  # planner reasons, sorted by position
+        self.note_text: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.status)
+
+    def set_notes(self, notes: dict[int, str]) -> None:
+        order = sorted(notes)
+        self.note_pos = np.array(order, dtype=np.int64)
+        self.note_text = [notes[i] for i in order]
+
+    def record(self, result: ItemsResult) -> None:
+        self.result_idx[result.indices] = len(self.results)
+        self.results.append(result)
+        self.status[result.indices] = STATUS_CODE[result.status]
+        self.attempts[result.indices] = result.attempts
+
+    def counts(self) -> dict[str, int]:
+        codes = np.bincount(self.status, minlength=len(STATUS_NAME) + 1)
+        return {STATUS_NAME[c]: int(codes[c]) for c in STATUS_NAME}
+
+
+def sync(
+    source: Source,
+    credentials: Credentials,
+    options: SyncOptions,
+    report: ReportSink | None,
+    *,
+    validator: Validator | None = None,
+    budget: RequestBudget | None = None,
+    progress: Progress | None = None,
+    run_id: str | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    seed: int | None = None,
+) -> SyncResult:
+    """Run one sync and write its report. Returns the result; never raises for row problems.
+
+    Raises :class:`ConfigError`/:class:`InputError` (before any request) for bad settings or
+    input, and :class:`StateError` for an untrustworthy state. A run that POLYV refuses
+    (credentials, clock, IP block) or that a gate stops still writes its report and returns a
+    result whose ``aborted`` / ``gate_failures`` say why (``exit_code`` non-zero).
+    """
+    started = clock()
+    options.validate()
+    credentials.validate()
+    source.check_columns(options.mapping)
+    run_id = run_id or new_run_id(clock)
+    progress = progress or Progress()
+
+    state = SyncState(options.state_dir, credentials.app_id) if options.state_dir else None
+    state_keys, state_fps = _load_state(state, options)
+
+    client = PolyvClient(credentials, options.send,
+                         budget=budget or TokenBucket(options.send.max_rps), clock=clock)
+    circuit = Circuit()
+    try:
+        known_fields = None
+        if options.check_fields:
+            try:
+                known_fields = {f["customFieldId"] for f in client.list_fields(sleep=sleep)
+                                if isinstance(f, dict) and f.get("customFieldId")}
+            except RunAborted as abort:
+                circuit.open(abort)
+        with tempfile.TemporaryDirectory(prefix="polyv-sync-") as tmp:
+            spill_path = Path(tmp) / "items.arrow"
+            ledger = _plan_pass(source, options, known_fields, validator, spill_path, progress)
+            gate_failures = validator.finish() if validator else []
+            gate_failures += _rejected_fraction_gate(ledger, options)
+            if not options.full_refresh:
+                pending = ledger.status == PENDING
+                ledger.status[plan_unchanged(ledger.key_a, ledger.fp, pending,
+                                             state_keys, state_fps)] = STATUS_CODE["unchanged"]
+            pending_count = int(np.count_nonzero(ledger.status == PENDING))
+            requests_planned = math.ceil(pending_count / options.send.batch_size)
+            closing: dict[str, str] = {}
+            if gate_failures:
+                closing["not_attempted"] = "not sent: a data-quality gate failed: " + " | ".join(gate_failures)
+                ledger.status[ledger.status != STATUS_CODE["not_attempted"]] = STATUS_CODE["not_attempted"]
+            elif options.dry_run:
+                ledger.status[ledger.status == PENDING] = STATUS_CODE["dry_run"]
+            elif not circuit.is_open and pending_count:
+                _send_pass(spill_path, ledger, options, client, circuit, state, run_id,
+                           progress, clock, sleep, seed)
+            if circuit.abort is not None:
+                closing["not_attempted"] = f"not sent: the run was stopped: {circuit.abort}"
+            ledger.status[ledger.status == PENDING] = STATUS_CODE["not_attempted"]
+            if report is not None:
+                _write_report(spill_path, ledger, report, run_id, closing, clock())
+        if state is not None and not options.dry_run:
+            state.finish()
+    finally:
+        client.close()
+    abort = circuit.abort
+    return SyncResult(
+        run_id=run_id, app_id=credentials.app_id, counts=ledger.counts(), items=len(ledger),
+        requests_sent=client.requests_sent, requests_planned=requests_planned,
+        duration_s=clock() - started, report_location=report.location if report else None,
+        dry_run=options.dry_run, aborted=str(abort) if abort else None,
+        abort_cause=abort.cause if abort else None, gate_failures=gate_failures,
+    )
+
+
+def _load_state(state: SyncState | None, options: SyncOptions) -> tuple[np.ndarray, np.ndarray]:
+    empty = np.empty(0, np.uint64), np.empty(0, np.uint64)
+    if state is None:
+        return empty
+    try:
+        loaded = state.load()
+    except StateError:
+        if not options.reset_corrupt_state:
+            raise
+        log.warning("sync state for appId %s is unusable; resetting it (full refresh)", state.app_id)
+        if not options.dry_run:
+            state.reset()
+        return empty
+    return empty if options.full_refresh else loaded
+
+
+def _plan_pass(source: Source, options: SyncOptions, known_fields: set[str] | None,
+               validator: Validator | None, spill_path: Path, progress: Progress) -> _Ledger:
+    rows: list[np.ndarray] = []
+    key_a: list[np.ndarray] = []
+    key_b: list[np.ndarray] = []
+    fps: list[np.ndarray] = []
+    rejected: list[np.ndarray] = []
+    first_row = 0
+    progress.start("planning", 0)
+    with pa.OSFile(str(spill_path), "wb") as sink, pa.ipc.new_file(sink, _SPILL_SCHEMA) as spill:
+        for batch in source.batches(options.mapping.source_columns, options.read_batch_rows):
+            items = to_items(batch, options.mapping, first_row)
+            first_row += batch.num_rows
+            reasons = check_items(items, known_fields)
+            extra = validator.validate_chunk(items) if validator else None
+            if extra is not None:
+                reasons = merge_reasons(reasons, extra)
+            a, b = key_hashes(items.column(VIEWER_ID).combine_chunks(), items.column(FIELD_ID).combine_chunks())
+            key_a.append(a)
+            key_b.append(b)
+            fps.append(value_fingerprints(items.column(VALUE).combine_chunks()))
+            rows.append(items.column(ROW_NUMBER).to_numpy())
+            rejected.append(reasons.is_valid().to_numpy(zero_copy_only=False))
+            spill.write_table(items.append_column(_SPILL_SCHEMA.field(_REASON), reasons))
+            progress.advance(items.num_rows)
+    progress.finish()
+
+    def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+    ledger = _Ledger(cat(rows, np.int64), cat(key_a, np.uint64), cat(key_b, np.uint64),
+                     cat(fps, np.uint64), cat(rejected, bool))
+    dup = plan_duplicates(ledger.key_a, ledger.key_b, ledger.fp, ledger.row_number,
+                          ledger.status == PENDING)
+    ledger.status[dup.duplicate] = STATUS_CODE["duplicate"]
+    ledger.status[dup.conflicting] = STATUS_CODE["rejected"]
+    ledger.set_notes(dup.reasons)
+    return ledger
+
+
+def _rejected_fraction_gate(ledger: _Ledger, options: SyncOptions) -> list[str]:
+    limit = options.max_rejected_fraction
+    if limit is None or len(ledger) == 0:
+        return []
+    rejected = int(np.count_nonzero(ledger.status == STATUS_CODE["rejected"]))
+    fraction = rejected / len(ledger)
+    if fraction > limit:
+        return [f"{rejected:,} of {len(ledger):,} items rejected ({fraction:.1%}), above the "
+                f"ceiling of {limit:.1%} (max_rejected_fraction); fix the source or raise the ceiling"]
+    return []
+
+
+def _pending_chunks(spill_path: Path, ledger: _Ledger) -> Iterator[tuple[np.ndarray, list[str], list[str], list[str]]]:
+    with pa.memory_map(str(spill_path)) as mm:
+        reader = pa.ipc.open_file(mm)
+        offset = 0
+        for i in range(reader.num_record_batches):
+            rb = reader.get_batch(i)
+            n = rb.num_rows
+            local = np.flatnonzero(ledger.status[offset:offset + n] == PENDING)
+            if len(local):
+                idx = pa.array(local)
+                yield (local + offset,
+                       rb.column(VIEWER_ID).take(idx).to_pylist(),
+                       rb.column(FIELD_ID).take(idx).to_pylist(),
+                       rb.column(VALUE).take(idx).to_pylist())
+            offset += n
+
+
+def _send_pass(spill_path: Path, ledger: _Ledger, options: SyncOptions, client: PolyvClient,
+               circuit: Circuit, state: SyncState | None, run_id: str, progress: Progress,
+               clock: Callable[[], float], sleep: Callable[[float], None], seed: int | None) -> None:
+    send = options.send
+    sender = BatchSender(client, RetryPolicy(send.max_attempts, send.backoff_base_s, send.backoff_max_s),
+                         circuit, seed=seed, sleep=sleep, clock=clock)
+    if state is not None:
+        state.begin(run_id)
+    progress.start("sending", int(np.count_nonzero(ledger.status == PENDING)))
+
+    def on_done(batch: Batch, results: list[ItemsResult]) -> None:
+        for result in results:
+            ledger.record(result)
+            if result.status == "sent" and state is not None:
+                # Checkpoint: the state advances only with what POLYV confirmed.
+                state.record(ledger.key_a[result.indices], ledger.fp[result.indices], result.synced_at)
+        progress.advance(len(batch))
+
+    batches = make_batches(_pending_chunks(spill_path, ledger), send.batch_size, run_id)
+    send_all(batches, sender, circuit, send.concurrency, on_done)
+    progress.finish()
+
+
+def _write_report(spill_path: Path, ledger: _Ledger, report: ReportSink, run_id: str,
+                  closing: dict[str, str], now: float) -> None:
+    res = ledger.results
+    r_reason = pa.array([r.reason for r in res], pa.string())
+    r_error = pa.array([r.error_code for r in res], pa.int64())
+    r_http = pa.array([r.http_status for r in res], pa.int64())
+    r_request = pa.array([r.request_id for r in res], pa.string())
+    r_batch = pa.array([r.batch_id for r in res], pa.string())
+    r_time = pa.array([r.synced_at for r in res], pa.float64())
+    status_names = pa.array(["pending", *STATUSES], pa.string())
+    defaults = pa.array([None, *(closing.get(s, DEFAULT_REASONS.get(s)) for s in STATUSES)], pa.string())
+    schema = report_schema()
+    with pa.memory_map(str(spill_path)) as mm:
+        reader = pa.ipc.open_file(mm)
+        offset = 0
+        for i in range(reader.num_record_batches):
+            rb = reader.get_batch(i)
+            n = rb.num_rows
+            sl = slice(offset, offset + n)
+            codes = pa.array(ledger.status[sl].astype(np.int32))
+            ridx = ledger.result_idx[sl]
+            has = ridx >= 0
+            take = pa.array(np.where(has, ridx, 0), mask=~has)
+
+            def per_result(arr: pa.Array, take: pa.Array = take) -> pa.Array:
+                return arr.take(take) if len(arr) else pa.nulls(n, arr.type)
+
+            lo, hi = np.searchsorted(ledger.note_pos, [offset, offset + n])
+            notes = [None] * n
+            for p, text in zip(ledger.note_pos[lo:hi], ledger.note_text[lo:hi], strict=True):
+                notes[int(p) - offset] = text
+            status = status_names.take(codes)
+            reason = pc.coalesce(per_result(r_reason), pa.array(notes, pa.string()),
+                                 rb.column(_REASON), defaults.take(codes))
+            sent = pc.equal(status, "sent")
+            reason = pc.if_else(sent, pa.scalar(None, pa.string()), reason)
+            synced = pc.coalesce(per_result(r_time), pa.scalar(now))
+            synced_ts = pc.round(pc.multiply(synced, 1e6)).cast(pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+            report.write(pa.record_batch([
+                rb.column(ROW_NUMBER), rb.column(VIEWER_ID), rb.column(FIELD_ID), rb.column(VALUE),
+                status, reason, per_result(r_error), per_result(r_http), per_result(r_request),
+                pa.array(ledger.attempts[sl].astype(np.int64)), per_result(r_batch),
+                pa.array(np.full(n, run_id, dtype=object), pa.string()), synced_ts,
+            ], schema=schema))
+            offset += n
+    report.close()

@@ -1,0 +1,57 @@
+"""The plain data every layer shares: item columns, statuses, and the report schema."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+Status = Literal[
+    "sent", "unchanged", "duplicate", "rejected", "failed", "not_attempted", "dry_run"
+]
+
+# Statuses in the order summaries print them. Codes are the int8 values held in the
+# run's result arrays; "pending" is internal (planned to send, not sent yet).
+STATUSES: Final[tuple[Status, ...]] = (
+    "sent", "unchanged", "duplicate", "rejected", "failed", "not_attempted", "dry_run"
+)
+PENDING: Final = 0
+STATUS_CODE: Final[dict[str, int]] = {name: i + 1 for i, name in enumerate(STATUSES)}
+STATUS_NAME: Final[dict[int, str]] = {code: name for name, code in STATUS_CODE.items()}
+
+# A row with one of these statuses makes the run unsuccessful (non-zero exit, failed task).
+UNSUCCESSFUL: Final[frozenset[str]] = frozenset({"failed", "not_attempted"})
+
+VIEWER_ID: Final = "viewerId"
+FIELD_ID: Final = "customFieldId"
+VALUE: Final = "customFieldValue"
+ROW_NUMBER: Final = "rowNumber"
+
+MAX_FIELD_ID_LENGTH: Final = 64
+MAX_BATCH_SIZE: Final = 1000
+
+REPORT_COLUMNS: Final[tuple[str, ...]] = (
+    "rowNumber", "viewerId", "customFieldId", "customFieldValue", "status", "reason",
+    "errorCode", "httpStatus", "requestId", "attempts", "batchId", "runId", "syncedAt",
+)
+
+
+def report_schema():  # noqa: ANN201 - pyarrow is imported lazily (DAG-parse time)
+    """The Arrow schema of the per-item report (one row per input item)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("rowNumber", pa.int64(), nullable=False),
+            pa.field("viewerId", pa.string()),
+            pa.field("customFieldId", pa.string()),
+            pa.field("customFieldValue", pa.string()),
+            pa.field("status", pa.string(), nullable=False),
+            pa.field("reason", pa.string()),
+            pa.field("errorCode", pa.int64()),
+            pa.field("httpStatus", pa.int64()),
+            pa.field("requestId", pa.string()),
+            pa.field("attempts", pa.int64(), nullable=False),
+            pa.field("batchId", pa.string()),
+            pa.field("runId", pa.string(), nullable=False),
+            pa.field("syncedAt", pa.timestamp("us", tz="UTC")),
+        ]
+    )

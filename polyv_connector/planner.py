@@ -1,0 +1,103 @@
+"""What to send: duplicates within the run, and items unchanged since the last confirmed sync.
+
+Pure functions over NumPy arrays indexed by item position in the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from polyv_connector.model import PENDING, STATUS_CODE
+
+MAX_ROWS_NAMED = 10
+
+
+@dataclass(frozen=True)
+class DuplicatePlan:
+    """Statuses set by duplicate detection: ``status`` codes, and reasons by item position."""
+
+    duplicate: np.ndarray  # positions reported "duplicate" (identical to a kept item)
+    conflicting: np.ndarray  # positions reported "rejected" (same key, different values)
+    reasons: dict[int, str]
+
+
+def _rows_text(rows: np.ndarray) -> str:
+    shown = ", ".join(str(int(r)) for r in rows[:MAX_ROWS_NAMED])
+    more = len(rows) - MAX_ROWS_NAMED
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def plan_duplicates(
+    key_a: np.ndarray, key_b: np.ndarray, value_fp: np.ndarray, row_number: np.ndarray,
+    eligible: np.ndarray,
+) -> DuplicatePlan:
+    """Find items sharing (viewerId, customFieldId) among ``eligible`` positions.
+
+    Identical values: the first item (lowest position) is kept, the others are ``duplicate``.
+    Conflicting values: every item of the key is ``rejected`` with a reason naming the other rows.
+    """
+    pos = np.flatnonzero(eligible)
+    empty = np.empty(0, dtype=np.int64)
+    if len(pos) < 2:
+        return DuplicatePlan(empty, empty, {})
+    order = pos[np.lexsort((pos, key_b[pos], key_a[pos]))]
+    ka, kb = key_a[order], key_b[order]
+    same_as_prev = (ka[1:] == ka[:-1]) & (kb[1:] == kb[:-1])
+    if not same_as_prev.any():
+        return DuplicatePlan(empty, empty, {})
+    # Group boundaries in sorted order; only groups with more than one item matter.
+    starts = np.flatnonzero(np.concatenate(([True], ~same_as_prev)))
+    sizes = np.diff(np.append(starts, len(order)))
+    duplicate: list[np.ndarray] = []
+    conflicting: list[np.ndarray] = []
+    reasons: dict[int, str] = {}
+    for start, size in zip(starts[sizes > 1], sizes[sizes > 1], strict=True):
+        members = order[start:start + size]
+        rows = row_number[members]
+        if np.all(value_fp[members] == value_fp[members[0]]):
+            duplicate.append(members[1:])
+            for m in members[1:]:
+                reasons[int(m)] = (f"duplicate of row {int(row_number[members[0]])} "
+                                   "(same viewerId, customFieldId and value; sent once)")
+        else:
+            conflicting.append(members)
+            for m, r in zip(members, rows, strict=True):
+                others = rows[rows != r] if np.any(rows != r) else rows
+                reasons[int(m)] = (
+                    "conflicting values for the same viewerId and customFieldId in rows "
+                    f"{_rows_text(others)}; keep one row per viewer and field in the source")
+    return DuplicatePlan(
+        np.concatenate(duplicate) if duplicate else empty,
+        np.concatenate(conflicting) if conflicting else empty,
+        reasons,
+    )
+
+
+def plan_unchanged(
+    key: np.ndarray, value_fp: np.ndarray, pending: np.ndarray,
+    state_keys: np.ndarray, state_fps: np.ndarray,
+) -> np.ndarray:
+    """Positions among ``pending`` whose value matches the last confirmed value in the state.
+
+    ``state_keys`` must be sorted ascending (unique); ``state_fps`` aligned with it.
+    """
+    pos = np.flatnonzero(pending)
+    if len(pos) == 0 or len(state_keys) == 0:
+        return np.empty(0, dtype=np.int64)
+    k = key[pos]
+    at = np.searchsorted(state_keys, k)
+    at_c = np.minimum(at, len(state_keys) - 1)
+    found = (at < len(state_keys)) & (state_keys[at_c] == k)
+    same = found & (state_fps[at_c] == value_fp[pos])
+    return pos[same]
+
+
+def apply_status(status: np.ndarray, positions: np.ndarray, name: str) -> None:
+    """Set ``status`` of ``positions`` to the named status (in place)."""
+    status[positions] = STATUS_CODE[name]
+
+
+def pending_mask(status: np.ndarray) -> np.ndarray:
+    return status == PENDING

@@ -1,0 +1,65 @@
+"""Report sinks: where the per-item report goes. Parquet here; the warehouse table in airflow/."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from polyv_connector.errors import ConfigError
+from polyv_connector.model import report_schema
+
+
+class ReportSink(Protocol):
+    """Receives the report in record batches, in row order; ``close`` makes it final."""
+
+    location: str
+
+    def write(self, batch: pa.RecordBatch) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ParquetReport:
+    """Writes the report to a Parquet file, atomically (a partial report never appears)."""
+
+    def __init__(self, path: str | os.PathLike[str], setting: str = "--report") -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(setting, f"cannot create the report folder {self.path.parent}: {exc}") from exc
+        if self.path.is_dir():
+            raise ConfigError(setting, f"{self.path} is a directory; give a file path such as report.parquet")
+        self._tmp = self.path.with_name(self.path.name + ".partial")
+        try:
+            self._writer = pq.ParquetWriter(self._tmp, report_schema(), compression="zstd")
+        except OSError as exc:
+            raise ConfigError(setting, f"cannot write the report to {self.path}: {exc}") from exc
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        self._writer.close()
+        os.replace(self._tmp, self.path)
+
+
+class MultiReport:
+    """Fans the report out to several sinks (e.g. a Parquet file and a warehouse table)."""
+
+    def __init__(self, sinks: list[ReportSink]) -> None:
+        self.sinks = sinks
+        self.location = ", ".join(s.location for s in sinks)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        for sink in self.sinks:
+            sink.write(batch)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()

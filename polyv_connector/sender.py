@@ -1,0 +1,162 @@
+"""Sending batches: retries, isolation of rejected items by bisection, and the circuit breaker.
+
+A worker thread calls :meth:`BatchSender.send` for one batch and gets back the fate of each
+of its items. Nothing here touches the ledger, the state or the report: the caller does.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from polyv_connector.batching import Batch
+from polyv_connector.errors import RunAborted
+from polyv_connector.transport.classify import Outcome
+from polyv_connector.transport.client import PolyvClient, abort_for
+from polyv_connector.transport.retry import RetryPolicy
+
+SendStatus = Literal["sent", "failed", "not_attempted"]
+
+
+@dataclass(frozen=True)
+class ItemsResult:
+    """The fate of some items of a batch, decided by one request (or by the circuit)."""
+
+    indices: np.ndarray
+    status: SendStatus
+    batch_id: str
+    attempts: int
+    synced_at: float
+    reason: str | None = None
+    http_status: int | None = None
+    error_code: int | None = None
+    request_id: str | None = None
+
+
+class Circuit:
+    """Opened once, by the first run-level refusal; every worker checks it before each request."""
+
+    def __init__(self) -> None:
+        self._abort: RunAborted | None = None
+        self._lock = threading.Lock()
+
+    def open(self, abort: RunAborted) -> None:
+        with self._lock:
+            if self._abort is None:
+                self._abort = abort
+
+    @property
+    def abort(self) -> RunAborted | None:
+        return self._abort
+
+    @property
+    def is_open(self) -> bool:
+        return self._abort is not None
+
+
+class BatchSender:
+    """Sends one batch to completion: retried, split on data errors, stopped by the circuit."""
+
+    def __init__(
+        self,
+        client: PolyvClient,
+        retry: RetryPolicy,
+        circuit: Circuit,
+        *,
+        seed: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._retry = retry
+        self._circuit = circuit
+        self._sleep = sleep
+        self._clock = clock
+        self._local = threading.local()
+        self._seed = seed
+
+    def _rng(self) -> random.Random:
+        # One generator per thread: random.Random is not meant to be shared across threads.
+        rng = getattr(self._local, "rng", None)
+        if rng is None:
+            seed = None if self._seed is None else self._seed + threading.get_ident()
+            rng = self._local.rng = random.Random(seed)
+        return rng
+
+    def send(self, batch: Batch) -> list[ItemsResult]:
+        return self._send(batch, carried=0)
+
+    def _not_attempted(self, batch: Batch, attempts: int, outcome: Outcome | None = None) -> ItemsResult:
+        abort = self._circuit.abort
+        reason = f"not sent: the run was stopped ({abort})" if abort else "not sent: the run was stopped"
+        return ItemsResult(batch.indices, "not_attempted", batch.batch_id, attempts, self._clock(), reason,
+                           outcome.http_status if outcome else None, outcome.error_code if outcome else None,
+                           outcome.request_id if outcome else None)
+
+    def _send(self, batch: Batch, carried: int) -> list[ItemsResult]:
+        attempt = 0
+        body = batch.body()
+        while True:
+            if self._circuit.is_open:
+                return [self._not_attempted(batch, carried + attempt)]
+            attempt += 1
+            outcome = self._client.save(body)
+            tries = carried + attempt
+            if outcome.kind == "ok":
+                return [ItemsResult(batch.indices, "sent", batch.batch_id, tries, self._clock(),
+                                    None, outcome.http_status, None, outcome.request_id)]
+            if outcome.kind in ("blocked", "fatal"):
+                self._circuit.open(abort_for(outcome))
+                return [self._not_attempted(batch, tries, outcome)]
+            if outcome.kind == "data":
+                if len(batch) == 1:
+                    return [ItemsResult(
+                        batch.indices, "failed", batch.batch_id, tries, self._clock(),
+                        f"POLYV rejected this item: '{outcome.desc}' (error {outcome.error_code}); "
+                        "fix the value in the source", outcome.http_status, outcome.error_code,
+                        outcome.request_id)]
+                # One bad item fails the whole request: split to find it, send the rest.
+                left, right = batch.halves()
+                return self._send(left, tries) + self._send(right, tries)
+            if not self._retry.should_retry(attempt):
+                return [ItemsResult(
+                    batch.indices, "failed", batch.batch_id, tries, self._clock(),
+                    f"gave up after {attempt} attempts: {outcome.desc}; rerun to retry these rows",
+                    outcome.http_status, outcome.error_code, outcome.request_id)]
+            self._sleep(self._retry.backoff_s(attempt, self._rng()))
+
+
+def send_all(
+    batches: Iterable[Batch],
+    sender: BatchSender,
+    circuit: Circuit,
+    concurrency: int,
+    on_done: Callable[[Batch, list[ItemsResult]], None],
+) -> None:
+    """Send ``batches`` with ``concurrency`` requests in flight; ``on_done`` runs in this thread.
+
+    Stops taking new batches once the circuit opens; their items stay pending (the caller
+    reports them ``not_attempted``). At most ``2 * concurrency`` batches are held in memory.
+    """
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="polyv-send") as pool:
+        in_flight: dict[Future[list[ItemsResult]], Batch] = {}
+
+        def drain(until: int) -> None:
+            while len(in_flight) > until:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    on_done(in_flight.pop(fut), fut.result())
+
+        for batch in batches:
+            if circuit.is_open:
+                break
+            drain(2 * concurrency - 1)
+            in_flight[pool.submit(sender.send, batch)] = batch
+        drain(0)

@@ -1,0 +1,6 @@
+"""Sources: where rows come from. Each yields Arrow record batches and nothing else."""
+
+from polyv_connector.sources.items import ItemBatch, to_items
+from polyv_connector.sources.parquet import ParquetSource
+
+__all__ = ["ItemBatch", "ParquetSource", "to_items"]

@@ -1,0 +1,100 @@
+"""One place that decides what every POLYV answer (or transport failure) means.
+
+Pure: a function of (HTTP status, body) or of the exception; nothing is sent or logged.
+Kinds, by what the sender must do:
+
+* ``ok`` — confirmed.
+* ``transient`` — retry with backoff, re-signed (5XX, gateway pages, timeouts, resets).
+* ``data`` — a 40X that blames the request's content: split the batch to find the bad items.
+* ``fatal`` — the run cannot succeed (credentials, clock skew, wrong URL): stop at once.
+* ``blocked`` — POLYV's per-IP rate-limit block: open the circuit, send nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+import requests
+
+OutcomeKind = Literal["ok", "transient", "data", "fatal", "blocked"]
+
+BLOCK_MESSAGE = "qps exceeds number of calls"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one HTTP exchange meant. ``desc`` is POLYV's own message, or ours when it sent none."""
+
+    kind: OutcomeKind
+    http_status: int | None = None
+    error_code: int | None = None
+    desc: str | None = None
+    request_id: str | None = None
+    fatal_cause: str | None = None  # "auth" | "clock" | "endpoint" for kind == "fatal"
+
+
+def _error_fields(doc: dict[str, object]) -> tuple[int | None, str | None]:
+    error = doc.get("error")
+    code: object = None
+    desc: object = None
+    if isinstance(error, dict):
+        code, desc = error.get("code"), error.get("desc")
+    if desc is None:
+        desc = doc.get("message") or doc.get("msg")
+    if code is None:
+        code = doc.get("code")
+    return (code if isinstance(code, int) else None), (str(desc) if desc is not None else None)
+
+
+def classify_response(http_status: int, body: bytes) -> Outcome:
+    """Classify an HTTP answer by its status and body (never by headers alone)."""
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        doc = None
+    if not isinstance(doc, dict):
+        return _classify_non_json(http_status, body)
+    code, desc = _error_fields(doc)
+    request_id = doc.get("requestId") if isinstance(doc.get("requestId"), str) else None
+    lowered = (desc or "").lower()
+    if BLOCK_MESSAGE in lowered or http_status == 429:
+        return Outcome("blocked", http_status, code, desc or BLOCK_MESSAGE, request_id)
+    if http_status == 200 and (doc.get("success") is True or doc.get("code") == 200):
+        return Outcome("ok", http_status, None, None, request_id)
+    if "invalid signature" in lowered or "application not found" in lowered or code == 20001:
+        return Outcome("fatal", http_status, code, desc, request_id, fatal_cause="auth")
+    if "invalid timestamp" in lowered:
+        return Outcome("fatal", http_status, code, desc, request_id, fatal_cause="clock")
+    if http_status >= 500 or doc.get("status") == "fail" or (isinstance(doc.get("code"), int) and doc["code"] >= 500):
+        return Outcome("transient", http_status, code, desc or "server error", request_id)
+    if http_status in (401, 403, 407):
+        return Outcome("fatal", http_status, code, desc or "permission denied", request_id, fatal_cause="auth")
+    if http_status in (404, 405):
+        return Outcome("fatal", http_status, code, desc or "endpoint not found", request_id,
+                       fatal_cause="endpoint")
+    # Any other 40X (param validate error, param length is incorrect, json format error,
+    # param should not be empty...) can be caused by one bad item of the batch.
+    return Outcome("data", http_status, code, desc or f"HTTP {http_status}", request_id)
+
+
+def _classify_non_json(http_status: int, body: bytes) -> Outcome:
+    if http_status == 429 or BLOCK_MESSAGE.encode() in body.lower():
+        return Outcome("blocked", http_status, None, BLOCK_MESSAGE)
+    if http_status in (404, 405):
+        return Outcome("fatal", http_status, None, f"HTTP {http_status} with a non-JSON body: "
+                       "is the API base URL right?", fatal_cause="endpoint")
+    # Gateways (502/503/504) and proxies answer HTML; the API itself never does.
+    return Outcome("transient", http_status, None, f"HTTP {http_status} with a non-JSON body (gateway or proxy)")
+
+
+def classify_exception(exc: BaseException) -> Outcome:
+    """Transport failures: timeouts and resets are transient; anything else is re-raised."""
+    if isinstance(exc, requests.Timeout):
+        return Outcome("transient", None, None, "request timed out")
+    if isinstance(exc, requests.ConnectionError):
+        return Outcome("transient", None, None, "connection failed or was reset")
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return Outcome("transient", None, None, "connection broken while reading the answer")
+    raise exc

@@ -1,0 +1,157 @@
+"""The POLYV HTTP client: one pooled session, requests signed at the moment they are sent."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from polyv_connector.config import Credentials, SendOptions
+from polyv_connector.errors import RunAborted
+from polyv_connector.signing import signed_params
+from polyv_connector.transport.classify import Outcome, classify_exception, classify_response
+from polyv_connector.transport.ratelimit import RequestBudget
+from polyv_connector.transport.retry import RetryPolicy
+
+SAVE_PATH = "/live/v4/user/custom-field/viewer-value/save"
+LIST_PATH = "/live/v4/user/custom-field/list"
+USER_AGENT = "polyv-connector/0.1"
+
+
+def abort_for(outcome: Outcome) -> RunAborted:
+    """The run-stopping error for a ``fatal`` or ``blocked`` outcome, with an actionable message."""
+    where = f" (HTTP {outcome.http_status}, requestId {outcome.request_id})" if outcome.request_id else (
+        f" (HTTP {outcome.http_status})" if outcome.http_status else "")
+    if outcome.kind == "blocked":
+        return RunAborted(
+            "blocked",
+            f"POLYV rate limit hit: '{outcome.desc}'{where}. The client IP is blocked for 5 minutes "
+            "for every POLYV API call; nothing more was sent. Lower --max-rps (and the number of "
+            "parallel syncs), wait 5 minutes, then rerun.",
+            http_status=outcome.http_status, error_code=outcome.error_code, request_id=outcome.request_id,
+        )
+    hints = {
+        "auth": "check the appId and appSecret (POLYV_APP_ID / POLYV_APP_SECRET, or the Airflow "
+                "connection's login and password)",
+        "clock": "the request timestamp was refused: this machine's clock is probably off by more "
+                 "than 3 minutes; sync it with NTP",
+        "endpoint": "check the API base URL (POLYV_API_BASE_URL or the connection's host)",
+    }
+    cause = outcome.fatal_cause or "auth"
+    return RunAborted(
+        cause,
+        f"POLYV refused the request: '{outcome.desc}'{where}; {hints.get(cause, '')}. Nothing more was sent.",
+        http_status=outcome.http_status, error_code=outcome.error_code, request_id=outcome.request_id,
+    )
+
+
+class PolyvClient:
+    """Talks to one POLYV account. Thread-safe: one ``requests.Session`` shared by all workers."""
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        options: SendOptions | None = None,
+        *,
+        budget: RequestBudget | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._credentials = credentials
+        self._options = options or SendOptions()
+        self._budget = budget
+        self._clock = clock
+        self._base = credentials.base_url.rstrip("/")
+        self.session = requests.Session()
+        pool = max(4, self._options.concurrency)
+        adapter = HTTPAdapter(pool_connections=pool, pool_maxsize=pool, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update({"User-Agent": USER_AGENT})
+        self._counter = itertools.count(1)
+        self._sent = 0
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP requests made so far (retries and split halves included)."""
+        return self._sent
+
+    @property
+    def app_id(self) -> str:
+        return self._credentials.app_id
+
+    def _signed_query(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        # Signed now, not when the batch was prepared: timestamps are valid for 3 minutes.
+        params = {"appId": self._credentials.app_id, "timestamp": str(int(self._clock() * 1000))}
+        if extra:
+            params.update(extra)
+        return signed_params(params, self._credentials.app_secret.reveal(), self._options.signature_method)
+
+    def _exchange(self, method: str, path: str, *, body: bytes | None = None,
+                  extra: dict[str, str] | None = None) -> tuple[Outcome, bytes]:
+        if self._budget is not None:
+            self._budget.acquire()
+        headers = {"Content-Type": "application/json; charset=utf-8"} if body is not None else None
+        self._sent = next(self._counter)  # atomic under the GIL, unlike +=
+        try:
+            resp = self.session.request(
+                method, self._base + path, params=self._signed_query(extra), data=body,
+                headers=headers, timeout=self._options.timeout_s,
+            )
+            content = resp.content
+        except requests.RequestException as exc:
+            return classify_exception(exc), b""
+        return classify_response(resp.status_code, content), content
+
+    def save(self, body: bytes) -> Outcome:
+        """One signed POST of a JSON array body; classified, never raised (except programming errors)."""
+        return self._exchange("POST", SAVE_PATH, body=body)[0]
+
+    def list_fields(self, retry: RetryPolicy | None = None, rng: random.Random | None = None,
+                    sleep: Callable[[float], None] = time.sleep) -> list[dict[str, Any]]:
+        """Every custom field of the account (all pages). Raises :class:`RunAborted` on refusal."""
+        retry = retry or RetryPolicy(self._options.max_attempts, self._options.backoff_base_s,
+                                     self._options.backoff_max_s)
+        rng = rng or random.Random()
+        fields: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            attempt = 1
+            while True:
+                outcome, content = self._exchange(
+                    "GET", LIST_PATH, extra={"pageNumber": str(page), "pageSize": "1000"})
+                if outcome.kind == "ok" or outcome.kind in ("fatal", "blocked", "data"):
+                    break
+                if not retry.should_retry(attempt):
+                    break
+                sleep(retry.backoff_s(attempt, rng))
+                attempt += 1
+            if outcome.kind in ("fatal", "blocked"):
+                raise abort_for(outcome)
+            if outcome.kind != "ok":
+                raise RunAborted(
+                    "unavailable",
+                    f"could not read the custom field list: {outcome.desc} (HTTP {outcome.http_status}); "
+                    "POLYV may be down, retry later (or skip the check with --no-check-fields)",
+                    http_status=outcome.http_status, request_id=outcome.request_id,
+                )
+            data = json.loads(content.decode("utf-8")).get("data") or {}
+            fields.extend(data.get("contents") or [])
+            total_pages = int(data.get("totalPages") or 1)
+            if page >= total_pages:
+                return fields
+            page += 1
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> PolyvClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
