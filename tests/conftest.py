@@ -1,0 +1,59 @@
+"""Shared fixtures: the simulator, credentials, and Parquet inputs written through pyarrow."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from polyv_connector.config import Credentials, Secret
+from polyv_connector.simulator import PolyvSimulator
+
+APP_ID = "test-app"
+# Planted secret: long and recognisable, so a scan for it in outputs is meaningful.
+APP_SECRET = "PLANTED-s3cr3t-7f1c9a2b"
+FIELDS = ["PAY_STATUS", "VIP_LEVEL", "COURSE_PROGRESS", "MEMBER_TIER"]
+
+
+@pytest.fixture
+def sim() -> Iterator[PolyvSimulator]:
+    with PolyvSimulator(apps={APP_ID: APP_SECRET}, fields=FIELDS) as s:
+        yield s
+
+
+@pytest.fixture
+def creds(sim: PolyvSimulator) -> Credentials:
+    return Credentials(APP_ID, Secret(APP_SECRET), sim.base_url)
+
+
+@pytest.fixture
+def env(sim: PolyvSimulator, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    values = {"POLYV_APP_ID": APP_ID, "POLYV_APP_SECRET": APP_SECRET, "POLYV_API_BASE_URL": sim.base_url}
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    return values
+
+
+def write_items(path: Path, rows: list[tuple[str | None, str | None, str | None]]) -> Path:
+    """Write long-form rows (viewerId, customFieldId, customFieldValue) to a Parquet file."""
+    table = pa.table(
+        {
+            "viewerId": pa.array([r[0] for r in rows], pa.string()),
+            "customFieldId": pa.array([r[1] for r in rows], pa.string()),
+            "customFieldValue": pa.array([r[2] for r in rows], pa.string()),
+        }
+    )
+    pq.write_table(table, path)
+    return path
+
+
+def read_report(path: Path | str) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("CI"))
