@@ -1,0 +1,134 @@
+"""The command line: exit codes, configuration errors that name the setting, and the secret."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from polyv_connector.cli import main
+from polyv_connector.simulator import FaultConfig
+from tests.conftest import APP_SECRET, write_items
+
+
+def cli(*args: str) -> int:
+    return main(list(args))
+
+
+def test_run_exit_0_and_summary(tmp_path, env, sim, capsys) -> None:
+    src = write_items(tmp_path / "in.parquet", [("a", "PAY_STATUS", "1"), ("b", "VIP_LEVEL", "2")])
+    code = cli("run", "--input", str(src), "--report", str(tmp_path / "r.parquet"),
+               "--summary-json", str(tmp_path / "s.json"))
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "2 items: sent 2" in out and f"report: {tmp_path / 'r.parquet'}" in out
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["counts"]["sent"] == 2 and summary["ok"] is True and summary["exitCode"] == 0
+
+
+def test_run_exit_1_when_rows_fail(tmp_path, env, sim) -> None:
+    sim.set_faults(FaultConfig(poison_values=("BAD",)))
+    src = write_items(tmp_path / "in.parquet", [("a", "PAY_STATUS", "BAD"), ("b", "PAY_STATUS", "ok")])
+    assert cli("run", "--input", str(src), "--report", str(tmp_path / "r.parquet")) == 1
+    statuses = pq.read_table(tmp_path / "r.parquet").column("status").to_pylist()
+    assert statuses == ["failed", "sent"]
+
+
+@pytest.mark.parametrize(
+    ("args", "setting"),
+    [
+        (["--batch-size", "1001"], "--batch-size"),
+        (["--concurrency", "0"], "--concurrency"),
+        (["--max-rps", "500"], "--max-rps"),
+        (["--field", "PAY_STATUS"], "--field"),
+        (["--input", "/no/such/file.parquet"], "--input"),
+        (["--viewer-id-column", "user_id"], "--input"),
+    ],
+)
+def test_bad_configuration_exits_2_naming_the_setting(tmp_path, env, sim, capsys, args, setting) -> None:
+    src = write_items(tmp_path / "in.parquet", [("a", "PAY_STATUS", "1")])
+    base = ["run", "--input", str(src), "--report", str(tmp_path / "r.parquet")]
+    code = cli(*base, *args)
+    err = capsys.readouterr().err
+    assert code == 2 and f"configuration error: {setting}" in err
+    assert sim.stats.api_requests == 0
+
+
+def test_missing_secret_exits_2_naming_the_variable(tmp_path, env, sim, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("POLYV_APP_SECRET")
+    src = write_items(tmp_path / "in.parquet", [("a", "PAY_STATUS", "1")])
+    assert cli("run", "--input", str(src), "--report", str(tmp_path / "r.parquet")) == 2
+    assert "POLYV_APP_SECRET" in capsys.readouterr().err
+    assert sim.stats.api_requests == 0
+
+
+def test_wrong_secret_exits_3(tmp_path, env, sim, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("POLYV_APP_SECRET", "wrong-secret-value")
+    src = write_items(tmp_path / "in.parquet", [("a", "PAY_STATUS", "1")])
+    assert cli("run", "--input", str(src), "--report", str(tmp_path / "r.parquet")) == 3
+    assert "invalid signature" in capsys.readouterr().out
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    code = ("import sys; from polyv_connector.cli import build_parser\n"
+            "try:\n    build_parser().parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('pandas', 'pyarrow', 'great_expectations', 'airflow') if m in sys.modules]\n"
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("[]")
+
+
+def test_planted_secret_appears_in_no_output(tmp_path, env, sim, capsys, caplog) -> None:
+    """Logs (DEBUG included), stdout/stderr, exceptions, the summary and the report never hold the secret."""
+    caplog.set_level(logging.DEBUG)
+    sim.set_faults(FaultConfig(error_rate=0.3, poison_values=("BAD",), seed=3))
+    rows = [(f"v{i}", "PAY_STATUS", "BAD" if i == 5 else APP_SECRET[: i % 20]) for i in range(300)]
+    rows.append((APP_SECRET[:3], "NOPE", None))
+    src = write_items(tmp_path / "in.parquet", rows)
+    report = tmp_path / "r.parquet"
+    cli("-v", "run", "--input", str(src), "--report", str(report), "--summary-json", str(tmp_path / "s.json"),
+        "--batch-size", "50")
+    # A wrong-secret run exercises the abort path's messages too.
+    import os
+    os.environ["POLYV_APP_SECRET"] = APP_SECRET + "-x"
+    cli("-v", "run", "--input", str(src), "--report", str(tmp_path / "r2.parquet"))
+    os.environ["POLYV_APP_SECRET"] = APP_SECRET
+    captured = capsys.readouterr()
+    outputs = {
+        "stdout": captured.out, "stderr": captured.err, "logs": caplog.text,
+        "summary": (tmp_path / "s.json").read_text(),
+        "report": pq.read_table(report).to_pandas().drop(columns=["customFieldValue"]).to_csv(),
+        "report2": pq.read_table(tmp_path / "r2.parquet").to_pandas().drop(columns=["customFieldValue"]).to_csv(),
+    }
+    assert outputs["logs"] and outputs["stdout"]
+    for name, text in outputs.items():
+        assert APP_SECRET not in text, name
+    # Values are the user's own data and may contain anything; the report keeps them as sent.
+    assert sim.stats.save_requests > 0
+
+
+def test_secret_objects_do_not_leak_through_repr_or_pickle() -> None:
+    import pickle
+
+    from polyv_connector.config import Credentials, Secret
+    c = Credentials("app", Secret(APP_SECRET), "http://x")
+    assert APP_SECRET not in repr(c) and APP_SECRET not in str(c)
+    with pytest.raises(TypeError):
+        pickle.dumps(c)
+
+
+def test_simulator_subcommand_is_wired(tmp_path) -> None:
+    from polyv_connector.cli import build_parser
+    args = build_parser().parse_args(["simulator", "--port", "0"])
+    assert args.func.__module__ == "polyv_connector.simulator.cli"
+
+
+def test_module_entrypoint_runs(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "polyv_connector.cli", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "Exit status" in out and "run" in out
