@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from polyv_connector.batching import Batch, make_batches
+from polyv_connector.batching import Batch, json_objects, make_batches
 from polyv_connector.checks import check_items, merge_reasons
 from polyv_connector.config import ColumnMapping, Credentials, SyncOptions
 from polyv_connector.errors import RunAborted, StateError
@@ -342,7 +342,8 @@ def _rejected_fraction_gate(ledger: _Ledger, options: SyncOptions) -> list[str]:
     return []
 
 
-def _pending_chunks(spill_path: Path, ledger: _Ledger) -> Iterator[tuple[np.ndarray, list[str], list[str], list[str]]]:
+def _pending_chunks(spill_path: Path, ledger: _Ledger) -> Iterator[tuple[np.ndarray, pa.Array]]:
+    """(positions, JSON objects) of the pending items, spill batch by spill batch."""
     with pa.memory_map(str(spill_path)) as mm:
         reader = pa.ipc.open_file(mm)
         offset = 0
@@ -352,10 +353,8 @@ def _pending_chunks(spill_path: Path, ledger: _Ledger) -> Iterator[tuple[np.ndar
             local = np.flatnonzero(ledger.status[offset:offset + n] == PENDING)
             if len(local):
                 idx = pa.array(local)
-                yield (local + offset,
-                       rb.column(VIEWER_ID).take(idx).to_pylist(),
-                       rb.column(FIELD_ID).take(idx).to_pylist(),
-                       rb.column(VALUE).take(idx).to_pylist())
+                yield (local + offset, json_objects(rb.column(VIEWER_ID).take(idx),
+                                                    rb.column(FIELD_ID).take(idx), rb.column(VALUE).take(idx)))
             offset += n
 
 
@@ -406,7 +405,7 @@ def _write_report(spill_path: Path, ledger: _Ledger, report: ReportSink, run_id:
             has = ridx >= 0
             take = pa.array(np.where(has, ridx, 0), mask=~has)
 
-            def per_result(arr: pa.Array, take: pa.Array = take) -> pa.Array:
+            def per_result(arr: pa.Array, take: pa.Array = take, n: int = n) -> pa.Array:
                 return arr.take(take) if len(arr) else pa.nulls(n, arr.type)
 
             lo, hi = np.searchsorted(ledger.note_pos, [offset, offset + n])

@@ -15,7 +15,7 @@ import pytest
 
 from polyv_connector import StateError, SyncOptions, sync
 from polyv_connector.report import ParquetReport
-from polyv_connector.simulator import FaultConfig, PolyvSimulator, RateLimitConfig
+from polyv_connector.simulator import FaultConfig, PolyvSimulator
 from polyv_connector.sources.parquet import ParquetSource
 from tests.conftest import APP_ID, APP_SECRET, FIELDS, read_report, write_items
 from tests.test_engine import FAST

@@ -48,7 +48,7 @@ def test_corrupt_base_fails_with_a_clear_message(tmp_path) -> None:
     st.record(np.array([1], np.uint64), np.array([1], np.uint64))
     st.finish()
     (tmp_path / "app" / "base.parquet").write_bytes(b"garbage")
-    with pytest.raises(StateError, match="corrupt.*--reset-state"):
+    with pytest.raises(StateError, match=r"corrupt.*--reset-state"):
         SyncState(tmp_path, "app").load()
 
 

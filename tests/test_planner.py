@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import numpy as np
+
+from polyv_connector.planner import plan_duplicates, plan_unchanged
+
+
+def test_first_hash_collision_does_not_merge_different_keys() -> None:
+    # Items 0 and 1 share key_a but differ in key_b: different keys, not duplicates.
+    ka = np.array([7, 7, 7], np.uint64)
+    kb = np.array([1, 2, 1], np.uint64)
+    fp = np.array([5, 6, 5], np.uint64)
+    plan = plan_duplicates(ka, kb, fp, np.arange(3), np.ones(3, bool))
+    assert plan.duplicate.tolist() == [2] and plan.conflicting.tolist() == []
+    assert "duplicate of row 0" in plan.reasons[2]
+
+
+def test_conflicts_name_the_other_rows_and_ineligible_items_are_ignored() -> None:
+    ka = np.array([1, 1, 1, 1], np.uint64)
+    kb = np.zeros(4, np.uint64)
+    fp = np.array([1, 2, 3, 9], np.uint64)
+    eligible = np.array([True, True, True, False])
+    plan = plan_duplicates(ka, kb, fp, np.array([10, 11, 12, 13]), eligible)
+    assert sorted(plan.conflicting.tolist()) == [0, 1, 2]
+    assert "rows 11, 12" in plan.reasons[0] and 3 not in plan.reasons
+
+
+def test_unchanged_only_when_key_and_fingerprint_match() -> None:
+    state_keys = np.array([1, 5, 9], np.uint64)
+    state_fps = np.array([10, 50, 90], np.uint64)
+    key = np.array([1, 5, 9, 12], np.uint64)
+    fp = np.array([10, 51, 90, 120], np.uint64)
+    pending = np.array([True, True, False, True])
+    assert plan_unchanged(key, fp, pending, state_keys, state_fps).tolist() == [0]

@@ -1,0 +1,67 @@
+"""Retry policy, token bucket and response classification: pure, with injected clocks."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import requests
+
+from polyv_connector.transport.classify import classify_exception, classify_response
+from polyv_connector.transport.ratelimit import TokenBucket
+from polyv_connector.transport.retry import RetryPolicy
+
+
+def test_backoff_is_full_jitter_within_exponential_cap() -> None:
+    p = RetryPolicy(max_attempts=5, base_s=0.5, cap_s=4.0)
+    rng = random.Random(1)
+    for attempt, cap in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (6, 4.0)]:
+        waits = [p.backoff_s(attempt, rng) for _ in range(200)]
+        assert min(waits) >= 0 and max(waits) <= cap and max(waits) > cap * 0.8
+    assert p.should_retry(4) and not p.should_retry(5)
+
+
+def test_token_bucket_holds_the_rate_without_real_sleeping() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    bucket = TokenBucket(rate=100, burst=10, clock=lambda: now[0], sleep=sleep)
+    for _ in range(1010):
+        bucket.acquire()
+    # 1010 requests at 100/s with a burst of 10 take 10 s: never more than the rate allows.
+    assert now[0] == pytest.approx(10.0, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind", "cause"),
+    [
+        (200, b'{"code":200,"status":"success","requestId":"r","data":null,"success":true}', "ok", None),
+        (400, b'{"code":400,"status":"error","error":{"code":20002,"desc":"param validate error"}}', "data", None),
+        (403, b'{"code":403,"status":"error","error":{"code":403,"desc":"invalid signature."}}', "fatal", "auth"),
+        (400, b'{"code":400,"status":"error","error":{"code":20001,"desc":"application not found."}}',
+         "fatal", "auth"),
+        (400, b'{"code":400,"status":"error","error":{"code":400,"desc":"invalid timestamp."}}', "fatal", "clock"),
+        (403, b'{"code":403,"status":"error","error":{"code":403,"desc":"qps exceeds number of calls"}}',
+         "blocked", None),
+        (200, b'{"code":429,"message":"qps exceeds number of calls"}', "blocked", None),
+        (429, b"Too Many Requests", "blocked", None),
+        (500, b'{"code":500,"status":"fail","error":{"code":500,"desc":"undefined error"}}', "transient", None),
+        (502, b"<html>Bad Gateway</html>", "transient", None),
+        (200, b"<html>captive portal</html>", "transient", None),
+        (404, b"<html>not found</html>", "fatal", "endpoint"),
+    ],
+)
+def test_classify_response(status: int, body: bytes, kind: str, cause: str | None) -> None:
+    out = classify_response(status, body)
+    assert out.kind == kind and out.fatal_cause == cause
+
+
+def test_classify_exceptions() -> None:
+    assert classify_exception(requests.ReadTimeout()).kind == "transient"
+    assert classify_exception(requests.ConnectionError()).kind == "transient"
+    with pytest.raises(ValueError, match="programming error"):
+        classify_exception(ValueError("programming error"))
