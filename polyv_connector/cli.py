@@ -92,9 +92,9 @@ def _setting_name(setting: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from polyv_connector.engine import sync
     from polyv_connector.report import ParquetReport
     from polyv_connector.sources.parquet import ParquetSource
-    from polyv_connector.engine import sync
 
     options = options_from_args(args)
     credentials = Credentials.from_env()

@@ -40,7 +40,7 @@ def test_utf8_values() -> None:
 def test_sha256_includes_signature_method() -> None:
     q = signed_params({"appId": "app1", "timestamp": "1"}, "k", "SHA256")
     assert q["signatureMethod"] == "SHA256"
-    raw = "kappIdapp1signatureMethodSHA256timestamp1k".encode()
+    raw = b"kappIdapp1signatureMethodSHA256timestamp1k"
     assert q["sign"] == hashlib.sha256(raw).hexdigest().upper()
     assert len(q["sign"]) == 64
 
