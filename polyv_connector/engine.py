@@ -161,11 +161,9 @@ def new_run_id(clock: Callable[[], float] = time.time) -> str:
 class _Ledger:
     """Per-item facts of the run, as compact arrays indexed by item position."""
 
-    def __init__(self, row_number: np.ndarray, key_a: np.ndarray, key_b: np.ndarray,
-                 fp: np.ndarray, rejected: np.ndarray) -> None:
-        n = len(row_number)
-        self.row_number = row_number
-        self.key_a, self.key_b, self.fp = key_a, key_b, fp
+    def __init__(self, key_a: np.ndarray, fp: np.ndarray, rejected: np.ndarray) -> None:
+        n = len(key_a)
+        self.key_a, self.fp = key_a, fp
         self.status = np.zeros(n, dtype=np.int8)
         self.status[rejected] = STATUS_CODE["rejected"]
         self.attempts = np.zeros(n, dtype=np.int16)
@@ -238,6 +236,8 @@ def sync(
         with tempfile.TemporaryDirectory(prefix="polyv-sync-") as tmp:
             spill_path = Path(tmp) / "items.arrow"
             ledger = _plan_pass(source, options, known_fields, validator, spill_path, progress)
+            # Give the Arrow pool's freed chunk buffers back to the OS before the long send phase.
+            pa.default_memory_pool().release_unused()
             gate_failures = validator.finish() if validator else []
             gate_failures += _rejected_fraction_gate(ledger, options)
             if not options.full_refresh:
@@ -292,7 +292,6 @@ def _load_state(state: SyncState | None, options: SyncOptions) -> tuple[np.ndarr
 
 def _plan_pass(source: Source, options: SyncOptions, known_fields: set[str] | None,
                validator: Validator | None, spill_path: Path, progress: Progress) -> _Ledger:
-    rows: list[np.ndarray] = []
     key_a: list[np.ndarray] = []
     key_b: list[np.ndarray] = []
     fps: list[np.ndarray] = []
@@ -311,19 +310,21 @@ def _plan_pass(source: Source, options: SyncOptions, known_fields: set[str] | No
             key_a.append(a)
             key_b.append(b)
             fps.append(value_fingerprints(items.column(VALUE).combine_chunks()))
-            rows.append(items.column(ROW_NUMBER).to_numpy())
             rejected.append(reasons.is_valid().to_numpy(zero_copy_only=False))
             spill.write_table(items.append_column(_SPILL_SCHEMA.field(_REASON), reasons))
             progress.advance(items.num_rows)
     progress.finish()
 
     def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+        joined = np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+        parts.clear()  # free the chunks now: at 10M items each list holds 80 MB
+        return joined
 
-    ledger = _Ledger(cat(rows, np.int64), cat(key_a, np.uint64), cat(key_b, np.uint64),
-                     cat(fps, np.uint64), cat(rejected, bool))
-    dup = plan_duplicates(ledger.key_a, ledger.key_b, ledger.fp, ledger.row_number,
-                          ledger.status == PENDING)
+    ledger = _Ledger(cat(key_a, np.uint64), cat(fps, np.uint64), cat(rejected, bool))
+    items_per_row = max(1, len(options.mapping.fields))
+    dup = plan_duplicates(ledger.key_a, cat(key_b, np.uint64), ledger.fp, ledger.status == PENDING,
+                          items_per_row)
+    del key_b  # the second key hash only serves duplicate detection: free it before the diff
     ledger.status[dup.duplicate] = STATUS_CODE["duplicate"]
     ledger.status[dup.conflicting] = STATUS_CODE["rejected"]
     ledger.set_notes(dup.reasons)
@@ -344,8 +345,10 @@ def _rejected_fraction_gate(ledger: _Ledger, options: SyncOptions) -> list[str]:
 
 def _pending_chunks(spill_path: Path, ledger: _Ledger) -> Iterator[tuple[np.ndarray, pa.Array]]:
     """(positions, JSON objects) of the pending items, spill batch by spill batch."""
-    with pa.memory_map(str(spill_path)) as mm:
-        reader = pa.ipc.open_file(mm)
+    # Read the spill batch by batch (not memory-mapped: mapped pages would count as the
+    # process's memory for the whole file).
+    with pa.OSFile(str(spill_path)) as f:
+        reader = pa.ipc.open_file(f)
         offset = 0
         for i in range(reader.num_record_batches):
             rb = reader.get_batch(i)
@@ -393,8 +396,10 @@ def _write_report(spill_path: Path, ledger: _Ledger, report: ReportSink, run_id:
     status_names = pa.array(["pending", *STATUSES], pa.string())
     defaults = pa.array([None, *(closing.get(s, DEFAULT_REASONS.get(s)) for s in STATUSES)], pa.string())
     schema = report_schema()
-    with pa.memory_map(str(spill_path)) as mm:
-        reader = pa.ipc.open_file(mm)
+    # Read the spill batch by batch (not memory-mapped: mapped pages would count as the
+    # process's memory for the whole file).
+    with pa.OSFile(str(spill_path)) as f:
+        reader = pa.ipc.open_file(f)
         offset = 0
         for i in range(reader.num_record_batches):
             rb = reader.get_batch(i)

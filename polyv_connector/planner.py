@@ -12,6 +12,13 @@ import numpy as np
 from polyv_connector.model import PENDING, STATUS_CODE
 
 MAX_ROWS_NAMED = 10
+_CHUNK = 1 << 20  # items per vectorised step where a full-size temporary would cost too much
+
+
+def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """``values`` found in ``sorted_set`` (ascending, non-empty)."""
+    at = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[at] == values
 
 
 @dataclass(frozen=True)
@@ -30,25 +37,35 @@ def _rows_text(rows: np.ndarray) -> str:
 
 
 def plan_duplicates(
-    key_a: np.ndarray, key_b: np.ndarray, value_fp: np.ndarray, row_number: np.ndarray,
-    eligible: np.ndarray,
+    key_a: np.ndarray, key_b: np.ndarray, value_fp: np.ndarray, eligible: np.ndarray,
+    items_per_row: int = 1,
 ) -> DuplicatePlan:
     """Find items sharing (viewerId, customFieldId) among ``eligible`` positions.
+
+    Every source row yields ``items_per_row`` consecutive items (1 in long form, the number
+    of mapped fields in wide form), so an item's rowNumber is its position // items_per_row.
 
     Identical values: the first item (lowest position) is kept, the others are ``duplicate``.
     Conflicting values: every item of the key is ``rejected`` with a reason naming the other rows.
     """
-    pos = np.flatnonzero(eligible)
     empty = np.empty(0, dtype=np.int64)
-    if len(pos) < 2:
+    # Memory matters at tens of millions of items: find the key hashes that occur more than
+    # once with one sorted copy, then look at those (rare) candidates only.
+    sorted_keys = key_a[eligible]
+    sorted_keys.sort()
+    repeated = np.unique(sorted_keys[1:][sorted_keys[1:] == sorted_keys[:-1]])
+    del sorted_keys
+    if len(repeated) == 0:
         return DuplicatePlan(empty, empty, {})
-    # Sort by the first key hash only (cheaper than a 3-key lexsort); the second hash splits
-    # the rare groups whose first hashes collide, below.
-    order = pos[np.argsort(key_a[pos], kind="stable")]
+    candidates = np.concatenate([
+        start + np.flatnonzero(eligible[start:start + _CHUNK] & _member(key_a[start:start + _CHUNK], repeated))
+        for start in range(0, len(key_a), _CHUNK)
+    ])
+    # Sort the candidates by the first key hash; the second hash splits the rare groups whose
+    # first hashes collide, below.
+    order = candidates[np.argsort(key_a[candidates], kind="stable")]
     ka = key_a[order]
     same_as_prev = ka[1:] == ka[:-1]
-    if not same_as_prev.any():
-        return DuplicatePlan(empty, empty, {})
     # Group boundaries in sorted order; only groups with more than one item matter.
     starts = np.flatnonzero(np.concatenate(([True], ~same_as_prev)))
     sizes = np.diff(np.append(starts, len(order)))
@@ -61,7 +78,7 @@ def plan_duplicates(
             members = run[key_b[run] == kb]
             if len(members) < 2:
                 continue
-            rows = row_number[members]
+            rows = members // items_per_row
             if np.all(value_fp[members] == value_fp[members[0]]):
                 duplicate.append(members[1:])
                 for m in members[1:]:
@@ -89,15 +106,16 @@ def plan_unchanged(
 
     ``state_keys`` must be sorted ascending (unique); ``state_fps`` aligned with it.
     """
-    pos = np.flatnonzero(pending)
-    if len(pos) == 0 or len(state_keys) == 0:
+    if len(state_keys) == 0:
         return np.empty(0, dtype=np.int64)
-    k = key[pos]
-    at = np.searchsorted(state_keys, k)
-    at_c = np.minimum(at, len(state_keys) - 1)
-    found = (at < len(state_keys)) & (state_keys[at_c] == k)
-    same = found & (state_fps[at_c] == value_fp[pos])
-    return pos[same]
+    found: list[np.ndarray] = []
+    for start in range(0, len(key), _CHUNK):
+        pos = start + np.flatnonzero(pending[start:start + _CHUNK])
+        k = key[pos]
+        at = np.minimum(np.searchsorted(state_keys, k), len(state_keys) - 1)
+        same = (state_keys[at] == k) & (state_fps[at] == value_fp[pos])
+        found.append(pos[same])
+    return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
 
 
 def apply_status(status: np.ndarray, positions: np.ndarray, name: str) -> None:

@@ -53,17 +53,20 @@ class SyncState:
         base = self.path / "base.parquet"
         if base.exists():
             try:
-                parts.append(pq.read_table(base, schema=_SCHEMA))
+                parts.append(pq.read_table(base, columns=["key", "fp"]))
             except (pa.ArrowException, OSError) as exc:
                 raise StateError(f"sync state {base} is corrupt ({exc}); delete it or run with "
                                  "--reset-state to start over with a full refresh") from exc
-        for log in sorted(self.path.glob("log-*.arrows"), key=lambda p: p.stat().st_mtime_ns):
-            parts.append(_read_log(log))
+        logs = sorted(self.path.glob("log-*.arrows"), key=lambda p: p.stat().st_mtime_ns)
+        parts.extend(_read_log(log).select(["key", "fp"]) for log in logs)
         if not parts:
             return np.empty(0, np.uint64), np.empty(0, np.uint64)
         table = pa.concat_tables(parts)
         keys = table.column("key").to_numpy()
         fps = table.column("fp").to_numpy()
+        del table, parts
+        if not logs and (len(keys) < 2 or bool(np.all(keys[1:] > keys[:-1]))):
+            return keys, fps  # a compacted base is already sorted and unique
         # Keep the last confirmation of each key: unique over the reversed arrays.
         rev_keys = keys[::-1]
         uniq, first = np.unique(rev_keys, return_index=True)

@@ -10,7 +10,7 @@ def test_first_hash_collision_does_not_merge_different_keys() -> None:
     ka = np.array([7, 7, 7], np.uint64)
     kb = np.array([1, 2, 1], np.uint64)
     fp = np.array([5, 6, 5], np.uint64)
-    plan = plan_duplicates(ka, kb, fp, np.arange(3), np.ones(3, bool))
+    plan = plan_duplicates(ka, kb, fp, np.ones(3, bool))
     assert plan.duplicate.tolist() == [2] and plan.conflicting.tolist() == []
     assert "duplicate of row 0" in plan.reasons[2]
 
@@ -20,9 +20,9 @@ def test_conflicts_name_the_other_rows_and_ineligible_items_are_ignored() -> Non
     kb = np.zeros(4, np.uint64)
     fp = np.array([1, 2, 3, 9], np.uint64)
     eligible = np.array([True, True, True, False])
-    plan = plan_duplicates(ka, kb, fp, np.array([10, 11, 12, 13]), eligible)
+    plan = plan_duplicates(ka, kb, fp, eligible, items_per_row=1)
     assert sorted(plan.conflicting.tolist()) == [0, 1, 2]
-    assert "rows 11, 12" in plan.reasons[0] and 3 not in plan.reasons
+    assert "rows 1, 2" in plan.reasons[0] and 3 not in plan.reasons
 
 
 def test_unchanged_only_when_key_and_fingerprint_match() -> None:
