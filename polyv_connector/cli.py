@@ -58,10 +58,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--full-refresh", action="store_true", help="ignore the state and send everything")
     r.add_argument("--reset-state", action="store_true",
                    help="if the state is corrupt or from another fingerprint version, start over")
-    r.add_argument("--expectations", help="Great Expectations suite (JSON) to validate the items with")
-    r.add_argument("--max-rejected-fraction", type=float, default=None,
-                   help="fail the run, sending nothing, if more items than this are rejected "
-                        "(default 0.05 with --expectations, no ceiling otherwise)")
+    r.add_argument("--expectations", metavar="SUITE.json",
+                   help="Great Expectations suite (JSON) to validate the items with; 'default' for the bundled one")
+    r.add_argument("--max-rejected-fraction", type=float, default=0.05,
+                   help="a gate: send nothing if more than this fraction of the items is rejected (default 0.05; "
+                        "1 turns it off)")
     r.add_argument("--read-batch-rows", type=int, default=65_536, help=argparse.SUPPRESS)
     r.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)
 
@@ -71,8 +72,6 @@ def options_from_args(args: argparse.Namespace) -> SyncOptions:
     mapping = (ColumnMapping.wide(args.viewer_id_column, fields) if fields else
                ColumnMapping(args.viewer_id_column, args.field_id_column, args.value_column))
     max_rejected = args.max_rejected_fraction
-    if max_rejected is None and args.expectations:
-        max_rejected = 0.05
     return SyncOptions(
         send=SendOptions(batch_size=args.batch_size, concurrency=args.concurrency, max_rps=args.max_rps,
                          max_attempts=args.max_attempts, timeout_s=args.timeout,
@@ -103,8 +102,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     validator = None
     if options.expectations_path:
         from polyv_connector.expectations import SuiteValidator
+        from polyv_connector.expectations.suite import bundled_suite_path
 
-        validator = SuiteValidator.from_file(options.expectations_path, report_dir=args.report)
+        suite = str(bundled_suite_path()) if options.expectations_path == "default" else options.expectations_path
+        validator = SuiteValidator.from_file(suite, report_dir=args.report)
     source.check_columns(options.mapping)
     result = sync(source, credentials, options, ParquetReport(args.report), validator=validator,
                   seed=args.seed)
@@ -112,6 +113,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         result.extra.update(validator.summary())
     print(result.summary_line(), flush=True)
     print(f"report: {result.report_location}", flush=True)
+    validation = result.extra.get("validation") or {}
+    for label, key in (("validation result", "resultJson"), ("data docs", "dataDocsPage")):
+        if validation.get(key):
+            print(f"{label}: {validation[key]}", flush=True)
     if args.summary_json:
         with open(args.summary_json, "w", encoding="utf-8") as f:
             json.dump(result.to_dict(), f, indent=2, allow_nan=False)

@@ -98,11 +98,12 @@ class SyncResult:
     app_id: str
     counts: dict[str, int]
     items: int
-    requests_sent: int
+    requests_sent: int  # save requests, retries and split halves included
     requests_planned: int
     duration_s: float
     report_location: str | None
     dry_run: bool
+    api_requests: int = 0  # every HTTP request, the preflight field list included
     aborted: str | None = None
     abort_cause: str | None = None
     gate_failures: list[str] = field(default_factory=list)
@@ -142,6 +143,7 @@ class SyncResult:
             "items": self.items,
             "counts": {s: int(self.counts.get(s, 0)) for s in STATUSES},
             "requestsSent": self.requests_sent,
+            "apiRequests": self.api_requests,
             "requestsPlanned": self.requests_planned,
             "durationSeconds": round(self.duration_s, 3),
             "report": self.report_location,
@@ -259,7 +261,7 @@ def sync(
                 closing["not_attempted"] = f"not sent: the run was stopped: {circuit.abort}"
             ledger.status[ledger.status == PENDING] = STATUS_CODE["not_attempted"]
             if report is not None:
-                _write_report(spill_path, ledger, report, run_id, closing, clock())
+                _write_report(spill_path, ledger, report, run_id, closing, clock(), bool(gate_failures))
         if state is not None and not options.dry_run:
             state.finish()
     finally:
@@ -267,7 +269,8 @@ def sync(
     abort = circuit.abort
     return SyncResult(
         run_id=run_id, app_id=credentials.app_id, counts=ledger.counts(), items=len(ledger),
-        requests_sent=client.requests_sent, requests_planned=requests_planned,
+        requests_sent=client.save_requests_sent, api_requests=client.requests_sent,
+        requests_planned=requests_planned,
         duration_s=clock() - started, report_location=report.location if report else None,
         dry_run=options.dry_run, aborted=str(abort) if abort else None,
         abort_cause=abort.cause if abort else None, gate_failures=gate_failures,
@@ -385,7 +388,7 @@ def _send_pass(spill_path: Path, ledger: _Ledger, options: SyncOptions, client: 
 
 
 def _write_report(spill_path: Path, ledger: _Ledger, report: ReportSink, run_id: str,
-                  closing: dict[str, str], now: float) -> None:
+                  closing: dict[str, str], now: float, gate_failed: bool = False) -> None:
     res = ledger.results
     r_reason = pa.array([r.reason for r in res], pa.string())
     r_error = pa.array([r.error_code for r in res], pa.int64())
@@ -418,8 +421,12 @@ def _write_report(spill_path: Path, ledger: _Ledger, report: ReportSink, run_id:
             for p, text in zip(ledger.note_pos[lo:hi], ledger.note_text[lo:hi], strict=True):
                 notes[int(p) - offset] = text
             status = status_names.take(codes)
-            reason = pc.coalesce(per_result(r_reason), pa.array(notes, pa.string()),
-                                 rb.column(_REASON), defaults.take(codes))
+            own = pc.coalesce(per_result(r_reason), pa.array(notes, pa.string()), rb.column(_REASON))
+            if gate_failed:
+                # Every row carries the gate's reason first, then its own if it had one.
+                reason = merge_reasons(defaults.take(codes), own)
+            else:
+                reason = pc.coalesce(own, defaults.take(codes))
             sent = pc.equal(status, "sent")
             reason = pc.if_else(sent, pa.scalar(None, pa.string()), reason)
             synced = pc.coalesce(per_result(r_time), pa.scalar(now))

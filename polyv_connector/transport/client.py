@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -73,13 +73,18 @@ class PolyvClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update({"User-Agent": USER_AGENT})
-        self._counter = itertools.count(1)
-        self._sent = 0
+        self._count_lock = threading.Lock()
+        self._counts = {"POST": 0, "GET": 0}
 
     @property
     def requests_sent(self) -> int:
-        """HTTP requests made so far (retries and split halves included)."""
-        return self._sent
+        """Every HTTP request made so far (field list, saves, retries and split halves)."""
+        return sum(self._counts.values())
+
+    @property
+    def save_requests_sent(self) -> int:
+        """Save requests made so far (retries and split halves included)."""
+        return self._counts["POST"]
 
     @property
     def app_id(self) -> str:
@@ -97,7 +102,8 @@ class PolyvClient:
         if self._budget is not None:
             self._budget.acquire()
         headers = {"Content-Type": "application/json; charset=utf-8"} if body is not None else None
-        self._sent = next(self._counter)  # atomic under the GIL, unlike +=
+        with self._count_lock:
+            self._counts[method] += 1
         try:
             resp = self.session.request(
                 method, self._base + path, params=self._signed_query(extra), data=body,

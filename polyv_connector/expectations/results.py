@@ -1,0 +1,192 @@
+"""What a validation leaves behind: GX's result JSON, GX's Data Docs page, a compact summary.
+
+Files, for a report at ``out/report.parquet`` (or a directory ``out/`` and suite ``name``):
+
+* ``out/report.validation.json`` — the ``ExpectationSuiteValidationResult`` as GX serialises
+  it (strict JSON: NaN becomes null);
+* ``out/report.data_docs/index.html`` — a GX Data Docs site built by GX's own SiteBuilder:
+  the index, the validation page (``validations/<suite>/<run>/<time>/...html``) and the
+  suite's page (``expectations/<suite>.html``).
+
+Both are replaced whole (a half-written file or a mix of two runs never appears).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from polyv_connector.expectations.validator import SuiteValidator
+
+# The batch's name in Data Docs paths (validations/<suite>/<run>/<time>/<batch>.html).
+BATCH_IDENTIFIER = "viewer_custom_field_items"
+
+
+def suite_result(suite: Any, evrs: list[Any], meta: dict[str, Any]) -> Any:
+    """An ``ExpectationSuiteValidationResult`` over ``evrs`` (in suite order)."""
+    from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
+    from great_expectations.validator.validation_statistics import calc_validation_statistics
+
+    for evr in evrs:
+        # Metric values come straight from pandas (numpy scalars, NaN); GX's renderers choke
+        # on numpy floats and JSON has no NaN, so results carry plain Python values.
+        evr.result = strict_json(evr.result or {})
+    stats = calc_validation_statistics(evrs)
+    return ExpectationSuiteValidationResult(
+        success=stats.success,
+        results=evrs,
+        suite_name=suite.name,
+        statistics={
+            "evaluated_expectations": stats.evaluated_expectations,
+            "successful_expectations": stats.successful_expectations,
+            "unsuccessful_expectations": stats.unsuccessful_expectations,
+            "success_percent": stats.success_percent,
+        },
+        meta=meta,
+    )
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with numpy scalars as Python values and NaN/Infinity as None (strict JSON)."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def build_data_docs(result: Any, suite: Any, target: Path, run_name: str, run_time: dt.datetime
+                    ) -> tuple[Path, Path]:
+    """Build a GX Data Docs site for ``result`` at ``target``.
+
+    Returns the site's ``index.html`` and the validation result's own page.
+
+    GX's own SiteBuilder does the work, fed by a private in-memory context. GX insists that a
+    "current" context exists while a suite is stored; ours is current only for that moment
+    and the caller's own (an Airflow task may have one) is put back afterwards.
+
+    The site is built beside ``target`` and swapped in whole, so the folder always shows one
+    run, never pages of an older run that its index no longer lists.
+    """
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.data_context.context_factory import project_manager
+    from great_expectations.data_context.data_context.ephemeral_data_context import EphemeralDataContext
+    from great_expectations.data_context.types.base import DataContextConfig, InMemoryStoreBackendDefaults
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    # GX needs an absolute base_directory when there is no project root.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent)).resolve()
+    try:
+        context = EphemeralDataContext(project_config=DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False)))
+        context.add_data_docs_site("polyv_sync", {
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(staging)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "show_how_to_buttons": False},
+        })
+        previous = _current_project(project_manager)
+        project_manager.set_project(context)
+        try:
+            # A copy: adding binds a suite to the context's store; the caller keeps its own.
+            context.suites.add(copy.deepcopy(suite))
+        finally:
+            project_manager.set_project(previous)
+        key = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite.name),
+            run_id=RunIdentifier(run_name=run_name, run_time=run_time),
+            batch_identifier=BATCH_IDENTIFIER,
+        )
+        context.validation_results_store.set(key, result)
+        context.build_data_docs(site_names=["polyv_sync"])
+        old = target.with_name(target.name + ".old")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    pages = sorted((target / "validations").rglob("*.html"))
+    return target / "index.html", pages[0] if pages else target / "index.html"
+
+
+def _current_project(project_manager: Any) -> Any:
+    from great_expectations.exceptions import DataContextRequiredError
+
+    try:
+        return project_manager.get_current_project()
+    except DataContextRequiredError:
+        return None
+
+
+def write_outputs(result: Any, suite: Any, directory: Path, stem: str, run_time: dt.datetime
+                  ) -> tuple[Path, Path, Path]:
+    """Write the result JSON and the Data Docs site.
+
+    Returns the JSON's path, the site's ``index.html`` and the validation page.
+    """
+    from great_expectations.util import convert_to_json_serializable
+
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path = directory / f"{stem}.validation.json"
+    body = strict_json(convert_to_json_serializable(result.to_json_dict()))
+    _atomic_write(json_path, json.dumps(body, indent=2, allow_nan=False, ensure_ascii=False))
+    index, page = build_data_docs(result, suite, directory / f"{stem}.data_docs", stem, run_time)
+    return json_path, index, page
+
+
+def summary(validator: SuiteValidator) -> dict[str, Any]:
+    """The compact, strict-JSON view of a validation for the run summary and XCom."""
+    result = validator.result
+    evrs = list(result.results) if result is not None else [None] * len(validator.planned)
+    expectations = []
+    for p, evr in zip(validator.planned, evrs, strict=True):
+        res = (evr.result or {}) if evr is not None else {}
+        unexpected = res.get("unexpected_count")
+        expectations.append({
+            "type": p.expectation_type,
+            "column": ", ".join(p.columns) if p.columns else None,
+            "success": None if evr is None else bool(evr.success),
+            "unexpectedCount": int(unexpected) if isinstance(unexpected, int | float) else None,
+            "action": p.action,
+            "error": "; ".join(p.errors) or None,
+        })
+    out = {
+        "validation": {
+            "suite": validator.suite.name,
+            "suiteFile": validator.source,
+            "success": None if result is None else bool(result.success),
+            "items": validator.items_validated,
+            "itemsRejected": validator.items_rejected,
+            "gateFailures": validator.gate_failures,
+            "expectations": expectations,
+            "resultJson": str(validator.result_json_path) if validator.result_json_path else None,
+            "dataDocs": str(validator.data_docs_path) if validator.data_docs_path else None,
+            "dataDocsPage": str(validator.data_docs_page) if validator.data_docs_page else None,
+        }
+    }
+    out = strict_json(out)
+    json.dumps(out, allow_nan=False)  # the XCom contract: fail here, not in Airflow
+    return out
