@@ -50,7 +50,7 @@ from polyv_connector.progress import Progress
 from polyv_connector.report import ReportSink
 from polyv_connector.sender import BatchSender, Circuit, ItemsResult, send_all
 from polyv_connector.sources.items import ITEM_SCHEMA, to_items
-from polyv_connector.state import SyncState
+from polyv_connector.state import StateStore, SyncState
 from polyv_connector.transport.client import PolyvClient
 from polyv_connector.transport.ratelimit import RequestBudget, TokenBucket
 from polyv_connector.transport.retry import RetryPolicy
@@ -200,6 +200,7 @@ def sync(
     report: ReportSink | None,
     *,
     validator: Validator | None = None,
+    state: StateStore | None = None,
     budget: RequestBudget | None = None,
     progress: Progress | None = None,
     run_id: str | None = None,
@@ -209,7 +210,9 @@ def sync(
 ) -> SyncResult:
     """Run one sync and write its report. Returns the result; never raises for row problems.
 
-    Raises :class:`ConfigError`/:class:`InputError` (before any request) for bad settings or
+    ``state`` keeps confirmed fingerprints between runs (default: a :class:`SyncState` under
+    ``options.state_dir``, or none). Raises :class:`ConfigError`/:class:`InputError` (before
+    any request) for bad settings or
     input, and :class:`StateError` for an untrustworthy state. A run that POLYV refuses
     (credentials, clock, IP block) or that a gate stops still writes its report and returns a
     result whose ``aborted`` / ``gate_failures`` say why (``exit_code`` non-zero).
@@ -221,7 +224,10 @@ def sync(
     run_id = run_id or new_run_id(clock)
     progress = progress or Progress()
 
-    state = SyncState(options.state_dir, credentials.app_id) if options.state_dir else None
+    if state is None and options.state_dir:
+        state = SyncState(options.state_dir, credentials.app_id)
+    if state is not None and state.app_id != credentials.app_id:
+        raise StateError(f"the sync state is for appId {state.app_id!r}, not {credentials.app_id!r}")
     state_keys, state_fps = _load_state(state, options)
 
     client = PolyvClient(credentials, options.send,
@@ -277,7 +283,7 @@ def sync(
     )
 
 
-def _load_state(state: SyncState | None, options: SyncOptions) -> tuple[np.ndarray, np.ndarray]:
+def _load_state(state: StateStore | None, options: SyncOptions) -> tuple[np.ndarray, np.ndarray]:
     empty = np.empty(0, np.uint64), np.empty(0, np.uint64)
     if state is None:
         return empty
@@ -365,7 +371,7 @@ def _pending_chunks(spill_path: Path, ledger: _Ledger) -> Iterator[tuple[np.ndar
 
 
 def _send_pass(spill_path: Path, ledger: _Ledger, options: SyncOptions, client: PolyvClient,
-               circuit: Circuit, state: SyncState | None, run_id: str, progress: Progress,
+               circuit: Circuit, state: StateStore | None, run_id: str, progress: Progress,
                clock: Callable[[], float], sleep: Callable[[float], None], seed: int | None) -> None:
     send = options.send
     sender = BatchSender(client, RetryPolicy(send.max_attempts, send.backoff_base_s, send.backoff_max_s),

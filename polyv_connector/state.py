@@ -18,6 +18,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +26,28 @@ import pyarrow.parquet as pq
 
 from polyv_connector.errors import StateError
 from polyv_connector.fingerprints import FINGERPRINT_VERSION
+
+
+class StateStore(Protocol):
+    """Where confirmed fingerprints live: a folder (:class:`SyncState`) or a warehouse table."""
+
+    app_id: str
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted unique uint64 keys and their uint64 fingerprints (last confirmation wins)."""
+
+    def begin(self, run_id: str) -> None:
+        """Prepare to record a run's confirmations."""
+
+    def record(self, keys: np.ndarray, fps: np.ndarray, synced_at: float | None = None) -> None:
+        """Make one confirmed batch durable before returning."""
+
+    def finish(self) -> None:
+        """End the run (compact, release resources)."""
+
+    def reset(self) -> None:
+        """Forget everything confirmed for this appId."""
+
 
 _SCHEMA = pa.schema([("key", pa.uint64()), ("fp", pa.uint64()), ("syncedAt", pa.float64())])
 
