@@ -42,61 +42,71 @@ def json_objects(viewer_ids: pa.Array, field_ids: pa.Array, values: pa.Array) ->
     )
 
 
+JSON_COLUMN = "_json"
+
+
+def item_table(viewer_ids: pa.Array, field_ids: pa.Array, values: pa.Array) -> pa.Table:
+    """Items ready to batch: the three strings plus each item's JSON object (``_json``)."""
+    return pa.table({"viewerId": viewer_ids, "customFieldId": field_ids, "customFieldValue": values,
+                     JSON_COLUMN: json_objects(viewer_ids, field_ids, values)})
+
+
 @dataclass(frozen=True)
 class Batch:
     """Items for one save request. ``batch_id`` is stable within a run ("<run>-000012", "…-000012.0.1")."""
 
     batch_id: str
     indices: np.ndarray  # int64 positions of the items in the run
-    objects: pa.Array  # the items' JSON objects (see json_objects)
+    items: pa.Table  # viewerId, customFieldId, customFieldValue and _json (see item_table)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def body(self) -> bytes:
         """The JSON array POLYV expects, UTF-8 encoded (strings byte-exact, not \\u-escaped)."""
-        as_list = pa.ListArray.from_arrays(pa.array([0, len(self.objects)], pa.int32()), self.objects)
+        objects = self.items.column(JSON_COLUMN).combine_chunks()
+        as_list = pa.ListArray.from_arrays(pa.array([0, len(objects)], pa.int32()), objects)
         return b"[" + pc.binary_join(as_list, ",")[0].as_py().encode("utf-8") + b"]"
 
     def halves(self) -> tuple[Batch, Batch]:
         """Split in two (for isolating items the server rejects)."""
         mid = len(self) // 2
-        return (Batch(self.batch_id + ".0", self.indices[:mid], self.objects.slice(0, mid)),
-                Batch(self.batch_id + ".1", self.indices[mid:], self.objects.slice(mid)))
+        return (Batch(self.batch_id + ".0", self.indices[:mid], self.items.slice(0, mid)),
+                Batch(self.batch_id + ".1", self.indices[mid:], self.items.slice(mid)))
 
 
 def encode_body(viewer_ids: Iterable[str], field_ids: Iterable[str], values: Iterable[str]) -> bytes:
     """Encode items as a JSON array body (convenience for callers holding Python strings)."""
-    objects = json_objects(pa.array(list(viewer_ids), pa.string()), pa.array(list(field_ids), pa.string()),
-                           pa.array(list(values), pa.string()))
-    return Batch("", np.arange(len(objects)), objects).body()
+    items = item_table(pa.array(list(viewer_ids), pa.string()), pa.array(list(field_ids), pa.string()),
+                       pa.array(list(values), pa.string()))
+    return Batch("", np.arange(items.num_rows), items).body()
 
 
 def make_batches(
-    chunks: Iterable[tuple[np.ndarray, pa.Array]],
+    chunks: Iterable[tuple[np.ndarray, pa.Table]],
     batch_size: int,
     run_id: str,
     first_batch_no: int = 0,
 ) -> Iterator[Batch]:
-    """Group items, given as chunks of (positions, JSON objects) in run order, into batches.
+    """Group items, given as chunks of (positions, item_table) in run order, into batches.
 
     Batches fill across chunk boundaries, so sparse pending items still make full requests.
     """
     batch_no = first_batch_no
     pend_idx: list[np.ndarray] = []
-    pend_obj: list[pa.Array] = []
+    pend_items: list[pa.Table] = []
     pending = 0
-    for idx, objects in chunks:
+    for idx, items in chunks:
         pos = 0
         while pos < len(idx):
             take = min(batch_size - pending, len(idx) - pos)
             pend_idx.append(idx[pos:pos + take])
-            pend_obj.append(objects.slice(pos, take))
+            pend_items.append(items.slice(pos, take))
             pending += take
             pos += take
             if pending == batch_size:
-                yield Batch(f"{run_id}-{batch_no:06d}", np.concatenate(pend_idx), pa.concat_arrays(pend_obj))
+                yield Batch(f"{run_id}-{batch_no:06d}", np.concatenate(pend_idx), pa.concat_tables(pend_items))
                 batch_no += 1
-                pend_idx, pend_obj, pending = [], [], 0
+                pend_idx, pend_items, pending = [], [], 0
     if pending:
-        yield Batch(f"{run_id}-{batch_no:06d}", np.concatenate(pend_idx), pa.concat_arrays(pend_obj))
+        yield Batch(f"{run_id}-{batch_no:06d}", np.concatenate(pend_idx), pa.concat_tables(pend_items))

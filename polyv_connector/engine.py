@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from polyv_connector.batching import Batch, json_objects, make_batches
+from polyv_connector.batching import Batch, item_table, make_batches
 from polyv_connector.checks import check_items, merge_reasons
 from polyv_connector.config import ColumnMapping, Credentials, SyncOptions
 from polyv_connector.errors import RunAborted, StateError
@@ -352,8 +352,8 @@ def _rejected_fraction_gate(ledger: _Ledger, options: SyncOptions) -> list[str]:
     return []
 
 
-def _pending_chunks(spill_path: Path, ledger: _Ledger) -> Iterator[tuple[np.ndarray, pa.Array]]:
-    """(positions, JSON objects) of the pending items, spill batch by spill batch."""
+def _pending_chunks(spill_path: Path, ledger: _Ledger) -> Iterator[tuple[np.ndarray, pa.Table]]:
+    """(positions, item_table) of the pending items, spill batch by spill batch."""
     # Read the spill batch by batch (not memory-mapped: mapped pages would count as the
     # process's memory for the whole file).
     with pa.OSFile(str(spill_path)) as f:
@@ -365,8 +365,8 @@ def _pending_chunks(spill_path: Path, ledger: _Ledger) -> Iterator[tuple[np.ndar
             local = np.flatnonzero(ledger.status[offset:offset + n] == PENDING)
             if len(local):
                 idx = pa.array(local)
-                yield (local + offset, json_objects(rb.column(VIEWER_ID).take(idx),
-                                                    rb.column(FIELD_ID).take(idx), rb.column(VALUE).take(idx)))
+                yield (local + offset, item_table(rb.column(VIEWER_ID).take(idx),
+                                                  rb.column(FIELD_ID).take(idx), rb.column(VALUE).take(idx)))
             offset += n
 
 
@@ -385,12 +385,21 @@ def _send_pass(spill_path: Path, ledger: _Ledger, options: SyncOptions, client: 
             ledger.record(result)
             if result.status == "sent" and state is not None:
                 # Checkpoint: the state advances only with what POLYV confirmed.
-                state.record(ledger.key_a[result.indices], ledger.fp[result.indices], result.synced_at)
+                state.record(ledger.key_a[result.indices], ledger.fp[result.indices], result.synced_at,
+                             items=_items_of(batch, result))
         progress.advance(len(batch))
 
     batches = make_batches(_pending_chunks(spill_path, ledger), send.batch_size, run_id)
     send_all(batches, sender, circuit, send.concurrency, on_done)
     progress.finish()
+
+
+def _items_of(batch: Batch, result: ItemsResult) -> pa.Table:
+    """The strings of the items a result covers (a result may cover part of a split batch)."""
+    if len(result.indices) == len(batch):
+        return batch.items
+    where = np.searchsorted(batch.indices, result.indices)  # batch indices are ascending
+    return batch.items.take(pa.array(where))
 
 
 def _write_report(spill_path: Path, ledger: _Ledger, report: ReportSink, run_id: str,

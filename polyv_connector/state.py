@@ -39,8 +39,10 @@ class StateStore(Protocol):
     def begin(self, run_id: str) -> None:
         """Prepare to record a run's confirmations."""
 
-    def record(self, keys: np.ndarray, fps: np.ndarray, synced_at: float | None = None) -> None:
-        """Make one confirmed batch durable before returning."""
+    def record(self, keys: np.ndarray, fps: np.ndarray, synced_at: float | None = None,
+               items: pa.Table | None = None) -> None:
+        """Make one confirmed batch durable before returning. ``items`` holds the batch's
+        viewerId, customFieldId and customFieldValue, for stores that keep them."""
 
     def finish(self) -> None:
         """End the run (compact, release resources)."""
@@ -121,8 +123,9 @@ class SyncState:
         self._log_file = open(self._log_path, "wb")  # noqa: SIM115 - closed in finish()
         self._log = pa.ipc.new_stream(self._log_file, _SCHEMA)
 
-    def record(self, keys: np.ndarray, fps: np.ndarray, synced_at: float | None = None) -> None:
-        """Durably append confirmed items (returns after fsync)."""
+    def record(self, keys: np.ndarray, fps: np.ndarray, synced_at: float | None = None,
+               items: pa.Table | None = None) -> None:
+        """Durably append confirmed items (returns after fsync). ``items`` is not kept here."""
         if self._log is None or self._log_file is None:
             raise RuntimeError("SyncState.begin() was not called")
         at = np.full(len(keys), synced_at or time.time())

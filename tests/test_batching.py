@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from polyv_connector.batching import encode_body, json_objects, make_batches
+from polyv_connector.batching import encode_body, item_table, make_batches
 
 TRICKY = ['plain', 'quote"', 'back\\slash', 'nl\n', 'ctl\x01\x1f', '中文', '😀', '\u200f', '', 'tab\t']
 
@@ -19,9 +19,9 @@ def test_body_is_the_json_array_polyv_expects_byte_exact() -> None:
 
 
 def test_batches_fill_across_chunks_and_halves_split_evenly() -> None:
-    def chunk(start: int, n: int) -> tuple[np.ndarray, pa.Array]:
+    def chunk(start: int, n: int) -> tuple[np.ndarray, pa.Table]:
         ids = pa.array([f"v{i}" for i in range(start, start + n)])
-        return np.arange(start, start + n), json_objects(ids, pa.array(["F"] * n), pa.array(["x"] * n))
+        return np.arange(start, start + n), item_table(ids, pa.array(["F"] * n), pa.array(["x"] * n))
 
     batches = list(make_batches([chunk(0, 3), chunk(3, 4), chunk(7, 1)], 5, "run"))
     assert [len(b) for b in batches] == [5, 3]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from polyv_connector.batching import Batch, json_objects
+from polyv_connector.batching import Batch, item_table
 from polyv_connector.config import SendOptions
 from polyv_connector.sender import BatchSender, Circuit
 from polyv_connector.simulator import FaultConfig
@@ -29,7 +29,7 @@ def test_every_retry_is_signed_again_with_a_fresh_timestamp(sim, creds) -> None:
 
     client._signed_query = spy  # type: ignore[method-assign]
     import pyarrow as pa
-    batch = Batch("b", np.arange(1), json_objects(pa.array(["v"]), pa.array(["PAY_STATUS"]), pa.array(["x"])))
+    batch = Batch("b", np.arange(1), item_table(pa.array(["v"]), pa.array(["PAY_STATUS"]), pa.array(["x"])))
     sender = BatchSender(client, RetryPolicy(max_attempts=3), Circuit(), sleep=lambda s: None,
                          clock=lambda: base)
     [result] = sender.send(batch)
