@@ -45,7 +45,7 @@ from polyv_connector.model import (
     VIEWER_ID,
     report_schema,
 )
-from polyv_connector.planner import plan_duplicates, plan_unchanged
+from polyv_connector.planner import PlanNotes, plan_duplicates, plan_unchanged
 from polyv_connector.progress import Progress
 from polyv_connector.report import ReportSink
 from polyv_connector.sender import BatchSender, Circuit, ItemsResult, send_all
@@ -171,16 +171,10 @@ class _Ledger:
         self.attempts = np.zeros(n, dtype=np.int16)
         self.result_idx = np.full(n, -1, dtype=np.int32)
         self.results: list[ItemsResult] = []
-        self.note_pos = np.empty(0, dtype=np.int64)  # planner reasons, sorted by position
-        self.note_text: list[str] = []
+        self.notes = PlanNotes.empty()  # duplicate / conflict reasons, by position
 
     def __len__(self) -> int:
         return len(self.status)
-
-    def set_notes(self, notes: dict[int, str]) -> None:
-        order = sorted(notes)
-        self.note_pos = np.array(order, dtype=np.int64)
-        self.note_text = [notes[i] for i in order]
 
     def record(self, result: ItemsResult) -> None:
         self.result_idx[result.indices] = len(self.results)
@@ -331,12 +325,11 @@ def _plan_pass(source: Source, options: SyncOptions, known_fields: set[str] | No
 
     ledger = _Ledger(cat(key_a, np.uint64), cat(fps, np.uint64), cat(rejected, bool))
     items_per_row = max(1, len(options.mapping.fields))
-    dup = plan_duplicates(ledger.key_a, cat(key_b, np.uint64), ledger.fp, ledger.status == PENDING,
-                          items_per_row)
+    dup = plan_duplicates(ledger.key_a, cat(key_b, np.uint64), ledger.fp, ledger.status == PENDING)
     del key_b  # the second key hash only serves duplicate detection: free it before the diff
     ledger.status[dup.duplicate] = STATUS_CODE["duplicate"]
     ledger.status[dup.conflicting] = STATUS_CODE["rejected"]
-    ledger.set_notes(dup.reasons)
+    ledger.notes = PlanNotes.from_plan(dup, items_per_row)
     return ledger
 
 
@@ -431,9 +424,9 @@ def _write_report(spill_path: Path, ledger: _Ledger, report: ReportSink, run_id:
             def per_result(arr: pa.Array, take: pa.Array = take, n: int = n) -> pa.Array:
                 return arr.take(take) if len(arr) else pa.nulls(n, arr.type)
 
-            lo, hi = np.searchsorted(ledger.note_pos, [offset, offset + n])
-            notes = [None] * n
-            for p, text in zip(ledger.note_pos[lo:hi], ledger.note_text[lo:hi], strict=True):
+            noted, texts = ledger.notes.texts_between(offset, offset + n)
+            notes: list[str | None] = [None] * n
+            for p, text in zip(noted, texts, strict=True):
                 notes[int(p) - offset] = text
             status = status_names.take(codes)
             own = pc.coalesce(per_result(r_reason), pa.array(notes, pa.string()), rb.column(_REASON))

@@ -23,11 +23,65 @@ def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class DuplicatePlan:
-    """Statuses set by duplicate detection: ``status`` codes, and reasons by item position."""
+    """Items found by duplicate detection, as arrays (no per-item Python objects).
 
-    duplicate: np.ndarray  # positions reported "duplicate" (identical to a kept item)
-    conflicting: np.ndarray  # positions reported "rejected" (same key, different values)
-    reasons: dict[int, str]
+    ``duplicate[i]`` repeats the value of the kept item at position ``duplicate_of[i]``.
+    ``conflicting`` holds the positions of every item of a conflicting key, grouped by key
+    (``conflict_starts`` are the offsets where each group begins).
+    """
+
+    duplicate: np.ndarray
+    duplicate_of: np.ndarray
+    conflicting: np.ndarray
+    conflict_starts: np.ndarray
+
+    def reasons(self, items_per_row: int = 1) -> dict[int, str]:
+        """Reason per position (for tests and small runs; the report builds them batch-wise)."""
+        notes = PlanNotes.from_plan(self, items_per_row)
+        return {int(p): notes.text(i) for i, p in enumerate(notes.positions)}
+
+
+@dataclass(frozen=True)
+class PlanNotes:
+    """Planner reasons indexed by item position, turned into text only when written."""
+
+    positions: np.ndarray  # sorted ascending
+    kind: np.ndarray  # 1 = duplicate, 2 = conflict
+    ref: np.ndarray  # duplicate: row kept; conflict: index of its group
+    group_rows: list[np.ndarray]
+    items_per_row: int
+
+    @classmethod
+    def empty(cls) -> PlanNotes:
+        e = np.empty(0, dtype=np.int64)
+        return cls(e, np.empty(0, dtype=np.int8), e, [], 1)
+
+    @classmethod
+    def from_plan(cls, plan: DuplicatePlan, items_per_row: int) -> PlanNotes:
+        sizes = np.diff(np.append(plan.conflict_starts, len(plan.conflicting)))
+        group_of = np.repeat(np.arange(len(sizes)), sizes)
+        group_rows = [plan.conflicting[a:a + n] // items_per_row
+                      for a, n in zip(plan.conflict_starts, sizes, strict=True)]
+        positions = np.concatenate([plan.duplicate, plan.conflicting]).astype(np.int64)
+        kind = np.concatenate([np.full(len(plan.duplicate), 1, np.int8), np.full(len(plan.conflicting), 2, np.int8)])
+        ref = np.concatenate([plan.duplicate_of // items_per_row, group_of]).astype(np.int64)
+        order = np.argsort(positions, kind="stable")
+        return cls(positions[order], kind[order], ref[order], group_rows, items_per_row)
+
+    def text(self, i: int) -> str:
+        """The reason for the ``i``-th noted position."""
+        if self.kind[i] == 1:
+            return f"duplicate of row {int(self.ref[i])} (same viewerId, customFieldId and value; sent once)"
+        rows = self.group_rows[int(self.ref[i])]
+        own = int(self.positions[i]) // self.items_per_row
+        others = rows[rows != own] if np.any(rows != own) else rows
+        return ("conflicting values for the same viewerId and customFieldId in rows "
+                f"{_rows_text(others)}; keep one row per viewer and field in the source")
+
+    def texts_between(self, start: int, stop: int) -> tuple[np.ndarray, list[str]]:
+        """Positions in [start, stop) that have a note, and their texts."""
+        lo, hi = np.searchsorted(self.positions, [start, stop])
+        return self.positions[lo:hi], [self.text(i) for i in range(lo, hi)]
 
 
 def _rows_text(rows: np.ndarray) -> str:
@@ -38,64 +92,45 @@ def _rows_text(rows: np.ndarray) -> str:
 
 def plan_duplicates(
     key_a: np.ndarray, key_b: np.ndarray, value_fp: np.ndarray, eligible: np.ndarray,
-    items_per_row: int = 1,
 ) -> DuplicatePlan:
     """Find items sharing (viewerId, customFieldId) among ``eligible`` positions.
 
-    Every source row yields ``items_per_row`` consecutive items (1 in long form, the number
-    of mapped fields in wide form), so an item's rowNumber is its position // items_per_row.
-
     Identical values: the first item (lowest position) is kept, the others are ``duplicate``.
-    Conflicting values: every item of the key is ``rejected`` with a reason naming the other rows.
+    Conflicting values: every item of the key is ``rejected`` (reasons name the other rows).
     """
     empty = np.empty(0, dtype=np.int64)
+    none = DuplicatePlan(empty, empty, empty, empty)
     # Memory matters at tens of millions of items: find the key hashes that occur more than
-    # once with one sorted copy, then look at those (rare) candidates only.
+    # once with one sorted copy, then look at those candidates only.
     sorted_keys = key_a[eligible]
     sorted_keys.sort()
     repeated = np.unique(sorted_keys[1:][sorted_keys[1:] == sorted_keys[:-1]])
     del sorted_keys
     if len(repeated) == 0:
-        return DuplicatePlan(empty, empty, {})
+        return none
     candidates = np.concatenate([
         start + np.flatnonzero(eligible[start:start + _CHUNK] & _member(key_a[start:start + _CHUNK], repeated))
         for start in range(0, len(key_a), _CHUNK)
     ])
-    # Sort the candidates by the first key hash; the second hash splits the rare groups whose
-    # first hashes collide, below.
-    order = candidates[np.argsort(key_a[candidates], kind="stable")]
-    ka = key_a[order]
-    same_as_prev = ka[1:] == ka[:-1]
-    # Group boundaries in sorted order; only groups with more than one item matter.
-    starts = np.flatnonzero(np.concatenate(([True], ~same_as_prev)))
+    # Order candidates by (key_a, key_b, position): equal keys become adjacent runs, and the
+    # first item of each run is the one kept.
+    order = candidates[np.lexsort((candidates, key_b[candidates], key_a[candidates]))]
+    ka, kb, fp = key_a[order], key_b[order], value_fp[order]
+    new_group = np.concatenate(([True], (ka[1:] != ka[:-1]) | (kb[1:] != kb[:-1])))
+    group = np.cumsum(new_group) - 1
+    starts = np.flatnonzero(new_group)
     sizes = np.diff(np.append(starts, len(order)))
-    duplicate: list[np.ndarray] = []
-    conflicting: list[np.ndarray] = []
-    reasons: dict[int, str] = {}
-    for start, size in zip(starts[sizes > 1], sizes[sizes > 1], strict=True):
-        run = order[start:start + size]  # positions in ascending order (stable sort)
-        for kb in np.unique(key_b[run]):
-            members = run[key_b[run] == kb]
-            if len(members) < 2:
-                continue
-            rows = members // items_per_row
-            if np.all(value_fp[members] == value_fp[members[0]]):
-                duplicate.append(members[1:])
-                for m in members[1:]:
-                    reasons[int(m)] = (f"duplicate of row {int(rows[0])} "
-                                       "(same viewerId, customFieldId and value; sent once)")
-            else:
-                conflicting.append(members)
-                for m, r in zip(members, rows, strict=True):
-                    others = rows[rows != r] if np.any(rows != r) else rows
-                    reasons[int(m)] = (
-                        "conflicting values for the same viewerId and customFieldId in rows "
-                        f"{_rows_text(others)}; keep one row per viewer and field in the source")
-    return DuplicatePlan(
-        np.concatenate(duplicate) if duplicate else empty,
-        np.concatenate(conflicting) if conflicting else empty,
-        reasons,
-    )
+    # A group conflicts when any of its values differs from its first value.
+    differs = fp != fp[starts][group]
+    conflict_group = np.zeros(len(starts), dtype=bool)
+    np.logical_or.at(conflict_group, group, differs)
+    multi = sizes[group] > 1
+    in_conflict = conflict_group[group] & multi
+    is_dup = multi & ~conflict_group[group] & ~new_group
+    conflicting = order[in_conflict]
+    conflict_sizes = sizes[conflict_group & (sizes > 1)]
+    conflict_starts = np.concatenate(([0], np.cumsum(conflict_sizes)[:-1])) if len(conflict_sizes) else empty
+    return DuplicatePlan(order[is_dup], order[starts][group][is_dup], conflicting, conflict_starts.astype(np.int64))
 
 
 def plan_unchanged(

@@ -12,7 +12,7 @@ def test_first_hash_collision_does_not_merge_different_keys() -> None:
     fp = np.array([5, 6, 5], np.uint64)
     plan = plan_duplicates(ka, kb, fp, np.ones(3, bool))
     assert plan.duplicate.tolist() == [2] and plan.conflicting.tolist() == []
-    assert "duplicate of row 0" in plan.reasons[2]
+    assert "duplicate of row 0" in plan.reasons()[2]
 
 
 def test_conflicts_name_the_other_rows_and_ineligible_items_are_ignored() -> None:
@@ -20,9 +20,27 @@ def test_conflicts_name_the_other_rows_and_ineligible_items_are_ignored() -> Non
     kb = np.zeros(4, np.uint64)
     fp = np.array([1, 2, 3, 9], np.uint64)
     eligible = np.array([True, True, True, False])
-    plan = plan_duplicates(ka, kb, fp, eligible, items_per_row=1)
+    plan = plan_duplicates(ka, kb, fp, eligible)
     assert sorted(plan.conflicting.tolist()) == [0, 1, 2]
-    assert "rows 1, 2" in plan.reasons[0] and 3 not in plan.reasons
+    reasons = plan.reasons()
+    assert "rows 1, 2" in reasons[0]
+    assert 3 not in reasons
+
+
+def test_wide_form_reasons_name_source_rows_not_item_positions() -> None:
+    # 2 items per row: positions 1 and 5 are rows 0 and 2.
+    ka = np.array([1, 9, 2, 3, 4, 9], np.uint64)
+    plan = plan_duplicates(ka, np.zeros(6, np.uint64), np.array([0, 7, 0, 0, 0, 7], np.uint64), np.ones(6, bool))
+    assert plan.duplicate.tolist() == [5]
+    assert "duplicate of row 0" in plan.reasons(items_per_row=2)[5]
+
+
+def test_many_duplicates_keep_the_first_of_each_group() -> None:
+    n = 200_000
+    ka = np.repeat(np.arange(n // 2, dtype=np.uint64), 2)
+    plan = plan_duplicates(ka, np.zeros(n, np.uint64), np.zeros(n, np.uint64), np.ones(n, bool))
+    assert plan.duplicate.tolist() == list(range(1, n, 2))
+    assert plan.duplicate_of.tolist() == list(range(0, n, 2))
 
 
 def test_unchanged_only_when_key_and_fingerprint_match() -> None:
