@@ -32,7 +32,7 @@ from polyv_connector.batching import Batch, item_table, make_batches
 from polyv_connector.checks import check_items, merge_reasons
 from polyv_connector.config import ColumnMapping, Credentials, SyncOptions
 from polyv_connector.errors import RunAborted, StateError
-from polyv_connector.fingerprints import key_hashes, value_fingerprints
+from polyv_connector.fingerprints import UNCONFIRMED, key_hashes, value_fingerprints
 from polyv_connector.model import (
     FIELD_ID,
     PENDING,
@@ -382,8 +382,17 @@ def _send_pass(spill_path: Path, ledger: _Ledger, options: SyncOptions, client: 
                              items=_items_of(batch, result))
         progress.advance(len(batch))
 
+    def marked(batches: Iterator[Batch]) -> Iterator[Batch]:
+        # Before a batch leaves, record its keys as unconfirmed: if it fails or the run dies
+        # while it is in flight, POLYV may hold its values or not, so the state must not keep
+        # vouching for the previous value (a source reverting to it would be skipped).
+        for batch in batches:
+            if state is not None:
+                state.record(ledger.key_a[batch.indices], np.full(len(batch), UNCONFIRMED))
+            yield batch
+
     batches = make_batches(_pending_chunks(spill_path, ledger), send.batch_size, run_id)
-    send_all(batches, sender, circuit, send.concurrency, on_done)
+    send_all(marked(batches), sender, circuit, send.concurrency, on_done)
     progress.finish()
 
 

@@ -1,6 +1,7 @@
 """Stable 64-bit hashes of item keys and values (xxh3, fixed seeds).
 
-Keys hash ``viewerId`` + U+001F + ``customFieldId`` twice with different seeds (128 bits) so
+Keys hash ``<length of viewerId>:`` + ``viewerId`` + ``customFieldId`` (the length prefix keeps
+("a\x1fb", "c") and ("a", "b\x1fc") apart whatever the ids hold) twice with different seeds (128 bits) so
 that duplicate detection within a run has no practical collision risk; the sync state keeps
 the first half. Values hash to one 64-bit fingerprint. These definitions are part of the
 state format (``FINGERPRINT_VERSION``): changing them invalidates saved states.
@@ -13,8 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-FINGERPRINT_VERSION = "xxh3_64-v1"
-_SEP = "\x1f"
+FINGERPRINT_VERSION = "xxh3_64-v2"
 _h = xxhash.xxh3_64_intdigest
 
 
@@ -28,11 +28,19 @@ def _hash_utf8(array: pa.Array, seed: int) -> np.ndarray:
 
 def key_hashes(viewer_ids: pa.Array, field_ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Two independent 64-bit hashes of each (viewerId, customFieldId); nulls hash as empty."""
-    keys = pc.binary_join_element_wise(
-        pc.fill_null(viewer_ids, ""), pc.fill_null(field_ids, ""), _SEP)
+    viewer = pc.fill_null(viewer_ids, "")
+    length = pc.utf8_length(viewer).cast(pa.string())
+    keys = pc.binary_join_element_wise(length, pa.scalar(":"), viewer, pc.fill_null(field_ids, ""), "")
     return _hash_utf8(keys, 0), _hash_utf8(keys, 0x9E3779B97F4A7C15)
+
+
+# A fingerprint no value ever gets: the state records it for items sent but not yet
+# confirmed, so that they are never taken for unchanged.
+UNCONFIRMED = np.uint64(0)
 
 
 def value_fingerprints(values: pa.Array) -> np.ndarray:
     """64-bit fingerprint of each value (null hashes as empty: null values are never sent)."""
-    return _hash_utf8(pc.fill_null(values, ""), 0)
+    fps = _hash_utf8(pc.fill_null(values, ""), 0)
+    fps[fps == UNCONFIRMED] = 1  # keep 0 reserved for UNCONFIRMED
+    return fps

@@ -2,9 +2,13 @@
 
 Layout under the state directory, one folder per appId (two accounts never share state)::
 
-    <dir>/<appId>/meta.json          {"appId": ..., "fingerprint": "xxh3_64-v1"}
+    <dir>/<appId>/meta.json          {"appId": ..., "fingerprint": "xxh3_64-v2"}
     <dir>/<appId>/base.parquet       key (uint64), fp (uint64), syncedAt — compacted
-    <dir>/<appId>/log-<runId>.arrows confirmed batches of one run, appended and fsync'ed
+    <dir>/<appId>/log-<ns>-<runId>.arrows  one run's records, appended and fsync'ed
+
+Before a batch is sent its keys are recorded with the ``UNCONFIRMED`` fingerprint, and once
+POLYV confirms it with the value's; a batch that failed or was in flight when the run died
+may or may not have been written by POLYV, so it stays unconfirmed and is sent again.
 
 A run appends every confirmed batch to its log as it goes, so a run killed at any point
 loses at most the batches in flight. Logs are folded into ``base.parquet`` (atomically, by
@@ -82,7 +86,7 @@ class SyncState:
             except (pa.ArrowException, OSError) as exc:
                 raise StateError(f"sync state {base} is corrupt ({exc}); delete it or run with "
                                  "--reset-state to start over with a full refresh") from exc
-        logs = sorted(self.path.glob("log-*.arrows"), key=lambda p: p.stat().st_mtime_ns)
+        logs = self._logs()
         parts.extend(_read_log(log).select(["key", "fp"]) for log in logs)
         if not parts:
             return np.empty(0, np.uint64), np.empty(0, np.uint64)
@@ -96,6 +100,9 @@ class SyncState:
         rev_keys = keys[::-1]
         uniq, first = np.unique(rev_keys, return_index=True)
         return uniq, fps[::-1][first]
+
+    def _logs(self) -> list[Path]:
+        return sorted(self.path.glob("log-*.arrows"), key=lambda p: p.name)
 
     def _check_meta(self) -> None:
         meta_path = self.path / "meta.json"
@@ -119,7 +126,9 @@ class SyncState:
         meta = self.path / "meta.json"
         if not meta.exists():
             _atomic_write(meta, json.dumps({"appId": self.app_id, "fingerprint": FINGERPRINT_VERSION}).encode())
-        self._log_path = self.path / f"log-{run_id}.arrows"
+        # The name starts with a zero-padded clock reading: logs sort in the order they began,
+        # on any filesystem (mtime resolution varies).
+        self._log_path = self.path / f"log-{time.time_ns():020d}-{run_id}.arrows"
         self._log_file = open(self._log_path, "wb")  # noqa: SIM115 - closed in finish()
         self._log = pa.ipc.new_stream(self._log_file, _SCHEMA)
 
@@ -143,7 +152,7 @@ class SyncState:
         self.compact()
 
     def compact(self) -> None:
-        logs = sorted(self.path.glob("log-*.arrows"), key=lambda p: p.stat().st_mtime_ns)
+        logs = self._logs()
         if not logs:
             return
         keys, fps = self.load()

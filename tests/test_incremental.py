@@ -21,9 +21,9 @@ from tests.conftest import APP_ID, APP_SECRET, FIELDS, read_report, write_items
 from tests.test_engine import FAST
 
 
-def run(tmp_path: Path, creds, rows, name: str = "r", **kw):
+def run(tmp_path: Path, creds, rows, name: str = "r", send=FAST, **kw):
     src = write_items(tmp_path / f"{name}.in.parquet", rows)
-    opts = SyncOptions(send=FAST, state_dir=str(tmp_path / "state"), **kw)
+    opts = SyncOptions(send=send, state_dir=str(tmp_path / "state"), **kw)
     res = sync(ParquetSource(str(src)), creds, opts, ParquetReport(tmp_path / f"{name}.parquet"))
     return res, read_report(tmp_path / f"{name}.parquet")
 
@@ -129,3 +129,24 @@ def test_kill_9_at_random_points_then_rerun_loses_nothing(tmp_path) -> None:
         resent = (sim.stats.items_stored - before_final) - (n - confirmed_before_final)
         assert 0 <= resent <= kills * conc * batch, resent
         assert (rep.status == "unchanged").sum() > 0
+
+
+def test_a_send_that_timed_out_is_not_vouched_for_by_the_old_state(tmp_path, sim, creds) -> None:
+    """Run 1 confirms A; run 2 sends B, POLYV stores it but the answer never arrives; run 3
+    with A again must send A (POLYV may hold B), not call it unchanged."""
+    import time as _time
+
+    from polyv_connector import SendOptions
+
+    send = SendOptions(timeout_s=0.3, max_attempts=1)
+    first, _ = run(tmp_path, creds, [("u1", "PAY_STATUS", "A")], "1", send=send)
+    assert first.counts["sent"] == 1
+    sim.set_faults(FaultConfig(hang_s=0.6))
+    second, _ = run(tmp_path, creds, [("u1", "PAY_STATUS", "B")], "2", send=send)
+    assert second.counts["failed"] == 1
+    _time.sleep(0.8)
+    assert sim.values[(APP_ID, "u1", "PAY_STATUS")] == "B"
+    sim.set_faults(FaultConfig())
+    third, _ = run(tmp_path, creds, [("u1", "PAY_STATUS", "A")], "3", send=send)
+    assert third.counts["sent"] == 1
+    assert sim.values[(APP_ID, "u1", "PAY_STATUS")] == "A"

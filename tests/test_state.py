@@ -56,6 +56,6 @@ def test_state_of_another_app_in_the_folder_is_refused(tmp_path) -> None:
     st = SyncState(tmp_path, "app")
     st.begin("r")
     st.finish()
-    (tmp_path / "app" / "meta.json").write_text('{"appId": "other", "fingerprint": "xxh3_64-v1"}')
+    (tmp_path / "app" / "meta.json").write_text('{"appId": "other", "fingerprint": "xxh3_64-v2"}')
     with pytest.raises(StateError, match="belongs to appId 'other'"):
         SyncState(tmp_path, "app").load()
