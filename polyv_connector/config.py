@@ -71,6 +71,11 @@ class Credentials:
             raise ConfigError(app_id_setting, "the POLYV appId is not set")
         if not self.app_secret:
             raise ConfigError(secret_setting, "the POLYV appSecret is not set")
+        try:
+            self.app_secret.reveal().encode("utf-8")
+        except UnicodeEncodeError:
+            # Say nothing about the secret's content: not even which character is wrong.
+            raise ConfigError(secret_setting, "the appSecret is not valid text (check how it is stored)") from None
         if not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(url_setting, f"must start with http:// or https://, got {self.base_url!r}")
 
@@ -139,6 +144,8 @@ class SendOptions:
             raise ConfigError("max_rps", f"must be > 0 and <= 140 (POLYV blocks the IP past 150/s), got {self.max_rps}")
         if not 1 <= self.max_attempts <= 20:
             raise ConfigError("max_attempts", f"must be between 1 and 20, got {self.max_attempts}")
+        if not (0 <= self.backoff_base_s <= self.backoff_max_s <= 600):
+            raise ConfigError("backoff", "need 0 <= backoff_base_s <= backoff_max_s <= 600 seconds")
         if not self.timeout_s > 0:
             raise ConfigError("timeout", f"must be > 0 seconds, got {self.timeout_s}")
         if self.signature_method not in ("MD5", "SHA256"):

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from polyv_connector.batching import Batch, item_table, make_batches
 from polyv_connector.checks import check_items, merge_reasons
 from polyv_connector.config import ColumnMapping, Credentials, SyncOptions
-from polyv_connector.errors import RunAborted, StateError
+from polyv_connector.errors import InputError, RunAborted, StateError
 from polyv_connector.fingerprints import UNCONFIRMED, key_hashes, value_fingerprints
 from polyv_connector.model import (
     FIELD_ID,
@@ -50,6 +50,7 @@ from polyv_connector.progress import Progress
 from polyv_connector.report import ReportSink
 from polyv_connector.sender import BatchSender, Circuit, ItemsResult, send_all
 from polyv_connector.sources.items import ITEM_SCHEMA, to_items
+from polyv_connector.sources.text import UnsupportedColumn
 from polyv_connector.state import StateStore, SyncState
 from polyv_connector.transport.client import PolyvClient
 from polyv_connector.transport.ratelimit import RequestBudget, TokenBucket
@@ -303,7 +304,11 @@ def _plan_pass(source: Source, options: SyncOptions, known_fields: set[str] | No
     progress.start("planning", 0)
     with pa.OSFile(str(spill_path), "wb") as sink, pa.ipc.new_file(sink, _SPILL_SCHEMA) as spill:
         for batch in source.batches(options.mapping.source_columns, options.read_batch_rows):
-            items = to_items(batch, options.mapping, first_row)
+            try:
+                items = to_items(batch, options.mapping, first_row)
+            except (pa.ArrowInvalid, UnsupportedColumn) as exc:
+                raise InputError("--input", f"rows {first_row}-{first_row + batch.num_rows - 1}: "
+                                            f"cannot turn a value into text: {exc}") from exc
             first_row += batch.num_rows
             reasons = check_items(items, known_fields)
             extra = validator.validate_chunk(items) if validator else None
@@ -392,7 +397,14 @@ def _send_pass(spill_path: Path, ledger: _Ledger, options: SyncOptions, client: 
             yield batch
 
     batches = make_batches(_pending_chunks(spill_path, ledger), send.batch_size, run_id)
-    send_all(marked(batches), sender, circuit, send.concurrency, on_done)
+    try:
+        send_all(marked(batches), sender, circuit, send.concurrency, on_done)
+    except Exception as exc:
+        # Whatever broke (a full disk under the state, a bug), stop sending and still write
+        # the report: the items not confirmed so far are reported not_attempted.
+        log.exception("sending stopped by an unexpected error")
+        circuit.open(RunAborted("internal", f"sending stopped by an unexpected error: {type(exc).__name__}: "
+                                            f"{exc}; confirmed items are kept in the state, rerun to continue"))
     progress.finish()
 
 

@@ -132,3 +132,28 @@ def test_module_entrypoint_runs(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "polyv_connector.cli", "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "Exit status" in out and "run" in out
+
+
+def test_secret_that_is_not_text_is_refused_without_showing_it(tmp_path, env, sim, monkeypatch, capsys) -> None:
+    from polyv_connector.config import Credentials, Secret
+    from polyv_connector.errors import ConfigError
+
+    bad = Credentials("app", Secret("abc\udcffdefgh"), "http://x")
+    with pytest.raises(ConfigError) as exc:
+        bad.validate()
+    assert "abc" not in str(exc.value)
+    assert "\udcff" not in str(exc.value)
+
+
+def test_urllib3_debug_lines_do_not_carry_the_signature(tmp_path, env, sim, caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="urllib3")
+    src = write_items(tmp_path / "in.parquet", [("a", "PAY_STATUS", "1")])
+    from polyv_connector import SyncOptions, sync
+    from polyv_connector.config import Credentials
+    from polyv_connector.report import ParquetReport
+    from polyv_connector.sources.parquet import ParquetSource
+
+    sync(ParquetSource(str(src)), Credentials.from_env(), SyncOptions(), ParquetReport(tmp_path / "r.parquet"))
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("urllib3")]
+    assert any("custom-field" in line for line in lines)
+    assert all("sign=***" in line for line in lines if "sign=" in line)

@@ -305,3 +305,66 @@ def test_acceptance_20k_rows_with_faults_and_bad_rows(tmp_path, sim, creds) -> N
     assert sim.stats.blocked_responses == 0
     assert sim.stats.faults_5xx > 0 and sim.stats.resets > 0
     assert res.exit_code == EXIT_ROWS_UNSUCCESSFUL
+
+
+class _Redirect(http.server.BaseHTTPRequestHandler):
+    def _redirect(self) -> None:
+        self.send_response(302)
+        self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = _redirect
+
+    def log_message(self, *a: object) -> None:
+        pass
+
+
+def test_redirects_are_not_followed_and_stop_the_run(tmp_path) -> None:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Redirect)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        creds = Credentials(APP_ID, Secret(APP_SECRET), f"http://127.0.0.1:{srv.server_address[1]}")
+        res, rep = run(tmp_path, creds, [("a", "PAY_STATUS", "1")], check_fields=False)
+    finally:
+        srv.shutdown()
+    assert res.abort_cause == "endpoint"
+    assert rep[0]["status"] == "not_attempted"
+
+
+def test_text_that_is_not_utf8_is_an_input_error_before_any_save(tmp_path, sim, creds) -> None:
+    pq.write_table(pa.table({"viewerId": pa.array([b"\xff\xfe"], pa.binary()), "customFieldId": ["PAY_STATUS"],
+                             "customFieldValue": ["x"]}), tmp_path / "in.parquet")
+    with pytest.raises(InputError, match="cannot turn a value into text"):
+        sync(ParquetSource(str(tmp_path / "in.parquet")), creds, SyncOptions(send=FAST), None)
+    assert sim.stats.save_requests == 0
+
+
+def test_a_broken_state_disk_still_writes_the_report(tmp_path, sim, creds) -> None:
+    class FullDisk:
+        app_id = APP_ID
+
+        def load(self):
+            import numpy as np
+            return np.empty(0, np.uint64), np.empty(0, np.uint64)
+
+        def begin(self, run_id):
+            pass
+
+        def record(self, keys, fps, synced_at=None, items=None):
+            raise OSError(28, "No space left on device")
+
+        def finish(self):
+            pass
+
+        def reset(self):
+            pass
+
+    src = write_items(tmp_path / "in.parquet", [("a", "PAY_STATUS", "1")])
+    res = sync(ParquetSource(str(src)), creds, SyncOptions(send=FAST), ParquetReport(tmp_path / "r.parquet"),
+               state=FullDisk())
+    rep = read_report(tmp_path / "r.parquet")
+    assert res.abort_cause == "internal"
+    assert "No space left on device" in res.aborted
+    assert rep[0]["status"] == "not_attempted"
+    assert sim.stats.save_requests == 0  # the unconfirmed marker could not be written: nothing left

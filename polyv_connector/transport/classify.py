@@ -69,8 +69,13 @@ def classify_response(http_status: int, body: bytes) -> Outcome:
         return Outcome("fatal", http_status, code, desc, request_id, fatal_cause="clock")
     if http_status >= 500 or doc.get("status") == "fail" or (isinstance(doc.get("code"), int) and doc["code"] >= 500):
         return Outcome("transient", http_status, code, desc or "server error", request_id)
+    if http_status == 408:
+        return Outcome("transient", http_status, code, desc or "request timeout", request_id)
     if http_status in (401, 403, 407):
         return Outcome("fatal", http_status, code, desc or "permission denied", request_id, fatal_cause="auth")
+    if 300 <= http_status < 400:
+        return Outcome("fatal", http_status, code, desc or f"redirected (HTTP {http_status})", request_id,
+                       fatal_cause="endpoint")
     if http_status in (404, 405):
         return Outcome("fatal", http_status, code, desc or "endpoint not found", request_id,
                        fatal_cause="endpoint")
@@ -82,7 +87,12 @@ def classify_response(http_status: int, body: bytes) -> Outcome:
 def _classify_non_json(http_status: int, body: bytes) -> Outcome:
     if http_status == 429 or BLOCK_MESSAGE.encode() in body.lower():
         return Outcome("blocked", http_status, None, BLOCK_MESSAGE)
-    if http_status in (404, 405):
+    if http_status in (401, 403, 407):
+        # The status of POLYV's block is undocumented (403 is plausible) and a firewall page
+        # looks the same: stop rather than keep knocking on a door that may be blocking the IP.
+        return Outcome("blocked", http_status, None, f"HTTP {http_status} with a non-JSON body (an IP block "
+                       "or a firewall)")
+    if http_status in (404, 405) or 300 <= http_status < 400:
         return Outcome("fatal", http_status, None, f"HTTP {http_status} with a non-JSON body: "
                        "is the API base URL right?", fatal_cause="endpoint")
     # Gateways (502/503/504) and proxies answer HTML; the API itself never does.
@@ -90,11 +100,21 @@ def _classify_non_json(http_status: int, body: bytes) -> Outcome:
 
 
 def classify_exception(exc: BaseException) -> Outcome:
-    """Transport failures: timeouts and resets are transient; anything else is re-raised."""
+    """Transport failures, by type only (their text may hold the signed URL).
+
+    Timeouts, resets and garbled answers are transient; other request errors (bad URL,
+    redirect loops, TLS set-up) will not get better by retrying: fatal. Anything that is not
+    a ``requests`` error is a programming error and is re-raised.
+    """
     if isinstance(exc, requests.Timeout):
         return Outcome("transient", None, None, "request timed out")
+    if isinstance(exc, requests.exceptions.SSLError):
+        return Outcome("fatal", None, None, "TLS handshake failed (certificate or proxy problem)",
+                       fatal_cause="endpoint")
     if isinstance(exc, requests.ConnectionError):
         return Outcome("transient", None, None, "connection failed or was reset")
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-        return Outcome("transient", None, None, "connection broken while reading the answer")
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
+        return Outcome("transient", None, None, "connection broken or answer garbled while reading it")
+    if isinstance(exc, requests.RequestException):
+        return Outcome("fatal", None, None, f"request failed: {type(exc).__name__}", fatal_cause="endpoint")
     raise exc

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +20,20 @@ from polyv_connector.signing import signed_params
 from polyv_connector.transport.classify import Outcome, classify_exception, classify_response
 from polyv_connector.transport.ratelimit import RequestBudget
 from polyv_connector.transport.retry import RetryPolicy
+
+
+class _RedactSignature(logging.Filter):
+    """urllib3 logs request lines at DEBUG; a signed save URL lets anyone write for 3 minutes."""
+
+    _SIGN = re.compile(r"(sign=)[0-9A-Fa-f]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "sign=" in record.getMessage():
+            record.msg, record.args = self._SIGN.sub(r"\1***", record.getMessage()), None
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_RedactSignature())
 
 SAVE_PATH = "/live/v4/user/custom-field/viewer-value/save"
 LIST_PATH = "/live/v4/user/custom-field/list"
@@ -108,6 +124,9 @@ class PolyvClient:
             resp = self.session.request(
                 method, self._base + path, params=self._signed_query(extra), data=body,
                 headers=headers, timeout=self._options.timeout_s,
+                # A redirect would turn the POST into a bodiless GET and carry the signed
+                # query to another host: never follow one.
+                allow_redirects=False,
             )
             content = resp.content
         except requests.RequestException as exc:

@@ -65,3 +65,26 @@ def test_classify_exceptions() -> None:
     assert classify_exception(requests.ConnectionError()).kind == "transient"
     with pytest.raises(ValueError, match="programming error"):
         classify_exception(ValueError("programming error"))
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind"),
+    [
+        (403, b"<html>Forbidden by firewall</html>", "blocked"),
+        (401, b"Unauthorized", "blocked"),
+        (408, b'{"code":408,"status":"error","error":{"code":408,"desc":"timeout"}}', "transient"),
+        (302, b"", "fatal"),
+        (301, b'{"code":301}', "fatal"),
+    ],
+)
+def test_classify_edge_statuses(status: int, body: bytes, kind: str) -> None:
+    assert classify_response(status, body).kind == kind
+
+
+def test_every_requests_error_is_classified_without_its_text() -> None:
+    url_error = requests.exceptions.InvalidURL("http://x/?sign=ABCDEF")
+    out = classify_exception(url_error)
+    assert out.kind == "fatal"
+    assert "ABCDEF" not in (out.desc or "")
+    assert classify_exception(requests.exceptions.ContentDecodingError()).kind == "transient"
+    assert classify_exception(requests.exceptions.TooManyRedirects()).kind == "fatal"
