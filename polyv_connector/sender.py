@@ -81,6 +81,27 @@ class BatchSender:
         self._clock = clock
         self._local = threading.local()
         self._seed = seed
+        self._tally_lock = threading.Lock()
+        self._items_ok = 0
+        self._items_rejected = 0
+
+    # When POLYV rejects every item on its own, the 40X is not about the data (a new
+    # whole-request error we do not recognise): splitting would cost 2n-1 requests per batch.
+    REJECTION_CIRCUIT_MIN = 50
+
+    def _tally(self, ok: int, rejected: int, outcome: Outcome | None = None) -> None:
+        with self._tally_lock:
+            self._items_ok += ok
+            self._items_rejected += rejected
+            runaway = self._items_rejected >= self.REJECTION_CIRCUIT_MIN and self._items_rejected > 10 * self._items_ok
+        if runaway and outcome is not None:
+            self._circuit.open(RunAborted(
+                "rejected",
+                f"POLYV rejected {self._items_rejected} items one by one ('{outcome.desc}', error "
+                f"{outcome.error_code}) and accepted only {self._items_ok}: either every value is invalid "
+                "(see the failed rows) or POLYV refuses the request itself. Splitting batches further "
+                "would cost two requests per item, so nothing more was sent.",
+                http_status=outcome.http_status, error_code=outcome.error_code, request_id=outcome.request_id))
 
     def _rng(self) -> random.Random:
         # One generator per thread: random.Random is not meant to be shared across threads.
@@ -110,6 +131,7 @@ class BatchSender:
             outcome = self._client.save(body)
             tries = carried + attempt
             if outcome.kind == "ok":
+                self._tally(len(batch), 0)
                 return [ItemsResult(batch.indices, "sent", batch.batch_id, tries, self._clock(),
                                     None, outcome.http_status, None, outcome.request_id)]
             if outcome.kind in ("blocked", "fatal"):
@@ -117,6 +139,7 @@ class BatchSender:
                 return [self._not_attempted(batch, tries, outcome)]
             if outcome.kind == "data":
                 if len(batch) == 1:
+                    self._tally(0, 1, outcome)
                     return [ItemsResult(
                         batch.indices, "failed", batch.batch_id, tries, self._clock(),
                         f"POLYV rejected this item: '{outcome.desc}' (error {outcome.error_code}); "

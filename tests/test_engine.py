@@ -368,3 +368,13 @@ def test_a_broken_state_disk_still_writes_the_report(tmp_path, sim, creds) -> No
     assert "No space left on device" in res.aborted
     assert rep[0]["status"] == "not_attempted"
     assert sim.stats.save_requests == 0  # the unconfirmed marker could not be written: nothing left
+
+
+def test_a_40x_that_rejects_every_item_alone_stops_the_run(tmp_path, sim, creds) -> None:
+    """Bisection is for isolating bad items; when everything is 'bad', the request is refused."""
+    rows = [(f"v{i}", "PAY_STATUS", "P") for i in range(3000)]
+    sim.set_faults(FaultConfig(poison_values=("P",)))
+    res, rep = run(tmp_path, creds, rows, send=SendOptions(concurrency=1, max_rps=140))
+    assert res.abort_cause == "rejected"
+    assert res.requests_sent < 300  # not 3 * (2*1000 - 1)
+    assert {r["status"] for r in rep} == {"failed", "not_attempted"}
