@@ -17,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo_airflow.sh
 
 demo-cli: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo_cli.sh

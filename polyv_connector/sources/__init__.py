@@ -2,5 +2,6 @@
 
 from polyv_connector.sources.items import ItemBatch, to_items
 from polyv_connector.sources.parquet import ParquetSource
+from polyv_connector.sources.sql import SqlSource
 
-__all__ = ["ItemBatch", "ParquetSource", "to_items"]
+__all__ = ["ItemBatch", "ParquetSource", "SqlSource", "to_items"]

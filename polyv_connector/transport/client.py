@@ -162,7 +162,8 @@ class PolyvClient:
                 raise RunAborted(
                     "unavailable",
                     f"could not read the custom field list: {outcome.desc} (HTTP {outcome.http_status}); "
-                    "POLYV may be down, retry later (or skip the check with --no-check-fields)",
+                    "POLYV may be down, retry later (or skip the check: --no-check-fields, or check_fields=False "
+                    "on the operator)",
                     http_status=outcome.http_status, request_id=outcome.request_id,
                 )
             data = json.loads(content.decode("utf-8")).get("data") or {}

@@ -1,0 +1,49 @@
+"""Manual only: a full resync of a warehouse table or query into POLYV.
+
+Trigger it with a ``source_table`` (or a ``source_sql``) and it sends every row, ignoring the
+sync state (``full_refresh`` on by default), appending the per-item report to
+``report_table``. The source must have the columns ``viewer_id``, ``custom_field_id`` and
+``custom_field_value`` (alias them in ``source_sql`` otherwise). For a date range of the
+nightly DAG use ``airflow backfill create --dag-id polyv_viewer_sync_warehouse`` instead.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, Param
+
+from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
+
+with DAG(
+    dag_id="polyv_viewer_backfill",
+    description="Full resync of a warehouse table or query into POLYV (manual)",
+    schedule=None,
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["polyv"],
+    doc_md=__doc__,
+    params={
+        "source_conn_id": Param("polyv_warehouse", type="string", description="SQL connection to read"),
+        "source_table": Param("polyv_viewer_attributes", type="string",
+                              description="[schema.]table to resync (ignored when source_sql is given)"),
+        "source_sql": Param("", type="string", description="a query to resync instead of a table"),
+        "report_table": Param("polyv_sync_report", type="string",
+                              description="[schema.]table the per-item report is appended to"),
+        "full_refresh": Param(True, type="boolean", description="ignore the sync state, send everything"),
+        "dry_run": Param(False, type="boolean", description="plan and report only, send nothing"),
+    },
+) as dag:
+    PolyvViewerFieldSyncOperator(
+        task_id="resync_viewer_fields",
+        source_conn_id="{{ params.source_conn_id }}",
+        source_sql="{{ params.source_sql }}",
+        source_table="{% if not params.source_sql %}{{ params.source_table }}{% endif %}",
+        viewer_id_column="viewer_id",
+        field_id_column="custom_field_id",
+        value_column="custom_field_value",
+        report_table="{{ params.report_table }}",
+        state_dir="{{ var.value.get('polyv_state_dir', '') }}",
+        full_refresh="{{ params.full_refresh }}",
+        dry_run="{{ params.dry_run }}",
+    )

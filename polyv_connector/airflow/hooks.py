@@ -1,0 +1,166 @@
+"""``PolyvHook``: the ``polyv`` Airflow connection turned into the engine's credentials and client.
+
+Connection fields: login = appId, password = appSecret, host = API base URL (optional, default
+``https://api.polyv.net``). Extras hold per-account sending defaults: ``max_rps``,
+``batch_size``, ``concurrency``, ``timeout``. The secret is registered with Airflow's secret
+masker the moment the connection is read, before anything could log it.
+
+Importing this module is cheap (no pyarrow, pandas or requests): the operator module imports
+it, and DAG files import the operator at parse time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
+
+from polyv_connector.config import DEFAULT_BASE_URL, Credentials, Secret, SendOptions
+from polyv_connector.errors import ConfigError, PolyvConnectorError
+
+if TYPE_CHECKING:
+    from polyv_connector.transport.client import PolyvClient
+
+#: Connection extras a user may set, with the SendOptions field and the type each maps to.
+EXTRA_FIELDS: dict[str, tuple[str, type]] = {
+    "max_rps": ("max_rps", float),
+    "batch_size": ("batch_size", int),
+    "concurrency": ("concurrency", int),
+    "timeout": ("timeout_s", float),
+}
+
+
+class PolyvHook(BaseHook):
+    """Owns the ``polyv`` connection: credentials, sending defaults, and one pooled client.
+
+    :param polyv_conn_id: the Airflow connection id (default ``polyv_default``).
+    """
+
+    conn_name_attr = "polyv_conn_id"
+    default_conn_name = "polyv_default"
+    conn_type = "polyv"
+    hook_name = "POLYV"
+
+    def __init__(self, polyv_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.polyv_conn_id = polyv_conn_id
+        self._client: PolyvClient | None = None
+
+    @cached_property
+    def _connection_fields(self) -> tuple[Credentials, dict[str, Any]]:
+        conn = self.get_connection(self.polyv_conn_id)
+        secret = conn.password or ""
+        # Before anything else touches the connection: from here on the masker redacts the
+        # secret in every task log line, including exception texts.
+        if secret:
+            mask_secret(secret)
+        base_url = _base_url(conn.host, conn.port)
+        credentials = Credentials(app_id=(conn.login or "").strip(), app_secret=Secret(secret),
+                                  base_url=base_url.rstrip("/"))
+        return credentials, dict(conn.extra_dejson or {})
+
+    def get_credentials(self) -> Credentials:
+        """The appId, secret and base URL; raises :class:`ConfigError` naming the connection field."""
+        credentials = self._connection_fields[0]
+        where = f"connection {self.polyv_conn_id!r}"
+        credentials.validate(app_id_setting=f"{where}: login (appId)",
+                             secret_setting=f"{where}: password (appSecret)",
+                             url_setting=f"{where}: host (API base URL)")
+        return credentials
+
+    def get_send_options(self, **overrides: Any) -> SendOptions:
+        """Sending settings: library defaults < connection extras < non-None ``overrides``.
+
+        ``overrides`` takes the extra names (``max_rps``, ``batch_size``, ``concurrency``,
+        ``timeout``) plus any other :class:`SendOptions` field (``max_attempts``, ...).
+        """
+        extras = self._connection_fields[1]
+        values: dict[str, Any] = {}
+        for name, (field_name, kind) in EXTRA_FIELDS.items():
+            # The UI may store conn-fields with Airflow's historical "extra__<type>__" prefix.
+            raw = extras.get(name, extras.get(f"extra__{self.conn_type}__{name}"))
+            if raw not in (None, ""):
+                values[field_name] = _coerce(raw, kind, f"connection {self.polyv_conn_id!r}: extra {name!r}")
+        for name, value in overrides.items():
+            if value is None:
+                continue
+            field_name, kind = EXTRA_FIELDS.get(name, (name, type(value)))
+            values[field_name] = _coerce(value, kind, name) if name in EXTRA_FIELDS else value
+        options = replace(SendOptions(), **values)
+        options.validate()
+        return options
+
+    def get_conn(self) -> PolyvClient:
+        """The engine's client for this connection: one pooled HTTP session, reused by the task."""
+        if self._client is None:
+            from polyv_connector.transport.client import PolyvClient
+
+            self._client = PolyvClient(self.get_credentials(), self.get_send_options())
+        return self._client
+
+    def close(self) -> None:
+        """Close the pooled session (idempotent)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Sign one call to the custom-field list. Returns ``(ok, message)``; never the secret."""
+        from polyv_connector.transport.retry import RetryPolicy
+
+        try:
+            credentials = self.get_credentials()
+            client = self.get_conn()
+            # Few quick tries: a connection test should answer in seconds, not back off for minutes.
+            fields = client.list_fields(retry=RetryPolicy(2, 0.5, 1.0))
+        except PolyvConnectorError as exc:
+            return False, _scrub(str(exc), self)
+        except Exception as exc:  # the UI shows the message: never let a traceback through
+            return False, _scrub(f"{type(exc).__name__}: {exc}", self)
+        finally:
+            self.close()
+        return True, (f"Connected to {credentials.base_url} as appId {credentials.app_id}: "
+                      f"{len(fields)} custom field(s)")
+
+
+def _base_url(host: str | None, port: int | None) -> str:
+    """The API base URL from the connection's host (and port, as a URI connection sets it)."""
+    base_url = (host or "").strip()
+    if not base_url:
+        return DEFAULT_BASE_URL
+    if "://" not in base_url:
+        # A bare host name ("api.polyv.net") is what people type into the Host box.
+        base_url = "https://" + base_url
+    parts = urlsplit(base_url)
+    if port and parts.port is None:
+        base_url = urlunsplit(parts._replace(netloc=f"{parts.netloc}:{port}"))
+    return base_url
+
+
+def _coerce(value: Any, kind: type, setting: str) -> Any:
+    """``value`` as ``kind`` (extras from env JSON or the UI often arrive as strings)."""
+    try:
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if kind is float:
+            result = float(value)
+            if math.isnan(result):
+                raise ValueError(value)
+            return result
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(setting, f"expected {'an integer' if kind is int else 'a number'}, "
+                                   f"got {value!r}") from None
+
+
+def _scrub(text: str, hook: PolyvHook) -> str:
+    """Belt and braces: the engine never puts the secret in a message, but a driver might."""
+    secret = hook._connection_fields[0].app_secret.reveal() if "_connection_fields" in hook.__dict__ else ""
+    return text.replace(secret, "***") if secret else text

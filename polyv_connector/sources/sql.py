@@ -1,0 +1,272 @@
+"""SQL input: a query or a table read through any DB-API 2 connection, in chunks.
+
+Works with anything that hands out a DB-API connection: a plain factory (``lambda:
+psycopg2.connect(...)``) or an Airflow common-sql ``DbApiHook`` (its ``get_conn``). Rows are
+read with ``cursor.fetchmany(batch_rows)``; for PostgreSQL drivers (psycopg 3 and psycopg2)
+a *named* cursor is used, so the server keeps the result and sends one chunk per fetch
+(without it, both drivers would pull the whole result into client memory on ``execute``).
+That is the only database-specific code here, and it is an optional fast path.
+
+Each chunk becomes an Arrow record batch holding the requested columns, named as requested.
+Column names are matched exactly, else case-insensitively when that is unambiguous, because
+databases fold unquoted identifiers (PostgreSQL to lower case, Snowflake and Oracle to upper).
+Values keep their SQL types where Arrow infers one (numbers, dates, timestamps, decimals,
+text); JSON values become JSON text and other Python objects (UUIDs, intervals, times) their
+``str()``. :mod:`polyv_connector.sources.text` then turns every type into what POLYV receives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import suppress
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.types as pat
+
+from polyv_connector.config import ColumnMapping
+from polyv_connector.errors import ConfigError, InputError
+
+log = logging.getLogger("polyv_connector")
+
+# A plain or quoted identifier part; a table name is one to three parts joined by dots.
+_PART = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\])'
+_TABLE_NAME = re.compile(rf"^{_PART}(?:\.{_PART}){{0,2}}$")
+_PG_DRIVERS = frozenset({"psycopg", "psycopg2"})
+
+Parameters = Sequence[Any] | Mapping[str, Any] | None
+
+
+def check_table_name(table: str, setting: str) -> str:
+    """``table`` stripped, or :class:`ConfigError` if it is not ``[catalog.][schema.]table``.
+
+    Table names are spliced into SQL text (a DB-API cannot bind identifiers), so only plain or
+    quoted identifiers are accepted: this is what keeps a templated table name from injecting SQL.
+    """
+    table = (table or "").strip()
+    if not _TABLE_NAME.match(table):
+        raise ConfigError(setting, f"{table!r} is not a table name of the form [schema.]table "
+                                   "(letters, digits, _ and $, or quoted identifiers)")
+    return table
+
+
+def quote_identifier(name: str, identifier_format: str = '"{}"') -> str:
+    """``name`` quoted with ``identifier_format`` (e.g. ``"{}"`` or ```{}```), closing char doubled."""
+    close = identifier_format[-1] if identifier_format.endswith(('"', "`", "]")) else '"'
+    return identifier_format.format(name.replace(close, close * 2))
+
+
+def resolve_columns(requested: Sequence[str], available: Sequence[str], where: str,
+                    setting: str) -> list[int]:
+    """Positions in ``available`` of each ``requested`` column (exact, else unique case-insensitive)."""
+    exact = {name: i for i, name in enumerate(available)}
+    folded: dict[str, list[int]] = {}
+    for i, name in enumerate(available):
+        folded.setdefault(name.casefold(), []).append(i)
+    positions, missing = [], []
+    for name in requested:
+        if name in exact:
+            positions.append(exact[name])
+        elif len(folded.get(name.casefold(), [])) == 1:
+            positions.append(folded[name.casefold()][0])
+        else:
+            missing.append(name)
+    if missing:
+        raise InputError(
+            setting,
+            f"{where}: missing column(s) {', '.join(missing)} (found: {', '.join(available) or 'none'}); "
+            "alias the columns in the query or set the column mapping (viewer_id_column, "
+            "field_id_column, value_column or fields) to match",
+        )
+    return positions
+
+
+class SqlSource:
+    """Rows of ``sql`` (or of the whole ``table``) read through a DB-API connection.
+
+    :param connection: a ``DbApiHook`` (anything with ``get_conn()``) or a zero-argument
+        callable returning a new DB-API connection. The source opens and closes its own
+        connections.
+    :param sql: the query (a trailing ``;`` is dropped). Exactly one of ``sql`` and ``table``.
+    :param table: ``[schema.]table``; only the mapped columns are selected.
+    :param parameters: bound parameters of ``sql``, in the driver's paramstyle.
+    :param identifier_format: how to quote an identifier; default the hook's
+        ``escape_word_format`` or ``"{}"``.
+    :param server_side_cursor: use the PostgreSQL named-cursor fast path when the driver allows.
+    :param setting: the setting name error messages point at.
+    """
+
+    def __init__(
+        self,
+        connection: Any,
+        *,
+        sql: str | None = None,
+        table: str | None = None,
+        parameters: Parameters = None,
+        identifier_format: str | None = None,
+        server_side_cursor: bool = True,
+        setting: str | None = None,
+    ) -> None:
+        sql = (sql or "").strip().rstrip(";").strip() or None
+        table = (table or "").strip() or None
+        self.setting = setting or ("source_table" if table and not sql else "source_sql")
+        if bool(sql) == bool(table):
+            raise ConfigError(self.setting, "give exactly one of a SQL query and a table name")
+        self.sql = sql
+        self.table = check_table_name(table, self.setting) if table else None
+        self.parameters = parameters
+        if hasattr(connection, "get_conn"):
+            self._connect: Callable[[], Any] = connection.get_conn
+            identifier_format = identifier_format or getattr(connection, "escape_word_format", None)
+        elif callable(connection):
+            self._connect = connection
+        else:
+            raise TypeError("connection must be a DbApiHook or a callable returning a DB-API connection")
+        self.identifier_format = identifier_format or '"{}"'
+        self.server_side_cursor = server_side_cursor
+        self._columns: list[str] | None = None  # the relation's column names, once known
+
+    @property
+    def location(self) -> str:
+        """A short description for messages and lineage: the table, or ``query``."""
+        return self.table or "query"
+
+    # ---- schema ------------------------------------------------------------------------------
+    def _probe_sql(self) -> str:
+        # The relation with no rows: cheap everywhere, and it still yields cursor.description.
+        relation = self.table or f"({self.sql}) polyv_source"
+        return f"SELECT * FROM {relation} WHERE 1=0"
+
+    def columns(self) -> list[str] | None:
+        """The relation's column names, from a zero-row probe; ``None`` if the probe cannot run.
+
+        A query that cannot be wrapped in a subquery (some dialects refuse ``ORDER BY`` there)
+        is not an error: its columns are then checked on the first chunk instead.
+        """
+        if self._columns is not None:
+            return self._columns
+        conn = self._open()
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(self._probe_sql(), *self._params())
+                self._columns = [d[0] for d in cur.description or ()]
+            finally:
+                with suppress(Exception):
+                    cur.close()
+        except Exception as exc:
+            if self.table:
+                raise InputError(self.setting, f"cannot read table {self.table}: {exc}") from exc
+            log.info("could not probe the source query's columns (%s); checking them on the first "
+                     "chunk instead", type(exc).__name__)
+            return None
+        finally:
+            _close(conn)
+        return self._columns
+
+    def check_columns(self, mapping: ColumnMapping) -> None:
+        """Fail before anything is sent if the query or table lacks a mapped column."""
+        names = self.columns()
+        if names is not None:
+            resolve_columns(mapping.source_columns, names, self.location, self.setting)
+
+    # ---- rows --------------------------------------------------------------------------------
+    def _params(self) -> tuple[Any, ...]:
+        # The table form binds nothing; some drivers reject an empty parameter list.
+        return () if self.parameters is None or self.table else (self.parameters,)
+
+    def _select(self, columns: Sequence[str]) -> str:
+        if not self.table:
+            return self.sql or ""
+        names = self.columns() or []
+        picked = [names[i] for i in resolve_columns(columns, names, self.location, self.setting)]
+        select_list = ", ".join(quote_identifier(n, self.identifier_format) for n in picked)
+        return f"SELECT {select_list} FROM {self.table}"
+
+    def _open(self) -> Any:
+        try:
+            return self._connect()
+        except Exception as exc:
+            raise InputError(self.setting, f"cannot connect to the source database: "
+                                           f"{type(exc).__name__}: {exc}") from exc
+
+    def _cursor(self, conn: Any, batch_rows: int) -> Any:
+        driver = type(conn).__module__.split(".")[0]
+        if self.server_side_cursor and driver in _PG_DRIVERS:
+            # A named cursor is a server-side cursor in both psycopg 3 and psycopg2: each
+            # fetchmany() is one FETCH, and the client never holds more than one chunk.
+            cur = conn.cursor(name=f"polyv_source_{uuid.uuid4().hex[:12]}")
+            with suppress(AttributeError):
+                cur.itersize = batch_rows
+            return cur
+        return conn.cursor()
+
+    def batches(self, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """Yield record batches of at most ``batch_rows`` rows holding ``columns``, in read order."""
+        conn = self._open()
+        try:
+            cur = self._cursor(conn, batch_rows)
+            try:
+                try:
+                    cur.execute(self._select(columns), *self._params())
+                    rows = cur.fetchmany(batch_rows)
+                except InputError:
+                    raise
+                except Exception as exc:
+                    raise InputError(self.setting, f"the source query failed: {type(exc).__name__}: "
+                                                   f"{exc}") from exc
+                # psycopg2 named cursors describe the result only after the first fetch.
+                names = [d[0] for d in cur.description or ()]
+                positions = resolve_columns(columns, names, self.location, self.setting)
+                while rows:
+                    yield rows_to_batch(rows, positions, columns)
+                    rows = cur.fetchmany(batch_rows)
+            finally:
+                with suppress(Exception):
+                    cur.close()
+        finally:
+            _close(conn)
+
+
+def rows_to_batch(rows: Sequence[Sequence[Any]], positions: Sequence[int],
+                  names: Sequence[str]) -> pa.RecordBatch:
+    """Columns ``positions`` of DB-API ``rows`` as a record batch with the given ``names``."""
+    arrays = [column_to_arrow([row[p] for row in rows]) for p in positions]
+    return pa.RecordBatch.from_arrays(arrays, names=list(names))
+
+
+def column_to_arrow(values: list[Any]) -> pa.Array:
+    """One column of Python values as Arrow, keeping the SQL type where Arrow has one."""
+    try:
+        array = pa.array(values, from_pandas=False)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return _as_text(values)
+    typ = array.type
+    if pat.is_nested(typ):  # JSON objects and arrays: send their JSON text
+        return _as_text(values)
+    if (isinstance(typ, pa.BaseExtensionType)  # e.g. arrow.uuid: send the canonical str() form
+            or pat.is_time(typ) or pat.is_duration(typ) or pat.is_interval(typ)):
+        return _as_text(values)
+    return array
+
+
+def _as_text(values: list[Any]) -> pa.Array:
+    return pa.array([None if v is None else _text(v) for v in values], pa.string())
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, (dict, list)):  # JSON/JSONB values, as drivers decode them
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def _close(conn: Any) -> None:
+    # End the read-only transaction explicitly: some pools reuse connections.
+    with suppress(Exception):
+        conn.rollback()
+    with suppress(Exception):
+        conn.close()

@@ -1,0 +1,164 @@
+"""The example DAGs, run the way a worker runs them, against the simulator and real PostgreSQL.
+
+Each test is one ``airflow dags test <dag> <date> -c <conf> --use-executor`` (templates rendered,
+params validated, task supervised, logs written to files), then asserts on the DagRun state,
+the simulator's stored values, the XCom summary and the report rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.airflow.support import AIRFLOW_HOME, APP_ID, PLANTED_SECRET, SAMPLE, conn_json, pg_exec, pg_rows
+
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+
+
+def _polyv(sim, secret: str = PLANTED_SECRET) -> dict[str, str]:
+    return {"AIRFLOW_CONN_POLYV_DEFAULT": conn_json(sim.base_url, secret=secret)}
+
+
+def _warehouse_env(sim) -> dict[str, str]:
+    from tests.airflow.support import PG_URI
+
+    return {**_polyv(sim), "AIRFLOW_CONN_POLYV_WAREHOUSE": PG_URI}
+
+
+def _attrs_table(schema: str) -> str:
+    """Long-form viewer attributes, one row every 6 hours over four days from 2025-03-01."""
+    table = f"{schema}.viewer_attributes"
+    pg_exec(f"CREATE TABLE {table} (viewer_id text, custom_field_id text, custom_field_value text, "
+            "updated_at timestamptz)")
+    pg_exec(f"INSERT INTO {table} SELECT 'viewer-' || i, CASE WHEN i % 2 = 0 THEN 'PAY_STATUS' ELSE 'VIP_LEVEL' END, "
+            "'value-' || i, timestamptz '2025-03-01 00:00+00' + (i * 6 || ' hours')::interval "
+            "FROM generate_series(0, 15) i")
+    return table
+
+
+def _stored(sim) -> dict[tuple[str, str], str]:
+    return {(v, f): value for (app, v, f), value in sim.values.items() if app == APP_ID}
+
+
+def _assert_success(run) -> None:
+    assert run.returncode == 0 and run.state == "success", run.output[-5000:]
+
+
+def test_parquet_dag_on_the_bundled_sample(run_dag, sim, tmp_path):
+    report = tmp_path / "report.parquet"
+    run = run_dag("polyv_viewer_sync_parquet", "2025-03-02", {"report_path": str(report)}, env=_polyv(sim))
+    _assert_success(run)
+    summary = run.xcom
+    assert summary["ok"] is True and summary["counts"]["sent"] == 400 and summary["report"] == str(report)
+    assert summary["airflowRunId"] == run.run_id
+    stored = _stored(sim)
+    assert len(stored) == 400 and stored[("viewer-0002", "VIP_LEVEL")] == "钻石会员"
+    rows = pq.read_table(report).to_pylist()
+    assert len(rows) == pq.read_metadata(SAMPLE).num_rows
+    assert {r["runId"] for r in rows} == {summary["runId"]}
+    counts = {s: sum(r["status"] == s for r in rows) for s in summary["counts"]}
+    assert counts == summary["counts"]
+    # The report file is the task's asset; the event carries the concrete location.
+    with sqlite3.connect(AIRFLOW_HOME / "airflow.db") as db:
+        extras = [json.loads(e) for (e,) in db.execute(
+            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+            "WHERE a.uri = 'x-polyv-report://polyv_viewer_sync_parquet/sync_viewer_fields'")]
+    assert any(e.get("runId") == summary["runId"] and e.get("report") == str(report) for e in extras)
+
+
+@pytest.mark.postgres
+def test_warehouse_dag_syncs_the_data_interval(run_dag, sim, pg_schema):
+    table = _attrs_table(pg_schema)
+    report_table = f"{pg_schema}.polyv_sync_report"
+    run = run_dag("polyv_viewer_sync_warehouse", "2025-03-03",
+                  {"source_table": table, "report_table": report_table}, env=_warehouse_env(sim))
+    _assert_success(run)
+    start, end = (dt.datetime.fromisoformat(t).replace(tzinfo=dt.UTC) for t in run.data_interval)
+    assert end - start == dt.timedelta(days=1)
+    expected = {(v, f): value for v, f, value in pg_rows(
+        f"SELECT viewer_id, custom_field_id, custom_field_value FROM {table} "
+        "WHERE updated_at >= %s AND updated_at < %s", (start, end))}
+    assert len(expected) == 4  # four rows a day: the interval selects one day, not everything
+    assert _stored(sim) == expected
+    summary = run.xcom
+    assert summary["counts"]["sent"] == 4 and summary["items"] == 4
+    rows = pg_rows(f'SELECT "viewerId", "customFieldId", status, "runId", "requestId" FROM {report_table}')
+    assert {(r[0], r[1]) for r in rows} == set(expected)
+    assert {(r[2], r[3]) for r in rows} == {("sent", summary["runId"])}
+    assert all(r[4] for r in rows)
+
+
+@pytest.mark.postgres
+def test_backfill_dag_resyncs_a_whole_table(run_dag, sim, pg_schema):
+    table = _attrs_table(pg_schema)
+    report_table = f"{pg_schema}.resync_report"
+    run = run_dag("polyv_viewer_backfill", "2025-03-04",
+                  {"source_table": table, "report_table": report_table}, env=_warehouse_env(sim))
+    _assert_success(run)
+    assert len(_stored(sim)) == 16
+    assert run.xcom["counts"]["sent"] == 16
+    assert pg_rows(f"SELECT status, count(*) FROM {report_table} GROUP BY 1") == [("sent", 16)]
+
+
+def test_refused_credentials_fail_the_run_after_the_report(run_dag, sim, tmp_path):
+    wrong = "WRONG-planted-s3cr3t-e2e-0b9d"
+    report = tmp_path / "report.parquet"
+    run = run_dag("polyv_viewer_sync_parquet", "2025-03-05", {"report_path": str(report)},
+                  env=_polyv(sim, secret=wrong))
+    assert run.state == "failed", run.output[-5000:]
+    assert not sim.values and sim.stats.save_requests == 0
+    rows = pq.read_table(report).to_pylist()
+    assert sum(r["status"] == "not_attempted" for r in rows) == 401
+    assert run.xcom["ok"] is False and run.xcom["abortCause"] == "auth"
+    logs = run.log_text()
+    assert "did not sync every item" in logs and "invalid signature" in logs
+    for text in (logs, run.output, json.dumps(run.xcom), report.read_bytes().decode("latin-1")):
+        assert wrong not in text
+
+
+@pytest.mark.postgres
+def test_planted_secret_never_leaks(run_dag, sim, pg_schema, tmp_path):
+    table = _attrs_table(pg_schema)
+    report_table = f"{pg_schema}.polyv_sync_report"
+    # Both report targets, and the connection's secret in the env JSON as users give it.
+    run = run_dag("polyv_viewer_backfill", "2025-03-06",
+                  {"source_table": table, "report_table": report_table}, env=_warehouse_env(sim))
+    _assert_success(run)
+    assert run.task_logs, "no task log file was written under AIRFLOW_HOME/logs"
+    every_log = "\n".join(p.read_text(errors="replace") for p in (AIRFLOW_HOME / "logs").rglob("*") if p.is_file())
+    assert "POLYV sync" in every_log  # the scan reads real task logs
+    assert PLANTED_SECRET not in every_log
+    assert PLANTED_SECRET not in run.output
+    assert PLANTED_SECRET not in json.dumps(run.xcom)
+    rows = pg_rows(f"SELECT * FROM {report_table}")
+    assert rows and PLANTED_SECRET not in repr(rows)
+    with sqlite3.connect(AIRFLOW_HOME / "airflow.db") as db:
+        for (value,) in db.execute("SELECT value FROM xcom"):
+            assert PLANTED_SECRET not in str(value)
+        for (extra,) in db.execute("SELECT extra FROM asset_event"):
+            assert PLANTED_SECRET not in str(extra)
+        for (fields,) in db.execute("SELECT rendered_fields FROM rendered_task_instance_fields"):
+            assert PLANTED_SECRET not in str(fields)
+
+
+def test_warehouse_dag_can_be_backfilled_over_a_date_range(airflow_db):
+    """``airflow backfill create`` accepts the nightly DAG and its params (dry run: no scheduler here)."""
+    import subprocess
+
+    from tests.airflow.support import BIN, subprocess_env
+
+    env = subprocess_env()
+    reserialize = subprocess.run([str(BIN / "airflow"), "dags", "reserialize"], env=env,
+                                 capture_output=True, text=True, timeout=120)
+    assert reserialize.returncode == 0, reserialize.stderr[-3000:]
+    backfill = subprocess.run(
+        [str(BIN / "airflow"), "backfill", "create", "--dag-id", "polyv_viewer_sync_warehouse",
+         "--from-date", "2025-03-01", "--to-date", "2025-03-03", "--dry-run",
+         "--dag-run-conf", json.dumps({"source_table": "analytics.viewer_attributes", "full_refresh": True})],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert backfill.returncode == 0, backfill.stdout[-3000:] + backfill.stderr[-3000:]
+    assert "2025-03-01 02:00:00+00:00" in backfill.stdout and "2025-03-02 02:00:00+00:00" in backfill.stdout

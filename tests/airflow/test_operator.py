@@ -1,0 +1,276 @@
+"""``PolyvViewerFieldSyncOperator.execute`` in-process (connections from the environment, no DB).
+
+Rendering of templates and the real task runner are covered by the DAG runs in test_dags_e2e.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from polyv_connector.simulator import FaultConfig
+from tests.airflow.support import APP_ID, PLANTED_SECRET, SAMPLE, conn_json, pg_exec, pg_rows
+
+pytestmark = pytest.mark.airflow
+
+
+class FakeTI:
+    def __init__(self) -> None:
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+def _context() -> dict[str, Any]:
+    return {"ti": FakeTI(), "run_id": "manual__test"}
+
+
+def _op(**kwargs: Any):
+    from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
+
+    return PolyvViewerFieldSyncOperator(task_id="sync", **kwargs)
+
+
+def _write(path: Path, rows: list[tuple[str | None, str | None, str | None]]) -> str:
+    pq.write_table(pa.table({"viewerId": [r[0] for r in rows], "customFieldId": [r[1] for r in rows],
+                             "customFieldValue": [r[2] for r in rows]}), path)
+    return str(path)
+
+
+def _strict(summary: dict[str, Any]) -> str:
+    text = json.dumps(summary, allow_nan=False)
+    assert PLANTED_SECRET not in text
+    return text
+
+
+def test_parquet_sync_returns_strict_json_summary(sim, polyv_env, tmp_path):
+    report = tmp_path / "report.parquet"
+    summary = _op(input_path=str(SAMPLE), report_path=str(report)).execute(_context())
+    _strict(summary)
+    assert summary["ok"] is True and summary["report"] == str(report)
+    assert summary["counts"]["sent"] == 400 and summary["items"] == 404
+    assert summary["requestsSent"] >= 1 and summary["airflowRunId"] == "manual__test"
+    stored = {k: v for k, v in sim.values.items() if k[0] == APP_ID}
+    assert len(stored) == 400 and stored[(APP_ID, "viewer-0001", "PAY_STATUS")] == "已支付"
+    rows = pq.read_table(report).to_pylist()
+    assert len(rows) == 404 and {r["runId"] for r in rows} == {summary["runId"]}
+
+
+def test_wide_mapping_and_overrides(sim, polyv_env, tmp_path):
+    src = tmp_path / "wide.parquet"
+    pq.write_table(pa.table({"uid": ["a", "b", "c"], "pay": ["yes", "no", None], "vip": [1, 2, 3]}), src)
+    summary = _op(input_path=str(src), report_path=str(tmp_path / "r.parquet"), viewer_id_column="uid",
+                  fields={"PAY_STATUS": "pay", "VIP_LEVEL": "vip"}, batch_size=2, concurrency=1).execute(_context())
+    assert summary["counts"]["sent"] == 5 and summary["counts"]["rejected"] == 1  # the null value
+    assert sim.values[(APP_ID, "c", "VIP_LEVEL")] == "3"
+    assert sim.stats.save_requests == 3  # 5 items in batches of 2
+
+
+def test_dry_run_from_a_rendered_template_string(sim, polyv_env, tmp_path):
+    summary = _op(input_path=str(SAMPLE), report_path=str(tmp_path / "r.parquet"),
+                  dry_run="True", full_refresh="False").execute(_context())
+    assert summary["dryRun"] is True and summary["counts"]["dry_run"] == 400
+    assert sim.stats.save_requests == 0 and not sim.values
+
+
+def test_state_dir_and_full_refresh(sim, polyv_env, tmp_path):
+    src = _write(tmp_path / "in.parquet", [("v1", "PAY_STATUS", "x"), ("v2", "PAY_STATUS", "y")])
+    args = {"input_path": src, "report_path": str(tmp_path / "r.parquet"), "state_dir": str(tmp_path / "state")}
+    assert _op(**args).execute(_context())["counts"]["sent"] == 2
+    again = _op(**args).execute(_context())
+    assert again["counts"]["unchanged"] == 2 and again["requestsSent"] == 0
+    forced = _op(full_refresh="true", **args).execute(_context())
+    assert forced["counts"]["sent"] == 2
+
+
+def test_failed_rows_fail_the_task_after_the_report(sim, polyv_env, tmp_path):
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    sim.set_faults(FaultConfig(poison_values=("POISON",)))
+    src = _write(tmp_path / "in.parquet", [("v1", "PAY_STATUS", "ok"), ("v2", "PAY_STATUS", "POISON")])
+    report = tmp_path / "r.parquet"
+    context = _context()
+    with pytest.raises(AirflowException) as raised:
+        _op(input_path=src, report_path=str(report), max_attempts=1).execute(context)
+    assert not isinstance(raised.value, AirflowFailException)  # retryable
+    assert "failed 1" in str(raised.value) and str(report) in str(raised.value)
+    statuses = {r["viewerId"]: r["status"] for r in pq.read_table(report).to_pylist()}
+    assert statuses == {"v1": "sent", "v2": "failed"}
+    summary = context["ti"].pushed["return_value"]  # kept for alerting although the task failed
+    assert summary["ok"] is False and summary["counts"]["failed"] == 1
+    _strict(summary)
+
+
+def test_refused_credentials_fail_without_retry_and_without_the_secret(sim, monkeypatch, tmp_path):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    wrong = "WRONG-planted-secret-77aa"
+    monkeypatch.setenv("AIRFLOW_CONN_POLYV_DEFAULT", conn_json(sim.base_url, secret=wrong))
+    report = tmp_path / "r.parquet"
+    context = _context()
+    with pytest.raises(AirflowFailException) as raised:
+        _op(input_path=str(SAMPLE), report_path=str(report)).execute(context)
+    message = str(raised.value)
+    assert "invalid signature" in message and "not_attempted" in message
+    assert wrong not in message and wrong not in json.dumps(context["ti"].pushed)
+    statuses = [r["status"] for r in pq.read_table(report).to_pylist()]
+    assert statuses.count("not_attempted") == 401 and "sent" not in statuses
+    assert wrong not in report.read_bytes().decode("latin-1")
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({}, "exactly one source"),
+    ({"input_path": "x.parquet", "source_conn_id": "w"}, "exactly one source"),
+    ({"input_path": str(SAMPLE)}, "report_path"),
+    ({"input_path": str(SAMPLE), "report_table": "t"}, "report_conn_id"),
+    ({"input_path": str(SAMPLE), "report_path": "/tmp/x.parquet", "dry_run": "maybe"}, "dry_run"),
+])
+def test_configuration_errors_fail_without_retry(polyv_env, kwargs, match):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match=match):
+        _op(**kwargs).execute(_context())
+
+
+def test_missing_input_is_retryable(polyv_env, tmp_path):
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    with pytest.raises(AirflowException, match="input error") as raised:
+        _op(input_path=str(tmp_path / "late.parquet"), report_path=str(tmp_path / "r.parquet")).execute(_context())
+    assert not isinstance(raised.value, AirflowFailException)
+
+
+def test_expectation_suite_is_wired_lazily(sim, polyv_env, tmp_path, monkeypatch):
+    import polyv_connector.expectations as expectations
+
+    calls: dict[str, Any] = {}
+
+    class FakeValidator:
+        @classmethod
+        def from_file(cls, path, report_dir=None, setting=None):
+            calls.update(path=path, report_dir=report_dir, setting=setting)
+            return cls()
+
+        def validate_chunk(self, items):
+            return None
+
+        def finish(self):
+            return []
+
+        def summary(self):
+            return {"validation": {"suite": "s", "gateFailures": []}}
+
+    monkeypatch.setattr(expectations, "SuiteValidator", FakeValidator)
+    report = tmp_path / "r.parquet"
+    op = _op(input_path=str(SAMPLE), report_path=str(report), expectation_suite_path=str(tmp_path / "s.json"))
+    from polyv_connector.airflow.hooks import PolyvHook
+
+    assert op._options(PolyvHook()).max_rejected_fraction == 0.05  # the CLI's default with a suite
+    summary = op.execute(_context())
+    assert calls == {"path": str(tmp_path / "s.json"), "report_dir": str(report), "setting": "expectation_suite_path"}
+    assert summary["validation"] == {"suite": "s", "gateFailures": []}
+
+
+@pytest.mark.slow
+def test_bundled_expectation_suite(sim, polyv_env, tmp_path):
+    report = tmp_path / "r.parquet"
+    summary = _op(input_path=str(SAMPLE), report_path=str(report), expectation_suite_path="default",
+                  max_rejected_fraction="0.5").execute(_context())
+    _strict(summary)
+    assert summary["ok"] is True and summary["validation"]
+    assert summary["counts"]["sent"] + summary["counts"]["rejected"] + summary["counts"]["duplicate"] == 404
+
+
+def test_a_bad_suite_is_a_configuration_error(polyv_env, tmp_path):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    suite = tmp_path / "bad.json"
+    suite.write_text("{not json")
+    with pytest.raises(AirflowFailException, match="expectation_suite_path"):
+        _op(input_path=str(SAMPLE), report_path=str(tmp_path / "r.parquet"),
+            expectation_suite_path=str(suite)).execute(_context())
+
+
+@pytest.mark.postgres
+def test_warehouse_source_and_report_table(sim, polyv_env, pg_schema, pg_warehouse_env):
+    pg_exec(f"CREATE TABLE {pg_schema}.attrs (uid text, field text, val text, updated_at timestamptz)")
+    pg_exec(f"INSERT INTO {pg_schema}.attrs SELECT 'u' || i, 'VIP_LEVEL', 'L' || i, now() "
+            "FROM generate_series(1, 30) i")
+    summary = _op(source_conn_id="polyv_warehouse", source_sql=f"SELECT * FROM {pg_schema}.attrs WHERE uid <> %s",
+                  source_parameters=["u1"], viewer_id_column="uid", field_id_column="field", value_column="val",
+                  report_table=f"{pg_schema}.polyv_sync_report", read_batch_rows=7).execute(_context())
+    assert summary["counts"]["sent"] == 29
+    assert summary["report"] == f"{pg_schema}.polyv_sync_report (connection polyv_warehouse)"
+    assert sim.values[(APP_ID, "u30", "VIP_LEVEL")] == "L30"
+    assert pg_rows(f'SELECT status, count(*), min("runId") FROM {pg_schema}.polyv_sync_report GROUP BY 1') == [
+        ("sent", 29, summary["runId"])]
+
+
+def test_default_outlets():
+    from polyv_connector.airflow.assets import report_file_asset, report_table_asset
+    from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
+
+    op = _op(source_conn_id="wh", source_table="t", report_table="s.report", report_path="/data/r.parquet")
+    assert op.outlets == [report_table_asset("wh", "s.report"), report_file_asset("/data/r.parquet")]
+    assert op.outlets[0].uri == "x-polyv-report-table://wh/s.report"
+    assert op.outlets[1].uri == "file:///data/r.parquet"
+    assert _op(input_path="x", report_path="s3://b/r.parquet").outlets[0].uri == "s3://b/r.parquet"
+    explicit = PolyvViewerFieldSyncOperator(task_id="t", input_path="x", report_path="/r.parquet", outlets=[])
+    assert explicit.outlets == []
+
+
+def test_templated_report_gets_the_task_asset():
+    from airflow.sdk import DAG
+
+    with DAG("d", schedule=None):
+        op = _op(input_path="x", report_path="out/{{ ds }}.parquet")
+    assert [a.uri for a in op.outlets] == ["x-polyv-report://d/sync"]
+
+
+def test_template_fields_cover_sql_tables_and_paths():
+    from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
+
+    assert {"source_sql", "source_table", "report_table", "input_path", "report_path", "state_dir",
+            "expectation_suite_path", "dry_run", "full_refresh"} <= set(PolyvViewerFieldSyncOperator.template_fields)
+
+
+def test_openlineage_is_optional(sim, polyv_env, tmp_path):
+    op = _op(input_path=str(SAMPLE), report_path=str(tmp_path / "r.parquet"))
+    op.execute(_context())
+    assert op.get_openlineage_facets_on_complete(None) is None  # the provider is not installed here
+
+
+def test_openlineage_facets_with_the_provider(sim, polyv_env, tmp_path, monkeypatch):
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class Dataset:
+        namespace: str
+        name: str
+
+    @dataclass
+    class OperatorLineage:
+        inputs: list = field(default_factory=list)
+        outputs: list = field(default_factory=list)
+
+    for name, attrs in {"airflow.providers.openlineage": {}, "airflow.providers.openlineage.extractors":
+                        {"OperatorLineage": OperatorLineage}, "openlineage": {}, "openlineage.client": {},
+                        "openlineage.client.event_v2": {"Dataset": Dataset}}.items():
+        module = types.ModuleType(name)
+        module.__dict__.update(attrs)
+        monkeypatch.setitem(sys.modules, name, module)
+    report = tmp_path / "r.parquet"
+    op = _op(input_path=str(SAMPLE), report_path=str(report))
+    op.execute(_context())
+    lineage = op.get_openlineage_facets_on_complete(None)
+    assert lineage.inputs == [Dataset("file", str(SAMPLE))]
+    assert lineage.outputs == [
+        Dataset(sim.base_url, f"live/v4/user/custom-field/viewer-value/{APP_ID}"), Dataset("file", str(report))]

@@ -1,0 +1,281 @@
+"""``SqlSource`` and ``SqlReportTable``: chunked reads and bulk report writes, generic and PostgreSQL.
+
+The generic path runs on SQLite (any DB-API driver); PostgreSQL runs through psycopg 3 (what
+Airflow's PostgresHook uses here) and psycopg2, with their server-side cursor and COPY paths.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import sqlite3
+import uuid
+
+import pyarrow as pa
+import pytest
+
+from polyv_connector.airflow.report_table import SqlReportTable
+from polyv_connector.config import ColumnMapping
+from polyv_connector.errors import ConfigError, InputError
+from polyv_connector.model import REPORT_COLUMNS, report_schema
+from polyv_connector.sources.items import to_items
+from polyv_connector.sources.sql import SqlSource, check_table_name, column_to_arrow
+from tests.airflow.support import PG_DSN, pg_exec, pg_rows
+
+LONG = ColumnMapping()  # viewerId, customFieldId, customFieldValue
+
+
+def _sqlite(path):
+    def connect():
+        return sqlite3.connect(path)
+
+    with sqlite3.connect(path) as conn:
+        conn.execute('CREATE TABLE attrs (VIEWERID TEXT, customfieldid TEXT, "customFieldValue" TEXT, n INT)')
+        conn.executemany("INSERT INTO attrs VALUES (?, ?, ?, ?)",
+                         [(f"v{i}", "PAY_STATUS", f"val{i}", i) for i in range(7)])
+    return connect
+
+
+# ---- generic DB-API path (SQLite) --------------------------------------------------------------
+def test_table_is_read_in_chunks_with_requested_names(tmp_path):
+    source = SqlSource(_sqlite(tmp_path / "w.db"), table="attrs")
+    source.check_columns(LONG)
+    batches = list(source.batches(LONG.source_columns, 3))
+    assert [b.num_rows for b in batches] == [3, 3, 1]
+    # Names come back as requested, whatever case the database used.
+    assert batches[0].schema.names == ["viewerId", "customFieldId", "customFieldValue"]
+    assert pa.Table.from_batches(batches).column("viewerId").to_pylist() == [f"v{i}" for i in range(7)]
+
+
+def test_query_with_parameters(tmp_path):
+    source = SqlSource(_sqlite(tmp_path / "w.db"),
+                       sql="SELECT VIEWERID AS viewerId, n AS customFieldValue, 'VIP_LEVEL' AS customFieldId "
+                           "FROM attrs WHERE n >= ?;", parameters=[4])
+    source.check_columns(LONG)
+    (batch,) = source.batches(LONG.source_columns, 100)
+    items = to_items(batch, LONG, 0)
+    assert items.column("customFieldValue").to_pylist() == ["4", "5", "6"]  # ints become text
+    assert items.column("customFieldId").to_pylist() == ["VIP_LEVEL"] * 3
+
+
+def test_wide_mapping_columns(tmp_path):
+    mapping = ColumnMapping.wide("viewerid", {"PAY_STATUS": "customFieldValue", "VIP_LEVEL": "n"})
+    source = SqlSource(_sqlite(tmp_path / "w.db"), table="attrs")
+    source.check_columns(mapping)
+    batches = list(source.batches(mapping.source_columns, 4))
+    items = to_items(batches[0], mapping, 0)
+    assert items.num_rows == 8 and items.column("customFieldId").to_pylist()[:2] == ["PAY_STATUS", "VIP_LEVEL"]
+
+
+def test_missing_column_fails_before_sending(tmp_path):
+    source = SqlSource(_sqlite(tmp_path / "w.db"), table="attrs")
+    with pytest.raises(InputError, match=r"missing column\(s\) nope .*found: VIEWERID"):
+        source.check_columns(ColumnMapping(value_column="nope"))
+
+
+def test_bad_query_is_an_input_error(tmp_path):
+    source = SqlSource(_sqlite(tmp_path / "w.db"), sql="SELECT * FROM no_such_table")
+    source.check_columns(LONG)  # the probe cannot run: columns are checked on the first chunk
+    with pytest.raises(InputError, match="the source query failed"):
+        list(source.batches(LONG.source_columns, 10))
+
+
+@pytest.mark.parametrize("name", ["t; DROP TABLE x", "a.b.c.d", "", "t--", "1abc"])
+def test_table_names_are_identifiers_only(name):
+    with pytest.raises(ConfigError):
+        check_table_name(name, "source_table")
+
+
+@pytest.mark.parametrize("name", ["t", "s.t", "db.s.t", '"Odd Name"', 's."T"', "`m`"])
+def test_table_names_accepted(name):
+    assert check_table_name(name, "source_table") == name
+
+
+def test_exactly_one_of_sql_and_table():
+    with pytest.raises(ConfigError):
+        SqlSource(lambda: None, sql="SELECT 1", table="t")
+    with pytest.raises(ConfigError):
+        SqlSource(lambda: None, sql="  ", table=None)
+
+
+def test_python_values_become_sendable_text():
+    u = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    cases = {
+        "uuid": ([u, None], [str(u), None]),
+        "decimal": ([decimal.Decimal("12.50"), None], ["12.50", None]),
+        "json": ([{"a": 1, "b": "中"}, [1, 2]], ['{"a": 1, "b": "中"}', "[1, 2]"]),
+        "time": ([dt.time(8, 30)], ["08:30:00"]),
+        "interval": ([dt.timedelta(days=1)], ["1 day, 0:00:00"]),
+        "float": ([1.0, 2.5, float("nan")], ["1", "2.5", None]),
+        "mixed": ([1, "a"], ["1", "a"]),
+        "bool": ([True, False], ["true", "false"]),
+        "date": ([dt.date(2025, 1, 2)], ["2025-01-02"]),
+        "nulls": ([None, None], [None, None]),
+    }
+    for name, (values, expected) in cases.items():
+        batch = pa.RecordBatch.from_arrays(
+            [pa.array(["v"] * len(values)), pa.array(["F"] * len(values)), column_to_arrow(values)],
+            names=["viewerId", "customFieldId", "customFieldValue"])
+        assert to_items(batch, LONG, 0).column("customFieldValue").to_pylist() == expected, name
+
+
+# ---- report table, generic path ----------------------------------------------------------------
+def _report_batch(run_id: str, n: int, start: int = 0) -> pa.RecordBatch:
+    ts = dt.datetime(2025, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC)
+    return pa.record_batch([
+        pa.array(range(start, start + n), pa.int64()),
+        pa.array([f"v{i}" for i in range(n)]),
+        pa.array(["PAY_STATUS"] * n),
+        pa.array(['已支付, "quoted"\nline' if i == 0 else ("" if i == 1 else None) for i in range(n)], pa.string()),
+        pa.array(["sent" if i % 2 else "failed" for i in range(n)]),
+        pa.array([None if i % 2 else "HTTP 500" for i in range(n)], pa.string()),
+        pa.array([None if i % 2 else 20001 for i in range(n)], pa.int64()),
+        pa.array([200] * n, pa.int64()),
+        pa.array([f"req{i}" for i in range(n)]),
+        pa.array([1] * n, pa.int64()),
+        pa.array(["b1"] * n),
+        pa.array([run_id] * n),
+        pa.array([ts] * (n - 1) + [None], pa.timestamp("us", tz="UTC")),
+    ], schema=report_schema())
+
+
+def test_report_table_generic_executemany(tmp_path):
+    path = tmp_path / "r.db"
+    sink = SqlReportTable(lambda: sqlite3.connect(path), "report", dialect="sqlite", placeholder="?",
+                          chunk_rows=2)
+    assert sink._columns_sql.startswith('"rowNumber"')
+    sink.write(_report_batch("run-1", 5))
+    sink.write(_report_batch("run-1", 3, start=5))
+    sink.close()
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute('SELECT "rowNumber", "customFieldValue", status, "runId" FROM report '
+                            'ORDER BY "rowNumber"').fetchall()
+        names = [d[0] for d in conn.execute("SELECT * FROM report").description]
+    assert names == list(REPORT_COLUMNS)
+    assert len(rows) == 8 and rows[0][1] == '已支付, "quoted"\nline' and rows[1][1] == "" and rows[2][1] is None
+    # A second run appends (the table exists and is checked, not recreated).
+    sink = SqlReportTable(lambda: sqlite3.connect(path), "report", dialect="sqlite", placeholder="?")
+    sink.write(_report_batch("run-2", 2))
+    sink.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute('SELECT "runId", count(*) FROM report GROUP BY 1 ORDER BY 1').fetchall() == [
+            ("run-1", 8), ("run-2", 2)]
+
+
+def test_report_table_abort_leaves_nothing(tmp_path):
+    path = tmp_path / "r.db"
+    sink = SqlReportTable(lambda: sqlite3.connect(path), "report", dialect="sqlite", placeholder="?")
+    sink.write(_report_batch("run-1", 4))
+    sink.abort()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM report").fetchone() == (0,)
+
+
+def test_existing_incompatible_table_fails_early(tmp_path):
+    path = tmp_path / "r.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE report (a TEXT)")
+    with pytest.raises(ConfigError, match="lacks the report column"):
+        SqlReportTable(lambda: sqlite3.connect(path), "report", dialect="sqlite", placeholder="?")
+
+
+def test_create_table_types_per_dialect():
+    sink = SqlReportTable.__new__(SqlReportTable)
+    sink.table, sink.identifier_format = "s.report", '"{}"'
+    sink.dialect = "postgresql"
+    ddl = sink.create_table_sql()
+    assert ddl.startswith("CREATE TABLE IF NOT EXISTS s.report")
+    assert '"syncedAt" TIMESTAMPTZ' in ddl and '"rowNumber" BIGINT NOT NULL' in ddl
+    sink.dialect = "mssql"
+    assert "IF NOT EXISTS" not in sink.create_table_sql()
+    assert '"reason" NVARCHAR(MAX)' in sink.create_table_sql()
+
+
+# ---- PostgreSQL ----------------------------------------------------------------------------------
+def _pg_attrs(schema: str, n: int) -> str:
+    table = f"{schema}.attrs"
+    pg_exec(f"CREATE TABLE {table} (viewer_id text, custom_field_id text, custom_field_value numeric, "
+            "updated_at timestamptz)")
+    pg_exec(f"INSERT INTO {table} SELECT 'v' || i, 'PAY_STATUS', i / 4.0, now() FROM generate_series(1, {n}) i")
+    return table
+
+
+def _psycopg3():
+    import psycopg
+
+    return psycopg.connect(PG_DSN + " application_name=polyv_src_test")
+
+
+def _psycopg2():
+    import psycopg2
+
+    return psycopg2.connect(PG_DSN + " application_name=polyv_src_test")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("connect", [_psycopg3, _psycopg2], ids=["psycopg3", "psycopg2"])
+def test_postgres_reads_through_a_server_side_cursor(pg_schema, connect):
+    table = _pg_attrs(pg_schema, 25)
+    mapping = ColumnMapping("viewer_id", "custom_field_id", "custom_field_value")
+    source = SqlSource(connect, sql=f"SELECT * FROM {table} ORDER BY custom_field_value")
+    source.check_columns(mapping)
+    chunks = source.batches(mapping.source_columns, 10)
+    first = next(chunks)
+    # While the generator is paused, the source's backend is inside a FETCH of a named cursor:
+    # the server holds the result, the client one chunk.
+    (query,) = pg_rows("SELECT query FROM pg_stat_activity WHERE application_name = 'polyv_src_test'")
+    assert query[0].upper().startswith("FETCH") and "polyv_source_" in query[0]
+    rest = list(chunks)
+    assert [first.num_rows] + [b.num_rows for b in rest] == [10, 10, 5]
+    values = to_items(first, mapping, 0).column("customFieldValue").to_pylist()
+    # numeric keeps the database's own text form (scale included), as psql would print it.
+    assert values[:2] == ["0.25000000000000000000", "0.50000000000000000000"]
+
+
+@pytest.mark.postgres
+def test_postgres_through_the_airflow_hook(pg_schema, pg_warehouse_env):
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    table = _pg_attrs(pg_schema, 12)
+    hook = PostgresHook(postgres_conn_id="polyv_warehouse")
+    mapping = ColumnMapping("viewer_id", "custom_field_id", "custom_field_value")
+    source = SqlSource(hook, table=table)
+    source.check_columns(mapping)
+    assert source._select(mapping.source_columns) == (
+        f'SELECT "viewer_id", "custom_field_id", "custom_field_value" FROM {table}')
+    assert sum(b.num_rows for b in source.batches(mapping.source_columns, 5)) == 12
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("driver", ["hook-psycopg3", "psycopg2"])
+def test_postgres_report_table_uses_copy(pg_schema, pg_warehouse_env, driver):
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    table = f"{pg_schema}.polyv_sync_report"
+    conn = PostgresHook(postgres_conn_id="polyv_warehouse") if driver.startswith("hook") else _psycopg2
+    sink = SqlReportTable(conn, table, dialect="postgresql")
+    sink.write(_report_batch("run-pg", 6))
+    sink.write(_report_batch("run-pg", 4, start=6))
+    assert sink._copy is True
+    sink.close()
+    rows = pg_rows(f'SELECT "rowNumber", "customFieldValue", "errorCode", "syncedAt", "runId" FROM {table} '
+                   'ORDER BY "rowNumber"')
+    assert len(rows) == 10
+    assert rows[0][1] == '已支付, "quoted"\nline' and rows[1][1] == "" and rows[2][1] is None
+    assert rows[0][2] == 20001 and rows[1][2] is None
+    assert rows[0][3] == dt.datetime(2025, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC) and rows[5][3] is None
+    types = dict(pg_rows("SELECT column_name, data_type FROM information_schema.columns "
+                         "WHERE table_schema = %s AND table_name = 'polyv_sync_report'", (pg_schema,)))
+    assert types["syncedAt"] == "timestamp with time zone" and types["rowNumber"] == "bigint"
+
+
+@pytest.mark.postgres
+def test_postgres_report_table_generic_fallback(pg_schema, pg_warehouse_env):
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    table = f"{pg_schema}.report_generic"
+    sink = SqlReportTable(PostgresHook(postgres_conn_id="polyv_warehouse"), table, use_copy=False, chunk_rows=3)
+    sink.write(_report_batch("run-x", 7))
+    assert sink._copy is False
+    sink.close()
+    assert pg_rows(f'SELECT count(*), count(DISTINCT "runId") FROM {table}') == [(7, 1)]
