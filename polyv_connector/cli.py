@@ -60,9 +60,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="if the state is corrupt or from another fingerprint version, start over")
     r.add_argument("--expectations", metavar="SUITE.json",
                    help="Great Expectations suite (JSON) to validate the items with; 'default' for the bundled one")
-    r.add_argument("--max-rejected-fraction", type=float, default=0.05,
-                   help="a gate: send nothing if more than this fraction of the items is rejected (default 0.05; "
-                        "1 turns it off)")
+    r.add_argument("--max-rejected-fraction", type=float, default=None,
+                   help="a gate: send nothing if a larger share of the items is rejected (default 0.05 with "
+                        "--expectations, no ceiling otherwise)")
     r.add_argument("--read-batch-rows", type=int, default=65_536, help=argparse.SUPPRESS)
     r.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)
 
@@ -72,6 +72,11 @@ def options_from_args(args: argparse.Namespace) -> SyncOptions:
     mapping = (ColumnMapping.wide(args.viewer_id_column, fields) if fields else
                ColumnMapping(args.viewer_id_column, args.field_id_column, args.value_column))
     max_rejected = args.max_rejected_fraction
+    if max_rejected is None and args.expectations:
+        # A suite is how a team says what a good table looks like: with it comes the gate that
+        # stops a broken upstream table from overwriting good data. Without one, rejected rows
+        # (often null values of a wide table) are reported, not a reason to stop.
+        max_rejected = 0.05
     return SyncOptions(
         send=SendOptions(batch_size=args.batch_size, concurrency=args.concurrency, max_rps=args.max_rps,
                          max_attempts=args.max_attempts, timeout_s=args.timeout,

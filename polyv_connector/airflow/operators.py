@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 # POLYV refusals a retry cannot fix: a wrong appId/secret or API URL needs a person.
 _NOT_RETRYABLE_ABORTS = frozenset({"auth", "endpoint"})
 # Default ceiling on rejected items when a Great Expectations suite is given (as in the CLI).
-_DEFAULT_MAX_REJECTED_WITH_SUITE = 0.05
+_DEFAULT_MAX_REJECTED = 0.05
 
 
 class PolyvViewerFieldSyncOperator(BaseOperator):
@@ -62,10 +62,18 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     :param dry_run: plan and report, send nothing. Templated; "true"/"false" strings accepted.
     :param full_refresh: ignore the sync state and send every valid item. Templated.
     :param state_dir: folder of the sync state (unchanged items are not resent); templated.
+    :param state_table: warehouse table of the sync state (default ``polyv_sync_state``), used
+        when there is no ``state_dir`` and a database connection: ``state_conn_id``, else
+        ``report_conn_id``, else ``source_conn_id``. ``None`` or "" keeps no state.
+    :param diff_in_warehouse: with a SQL source and the state table on the source connection,
+        compute the diff in the database (an anti-join against the state table) so that only
+        changed rows leave the warehouse. Unchanged rows are then counted in the summary
+        (``unchangedInWarehouse``) instead of listed in the report. Needs ``md5()`` (PostgreSQL,
+        MySQL, Snowflake, DuckDB...) and the long form.
     :param expectation_suite_path: Great Expectations suite (JSON) validating the items;
         ``default`` for the suite bundled with the package. Results go next to ``report_path``.
-    :param max_rejected_fraction: stop (send nothing) if more items than this are rejected;
-        default 0.05 with a suite, no ceiling otherwise.
+    :param max_rejected_fraction: stop (send nothing) if a larger share of the items is
+        rejected; default 0.05 with a suite, no ceiling otherwise.
     :param check_fields: preflight the account's custom field list, rejecting unknown ids.
     :param max_rps, batch_size, concurrency, timeout, max_attempts: override the connection's
         sending defaults for this task.
@@ -74,7 +82,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
 
     template_fields: Sequence[str] = (
         "input_path", "source_conn_id", "source_sql", "source_table", "source_parameters",
-        "report_path", "report_conn_id", "report_table", "state_dir", "expectation_suite_path",
+        "report_path", "report_conn_id", "report_table", "state_dir", "state_table", "state_conn_id",
+        "expectation_suite_path",
         "dry_run", "full_refresh", "max_rejected_fraction",
     )
     template_ext: Sequence[str] = (".sql",)
@@ -100,6 +109,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         dry_run: bool | str = False,
         full_refresh: bool | str = False,
         state_dir: str | None = None,
+        state_table: str | None = "polyv_sync_state",
+        state_conn_id: str | None = None,
+        diff_in_warehouse: bool = False,
         reset_corrupt_state: bool = False,
         expectation_suite_path: str | None = None,
         max_rejected_fraction: float | str | None = None,
@@ -130,6 +142,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         self.dry_run = dry_run
         self.full_refresh = full_refresh
         self.state_dir = state_dir
+        self.state_table = state_table
+        self.state_conn_id = state_conn_id
+        self.diff_in_warehouse = diff_in_warehouse
         self.reset_corrupt_state = reset_corrupt_state
         self.expectation_suite_path = expectation_suite_path
         self.max_rejected_fraction = max_rejected_fraction
@@ -171,15 +186,25 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             credentials = hook.get_credentials()  # masks the secret before anything else
             options = self._options(hook)
             source = self._source()
+            state = self._state(credentials.app_id, options)
+            if self._pushdown(options, state):
+                source.skip_unchanged = state  # type: ignore[attr-defined]  # a SqlSource here
             validator = self._validator()
             report = self._report()
             from polyv_connector.engine import sync
+
+            unchanged_in_warehouse = None
+            if getattr(source, "skip_unchanged", None) is not None:
+                # Counted before the run: afterwards the rows it sends are unchanged too.
+                unchanged_in_warehouse = source.count_unchanged(options.mapping.source_columns)
 
             self.log.info("POLYV sync: appId %s at %s, source %s, report %s%s%s", credentials.app_id,
                           credentials.base_url, self._lineage.get("source_desc"), report.location,
                           " (dry run)" if options.dry_run else "",
                           " (full refresh)" if options.full_refresh else "")
-            result = sync(source, credentials, options, report, validator=validator)
+            result = sync(source, credentials, options, report, validator=validator, state=state)
+            if unchanged_in_warehouse is not None:
+                result.extra["unchangedInWarehouse"] = unchanged_in_warehouse
         except StateError as exc:
             _abort(report)
             raise AirflowFailException(f"POLYV sync: sync state error: {exc}") from exc
@@ -225,8 +250,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             mapping = ColumnMapping(self.viewer_id_column, self.field_id_column, self.value_column)
         max_rejected = _as_fraction(self.max_rejected_fraction)
         suite = _blank_to_none(self.expectation_suite_path)
-        if max_rejected is None and suite:
-            max_rejected = _DEFAULT_MAX_REJECTED_WITH_SUITE
+        if max_rejected is None and suite:  # as in the CLI: the gate comes with a suite
+            max_rejected = _DEFAULT_MAX_REJECTED
         return SyncOptions(
             send=send, mapping=mapping, dry_run=_as_bool(self.dry_run, "dry_run"),
             full_refresh=_as_bool(self.full_refresh, "full_refresh"), check_fields=self.check_fields,
@@ -234,6 +259,29 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             max_rejected_fraction=max_rejected, expectations_path=suite,
             read_batch_rows=self.read_batch_rows,
         )
+
+    def _state(self, app_id: str, options: SyncOptions) -> Any:
+        """The warehouse state table, when there is no state_dir and a connection to keep it on."""
+        table = _blank_to_none(self.state_table)
+        conn_id = self.state_conn_id or self.report_conn_id or self.source_conn_id
+        if options.state_dir or not table or not conn_id:
+            return None
+        from polyv_connector.airflow.state_table import SqlStateTable
+
+        self._lineage["state_table"] = table
+        return SqlStateTable(_db_hook(conn_id, "state_conn_id"), table, app_id, create=not options.dry_run)
+
+    def _pushdown(self, options: SyncOptions, state: Any) -> bool:
+        if not self.diff_in_warehouse or options.full_refresh:
+            return False
+        state_conn = self.state_conn_id or self.report_conn_id or self.source_conn_id
+        if state is None or not self.source_conn_id or state_conn != self.source_conn_id:
+            raise ConfigError("diff_in_warehouse", "needs a SQL source and the state table on the source "
+                                                   "connection (state_table, with state_conn_id unset or equal "
+                                                   "to source_conn_id, and no state_dir)")
+        if options.mapping.is_wide:
+            raise ConfigError("diff_in_warehouse", "works with the long form only (no fields=...)")
+        return True
 
     def _source(self) -> Source:
         input_path = _blank_to_none(self.input_path)

@@ -98,6 +98,9 @@ class SqlSource:
         ``escape_word_format`` or ``"{}"``.
     :param server_side_cursor: use the PostgreSQL named-cursor fast path when the driver allows.
     :param setting: the setting name error messages point at.
+    :param skip_unchanged: an object with ``unchanged_filter(alias, viewer, field, value)`` (the
+        warehouse state table): rows it calls unchanged are filtered out in the database, so
+        only changed rows leave the warehouse (long form only).
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class SqlSource:
         identifier_format: str | None = None,
         server_side_cursor: bool = True,
         setting: str | None = None,
+        skip_unchanged: Any = None,
     ) -> None:
         sql = (sql or "").strip().rstrip(";").strip() or None
         table = (table or "").strip() or None
@@ -128,6 +132,7 @@ class SqlSource:
             raise TypeError("connection must be a DbApiHook or a callable returning a DB-API connection")
         self.identifier_format = identifier_format or '"{}"'
         self.server_side_cursor = server_side_cursor
+        self.skip_unchanged = skip_unchanged
         self._columns: list[str] | None = None  # the relation's column names, once known
 
     @property
@@ -180,6 +185,36 @@ class SqlSource:
         return () if self.parameters is None or self.table else (self.parameters,)
 
     def _select(self, columns: Sequence[str]) -> str:
+        base = self._base_select(columns)
+        if self.skip_unchanged is None:
+            return base
+        return f"SELECT * FROM ({base}) polyv_src WHERE NOT {self._unchanged_condition(columns)}"
+
+    def _unchanged_condition(self, columns: Sequence[str]) -> str:
+        names = self.columns()
+        if names is None or len(columns) != 3:
+            raise ConfigError(self.setting, "the diff in the warehouse needs a long-form source whose columns "
+                                            "can be probed (viewerId, customFieldId, customFieldValue)")
+        viewer, field, value = (names[i] for i in resolve_columns(columns, names, self.location, self.setting))
+        return self.skip_unchanged.unchanged_filter("polyv_src", viewer, field, value)
+
+    def count_unchanged(self, columns: Sequence[str]) -> int:
+        """How many source rows the warehouse diff leaves out (they never leave the warehouse)."""
+        sql = (f"SELECT COUNT(*) FROM ({self._base_select(columns)}) polyv_src "
+               f"WHERE {self._unchanged_condition(columns)}")
+        conn = self._open()
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(sql, *self._params())
+                return int(cur.fetchone()[0])
+            finally:
+                with suppress(Exception):
+                    cur.close()
+        finally:
+            _close(conn)
+
+    def _base_select(self, columns: Sequence[str]) -> str:
         if not self.table:
             return self.sql or ""
         names = self.columns() or []

@@ -75,7 +75,8 @@ def test_warehouse_dag_syncs_the_data_interval(run_dag, sim, pg_schema):
     table = _attrs_table(pg_schema)
     report_table = f"{pg_schema}.polyv_sync_report"
     run = run_dag("polyv_viewer_sync_warehouse", "2025-03-03",
-                  {"source_table": table, "report_table": report_table}, env=_warehouse_env(sim))
+                  {"source_table": table, "report_table": report_table,
+                   "state_table": f"{pg_schema}.polyv_sync_state"}, env=_warehouse_env(sim))
     _assert_success(run)
     start, end = (dt.datetime.fromisoformat(t).replace(tzinfo=dt.UTC) for t in run.data_interval)
     assert end - start == dt.timedelta(days=1)
@@ -97,7 +98,8 @@ def test_backfill_dag_resyncs_a_whole_table(run_dag, sim, pg_schema):
     table = _attrs_table(pg_schema)
     report_table = f"{pg_schema}.resync_report"
     run = run_dag("polyv_viewer_backfill", "2025-03-04",
-                  {"source_table": table, "report_table": report_table}, env=_warehouse_env(sim))
+                  {"source_table": table, "report_table": report_table,
+                   "state_table": f"{pg_schema}.polyv_sync_state"}, env=_warehouse_env(sim))
     _assert_success(run)
     assert len(_stored(sim)) == 16
     assert run.xcom["counts"]["sent"] == 16
@@ -126,7 +128,8 @@ def test_planted_secret_never_leaks(run_dag, sim, pg_schema, tmp_path):
     report_table = f"{pg_schema}.polyv_sync_report"
     # Both report targets, and the connection's secret in the env JSON as users give it.
     run = run_dag("polyv_viewer_backfill", "2025-03-06",
-                  {"source_table": table, "report_table": report_table}, env=_warehouse_env(sim))
+                  {"source_table": table, "report_table": report_table,
+                   "state_table": f"{pg_schema}.polyv_sync_state"}, env=_warehouse_env(sim))
     _assert_success(run)
     assert run.task_logs, "no task log file was written under AIRFLOW_HOME/logs"
     every_log = "\n".join(p.read_text(errors="replace") for p in (AIRFLOW_HOME / "logs").rglob("*") if p.is_file())

@@ -206,7 +206,8 @@ def test_warehouse_source_and_report_table(sim, polyv_env, pg_schema, pg_warehou
             "FROM generate_series(1, 30) i")
     summary = _op(source_conn_id="polyv_warehouse", source_sql=f"SELECT * FROM {pg_schema}.attrs WHERE uid <> %s",
                   source_parameters=["u1"], viewer_id_column="uid", field_id_column="field", value_column="val",
-                  report_table=f"{pg_schema}.polyv_sync_report", read_batch_rows=7).execute(_context())
+                  report_table=f"{pg_schema}.polyv_sync_report", state_table=f"{pg_schema}.polyv_sync_state",
+                  read_batch_rows=7).execute(_context())
     assert summary["counts"]["sent"] == 29
     assert summary["report"] == f"{pg_schema}.polyv_sync_report (connection polyv_warehouse)"
     assert sim.values[(APP_ID, "u30", "VIP_LEVEL")] == "L30"

@@ -1,0 +1,258 @@
+"""The sync state in a warehouse table, next to the report (a :class:`~polyv_connector.state.StateStore`).
+
+One row per record: ``appId``, ``key`` and ``fp`` (the engine's 64-bit key hash and value
+fingerprint, stored as signed BIGINT), ``syncedAt`` (epoch seconds), and, for confirmed
+items, ``viewerId``, ``customFieldId`` and ``valueMd5`` (MD5 of the value's UTF-8 text, so
+the warehouse can compute the diff itself: see :meth:`SqlStateTable.unchanged_filter`).
+``fp = 0`` marks a batch sent but not confirmed. The last record of a key wins; ``finish()``
+deletes the superseded ones.
+
+Each confirmed batch is committed before the next is recorded, so a task killed at any
+point loses nothing: the retry resends at most the batches that were in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from polyv_connector.errors import ConfigError, StateError
+from polyv_connector.model import FIELD_ID, VALUE, VIEWER_ID
+from polyv_connector.sources.sql import check_table_name, quote_identifier
+
+log = logging.getLogger("polyv_connector")
+
+COLUMNS = ("appId", "key", "fp", "syncedAt", "viewerId", "customFieldId", "valueMd5", "runId")
+_TYPES = {"appId": "TEXT NOT NULL", "key": "BIGINT NOT NULL", "fp": "BIGINT NOT NULL",
+          "syncedAt": "DOUBLE PRECISION NOT NULL", "viewerId": "TEXT", "customFieldId": "TEXT",
+          "valueMd5": "TEXT", "runId": "TEXT"}
+_PG_DRIVERS = frozenset({"psycopg", "psycopg2"})
+_FETCH_ROWS = 100_000
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class SqlStateTable:
+    """Confirmed fingerprints of one appId in ``table`` (created if absent).
+
+    :param connection: a ``DbApiHook`` (anything with ``get_conn()``) or a connection factory.
+    :param placeholder: the driver's parameter marker (default: the hook's, else ``%s``).
+    """
+
+    def __init__(self, connection: Any, table: str, app_id: str, *, placeholder: str | None = None,
+                 identifier_format: str | None = None, setting: str = "state_table", create: bool = True) -> None:
+        self.setting = setting
+        self.table = check_table_name(table, setting)
+        self.app_id = app_id
+        if hasattr(connection, "get_conn"):
+            self._connect: Callable[[], Any] = connection.get_conn
+            placeholder = placeholder or getattr(connection, "placeholder", None)
+            identifier_format = identifier_format or getattr(connection, "escape_word_format", None)
+        elif callable(connection):
+            self._connect = connection
+        else:
+            raise TypeError("connection must be a DbApiHook or a callable returning a DB-API connection")
+        self.placeholder = placeholder or "%s"
+        self.identifier_format = identifier_format or '"{}"'
+        self._conn: Any = None
+        self._run_id: str | None = None
+        self._q = {c: quote_identifier(c, self.identifier_format) for c in COLUMNS}
+        self.exists = False
+        self.prepare(create)
+
+    # ---- the table ---------------------------------------------------------------------------
+    def _open(self) -> Any:
+        try:
+            return self._connect()
+        except Exception as exc:
+            raise ConfigError(self.setting, f"cannot connect to the state database: {type(exc).__name__}: "
+                                            f"{exc}") from exc
+
+    def prepare(self, create: bool = True) -> None:
+        """Check the table; create it and its index if absent and ``create`` (a dry run does not)."""
+        conn = self._open()
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(f"SELECT * FROM {self.table} WHERE 1=0")
+                present = {d[0].casefold() for d in cur.description or ()}
+                missing = [c for c in COLUMNS if c.casefold() not in present]
+                if missing:
+                    raise ConfigError(self.setting, f"table {self.table} exists but lacks the state column(s) "
+                                                    f"{', '.join(missing)}; choose another state_table")
+                self.exists = True
+                return
+            except ConfigError:
+                raise
+            except Exception:
+                with suppress(Exception):
+                    conn.rollback()
+            if not create:
+                return
+            columns = ", ".join(f"{self._q[c]} {_TYPES[c]}" for c in COLUMNS)
+            index = f"{self.table.replace('.', '_').replace(chr(34), '')}_key_idx"
+            try:
+                cur.execute(f"CREATE TABLE IF NOT EXISTS {self.table} ({columns})")
+                with suppress(Exception):
+                    cur.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {self.table} "
+                                f"({self._q['appId']}, {self._q['key']}, {self._q['syncedAt']})")
+                conn.commit()
+                self.exists = True
+                log.info("created the sync state table %s", self.table)
+            except Exception as exc:
+                with suppress(Exception):
+                    conn.rollback()
+                raise ConfigError(self.setting, f"cannot create the state table {self.table}: "
+                                                f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                with suppress(Exception):
+                    cur.close()
+        finally:
+            with suppress(Exception):
+                conn.close()
+
+    # ---- StateStore --------------------------------------------------------------------------
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.exists:
+            return np.empty(0, np.uint64), np.empty(0, np.uint64)
+        conn = self._open()
+        keys: list[np.ndarray] = []
+        fps: list[np.ndarray] = []
+        at: list[np.ndarray] = []
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(f"SELECT {self._q['key']}, {self._q['fp']}, {self._q['syncedAt']} FROM {self.table} "
+                            f"WHERE {self._q['appId']} = {self.placeholder}", (self.app_id,))
+                while rows := cur.fetchmany(_FETCH_ROWS):
+                    k, f, s = zip(*rows, strict=True)
+                    keys.append(np.array(k, dtype=np.int64).view(np.uint64))
+                    fps.append(np.array(f, dtype=np.int64).view(np.uint64))
+                    at.append(np.array(s, dtype=np.float64))
+            finally:
+                with suppress(Exception):
+                    cur.close()
+        except Exception as exc:
+            raise StateError(f"cannot read the sync state table {self.table}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            with suppress(Exception):
+                conn.close()
+        if not keys:
+            return np.empty(0, np.uint64), np.empty(0, np.uint64)
+        key, fp, when = np.concatenate(keys), np.concatenate(fps), np.concatenate(at)
+        order = np.lexsort((when,))  # oldest first, so the last record of a key wins below
+        key, fp = key[order][::-1], fp[order][::-1]
+        uniq, first = np.unique(key, return_index=True)
+        return uniq, fp[first]
+
+    def begin(self, run_id: str) -> None:
+        if not self.exists:
+            self.prepare(create=True)
+        self._run_id = run_id
+        self._conn = self._open()
+
+    def record(self, keys: np.ndarray, fps: np.ndarray, synced_at: float | None = None,
+               items: pa.Table | None = None) -> None:
+        if self._conn is None:
+            raise RuntimeError("SqlStateTable.begin() was not called")
+        n = len(keys)
+        viewer = field = md5 = pa.nulls(n, pa.string())
+        if items is not None:
+            viewer, field = items.column(VIEWER_ID), items.column(FIELD_ID)
+            md5 = pa.array([hashlib.md5(v.encode("utf-8")).hexdigest() for v in items.column(VALUE).to_pylist()],
+                           pa.string())
+        table = pa.table({
+            "appId": pa.array([self.app_id] * n, pa.string()),
+            "key": pa.array(np.asarray(keys, np.uint64).view(np.int64)),
+            "fp": pa.array(np.asarray(fps, np.uint64).view(np.int64)),
+            "syncedAt": pa.array(np.full(n, synced_at or time.time())),
+            "viewerId": viewer, "customFieldId": field, "valueMd5": md5,
+            "runId": pa.array([self._run_id] * n, pa.string()),
+        })
+        cur = self._conn.cursor()
+        try:
+            if type(self._conn).__module__.split(".")[0] in _PG_DRIVERS:
+                self._copy(cur, table)
+            else:
+                marks = ", ".join([self.placeholder] * len(COLUMNS))
+                cur.executemany(f"INSERT INTO {self.table} ({', '.join(self._q.values())}) VALUES ({marks})",
+                                list(zip(*(table.column(c).to_pylist() for c in COLUMNS), strict=True)))
+            self._conn.commit()  # durable before the next batch is sent or recorded
+        finally:
+            with suppress(Exception):
+                cur.close()
+
+    def _copy(self, cur: Any, table: pa.Table) -> None:
+        buf = io.BytesIO()
+        pa_csv.write_csv(table, buf, pa_csv.WriteOptions(include_header=False))
+        sql = f"COPY {self.table} ({', '.join(self._q.values())}) FROM STDIN WITH (FORMAT csv)"
+        if hasattr(cur, "copy_expert"):  # psycopg2
+            buf.seek(0)
+            cur.copy_expert(sql, buf)
+        else:  # psycopg 3
+            with cur.copy(sql) as copy:
+                copy.write(buf.getbuffer())
+
+    def finish(self) -> None:
+        """Delete the records a later one of the same key superseded; release the connection."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        q = self._q
+        try:
+            cur = conn.cursor()
+            cur.execute(
+                f"DELETE FROM {self.table} WHERE {q['appId']} = {self.placeholder} AND EXISTS ("
+                f"SELECT 1 FROM {self.table} newer WHERE newer.{q['appId']} = {self.table}.{q['appId']} "
+                f"AND newer.{q['key']} = {self.table}.{q['key']} "
+                f"AND newer.{q['syncedAt']} > {self.table}.{q['syncedAt']})", (self.app_id,))
+            conn.commit()
+        except Exception as exc:  # compaction is an optimisation; the records stay correct without it
+            log.warning("could not compact the sync state table %s: %s", self.table, type(exc).__name__)
+            with suppress(Exception):
+                conn.rollback()
+        finally:
+            with suppress(Exception):
+                conn.close()
+
+    def reset(self) -> None:
+        if not self.exists:
+            return
+        conn = self._open()
+        try:
+            cur = conn.cursor()
+            cur.execute(f"DELETE FROM {self.table} WHERE {self._q['appId']} = {self.placeholder}", (self.app_id,))
+            conn.commit()
+        finally:
+            with suppress(Exception):
+                conn.close()
+
+    # ---- the diff in the warehouse -----------------------------------------------------------
+    def unchanged_filter(self, alias: str, viewer: str, field: str, value: str) -> str:
+        """A SQL condition, true for source rows whose value POLYV last confirmed (per this table).
+
+        ``alias`` is the source relation's alias; ``viewer``/``field``/``value`` are its column
+        names (quoted here). Needs ``md5()`` (PostgreSQL, MySQL, DuckDB, Snowflake...); items sent
+        but unconfirmed (a later ``fp = 0`` record) are not unchanged.
+        """
+        q = self._q
+        col = lambda name: f"{alias}.{quote_identifier(name, self.identifier_format)}"  # noqa: E731
+        return (
+            f"EXISTS (SELECT 1 FROM {self.table} st WHERE st.{q['appId']} = {_sql_literal(self.app_id)} "
+            f"AND st.{q['viewerId']} = CAST({col(viewer)} AS TEXT) "
+            f"AND st.{q['customFieldId']} = CAST({col(field)} AS TEXT) "
+            f"AND st.{q['valueMd5']} = md5(CAST({col(value)} AS TEXT)) "
+            f"AND NOT EXISTS (SELECT 1 FROM {self.table} newer WHERE newer.{q['appId']} = st.{q['appId']} "
+            f"AND newer.{q['key']} = st.{q['key']} AND newer.{q['syncedAt']} > st.{q['syncedAt']}))"
+        )

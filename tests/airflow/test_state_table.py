@@ -1,0 +1,101 @@
+"""The sync state in a PostgreSQL table, and the diff pushed down into the warehouse (issue #5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.airflow.support import APP_ID, PG_DSN, pg_exec, pg_rows
+from tests.airflow.test_operator import _context, _op
+
+pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
+
+
+def _connect() -> Any:
+    import psycopg2
+
+    return psycopg2.connect(PG_DSN)
+
+
+def test_state_table_roundtrip_markers_compaction_and_apps(pg_schema) -> None:
+    import pyarrow as pa
+
+    from polyv_connector.airflow.state_table import SqlStateTable
+
+    table = f"{pg_schema}.state"
+    st = SqlStateTable(_connect, table, "app-a")
+    st.begin("run1")
+    items = pa.table({"viewerId": ["v1", "v2"], "customFieldId": ["F", "F"], "customFieldValue": ["x", "y"]})
+    st.record(np.array([1, 2**63 + 5], np.uint64), np.array([0, 0], np.uint64))  # in flight
+    st.record(np.array([1, 2**63 + 5], np.uint64), np.array([11, 22], np.uint64), items=items)  # confirmed
+    st.finish()
+    keys, fps = SqlStateTable(_connect, table, "app-a").load()
+    assert keys.tolist() == [1, 2**63 + 5]
+    assert fps.tolist() == [11, 22]
+    # Compaction left one record per key; the value's MD5 is kept for the warehouse diff.
+    assert pg_rows(f"SELECT count(*) FROM {table}") == [(2,)]
+    assert pg_rows(f'SELECT "viewerId" FROM {table} WHERE "valueMd5" = md5(%s)', ("y",)) == [("v2",)]
+    assert len(SqlStateTable(_connect, table, "app-b").load()[0]) == 0
+    SqlStateTable(_connect, table, "app-a").reset()
+    assert pg_rows(f"SELECT count(*) FROM {table}") == [(0,)]
+
+
+def test_dry_run_does_not_create_the_state_table(pg_schema) -> None:
+    from polyv_connector.airflow.state_table import SqlStateTable
+
+    st = SqlStateTable(_connect, f"{pg_schema}.state", "app", create=False)
+    assert len(st.load()[0]) == 0
+    assert pg_rows("SELECT count(*) FROM information_schema.tables WHERE table_schema = %s", (pg_schema,)) == [(0,)]
+
+
+def _attrs(schema: str, n: int, changed: set[int] = frozenset()) -> None:
+    pg_exec(f"DROP TABLE IF EXISTS {schema}.attrs")
+    pg_exec(f"CREATE TABLE {schema}.attrs (uid text, field text, val text)")
+    pg_exec(f"INSERT INTO {schema}.attrs SELECT 'u' || i, 'VIP_LEVEL', 'L' || i FROM generate_series(1, {n}) i")
+    for i in changed:
+        pg_exec(f"UPDATE {schema}.attrs SET val = 'new' WHERE uid = %s", (f"u{i}",))
+
+
+def _sync(schema: str, **kw: Any) -> dict[str, Any]:
+    return _op(source_conn_id="polyv_warehouse", source_table=f"{schema}.attrs", viewer_id_column="uid",
+               field_id_column="field", value_column="val", report_table=f"{schema}.report",
+               state_table=f"{schema}.polyv_sync_state", **kw).execute(_context())
+
+
+def test_operator_keeps_state_in_the_warehouse(sim, polyv_env, pg_schema, pg_warehouse_env) -> None:
+    _attrs(pg_schema, 50)
+    assert _sync(pg_schema)["counts"]["sent"] == 50
+    saves = sim.stats.save_requests
+    again = _sync(pg_schema)
+    assert again["counts"]["unchanged"] == 50
+    assert sim.stats.save_requests == saves
+    _attrs(pg_schema, 50, changed={7, 9})
+    third = _sync(pg_schema)
+    assert third["counts"]["sent"] == 2
+    assert third["counts"]["unchanged"] == 48
+    assert sim.values[(APP_ID, "u7", "VIP_LEVEL")] == "new"
+
+
+def test_diff_in_the_warehouse_sends_only_changed_rows_out(sim, polyv_env, pg_schema, pg_warehouse_env) -> None:
+    _attrs(pg_schema, 40)
+    first = _sync(pg_schema, diff_in_warehouse=True)
+    assert first["counts"]["sent"] == 40
+    assert first["unchangedInWarehouse"] == 0
+    _attrs(pg_schema, 40, changed={3})
+    second = _sync(pg_schema, diff_in_warehouse=True)
+    assert second["items"] == 1  # only the changed row left the warehouse
+    assert second["counts"]["sent"] == 1
+    assert second["unchangedInWarehouse"] == 39
+    assert sim.values[(APP_ID, "u3", "VIP_LEVEL")] == "new"
+    full = _sync(pg_schema, diff_in_warehouse=True, full_refresh=True)
+    assert full["counts"]["sent"] == 40
+
+
+def test_diff_in_the_warehouse_needs_the_state_on_the_source_connection(sim, polyv_env, tmp_path) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="diff_in_warehouse"):
+        _op(input_path=str(tmp_path / "x.parquet"), report_path=str(tmp_path / "r.parquet"),
+            diff_in_warehouse=True).execute(_context())
