@@ -189,6 +189,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             state = self._state(credentials.app_id, options)
             if self._pushdown(options, state):
                 source.skip_unchanged = state  # type: ignore[attr-defined]  # a SqlSource here
+                state.load_for_local_diff = False
             validator = self._validator()
             report = self._report()
             from polyv_connector.engine import sync

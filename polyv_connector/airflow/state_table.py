@@ -69,6 +69,10 @@ class SqlStateTable:
         self._run_id: str | None = None
         self._q = {c: quote_identifier(c, self.identifier_format) for c in COLUMNS}
         self.exists = False
+        # With the diff done in the warehouse, the engine needs no copy of the state: only
+        # changed rows reach it. (Confirmations are still recorded.)
+        self.load_for_local_diff = True
+        self._compacted = False
         self.prepare(create)
 
     # ---- the table ---------------------------------------------------------------------------
@@ -124,7 +128,7 @@ class SqlStateTable:
 
     # ---- StateStore --------------------------------------------------------------------------
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self.exists:
+        if not self.exists or not self.load_for_local_diff:
             return np.empty(0, np.uint64), np.empty(0, np.uint64)
         conn = self._open()
         keys: list[np.ndarray] = []
@@ -209,6 +213,18 @@ class SqlStateTable:
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        try:
+            self.compact(conn)
+        except Exception as exc:  # an optimisation here: the records stay correct without it
+            log.warning("could not compact the sync state table %s: %s", self.table, type(exc).__name__)
+        finally:
+            with suppress(Exception):
+                conn.close()
+
+    def compact(self, conn: Any = None) -> None:
+        """Keep only the last record of each key (raises if the database refuses)."""
+        own = conn is None
+        conn = conn or self._open()
         q = self._q
         try:
             cur = conn.cursor()
@@ -218,13 +234,14 @@ class SqlStateTable:
                 f"AND newer.{q['key']} = {self.table}.{q['key']} "
                 f"AND newer.{q['syncedAt']} > {self.table}.{q['syncedAt']})", (self.app_id,))
             conn.commit()
-        except Exception as exc:  # compaction is an optimisation; the records stay correct without it
-            log.warning("could not compact the sync state table %s: %s", self.table, type(exc).__name__)
+        except Exception:
             with suppress(Exception):
                 conn.rollback()
+            raise
         finally:
-            with suppress(Exception):
-                conn.close()
+            if own:
+                with suppress(Exception):
+                    conn.close()
 
     def reset(self) -> None:
         if not self.exists:
@@ -239,20 +256,35 @@ class SqlStateTable:
                 conn.close()
 
     # ---- the diff in the warehouse -----------------------------------------------------------
+    def prepare_warehouse_diff(self) -> None:
+        """Compact first, so that each key has one record and :meth:`unchanged_filter` can be a
+        plain semi-join (a killed run may have left superseded records behind)."""
+        if not self.exists:
+            return
+        try:
+            self.compact()
+        except Exception as exc:
+            raise StateError(f"cannot compact the sync state table {self.table} before the diff in the "
+                             f"warehouse: {type(exc).__name__}: {exc}") from exc
+        self._compacted = True
+
     def unchanged_filter(self, alias: str, viewer: str, field: str, value: str) -> str:
         """A SQL condition, true for source rows whose value POLYV last confirmed (per this table).
 
         ``alias`` is the source relation's alias; ``viewer``/``field``/``value`` are its column
-        names (quoted here). Needs ``md5()`` (PostgreSQL, MySQL, DuckDB, Snowflake...); items sent
-        but unconfirmed (a later ``fp = 0`` record) are not unchanged.
+        names (quoted here). Needs ``md5()`` (PostgreSQL, MySQL, DuckDB, Snowflake...). After
+        :meth:`prepare_warehouse_diff` every key has one record, so an item sent but unconfirmed
+        (its record has ``fp = 0`` and no ``valueMd5``) never matches.
         """
         q = self._q
+        if not self.exists:
+            return "1=0"
+        if not self._compacted:
+            self.prepare_warehouse_diff()
         col = lambda name: f"{alias}.{quote_identifier(name, self.identifier_format)}"  # noqa: E731
         return (
             f"EXISTS (SELECT 1 FROM {self.table} st WHERE st.{q['appId']} = {_sql_literal(self.app_id)} "
             f"AND st.{q['viewerId']} = CAST({col(viewer)} AS TEXT) "
             f"AND st.{q['customFieldId']} = CAST({col(field)} AS TEXT) "
-            f"AND st.{q['valueMd5']} = md5(CAST({col(value)} AS TEXT)) "
-            f"AND NOT EXISTS (SELECT 1 FROM {self.table} newer WHERE newer.{q['appId']} = st.{q['appId']} "
-            f"AND newer.{q['key']} = st.{q['key']} AND newer.{q['syncedAt']} > st.{q['syncedAt']}))"
+            f"AND st.{q['valueMd5']} = md5(CAST({col(value)} AS TEXT)))"
         )

@@ -99,3 +99,23 @@ def test_diff_in_the_warehouse_needs_the_state_on_the_source_connection(sim, pol
     with pytest.raises(AirflowFailException, match="diff_in_warehouse"):
         _op(input_path=str(tmp_path / "x.parquet"), report_path=str(tmp_path / "r.parquet"),
             diff_in_warehouse=True).execute(_context())
+
+
+def test_warehouse_diff_ignores_a_confirmation_superseded_by_an_unconfirmed_send(
+        sim, polyv_env, pg_schema, pg_warehouse_env) -> None:
+    """A killed run leaves 'sent, unconfirmed' after the old confirmation: the row is changed."""
+    import pyarrow as pa
+
+    from polyv_connector.airflow.state_table import SqlStateTable
+    from polyv_connector.fingerprints import key_hashes
+
+    _attrs(pg_schema, 5)
+    _sync(pg_schema, diff_in_warehouse=True)
+    st = SqlStateTable(_connect, f"{pg_schema}.polyv_sync_state", APP_ID)
+    st.begin("killed")
+    key = key_hashes(pa.array(["u2"]), pa.array(["VIP_LEVEL"]))[0]
+    st.record(key, np.zeros(1, np.uint64))  # the marker; the run died before confirmation
+    st._conn.close()
+    again = _sync(pg_schema, diff_in_warehouse=True)
+    assert again["items"] == 1
+    assert again["counts"]["sent"] == 1
