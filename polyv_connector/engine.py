@@ -126,9 +126,9 @@ class SyncResult:
     def summary_line(self) -> str:
         parts = ", ".join(f"{s} {self.counts.get(s, 0):,}" for s in STATUSES if self.counts.get(s, 0))
         verb = "would make" if self.dry_run else "made"
+        requests = self.requests_planned if self.dry_run else self.requests_sent
         line = (f"run {self.run_id}: {self.items:,} items: {parts or 'nothing'}; {verb} "
-                f"{self.requests_planned if self.dry_run else self.requests_sent:,} save requests "
-                f"in {self.duration_s:.1f}s")
+                f"{requests:,} save request{'' if requests == 1 else 's'} in {self.duration_s:.1f}s")
         if self.aborted:
             line += f"; STOPPED: {self.aborted}"
         if self.gate_failures:
