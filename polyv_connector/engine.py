@@ -350,22 +350,27 @@ def _rejected_fraction_gate(ledger: _Ledger, options: SyncOptions) -> list[str]:
     return []
 
 
-def _pending_chunks(spill_path: Path, ledger: _Ledger) -> Iterator[tuple[np.ndarray, pa.Table]]:
-    """(positions, item_table) of the pending items, spill batch by spill batch."""
-    # Read the spill batch by batch (not memory-mapped: mapped pages would count as the
-    # process's memory for the whole file).
+def _spill_batches(spill_path: Path) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """(position of its first item, batch) for each spilled batch, in order."""
+    # Read batch by batch, not memory-mapped: mapped pages would count as the process's
+    # memory for the whole file.
     with pa.OSFile(str(spill_path)) as f:
         reader = pa.ipc.open_file(f)
         offset = 0
         for i in range(reader.num_record_batches):
             rb = reader.get_batch(i)
-            n = rb.num_rows
-            local = np.flatnonzero(ledger.status[offset:offset + n] == PENDING)
-            if len(local):
-                idx = pa.array(local)
-                yield (local + offset, item_table(rb.column(VIEWER_ID).take(idx),
-                                                  rb.column(FIELD_ID).take(idx), rb.column(VALUE).take(idx)))
-            offset += n
+            yield offset, rb
+            offset += rb.num_rows
+
+
+def _pending_chunks(spill_path: Path, ledger: _Ledger) -> Iterator[tuple[np.ndarray, pa.Table]]:
+    """(positions, item_table) of the pending items, spill batch by spill batch."""
+    for offset, rb in _spill_batches(spill_path):
+        local = np.flatnonzero(ledger.status[offset:offset + rb.num_rows] == PENDING)
+        if len(local):
+            idx = pa.array(local)
+            yield (local + offset, item_table(rb.column(VIEWER_ID).take(idx),
+                                              rb.column(FIELD_ID).take(idx), rb.column(VALUE).take(idx)))
 
 
 def _send_pass(spill_path: Path, ledger: _Ledger, options: SyncOptions, client: PolyvClient,
@@ -428,43 +433,36 @@ def _write_report(spill_path: Path, ledger: _Ledger, report: ReportSink, run_id:
     status_names = pa.array(["pending", *STATUSES], pa.string())
     defaults = pa.array([None, *(closing.get(s, DEFAULT_REASONS.get(s)) for s in STATUSES)], pa.string())
     schema = report_schema()
-    # Read the spill batch by batch (not memory-mapped: mapped pages would count as the
-    # process's memory for the whole file).
-    with pa.OSFile(str(spill_path)) as f:
-        reader = pa.ipc.open_file(f)
-        offset = 0
-        for i in range(reader.num_record_batches):
-            rb = reader.get_batch(i)
-            n = rb.num_rows
-            sl = slice(offset, offset + n)
-            codes = pa.array(ledger.status[sl].astype(np.int32))
-            ridx = ledger.result_idx[sl]
-            has = ridx >= 0
-            take = pa.array(np.where(has, ridx, 0), mask=~has)
+    for offset, rb in _spill_batches(spill_path):
+        n = rb.num_rows
+        sl = slice(offset, offset + n)
+        codes = pa.array(ledger.status[sl].astype(np.int32))
+        ridx = ledger.result_idx[sl]
+        has = ridx >= 0
+        take = pa.array(np.where(has, ridx, 0), mask=~has)
 
-            def per_result(arr: pa.Array, take: pa.Array = take, n: int = n) -> pa.Array:
-                return arr.take(take) if len(arr) else pa.nulls(n, arr.type)
+        def per_result(arr: pa.Array, take: pa.Array = take, n: int = n) -> pa.Array:
+            return arr.take(take) if len(arr) else pa.nulls(n, arr.type)
 
-            noted, texts = ledger.notes.texts_between(offset, offset + n)
-            notes: list[str | None] = [None] * n
-            for p, text in zip(noted, texts, strict=True):
-                notes[int(p) - offset] = text
-            status = status_names.take(codes)
-            own = pc.coalesce(per_result(r_reason), pa.array(notes, pa.string()), rb.column(_REASON))
-            if gate_failed:
-                # Every row carries the gate's reason first, then its own if it had one.
-                reason = merge_reasons(defaults.take(codes), own)
-            else:
-                reason = pc.coalesce(own, defaults.take(codes))
-            sent = pc.equal(status, "sent")
-            reason = pc.if_else(sent, pa.scalar(None, pa.string()), reason)
-            synced = pc.coalesce(per_result(r_time), pa.scalar(now))
-            synced_ts = pc.round(pc.multiply(synced, 1e6)).cast(pa.int64()).cast(pa.timestamp("us", tz="UTC"))
-            report.write(pa.record_batch([
-                rb.column(ROW_NUMBER), rb.column(VIEWER_ID), rb.column(FIELD_ID), rb.column(VALUE),
-                status, reason, per_result(r_error), per_result(r_http), per_result(r_request),
-                pa.array(ledger.attempts[sl].astype(np.int64)), per_result(r_batch),
-                pa.array(np.full(n, run_id, dtype=object), pa.string()), synced_ts,
-            ], schema=schema))
-            offset += n
+        noted, texts = ledger.notes.texts_between(offset, offset + n)
+        notes: list[str | None] = [None] * n
+        for p, text in zip(noted, texts, strict=True):
+            notes[int(p) - offset] = text
+        status = status_names.take(codes)
+        own = pc.coalesce(per_result(r_reason), pa.array(notes, pa.string()), rb.column(_REASON))
+        if gate_failed:
+            # Every row carries the gate's reason first, then its own if it had one.
+            reason = merge_reasons(defaults.take(codes), own)
+        else:
+            reason = pc.coalesce(own, defaults.take(codes))
+        sent = pc.equal(status, "sent")
+        reason = pc.if_else(sent, pa.scalar(None, pa.string()), reason)
+        synced = pc.coalesce(per_result(r_time), pa.scalar(now))
+        synced_ts = pc.round(pc.multiply(synced, 1e6)).cast(pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+        report.write(pa.record_batch([
+            rb.column(ROW_NUMBER), rb.column(VIEWER_ID), rb.column(FIELD_ID), rb.column(VALUE),
+            status, reason, per_result(r_error), per_result(r_http), per_result(r_request),
+            pa.array(ledger.attempts[sl].astype(np.int64)), per_result(r_batch),
+            pa.array(np.full(n, run_id, dtype=object), pa.string()), synced_ts,
+        ], schema=schema))
     report.close()

@@ -16,15 +16,13 @@ imports Airflow.
 
 from __future__ import annotations
 
-import io
 import logging
-from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 
+from polyv_connector import dbapi
 from polyv_connector.errors import ConfigError
 from polyv_connector.model import REPORT_COLUMNS
 from polyv_connector.sources.sql import check_table_name, quote_identifier
@@ -55,7 +53,6 @@ _DIALECT_TYPES: dict[str, dict[str, str]] = {
 _DEFAULT_TYPES = {_TEXT: "TEXT", _BIGINT: "BIGINT", _TIMESTAMP: "TIMESTAMP"}
 _IF_NOT_EXISTS = frozenset({"postgresql", "redshift", "mysql", "sqlite", "snowflake", "bigquery",
                             "duckdb", "databricks", "trino"})
-_PG_DRIVERS = frozenset({"psycopg", "psycopg2"})
 
 
 class SqlReportTable:
@@ -88,18 +85,11 @@ class SqlReportTable:
     ) -> None:
         self.setting = setting
         self.table = check_table_name(table, setting)
-        if hasattr(connection, "get_conn"):
-            self._connect: Callable[[], Any] = connection.get_conn
-            dialect = dialect or _hook_attr(connection, "dialect_name")
-            placeholder = placeholder or _hook_attr(connection, "placeholder")
-            identifier_format = identifier_format or _hook_attr(connection, "escape_word_format")
-        elif callable(connection):
-            self._connect = connection
-        else:
-            raise TypeError("connection must be a DbApiHook or a callable returning a DB-API connection")
-        self.dialect = (dialect or "default").lower()
-        self.placeholder = placeholder or "%s"
-        self.identifier_format = identifier_format or '"{}"'
+        self._target = dbapi.resolve(connection, placeholder=placeholder, identifier_format=identifier_format,
+                                     dialect=dialect)
+        self.dialect = self._target.dialect
+        self.placeholder = self._target.placeholder
+        self.identifier_format = self._target.identifier_format
         self.chunk_rows = chunk_rows
         self.use_copy = use_copy
         self.location = location or self.table
@@ -173,11 +163,7 @@ class SqlReportTable:
 
     # ---- ReportSink --------------------------------------------------------------------------
     def _open(self) -> Any:
-        try:
-            return self._connect()
-        except Exception as exc:
-            raise ConfigError(self.setting, f"cannot connect to the report database: "
-                                            f"{type(exc).__name__}: {exc}") from exc
+        return self._target.open(ConfigError, self.setting, "report")
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Append one record batch (report schema) inside the run's transaction."""
@@ -186,8 +172,7 @@ class SqlReportTable:
         if self._conn is None:
             # Opened on the first write: the report comes after sending, which may take hours.
             self._conn = self._open()
-            driver = type(self._conn).__module__.split(".")[0]
-            self._copy = self.use_copy and driver in _PG_DRIVERS
+            self._copy = self.use_copy and dbapi.driver_of(self._conn) in dbapi.PG_DRIVERS
         if self._copy:
             self._write_copy(batch)
         else:
@@ -195,19 +180,9 @@ class SqlReportTable:
         self.rows_written += batch.num_rows
 
     def _write_copy(self, batch: pa.RecordBatch) -> None:
-        buf = io.BytesIO()
-        # Arrow quotes every string and leaves nulls as bare empty fields, which is exactly
-        # how PostgreSQL's CSV format tells NULL ("") from an empty string ('""').
-        pa_csv.write_csv(batch, buf, pa_csv.WriteOptions(include_header=False))
-        sql = f"COPY {self.table} ({self._columns_sql}) FROM STDIN WITH (FORMAT csv)"
         cur = self._conn.cursor()
         try:
-            if hasattr(cur, "copy_expert"):  # psycopg2
-                buf.seek(0)
-                cur.copy_expert(sql, buf)
-            else:  # psycopg 3
-                with cur.copy(sql) as copy:
-                    copy.write(buf.getbuffer())
+            dbapi.copy_into(cur, self.table, self._columns_sql, batch)
         finally:
             cur.close()
 
@@ -252,11 +227,3 @@ class SqlReportTable:
             with suppress(Exception):
                 self._conn.close()
             self._conn = None
-
-
-def _hook_attr(hook: Any, name: str) -> Any:
-    # Some hooks compute these from the connection and may fail for exotic setups.
-    try:
-        return getattr(hook, name, None)
-    except Exception:
-        return None

@@ -14,17 +14,15 @@ point loses nothing: the retry resends at most the batches that were in flight.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import time
-from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 
+from polyv_connector import dbapi
 from polyv_connector.errors import ConfigError, StateError
 from polyv_connector.model import FIELD_ID, VALUE, VIEWER_ID
 from polyv_connector.sources.sql import check_table_name, quote_identifier
@@ -35,7 +33,6 @@ COLUMNS = ("appId", "key", "fp", "syncedAt", "viewerId", "customFieldId", "value
 _TYPES = {"appId": "TEXT NOT NULL", "key": "BIGINT NOT NULL", "fp": "BIGINT NOT NULL",
           "syncedAt": "DOUBLE PRECISION NOT NULL", "viewerId": "TEXT", "customFieldId": "TEXT",
           "valueMd5": "TEXT", "runId": "TEXT"}
-_PG_DRIVERS = frozenset({"psycopg", "psycopg2"})
 _FETCH_ROWS = 100_000
 
 
@@ -55,16 +52,9 @@ class SqlStateTable:
         self.setting = setting
         self.table = check_table_name(table, setting)
         self.app_id = app_id
-        if hasattr(connection, "get_conn"):
-            self._connect: Callable[[], Any] = connection.get_conn
-            placeholder = placeholder or getattr(connection, "placeholder", None)
-            identifier_format = identifier_format or getattr(connection, "escape_word_format", None)
-        elif callable(connection):
-            self._connect = connection
-        else:
-            raise TypeError("connection must be a DbApiHook or a callable returning a DB-API connection")
-        self.placeholder = placeholder or "%s"
-        self.identifier_format = identifier_format or '"{}"'
+        self._target = dbapi.resolve(connection, placeholder=placeholder, identifier_format=identifier_format)
+        self.placeholder = self._target.placeholder
+        self.identifier_format = self._target.identifier_format
         self._conn: Any = None
         self._run_id: str | None = None
         self._q = {c: quote_identifier(c, self.identifier_format) for c in COLUMNS}
@@ -77,11 +67,7 @@ class SqlStateTable:
 
     # ---- the table ---------------------------------------------------------------------------
     def _open(self) -> Any:
-        try:
-            return self._connect()
-        except Exception as exc:
-            raise ConfigError(self.setting, f"cannot connect to the state database: {type(exc).__name__}: "
-                                            f"{exc}") from exc
+        return self._target.open(ConfigError, self.setting, "state")
 
     def prepare(self, create: bool = True) -> None:
         """Check the table; create it and its index if absent and ``create`` (a dry run does not)."""
@@ -186,8 +172,8 @@ class SqlStateTable:
         })
         cur = self._conn.cursor()
         try:
-            if type(self._conn).__module__.split(".")[0] in _PG_DRIVERS:
-                self._copy(cur, table)
+            if dbapi.driver_of(self._conn) in dbapi.PG_DRIVERS:
+                dbapi.copy_into(cur, self.table, ", ".join(self._q.values()), table)
             else:
                 marks = ", ".join([self.placeholder] * len(COLUMNS))
                 cur.executemany(f"INSERT INTO {self.table} ({', '.join(self._q.values())}) VALUES ({marks})",
@@ -196,17 +182,6 @@ class SqlStateTable:
         finally:
             with suppress(Exception):
                 cur.close()
-
-    def _copy(self, cur: Any, table: pa.Table) -> None:
-        buf = io.BytesIO()
-        pa_csv.write_csv(table, buf, pa_csv.WriteOptions(include_header=False))
-        sql = f"COPY {self.table} ({', '.join(self._q.values())}) FROM STDIN WITH (FORMAT csv)"
-        if hasattr(cur, "copy_expert"):  # psycopg2
-            buf.seek(0)
-            cur.copy_expert(sql, buf)
-        else:  # psycopg 3
-            with cur.copy(sql) as copy:
-                copy.write(buf.getbuffer())
 
     def finish(self) -> None:
         """Delete the records a later one of the same key superseded; release the connection."""

@@ -21,13 +21,14 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.types as pat
 
+from polyv_connector import dbapi
 from polyv_connector.config import ColumnMapping
 from polyv_connector.errors import ConfigError, InputError
 
@@ -36,7 +37,6 @@ log = logging.getLogger("polyv_connector")
 # A plain or quoted identifier part; a table name is one to three parts joined by dots.
 _PART = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\])'
 _TABLE_NAME = re.compile(rf"^{_PART}(?:\.{_PART}){{0,2}}$")
-_PG_DRIVERS = frozenset({"psycopg", "psycopg2"})
 
 Parameters = Sequence[Any] | Mapping[str, Any] | None
 
@@ -123,14 +123,8 @@ class SqlSource:
         self.sql = sql
         self.table = check_table_name(table, self.setting) if table else None
         self.parameters = parameters
-        if hasattr(connection, "get_conn"):
-            self._connect: Callable[[], Any] = connection.get_conn
-            identifier_format = identifier_format or getattr(connection, "escape_word_format", None)
-        elif callable(connection):
-            self._connect = connection
-        else:
-            raise TypeError("connection must be a DbApiHook or a callable returning a DB-API connection")
-        self.identifier_format = identifier_format or '"{}"'
+        self._target = dbapi.resolve(connection, identifier_format=identifier_format)
+        self.identifier_format = self._target.identifier_format
         self.server_side_cursor = server_side_cursor
         self.skip_unchanged = skip_unchanged
         self._columns: list[str] | None = None  # the relation's column names, once known
@@ -223,15 +217,10 @@ class SqlSource:
         return f"SELECT {select_list} FROM {self.table}"
 
     def _open(self) -> Any:
-        try:
-            return self._connect()
-        except Exception as exc:
-            raise InputError(self.setting, f"cannot connect to the source database: "
-                                           f"{type(exc).__name__}: {exc}") from exc
+        return self._target.open(InputError, self.setting, "source")
 
     def _cursor(self, conn: Any, batch_rows: int) -> Any:
-        driver = type(conn).__module__.split(".")[0]
-        if self.server_side_cursor and driver in _PG_DRIVERS:
+        if self.server_side_cursor and dbapi.driver_of(conn) in dbapi.PG_DRIVERS:
             # A named cursor is a server-side cursor in both psycopg 3 and psycopg2: each
             # fetchmany() is one FETCH, and the client never holds more than one chunk.
             cur = conn.cursor(name=f"polyv_source_{uuid.uuid4().hex[:12]}")
