@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -71,7 +73,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         (``unchangedInWarehouse``) instead of listed in the report. Needs ``md5()`` (PostgreSQL,
         MySQL, Snowflake, DuckDB...) and the long form.
     :param expectation_suite_path: Great Expectations suite (JSON) validating the items;
-        ``default`` for the suite bundled with the package. Results go next to ``report_path``.
+        ``default`` for the suite bundled with the package. The validation JSON and Data Docs
+        go next to ``report_path``, else into ``validation_dir``, else under
+        ``$AIRFLOW_HOME/polyv_validation/<dag_id>/``.
     :param max_rejected_fraction: stop (send nothing) if a larger share of the items is
         rejected; default 0.05 with a suite, no ceiling otherwise.
     :param check_fields: preflight the account's custom field list, rejecting unknown ids.
@@ -83,7 +87,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     template_fields: Sequence[str] = (
         "input_path", "source_conn_id", "source_sql", "source_table", "source_parameters",
         "report_path", "report_conn_id", "report_table", "state_dir", "state_table", "state_conn_id",
-        "expectation_suite_path",
+        "expectation_suite_path", "validation_dir",
         "dry_run", "full_refresh", "max_rejected_fraction",
     )
     template_ext: Sequence[str] = (".sql",)
@@ -114,6 +118,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         diff_in_warehouse: bool = False,
         reset_corrupt_state: bool = False,
         expectation_suite_path: str | None = None,
+        validation_dir: str | None = None,
         max_rejected_fraction: float | str | None = None,
         check_fields: bool = True,
         max_rps: float | None = None,
@@ -147,6 +152,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         self.diff_in_warehouse = diff_in_warehouse
         self.reset_corrupt_state = reset_corrupt_state
         self.expectation_suite_path = expectation_suite_path
+        self.validation_dir = validation_dir
         self.max_rejected_fraction = max_rejected_fraction
         self.check_fields = check_fields
         self.max_rps = max_rps
@@ -190,7 +196,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             if self._pushdown(options, state):
                 source.skip_unchanged = state  # type: ignore[attr-defined]  # a SqlSource here
                 state.load_for_local_diff = False
-            validator = self._validator()
+            validator = self._validator(context)
             report = self._report()
             from polyv_connector.engine import sync
 
@@ -225,6 +231,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         if validator is not None:
             result.extra.update(validator.summary())
             validation = result.extra.get("validation") or {}
+            self._lineage["validation"] = validation
             for label, key in (("validation result", "resultJson"), ("data docs", "dataDocsPage")):
                 if validation.get(key):
                     self.log.info("%s: %s", label, validation[key])
@@ -305,7 +312,20 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         return SqlSource(db_hook, sql=sql, table=table, parameters=self.source_parameters or None,
                          setting="source_sql" if sql else "source_table")
 
-    def _validator(self) -> Any:
+    def _validation_dir(self, context: Context) -> str | None:
+        """Where the validation JSON and Data Docs go: next to the Parquet report, else under
+        ``validation_dir``, else ``$AIRFLOW_HOME/polyv_validation/<dag>/<run>/``."""
+        if _blank_to_none(self.report_path):
+            return _blank_to_none(self.report_path)
+        explicit = _blank_to_none(self.validation_dir)
+        if explicit:
+            return explicit
+        home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+        run = re.sub(r"[^A-Za-z0-9._-]", "_", str(context.get("run_id") or "run"))
+        dag = re.sub(r"[^A-Za-z0-9._-]", "_", self.dag_id if self.has_dag() else "dag")
+        return os.path.join(home, "polyv_validation", dag, f"{run}.parquet")
+
+    def _validator(self, context: Context) -> Any:
         suite = _blank_to_none(self.expectation_suite_path)
         if not suite:
             return None
@@ -315,7 +335,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         if suite == "default":  # the suite shipped with the package, as in the CLI
             suite = str(bundled_suite_path())
         # The validation result JSON and Data Docs go next to the Parquet report, if any.
-        return SuiteValidator.from_file(suite, report_dir=_blank_to_none(self.report_path),
+        return SuiteValidator.from_file(suite, report_dir=self._validation_dir(context),
                                         setting="expectation_suite_path")
 
     def _report(self) -> ReportSink:
@@ -383,6 +403,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             table = info.get("source_table")
             statement = f"SELECT * FROM {table}" if table else info.get("source_sql") or ""
             inputs.extend(_sql_datasets(info["source_hook"], statement, "inputs", self.log))
+        if info.get("validation"):
+            inputs = [_with_quality_facet(Dataset, d, info["validation"]) for d in inputs]
         if info.get("app_id"):
             outputs.append(Dataset(namespace=info["base_url"],
                                    name=f"live/v4/user/custom-field/viewer-value/{info['app_id']}"))
@@ -395,6 +417,21 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
 
 
 # ---- helpers -----------------------------------------------------------------------------------
+def _with_quality_facet(dataset_cls: Any, dataset: Any, validation: dict[str, Any]) -> Any:
+    """``dataset`` with an OpenLineage data-quality assertions facet built from the validation."""
+    try:
+        from openlineage.client.facet_v2 import data_quality_assertions_dataset as dq
+    except ImportError:
+        return dataset
+    facet = dq.DataQualityAssertionsDatasetFacet(assertions=[
+        dq.Assertion(assertion=e["type"], success=bool(e["success"]), column=e.get("column"))
+        for e in validation.get("expectations") or [] if e.get("success") is not None
+    ])
+    facets = {**(getattr(dataset, "facets", None) or {}), "dataQuality": facet}
+    return dataset_cls(namespace=dataset.namespace, name=dataset.name, facets=facets)
+
+
+
 def _templated(*values: str) -> bool:
     return any("{{" in v or "{%" in v for v in values)
 

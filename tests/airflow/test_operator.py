@@ -275,3 +275,61 @@ def test_openlineage_facets_with_the_provider(sim, polyv_env, tmp_path, monkeypa
     assert lineage.inputs == [Dataset("file", str(SAMPLE))]
     assert lineage.outputs == [
         Dataset(sim.base_url, f"live/v4/user/custom-field/viewer-value/{APP_ID}"), Dataset("file", str(report))]
+
+
+def test_openlineage_data_quality_facet_from_the_suite(sim, polyv_env, tmp_path, monkeypatch):
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class Dataset:
+        namespace: str
+        name: str
+        facets: dict = field(default_factory=dict)
+
+    @dataclass
+    class OperatorLineage:
+        inputs: list = field(default_factory=list)
+        outputs: list = field(default_factory=list)
+
+    @dataclass
+    class Assertion:
+        assertion: str
+        success: bool
+        column: str | None = None
+
+    @dataclass
+    class DataQualityAssertionsDatasetFacet:
+        assertions: list
+
+    dq = {"Assertion": Assertion, "DataQualityAssertionsDatasetFacet": DataQualityAssertionsDatasetFacet}
+    modules = {"airflow.providers.openlineage": {}, "airflow.providers.openlineage.extractors":
+               {"OperatorLineage": OperatorLineage}, "openlineage": {}, "openlineage.client": {},
+               "openlineage.client.event_v2": {"Dataset": Dataset}, "openlineage.client.facet_v2": {},
+               "openlineage.client.facet_v2.data_quality_assertions_dataset": dq}
+    for name, attrs in modules.items():
+        module = types.ModuleType(name)
+        module.__dict__.update(attrs)
+        monkeypatch.setitem(sys.modules, name, module)
+    sys.modules["openlineage.client.facet_v2"].data_quality_assertions_dataset = sys.modules[
+        "openlineage.client.facet_v2.data_quality_assertions_dataset"]
+    op = _op(input_path=str(SAMPLE), report_path=str(tmp_path / "r.parquet"), expectation_suite_path="default")
+    op.execute(_context())
+    [source] = op.get_openlineage_facets_on_complete(None).inputs
+    assertions = source.facets["dataQuality"].assertions
+    assert ("expect_column_values_to_not_be_null", False, "customFieldValue") in {
+        (a.assertion, a.success, a.column) for a in assertions}
+    assert all(isinstance(a.success, bool) for a in assertions)
+
+
+def test_validation_results_are_written_without_a_parquet_report(sim, polyv_env, tmp_path, pg_schema,
+                                                                  pg_warehouse_env):
+    pg_exec(f"CREATE TABLE {pg_schema}.attrs (uid text, field text, val text)")
+    pg_exec(f"INSERT INTO {pg_schema}.attrs VALUES ('u1', 'VIP_LEVEL', 'L1'), ('u2', 'VIP_LEVEL', 'L2')")
+    summary = _op(source_conn_id="polyv_warehouse", source_table=f"{pg_schema}.attrs", viewer_id_column="uid",
+                  field_id_column="field", value_column="val", report_table=f"{pg_schema}.report",
+                  state_table=None, expectation_suite_path="default",
+                  validation_dir=str(tmp_path / "dq")).execute(_context())
+    result_json = Path(summary["validation"]["resultJson"])
+    assert result_json.is_file()
+    assert result_json.parent == tmp_path / "dq"
+    assert Path(summary["validation"]["dataDocsPage"]).is_file()
