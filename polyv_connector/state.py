@@ -18,6 +18,7 @@ rename) when a run ends; a later run also folds any logs an interrupted run left
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -55,6 +56,8 @@ class StateStore(Protocol):
         """Forget everything confirmed for this appId."""
 
 
+log = logging.getLogger("polyv_connector")
+
 _SCHEMA = pa.schema([("key", pa.uint64()), ("fp", pa.uint64()), ("syncedAt", pa.float64())])
 
 
@@ -75,31 +78,43 @@ class SyncState:
     # ---- reading -------------------------------------------------------------------------
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         """Sorted unique keys and their fingerprints (last confirmation wins). Empty if none."""
+        keys, fps, _ = self._load(["key", "fp"])
+        return keys, fps
+
+    def _load(self, columns: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Keys, fingerprints and (if asked for) the time of each key's last record."""
+        empty = np.empty(0, np.uint64)
         if not self.path.exists():
-            return np.empty(0, np.uint64), np.empty(0, np.uint64)
+            log.info("no sync state for appId %s under %s yet: every valid item will be sent",
+                     self.app_id, self.path.parent)
+            return empty, empty, None
         self._check_meta()
         parts: list[pa.Table] = []
         base = self.path / "base.parquet"
         if base.exists():
             try:
-                parts.append(pq.read_table(base, columns=["key", "fp"]))
+                parts.append(pq.read_table(base, columns=columns))
             except (pa.ArrowException, OSError) as exc:
                 raise StateError(f"sync state {base} is corrupt ({exc}); delete it or run with "
                                  "--reset-state to start over with a full refresh") from exc
         logs = self._logs()
-        parts.extend(_read_log(log).select(["key", "fp"]) for log in logs)
+        parts.extend(_read_log(log).select(columns) for log in logs)
         if not parts:
-            return np.empty(0, np.uint64), np.empty(0, np.uint64)
+            # meta.json without data: someone deleted the state's files, or no run confirmed
+            # anything yet. Either way nothing can be trusted as unchanged.
+            log.warning("the sync state for appId %s under %s holds no confirmed items: every valid "
+                        "item will be sent", self.app_id, self.path)
+            return empty, empty, None
         table = pa.concat_tables(parts)
         keys = table.column("key").to_numpy()
         fps = table.column("fp").to_numpy()
+        times = table.column("syncedAt").to_numpy() if "syncedAt" in columns else None
         del table, parts
         if not logs and (len(keys) < 2 or bool(np.all(keys[1:] > keys[:-1]))):
-            return keys, fps  # a compacted base is already sorted and unique
-        # Keep the last confirmation of each key: unique over the reversed arrays.
-        rev_keys = keys[::-1]
-        uniq, first = np.unique(rev_keys, return_index=True)
-        return uniq, fps[::-1][first]
+            return keys, fps, times  # a compacted base is already sorted and unique
+        # Keep the last record of each key: unique over the reversed arrays.
+        uniq, first = np.unique(keys[::-1], return_index=True)
+        return uniq, fps[::-1][first], None if times is None else times[::-1][first]
 
     def _logs(self) -> list[Path]:
         return sorted(self.path.glob("log-*.arrows"), key=lambda p: p.name)
@@ -155,9 +170,10 @@ class SyncState:
         logs = self._logs()
         if not logs:
             return
-        keys, fps = self.load()
+        keys, fps, times = self._load(["key", "fp", "syncedAt"])
         table = pa.table({"key": pa.array(keys, pa.uint64()), "fp": pa.array(fps, pa.uint64()),
-                          "syncedAt": pa.array(np.full(len(keys), time.time()))}, schema=_SCHEMA)
+                          "syncedAt": pa.array(times if times is not None else np.full(len(keys), time.time()))},
+                         schema=_SCHEMA)
         tmp = self.path / "base.parquet.tmp"
         pq.write_table(table, tmp)
         with open(tmp, "rb") as f:

@@ -291,17 +291,27 @@ def test_acceptance_20k_rows_with_faults_and_bad_rows(tmp_path, sim, creds) -> N
             rows.append((f"u{i}", "PAY_STATUS", None)); bad[i] = "rejected"
         elif kind == 5:
             rows.append((f"u{i}", "PAY_STATUS", "POISON")); bad[i] = "failed"
+        elif kind == 6:
+            rows.append((f" u{i}", "PAY_STATUS", "x")); bad[i] = "rejected"  # whitespace-padded id
+        elif kind == 7:
+            rows.append((f"u{i}", "F" * 65, "x")); bad[i] = "rejected"
+        elif kind == 11:  # an identical duplicate of the (valid) row before it
+            rows.append(rows[i - 1]); bad[i] = "duplicate"
+        elif kind == 21:  # conflicts with the (valid) row before it: both rejected
+            rows.append((rows[i - 1][0], rows[i - 1][1], "other")); bad[i] = bad[i - 1] = "rejected"
         else:
             rows.append((f"u{i}", "VIP_LEVEL", UNICODE_VALUES[i % len(UNICODE_VALUES)] + str(i)))
     res, rep = run(tmp_path, creds, rows, send=SendOptions(
         max_attempts=10, backoff_base_s=0.001, backoff_max_s=0.01, max_rps=140, timeout_s=5))
     assert len(rep) == 20_000 and [r["rowNumber"] for r in rep] == list(range(20_000))
+    assert res.counts["duplicate"] == 21 and res.counts["failed"] == 21  # 20,000 = 20 x 997 + 60
     for r in rep:
         if r["rowNumber"] in bad:
             assert r["status"] == bad[r["rowNumber"]] and r["reason"], r
         else:
             assert r["status"] == "sent", r
-            assert sim.values[(APP_ID, r["viewerId"], "VIP_LEVEL")].encode() == r["customFieldValue"].encode()
+            viewer, field, value = rows[r["rowNumber"]]
+            assert sim.values[(APP_ID, viewer, field)].encode("utf-8") == value.encode("utf-8")
     assert sim.stats.blocked_responses == 0
     assert sim.stats.faults_5xx > 0 and sim.stats.resets > 0
     assert res.exit_code == EXIT_ROWS_UNSUCCESSFUL

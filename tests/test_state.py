@@ -59,3 +59,30 @@ def test_state_of_another_app_in_the_folder_is_refused(tmp_path) -> None:
     (tmp_path / "app" / "meta.json").write_text('{"appId": "other", "fingerprint": "xxh3_64-v2"}')
     with pytest.raises(StateError, match="belongs to appId 'other'"):
         SyncState(tmp_path, "app").load()
+
+
+def test_compaction_keeps_each_keys_confirmation_time(tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    st = SyncState(tmp_path, "app")
+    st.begin("r1")
+    st.record(np.array([1], np.uint64), np.array([10], np.uint64), synced_at=1000.0)
+    st.record(np.array([2], np.uint64), np.array([20], np.uint64), synced_at=2000.0)
+    st.record(np.array([1], np.uint64), np.array([11], np.uint64), synced_at=3000.0)
+    st.finish()
+    base = pq.read_table(tmp_path / "app" / "base.parquet").to_pylist()
+    assert base == [{"key": 1, "fp": 11, "syncedAt": 3000.0}, {"key": 2, "fp": 20, "syncedAt": 2000.0}]
+
+
+def test_state_whose_data_was_deleted_warns_and_sends_everything(tmp_path, caplog) -> None:
+    import logging
+
+    st = SyncState(tmp_path, "app")
+    st.begin("r")
+    st.record(np.array([1], np.uint64), np.array([1], np.uint64))
+    st.finish()
+    (tmp_path / "app" / "base.parquet").unlink()
+    caplog.set_level(logging.INFO, logger="polyv_connector")
+    keys, _ = SyncState(tmp_path, "app").load()
+    assert len(keys) == 0
+    assert "holds no confirmed items: every valid item will be sent" in caplog.text
