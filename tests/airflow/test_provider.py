@@ -74,3 +74,15 @@ def test_airflow_cli_lists_provider_and_hook():
     (polyv,) = [h for h in json.loads(hooks.stdout) if h["connection_type"] == "polyv"]
     assert polyv["class"] == "polyv_connector.airflow.hooks.PolyvHook"
     assert polyv["conn_id_attribute_name"] == "polyv_conn_id"
+
+
+def test_airflow_connections_shows_the_polyv_type(airflow_db):
+    from tests.airflow.support import conn_json
+
+    env = subprocess_env(AIRFLOW_CONN_POLYV_DEFAULT=conn_json("http://127.0.0.1:8750"))
+    got = subprocess.run([str(BIN / "airflow"), "connections", "get", "polyv_default", "-o", "json"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0, got.stderr[-2000:]
+    (conn,) = json.loads(got.stdout)
+    assert conn["conn_type"] == "polyv"
+    assert conn["host"] == "http://127.0.0.1:8750"
