@@ -112,8 +112,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         suite = str(bundled_suite_path()) if options.expectations_path == "default" else options.expectations_path
         validator = SuiteValidator.from_file(suite, report_dir=args.report)
     source.check_columns(options.mapping)
-    result = sync(source, credentials, options, ParquetReport(args.report), validator=validator,
-                  seed=args.seed)
+    report = ParquetReport(args.report)
+    try:
+        result = sync(source, credentials, options, report, validator=validator, seed=args.seed)
+    except BaseException:
+        report.abort()
+        raise
     if validator is not None:
         result.extra.update(validator.summary())
     print(result.summary_line(), flush=True)

@@ -207,8 +207,8 @@ def sync(
 
     ``state`` keeps confirmed fingerprints between runs (default: a :class:`SyncState` under
     ``options.state_dir``, or none). Raises :class:`ConfigError`/:class:`InputError` (before
-    any request) for bad settings or
-    input, and :class:`StateError` for an untrustworthy state. A run that POLYV refuses
+    any save request) for bad settings or input, and :class:`StateError` for an
+    untrustworthy state. A run that POLYV refuses
     (credentials, clock, IP block) or that a gate stops still writes its report and returns a
     result whose ``aborted`` / ``gate_failures`` say why (``exit_code`` non-zero).
     """
@@ -307,8 +307,9 @@ def _plan_pass(source: Source, options: SyncOptions, known_fields: set[str] | No
             try:
                 items = to_items(batch, options.mapping, first_row)
             except (pa.ArrowInvalid, UnsupportedColumn) as exc:
-                raise InputError("--input", f"rows {first_row}-{first_row + batch.num_rows - 1}: "
-                                            f"cannot turn a value into text: {exc}") from exc
+                raise InputError(getattr(source, "setting", "--input"),
+                                 f"rows {first_row}-{first_row + batch.num_rows - 1}: "
+                                 f"cannot turn a value into text: {exc}") from exc
             first_row += batch.num_rows
             reasons = check_items(items, known_fields)
             extra = validator.validate_chunk(items) if validator else None

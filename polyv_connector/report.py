@@ -35,18 +35,30 @@ class ParquetReport:
             raise ConfigError(setting, f"cannot create the report folder {self.path.parent}: {exc}") from exc
         if self.path.is_dir():
             raise ConfigError(setting, f"{self.path} is a directory; give a file path such as report.parquet")
+        if not os.access(self.path.parent, os.W_OK):
+            raise ConfigError(setting, f"cannot write the report to {self.path}: the folder is not writable")
         self._tmp = self.path.with_name(self.path.name + ".partial")
-        try:
+        # Opened on the first write: a run that fails before reporting leaves no partial file.
+        self._writer: pq.ParquetWriter | None = None
+
+    def _open(self) -> pq.ParquetWriter:
+        if self._writer is None:
             self._writer = pq.ParquetWriter(self._tmp, report_schema(), compression="zstd")
-        except OSError as exc:
-            raise ConfigError(setting, f"cannot write the report to {self.path}: {exc}") from exc
+        return self._writer
 
     def write(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_batch(batch)
+        self._open().write_batch(batch)
 
     def close(self) -> None:
-        self._writer.close()
+        self._open().close()  # an empty input still gets a (header-only) report
         os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        """Drop what a failed run had written (the previous report at the path stays)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._tmp.unlink(missing_ok=True)
 
 
 class MultiReport:

@@ -157,3 +157,14 @@ def test_urllib3_debug_lines_do_not_carry_the_signature(tmp_path, env, sim, capl
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("urllib3")]
     assert any("custom-field" in line for line in lines)
     assert all("sign=***" in line for line in lines if "sign=" in line)
+
+
+def test_input_that_breaks_mid_run_leaves_no_partial_report(tmp_path, env, sim, capsys) -> None:
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"viewerId": pa.array([b"\xff"], pa.binary()), "customFieldId": ["PAY_STATUS"],
+                             "customFieldValue": ["x"]}), tmp_path / "in.parquet")
+    code = cli("run", "--input", str(tmp_path / "in.parquet"), "--report", str(tmp_path / "r.parquet"))
+    assert code == 2
+    assert "cannot turn a value into text" in capsys.readouterr().err
+    assert list(tmp_path.glob("r.parquet*")) == []

@@ -480,7 +480,7 @@ def _db_hook(conn_id: str, setting: str) -> Any:
 
 
 def _abort(report: Any) -> None:
-    """Roll back a warehouse report the failed run had started (Parquet reports stay partial)."""
+    """Drop what a failed run had started writing (warehouse rows rolled back, Parquet partials removed)."""
     sinks = getattr(report, "sinks", None) or ([report] if report is not None else [])
     for sink in sinks:
         abort = getattr(sink, "abort", None)
