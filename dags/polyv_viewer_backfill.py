@@ -14,6 +14,9 @@ from airflow.sdk import DAG, Param
 
 from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 
+# Table params are spliced into SQL text: accept [schema.]table names only.
+TABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}$"
+
 with DAG(
     dag_id="polyv_viewer_backfill",
     description="Full resync of a warehouse table or query into POLYV (manual)",
@@ -25,12 +28,14 @@ with DAG(
     doc_md=__doc__,
     params={
         "source_conn_id": Param("polyv_warehouse", type="string", description="SQL connection to read"),
-        "source_table": Param("polyv_viewer_attributes", type="string",
+        "source_table": Param("polyv_viewer_attributes", type="string", pattern=TABLE_NAME,
                               description="[schema.]table to resync (ignored when source_sql is given)"),
-        "source_sql": Param("", type="string", description="a query to resync instead of a table"),
-        "report_table": Param("polyv_sync_report", type="string",
+        "source_sql": Param("", type="string",
+                            description="a query to resync instead of a table, run as written with the "
+                                        "connection's role (give it a read-only role)"),
+        "report_table": Param("polyv_sync_report", type="string", pattern=TABLE_NAME,
                               description="[schema.]table the per-item report is appended to"),
-        "state_table": Param("polyv_sync_state", type="string",
+        "state_table": Param("polyv_sync_state", type="string", pattern=TABLE_NAME,
                              description="[schema.]table of the sync state (unchanged values are not resent)"),
         "full_refresh": Param(True, type="boolean", description="ignore the sync state, send everything"),
         "dry_run": Param(False, type="boolean", description="plan and report only, send nothing"),

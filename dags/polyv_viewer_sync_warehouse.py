@@ -20,6 +20,9 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
 from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 
+# Table params are spliced into SQL text: accept [schema.]table names only.
+TABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}$"
+
 # Rows changed in this run's data interval. The table name is checked as an identifier by
 # the operator only when it is passed as source_table; here it is part of the query text.
 INTERVAL_SQL = """
@@ -38,13 +41,15 @@ with DAG(
     tags=["polyv"],
     doc_md=__doc__,
     params={
-        "source_table": Param("polyv_viewer_attributes", type="string",
+        "source_table": Param("polyv_viewer_attributes", type="string", pattern=TABLE_NAME,
                               description="[schema.]table read by the default interval query"),
         "source_sql": Param("", type="string",
-                            description="a query replacing the default one (used as written)"),
-        "report_table": Param("polyv_sync_report", type="string",
+                            description="a query replacing the default one, run as written with the "
+                            "connection's role: whoever can trigger this DAG can run it, so give "
+                            "polyv_warehouse a read-only role"),
+        "report_table": Param("polyv_sync_report", type="string", pattern=TABLE_NAME,
                               description="[schema.]table the per-item report is appended to"),
-        "state_table": Param("polyv_sync_state", type="string",
+        "state_table": Param("polyv_sync_state", type="string", pattern=TABLE_NAME,
                              description="[schema.]table of the sync state (unchanged values are not resent)"),
         "full_refresh": Param(False, type="boolean", description="ignore the sync state, send everything"),
         "dry_run": Param(False, type="boolean", description="plan and report only, send nothing"),

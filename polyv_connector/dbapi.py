@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,8 +78,3 @@ def copy_into(cur: Any, table: str, columns_sql: str, data: pa.Table | pa.Record
     else:  # psycopg 3
         with cur.copy(sql) as copy:
             copy.write(buf.getbuffer())
-
-
-def close_quietly(resource: Any) -> None:
-    with suppress(Exception):
-        resource.close()

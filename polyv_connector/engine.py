@@ -399,7 +399,7 @@ def _send_pass(spill_path: Path, ledger: _Ledger, options: SyncOptions, client: 
         # vouching for the previous value (a source reverting to it would be skipped).
         for batch in batches:
             if state is not None:
-                state.record(ledger.key_a[batch.indices], np.full(len(batch), UNCONFIRMED))
+                state.record(ledger.key_a[batch.indices], np.full(len(batch), UNCONFIRMED), clock())
             yield batch
 
     batches = make_batches(_pending_chunks(spill_path, ledger), send.batch_size, run_id)

@@ -245,7 +245,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             # The return value is lost when a task raises: keep the summary for alerting.
             context["ti"].xcom_push(key="return_value", value=summary)
             failure = AirflowFailException if result.abort_cause in _NOT_RETRYABLE_ABORTS else AirflowException
-            raise failure(_failure_message(result))
+            raise failure(_scrub_secret(_failure_message(result), credentials.app_secret.reveal()))
         return summary
 
     def _options(self, hook: PolyvHook) -> SyncOptions:
@@ -276,7 +276,6 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             return None
         from polyv_connector.airflow.state_table import SqlStateTable
 
-        self._lineage["state_table"] = table
         return SqlStateTable(_db_hook(conn_id, "state_conn_id"), table, app_id, create=not options.dry_run)
 
     def _pushdown(self, options: SyncOptions, state: Any) -> bool:
@@ -365,10 +364,10 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     def _summary(self, result: SyncResult, context: Context, secret: str) -> dict[str, Any]:
         summary = result.to_dict()
         summary["airflowRunId"] = context.get("run_id")
-        summary = _strict_json(summary)
-        text = json.dumps(summary, ensure_ascii=False, allow_nan=False)
-        if secret and secret in text:  # defence in depth: nothing above should ever hold it
-            summary = json.loads(text.replace(secret, "***"))
+        # Defence in depth: nothing above should ever hold the secret; scrub the strings
+        # themselves (not the JSON text, where escaping could hide it).
+        summary = _scrub_secret(_strict_json(summary), secret)
+        json.dumps(summary, ensure_ascii=False, allow_nan=False)  # the XCom contract: fail here
         return summary
 
     def _emit_asset_events(self, context: Context, summary: dict[str, Any]) -> None:
@@ -501,6 +500,19 @@ def _strict_json(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         return _strict_json(value.item())
     return str(value)
+
+
+def _scrub_secret(value: Any, secret: str) -> Any:
+    """``value`` (strings, lists, dicts) with every occurrence of ``secret`` replaced."""
+    if not secret:
+        return value
+    if isinstance(value, str):
+        return value.replace(secret, "***")
+    if isinstance(value, dict):
+        return {_scrub_secret(k, secret): _scrub_secret(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_secret(v, secret) for v in value]
+    return value
 
 
 def _failure_message(result: SyncResult) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from contextlib import suppress
 from typing import Any
@@ -36,6 +37,9 @@ _TYPES = {"appId": "TEXT NOT NULL", "key": "BIGINT NOT NULL", "fp": "BIGINT NOT 
 _FETCH_ROWS = 100_000
 
 
+_SAFE_APP_ID = re.compile(r"^[A-Za-z0-9._:@-]+$")
+
+
 def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -51,6 +55,9 @@ class SqlStateTable:
                  identifier_format: str | None = None, setting: str = "state_table", create: bool = True) -> None:
         self.setting = setting
         self.table = check_table_name(table, setting)
+        if not _SAFE_APP_ID.match(app_id):
+            # The appId is written into the warehouse diff's SQL as a literal.
+            raise ConfigError("login", "the appId may only hold letters, digits and . _ - : @ for the state table")
         self.app_id = app_id
         self._target = dbapi.resolve(connection, placeholder=placeholder, identifier_format=identifier_format)
         self.placeholder = self._target.placeholder
@@ -59,6 +66,7 @@ class SqlStateTable:
         self._run_id: str | None = None
         self._q = {c: quote_identifier(c, self.identifier_format) for c in COLUMNS}
         self.exists = False
+        self.create = create  # False in a dry run: nothing is created, compacted or written
         # With the diff done in the warehouse, the engine needs no copy of the state: only
         # changed rows reach it. (Confirmations are still recorded.)
         self.load_for_local_diff = True
@@ -91,12 +99,8 @@ class SqlStateTable:
             if not create:
                 return
             columns = ", ".join(f"{self._q[c]} {_TYPES[c]}" for c in COLUMNS)
-            index = f"{self.table.replace('.', '_').replace(chr(34), '')}_key_idx"
             try:
                 cur.execute(f"CREATE TABLE IF NOT EXISTS {self.table} ({columns})")
-                with suppress(Exception):
-                    cur.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {self.table} "
-                                f"({self._q['appId']}, {self._q['key']}, {self._q['syncedAt']})")
                 conn.commit()
                 self.exists = True
                 log.info("created the sync state table %s", self.table)
@@ -105,6 +109,17 @@ class SqlStateTable:
                     conn.rollback()
                 raise ConfigError(self.setting, f"cannot create the state table {self.table}: "
                                                 f"{type(exc).__name__}: {exc}") from exc
+            # The index is an optimisation, in its own transaction: its failure must not undo
+            # the table. Its name is derived from the table's, reduced to word characters.
+            index = quote_identifier(re.sub(r"\W", "_", self.table)[:50] + "_key_idx", self.identifier_format)
+            try:
+                cur.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {self.table} "
+                            f"({self._q['appId']}, {self._q['key']}, {self._q['syncedAt']})")
+                conn.commit()
+            except Exception as exc:
+                with suppress(Exception):
+                    conn.rollback()
+                log.warning("could not index the sync state table %s: %s", self.table, type(exc).__name__)
             finally:
                 with suppress(Exception):
                     cur.close()
@@ -233,8 +248,9 @@ class SqlStateTable:
     # ---- the diff in the warehouse -----------------------------------------------------------
     def prepare_warehouse_diff(self) -> None:
         """Compact first, so that each key has one record and :meth:`unchanged_filter` can be a
-        plain semi-join (a killed run may have left superseded records behind)."""
-        if not self.exists:
+        plain semi-join (a killed run may have left superseded records behind). Not in a dry
+        run, which must not touch the state: the filter then checks for newer records itself."""
+        if not self.exists or not self.create:
             return
         try:
             self.compact()
@@ -256,10 +272,13 @@ class SqlStateTable:
             return "1=0"
         if not self._compacted:
             self.prepare_warehouse_diff()
+        newer = "" if self._compacted else (
+            f" AND NOT EXISTS (SELECT 1 FROM {self.table} newer WHERE newer.{q['appId']} = st.{q['appId']} "
+            f"AND newer.{q['key']} = st.{q['key']} AND newer.{q['syncedAt']} > st.{q['syncedAt']})")
         col = lambda name: f"{alias}.{quote_identifier(name, self.identifier_format)}"  # noqa: E731
         return (
             f"EXISTS (SELECT 1 FROM {self.table} st WHERE st.{q['appId']} = {_sql_literal(self.app_id)} "
             f"AND st.{q['viewerId']} = CAST({col(viewer)} AS TEXT) "
             f"AND st.{q['customFieldId']} = CAST({col(field)} AS TEXT) "
-            f"AND st.{q['valueMd5']} = md5(CAST({col(value)} AS TEXT)))"
+            f"AND st.{q['valueMd5']} = md5(CAST({col(value)} AS TEXT)){newer})"
         )

@@ -182,20 +182,36 @@ class SqlSource:
         base = self._base_select(columns)
         if self.skip_unchanged is None:
             return base
-        return f"SELECT * FROM ({base}) polyv_src WHERE NOT {self._unchanged_condition(columns)}"
+        counted = self._counted(base, columns)
+        return f"SELECT * FROM ({counted}) polyv_src WHERE NOT {self._unchanged_condition(columns)}"
 
-    def _unchanged_condition(self, columns: Sequence[str]) -> str:
+    def _counted(self, base: str, columns: Sequence[str]) -> str:
+        """``base`` plus ``polyv_n``: how many source rows share the row's (viewer, field).
+
+        Only a key that appears once can be filtered out as unchanged: with two rows for one
+        key the engine must see both, to report the duplicate or the conflict.
+        """
+        viewer, field, _ = self._diff_columns(columns)
+        return (f"SELECT polyv_base.*, COUNT(*) OVER (PARTITION BY polyv_base.{viewer}, polyv_base.{field}) "
+                f"AS polyv_n FROM ({base}) polyv_base")
+
+    def _diff_columns(self, columns: Sequence[str]) -> tuple[str, str, str]:
         names = self.columns()
         if names is None or len(columns) != 3:
             raise ConfigError(self.setting, "the diff in the warehouse needs a long-form source whose columns "
                                             "can be probed (viewerId, customFieldId, customFieldValue)")
         viewer, field, value = (names[i] for i in resolve_columns(columns, names, self.location, self.setting))
-        return self.skip_unchanged.unchanged_filter("polyv_src", viewer, field, value)
+        return tuple(quote_identifier(n, self.identifier_format) for n in (viewer, field, value))  # type: ignore[return-value]
+
+    def _unchanged_condition(self, columns: Sequence[str]) -> str:
+        names = self.columns() or []
+        viewer, field, value = (names[i] for i in resolve_columns(columns, names, self.location, self.setting))
+        return f"(polyv_src.polyv_n = 1 AND {self.skip_unchanged.unchanged_filter('polyv_src', viewer, field, value)})"
 
     def count_unchanged(self, columns: Sequence[str]) -> int:
         """How many source rows the warehouse diff leaves out (they never leave the warehouse)."""
-        sql = (f"SELECT COUNT(*) FROM ({self._base_select(columns)}) polyv_src "
-               f"WHERE {self._unchanged_condition(columns)}")
+        base = self._counted(self._base_select(columns), columns)
+        sql = f"SELECT COUNT(*) FROM ({base}) polyv_src WHERE {self._unchanged_condition(columns)}"
         conn = self._open()
         try:
             cur = conn.cursor()
@@ -270,6 +286,10 @@ def column_to_arrow(values: list[Any]) -> pa.Array:
     except (pa.ArrowException, TypeError, ValueError, OverflowError):
         return _as_text(values)
     typ = array.type
+    if pat.is_decimal(typ):
+        # Arrow gives a chunk's decimals one common scale, so '1.5' would become '1.50' when a
+        # '12.50' shares its chunk: the text of a value must not depend on its neighbours.
+        return _as_text(values)
     if pat.is_nested(typ):  # JSON objects and arrays: send their JSON text
         return _as_text(values)
     if (isinstance(typ, pa.BaseExtensionType)  # e.g. arrow.uuid: send the canonical str() form

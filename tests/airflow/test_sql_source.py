@@ -279,3 +279,12 @@ def test_postgres_report_table_generic_fallback(pg_schema, pg_warehouse_env):
     assert sink._copy is False
     sink.close()
     assert pg_rows(f'SELECT count(*), count(DISTINCT "runId") FROM {table}') == [(7, 1)]
+
+
+def test_decimal_text_does_not_depend_on_the_other_values_of_its_chunk() -> None:
+    from decimal import Decimal
+
+    from polyv_connector.sources.sql import column_to_arrow
+
+    assert column_to_arrow([Decimal("1.5")]).to_pylist() == ["1.5"]
+    assert column_to_arrow([Decimal("1.5"), Decimal("12.50")]).to_pylist() == ["1.5", "12.50"]

@@ -119,3 +119,44 @@ def test_warehouse_diff_ignores_a_confirmation_superseded_by_an_unconfirmed_send
     again = _sync(pg_schema, diff_in_warehouse=True)
     assert again["items"] == 1
     assert again["counts"]["sent"] == 1
+
+
+def test_a_table_name_cannot_smuggle_sql_through_the_index(pg_schema) -> None:
+    from polyv_connector.airflow.state_table import SqlStateTable
+
+    pg_exec(f"CREATE TABLE {pg_schema}.victim (x int)")
+    table = f'{pg_schema}."s ON {pg_schema}.victim(x); DROP TABLE {pg_schema}.victim; --"'
+    SqlStateTable(_connect, table, "app")
+    tables = "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1"
+    names = [r[0] for r in pg_rows(tables, (pg_schema,))]
+    assert "victim" in names  # still there
+    assert any(n.startswith("s ON") for n in names)  # the oddly named state table was created
+
+
+def test_the_warehouse_diff_keeps_duplicate_keys_for_the_engine(sim, polyv_env, pg_schema, pg_warehouse_env) -> None:
+    _attrs(pg_schema, 3)
+    _sync(pg_schema, diff_in_warehouse=True)
+    # A second row for u1 with another value: the confirmed one must not be filtered out alone.
+    pg_exec(f"INSERT INTO {pg_schema}.attrs VALUES ('u1', 'VIP_LEVEL', 'other')")
+    res = _sync(pg_schema, diff_in_warehouse=True)
+    assert res["items"] == 2
+    assert res["counts"]["rejected"] == 2  # the conflict is reported, nothing of it is sent
+    assert res["unchangedInWarehouse"] == 2
+
+
+def test_dry_run_with_the_warehouse_diff_does_not_touch_the_state(sim, polyv_env, pg_schema, pg_warehouse_env):
+    import pyarrow as pa
+
+    from polyv_connector.airflow.state_table import SqlStateTable
+    from polyv_connector.fingerprints import key_hashes
+
+    _attrs(pg_schema, 3)
+    _sync(pg_schema, diff_in_warehouse=True)
+    st = SqlStateTable(_connect, f"{pg_schema}.polyv_sync_state", APP_ID)
+    st.begin("killed")
+    st.record(key_hashes(pa.array(["u2"]), pa.array(["VIP_LEVEL"]))[0], np.zeros(1, np.uint64))
+    st._conn.close()
+    before = pg_rows(f"SELECT count(*) FROM {pg_schema}.polyv_sync_state")
+    dry = _sync(pg_schema, diff_in_warehouse=True, dry_run=True)
+    assert dry["counts"]["dry_run"] == 1  # u2 is unconfirmed, so it would be sent
+    assert pg_rows(f"SELECT count(*) FROM {pg_schema}.polyv_sync_state") == before  # nothing compacted
