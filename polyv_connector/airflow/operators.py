@@ -70,8 +70,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     :param diff_in_warehouse: with a SQL source and the state table on the source connection,
         compute the diff in the database (an anti-join against the state table) so that only
         changed rows leave the warehouse. Unchanged rows are then counted in the summary
-        (``unchangedInWarehouse``) instead of listed in the report. Needs ``md5()`` (PostgreSQL,
-        MySQL, Snowflake, DuckDB...) and the long form.
+        (``unchangedInWarehouse``) instead of listed in the report. Needs ``md5()``, ``CAST(... AS TEXT)``
+        and window functions (tested on PostgreSQL) and the long form.
     :param expectation_suite_path: Great Expectations suite (JSON) validating the items;
         ``default`` for the suite bundled with the package. The validation JSON and Data Docs
         go next to ``report_path``, else into ``validation_dir``, else under

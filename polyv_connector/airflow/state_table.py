@@ -263,7 +263,7 @@ class SqlStateTable:
         """A SQL condition, true for source rows whose value POLYV last confirmed (per this table).
 
         ``alias`` is the source relation's alias; ``viewer``/``field``/``value`` are its column
-        names (quoted here). Needs ``md5()`` (PostgreSQL, MySQL, DuckDB, Snowflake...). After
+        names (quoted here). Needs ``md5()`` and ``CAST(... AS TEXT)`` (tested on PostgreSQL). After
         :meth:`prepare_warehouse_diff` every key has one record, so an item sent but unconfirmed
         (its record has ``fp = 0`` and no ``valueMd5``) never matches.
         """
