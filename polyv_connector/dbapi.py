@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,3 +79,16 @@ def copy_into(cur: Any, table: str, columns_sql: str, data: pa.Table | pa.Record
     else:  # psycopg 3
         with cur.copy(sql) as copy:
             copy.write(buf.getbuffer())
+
+
+def insert_rows(cur: Any, table: str, columns_sql: str, placeholder: str, data: pa.Table | pa.RecordBatch,
+                chunk_rows: int = 5_000) -> None:
+    """Append ``data`` with ``executemany`` in chunks: the path for databases without COPY."""
+    marks = ", ".join([placeholder] * data.num_columns)
+    sql = f"INSERT INTO {table} ({columns_sql}) VALUES ({marks})"
+    with suppress(AttributeError):
+        cur.fast_executemany = True  # pyodbc's bulk path; other drivers ignore it
+    for start in range(0, data.num_rows, chunk_rows):
+        part = data.slice(start, chunk_rows)
+        cur.executemany(sql, list(zip(*(part.column(i).to_pylist() for i in range(part.num_columns)), strict=True)))
+

@@ -25,6 +25,7 @@ from polyv_connector.airflow.assets import report_file_asset, report_table_asset
 from polyv_connector.airflow.hooks import PolyvHook
 from polyv_connector.config import ColumnMapping, SyncOptions
 from polyv_connector.errors import ConfigError, InputError, StateError
+from polyv_connector.jsonsafe import strict_json
 from polyv_connector.model import FIELD_ID, VALUE, VIEWER_ID
 
 if TYPE_CHECKING:
@@ -366,7 +367,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         summary["airflowRunId"] = context.get("run_id")
         # Defence in depth: nothing above should ever hold the secret; scrub the strings
         # themselves (not the JSON text, where escaping could hide it).
-        summary = _scrub_secret(_strict_json(summary), secret)
+        summary = _scrub_secret(strict_json(summary), secret)
         json.dumps(summary, ensure_ascii=False, allow_nan=False)  # the XCom contract: fail here
         return summary
 
@@ -485,21 +486,6 @@ def _abort(report: Any) -> None:
         abort = getattr(sink, "abort", None)
         if abort is not None:
             abort()
-
-
-def _strict_json(value: Any) -> Any:
-    """``value`` with NaN/inf as None and non-JSON scalars as text: XCom must be strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict_json(v) for v in value]
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if hasattr(value, "item"):  # numpy scalars
-        return _strict_json(value.item())
-    return str(value)
 
 
 def _scrub_secret(value: Any, secret: str) -> Any:

@@ -187,16 +187,9 @@ class SqlReportTable:
             cur.close()
 
     def _write_rows(self, batch: pa.RecordBatch) -> None:
-        marks = ", ".join([self.placeholder] * len(REPORT_COLUMNS))
-        sql = f"INSERT INTO {self.table} ({self._columns_sql}) VALUES ({marks})"
         cur = self._conn.cursor()
-        with suppress(AttributeError):
-            cur.fast_executemany = True  # pyodbc's bulk path; other drivers ignore it
         try:
-            for start in range(0, batch.num_rows, self.chunk_rows):
-                part = batch.slice(start, self.chunk_rows)
-                columns = [part.column(i).to_pylist() for i in range(part.num_columns)]
-                cur.executemany(sql, list(zip(*columns, strict=True)))
+            dbapi.insert_rows(cur, self.table, self._columns_sql, self.placeholder, batch, self.chunk_rows)
         finally:
             with suppress(Exception):
                 cur.close()

@@ -187,12 +187,11 @@ class SqlStateTable:
         })
         cur = self._conn.cursor()
         try:
+            columns_sql = ", ".join(self._q.values())
             if dbapi.driver_of(self._conn) in dbapi.PG_DRIVERS:
-                dbapi.copy_into(cur, self.table, ", ".join(self._q.values()), table)
+                dbapi.copy_into(cur, self.table, columns_sql, table)
             else:
-                marks = ", ".join([self.placeholder] * len(COLUMNS))
-                cur.executemany(f"INSERT INTO {self.table} ({', '.join(self._q.values())}) VALUES ({marks})",
-                                list(zip(*(table.column(c).to_pylist() for c in COLUMNS), strict=True)))
+                dbapi.insert_rows(cur, self.table, columns_sql, self.placeholder, table)
             self._conn.commit()  # durable before the next batch is sent or recorded
         finally:
             with suppress(Exception):

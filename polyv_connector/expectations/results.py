@@ -16,12 +16,13 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from polyv_connector.jsonsafe import strict_json
 
 if TYPE_CHECKING:
     from polyv_connector.expectations.validator import SuiteValidator
@@ -52,21 +53,6 @@ def suite_result(suite: Any, evrs: list[Any], meta: dict[str, Any]) -> Any:
         },
         meta=meta,
     )
-
-
-def strict_json(value: Any) -> Any:
-    """``value`` with numpy scalars as Python values and NaN/Infinity as None (strict JSON)."""
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): strict_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [strict_json(v) for v in value]
-    return value
 
 
 def _atomic_write(path: Path, text: str) -> None:

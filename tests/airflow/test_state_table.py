@@ -160,3 +160,25 @@ def test_dry_run_with_the_warehouse_diff_does_not_touch_the_state(sim, polyv_env
     dry = _sync(pg_schema, diff_in_warehouse=True, dry_run=True)
     assert dry["counts"]["dry_run"] == 1  # u2 is unconfirmed, so it would be sent
     assert pg_rows(f"SELECT count(*) FROM {pg_schema}.polyv_sync_state") == before  # nothing compacted
+
+
+def test_state_table_generic_path_on_sqlite(tmp_path) -> None:
+    """Databases without COPY record through executemany; last record of a key wins."""
+    import sqlite3
+
+    import pyarrow as pa
+
+    from polyv_connector.airflow.state_table import SqlStateTable
+
+    path = tmp_path / "w.db"
+    st = SqlStateTable(lambda: sqlite3.connect(path), "state", "app", placeholder="?")
+    st.begin("r1")
+    items = pa.table({"viewerId": ["v1"], "customFieldId": ["F"], "customFieldValue": ["x"]})
+    st.record(np.array([7], np.uint64), np.array([0], np.uint64), synced_at=1.0)
+    st.record(np.array([7], np.uint64), np.array([70], np.uint64), synced_at=2.0, items=items)
+    st.finish()
+    keys, fps = SqlStateTable(lambda: sqlite3.connect(path), "state", "app", placeholder="?").load()
+    assert keys.tolist() == [7]
+    assert fps.tolist() == [70]
+    rows = sqlite3.connect(path).execute('SELECT "viewerId", "valueMd5" FROM state').fetchall()
+    assert rows == [("v1", "9dd4e461268c8034f5c8564e155c67a6")]  # compacted to the confirmation
