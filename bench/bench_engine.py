@@ -36,11 +36,13 @@ APP, SECRET = "bench-app", "bench-secret-value"
 
 def make_input(path: Path, rows: int) -> None:
     fields = ["PAY_STATUS", "VIP_LEVEL", "COURSE_PROGRESS", "MEMBER_TIER"]
-    table = pa.table({
-        "viewerId": [f"viewer-{i // 4:08d}" for i in range(rows)],
-        "customFieldId": [fields[i % 4] for i in range(rows)],
-        "customFieldValue": [f"值-{i % 977}" for i in range(rows)],
-    })
+    table = pa.table(
+        {
+            "viewerId": [f"viewer-{i // 4:08d}" for i in range(rows)],
+            "customFieldId": [fields[i % 4] for i in range(rows)],
+            "customFieldValue": [f"值-{i % 977}" for i in range(rows)],
+        }
+    )
     pq.write_table(table, path, row_group_size=128_000)
 
 
@@ -48,8 +50,7 @@ def ours_prepare(path: Path) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         spill = Path(tmp) / "spill.arrow"
         opts = SyncOptions()
-        ledger = _plan_pass(ParquetSource(str(path)), opts, None, None, spill,
-                            Progress(interval_s=1e9))
+        ledger = _plan_pass(ParquetSource(str(path)), opts, None, None, spill, Progress(interval_s=1e9))
         n = 0
         for batch in make_batches(_pending_chunks(spill, ledger), 1000, "bench"):
             n += len(batch.body())
@@ -61,8 +62,13 @@ def naive_prepare(path: Path, post: object | None = None) -> int:
     n = 0
     batch: list[dict[str, str]] = []
     for _, row in df.iterrows():
-        batch.append({"viewerId": row["viewerId"], "customFieldId": row["customFieldId"],
-                      "customFieldValue": row["customFieldValue"]})
+        batch.append(
+            {
+                "viewerId": row["viewerId"],
+                "customFieldId": row["customFieldId"],
+                "customFieldValue": row["customFieldValue"],
+            }
+        )
         if len(batch) == 1000:
             body = json.dumps(batch)
             n += len(body)
@@ -86,8 +92,22 @@ def timed(fn, *args) -> float:
 def start_simulator(port: int, latency_ms: int) -> subprocess.Popen[str]:
     env = {**os.environ, "POLYV_APP_ID": APP, "POLYV_APP_SECRET": SECRET}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "polyv_connector.cli", "simulator", "--port", str(port), "--latency-ms",
-         str(latency_ms), "--max-requests", "100000"], env=env, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "polyv_connector.cli",
+            "simulator",
+            "--port",
+            str(port),
+            "--latency-ms",
+            str(latency_ms),
+            "--max-requests",
+            "100000",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     proc.stdout.readline()  # "POLYV simulator listening on ..."
     return proc
@@ -126,16 +146,22 @@ def main() -> None:
             assert res.counts["sent"] == args.e2e_rows, res.summary_line()
             cap = args.max_rps * 1000
             rate = args.e2e_rows / t_e2e
-            print(f"e2e      ours : {args.e2e_rows:>9,} rows in {t_e2e:6.2f}s = {rate:>11,.0f} rows/s "
-                  f"({rate / cap:.0%} of the cap {cap:,.0f} rows/s = --max-rps {args.max_rps:g} x 1000; "
-                  f"{args.latency_ms} ms latency)")
+            print(
+                f"e2e      ours : {args.e2e_rows:>9,} rows in {t_e2e:6.2f}s = {rate:>11,.0f} rows/s "
+                f"({rate / cap:.0%} of the cap {cap:,.0f} rows/s = --max-rps {args.max_rps:g} x 1000; "
+                f"{args.latency_ms} ms latency)"
+            )
 
             session = requests.Session()
 
             def post(body: str) -> None:
                 q = signed_params({"appId": APP, "timestamp": str(int(time.time() * 1000))}, SECRET)
-                r = session.post(base + "/live/v4/user/custom-field/viewer-value/save", params=q,
-                                 data=body.encode(), headers={"Content-Type": "application/json"})
+                r = session.post(
+                    base + "/live/v4/user/custom-field/viewer-value/save",
+                    params=q,
+                    data=body.encode(),
+                    headers={"Content-Type": "application/json"},
+                )
                 r.raise_for_status()
 
             nb = min(args.baseline_rows, 50_000)
@@ -143,8 +169,10 @@ def main() -> None:
             t_base = timed(naive_prepare, small, post)
             r_base = nb / t_base
             print(f"e2e      naive: {nb:>9,} rows in {t_base:6.2f}s = {r_base:>11,.0f} rows/s")
-            print(f"e2e      ratio: {rate / r_base:.1f}x faster than the naive loop; "
-                  f"{rate / cap:.0%} of the rate cap (target >= 90%)")
+            print(
+                f"e2e      ratio: {rate / r_base:.1f}x faster than the naive loop; "
+                f"{rate / cap:.0%} of the rate cap (target >= 90%)"
+            )
         finally:
             sim.terminate()
             sim.wait()

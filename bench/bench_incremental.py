@@ -73,13 +73,21 @@ def main() -> None:
         writer.close()
         st.finish()
         print(f"setup: {args.items:,} items and their state in {time.perf_counter() - t:.1f}s")
-        out = subprocess.run([sys.executable, "-c", CHILD, str(src), str(state_dir), str(Path(tmp) / "r.parquet")],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(src), str(state_dir), str(Path(tmp) / "r.parquet")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         res = json.loads(out.strip().splitlines()[-1])
-        print(f"plan  : {args.items:,} items, {args.changed:.0%} changed: {res['seconds']:.1f}s "
-              f"(target <= 30 s), peak RSS {res['peak_rss_mb']:,.0f} MB (target < 1024 MB)")
-        print(f"        would send {res['counts']['dry_run']:,} items in {res['requests']:,} requests; "
-              f"unchanged {res['counts']['unchanged']:,}")
+        print(
+            f"plan  : {args.items:,} items, {args.changed:.0%} changed: {res['seconds']:.1f}s "
+            f"(target <= 30 s), peak RSS {res['peak_rss_mb']:,.0f} MB (target < 1024 MB)"
+        )
+        print(
+            f"        would send {res['counts']['dry_run']:,} items in {res['requests']:,} requests; "
+            f"unchanged {res['counts']['unchanged']:,}"
+        )
 
 
 if __name__ == "__main__":

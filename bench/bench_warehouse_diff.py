@@ -46,8 +46,10 @@ def main() -> None:
     try:
         t = time.perf_counter()
         cur.execute(f"CREATE TABLE {schema}.attrs (viewer_id text, field_id text, value text)")
-        cur.execute(f"INSERT INTO {schema}.attrs SELECT 'viewer-' || i, 'VIP_LEVEL', 'L' || (i % 1000) "
-                    f"FROM generate_series(1, {args.rows}) i")
+        cur.execute(
+            f"INSERT INTO {schema}.attrs SELECT 'viewer-' || i, 'VIP_LEVEL', 'L' || (i % 1000) "
+            f"FROM generate_series(1, {args.rows}) i"
+        )
         state = SqlStateTable(connect, f"{schema}.polyv_sync_state", APP)
         state.begin("seed")
         step = 100_000
@@ -60,15 +62,18 @@ def main() -> None:
             state.record(key_hashes(viewer, field)[0], value_fingerprints(value), items=items)
         state.finish()
         every = max(1, round(1 / args.changed))
-        cur.execute(f"UPDATE {schema}.attrs SET value = value || '-new' WHERE "
-                    f"substr(viewer_id, 8)::int % {every} = 0")
+        cur.execute(f"UPDATE {schema}.attrs SET value = value || '-new' WHERE substr(viewer_id, 8)::int % {every} = 0")
         cur.execute(f"ANALYZE {schema}.attrs")
         cur.execute(f"ANALYZE {schema}.polyv_sync_state")
         print(f"setup : {args.rows:,} rows and their state in PostgreSQL in {time.perf_counter() - t:.1f}s")
 
         creds = Credentials(APP, Secret("bench-secret"), "http://127.0.0.1:9")
-        opts = SyncOptions(dry_run=True, check_fields=False, read_batch_rows=50_000,
-                           mapping=ColumnMapping("viewer_id", "field_id", "value"))
+        opts = SyncOptions(
+            dry_run=True,
+            check_fields=False,
+            read_batch_rows=50_000,
+            mapping=ColumnMapping("viewer_id", "field_id", "value"),
+        )
         results = {}
         for mode in ("python", "warehouse"):
             source = SqlSource(connect, table=f"{schema}.attrs")
@@ -79,8 +84,10 @@ def main() -> None:
             t = time.perf_counter()
             res = sync(source, creds, opts, None, state=st, progress=Progress(interval_s=1e9))
             results[mode] = (time.perf_counter() - t, res)
-            print(f"{mode:9}: {time.perf_counter() - t:6.1f}s, {res.items:>9,} rows left the warehouse, "
-                  f"{res.counts['dry_run']:,} to send, {res.counts['unchanged']:,} unchanged in Python")
+            print(
+                f"{mode:9}: {time.perf_counter() - t:6.1f}s, {res.items:>9,} rows left the warehouse, "
+                f"{res.counts['dry_run']:,} to send, {res.counts['unchanged']:,} unchanged in Python"
+            )
         ratio = results["python"][0] / results["warehouse"][0]
         print(f"ratio    : the diff in the warehouse is {ratio:.1f}x faster for {args.changed:.0%} changed")
     finally:

@@ -28,15 +28,30 @@ with DAG(
     doc_md=__doc__,
     params={
         "source_conn_id": Param("polyv_warehouse", type="string", description="SQL connection to read"),
-        "source_table": Param("polyv_viewer_attributes", type="string", pattern=TABLE_NAME,
-                              description="[schema.]table to resync (ignored when source_sql is given)"),
-        "source_sql": Param("", type="string",
-                            description="a query to resync instead of a table, run as written with the "
-                                        "connection's role (give it a read-only role)"),
-        "report_table": Param("polyv_sync_report", type="string", pattern=TABLE_NAME,
-                              description="[schema.]table the per-item report is appended to"),
-        "state_table": Param("polyv_sync_state", type="string", pattern=TABLE_NAME,
-                             description="[schema.]table of the sync state (unchanged values are not resent)"),
+        "source_table": Param(
+            "polyv_viewer_attributes",
+            type="string",
+            pattern=TABLE_NAME,
+            description="[schema.]table to resync (ignored when source_sql is given)",
+        ),
+        "source_sql": Param(
+            "",
+            type="string",
+            description="a query to resync instead of a table, run as written with the "
+            "connection's role (give it a read-only role)",
+        ),
+        "report_table": Param(
+            "polyv_sync_report",
+            type="string",
+            pattern=TABLE_NAME,
+            description="[schema.]table the per-item report is appended to",
+        ),
+        "state_table": Param(
+            "polyv_sync_state",
+            type="string",
+            pattern=TABLE_NAME,
+            description="[schema.]table of the sync state (unchanged values are not resent)",
+        ),
         "full_refresh": Param(True, type="boolean", description="ignore the sync state, send everything"),
         "dry_run": Param(False, type="boolean", description="plan and report only, send nothing"),
     },

@@ -19,8 +19,10 @@ from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 
 SAMPLE = str(files("polyv_connector") / "data" / "sample_viewers.parquet")
 # The per-run default report path: a run id holds ':' and '+', awkward in file names.
-DEFAULT_REPORT = ("{{ var.value.get('polyv_report_dir', 'out') }}/polyv_viewer_sync_parquet/"
-                  "{{ run_id | replace(':', '') | replace('+', '') }}.parquet")
+DEFAULT_REPORT = (
+    "{{ var.value.get('polyv_report_dir', 'out') }}/polyv_viewer_sync_parquet/"
+    "{{ run_id | replace(':', '') | replace('+', '') }}.parquet"
+)
 
 with DAG(
     dag_id="polyv_viewer_sync_parquet",
@@ -33,8 +35,9 @@ with DAG(
     doc_md=__doc__,
     params={
         "input_path": Param(SAMPLE, type="string", description="Parquet file, directory or URL"),
-        "report_path": Param("", type="string",
-                             description="Parquet report path; empty: <polyv_report_dir>/<dag>/<run>.parquet"),
+        "report_path": Param(
+            "", type="string", description="Parquet report path; empty: <polyv_report_dir>/<dag>/<run>.parquet"
+        ),
         "full_refresh": Param(False, type="boolean", description="ignore the sync state, send everything"),
         "dry_run": Param(False, type="boolean", description="plan and report only, send nothing"),
     },

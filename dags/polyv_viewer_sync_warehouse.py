@@ -41,16 +41,31 @@ with DAG(
     tags=["polyv"],
     doc_md=__doc__,
     params={
-        "source_table": Param("polyv_viewer_attributes", type="string", pattern=TABLE_NAME,
-                              description="[schema.]table read by the default interval query"),
-        "source_sql": Param("", type="string",
-                            description="a query replacing the default one, run as written with the "
-                            "connection's role: whoever can trigger this DAG can run it, so give "
-                            "polyv_warehouse a read-only role"),
-        "report_table": Param("polyv_sync_report", type="string", pattern=TABLE_NAME,
-                              description="[schema.]table the per-item report is appended to"),
-        "state_table": Param("polyv_sync_state", type="string", pattern=TABLE_NAME,
-                             description="[schema.]table of the sync state (unchanged values are not resent)"),
+        "source_table": Param(
+            "polyv_viewer_attributes",
+            type="string",
+            pattern=TABLE_NAME,
+            description="[schema.]table read by the default interval query",
+        ),
+        "source_sql": Param(
+            "",
+            type="string",
+            description="a query replacing the default one, run as written with the "
+            "connection's role: whoever can trigger this DAG can run it, so give "
+            "polyv_warehouse a read-only role",
+        ),
+        "report_table": Param(
+            "polyv_sync_report",
+            type="string",
+            pattern=TABLE_NAME,
+            description="[schema.]table the per-item report is appended to",
+        ),
+        "state_table": Param(
+            "polyv_sync_state",
+            type="string",
+            pattern=TABLE_NAME,
+            description="[schema.]table of the sync state (unchanged values are not resent)",
+        ),
         "full_refresh": Param(False, type="boolean", description="ignore the sync state, send everything"),
         "dry_run": Param(False, type="boolean", description="plan and report only, send nothing"),
     },

@@ -36,9 +36,14 @@ def json_string_literals(values: pa.Array) -> pa.Array:
 def json_objects(viewer_ids: pa.Array, field_ids: pa.Array, values: pa.Array) -> pa.Array:
     """One compact JSON object per item: ``{"viewerId":..,"customFieldId":..,"customFieldValue":..}``."""
     return pc.binary_join_element_wise(
-        pa.scalar('{"viewerId":'), json_string_literals(viewer_ids),
-        pa.scalar(',"customFieldId":'), json_string_literals(field_ids),
-        pa.scalar(',"customFieldValue":'), json_string_literals(values), pa.scalar("}"), "",
+        pa.scalar('{"viewerId":'),
+        json_string_literals(viewer_ids),
+        pa.scalar(',"customFieldId":'),
+        json_string_literals(field_ids),
+        pa.scalar(',"customFieldValue":'),
+        json_string_literals(values),
+        pa.scalar("}"),
+        "",
     )
 
 
@@ -47,8 +52,14 @@ JSON_COLUMN = "_json"
 
 def item_table(viewer_ids: pa.Array, field_ids: pa.Array, values: pa.Array) -> pa.Table:
     """Items ready to batch: the three strings plus each item's JSON object (``_json``)."""
-    return pa.table({"viewerId": viewer_ids, "customFieldId": field_ids, "customFieldValue": values,
-                     JSON_COLUMN: json_objects(viewer_ids, field_ids, values)})
+    return pa.table(
+        {
+            "viewerId": viewer_ids,
+            "customFieldId": field_ids,
+            "customFieldValue": values,
+            JSON_COLUMN: json_objects(viewer_ids, field_ids, values),
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -71,14 +82,19 @@ class Batch:
     def halves(self) -> tuple[Batch, Batch]:
         """Split in two (for isolating items the server rejects)."""
         mid = len(self) // 2
-        return (Batch(self.batch_id + ".0", self.indices[:mid], self.items.slice(0, mid)),
-                Batch(self.batch_id + ".1", self.indices[mid:], self.items.slice(mid)))
+        return (
+            Batch(self.batch_id + ".0", self.indices[:mid], self.items.slice(0, mid)),
+            Batch(self.batch_id + ".1", self.indices[mid:], self.items.slice(mid)),
+        )
 
 
 def encode_body(viewer_ids: Iterable[str], field_ids: Iterable[str], values: Iterable[str]) -> bytes:
     """Encode items as a JSON array body (convenience for callers holding Python strings)."""
-    items = item_table(pa.array(list(viewer_ids), pa.string()), pa.array(list(field_ids), pa.string()),
-                       pa.array(list(values), pa.string()))
+    items = item_table(
+        pa.array(list(viewer_ids), pa.string()),
+        pa.array(list(field_ids), pa.string()),
+        pa.array(list(values), pa.string()),
+    )
     return Batch("", np.arange(items.num_rows), items).body()
 
 
@@ -100,7 +116,7 @@ def make_batches(
         pos = 0
         while pos < len(idx):
             take = min(batch_size - pending, len(idx) - pos)
-            pend_idx.append(idx[pos:pos + take])
+            pend_idx.append(idx[pos : pos + take])
             pend_items.append(items.slice(pos, take))
             pending += take
             pos += take

@@ -56,8 +56,7 @@ def check_items(items: pa.Table, known_fields: Collection[str] | None) -> pa.Arr
         reasons.append(
             _reason_where(
                 unknown,
-                f"{FIELD_ID} does not exist in this POLYV account (create the field in POLYV "
-                "or fix the id)",
+                f"{FIELD_ID} does not exist in this POLYV account (create the field in POLYV or fix the id)",
             )
         )
     reasons.append(_reason_where(pc.is_null(value), f"{VALUE} is null"))

@@ -56,8 +56,9 @@ class Credentials:
             app_secret=Secret(env.get("POLYV_APP_SECRET", "")),
             base_url=env.get("POLYV_API_BASE_URL", "").strip() or DEFAULT_BASE_URL,
         )
-        creds.validate(app_id_setting="POLYV_APP_ID", secret_setting="POLYV_APP_SECRET",
-                       url_setting="POLYV_API_BASE_URL")
+        creds.validate(
+            app_id_setting="POLYV_APP_ID", secret_setting="POLYV_APP_SECRET", url_setting="POLYV_API_BASE_URL"
+        )
         return creds
 
     def validate(

@@ -46,8 +46,9 @@ def _hook_attr(hook: Any, name: str) -> Any:
         return None
 
 
-def resolve(connection: Any, *, placeholder: str | None = None, identifier_format: str | None = None,
-            dialect: str | None = None) -> Target:
+def resolve(
+    connection: Any, *, placeholder: str | None = None, identifier_format: str | None = None, dialect: str | None = None
+) -> Target:
     """A :class:`Target` for a ``DbApiHook`` or a connection factory; explicit values win."""
     if hasattr(connection, "get_conn"):
         return Target(
@@ -81,8 +82,9 @@ def copy_into(cur: Any, table: str, columns_sql: str, data: pa.Table | pa.Record
             copy.write(buf.getbuffer())
 
 
-def insert_rows(cur: Any, table: str, columns_sql: str, placeholder: str, data: pa.Table | pa.RecordBatch,
-                chunk_rows: int = 5_000) -> None:
+def insert_rows(
+    cur: Any, table: str, columns_sql: str, placeholder: str, data: pa.Table | pa.RecordBatch, chunk_rows: int = 5_000
+) -> None:
     """Append ``data`` with ``executemany`` in chunks: the path for databases without COPY."""
     marks = ", ".join([placeholder] * data.num_columns)
     sql = f"INSERT INTO {table} ({columns_sql}) VALUES ({marks})"
@@ -91,4 +93,3 @@ def insert_rows(cur: Any, table: str, columns_sql: str, placeholder: str, data: 
     for start in range(0, data.num_rows, chunk_rows):
         part = data.slice(start, chunk_rows)
         cur.executemany(sql, list(zip(*(part.column(i).to_pylist() for i in range(part.num_columns)), strict=True)))
-

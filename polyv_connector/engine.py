@@ -112,8 +112,7 @@ class SyncResult:
 
     @property
     def ok(self) -> bool:
-        return not self.aborted and not self.gate_failures and not any(
-            self.counts.get(s, 0) for s in UNSUCCESSFUL)
+        return not self.aborted and not self.gate_failures and not any(self.counts.get(s, 0) for s in UNSUCCESSFUL)
 
     @property
     def exit_code(self) -> int:
@@ -127,8 +126,10 @@ class SyncResult:
         parts = ", ".join(f"{s} {self.counts.get(s, 0):,}" for s in STATUSES if self.counts.get(s, 0))
         verb = "would make" if self.dry_run else "made"
         requests = self.requests_planned if self.dry_run else self.requests_sent
-        line = (f"run {self.run_id}: {self.items:,} items: {parts or 'nothing'}; {verb} "
-                f"{requests:,} save request{'' if requests == 1 else 's'} in {self.duration_s:.1f}s")
+        line = (
+            f"run {self.run_id}: {self.items:,} items: {parts or 'nothing'}; {verb} "
+            f"{requests:,} save request{'' if requests == 1 else 's'} in {self.duration_s:.1f}s"
+        )
         if self.aborted:
             line += f"; STOPPED: {self.aborted}"
         if self.gate_failures:
@@ -225,15 +226,17 @@ def sync(
         raise StateError(f"the sync state is for appId {state.app_id!r}, not {credentials.app_id!r}")
     state_keys, state_fps = _load_state(state, options)
 
-    client = PolyvClient(credentials, options.send,
-                         budget=budget or TokenBucket(options.send.max_rps), clock=clock)
+    client = PolyvClient(credentials, options.send, budget=budget or TokenBucket(options.send.max_rps), clock=clock)
     circuit = Circuit()
     try:
         known_fields = None
         if options.check_fields:
             try:
-                known_fields = {f["customFieldId"] for f in client.list_fields(sleep=sleep)
-                                if isinstance(f, dict) and f.get("customFieldId")}
+                known_fields = {
+                    f["customFieldId"]
+                    for f in client.list_fields(sleep=sleep)
+                    if isinstance(f, dict) and f.get("customFieldId")
+                }
             except RunAborted as abort:
                 circuit.open(abort)
         with tempfile.TemporaryDirectory(prefix="polyv-sync-") as tmp:
@@ -245,8 +248,9 @@ def sync(
             gate_failures += _rejected_fraction_gate(ledger, options)
             if not options.full_refresh:
                 pending = ledger.status == PENDING
-                ledger.status[plan_unchanged(ledger.key_a, ledger.fp, pending,
-                                             state_keys, state_fps)] = STATUS_CODE["unchanged"]
+                ledger.status[plan_unchanged(ledger.key_a, ledger.fp, pending, state_keys, state_fps)] = STATUS_CODE[
+                    "unchanged"
+                ]
             pending_count = int(np.count_nonzero(ledger.status == PENDING))
             requests_planned = math.ceil(pending_count / options.send.batch_size)
             closing: dict[str, str] = {}
@@ -256,8 +260,7 @@ def sync(
             elif options.dry_run:
                 ledger.status[ledger.status == PENDING] = STATUS_CODE["dry_run"]
             elif not circuit.is_open and pending_count:
-                _send_pass(spill_path, ledger, options, client, circuit, state, run_id,
-                           progress, clock, sleep, seed)
+                _send_pass(spill_path, ledger, options, client, circuit, state, run_id, progress, clock, sleep, seed)
             if circuit.abort is not None:
                 closing["not_attempted"] = f"not sent: the run was stopped: {circuit.abort}"
             ledger.status[ledger.status == PENDING] = STATUS_CODE["not_attempted"]
@@ -269,12 +272,19 @@ def sync(
         client.close()
     abort = circuit.abort
     return SyncResult(
-        run_id=run_id, app_id=credentials.app_id, counts=ledger.counts(), items=len(ledger),
-        requests_sent=client.save_requests_sent, api_requests=client.requests_sent,
+        run_id=run_id,
+        app_id=credentials.app_id,
+        counts=ledger.counts(),
+        items=len(ledger),
+        requests_sent=client.save_requests_sent,
+        api_requests=client.requests_sent,
         requests_planned=requests_planned,
-        duration_s=clock() - started, report_location=report.location if report else None,
-        dry_run=options.dry_run, aborted=str(abort) if abort else None,
-        abort_cause=abort.cause if abort else None, gate_failures=gate_failures,
+        duration_s=clock() - started,
+        report_location=report.location if report else None,
+        dry_run=options.dry_run,
+        aborted=str(abort) if abort else None,
+        abort_cause=abort.cause if abort else None,
+        gate_failures=gate_failures,
     )
 
 
@@ -294,8 +304,14 @@ def _load_state(state: StateStore | None, options: SyncOptions) -> tuple[np.ndar
     return empty if options.full_refresh else loaded
 
 
-def _plan_pass(source: Source, options: SyncOptions, known_fields: set[str] | None,
-               validator: Validator | None, spill_path: Path, progress: Progress) -> _Ledger:
+def _plan_pass(
+    source: Source,
+    options: SyncOptions,
+    known_fields: set[str] | None,
+    validator: Validator | None,
+    spill_path: Path,
+    progress: Progress,
+) -> _Ledger:
     key_a: list[np.ndarray] = []
     key_b: list[np.ndarray] = []
     fps: list[np.ndarray] = []
@@ -307,9 +323,10 @@ def _plan_pass(source: Source, options: SyncOptions, known_fields: set[str] | No
             try:
                 items = to_items(batch, options.mapping, first_row)
             except (pa.ArrowInvalid, UnsupportedColumn) as exc:
-                raise InputError(getattr(source, "setting", "--input"),
-                                 f"rows {first_row}-{first_row + batch.num_rows - 1}: "
-                                 f"cannot turn a value into text: {exc}") from exc
+                raise InputError(
+                    getattr(source, "setting", "--input"),
+                    f"rows {first_row}-{first_row + batch.num_rows - 1}: cannot turn a value into text: {exc}",
+                ) from exc
             first_row += batch.num_rows
             reasons = check_items(items, known_fields)
             extra = validator.validate_chunk(items) if validator else None
@@ -346,8 +363,10 @@ def _rejected_fraction_gate(ledger: _Ledger, options: SyncOptions) -> list[str]:
     rejected = int(np.count_nonzero(ledger.status == STATUS_CODE["rejected"]))
     fraction = rejected / len(ledger)
     if fraction > limit:
-        return [f"{rejected:,} of {len(ledger):,} items rejected ({fraction:.1%}), above the "
-                f"ceiling of {limit:.1%} (max_rejected_fraction); fix the source or raise the ceiling"]
+        return [
+            f"{rejected:,} of {len(ledger):,} items rejected ({fraction:.1%}), above the "
+            f"ceiling of {limit:.1%} (max_rejected_fraction); fix the source or raise the ceiling"
+        ]
     return []
 
 
@@ -367,19 +386,37 @@ def _spill_batches(spill_path: Path) -> Iterator[tuple[int, pa.RecordBatch]]:
 def _pending_chunks(spill_path: Path, ledger: _Ledger) -> Iterator[tuple[np.ndarray, pa.Table]]:
     """(positions, item_table) of the pending items, spill batch by spill batch."""
     for offset, rb in _spill_batches(spill_path):
-        local = np.flatnonzero(ledger.status[offset:offset + rb.num_rows] == PENDING)
+        local = np.flatnonzero(ledger.status[offset : offset + rb.num_rows] == PENDING)
         if len(local):
             idx = pa.array(local)
-            yield (local + offset, item_table(rb.column(VIEWER_ID).take(idx),
-                                              rb.column(FIELD_ID).take(idx), rb.column(VALUE).take(idx)))
+            yield (
+                local + offset,
+                item_table(rb.column(VIEWER_ID).take(idx), rb.column(FIELD_ID).take(idx), rb.column(VALUE).take(idx)),
+            )
 
 
-def _send_pass(spill_path: Path, ledger: _Ledger, options: SyncOptions, client: PolyvClient,
-               circuit: Circuit, state: StateStore | None, run_id: str, progress: Progress,
-               clock: Callable[[], float], sleep: Callable[[float], None], seed: int | None) -> None:
+def _send_pass(
+    spill_path: Path,
+    ledger: _Ledger,
+    options: SyncOptions,
+    client: PolyvClient,
+    circuit: Circuit,
+    state: StateStore | None,
+    run_id: str,
+    progress: Progress,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    seed: int | None,
+) -> None:
     send = options.send
-    sender = BatchSender(client, RetryPolicy(send.max_attempts, send.backoff_base_s, send.backoff_max_s),
-                         circuit, seed=seed, sleep=sleep, clock=clock)
+    sender = BatchSender(
+        client,
+        RetryPolicy(send.max_attempts, send.backoff_base_s, send.backoff_max_s),
+        circuit,
+        seed=seed,
+        sleep=sleep,
+        clock=clock,
+    )
     if state is not None:
         state.begin(run_id)
     progress.start("sending", int(np.count_nonzero(ledger.status == PENDING)))
@@ -389,8 +426,12 @@ def _send_pass(spill_path: Path, ledger: _Ledger, options: SyncOptions, client: 
             ledger.record(result)
             if result.status == "sent" and state is not None:
                 # Checkpoint: the state advances only with what POLYV confirmed.
-                state.record(ledger.key_a[result.indices], ledger.fp[result.indices], result.synced_at,
-                             items=_items_of(batch, result))
+                state.record(
+                    ledger.key_a[result.indices],
+                    ledger.fp[result.indices],
+                    result.synced_at,
+                    items=_items_of(batch, result),
+                )
         progress.advance(len(batch))
 
     def marked(batches: Iterator[Batch]) -> Iterator[Batch]:
@@ -409,8 +450,13 @@ def _send_pass(spill_path: Path, ledger: _Ledger, options: SyncOptions, client: 
         # Whatever broke (a full disk under the state, a bug), stop sending and still write
         # the report: the items not confirmed so far are reported not_attempted.
         log.exception("sending stopped by an unexpected error")
-        circuit.open(RunAborted("internal", f"sending stopped by an unexpected error: {type(exc).__name__}: "
-                                            f"{exc}; confirmed items are kept in the state, rerun to continue"))
+        circuit.open(
+            RunAborted(
+                "internal",
+                f"sending stopped by an unexpected error: {type(exc).__name__}: "
+                f"{exc}; confirmed items are kept in the state, rerun to continue",
+            )
+        )
     progress.finish()
 
 
@@ -422,8 +468,15 @@ def _items_of(batch: Batch, result: ItemsResult) -> pa.Table:
     return batch.items.take(pa.array(where))
 
 
-def _write_report(spill_path: Path, ledger: _Ledger, report: ReportSink, run_id: str,
-                  closing: dict[str, str], now: float, gate_failed: bool = False) -> None:
+def _write_report(
+    spill_path: Path,
+    ledger: _Ledger,
+    report: ReportSink,
+    run_id: str,
+    closing: dict[str, str],
+    now: float,
+    gate_failed: bool = False,
+) -> None:
     res = ledger.results
     r_reason = pa.array([r.reason for r in res], pa.string())
     r_error = pa.array([r.error_code for r in res], pa.int64())
@@ -460,10 +513,24 @@ def _write_report(spill_path: Path, ledger: _Ledger, report: ReportSink, run_id:
         reason = pc.if_else(sent, pa.scalar(None, pa.string()), reason)
         synced = pc.coalesce(per_result(r_time), pa.scalar(now))
         synced_ts = pc.round(pc.multiply(synced, 1e6)).cast(pa.int64()).cast(pa.timestamp("us", tz="UTC"))
-        report.write(pa.record_batch([
-            rb.column(ROW_NUMBER), rb.column(VIEWER_ID), rb.column(FIELD_ID), rb.column(VALUE),
-            status, reason, per_result(r_error), per_result(r_http), per_result(r_request),
-            pa.array(ledger.attempts[sl].astype(np.int64)), per_result(r_batch),
-            pa.array(np.full(n, run_id, dtype=object), pa.string()), synced_ts,
-        ], schema=schema))
+        report.write(
+            pa.record_batch(
+                [
+                    rb.column(ROW_NUMBER),
+                    rb.column(VIEWER_ID),
+                    rb.column(FIELD_ID),
+                    rb.column(VALUE),
+                    status,
+                    reason,
+                    per_result(r_error),
+                    per_result(r_http),
+                    per_result(r_request),
+                    pa.array(ledger.attempts[sl].astype(np.int64)),
+                    per_result(r_batch),
+                    pa.array(np.full(n, run_id, dtype=object), pa.string()),
+                    synced_ts,
+                ],
+                schema=schema,
+            )
+        )
     report.close()

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-Status = Literal[
-    "sent", "unchanged", "duplicate", "rejected", "failed", "not_attempted", "dry_run"
-]
+Status = Literal["sent", "unchanged", "duplicate", "rejected", "failed", "not_attempted", "dry_run"]
 
 # Statuses in the order summaries print them. Codes are the int8 values held in the
 # run's result arrays; "pending" is internal (planned to send, not sent yet).
 STATUSES: Final[tuple[Status, ...]] = (
-    "sent", "unchanged", "duplicate", "rejected", "failed", "not_attempted", "dry_run"
+    "sent",
+    "unchanged",
+    "duplicate",
+    "rejected",
+    "failed",
+    "not_attempted",
+    "dry_run",
 )
 PENDING: Final = 0
 STATUS_CODE: Final[dict[str, int]] = {name: i + 1 for i, name in enumerate(STATUSES)}
@@ -29,8 +33,19 @@ MAX_FIELD_ID_LENGTH: Final = 64
 MAX_BATCH_SIZE: Final = 1000
 
 REPORT_COLUMNS: Final[tuple[str, ...]] = (
-    "rowNumber", "viewerId", "customFieldId", "customFieldValue", "status", "reason",
-    "errorCode", "httpStatus", "requestId", "attempts", "batchId", "runId", "syncedAt",
+    "rowNumber",
+    "viewerId",
+    "customFieldId",
+    "customFieldValue",
+    "status",
+    "reason",
+    "errorCode",
+    "httpStatus",
+    "requestId",
+    "attempts",
+    "batchId",
+    "runId",
+    "syncedAt",
 )
 
 

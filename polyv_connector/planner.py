@@ -60,8 +60,9 @@ class PlanNotes:
     def from_plan(cls, plan: DuplicatePlan, items_per_row: int) -> PlanNotes:
         sizes = np.diff(np.append(plan.conflict_starts, len(plan.conflicting)))
         group_of = np.repeat(np.arange(len(sizes)), sizes)
-        group_rows = [plan.conflicting[a:a + n] // items_per_row
-                      for a, n in zip(plan.conflict_starts, sizes, strict=True)]
+        group_rows = [
+            plan.conflicting[a : a + n] // items_per_row for a, n in zip(plan.conflict_starts, sizes, strict=True)
+        ]
         positions = np.concatenate([plan.duplicate, plan.conflicting]).astype(np.int64)
         kind = np.concatenate([np.full(len(plan.duplicate), 1, np.int8), np.full(len(plan.conflicting), 2, np.int8)])
         ref = np.concatenate([plan.duplicate_of // items_per_row, group_of]).astype(np.int64)
@@ -75,8 +76,10 @@ class PlanNotes:
         rows = self.group_rows[int(self.ref[i])]
         own = int(self.positions[i]) // self.items_per_row
         others = rows[rows != own] if np.any(rows != own) else rows
-        return ("conflicting values for the same viewerId and customFieldId in rows "
-                f"{_rows_text(others)}; keep one row per viewer and field in the source")
+        return (
+            "conflicting values for the same viewerId and customFieldId in rows "
+            f"{_rows_text(others)}; keep one row per viewer and field in the source"
+        )
 
     def texts_between(self, start: int, stop: int) -> tuple[np.ndarray, list[str]]:
         """Positions in [start, stop) that have a note, and their texts."""
@@ -91,7 +94,10 @@ def _rows_text(rows: np.ndarray) -> str:
 
 
 def plan_duplicates(
-    key_a: np.ndarray, key_b: np.ndarray, value_fp: np.ndarray, eligible: np.ndarray,
+    key_a: np.ndarray,
+    key_b: np.ndarray,
+    value_fp: np.ndarray,
+    eligible: np.ndarray,
 ) -> DuplicatePlan:
     """Find items sharing (viewerId, customFieldId) among ``eligible`` positions.
 
@@ -108,10 +114,12 @@ def plan_duplicates(
     del sorted_keys
     if len(repeated) == 0:
         return none
-    candidates = np.concatenate([
-        start + np.flatnonzero(eligible[start:start + _CHUNK] & _member(key_a[start:start + _CHUNK], repeated))
-        for start in range(0, len(key_a), _CHUNK)
-    ])
+    candidates = np.concatenate(
+        [
+            start + np.flatnonzero(eligible[start : start + _CHUNK] & _member(key_a[start : start + _CHUNK], repeated))
+            for start in range(0, len(key_a), _CHUNK)
+        ]
+    )
     # Order candidates by (key_a, key_b, position): equal keys become adjacent runs, and the
     # first item of each run is the one kept.
     order = candidates[np.lexsort((candidates, key_b[candidates], key_a[candidates]))]
@@ -134,8 +142,11 @@ def plan_duplicates(
 
 
 def plan_unchanged(
-    key: np.ndarray, value_fp: np.ndarray, pending: np.ndarray,
-    state_keys: np.ndarray, state_fps: np.ndarray,
+    key: np.ndarray,
+    value_fp: np.ndarray,
+    pending: np.ndarray,
+    state_keys: np.ndarray,
+    state_fps: np.ndarray,
 ) -> np.ndarray:
     """Positions among ``pending`` whose value matches the last confirmed value in the state.
 
@@ -145,7 +156,7 @@ def plan_unchanged(
         return np.empty(0, dtype=np.int64)
     found: list[np.ndarray] = []
     for start in range(0, len(key), _CHUNK):
-        pos = start + np.flatnonzero(pending[start:start + _CHUNK])
+        pos = start + np.flatnonzero(pending[start : start + _CHUNK])
         k = key[pos]
         at = np.minimum(np.searchsorted(state_keys, k), len(state_keys) - 1)
         same = (state_keys[at] == k) & (state_fps[at] == value_fp[pos])

@@ -14,8 +14,9 @@ log = logging.getLogger("polyv_connector")
 class Progress:
     """Counts items through a phase and reports at most every ``interval_s`` seconds."""
 
-    def __init__(self, stream: TextIO | None = None, interval_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, interval_s: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._stream = stream if stream is not None else sys.stderr
         self._tty = bool(getattr(self._stream, "isatty", lambda: False)())
         self._interval = interval_s if interval_s is not None else (0.2 if self._tty else 10.0)

@@ -95,13 +95,18 @@ class BatchSender:
             self._items_rejected += rejected
             runaway = self._items_rejected >= self.REJECTION_CIRCUIT_MIN and self._items_rejected > 10 * self._items_ok
         if runaway and outcome is not None:
-            self._circuit.open(RunAborted(
-                "rejected",
-                f"POLYV rejected {self._items_rejected} items one by one ('{outcome.desc}', error "
-                f"{outcome.error_code}) and accepted only {self._items_ok}: either every value is invalid "
-                "(see the failed rows) or POLYV refuses the request itself. Splitting batches further "
-                "would cost two requests per item, so nothing more was sent.",
-                http_status=outcome.http_status, error_code=outcome.error_code, request_id=outcome.request_id))
+            self._circuit.open(
+                RunAborted(
+                    "rejected",
+                    f"POLYV rejected {self._items_rejected} items one by one ('{outcome.desc}', error "
+                    f"{outcome.error_code}) and accepted only {self._items_ok}: either every value is invalid "
+                    "(see the failed rows) or POLYV refuses the request itself. Splitting batches further "
+                    "would cost two requests per item, so nothing more was sent.",
+                    http_status=outcome.http_status,
+                    error_code=outcome.error_code,
+                    request_id=outcome.request_id,
+                )
+            )
 
     def _rng(self) -> random.Random:
         # One generator per thread: random.Random is not meant to be shared across threads.
@@ -117,9 +122,17 @@ class BatchSender:
     def _not_attempted(self, batch: Batch, attempts: int, outcome: Outcome | None = None) -> ItemsResult:
         abort = self._circuit.abort
         reason = f"not sent: the run was stopped ({abort})" if abort else "not sent: the run was stopped"
-        return ItemsResult(batch.indices, "not_attempted", batch.batch_id, attempts, self._clock(), reason,
-                           outcome.http_status if outcome else None, outcome.error_code if outcome else None,
-                           outcome.request_id if outcome else None)
+        return ItemsResult(
+            batch.indices,
+            "not_attempted",
+            batch.batch_id,
+            attempts,
+            self._clock(),
+            reason,
+            outcome.http_status if outcome else None,
+            outcome.error_code if outcome else None,
+            outcome.request_id if outcome else None,
+        )
 
     def _send(self, batch: Batch, carried: int) -> list[ItemsResult]:
         attempt = 0
@@ -132,27 +145,56 @@ class BatchSender:
             tries = carried + attempt
             if outcome.kind == "ok":
                 self._tally(len(batch), 0)
-                return [ItemsResult(batch.indices, "sent", batch.batch_id, tries, self._clock(),
-                                    None, outcome.http_status, None, outcome.request_id)]
+                return [
+                    ItemsResult(
+                        batch.indices,
+                        "sent",
+                        batch.batch_id,
+                        tries,
+                        self._clock(),
+                        None,
+                        outcome.http_status,
+                        None,
+                        outcome.request_id,
+                    )
+                ]
             if outcome.kind in ("blocked", "fatal"):
                 self._circuit.open(abort_for(outcome))
                 return [self._not_attempted(batch, tries, outcome)]
             if outcome.kind == "data":
                 if len(batch) == 1:
                     self._tally(0, 1, outcome)
-                    return [ItemsResult(
-                        batch.indices, "failed", batch.batch_id, tries, self._clock(),
-                        f"POLYV rejected this item: '{outcome.desc}' (error {outcome.error_code}); "
-                        "fix the value in the source", outcome.http_status, outcome.error_code,
-                        outcome.request_id)]
+                    return [
+                        ItemsResult(
+                            batch.indices,
+                            "failed",
+                            batch.batch_id,
+                            tries,
+                            self._clock(),
+                            f"POLYV rejected this item: '{outcome.desc}' (error {outcome.error_code}); "
+                            "fix the value in the source",
+                            outcome.http_status,
+                            outcome.error_code,
+                            outcome.request_id,
+                        )
+                    ]
                 # One bad item fails the whole request: split to find it, send the rest.
                 left, right = batch.halves()
                 return self._send(left, tries) + self._send(right, tries)
             if not self._retry.should_retry(attempt):
-                return [ItemsResult(
-                    batch.indices, "failed", batch.batch_id, tries, self._clock(),
-                    f"gave up after {attempt} attempts: {outcome.desc}; rerun to retry these rows",
-                    outcome.http_status, outcome.error_code, outcome.request_id)]
+                return [
+                    ItemsResult(
+                        batch.indices,
+                        "failed",
+                        batch.batch_id,
+                        tries,
+                        self._clock(),
+                        f"gave up after {attempt} attempts: {outcome.desc}; rerun to retry these rows",
+                        outcome.http_status,
+                        outcome.error_code,
+                        outcome.request_id,
+                    )
+                ]
             self._sleep(self._retry.backoff_s(attempt, self._rng()))
 
 

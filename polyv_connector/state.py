@@ -44,8 +44,9 @@ class StateStore(Protocol):
     def begin(self, run_id: str) -> None:
         """Prepare to record a run's confirmations."""
 
-    def record(self, keys: np.ndarray, fps: np.ndarray, synced_at: float | None = None,
-               items: pa.Table | None = None) -> None:
+    def record(
+        self, keys: np.ndarray, fps: np.ndarray, synced_at: float | None = None, items: pa.Table | None = None
+    ) -> None:
         """Make one confirmed batch durable before returning. ``items`` holds the batch's
         viewerId, customFieldId and customFieldValue, for stores that keep them."""
 
@@ -85,8 +86,9 @@ class SyncState:
         """Keys, fingerprints and (if asked for) the time of each key's last record."""
         empty = np.empty(0, np.uint64)
         if not self.path.exists():
-            log.info("no sync state for appId %s under %s yet: every valid item will be sent",
-                     self.app_id, self.path.parent)
+            log.info(
+                "no sync state for appId %s under %s yet: every valid item will be sent", self.app_id, self.path.parent
+            )
             return empty, empty, None
         self._check_meta()
         parts: list[pa.Table] = []
@@ -95,15 +97,20 @@ class SyncState:
             try:
                 parts.append(pq.read_table(base, columns=columns))
             except (pa.ArrowException, OSError) as exc:
-                raise StateError(f"sync state {base} is corrupt ({exc}); delete it or run with "
-                                 "--reset-state to start over with a full refresh") from exc
+                raise StateError(
+                    f"sync state {base} is corrupt ({exc}); delete it or run with "
+                    "--reset-state to start over with a full refresh"
+                ) from exc
         logs = self._logs()
         parts.extend(_read_log(log).select(columns) for log in logs)
         if not parts:
             # meta.json without data: someone deleted the state's files, or no run confirmed
             # anything yet. Either way nothing can be trusted as unchanged.
-            log.warning("the sync state for appId %s under %s holds no confirmed items: every valid "
-                        "item will be sent", self.app_id, self.path)
+            log.warning(
+                "the sync state for appId %s under %s holds no confirmed items: every valid item will be sent",
+                self.app_id,
+                self.path,
+            )
             return empty, empty, None
         table = pa.concat_tables(parts)
         keys = table.column("key").to_numpy()
@@ -128,11 +135,15 @@ class SyncState:
         except (OSError, ValueError) as exc:
             raise StateError(f"sync state {meta_path} is unreadable ({exc}); run with --reset-state") from exc
         if meta.get("appId") != self.app_id:
-            raise StateError(f"sync state {self.path} belongs to appId {meta.get('appId')!r}, not "
-                             f"{self.app_id!r}; use another --state-dir")
+            raise StateError(
+                f"sync state {self.path} belongs to appId {meta.get('appId')!r}, not "
+                f"{self.app_id!r}; use another --state-dir"
+            )
         if meta.get("fingerprint") != FINGERPRINT_VERSION:
-            raise StateError(f"sync state {self.path} uses fingerprint {meta.get('fingerprint')!r}; "
-                             "run with --reset-state (a full refresh) to rebuild it")
+            raise StateError(
+                f"sync state {self.path} uses fingerprint {meta.get('fingerprint')!r}; "
+                "run with --reset-state (a full refresh) to rebuild it"
+            )
 
     # ---- writing -------------------------------------------------------------------------
     def begin(self, run_id: str) -> None:
@@ -147,14 +158,16 @@ class SyncState:
         self._log_file = open(self._log_path, "wb")  # noqa: SIM115 - closed in finish()
         self._log = pa.ipc.new_stream(self._log_file, _SCHEMA)
 
-    def record(self, keys: np.ndarray, fps: np.ndarray, synced_at: float | None = None,
-               items: pa.Table | None = None) -> None:
+    def record(
+        self, keys: np.ndarray, fps: np.ndarray, synced_at: float | None = None, items: pa.Table | None = None
+    ) -> None:
         """Durably append confirmed items (returns after fsync). ``items`` is not kept here."""
         if self._log is None or self._log_file is None:
             raise RuntimeError("SyncState.begin() was not called")
         at = np.full(len(keys), synced_at or time.time())
-        self._log.write_batch(pa.record_batch([pa.array(keys, pa.uint64()), pa.array(fps, pa.uint64()),
-                                               pa.array(at)], schema=_SCHEMA))
+        self._log.write_batch(
+            pa.record_batch([pa.array(keys, pa.uint64()), pa.array(fps, pa.uint64()), pa.array(at)], schema=_SCHEMA)
+        )
         self._log_file.flush()
         os.fsync(self._log_file.fileno())
 
@@ -171,9 +184,14 @@ class SyncState:
         if not logs:
             return
         keys, fps, times = self._load(["key", "fp", "syncedAt"])
-        table = pa.table({"key": pa.array(keys, pa.uint64()), "fp": pa.array(fps, pa.uint64()),
-                          "syncedAt": pa.array(times if times is not None else np.full(len(keys), time.time()))},
-                         schema=_SCHEMA)
+        table = pa.table(
+            {
+                "key": pa.array(keys, pa.uint64()),
+                "fp": pa.array(fps, pa.uint64()),
+                "syncedAt": pa.array(times if times is not None else np.full(len(keys), time.time())),
+            },
+            schema=_SCHEMA,
+        )
         tmp = self.path / "base.parquet.tmp"
         pq.write_table(table, tmp)
         with open(tmp, "rb") as f:

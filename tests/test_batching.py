@@ -7,7 +7,7 @@ import pyarrow as pa
 
 from polyv_connector.batching import encode_body, item_table, make_batches
 
-TRICKY = ['plain', 'quote"', 'back\\slash', 'nl\n', 'ctl\x01\x1f', '中文', '😀', '\u200f', '', 'tab\t']
+TRICKY = ["plain", 'quote"', "back\\slash", "nl\n", "ctl\x01\x1f", "中文", "😀", "\u200f", "", "tab\t"]
 
 
 def test_body_is_the_json_array_polyv_expects_byte_exact() -> None:

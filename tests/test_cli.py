@@ -22,8 +22,9 @@ def cli(*args: str) -> int:
 
 def test_run_exit_0_and_summary(tmp_path, env, sim, capsys) -> None:
     src = write_items(tmp_path / "in.parquet", [("a", "PAY_STATUS", "1"), ("b", "VIP_LEVEL", "2")])
-    code = cli("run", "--input", str(src), "--report", str(tmp_path / "r.parquet"),
-               "--summary-json", str(tmp_path / "s.json"))
+    code = cli(
+        "run", "--input", str(src), "--report", str(tmp_path / "r.parquet"), "--summary-json", str(tmp_path / "s.json")
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "2 items: sent 2" in out and f"report: {tmp_path / 'r.parquet'}" in out
@@ -75,10 +76,12 @@ def test_wrong_secret_exits_3(tmp_path, env, sim, monkeypatch, capsys) -> None:
 
 
 def test_help_does_not_import_heavy_modules() -> None:
-    code = ("import sys; from polyv_connector.cli import build_parser\n"
-            "try:\n    build_parser().parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('pandas', 'pyarrow', 'great_expectations', 'airflow') if m in sys.modules]\n"
-            "print(heavy)")
+    code = (
+        "import sys; from polyv_connector.cli import build_parser\n"
+        "try:\n    build_parser().parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('pandas', 'pyarrow', 'great_expectations', 'airflow') if m in sys.modules]\n"
+        "print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("[]")
 
@@ -91,16 +94,29 @@ def test_planted_secret_appears_in_no_output(tmp_path, env, sim, capsys, caplog)
     rows.append((APP_SECRET[:3], "NOPE", None))
     src = write_items(tmp_path / "in.parquet", rows)
     report = tmp_path / "r.parquet"
-    cli("-v", "run", "--input", str(src), "--report", str(report), "--summary-json", str(tmp_path / "s.json"),
-        "--batch-size", "50")
+    cli(
+        "-v",
+        "run",
+        "--input",
+        str(src),
+        "--report",
+        str(report),
+        "--summary-json",
+        str(tmp_path / "s.json"),
+        "--batch-size",
+        "50",
+    )
     # A wrong-secret run exercises the abort path's messages too.
     import os
+
     os.environ["POLYV_APP_SECRET"] = APP_SECRET + "-x"
     cli("-v", "run", "--input", str(src), "--report", str(tmp_path / "r2.parquet"))
     os.environ["POLYV_APP_SECRET"] = APP_SECRET
     captured = capsys.readouterr()
     outputs = {
-        "stdout": captured.out, "stderr": captured.err, "logs": caplog.text,
+        "stdout": captured.out,
+        "stderr": captured.err,
+        "logs": caplog.text,
         "summary": (tmp_path / "s.json").read_text(),
         "report": pq.read_table(report).to_pandas().drop(columns=["customFieldValue"]).to_csv(),
         "report2": pq.read_table(tmp_path / "r2.parquet").to_pandas().drop(columns=["customFieldValue"]).to_csv(),
@@ -116,6 +132,7 @@ def test_secret_objects_do_not_leak_through_repr_or_pickle() -> None:
     import pickle
 
     from polyv_connector.config import Credentials, Secret
+
     c = Credentials("app", Secret(APP_SECRET), "http://x")
     assert APP_SECRET not in repr(c) and APP_SECRET not in str(c)
     with pytest.raises(TypeError):
@@ -124,13 +141,15 @@ def test_secret_objects_do_not_leak_through_repr_or_pickle() -> None:
 
 def test_simulator_subcommand_is_wired(tmp_path) -> None:
     from polyv_connector.cli import build_parser
+
     args = build_parser().parse_args(["simulator", "--port", "0"])
     assert args.func.__module__ == "polyv_connector.simulator.cli"
 
 
 def test_module_entrypoint_runs(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "polyv_connector.cli", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "polyv_connector.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert "Exit status" in out and "run" in out
 
 
@@ -162,8 +181,12 @@ def test_urllib3_debug_lines_do_not_carry_the_signature(tmp_path, env, sim, capl
 def test_input_that_breaks_mid_run_leaves_no_partial_report(tmp_path, env, sim, capsys) -> None:
     import pyarrow as pa
 
-    pq.write_table(pa.table({"viewerId": pa.array([b"\xff"], pa.binary()), "customFieldId": ["PAY_STATUS"],
-                             "customFieldValue": ["x"]}), tmp_path / "in.parquet")
+    pq.write_table(
+        pa.table(
+            {"viewerId": pa.array([b"\xff"], pa.binary()), "customFieldId": ["PAY_STATUS"], "customFieldValue": ["x"]}
+        ),
+        tmp_path / "in.parquet",
+    )
     code = cli("run", "--input", str(tmp_path / "in.parquet"), "--report", str(tmp_path / "r.parquet"))
     assert code == 2
     assert "cannot turn a value into text" in capsys.readouterr().err

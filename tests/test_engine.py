@@ -61,9 +61,14 @@ def test_bad_ids_and_values_are_rejected_with_reasons_and_never_sent(tmp_path, s
     r = by_row(rep)
     assert r[0]["status"] == "sent"
     expected = {
-        1: "viewerId is null", 2: "viewerId is blank", 3: "viewerId is blank",
-        4: "leading or trailing whitespace", 5: "customFieldValue is null",
-        6: "does not exist in this POLYV account", 7: "longer than 64", 8: "customFieldId is null",
+        1: "viewerId is null",
+        2: "viewerId is blank",
+        3: "viewerId is blank",
+        4: "leading or trailing whitespace",
+        5: "customFieldValue is null",
+        6: "does not exist in this POLYV account",
+        7: "longer than 64",
+        8: "customFieldId is null",
     }
     for row, text in expected.items():
         assert r[row]["status"] == "rejected", r[row]
@@ -80,8 +85,12 @@ def test_every_failed_check_of_a_row_is_reported(tmp_path, sim, creds) -> None:
 
 def test_duplicates_identical_sent_once_conflicting_all_rejected(tmp_path, sim, creds) -> None:
     rows = [
-        ("a", "PAY_STATUS", "x"), ("a", "PAY_STATUS", "x"), ("a", "PAY_STATUS", "x"),
-        ("b", "PAY_STATUS", "1"), ("b", "PAY_STATUS", "2"), ("c", "PAY_STATUS", "z"),
+        ("a", "PAY_STATUS", "x"),
+        ("a", "PAY_STATUS", "x"),
+        ("a", "PAY_STATUS", "x"),
+        ("b", "PAY_STATUS", "1"),
+        ("b", "PAY_STATUS", "2"),
+        ("c", "PAY_STATUS", "z"),
     ]
     res, rep = run(tmp_path, creds, rows)
     r = by_row(rep)
@@ -93,8 +102,15 @@ def test_duplicates_identical_sent_once_conflicting_all_rejected(tmp_path, sim, 
 
 
 UNICODE_VALUES = [
-    "已支付", "مرحبا بالعالم", "👩‍💻🚀", "\u200fRTL\u200e mark", "line1\nline2\r\n", 'quote " and \\ slash',
-    "tab\tend", "\u0000nul", "e\u0301",
+    "已支付",
+    "مرحبا بالعالم",
+    "👩‍💻🚀",
+    "\u200fRTL\u200e mark",
+    "line1\nline2\r\n",
+    'quote " and \\ slash',
+    "tab\tend",
+    "\u0000nul",
+    "e\u0301",
 ]
 
 
@@ -176,6 +192,7 @@ def test_unknown_app_stops_the_run_during_preflight(tmp_path, sim) -> None:
 def test_clock_skew_is_named(tmp_path) -> None:
     # The server's clock is 10 minutes ahead of ours.
     import time
+
     with PolyvSimulator(apps={APP_ID: APP_SECRET}, fields=FIELDS, clock=lambda: time.time() + 600) as s:
         res, rep = run(tmp_path, Credentials(APP_ID, Secret(APP_SECRET), s.base_url), [("a", "PAY_STATUS", "1")])
     assert res.abort_cause == "clock" and "clock" in res.aborted
@@ -228,34 +245,59 @@ def html_server() -> Iterator[str]:
 
 def test_server_answering_html_fails_rows_with_a_reason(tmp_path, html_server) -> None:
     creds = Credentials(APP_ID, Secret(APP_SECRET), html_server)
-    res, rep = run(tmp_path, creds, [("a", "PAY_STATUS", "1")], check_fields=False,
-                   send=SendOptions(max_attempts=3, backoff_base_s=0.001))
+    res, rep = run(
+        tmp_path,
+        creds,
+        [("a", "PAY_STATUS", "1")],
+        check_fields=False,
+        send=SendOptions(max_attempts=3, backoff_base_s=0.001),
+    )
     assert rep[0]["status"] == "failed" and "non-JSON" in rep[0]["reason"] and rep[0]["attempts"] == 3
     assert res.exit_code == EXIT_ROWS_UNSUCCESSFUL
 
 
 def test_hanging_server_times_out_and_fails_rows(tmp_path, sim, creds) -> None:
     sim.set_faults(FaultConfig(hang_s=30))
-    res, rep = run(tmp_path, creds, [("a", "PAY_STATUS", "1")],
-                   send=SendOptions(max_attempts=2, timeout_s=0.3, backoff_base_s=0.001))
+    res, rep = run(
+        tmp_path,
+        creds,
+        [("a", "PAY_STATUS", "1")],
+        send=SendOptions(max_attempts=2, timeout_s=0.3, backoff_base_s=0.001),
+    )
     assert rep[0]["status"] == "failed" and "timed out" in rep[0]["reason"]
     assert rep[0]["attempts"] == 2
 
 
 def test_wide_form_one_item_per_mapped_field(tmp_path, sim, creds) -> None:
     import datetime as dt
-    pq.write_table(pa.table({
-        "user_id": ["u1", "u2"], "pay": [True, False], "vip": [3, None],
-        "joined": [dt.date(2024, 1, 31), dt.date(2025, 2, 1)],
-    }), tmp_path / "wide.parquet")
+
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": ["u1", "u2"],
+                "pay": [True, False],
+                "vip": [3, None],
+                "joined": [dt.date(2024, 1, 31), dt.date(2025, 2, 1)],
+            }
+        ),
+        tmp_path / "wide.parquet",
+    )
     from polyv_connector import ColumnMapping
-    opts = SyncOptions(send=FAST, mapping=ColumnMapping.wide(
-        "user_id", {"PAY_STATUS": "pay", "VIP_LEVEL": "vip", "COURSE_PROGRESS": "joined"}))
+
+    opts = SyncOptions(
+        send=FAST,
+        mapping=ColumnMapping.wide("user_id", {"PAY_STATUS": "pay", "VIP_LEVEL": "vip", "COURSE_PROGRESS": "joined"}),
+    )
     res = sync(ParquetSource(str(tmp_path / "wide.parquet")), creds, opts, ParquetReport(tmp_path / "r.parquet"))
     rep = read_report(tmp_path / "r.parquet")
     assert [(r["rowNumber"], r["customFieldId"]) for r in rep] == [
-        (0, "PAY_STATUS"), (0, "VIP_LEVEL"), (0, "COURSE_PROGRESS"),
-        (1, "PAY_STATUS"), (1, "VIP_LEVEL"), (1, "COURSE_PROGRESS")]
+        (0, "PAY_STATUS"),
+        (0, "VIP_LEVEL"),
+        (0, "COURSE_PROGRESS"),
+        (1, "PAY_STATUS"),
+        (1, "VIP_LEVEL"),
+        (1, "COURSE_PROGRESS"),
+    ]
     assert sim.values[(APP_ID, "u1", "PAY_STATUS")] == "true"
     assert sim.values[(APP_ID, "u1", "VIP_LEVEL")] == "3"
     assert sim.values[(APP_ID, "u2", "COURSE_PROGRESS")] == "2025-02-01"
@@ -282,27 +324,40 @@ def test_acceptance_20k_rows_with_faults_and_bad_rows(tmp_path, sim, creds) -> N
     for i in range(20_000):
         kind = i % 997
         if kind == 1:
-            rows.append((None, "PAY_STATUS", "x")); bad[i] = "rejected"
+            rows.append((None, "PAY_STATUS", "x"))
+            bad[i] = "rejected"
         elif kind == 2:
-            rows.append(("  ", "PAY_STATUS", "x")); bad[i] = "rejected"
+            rows.append(("  ", "PAY_STATUS", "x"))
+            bad[i] = "rejected"
         elif kind == 3:
-            rows.append((f"u{i}", "NOPE", "x")); bad[i] = "rejected"
+            rows.append((f"u{i}", "NOPE", "x"))
+            bad[i] = "rejected"
         elif kind == 4:
-            rows.append((f"u{i}", "PAY_STATUS", None)); bad[i] = "rejected"
+            rows.append((f"u{i}", "PAY_STATUS", None))
+            bad[i] = "rejected"
         elif kind == 5:
-            rows.append((f"u{i}", "PAY_STATUS", "POISON")); bad[i] = "failed"
+            rows.append((f"u{i}", "PAY_STATUS", "POISON"))
+            bad[i] = "failed"
         elif kind == 6:
-            rows.append((f" u{i}", "PAY_STATUS", "x")); bad[i] = "rejected"  # whitespace-padded id
+            rows.append((f" u{i}", "PAY_STATUS", "x"))
+            bad[i] = "rejected"  # whitespace-padded id
         elif kind == 7:
-            rows.append((f"u{i}", "F" * 65, "x")); bad[i] = "rejected"
+            rows.append((f"u{i}", "F" * 65, "x"))
+            bad[i] = "rejected"
         elif kind == 11:  # an identical duplicate of the (valid) row before it
-            rows.append(rows[i - 1]); bad[i] = "duplicate"
+            rows.append(rows[i - 1])
+            bad[i] = "duplicate"
         elif kind == 21:  # conflicts with the (valid) row before it: both rejected
-            rows.append((rows[i - 1][0], rows[i - 1][1], "other")); bad[i] = bad[i - 1] = "rejected"
+            rows.append((rows[i - 1][0], rows[i - 1][1], "other"))
+            bad[i] = bad[i - 1] = "rejected"
         else:
             rows.append((f"u{i}", "VIP_LEVEL", UNICODE_VALUES[i % len(UNICODE_VALUES)] + str(i)))
-    res, rep = run(tmp_path, creds, rows, send=SendOptions(
-        max_attempts=10, backoff_base_s=0.001, backoff_max_s=0.01, max_rps=140, timeout_s=5))
+    res, rep = run(
+        tmp_path,
+        creds,
+        rows,
+        send=SendOptions(max_attempts=10, backoff_base_s=0.001, backoff_max_s=0.01, max_rps=140, timeout_s=5),
+    )
     assert len(rep) == 20_000 and [r["rowNumber"] for r in rep] == list(range(20_000))
     assert res.counts["duplicate"] == 21 and res.counts["failed"] == 21  # 20,000 = 20 x 997 + 60
     for r in rep:
@@ -343,8 +398,16 @@ def test_redirects_are_not_followed_and_stop_the_run(tmp_path) -> None:
 
 
 def test_text_that_is_not_utf8_is_an_input_error_before_any_save(tmp_path, sim, creds) -> None:
-    pq.write_table(pa.table({"viewerId": pa.array([b"\xff\xfe"], pa.binary()), "customFieldId": ["PAY_STATUS"],
-                             "customFieldValue": ["x"]}), tmp_path / "in.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "viewerId": pa.array([b"\xff\xfe"], pa.binary()),
+                "customFieldId": ["PAY_STATUS"],
+                "customFieldValue": ["x"],
+            }
+        ),
+        tmp_path / "in.parquet",
+    )
     with pytest.raises(InputError, match="cannot turn a value into text"):
         sync(ParquetSource(str(tmp_path / "in.parquet")), creds, SyncOptions(send=FAST), None)
     assert sim.stats.save_requests == 0
@@ -356,6 +419,7 @@ def test_a_broken_state_disk_still_writes_the_report(tmp_path, sim, creds) -> No
 
         def load(self):
             import numpy as np
+
             return np.empty(0, np.uint64), np.empty(0, np.uint64)
 
         def begin(self, run_id):
@@ -371,8 +435,9 @@ def test_a_broken_state_disk_still_writes_the_report(tmp_path, sim, creds) -> No
             pass
 
     src = write_items(tmp_path / "in.parquet", [("a", "PAY_STATUS", "1")])
-    res = sync(ParquetSource(str(src)), creds, SyncOptions(send=FAST), ParquetReport(tmp_path / "r.parquet"),
-               state=FullDisk())
+    res = sync(
+        ParquetSource(str(src)), creds, SyncOptions(send=FAST), ParquetReport(tmp_path / "r.parquet"), state=FullDisk()
+    )
     rep = read_report(tmp_path / "r.parquet")
     assert res.abort_cause == "internal"
     assert "No space left on device" in res.aborted

@@ -30,19 +30,20 @@ IN_SET = "expect_column_values_to_be_in_set(customFieldValue)"
 USER_SUITE = {
     "name": "user_suite",
     "expectations": [
-        {"type": "expect_column_values_to_match_regex",
-         "kwargs": {"column": "viewerId", "regex": r"^v\d+$"}},
-        {"type": "expect_column_values_to_be_in_set",
-         "kwargs": {"column": "customFieldValue", "value_set": ["paid", "free"]}},
+        {"type": "expect_column_values_to_match_regex", "kwargs": {"column": "viewerId", "regex": r"^v\d+$"}},
+        {
+            "type": "expect_column_values_to_be_in_set",
+            "kwargs": {"column": "customFieldValue", "value_set": ["paid", "free"]},
+        },
     ],
 }
 # (viewerId, customFieldId, customFieldValue), and which user-suite expectations each row fails.
 ROWS: list[tuple[str, str, str]] = [
     ("v1", "PAY_STATUS", "paid"),
-    ("x2", "PAY_STATUS", "paid"),      # regex
-    ("v3", "PAY_STATUS", "unknown"),   # value set
+    ("x2", "PAY_STATUS", "paid"),  # regex
+    ("v3", "PAY_STATUS", "unknown"),  # value set
     ("v4", "VIP_LEVEL", "free"),
-    ("bad", "VIP_LEVEL", "gold"),      # both
+    ("bad", "VIP_LEVEL", "gold"),  # both
     ("v6", "VIP_LEVEL", "free"),
     ("v7", "PAY_STATUS", "free"),
 ]
@@ -56,12 +57,14 @@ def write_suite(path: Path, suite: dict | str) -> Path:
 
 def items_table(rows: list[tuple[str | None, str | None, str | None]], first_row: int = 0) -> pa.Table:
     """An item chunk exactly as the engine builds it."""
-    return pa.table({
-        "rowNumber": pa.array(range(first_row, first_row + len(rows)), pa.int64()),
-        "viewerId": pa.array([r[0] for r in rows], pa.string()),
-        "customFieldId": pa.array([r[1] for r in rows], pa.string()),
-        "customFieldValue": pa.array([r[2] for r in rows], pa.string()),
-    })
+    return pa.table(
+        {
+            "rowNumber": pa.array(range(first_row, first_row + len(rows)), pa.int64()),
+            "viewerId": pa.array([r[0] for r in rows], pa.string()),
+            "customFieldId": pa.array([r[1] for r in rows], pa.string()),
+            "customFieldValue": pa.array([r[2] for r in rows], pa.string()),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +72,9 @@ def user_suite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_suite(tmp_path_factory.mktemp("suites") / "user.json", USER_SUITE)
 
 
-def run_sync(tmp_path: Path, creds: Credentials, rows: list, suite: Path, **options: object
-             ) -> tuple[SyncResult, list[dict], SuiteValidator]:
+def run_sync(
+    tmp_path: Path, creds: Credentials, rows: list, suite: Path, **options: object
+) -> tuple[SyncResult, list[dict], SuiteValidator]:
     src = write_items(tmp_path / "in.parquet", rows)
     report = tmp_path / "report.parquet"
     validator = SuiteValidator.from_file(str(suite), report_dir=str(report))
@@ -89,8 +93,9 @@ def test_bundled_suite_is_a_plain_gx_suite_covering_the_required_checks() -> Non
     suite = gx.ExpectationSuite(**json.loads(BUNDLED.read_text(encoding="utf-8")))
     got = {(e.expectation_type, e.configuration.kwargs.get("column")) for e in suite.expectations}
     assert {("expect_column_to_exist", c) for c in ("viewerId", "customFieldId", "customFieldValue")} <= got
-    assert {("expect_column_values_to_not_be_null", c)
-            for c in ("viewerId", "customFieldId", "customFieldValue")} <= got
+    assert {
+        ("expect_column_values_to_not_be_null", c) for c in ("viewerId", "customFieldId", "customFieldValue")
+    } <= got
     assert ("expect_column_values_to_not_match_regex", "viewerId") in got  # blank
     lengths = [e for e in suite.expectations if e.expectation_type == "expect_column_value_lengths_to_be_between"]
     assert lengths and lengths[0].configuration.kwargs["max_value"] == 64
@@ -99,24 +104,48 @@ def test_bundled_suite_is_a_plain_gx_suite_covering_the_required_checks() -> Non
     assert len(validator.planned) == len(suite.expectations)
     reasons = validator.validate_chunk(items_table([("v1", "F", "1"), ("  ", "F" * 65, None)]))
     assert reasons is not None and reasons[0].as_py() is None
-    assert reasons[1].as_py() == ("expect_column_values_to_not_match_regex(viewerId); "
-                                  "expect_column_value_lengths_to_be_between(customFieldId); "
-                                  "expect_column_values_to_not_be_null(customFieldValue)")
+    assert reasons[1].as_py() == (
+        "expect_column_values_to_not_match_regex(viewerId); "
+        "expect_column_value_lengths_to_be_between(customFieldId); "
+        "expect_column_values_to_not_be_null(customFieldValue)"
+    )
     assert validator.finish() == []
 
 
-@pytest.mark.parametrize(("content", "problem"), [
-    ('{"name": "s", "expectations": [', "not valid JSON"),
-    ({"name": "s", "expectations": [{"type": "expect_column_values_to_be_purple",
-                                     "kwargs": {"column": "viewerId"}}]}, "unknown expectation type"),
-    ({"expectation_suite_name": "s", "expectations": [
-        {"expectation_type": "expect_column_values_to_not_be_null", "kwargs": {"column": "viewerId"}}]},
-     "0.x format"),
-    ({"name": "s", "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {}}]},
-     "column: field required"),
-    ({"name": "s", "expectations": [{"type": "expect_column_values_to_not_be_null",
-                                     "kwargs": {"column": "email"}}]}, "refers to column(s) ['email']"),
-], ids=["bad-json", "unknown-type", "gx-0.x", "missing-kwarg", "unknown-column"])
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ('{"name": "s", "expectations": [', "not valid JSON"),
+        (
+            {
+                "name": "s",
+                "expectations": [{"type": "expect_column_values_to_be_purple", "kwargs": {"column": "viewerId"}}],
+            },
+            "unknown expectation type",
+        ),
+        (
+            {
+                "expectation_suite_name": "s",
+                "expectations": [
+                    {"expectation_type": "expect_column_values_to_not_be_null", "kwargs": {"column": "viewerId"}}
+                ],
+            },
+            "0.x format",
+        ),
+        (
+            {"name": "s", "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {}}]},
+            "column: field required",
+        ),
+        (
+            {
+                "name": "s",
+                "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "email"}}],
+            },
+            "refers to column(s) ['email']",
+        ),
+    ],
+    ids=["bad-json", "unknown-type", "gx-0.x", "missing-kwarg", "unknown-column"],
+)
 def test_broken_suite_file_is_a_config_error_naming_file_and_problem(tmp_path, content, problem) -> None:
     path = write_suite(tmp_path / "broken_suite.json", content)
     with pytest.raises(ConfigError) as info:
@@ -140,8 +169,9 @@ def test_column_map_expectations_reject_exactly_the_violating_rows(user_suite_fi
     assert validator.finish() == []  # mostly=1 failures reject rows; they are not gates
     summary = validator.summary()["validation"]
     json.dumps(summary, allow_nan=False)
-    assert [(e["type"], e["column"], e["success"], e["unexpectedCount"], e["action"])
-            for e in summary["expectations"]] == [
+    assert [
+        (e["type"], e["column"], e["success"], e["unexpectedCount"], e["action"]) for e in summary["expectations"]
+    ] == [
         ("expect_column_values_to_match_regex", "viewerId", False, 2, "reject_rows"),
         ("expect_column_values_to_be_in_set", "customFieldValue", False, 2, "reject_rows"),
     ]
@@ -163,9 +193,19 @@ def test_rejected_rows_are_never_sent_and_the_rest_are(tmp_path, sim, creds, use
 def test_mostly_below_one_rejects_the_rows_and_gates_the_run_when_exceeded() -> None:
     from polyv_connector.expectations.suite import build_suite
 
-    suite = build_suite({"name": "m", "expectations": [
-        {"type": "expect_column_values_to_match_regex",
-         "kwargs": {"column": "viewerId", "regex": r"^v\d+$", "mostly": 0.9}}]}, "m.json", "--expectations")
+    suite = build_suite(
+        {
+            "name": "m",
+            "expectations": [
+                {
+                    "type": "expect_column_values_to_match_regex",
+                    "kwargs": {"column": "viewerId", "regex": r"^v\d+$", "mostly": 0.9},
+                }
+            ],
+        },
+        "m.json",
+        "--expectations",
+    )
     validator = SuiteValidator(suite, source="m.json")
     reasons = validator.validate_chunk(items_table(ROWS)).to_pylist()
     assert [i for i, r in enumerate(reasons) if r] == [1, 4]
@@ -176,8 +216,9 @@ def test_mostly_below_one_rejects_the_rows_and_gates_the_run_when_exceeded() -> 
 # -- gates ----------------------------------------------------------------------------------
 
 
-def assert_stopped_before_sending(res: SyncResult, report: list[dict], sim, text: str,
-                                  rejected: dict[int, list[str]] | None = None) -> None:
+def assert_stopped_before_sending(
+    res: SyncResult, report: list[dict], sim, text: str, rejected: dict[int, list[str]] | None = None
+) -> None:
     assert sim.stats.save_requests == 0
     assert {r["status"] for r in report} == {"not_attempted"}
     for row in report:
@@ -188,10 +229,16 @@ def assert_stopped_before_sending(res: SyncResult, report: list[dict], sim, text
 
 
 def test_failing_table_level_expectation_stops_the_run_before_any_request(tmp_path, sim, creds) -> None:
-    suite = write_suite(tmp_path / "table.json", {"name": "t", "expectations": [
-        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "viewerId"}},
-        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 100}},
-    ]})
+    suite = write_suite(
+        tmp_path / "table.json",
+        {
+            "name": "t",
+            "expectations": [
+                {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "viewerId"}},
+                {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 100}},
+            ],
+        },
+    )
     res, report, validator = run_sync(tmp_path, creds, ROWS, suite)
     assert_stopped_before_sending(res, report, sim, "expect_table_row_count_to_be_between failed: observed 7")
     assert validator.summary()["validation"]["expectations"][1]["success"] is False
@@ -203,26 +250,41 @@ def test_rejected_fraction_above_the_ceiling_stops_the_run(tmp_path, sim, creds,
 
 
 def test_whole_table_uniqueness_is_judged_across_chunks(tmp_path, sim, creds) -> None:
-    suite = write_suite(tmp_path / "unique.json", {"name": "u", "expectations": [
-        {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "viewerId"}}]})
+    suite = write_suite(
+        tmp_path / "unique.json",
+        {
+            "name": "u",
+            "expectations": [{"type": "expect_column_values_to_be_unique", "kwargs": {"column": "viewerId"}}],
+        },
+    )
     rows = [(f"v{i}", "PAY_STATUS", "paid") for i in range(10)] + [("v1", "VIP_LEVEL", "gold")]
     # Chunks of 4 rows: viewerId v1 appears in the first chunk and in the third.
     res, report, _ = run_sync(tmp_path, creds, rows, suite, read_batch_rows=4)
-    assert_stopped_before_sending(res, report, sim, "expect_column_values_to_be_unique(viewerId) failed: "
-                                                    "2 unexpected values")
+    assert_stopped_before_sending(
+        res, report, sim, "expect_column_values_to_be_unique(viewerId) failed: 2 unexpected values"
+    )
 
 
 def test_expectation_gx_cannot_evaluate_on_the_data_is_a_gate_with_gx_message(tmp_path) -> None:
-    suite = write_suite(tmp_path / "types.json", {"name": "t", "expectations": [
-        {"type": "expect_column_values_to_be_between",  # numbers against a text column
-         "kwargs": {"column": "customFieldValue", "min_value": 0, "max_value": 10}},
-        {"type": "expect_column_values_to_match_regex", "kwargs": {"column": "viewerId", "regex": r"^v\d+$"}},
-    ]})
+    suite = write_suite(
+        tmp_path / "types.json",
+        {
+            "name": "t",
+            "expectations": [
+                {
+                    "type": "expect_column_values_to_be_between",  # numbers against a text column
+                    "kwargs": {"column": "customFieldValue", "min_value": 0, "max_value": 10},
+                },
+                {"type": "expect_column_values_to_match_regex", "kwargs": {"column": "viewerId", "regex": r"^v\d+$"}},
+            ],
+        },
+    )
     validator = SuiteValidator.from_file(str(suite))
     for first in range(0, len(ROWS), 3):  # the failing expectation must not stop the others
-        reasons = validator.validate_chunk(items_table(ROWS[first:first + 3], first))
+        reasons = validator.validate_chunk(items_table(ROWS[first : first + 3], first))
         assert [i + first for i, r in enumerate(reasons.to_pylist() if reasons else []) if r] == [
-            i for i in (1, 4) if first <= i < first + 3]
+            i for i in (1, 4) if first <= i < first + 3
+        ]
     [gate] = validator.finish()
     assert gate.startswith("expect_column_values_to_be_between(customFieldValue) could not be evaluated: ")
     assert "same type" in gate  # GX's own explanation
@@ -230,8 +292,10 @@ def test_expectation_gx_cannot_evaluate_on_the_data_is_a_gate_with_gx_message(tm
 
 
 def test_empty_input_still_meets_table_level_expectations(tmp_path) -> None:
-    suite = write_suite(tmp_path / "rows.json", {"name": "r", "expectations": [
-        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}}]})
+    suite = write_suite(
+        tmp_path / "rows.json",
+        {"name": "r", "expectations": [{"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}}]},
+    )
     validator = SuiteValidator.from_file(str(suite))
     [gate] = validator.finish()
     assert "observed 0" in gate
@@ -240,8 +304,9 @@ def test_empty_input_still_meets_table_level_expectations(tmp_path) -> None:
 # -- chunking -------------------------------------------------------------------------------
 
 
-def test_chunked_validation_rejects_the_same_rows_as_whole_table_validation(tmp_path, creds, user_suite_file,
-                                                                          sim) -> None:
+def test_chunked_validation_rejects_the_same_rows_as_whole_table_validation(
+    tmp_path, creds, user_suite_file, sim
+) -> None:
     rows = [(f"v{i}" if i % 7 else f"x{i}", "PAY_STATUS", "paid" if i % 5 else "gold") for i in range(40)]
     results = {}
     for batch_rows in (3, 65_536):
@@ -249,8 +314,11 @@ def test_chunked_validation_rejects_the_same_rows_as_whole_table_validation(tmp_
         out.mkdir()
         res, report, validator = run_sync(out, creds, rows, user_suite_file, read_batch_rows=batch_rows)
         stats = [(e["success"], e["unexpectedCount"]) for e in validator.summary()["validation"]["expectations"]]
-        results[batch_rows] = ([(r["rowNumber"], r["status"], r["reason"]) for r in report], stats,
-                               json.loads(validator.result_json_path.read_text())["results"])
+        results[batch_rows] = (
+            [(r["rowNumber"], r["status"], r["reason"]) for r in report],
+            stats,
+            json.loads(validator.result_json_path.read_text())["results"],
+        )
     chunked, whole = results[3], results[65_536]
     assert chunked[0] == whole[0] and chunked[1] == whole[1]
     assert sum(1 for r in chunked[0] if r[1] == "rejected") == 6 + 8 - 2  # x-ids, bad values, both
@@ -322,8 +390,19 @@ def test_cli_default_suite_prints_where_the_results_are(tmp_path, env, sim, caps
     from tests.conftest import write_items
 
     src = write_items(tmp_path / "in.parquet", [("a", "PAY_STATUS", "1"), ("b", "PAY_STATUS", None)])
-    code = main(["run", "--input", str(src), "--report", str(tmp_path / "r.parquet"), "--expectations", "default",
-                 "--max-rejected-fraction", "0.6"])
+    code = main(
+        [
+            "run",
+            "--input",
+            str(src),
+            "--report",
+            str(tmp_path / "r.parquet"),
+            "--expectations",
+            "default",
+            "--max-rejected-fraction",
+            "0.6",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert f"validation result: {tmp_path / 'r.validation.json'}" in out

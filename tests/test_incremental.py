@@ -95,17 +95,35 @@ def test_kill_9_at_random_points_then_rerun_loses_nothing(tmp_path) -> None:
     src = write_items(tmp_path / "in.parquet", rows)
     state = tmp_path / "state"
     rng = random.Random(5)
-    with PolyvSimulator(apps={APP_ID: APP_SECRET}, fields=FIELDS, rate_limit=None,
-                        faults=FaultConfig(latency_s=0.01)) as sim:
-        env = {**os.environ, "POLYV_APP_ID": APP_ID, "POLYV_APP_SECRET": APP_SECRET,
-               "POLYV_API_BASE_URL": sim.base_url}
-        cmd = [sys.executable, "-m", "polyv_connector.cli", "run", "--input", str(src), "--state-dir", str(state),
-               "--batch-size", str(batch), "--concurrency", str(conc), "--max-rps", "40"]
+    with PolyvSimulator(
+        apps={APP_ID: APP_SECRET}, fields=FIELDS, rate_limit=None, faults=FaultConfig(latency_s=0.01)
+    ) as sim:
+        env = {**os.environ, "POLYV_APP_ID": APP_ID, "POLYV_APP_SECRET": APP_SECRET, "POLYV_API_BASE_URL": sim.base_url}
+        cmd = [
+            sys.executable,
+            "-m",
+            "polyv_connector.cli",
+            "run",
+            "--input",
+            str(src),
+            "--state-dir",
+            str(state),
+            "--batch-size",
+            str(batch),
+            "--concurrency",
+            str(conc),
+            "--max-rps",
+            "40",
+        ]
         kills = 0
         for k in range(3):
             before = sim.stats.items_stored
-            proc = subprocess.Popen([*cmd, "--report", str(tmp_path / f"k{k}.parquet")], env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                [*cmd, "--report", str(tmp_path / f"k{k}.parquet")],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             time.sleep(rng.uniform(1.2, 2.5))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
@@ -116,8 +134,9 @@ def test_kill_9_at_random_points_then_rerun_loses_nothing(tmp_path) -> None:
         assert kills >= 2
         before_final = sim.stats.items_stored
         confirmed_before_final = len(sim.values)
-        final = subprocess.run([*cmd, "--report", str(tmp_path / "final.parquet")], env=env,
-                               capture_output=True, text=True)
+        final = subprocess.run(
+            [*cmd, "--report", str(tmp_path / "final.parquet")], env=env, capture_output=True, text=True
+        )
         assert final.returncode == 0, final.stderr
         rep = pq.read_table(tmp_path / "final.parquet").to_pandas()
         assert len(rep) == n

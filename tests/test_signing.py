@@ -59,8 +59,9 @@ def test_random_vectors_match_independent_implementation(method: str) -> None:
     alphabet = string.ascii_letters + string.digits + "-_.~ 中文😀"
     for _ in range(300):
         params = {
-            "".join(rng.choices(string.ascii_letters, k=rng.randint(1, 8))):
-                rng.choice([None, "", "".join(rng.choices(alphabet, k=rng.randint(1, 12)))])
+            "".join(rng.choices(string.ascii_letters, k=rng.randint(1, 8))): rng.choice(
+                [None, "", "".join(rng.choices(alphabet, k=rng.randint(1, 12)))]
+            )
             for _ in range(rng.randint(1, 6))
         }
         secret = "".join(rng.choices(alphabet, k=rng.randint(5, 20)))

@@ -60,17 +60,20 @@ class PolyvHook(BaseHook):
         if secret:
             mask_secret(secret)
         base_url = _base_url(conn.host, conn.port)
-        credentials = Credentials(app_id=(conn.login or "").strip(), app_secret=Secret(secret),
-                                  base_url=base_url.rstrip("/"))
+        credentials = Credentials(
+            app_id=(conn.login or "").strip(), app_secret=Secret(secret), base_url=base_url.rstrip("/")
+        )
         return credentials, dict(conn.extra_dejson or {})
 
     def get_credentials(self) -> Credentials:
         """The appId, secret and base URL; raises :class:`ConfigError` naming the connection field."""
         credentials = self._connection_fields[0]
         where = f"connection {self.polyv_conn_id!r}"
-        credentials.validate(app_id_setting=f"{where}: login (appId)",
-                             secret_setting=f"{where}: password (appSecret)",
-                             url_setting=f"{where}: host (API base URL)")
+        credentials.validate(
+            app_id_setting=f"{where}: login (appId)",
+            secret_setting=f"{where}: password (appSecret)",
+            url_setting=f"{where}: host (API base URL)",
+        )
         return credentials
 
     def get_send_options(self, **overrides: Any) -> SendOptions:
@@ -124,8 +127,9 @@ class PolyvHook(BaseHook):
             return False, _scrub(f"{type(exc).__name__}: {exc}", self)
         finally:
             self.close()
-        return True, (f"Connected to {credentials.base_url} as appId {credentials.app_id}: "
-                      f"{len(fields)} custom field(s)")
+        return True, (
+            f"Connected to {credentials.base_url} as appId {credentials.app_id}: {len(fields)} custom field(s)"
+        )
 
 
 def _base_url(host: str | None, port: int | None) -> str:
@@ -156,8 +160,7 @@ def _coerce(value: Any, kind: type, setting: str) -> Any:
             return result
         return kind(value)
     except (TypeError, ValueError):
-        raise ConfigError(setting, f"expected {'an integer' if kind is int else 'a number'}, "
-                                   f"got {value!r}") from None
+        raise ConfigError(setting, f"expected {'an integer' if kind is int else 'a number'}, got {value!r}") from None
 
 
 def _scrub(text: str, hook: PolyvHook) -> str:

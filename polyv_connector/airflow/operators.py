@@ -86,10 +86,22 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        "input_path", "source_conn_id", "source_sql", "source_table", "source_parameters",
-        "report_path", "report_conn_id", "report_table", "state_dir", "state_table", "state_conn_id",
-        "expectation_suite_path", "validation_dir",
-        "dry_run", "full_refresh", "max_rejected_fraction",
+        "input_path",
+        "source_conn_id",
+        "source_sql",
+        "source_table",
+        "source_parameters",
+        "report_path",
+        "report_conn_id",
+        "report_table",
+        "state_dir",
+        "state_table",
+        "state_conn_id",
+        "expectation_suite_path",
+        "validation_dir",
+        "dry_run",
+        "full_refresh",
+        "max_rejected_fraction",
     )
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers: ClassVar[dict[str, str]] = {"source_sql": "sql", "source_parameters": "json"}
@@ -206,10 +218,15 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                 # Counted before the run: afterwards the rows it sends are unchanged too.
                 unchanged_in_warehouse = source.count_unchanged(options.mapping.source_columns)
 
-            self.log.info("POLYV sync: appId %s at %s, source %s, report %s%s%s", credentials.app_id,
-                          credentials.base_url, self._lineage.get("source_desc"), report.location,
-                          " (dry run)" if options.dry_run else "",
-                          " (full refresh)" if options.full_refresh else "")
+            self.log.info(
+                "POLYV sync: appId %s at %s, source %s, report %s%s%s",
+                credentials.app_id,
+                credentials.base_url,
+                self._lineage.get("source_desc"),
+                report.location,
+                " (dry run)" if options.dry_run else "",
+                " (full refresh)" if options.full_refresh else "",
+            )
             result = sync(source, credentials, options, report, validator=validator, state=state)
             if unchanged_in_warehouse is not None:
                 result.extra["unchangedInWarehouse"] = unchanged_in_warehouse
@@ -250,9 +267,13 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         return summary
 
     def _options(self, hook: PolyvHook) -> SyncOptions:
-        send = hook.get_send_options(max_rps=self.max_rps, batch_size=self.batch_size,
-                                     concurrency=self.concurrency, timeout=self.timeout,
-                                     max_attempts=self.max_attempts)
+        send = hook.get_send_options(
+            max_rps=self.max_rps,
+            batch_size=self.batch_size,
+            concurrency=self.concurrency,
+            timeout=self.timeout,
+            max_attempts=self.max_attempts,
+        )
         if self.fields:
             mapping = ColumnMapping.wide(self.viewer_id_column, self.fields)
         else:
@@ -262,10 +283,15 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         if max_rejected is None and suite:  # as in the CLI: the gate comes with a suite
             max_rejected = _DEFAULT_MAX_REJECTED
         return SyncOptions(
-            send=send, mapping=mapping, dry_run=_as_bool(self.dry_run, "dry_run"),
-            full_refresh=_as_bool(self.full_refresh, "full_refresh"), check_fields=self.check_fields,
-            state_dir=_blank_to_none(self.state_dir), reset_corrupt_state=self.reset_corrupt_state,
-            max_rejected_fraction=max_rejected, expectations_path=suite,
+            send=send,
+            mapping=mapping,
+            dry_run=_as_bool(self.dry_run, "dry_run"),
+            full_refresh=_as_bool(self.full_refresh, "full_refresh"),
+            check_fields=self.check_fields,
+            state_dir=_blank_to_none(self.state_dir),
+            reset_corrupt_state=self.reset_corrupt_state,
+            max_rejected_fraction=max_rejected,
+            expectations_path=suite,
             read_batch_rows=self.read_batch_rows,
         )
 
@@ -284,9 +310,12 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             return False
         state_conn = self.state_conn_id or self.report_conn_id or self.source_conn_id
         if state is None or not self.source_conn_id or state_conn != self.source_conn_id:
-            raise ConfigError("diff_in_warehouse", "needs a SQL source and the state table on the source "
-                                                   "connection (state_table, with state_conn_id unset or equal "
-                                                   "to source_conn_id, and no state_dir)")
+            raise ConfigError(
+                "diff_in_warehouse",
+                "needs a SQL source and the state table on the source "
+                "connection (state_table, with state_conn_id unset or equal "
+                "to source_conn_id, and no state_dir)",
+            )
         if options.mapping.is_wide:
             raise ConfigError("diff_in_warehouse", "works with the long form only (no fields=...)")
         return True
@@ -295,8 +324,10 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         input_path = _blank_to_none(self.input_path)
         sql, table = _blank_to_none(self.source_sql), _blank_to_none(self.source_table)
         if bool(input_path) == bool(self.source_conn_id):
-            raise ConfigError("input_path", "give exactly one source: input_path (Parquet) or "
-                                            "source_conn_id with source_sql or source_table")
+            raise ConfigError(
+                "input_path",
+                "give exactly one source: input_path (Parquet) or source_conn_id with source_sql or source_table",
+            )
         if input_path:
             from polyv_connector.sources.parquet import ParquetSource
 
@@ -307,10 +338,20 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         from polyv_connector.sources.sql import SqlSource
 
         db_hook = _db_hook(self.source_conn_id or "", "source_conn_id")
-        self._lineage.update(source_kind="sql", source_hook=db_hook, source_sql=sql, source_table=table,
-                             source_desc=f"{table or 'query'} (connection {self.source_conn_id})")
-        return SqlSource(db_hook, sql=sql, table=table, parameters=self.source_parameters or None,
-                         setting="source_sql" if sql else "source_table")
+        self._lineage.update(
+            source_kind="sql",
+            source_hook=db_hook,
+            source_sql=sql,
+            source_table=table,
+            source_desc=f"{table or 'query'} (connection {self.source_conn_id})",
+        )
+        return SqlSource(
+            db_hook,
+            sql=sql,
+            table=table,
+            parameters=self.source_parameters or None,
+            setting="source_sql" if sql else "source_table",
+        )
 
     def _validation_dir(self, context: Context) -> str | None:
         """Where the validation JSON and Data Docs go: next to the Parquet report, else under
@@ -335,22 +376,25 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         if suite == "default":  # the suite shipped with the package, as in the CLI
             suite = str(bundled_suite_path())
         # The validation result JSON and Data Docs go next to the Parquet report, if any.
-        return SuiteValidator.from_file(suite, report_dir=self._validation_dir(context),
-                                        setting="expectation_suite_path")
+        return SuiteValidator.from_file(
+            suite, report_dir=self._validation_dir(context), setting="expectation_suite_path"
+        )
 
     def _report(self) -> ReportSink:
         from polyv_connector.report import MultiReport, ParquetReport
 
         path, table = _blank_to_none(self.report_path), _blank_to_none(self.report_table)
         if not path and not table:
-            raise ConfigError("report_path", "give report_path (Parquet) and/or report_table: every "
-                                             "run leaves a per-item report")
+            raise ConfigError(
+                "report_path", "give report_path (Parquet) and/or report_table: every run leaves a per-item report"
+            )
         sinks: list[ReportSink] = []
         if table:
             conn_id = self.report_conn_id or self.source_conn_id
             if not conn_id:
-                raise ConfigError("report_conn_id", "report_table needs report_conn_id (or a "
-                                                    "source_conn_id to default to)")
+                raise ConfigError(
+                    "report_conn_id", "report_table needs report_conn_id (or a source_conn_id to default to)"
+                )
             from polyv_connector.airflow.report_table import SqlReportTable
 
             db_hook = _db_hook(conn_id, "report_conn_id")
@@ -406,8 +450,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         if info.get("validation"):
             inputs = [_with_quality_facet(Dataset, d, info["validation"]) for d in inputs]
         if info.get("app_id"):
-            outputs.append(Dataset(namespace=info["base_url"],
-                                   name=f"live/v4/user/custom-field/viewer-value/{info['app_id']}"))
+            outputs.append(
+                Dataset(namespace=info["base_url"], name=f"live/v4/user/custom-field/viewer-value/{info['app_id']}")
+            )
         if info.get("report_path"):
             outputs.append(_file_dataset(Dataset, info["report_path"]))
         if info.get("report_table"):
@@ -423,13 +468,15 @@ def _with_quality_facet(dataset_cls: Any, dataset: Any, validation: dict[str, An
         from openlineage.client.facet_v2 import data_quality_assertions_dataset as dq
     except ImportError:
         return dataset
-    facet = dq.DataQualityAssertionsDatasetFacet(assertions=[
-        dq.Assertion(assertion=e["type"], success=bool(e["success"]), column=e.get("column"))
-        for e in validation.get("expectations") or [] if e.get("success") is not None
-    ])
+    facet = dq.DataQualityAssertionsDatasetFacet(
+        assertions=[
+            dq.Assertion(assertion=e["type"], success=bool(e["success"]), column=e.get("column"))
+            for e in validation.get("expectations") or []
+            if e.get("success") is not None
+        ]
+    )
     facets = {**(getattr(dataset, "facets", None) or {}), "dataQuality": facet}
     return dataset_cls(namespace=dataset.namespace, name=dataset.name, facets=facets)
-
 
 
 def _templated(*values: str) -> bool:
@@ -474,8 +521,10 @@ def _db_hook(conn_id: str, setting: str) -> Any:
     except Exception as exc:
         raise ConfigError(setting, f"cannot use connection {conn_id!r}: {type(exc).__name__}: {exc}") from exc
     if not callable(getattr(hook, "get_conn", None)) or not hasattr(hook, "placeholder"):
-        raise ConfigError(setting, f"connection {conn_id!r} ({type(hook).__name__}) is not a SQL "
-                                   "database connection (a common-sql DbApiHook)")
+        raise ConfigError(
+            setting,
+            f"connection {conn_id!r} ({type(hook).__name__}) is not a SQL database connection (a common-sql DbApiHook)",
+        )
     return hook
 
 
@@ -503,8 +552,10 @@ def _scrub_secret(value: Any, secret: str) -> Any:
 
 def _failure_message(result: SyncResult) -> str:
     counts = result.counts
-    parts = [f"POLYV sync {result.run_id} did not sync every item: failed {counts.get('failed', 0):,}, "
-             f"not_attempted {counts.get('not_attempted', 0):,} of {result.items:,}"]
+    parts = [
+        f"POLYV sync {result.run_id} did not sync every item: failed {counts.get('failed', 0):,}, "
+        f"not_attempted {counts.get('not_attempted', 0):,} of {result.items:,}"
+    ]
     if result.aborted:
         parts.append(f"stopped ({result.abort_cause}): {result.aborted}")
     if result.gate_failures:
@@ -533,10 +584,13 @@ def _sql_datasets(hook: Any, statement: str, side: str, log: Any) -> list[Any]:
         database_info = hook.get_openlineage_database_info(connection)
         if database_info is None:
             return []
-        parser = SQLParser(dialect=hook.get_openlineage_database_dialect(connection),
-                           default_schema=hook.get_openlineage_default_schema())
+        parser = SQLParser(
+            dialect=hook.get_openlineage_database_dialect(connection),
+            default_schema=hook.get_openlineage_default_schema(),
+        )
         lineage = parser.generate_openlineage_metadata_from_sql(
-            sql=statement, hook=hook, database_info=database_info, use_connection=False)
+            sql=statement, hook=hook, database_info=database_info, use_connection=False
+        )
         return list(getattr(lineage, side, None) or [])
     except Exception as exc:  # lineage is best effort: never fail a finished sync over it
         log.debug("OpenLineage SQL parsing skipped: %s", exc)

@@ -17,8 +17,11 @@ HOOK_CLASS = "polyv_connector.airflow.hooks.PolyvHook"
 
 
 def _integer(label: str, description: str, minimum: int, maximum: int) -> dict[str, Any]:
-    return {"label": label, "description": description,
-            "schema": {"type": ["integer", "null"], "minimum": minimum, "maximum": maximum}}
+    return {
+        "label": label,
+        "description": description,
+        "schema": {"type": ["integer", "null"], "minimum": minimum, "maximum": maximum},
+    }
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -26,8 +29,7 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": PACKAGE_NAME,
         "name": "POLYV",
-        "description": "Sync viewer attributes from a SQL warehouse or Parquet files into "
-                       "POLYV viewer custom fields.",
+        "description": "Sync viewer attributes from a SQL warehouse or Parquet files into POLYV viewer custom fields.",
         "integrations": [
             {
                 "integration-name": "POLYV",
@@ -47,15 +49,16 @@ def get_provider_info() -> dict[str, Any]:
                     "max_rps": {
                         "label": "Max requests per second",
                         "description": "Request budget of one sync (default 100). POLYV blocks the "
-                                       "client IP for 5 minutes past 1500 requests per 10 s, for "
-                                       "every POLYV call from that IP: keep headroom.",
+                        "client IP for 5 minutes past 1500 requests per 10 s, for "
+                        "every POLYV call from that IP: keep headroom.",
                         "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 140},
                     },
-                    "batch_size": _integer("Items per request",
-                                           "Viewer values per save request (default and maximum 1000).",
-                                           1, 1000),
-                    "concurrency": _integer("Requests in flight",
-                                            "Parallel save requests of one sync (default 8).", 1, 64),
+                    "batch_size": _integer(
+                        "Items per request", "Viewer values per save request (default and maximum 1000).", 1, 1000
+                    ),
+                    "concurrency": _integer(
+                        "Requests in flight", "Parallel save requests of one sync (default 8).", 1, 64
+                    ),
                     "timeout": {
                         "label": "Timeout (seconds)",
                         "description": "Seconds to wait for POLYV's answer to one request (default 30).",

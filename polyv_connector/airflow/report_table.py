@@ -31,9 +31,18 @@ log = logging.getLogger("polyv_connector")
 
 _TEXT, _BIGINT, _TIMESTAMP = "text", "bigint", "timestamp"
 _COLUMN_KINDS: dict[str, str] = {
-    "rowNumber": _BIGINT, "viewerId": _TEXT, "customFieldId": _TEXT, "customFieldValue": _TEXT,
-    "status": _TEXT, "reason": _TEXT, "errorCode": _BIGINT, "httpStatus": _BIGINT,
-    "requestId": _TEXT, "attempts": _BIGINT, "batchId": _TEXT, "runId": _TEXT,
+    "rowNumber": _BIGINT,
+    "viewerId": _TEXT,
+    "customFieldId": _TEXT,
+    "customFieldValue": _TEXT,
+    "status": _TEXT,
+    "reason": _TEXT,
+    "errorCode": _BIGINT,
+    "httpStatus": _BIGINT,
+    "requestId": _TEXT,
+    "attempts": _BIGINT,
+    "batchId": _TEXT,
+    "runId": _TEXT,
     "syncedAt": _TIMESTAMP,
 }
 _NOT_NULL = frozenset({"rowNumber", "status", "attempts", "runId"})
@@ -51,8 +60,9 @@ _DIALECT_TYPES: dict[str, dict[str, str]] = {
     "sqlite": {_TEXT: "TEXT", _BIGINT: "INTEGER", _TIMESTAMP: "TIMESTAMP"},
 }
 _DEFAULT_TYPES = {_TEXT: "TEXT", _BIGINT: "BIGINT", _TIMESTAMP: "TIMESTAMP"}
-_IF_NOT_EXISTS = frozenset({"postgresql", "redshift", "mysql", "sqlite", "snowflake", "bigquery",
-                            "duckdb", "databricks", "trino"})
+_IF_NOT_EXISTS = frozenset(
+    {"postgresql", "redshift", "mysql", "sqlite", "snowflake", "bigquery", "duckdb", "databricks", "trino"}
+)
 
 
 class SqlReportTable:
@@ -85,8 +95,9 @@ class SqlReportTable:
     ) -> None:
         self.setting = setting
         self.table = check_table_name(table, setting)
-        self._target = dbapi.resolve(connection, placeholder=placeholder, identifier_format=identifier_format,
-                                     dialect=dialect)
+        self._target = dbapi.resolve(
+            connection, placeholder=placeholder, identifier_format=identifier_format, dialect=dialect
+        )
         self.dialect = self._target.dialect
         self.placeholder = self._target.placeholder
         self.identifier_format = self._target.identifier_format
@@ -144,8 +155,9 @@ class SqlReportTable:
                     # Another task may have created it between our probe and our CREATE.
                     columns = self._existing_columns(conn)
                     if columns is None:
-                        raise ConfigError(self.setting, f"cannot create the report table {self.table}: "
-                                                        f"{type(exc).__name__}: {exc}") from exc
+                        raise ConfigError(
+                            self.setting, f"cannot create the report table {self.table}: {type(exc).__name__}: {exc}"
+                        ) from exc
                 finally:
                     with suppress(Exception):
                         cur.close()
@@ -154,9 +166,12 @@ class SqlReportTable:
                 present = {c.casefold() for c in columns}
                 missing = [c for c in REPORT_COLUMNS if c.casefold() not in present]
                 if missing:
-                    raise ConfigError(self.setting, f"table {self.table} exists but lacks the report "
-                                                    f"column(s) {', '.join(missing)}; drop it or choose "
-                                                    "another report_table")
+                    raise ConfigError(
+                        self.setting,
+                        f"table {self.table} exists but lacks the report "
+                        f"column(s) {', '.join(missing)}; drop it or choose "
+                        "another report_table",
+                    )
         finally:
             with suppress(Exception):
                 conn.close()

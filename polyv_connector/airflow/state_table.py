@@ -31,9 +31,16 @@ from polyv_connector.sources.sql import check_table_name, quote_identifier
 log = logging.getLogger("polyv_connector")
 
 COLUMNS = ("appId", "key", "fp", "syncedAt", "viewerId", "customFieldId", "valueMd5", "runId")
-_TYPES = {"appId": "TEXT NOT NULL", "key": "BIGINT NOT NULL", "fp": "BIGINT NOT NULL",
-          "syncedAt": "DOUBLE PRECISION NOT NULL", "viewerId": "TEXT", "customFieldId": "TEXT",
-          "valueMd5": "TEXT", "runId": "TEXT"}
+_TYPES = {
+    "appId": "TEXT NOT NULL",
+    "key": "BIGINT NOT NULL",
+    "fp": "BIGINT NOT NULL",
+    "syncedAt": "DOUBLE PRECISION NOT NULL",
+    "viewerId": "TEXT",
+    "customFieldId": "TEXT",
+    "valueMd5": "TEXT",
+    "runId": "TEXT",
+}
 _FETCH_ROWS = 100_000
 
 
@@ -51,8 +58,17 @@ class SqlStateTable:
     :param placeholder: the driver's parameter marker (default: the hook's, else ``%s``).
     """
 
-    def __init__(self, connection: Any, table: str, app_id: str, *, placeholder: str | None = None,
-                 identifier_format: str | None = None, setting: str = "state_table", create: bool = True) -> None:
+    def __init__(
+        self,
+        connection: Any,
+        table: str,
+        app_id: str,
+        *,
+        placeholder: str | None = None,
+        identifier_format: str | None = None,
+        setting: str = "state_table",
+        create: bool = True,
+    ) -> None:
         self.setting = setting
         self.table = check_table_name(table, setting)
         if not _SAFE_APP_ID.match(app_id):
@@ -87,8 +103,11 @@ class SqlStateTable:
                 present = {d[0].casefold() for d in cur.description or ()}
                 missing = [c for c in COLUMNS if c.casefold() not in present]
                 if missing:
-                    raise ConfigError(self.setting, f"table {self.table} exists but lacks the state column(s) "
-                                                    f"{', '.join(missing)}; choose another state_table")
+                    raise ConfigError(
+                        self.setting,
+                        f"table {self.table} exists but lacks the state column(s) "
+                        f"{', '.join(missing)}; choose another state_table",
+                    )
                 self.exists = True
                 return
             except ConfigError:
@@ -107,14 +126,17 @@ class SqlStateTable:
             except Exception as exc:
                 with suppress(Exception):
                     conn.rollback()
-                raise ConfigError(self.setting, f"cannot create the state table {self.table}: "
-                                                f"{type(exc).__name__}: {exc}") from exc
+                raise ConfigError(
+                    self.setting, f"cannot create the state table {self.table}: {type(exc).__name__}: {exc}"
+                ) from exc
             # The index is an optimisation, in its own transaction: its failure must not undo
             # the table. Its name is derived from the table's, reduced to word characters.
             index = quote_identifier(re.sub(r"\W", "_", self.table)[:50] + "_key_idx", self.identifier_format)
             try:
-                cur.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {self.table} "
-                            f"({self._q['appId']}, {self._q['key']}, {self._q['syncedAt']})")
+                cur.execute(
+                    f"CREATE INDEX IF NOT EXISTS {index} ON {self.table} "
+                    f"({self._q['appId']}, {self._q['key']}, {self._q['syncedAt']})"
+                )
                 conn.commit()
             except Exception as exc:
                 with suppress(Exception):
@@ -138,8 +160,11 @@ class SqlStateTable:
         try:
             cur = conn.cursor()
             try:
-                cur.execute(f"SELECT {self._q['key']}, {self._q['fp']}, {self._q['syncedAt']} FROM {self.table} "
-                            f"WHERE {self._q['appId']} = {self.placeholder}", (self.app_id,))
+                cur.execute(
+                    f"SELECT {self._q['key']}, {self._q['fp']}, {self._q['syncedAt']} FROM {self.table} "
+                    f"WHERE {self._q['appId']} = {self.placeholder}",
+                    (self.app_id,),
+                )
                 while rows := cur.fetchmany(_FETCH_ROWS):
                     k, f, s = zip(*rows, strict=True)
                     keys.append(np.array(k, dtype=np.int64).view(np.uint64))
@@ -167,24 +192,30 @@ class SqlStateTable:
         self._run_id = run_id
         self._conn = self._open()
 
-    def record(self, keys: np.ndarray, fps: np.ndarray, synced_at: float | None = None,
-               items: pa.Table | None = None) -> None:
+    def record(
+        self, keys: np.ndarray, fps: np.ndarray, synced_at: float | None = None, items: pa.Table | None = None
+    ) -> None:
         if self._conn is None:
             raise RuntimeError("SqlStateTable.begin() was not called")
         n = len(keys)
         viewer = field = md5 = pa.nulls(n, pa.string())
         if items is not None:
             viewer, field = items.column(VIEWER_ID), items.column(FIELD_ID)
-            md5 = pa.array([hashlib.md5(v.encode("utf-8")).hexdigest() for v in items.column(VALUE).to_pylist()],
-                           pa.string())
-        table = pa.table({
-            "appId": pa.array([self.app_id] * n, pa.string()),
-            "key": pa.array(np.asarray(keys, np.uint64).view(np.int64)),
-            "fp": pa.array(np.asarray(fps, np.uint64).view(np.int64)),
-            "syncedAt": pa.array(np.full(n, synced_at or time.time())),
-            "viewerId": viewer, "customFieldId": field, "valueMd5": md5,
-            "runId": pa.array([self._run_id] * n, pa.string()),
-        })
+            md5 = pa.array(
+                [hashlib.md5(v.encode("utf-8")).hexdigest() for v in items.column(VALUE).to_pylist()], pa.string()
+            )
+        table = pa.table(
+            {
+                "appId": pa.array([self.app_id] * n, pa.string()),
+                "key": pa.array(np.asarray(keys, np.uint64).view(np.int64)),
+                "fp": pa.array(np.asarray(fps, np.uint64).view(np.int64)),
+                "syncedAt": pa.array(np.full(n, synced_at or time.time())),
+                "viewerId": viewer,
+                "customFieldId": field,
+                "valueMd5": md5,
+                "runId": pa.array([self._run_id] * n, pa.string()),
+            }
+        )
         cur = self._conn.cursor()
         try:
             columns_sql = ", ".join(self._q.values())
@@ -221,7 +252,9 @@ class SqlStateTable:
                 f"DELETE FROM {self.table} WHERE {q['appId']} = {self.placeholder} AND EXISTS ("
                 f"SELECT 1 FROM {self.table} newer WHERE newer.{q['appId']} = {self.table}.{q['appId']} "
                 f"AND newer.{q['key']} = {self.table}.{q['key']} "
-                f"AND newer.{q['syncedAt']} > {self.table}.{q['syncedAt']})", (self.app_id,))
+                f"AND newer.{q['syncedAt']} > {self.table}.{q['syncedAt']})",
+                (self.app_id,),
+            )
             conn.commit()
         except Exception:
             with suppress(Exception):
@@ -254,8 +287,10 @@ class SqlStateTable:
         try:
             self.compact()
         except Exception as exc:
-            raise StateError(f"cannot compact the sync state table {self.table} before the diff in the "
-                             f"warehouse: {type(exc).__name__}: {exc}") from exc
+            raise StateError(
+                f"cannot compact the sync state table {self.table} before the diff in the "
+                f"warehouse: {type(exc).__name__}: {exc}"
+            ) from exc
         self._compacted = True
 
     def unchanged_filter(self, alias: str, viewer: str, field: str, value: str) -> str:
@@ -271,9 +306,14 @@ class SqlStateTable:
             return "1=0"
         if not self._compacted:
             self.prepare_warehouse_diff()
-        newer = "" if self._compacted else (
-            f" AND NOT EXISTS (SELECT 1 FROM {self.table} newer WHERE newer.{q['appId']} = st.{q['appId']} "
-            f"AND newer.{q['key']} = st.{q['key']} AND newer.{q['syncedAt']} > st.{q['syncedAt']})")
+        newer = (
+            ""
+            if self._compacted
+            else (
+                f" AND NOT EXISTS (SELECT 1 FROM {self.table} newer WHERE newer.{q['appId']} = st.{q['appId']} "
+                f"AND newer.{q['key']} = st.{q['key']} AND newer.{q['syncedAt']} > st.{q['syncedAt']})"
+            )
+        )
         col = lambda name: f"{alias}.{quote_identifier(name, self.identifier_format)}"  # noqa: E731
         return (
             f"EXISTS (SELECT 1 FROM {self.table} st WHERE st.{q['appId']} = {_sql_literal(self.app_id)} "

@@ -61,8 +61,7 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def build_data_docs(result: Any, suite: Any, target: Path, run_name: str, run_time: dt.datetime
-                    ) -> tuple[Path, Path]:
+def build_data_docs(result: Any, suite: Any, target: Path, run_name: str, run_time: dt.datetime) -> tuple[Path, Path]:
     """Build a GX Data Docs site for ``result`` at ``target``.
 
     Returns the site's ``index.html`` and the validation result's own page.
@@ -86,13 +85,19 @@ def build_data_docs(result: Any, suite: Any, target: Path, run_name: str, run_ti
     # GX needs an absolute base_directory when there is no project root.
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent)).resolve()
     try:
-        context = EphemeralDataContext(project_config=DataContextConfig(
-            store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False)))
-        context.add_data_docs_site("polyv_sync", {
-            "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(staging)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "show_how_to_buttons": False},
-        })
+        context = EphemeralDataContext(
+            project_config=DataContextConfig(
+                store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False)
+            )
+        )
+        context.add_data_docs_site(
+            "polyv_sync",
+            {
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(staging)},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "show_how_to_buttons": False},
+            },
+        )
         previous = _current_project(project_manager)
         project_manager.set_project(context)
         try:
@@ -127,8 +132,9 @@ def _current_project(project_manager: Any) -> Any:
         return None
 
 
-def write_outputs(result: Any, suite: Any, directory: Path, stem: str, run_time: dt.datetime
-                  ) -> tuple[Path, Path, Path]:
+def write_outputs(
+    result: Any, suite: Any, directory: Path, stem: str, run_time: dt.datetime
+) -> tuple[Path, Path, Path]:
     """Write the result JSON and the Data Docs site.
 
     Returns the JSON's path, the site's ``index.html`` and the validation page.
@@ -151,14 +157,16 @@ def summary(validator: SuiteValidator) -> dict[str, Any]:
     for p, evr in zip(validator.planned, evrs, strict=True):
         res = (evr.result or {}) if evr is not None else {}
         unexpected = res.get("unexpected_count")
-        expectations.append({
-            "type": p.expectation_type,
-            "column": ", ".join(p.columns) if p.columns else None,
-            "success": None if evr is None else bool(evr.success),
-            "unexpectedCount": int(unexpected) if isinstance(unexpected, int | float) else None,
-            "action": p.action,
-            "error": "; ".join(p.errors) or None,
-        })
+        expectations.append(
+            {
+                "type": p.expectation_type,
+                "column": ", ".join(p.columns) if p.columns else None,
+                "success": None if evr is None else bool(evr.success),
+                "unexpectedCount": int(unexpected) if isinstance(unexpected, int | float) else None,
+                "action": p.action,
+                "error": "; ".join(p.errors) or None,
+            }
+        )
     out = {
         "validation": {
             "suite": validator.suite.name,

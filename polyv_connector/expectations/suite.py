@@ -17,10 +17,20 @@ from typing import Any
 from polyv_connector.errors import ConfigError
 
 # Keys GX 1.x accepts on one expectation in a suite file (ExpectationConfiguration's fields).
-_EXPECTATION_KEYS = frozenset({
-    "type", "kwargs", "meta", "notes", "description", "id", "rendered_content",
-    "expectation_context", "success_on_last_run", "severity",
-})
+_EXPECTATION_KEYS = frozenset(
+    {
+        "type",
+        "kwargs",
+        "meta",
+        "notes",
+        "description",
+        "id",
+        "rendered_content",
+        "expectation_context",
+        "success_on_last_run",
+        "severity",
+    }
+)
 
 # The bundled default suite, shipped at the repository root (and, when packaged, as data).
 BUNDLED_SUITE_NAME = "viewer_custom_fields.json"
@@ -51,35 +61,48 @@ def read_suite_file(path: str | os.PathLike[str], setting: str) -> dict[str, Any
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(setting, f"expectation suite file {where} is not valid JSON: {exc.msg} "
-                                   f"(line {exc.lineno}, column {exc.colno})") from None
+        raise ConfigError(
+            setting,
+            f"expectation suite file {where} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+        ) from None
     if not isinstance(data, dict):
-        raise ConfigError(setting, f"expectation suite file {where} must hold a JSON object "
-                                   f'{{"name": ..., "expectations": [...]}}, not {type(data).__name__}')
+        raise ConfigError(
+            setting,
+            f"expectation suite file {where} must hold a JSON object "
+            f'{{"name": ..., "expectations": [...]}}, not {type(data).__name__}',
+        )
     expectations = data.get("expectations", [])
     if "expectation_suite_name" in data or (
-            isinstance(expectations, list)
-            and any(isinstance(e, dict) and "expectation_type" in e for e in expectations)):
-        raise ConfigError(setting, f"expectation suite file {where} is in the Great Expectations 0.x "
-                                   'format ("expectation_suite_name", "expectation_type"); GX 1.x '
-                                   'suites use "name" and, per expectation, "type": rename those keys')
+        isinstance(expectations, list) and any(isinstance(e, dict) and "expectation_type" in e for e in expectations)
+    ):
+        raise ConfigError(
+            setting,
+            f"expectation suite file {where} is in the Great Expectations 0.x "
+            'format ("expectation_suite_name", "expectation_type"); GX 1.x '
+            'suites use "name" and, per expectation, "type": rename those keys',
+        )
     if not isinstance(data.get("name"), str) or not data["name"].strip():
         raise ConfigError(setting, f'expectation suite file {where} has no "name" (a non-empty string)')
     if not isinstance(expectations, list):
         raise ConfigError(setting, f'expectation suite file {where}: "expectations" must be a list')
     for i, exp in enumerate(expectations, start=1):
         if not isinstance(exp, dict):
-            raise ConfigError(setting, f"expectation suite file {where}: expectation #{i} must be a "
-                                       f'JSON object {{"type": ..., "kwargs": {{...}}}}')
+            raise ConfigError(
+                setting,
+                f"expectation suite file {where}: expectation #{i} must be a "
+                f'JSON object {{"type": ..., "kwargs": {{...}}}}',
+            )
         if not isinstance(exp.get("type"), str):
             raise ConfigError(setting, f'expectation suite file {where}: expectation #{i} has no "type"')
         unknown = sorted(set(exp) - _EXPECTATION_KEYS)
         if unknown:
-            raise ConfigError(setting, f"expectation suite file {where}: expectation #{i} ({exp['type']}) "
-                                       f"has unknown keys {unknown}")
+            raise ConfigError(
+                setting, f"expectation suite file {where}: expectation #{i} ({exp['type']}) has unknown keys {unknown}"
+            )
         if not isinstance(exp.get("kwargs", {}), dict):
-            raise ConfigError(setting, f'expectation suite file {where}: expectation #{i} ({exp["type"]}): '
-                                       '"kwargs" must be an object')
+            raise ConfigError(
+                setting, f'expectation suite file {where}: expectation #{i} ({exp["type"]}): "kwargs" must be an object'
+            )
     return data
 
 
@@ -135,6 +158,9 @@ def build_suite(data: dict[str, Any], path: str, setting: str) -> Any:
     except (GreatExpectationsError, TypeError, ValueError) as exc:
         raise ConfigError(setting, f"expectation suite file {path}: {exc}") from None
     if len(suite.expectations) != len(expectations):  # GX drops what it cannot build; we refuse
-        raise ConfigError(setting, f"expectation suite file {path}: Great Expectations accepted only "
-                                   f"{len(suite.expectations)} of {len(expectations)} expectations")
+        raise ConfigError(
+            setting,
+            f"expectation suite file {path}: Great Expectations accepted only "
+            f"{len(suite.expectations)} of {len(expectations)} expectations",
+        )
     return suite

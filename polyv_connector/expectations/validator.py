@@ -64,13 +64,15 @@ RUNTIME_CONFIGURATION: dict[str, Any] = {"result_format": RESULT_FORMAT, "catch_
 
 # Map metrics whose condition looks at other rows (duplicates, order) without declaring a
 # whole-column metric dependency, so the dependency check below cannot see it.
-_WHOLE_COLUMN_MAP_METRICS = frozenset({
-    "column_values.unique",
-    "compound_columns.unique",
-    "multicolumn_values.unique",
-    "column_values.increasing",
-    "column_values.decreasing",
-})
+_WHOLE_COLUMN_MAP_METRICS = frozenset(
+    {
+        "column_values.unique",
+        "compound_columns.unique",
+        "multicolumn_values.unique",
+        "column_values.increasing",
+        "column_values.decreasing",
+    }
+)
 
 # Expectations whose point is that a column may be missing: their column need not exist.
 _PRESENCE_EXPECTATIONS = frozenset({"expect_column_to_exist"})
@@ -133,8 +135,9 @@ class SuiteValidator:
     :mod:`polyv_connector` is imported.
     """
 
-    def __init__(self, suite: Any, *, source: str = "<suite>", report_dir: str | None = None,
-                 setting: str = "--expectations") -> None:
+    def __init__(
+        self, suite: Any, *, source: str = "<suite>", report_dir: str | None = None, setting: str = "--expectations"
+    ) -> None:
         """Plan ``suite`` (a ``great_expectations.ExpectationSuite``) for chunked validation.
 
         Raises :class:`ConfigError` (naming ``setting`` and ``source``) for an expectation that
@@ -178,8 +181,7 @@ class SuiteValidator:
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_file(cls, path: str, report_dir: str | None = None,
-                  setting: str = "--expectations") -> SuiteValidator:
+    def from_file(cls, path: str, report_dir: str | None = None, setting: str = "--expectations") -> SuiteValidator:
         """Load and check the suite at ``path`` now (ConfigError naming the file and the problem).
 
         ``report_dir`` is where the validation result JSON and the Data Docs go: a directory,
@@ -203,8 +205,10 @@ class SuiteValidator:
             columns = _referenced_columns(config.kwargs)
             unknown = [c for c in columns if c not in ITEM_COLUMNS]
             if unknown and bound.expectation_type not in _PRESENCE_EXPECTATIONS:
-                raise ConfigError(self.setting, f"{where} refers to column(s) {unknown}; the items have "
-                                                f"the columns {list(ITEM_COLUMNS)}")
+                raise ConfigError(
+                    self.setting,
+                    f"{where} refers to column(s) {unknown}; the items have the columns {list(ITEM_COLUMNS)}",
+                )
             try:
                 deps = bound.get_validation_dependencies(
                     execution_engine=self._engine,
@@ -217,19 +221,28 @@ class SuiteValidator:
             map_metric = getattr(bound, "map_metric", None)
             condition = None
             kind: Kind
-            if (map_metric and f"{map_metric}.unexpected_count" in deps
-                    and self._is_row_local(map_metric, bound)):
+            if map_metric and f"{map_metric}.unexpected_count" in deps and self._is_row_local(map_metric, bound):
                 name = f"{map_metric}.condition"
-                kw = get_metric_kwargs(name, configuration=bound.configuration,
-                                       runtime_configuration=RUNTIME_CONFIGURATION)
+                kw = get_metric_kwargs(
+                    name, configuration=bound.configuration, runtime_configuration=RUNTIME_CONFIGURATION
+                )
                 condition = MetricConfiguration(name, kw["metric_domain_kwargs"], kw["metric_value_kwargs"])
                 kind = "row" if self._foldable(deps, map_metric) else "whole"
             else:
                 kind = "table" if self._foldable(deps, None) else "whole"
             mostly = getattr(bound, "mostly", 1.0)
-            planned.append(Planned(i, bound, label, columns, kind, dict(deps),
-                                   condition if kind == "row" else None,
-                                   1.0 if mostly is None else float(mostly)))
+            planned.append(
+                Planned(
+                    i,
+                    bound,
+                    label,
+                    columns,
+                    kind,
+                    dict(deps),
+                    condition if kind == "row" else None,
+                    1.0 if mostly is None else float(mostly),
+                )
+            )
         return planned
 
     def _is_row_local(self, map_metric: str, bound: Any) -> bool:
@@ -244,11 +257,10 @@ class SuiteValidator:
         if map_metric in _WHOLE_COLUMN_MAP_METRICS:
             return False
         name = f"{map_metric}.condition"
-        kw = get_metric_kwargs(name, configuration=bound.configuration,
-                               runtime_configuration=RUNTIME_CONFIGURATION)
+        kw = get_metric_kwargs(name, configuration=bound.configuration, runtime_configuration=RUNTIME_CONFIGURATION)
         graph = self._calc.build_metric_dependency_graph(
-            [MetricConfiguration(name, kw["metric_domain_kwargs"], kw["metric_value_kwargs"])],
-            RUNTIME_CONFIGURATION)
+            [MetricConfiguration(name, kw["metric_domain_kwargs"], kw["metric_value_kwargs"])], RUNTIME_CONFIGURATION
+        )
         names = {e.left.metric_name for e in graph.edges}
         names |= {e.right.metric_name for e in graph.edges if e.right is not None}
         return all(n == name or n.startswith("table.") or n.endswith(".map") for n in names)
@@ -356,21 +368,29 @@ class SuiteValidator:
         evrs: dict[int, Any] = {}
         for p in self.planned:
             if p.kind != "whole":
-                evrs[p.position] = self._judge(p, {mc.id: self._merged.get(mc.id, merge.MISSING)
-                                                   for mc in p.deps.values()})
+                evrs[p.position] = self._judge(
+                    p, {mc.id: self._merged.get(mc.id, merge.MISSING) for mc in p.deps.values()}
+                )
         if self._whole:
             evrs.update(self._judge_whole())
         ordered = [evrs[p.position] for p in self.planned]
-        self._gates = [g for p, evr in zip(self.planned, ordered, strict=True)
-                       if (g := _gate_reason(p, evr)) is not None]
+        self._gates = [
+            g for p, evr in zip(self.planned, ordered, strict=True) if (g := _gate_reason(p, evr)) is not None
+        ]
         self._kept = []
         run_time = dt.datetime.now(dt.UTC)
         self._result = results.suite_result(self.suite, ordered, self._meta(run_time))
         if self.output_dir is not None:
             self.result_json_path, self.data_docs_path, self.data_docs_page = results.write_outputs(
-                self._result, self.suite, self.output_dir, self.output_stem, run_time)
-            log.info("expectations %s: %d gate failure(s); result JSON %s; Data Docs %s",
-                     self.suite.name, len(self._gates), self.result_json_path, self.data_docs_page)
+                self._result, self.suite, self.output_dir, self.output_stem, run_time
+            )
+            log.info(
+                "expectations %s: %d gate failure(s); result JSON %s; Data Docs %s",
+                self.suite.name,
+                len(self._gates),
+                self.result_json_path,
+                self.data_docs_page,
+            )
         return list(self._gates)
 
     def summary(self) -> dict[str, Any]:
@@ -409,11 +429,14 @@ class SuiteValidator:
         self._engine.load_batch_data(BATCH_ID, frame)
         graph = self._calc.build_metric_dependency_graph(configs, RUNTIME_CONFIGURATION)
         resolved, aborted = self._calc.resolve_validation_graph(
-            graph=graph, runtime_configuration=RUNTIME_CONFIGURATION, min_graph_edges_pbar_enable=0)
+            graph=graph, runtime_configuration=RUNTIME_CONFIGURATION, min_graph_edges_pbar_enable=0
+        )
         if aborted:
             asked = {mc.id for mc in configs}
-            message = {metric_id: str(getattr(info.get("exception_info"), "exception_message", info))
-                       for metric_id, info in aborted.items()}
+            message = {
+                metric_id: str(getattr(info.get("exception_info"), "exception_message", info))
+                for metric_id, info in aborted.items()
+            }
             for p in self.planned:
                 needed = [*p.deps.values(), *([p.condition] if p.condition is not None else [])]
                 missing = [mc.id for mc in needed if mc.id in asked and mc.id not in resolved]
@@ -442,20 +465,27 @@ class SuiteValidator:
         if not p.errors:
             try:
                 return p.expectation.metrics_validate(
-                    metrics=metrics, runtime_configuration=copy.deepcopy(RUNTIME_CONFIGURATION),
-                    execution_engine=self._engine)
+                    metrics=metrics,
+                    runtime_configuration=copy.deepcopy(RUNTIME_CONFIGURATION),
+                    execution_engine=self._engine,
+                )
             except Exception as exc:  # an expectation's own _validate failing is a finding, not a crash
                 p.errors.append(f"{type(exc).__name__}: {exc}")
         return ExpectationValidationResult(
-            success=False, expectation_config=p.expectation.configuration,
-            exception_info=ExceptionInfo(exception_traceback="", exception_message="; ".join(p.errors)))
+            success=False,
+            expectation_config=p.expectation.configuration,
+            exception_info=ExceptionInfo(exception_traceback="", exception_message="; ".join(p.errors)),
+        )
 
     def _judge_whole(self) -> dict[int, Any]:
         """Evaluate the whole-input expectations once, on the kept columns of every chunk."""
         import pyarrow as pa
 
-        table = pa.concat_tables(self._kept) if self._kept else pa.Table.from_pandas(
-            self._empty[self._whole_columns], preserve_index=False)
+        table = (
+            pa.concat_tables(self._kept)
+            if self._kept
+            else pa.Table.from_pandas(self._empty[self._whole_columns], preserve_index=False)
+        )
         self._kept = []
         frame = table.to_pandas()
         del table
@@ -480,15 +510,19 @@ class SuiteValidator:
 
         return {
             "great_expectations_version": gx.__version__,
-            "run_id": {"run_name": self.output_stem or self.suite.name,
-                       "run_time": now.isoformat()},
+            "run_id": {"run_name": self.output_stem or self.suite.name, "run_time": now.isoformat()},
             "validation_time": now.strftime("%Y%m%dT%H%M%S.%fZ"),
             "batch_spec": {"data_asset_name": "viewer custom field items", "suite_file": self.source},
-            "active_batch_definition": {"datasource_name": "polyv-sync",
-                                        "data_asset_name": "viewer custom field items",
-                                        "batch_definition_name": "items (validated in chunks)"},
-            "polyv": {"items": self._items, "chunks": self._chunks,
-                      "items_rejected_by_expectations": self._rejected_items},
+            "active_batch_definition": {
+                "datasource_name": "polyv-sync",
+                "data_asset_name": "viewer custom field items",
+                "batch_definition_name": "items (validated in chunks)",
+            },
+            "polyv": {
+                "items": self._items,
+                "chunks": self._chunks,
+                "items_rejected_by_expectations": self._rejected_items,
+            },
         }
 
 
@@ -496,16 +530,17 @@ def _to_row_numbers(positions: list[Any], row_numbers: Any) -> list[Any]:
     """GX's partial unexpected index list (frame positions) as the items' source rowNumbers."""
     out = []
     for pos in positions:
-        out.append(int(row_numbers[pos]) if isinstance(pos, int | float) and not isinstance(pos, bool)
-                   else pos)
+        out.append(int(row_numbers[pos]) if isinstance(pos, int | float) and not isinstance(pos, bool) else pos)
     return out
 
 
 def _empty_items_frame(pd: Any) -> Any:
-    return pd.DataFrame({
-        "rowNumber": pd.Series([], dtype="int64"),
-        **{c: pd.Series([], dtype="str") for c in ITEM_COLUMNS[1:]},
-    })
+    return pd.DataFrame(
+        {
+            "rowNumber": pd.Series([], dtype="int64"),
+            **{c: pd.Series([], dtype="str") for c in ITEM_COLUMNS[1:]},
+        }
+    )
 
 
 def _output_location(report_dir: str | None, suite_name: str) -> tuple[Path | None, str]:
@@ -514,8 +549,7 @@ def _output_location(report_dir: str | None, suite_name: str) -> tuple[Path | No
         return None, _safe_stem(suite_name)
     if "://" in report_dir:
         # The files are for people to open locally; a URL would become an odd local folder.
-        log.warning("expectation results are written to local folders only; not writing them for %s",
-                    report_dir)
+        log.warning("expectation results are written to local folders only; not writing them for %s", report_dir)
         return None, _safe_stem(suite_name)
     path = Path(report_dir)
     if path.suffix.lower() == ".parquet" or (path.suffix and not path.is_dir()):
@@ -540,14 +574,17 @@ def _gate_reason(p: Planned, evr: Any) -> str | None:
             return None  # its failing rows are rejected; the rejected-fraction ceiling is the gate
         pct = result.get("unexpected_percent")
         pct_text = f"{pct:.2f}%" if isinstance(pct, int | float) and math.isfinite(pct) else "too many"
-        return (f"{p.label}: {pct_text} of the values are unexpected, more than the "
-                f"{(1 - p.mostly) * 100:.2f}% allowed by mostly={p.mostly:g}")
+        return (
+            f"{p.label}: {pct_text} of the values are unexpected, more than the "
+            f"{(1 - p.mostly) * 100:.2f}% allowed by mostly={p.mostly:g}"
+        )
     if "observed_value" in result:
         return f"{p.label} failed: observed {_short(result['observed_value'])}"
     if "unexpected_count" in result:
         examples = result.get("partial_unexpected_list") or []
-        return (f"{p.label} failed: {result['unexpected_count']:,} unexpected values"
-                + (f", e.g. {_short(examples[:3])}" if examples else ""))
+        return f"{p.label} failed: {result['unexpected_count']:,} unexpected values" + (
+            f", e.g. {_short(examples[:3])}" if examples else ""
+        )
     return f"{p.label} failed"
 
 

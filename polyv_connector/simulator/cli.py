@@ -28,9 +28,7 @@ _DEFAULT_LIMIT = RateLimitConfig()
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the simulator's options to ``parser`` (a subcommand parser or a standalone one)."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help="port, 0 for any free (default %(default)s)"
-    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port, 0 for any free (default %(default)s)")
     parser.add_argument(
         "--app-id",
         default=None,

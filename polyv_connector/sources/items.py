@@ -32,8 +32,7 @@ def to_items(batch: pa.RecordBatch | pa.Table, mapping: ColumnMapping, first_row
     viewer = to_text(batch.column(mapping.viewer_id_column))
     if not mapping.is_wide:
         return pa.Table.from_arrays(
-            [rows, viewer, to_text(batch.column(mapping.field_id_column)),
-             to_text(batch.column(mapping.value_column))],
+            [rows, viewer, to_text(batch.column(mapping.field_id_column)), to_text(batch.column(mapping.value_column))],
             schema=ITEM_SCHEMA,
         )
     k = len(mapping.fields)

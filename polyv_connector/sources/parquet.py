@@ -56,7 +56,8 @@ class ParquetSource:
             return [(fs, path)]
         selector = pafs.FileSelector(path, recursive=True)
         found = sorted(
-            f.path for f in fs.get_file_info(selector)
+            f.path
+            for f in fs.get_file_info(selector)
             if f.type == pafs.FileType.File and not f.base_name.startswith((".", "_"))
         )
         if not found:

@@ -49,8 +49,11 @@ def check_table_name(table: str, setting: str) -> str:
     """
     table = (table or "").strip()
     if not _TABLE_NAME.match(table):
-        raise ConfigError(setting, f"{table!r} is not a table name of the form [schema.]table "
-                                   "(letters, digits, _ and $, or quoted identifiers)")
+        raise ConfigError(
+            setting,
+            f"{table!r} is not a table name of the form [schema.]table "
+            "(letters, digits, _ and $, or quoted identifiers)",
+        )
     return table
 
 
@@ -60,8 +63,7 @@ def quote_identifier(name: str, identifier_format: str = '"{}"') -> str:
     return identifier_format.format(name.replace(close, close * 2))
 
 
-def resolve_columns(requested: Sequence[str], available: Sequence[str], where: str,
-                    setting: str) -> list[int]:
+def resolve_columns(requested: Sequence[str], available: Sequence[str], where: str, setting: str) -> list[int]:
     """Positions in ``available`` of each ``requested`` column (exact, else unique case-insensitive)."""
     exact = {name: i for i, name in enumerate(available)}
     folded: dict[str, list[int]] = {}
@@ -160,8 +162,10 @@ class SqlSource:
         except Exception as exc:
             if self.table:
                 raise InputError(self.setting, f"cannot read table {self.table}: {exc}") from exc
-            log.info("could not probe the source query's columns (%s); checking them on the first "
-                     "chunk instead", type(exc).__name__)
+            log.info(
+                "could not probe the source query's columns (%s); checking them on the first chunk instead",
+                type(exc).__name__,
+            )
             return None
         finally:
             _close(conn)
@@ -192,14 +196,19 @@ class SqlSource:
         key the engine must see both, to report the duplicate or the conflict.
         """
         viewer, field, _ = self._diff_columns(columns)
-        return (f"SELECT polyv_base.*, COUNT(*) OVER (PARTITION BY polyv_base.{viewer}, polyv_base.{field}) "
-                f"AS polyv_n FROM ({base}) polyv_base")
+        return (
+            f"SELECT polyv_base.*, COUNT(*) OVER (PARTITION BY polyv_base.{viewer}, polyv_base.{field}) "
+            f"AS polyv_n FROM ({base}) polyv_base"
+        )
 
     def _diff_columns(self, columns: Sequence[str]) -> tuple[str, str, str]:
         names = self.columns()
         if names is None or len(columns) != 3:
-            raise ConfigError(self.setting, "the diff in the warehouse needs a long-form source whose columns "
-                                            "can be probed (viewerId, customFieldId, customFieldValue)")
+            raise ConfigError(
+                self.setting,
+                "the diff in the warehouse needs a long-form source whose columns "
+                "can be probed (viewerId, customFieldId, customFieldValue)",
+            )
         viewer, field, value = (names[i] for i in resolve_columns(columns, names, self.location, self.setting))
         return tuple(quote_identifier(n, self.identifier_format) for n in (viewer, field, value))  # type: ignore[return-value]
 
@@ -257,8 +266,7 @@ class SqlSource:
                 except InputError:
                     raise
                 except Exception as exc:
-                    raise InputError(self.setting, f"the source query failed: {type(exc).__name__}: "
-                                                   f"{exc}") from exc
+                    raise InputError(self.setting, f"the source query failed: {type(exc).__name__}: {exc}") from exc
                 # psycopg2 named cursors describe the result only after the first fetch.
                 names = [d[0] for d in cur.description or ()]
                 positions = resolve_columns(columns, names, self.location, self.setting)
@@ -272,8 +280,7 @@ class SqlSource:
             _close(conn)
 
 
-def rows_to_batch(rows: Sequence[Sequence[Any]], positions: Sequence[int],
-                  names: Sequence[str]) -> pa.RecordBatch:
+def rows_to_batch(rows: Sequence[Sequence[Any]], positions: Sequence[int], names: Sequence[str]) -> pa.RecordBatch:
     """Columns ``positions`` of DB-API ``rows`` as a record batch with the given ``names``."""
     arrays = [column_to_arrow([row[p] for row in rows]) for p in positions]
     return pa.RecordBatch.from_arrays(arrays, names=list(names))
@@ -292,8 +299,12 @@ def column_to_arrow(values: list[Any]) -> pa.Array:
         return _as_text(values)
     if pat.is_nested(typ):  # JSON objects and arrays: send their JSON text
         return _as_text(values)
-    if (isinstance(typ, pa.BaseExtensionType)  # e.g. arrow.uuid: send the canonical str() form
-            or pat.is_time(typ) or pat.is_duration(typ) or pat.is_interval(typ)):
+    if (
+        isinstance(typ, pa.BaseExtensionType)  # e.g. arrow.uuid: send the canonical str() form
+        or pat.is_time(typ)
+        or pat.is_duration(typ)
+        or pat.is_interval(typ)
+    ):
         return _as_text(values)
     return array
 

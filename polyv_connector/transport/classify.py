@@ -74,11 +74,11 @@ def classify_response(http_status: int, body: bytes) -> Outcome:
     if http_status in (401, 403, 407):
         return Outcome("fatal", http_status, code, desc or "permission denied", request_id, fatal_cause="auth")
     if 300 <= http_status < 400:
-        return Outcome("fatal", http_status, code, desc or f"redirected (HTTP {http_status})", request_id,
-                       fatal_cause="endpoint")
+        return Outcome(
+            "fatal", http_status, code, desc or f"redirected (HTTP {http_status})", request_id, fatal_cause="endpoint"
+        )
     if http_status in (404, 405):
-        return Outcome("fatal", http_status, code, desc or "endpoint not found", request_id,
-                       fatal_cause="endpoint")
+        return Outcome("fatal", http_status, code, desc or "endpoint not found", request_id, fatal_cause="endpoint")
     # Any other 40X (param validate error, param length is incorrect, json format error,
     # param should not be empty...) can be caused by one bad item of the batch.
     return Outcome("data", http_status, code, desc or f"HTTP {http_status}", request_id)
@@ -90,11 +90,17 @@ def _classify_non_json(http_status: int, body: bytes) -> Outcome:
     if http_status in (401, 403, 407):
         # The status of POLYV's block is undocumented (403 is plausible) and a firewall page
         # looks the same: stop rather than keep knocking on a door that may be blocking the IP.
-        return Outcome("blocked", http_status, None, f"HTTP {http_status} with a non-JSON body (an IP block "
-                       "or a firewall)")
+        return Outcome(
+            "blocked", http_status, None, f"HTTP {http_status} with a non-JSON body (an IP block or a firewall)"
+        )
     if http_status in (404, 405) or 300 <= http_status < 400:
-        return Outcome("fatal", http_status, None, f"HTTP {http_status} with a non-JSON body: "
-                       "is the API base URL right?", fatal_cause="endpoint")
+        return Outcome(
+            "fatal",
+            http_status,
+            None,
+            f"HTTP {http_status} with a non-JSON body: is the API base URL right?",
+            fatal_cause="endpoint",
+        )
     # Gateways (502/503/504) and proxies answer HTML; the API itself never does.
     return Outcome("transient", http_status, None, f"HTTP {http_status} with a non-JSON body (gateway or proxy)")
 
@@ -109,8 +115,9 @@ def classify_exception(exc: BaseException) -> Outcome:
     if isinstance(exc, requests.Timeout):
         return Outcome("transient", None, None, "request timed out")
     if isinstance(exc, requests.exceptions.SSLError):
-        return Outcome("fatal", None, None, "TLS handshake failed (certificate or proxy problem)",
-                       fatal_cause="endpoint")
+        return Outcome(
+            "fatal", None, None, "TLS handshake failed (certificate or proxy problem)", fatal_cause="endpoint"
+        )
     if isinstance(exc, requests.ConnectionError):
         return Outcome("transient", None, None, "connection failed or was reset")
     if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):

@@ -42,28 +42,35 @@ USER_AGENT = "polyv-connector/0.1"
 
 def abort_for(outcome: Outcome) -> RunAborted:
     """The run-stopping error for a ``fatal`` or ``blocked`` outcome, with an actionable message."""
-    where = f" (HTTP {outcome.http_status}, requestId {outcome.request_id})" if outcome.request_id else (
-        f" (HTTP {outcome.http_status})" if outcome.http_status else "")
+    where = (
+        f" (HTTP {outcome.http_status}, requestId {outcome.request_id})"
+        if outcome.request_id
+        else (f" (HTTP {outcome.http_status})" if outcome.http_status else "")
+    )
     if outcome.kind == "blocked":
         return RunAborted(
             "blocked",
             f"POLYV rate limit hit: '{outcome.desc}'{where}. The client IP is blocked for 5 minutes "
             "for every POLYV API call; nothing more was sent. Lower --max-rps (and the number of "
             "parallel syncs), wait 5 minutes, then rerun.",
-            http_status=outcome.http_status, error_code=outcome.error_code, request_id=outcome.request_id,
+            http_status=outcome.http_status,
+            error_code=outcome.error_code,
+            request_id=outcome.request_id,
         )
     hints = {
         "auth": "check the appId and appSecret (POLYV_APP_ID / POLYV_APP_SECRET, or the Airflow "
-                "connection's login and password)",
+        "connection's login and password)",
         "clock": "the request timestamp was refused: this machine's clock is probably off by more "
-                 "than 3 minutes; sync it with NTP",
+        "than 3 minutes; sync it with NTP",
         "endpoint": "check the API base URL (POLYV_API_BASE_URL or the connection's host)",
     }
     cause = outcome.fatal_cause or "auth"
     return RunAborted(
         cause,
         f"POLYV refused the request: '{outcome.desc}'{where}; {hints.get(cause, '')}. Nothing more was sent.",
-        http_status=outcome.http_status, error_code=outcome.error_code, request_id=outcome.request_id,
+        http_status=outcome.http_status,
+        error_code=outcome.error_code,
+        request_id=outcome.request_id,
     )
 
 
@@ -113,8 +120,9 @@ class PolyvClient:
             params.update(extra)
         return signed_params(params, self._credentials.app_secret.reveal(), self._options.signature_method)
 
-    def _exchange(self, method: str, path: str, *, body: bytes | None = None,
-                  extra: dict[str, str] | None = None) -> tuple[Outcome, bytes]:
+    def _exchange(
+        self, method: str, path: str, *, body: bytes | None = None, extra: dict[str, str] | None = None
+    ) -> tuple[Outcome, bytes]:
         if self._budget is not None:
             self._budget.acquire()
         headers = {"Content-Type": "application/json; charset=utf-8"} if body is not None else None
@@ -122,8 +130,12 @@ class PolyvClient:
             self._counts[method] += 1
         try:
             resp = self.session.request(
-                method, self._base + path, params=self._signed_query(extra), data=body,
-                headers=headers, timeout=self._options.timeout_s,
+                method,
+                self._base + path,
+                params=self._signed_query(extra),
+                data=body,
+                headers=headers,
+                timeout=self._options.timeout_s,
                 # A redirect would turn the POST into a bodiless GET and carry the signed
                 # query to another host: never follow one.
                 allow_redirects=False,
@@ -137,19 +149,23 @@ class PolyvClient:
         """One signed POST of a JSON array body; classified, never raised (except programming errors)."""
         return self._exchange("POST", SAVE_PATH, body=body)[0]
 
-    def list_fields(self, retry: RetryPolicy | None = None, rng: random.Random | None = None,
-                    sleep: Callable[[float], None] = time.sleep) -> list[dict[str, Any]]:
+    def list_fields(
+        self,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> list[dict[str, Any]]:
         """Every custom field of the account (all pages). Raises :class:`RunAborted` on refusal."""
-        retry = retry or RetryPolicy(self._options.max_attempts, self._options.backoff_base_s,
-                                     self._options.backoff_max_s)
+        retry = retry or RetryPolicy(
+            self._options.max_attempts, self._options.backoff_base_s, self._options.backoff_max_s
+        )
         rng = rng or random.Random()
         fields: list[dict[str, Any]] = []
         page = 1
         while True:
             attempt = 1
             while True:
-                outcome, content = self._exchange(
-                    "GET", LIST_PATH, extra={"pageNumber": str(page), "pageSize": "1000"})
+                outcome, content = self._exchange("GET", LIST_PATH, extra={"pageNumber": str(page), "pageSize": "1000"})
                 if outcome.kind == "ok" or outcome.kind in ("fatal", "blocked", "data"):
                     break
                 if not retry.should_retry(attempt):
@@ -164,7 +180,8 @@ class PolyvClient:
                     f"could not read the custom field list: {outcome.desc} (HTTP {outcome.http_status}); "
                     "POLYV may be down, retry later (or skip the check: --no-check-fields, or check_fields=False "
                     "on the operator)",
-                    http_status=outcome.http_status, request_id=outcome.request_id,
+                    http_status=outcome.http_status,
+                    request_id=outcome.request_id,
                 )
             data = json.loads(content.decode("utf-8")).get("data") or {}
             fields.extend(data.get("contents") or [])

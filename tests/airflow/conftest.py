@@ -50,8 +50,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """``airflow db migrate`` once per session (SQLite under the throwaway AIRFLOW_HOME)."""
-    proc = subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=subprocess_env(),
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [str(BIN / "airflow"), "db", "migrate"], env=subprocess_env(), capture_output=True, text=True, timeout=180
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return AIRFLOW_HOME / "airflow.db"
 
@@ -61,9 +62,13 @@ def api_server(airflow_db: Path) -> Iterator[str]:
     """An ``airflow api-server`` for the executor's task supervisor; its execution API URL."""
     port = free_port()
     log = (AIRFLOW_HOME / "api-server.log").open("wb")
-    proc = subprocess.Popen([str(BIN / "airflow"), "api-server", "--port", str(port)],
-                            env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # its own group: we stop it and its workers
+    proc = subprocess.Popen(
+        [str(BIN / "airflow"), "api-server", "--port", str(port)],
+        env=subprocess_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # its own group: we stop it and its workers
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -73,8 +78,9 @@ def api_server(airflow_db: Path) -> Iterator[str]:
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("airflow api-server did not start: "
-                                       + (AIRFLOW_HOME / "api-server.log").read_text()[-3000:]) from None
+                    raise RuntimeError(
+                        "airflow api-server did not start: " + (AIRFLOW_HOME / "api-server.log").read_text()[-3000:]
+                    ) from None
                 time.sleep(0.3)
         yield f"{url}/execution/"
     finally:
@@ -114,14 +120,20 @@ class DagRunResult:
 def run_dag(api_server: str, airflow_db: Path):
     """Run a DAG like a worker would: ``airflow dags test <dag> <date> -c <conf> --use-executor``."""
 
-    def run(dag_id: str, logical_date: str, conf: dict[str, Any] | None = None,
-            env: dict[str, str] | None = None, timeout: float = 150) -> DagRunResult:
+    def run(
+        dag_id: str,
+        logical_date: str,
+        conf: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 150,
+    ) -> DagRunResult:
         cmd = [str(BIN / "airflow"), "dags", "test", dag_id, logical_date, "--use-executor"]
         if conf:
             cmd += ["-c", json.dumps(conf)]
         full_env = subprocess_env(AIRFLOW__CORE__EXECUTION_API_SERVER_URL=api_server, **(env or {}))
-        proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         try:
             output, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -139,18 +151,27 @@ def _read_run(dag_id: str, logical_date: str, returncode: int, output: str) -> D
         row = db.execute(
             "SELECT run_id, state, data_interval_start, data_interval_end FROM dag_run "
             "WHERE dag_id = ? AND logical_date LIKE ? ORDER BY id DESC LIMIT 1",
-            (dag_id, f"{logical_date}%")).fetchone()
+            (dag_id, f"{logical_date}%"),
+        ).fetchone()
         xcom = None
         if row:
-            value = db.execute("SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND key = 'return_value'",
-                               (dag_id, row[0])).fetchone()
+            value = db.execute(
+                "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND key = 'return_value'", (dag_id, row[0])
+            ).fetchone()
             if value:
                 xcom = json.loads(value[0]) if isinstance(value[0], str) else value[0]
     finally:
         db.close()
     logs = sorted((AIRFLOW_HOME / "logs" / f"dag_id={dag_id}").glob(f"run_id={row[0]}/**/*.log")) if row else []
-    return DagRunResult(returncode, output, row[1] if row else None, row[0] if row else None,
-                        (row[2], row[3]) if row else None, xcom, logs)
+    return DagRunResult(
+        returncode,
+        output,
+        row[1] if row else None,
+        row[0] if row else None,
+        (row[2], row[3]) if row else None,
+        xcom,
+        logs,
+    )
 
 
 # ---- the POLYV simulator ----------------------------------------------------------------------
@@ -213,5 +234,3 @@ def pg_warehouse_env(pg_available: bool, monkeypatch: pytest.MonkeyPatch) -> str
     """``AIRFLOW_CONN_POLYV_WAREHOUSE`` (a postgresql:// URI) for in-process tests."""
     monkeypatch.setenv("AIRFLOW_CONN_POLYV_WAREHOUSE", PG_URI)
     return PG_URI
-
-

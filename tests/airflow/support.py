@@ -35,8 +35,10 @@ AIRFLOW_ENV = {
     "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
 }
 if "airflow" in sys.modules:  # pragma: no cover - only if another conftest imported it first
-    print("warning: airflow was imported before tests/airflow/support.py; in-process tests "
-          "use its configuration", file=sys.stderr)
+    print(
+        "warning: airflow was imported before tests/airflow/support.py; in-process tests use its configuration",
+        file=sys.stderr,
+    )
 os.environ.update(AIRFLOW_ENV)
 
 

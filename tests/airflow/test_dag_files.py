@@ -68,8 +68,13 @@ def test_dag_params_and_schedules():
 @pytest.mark.parametrize("dag_id", sorted(DAG_IDS))
 def test_dag_file_parses_fast_without_heavy_imports(dag_id):
     probe = _PARSE_PROBE % (HEAVY,)
-    proc = subprocess.run([sys.executable, "-c", probe, str(DAGS / f"{dag_id}.py")],
-                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, str(DAGS / f"{dag_id}.py")],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["errors"] == {}
@@ -80,9 +85,12 @@ def test_dag_file_parses_fast_without_heavy_imports(dag_id):
 
 
 def test_operator_module_imports_nothing_heavy():
-    code = ("import sys; import polyv_connector.airflow.operators, polyv_connector.airflow.hooks; "
-            f"print([m for m in {HEAVY!r} + ('requests', 'numpy') if m in sys.modules])")
-    proc = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True,
-                          text=True, timeout=120)
+    code = (
+        "import sys; import polyv_connector.airflow.operators, polyv_connector.airflow.hooks; "
+        f"print([m for m in {HEAVY!r} + ('requests', 'numpy') if m in sys.modules])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"

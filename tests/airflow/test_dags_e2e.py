@@ -32,11 +32,14 @@ def _warehouse_env(sim) -> dict[str, str]:
 def _attrs_table(schema: str) -> str:
     """Long-form viewer attributes, one row every 6 hours over four days from 2025-03-01."""
     table = f"{schema}.viewer_attributes"
-    pg_exec(f"CREATE TABLE {table} (viewer_id text, custom_field_id text, custom_field_value text, "
-            "updated_at timestamptz)")
-    pg_exec(f"INSERT INTO {table} SELECT 'viewer-' || i, CASE WHEN i % 2 = 0 THEN 'PAY_STATUS' ELSE 'VIP_LEVEL' END, "
-            "'value-' || i, timestamptz '2025-03-01 00:00+00' + (i * 6 || ' hours')::interval "
-            "FROM generate_series(0, 15) i")
+    pg_exec(
+        f"CREATE TABLE {table} (viewer_id text, custom_field_id text, custom_field_value text, updated_at timestamptz)"
+    )
+    pg_exec(
+        f"INSERT INTO {table} SELECT 'viewer-' || i, CASE WHEN i % 2 = 0 THEN 'PAY_STATUS' ELSE 'VIP_LEVEL' END, "
+        "'value-' || i, timestamptz '2025-03-01 00:00+00' + (i * 6 || ' hours')::interval "
+        "FROM generate_series(0, 15) i"
+    )
     return table
 
 
@@ -64,9 +67,13 @@ def test_parquet_dag_on_the_bundled_sample(run_dag, sim, tmp_path):
     assert counts == summary["counts"]
     # The report file is the task's asset; the event carries the concrete location.
     with sqlite3.connect(AIRFLOW_HOME / "airflow.db") as db:
-        extras = [json.loads(e) for (e,) in db.execute(
-            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
-            "WHERE a.uri = 'x-polyv-report://polyv_viewer_sync_parquet/sync_viewer_fields'")]
+        extras = [
+            json.loads(e)
+            for (e,) in db.execute(
+                "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                "WHERE a.uri = 'x-polyv-report://polyv_viewer_sync_parquet/sync_viewer_fields'"
+            )
+        ]
     assert any(e.get("runId") == summary["runId"] and e.get("report") == str(report) for e in extras)
 
 
@@ -74,15 +81,23 @@ def test_parquet_dag_on_the_bundled_sample(run_dag, sim, tmp_path):
 def test_warehouse_dag_syncs_the_data_interval(run_dag, sim, pg_schema):
     table = _attrs_table(pg_schema)
     report_table = f"{pg_schema}.polyv_sync_report"
-    run = run_dag("polyv_viewer_sync_warehouse", "2025-03-03",
-                  {"source_table": table, "report_table": report_table,
-                   "state_table": f"{pg_schema}.polyv_sync_state"}, env=_warehouse_env(sim))
+    run = run_dag(
+        "polyv_viewer_sync_warehouse",
+        "2025-03-03",
+        {"source_table": table, "report_table": report_table, "state_table": f"{pg_schema}.polyv_sync_state"},
+        env=_warehouse_env(sim),
+    )
     _assert_success(run)
     start, end = (dt.datetime.fromisoformat(t).replace(tzinfo=dt.UTC) for t in run.data_interval)
     assert end - start == dt.timedelta(days=1)
-    expected = {(v, f): value for v, f, value in pg_rows(
-        f"SELECT viewer_id, custom_field_id, custom_field_value FROM {table} "
-        "WHERE updated_at >= %s AND updated_at < %s", (start, end))}
+    expected = {
+        (v, f): value
+        for v, f, value in pg_rows(
+            f"SELECT viewer_id, custom_field_id, custom_field_value FROM {table} "
+            "WHERE updated_at >= %s AND updated_at < %s",
+            (start, end),
+        )
+    }
     assert len(expected) == 4  # four rows a day: the interval selects one day, not everything
     assert _stored(sim) == expected
     summary = run.xcom
@@ -97,9 +112,12 @@ def test_warehouse_dag_syncs_the_data_interval(run_dag, sim, pg_schema):
 def test_backfill_dag_resyncs_a_whole_table(run_dag, sim, pg_schema):
     table = _attrs_table(pg_schema)
     report_table = f"{pg_schema}.resync_report"
-    run = run_dag("polyv_viewer_backfill", "2025-03-04",
-                  {"source_table": table, "report_table": report_table,
-                   "state_table": f"{pg_schema}.polyv_sync_state"}, env=_warehouse_env(sim))
+    run = run_dag(
+        "polyv_viewer_backfill",
+        "2025-03-04",
+        {"source_table": table, "report_table": report_table, "state_table": f"{pg_schema}.polyv_sync_state"},
+        env=_warehouse_env(sim),
+    )
     _assert_success(run)
     assert len(_stored(sim)) == 16
     assert run.xcom["counts"]["sent"] == 16
@@ -109,8 +127,9 @@ def test_backfill_dag_resyncs_a_whole_table(run_dag, sim, pg_schema):
 def test_refused_credentials_fail_the_run_after_the_report(run_dag, sim, tmp_path):
     wrong = "WRONG-planted-s3cr3t-e2e-0b9d"
     report = tmp_path / "report.parquet"
-    run = run_dag("polyv_viewer_sync_parquet", "2025-03-05", {"report_path": str(report)},
-                  env=_polyv(sim, secret=wrong))
+    run = run_dag(
+        "polyv_viewer_sync_parquet", "2025-03-05", {"report_path": str(report)}, env=_polyv(sim, secret=wrong)
+    )
     assert run.state == "failed", run.output[-5000:]
     assert not sim.values and sim.stats.save_requests == 0
     rows = pq.read_table(report).to_pylist()
@@ -127,9 +146,12 @@ def test_planted_secret_never_leaks(run_dag, sim, pg_schema, tmp_path):
     table = _attrs_table(pg_schema)
     report_table = f"{pg_schema}.polyv_sync_report"
     # Both report targets, and the connection's secret in the env JSON as users give it.
-    run = run_dag("polyv_viewer_backfill", "2025-03-06",
-                  {"source_table": table, "report_table": report_table,
-                   "state_table": f"{pg_schema}.polyv_sync_state"}, env=_warehouse_env(sim))
+    run = run_dag(
+        "polyv_viewer_backfill",
+        "2025-03-06",
+        {"source_table": table, "report_table": report_table, "state_table": f"{pg_schema}.polyv_sync_state"},
+        env=_warehouse_env(sim),
+    )
     _assert_success(run)
     assert run.task_logs, "no task log file was written under AIRFLOW_HOME/logs"
     every_log = "\n".join(p.read_text(errors="replace") for p in (AIRFLOW_HOME / "logs").rglob("*") if p.is_file())
@@ -155,13 +177,29 @@ def test_warehouse_dag_can_be_backfilled_over_a_date_range(airflow_db):
     from tests.airflow.support import BIN, subprocess_env
 
     env = subprocess_env()
-    reserialize = subprocess.run([str(BIN / "airflow"), "dags", "reserialize"], env=env,
-                                 capture_output=True, text=True, timeout=120)
+    reserialize = subprocess.run(
+        [str(BIN / "airflow"), "dags", "reserialize"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert reserialize.returncode == 0, reserialize.stderr[-3000:]
     backfill = subprocess.run(
-        [str(BIN / "airflow"), "backfill", "create", "--dag-id", "polyv_viewer_sync_warehouse",
-         "--from-date", "2025-03-01", "--to-date", "2025-03-03", "--dry-run",
-         "--dag-run-conf", json.dumps({"source_table": "analytics.viewer_attributes", "full_refresh": True})],
-        env=env, capture_output=True, text=True, timeout=120)
+        [
+            str(BIN / "airflow"),
+            "backfill",
+            "create",
+            "--dag-id",
+            "polyv_viewer_sync_warehouse",
+            "--from-date",
+            "2025-03-01",
+            "--to-date",
+            "2025-03-03",
+            "--dry-run",
+            "--dag-run-conf",
+            json.dumps({"source_table": "analytics.viewer_attributes", "full_refresh": True}),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert backfill.returncode == 0, backfill.stdout[-3000:] + backfill.stderr[-3000:]
     assert "2025-03-01 02:00:00+00:00" in backfill.stdout and "2025-03-02 02:00:00+00:00" in backfill.stdout

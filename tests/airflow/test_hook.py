@@ -46,8 +46,10 @@ def test_unreachable_api_is_a_failed_test_not_an_exception(monkeypatch, hook_cls
 
 def test_connection_from_env_json_with_extras(sim, monkeypatch, hook_cls):
     # Extras as users type them: numbers, and numbers as strings (env JSON, secrets backends).
-    monkeypatch.setenv("AIRFLOW_CONN_POLYV_CUSTOM", conn_json(
-        sim.base_url + "/", max_rps="40", batch_size=250, concurrency="3", timeout=12.5))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_POLYV_CUSTOM",
+        conn_json(sim.base_url + "/", max_rps="40", batch_size=250, concurrency="3", timeout=12.5),
+    )
     hook = hook_cls("polyv_custom")
     creds = hook.get_credentials()
     assert (creds.app_id, creds.app_secret.reveal(), creds.base_url) == (APP_ID, PLANTED_SECRET, sim.base_url)

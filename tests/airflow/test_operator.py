@@ -40,8 +40,16 @@ def _op(**kwargs: Any):
 
 
 def _write(path: Path, rows: list[tuple[str | None, str | None, str | None]]) -> str:
-    pq.write_table(pa.table({"viewerId": [r[0] for r in rows], "customFieldId": [r[1] for r in rows],
-                             "customFieldValue": [r[2] for r in rows]}), path)
+    pq.write_table(
+        pa.table(
+            {
+                "viewerId": [r[0] for r in rows],
+                "customFieldId": [r[1] for r in rows],
+                "customFieldValue": [r[2] for r in rows],
+            }
+        ),
+        path,
+    )
     return str(path)
 
 
@@ -67,16 +75,23 @@ def test_parquet_sync_returns_strict_json_summary(sim, polyv_env, tmp_path):
 def test_wide_mapping_and_overrides(sim, polyv_env, tmp_path):
     src = tmp_path / "wide.parquet"
     pq.write_table(pa.table({"uid": ["a", "b", "c"], "pay": ["yes", "no", None], "vip": [1, 2, 3]}), src)
-    summary = _op(input_path=str(src), report_path=str(tmp_path / "r.parquet"), viewer_id_column="uid",
-                  fields={"PAY_STATUS": "pay", "VIP_LEVEL": "vip"}, batch_size=2, concurrency=1).execute(_context())
+    summary = _op(
+        input_path=str(src),
+        report_path=str(tmp_path / "r.parquet"),
+        viewer_id_column="uid",
+        fields={"PAY_STATUS": "pay", "VIP_LEVEL": "vip"},
+        batch_size=2,
+        concurrency=1,
+    ).execute(_context())
     assert summary["counts"]["sent"] == 5 and summary["counts"]["rejected"] == 1  # the null value
     assert sim.values[(APP_ID, "c", "VIP_LEVEL")] == "3"
     assert sim.stats.save_requests == 3  # 5 items in batches of 2
 
 
 def test_dry_run_from_a_rendered_template_string(sim, polyv_env, tmp_path):
-    summary = _op(input_path=str(SAMPLE), report_path=str(tmp_path / "r.parquet"),
-                  dry_run="True", full_refresh="False").execute(_context())
+    summary = _op(
+        input_path=str(SAMPLE), report_path=str(tmp_path / "r.parquet"), dry_run="True", full_refresh="False"
+    ).execute(_context())
     assert summary["dryRun"] is True and summary["counts"]["dry_run"] == 400
     assert sim.stats.save_requests == 0 and not sim.values
 
@@ -126,13 +141,16 @@ def test_refused_credentials_fail_without_retry_and_without_the_secret(sim, monk
     assert wrong not in report.read_bytes().decode("latin-1")
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({}, "exactly one source"),
-    ({"input_path": "x.parquet", "source_conn_id": "w"}, "exactly one source"),
-    ({"input_path": str(SAMPLE)}, "report_path"),
-    ({"input_path": str(SAMPLE), "report_table": "t"}, "report_conn_id"),
-    ({"input_path": str(SAMPLE), "report_path": "/tmp/x.parquet", "dry_run": "maybe"}, "dry_run"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({}, "exactly one source"),
+        ({"input_path": "x.parquet", "source_conn_id": "w"}, "exactly one source"),
+        ({"input_path": str(SAMPLE)}, "report_path"),
+        ({"input_path": str(SAMPLE), "report_table": "t"}, "report_conn_id"),
+        ({"input_path": str(SAMPLE), "report_path": "/tmp/x.parquet", "dry_run": "maybe"}, "dry_run"),
+    ],
+)
 def test_configuration_errors_fail_without_retry(polyv_env, kwargs, match):
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -182,8 +200,9 @@ def test_expectation_suite_is_wired_lazily(sim, polyv_env, tmp_path, monkeypatch
 @pytest.mark.slow
 def test_bundled_expectation_suite(sim, polyv_env, tmp_path):
     report = tmp_path / "r.parquet"
-    summary = _op(input_path=str(SAMPLE), report_path=str(report), expectation_suite_path="default",
-                  max_rejected_fraction="0.5").execute(_context())
+    summary = _op(
+        input_path=str(SAMPLE), report_path=str(report), expectation_suite_path="default", max_rejected_fraction="0.5"
+    ).execute(_context())
     _strict(summary)
     assert summary["ok"] is True and summary["validation"]
     assert summary["counts"]["sent"] + summary["counts"]["rejected"] + summary["counts"]["duplicate"] == 404
@@ -195,24 +214,34 @@ def test_a_bad_suite_is_a_configuration_error(polyv_env, tmp_path):
     suite = tmp_path / "bad.json"
     suite.write_text("{not json")
     with pytest.raises(AirflowFailException, match="expectation_suite_path"):
-        _op(input_path=str(SAMPLE), report_path=str(tmp_path / "r.parquet"),
-            expectation_suite_path=str(suite)).execute(_context())
+        _op(input_path=str(SAMPLE), report_path=str(tmp_path / "r.parquet"), expectation_suite_path=str(suite)).execute(
+            _context()
+        )
 
 
 @pytest.mark.postgres
 def test_warehouse_source_and_report_table(sim, polyv_env, pg_schema, pg_warehouse_env):
     pg_exec(f"CREATE TABLE {pg_schema}.attrs (uid text, field text, val text, updated_at timestamptz)")
-    pg_exec(f"INSERT INTO {pg_schema}.attrs SELECT 'u' || i, 'VIP_LEVEL', 'L' || i, now() "
-            "FROM generate_series(1, 30) i")
-    summary = _op(source_conn_id="polyv_warehouse", source_sql=f"SELECT * FROM {pg_schema}.attrs WHERE uid <> %s",
-                  source_parameters=["u1"], viewer_id_column="uid", field_id_column="field", value_column="val",
-                  report_table=f"{pg_schema}.polyv_sync_report", state_table=f"{pg_schema}.polyv_sync_state",
-                  read_batch_rows=7).execute(_context())
+    pg_exec(
+        f"INSERT INTO {pg_schema}.attrs SELECT 'u' || i, 'VIP_LEVEL', 'L' || i, now() FROM generate_series(1, 30) i"
+    )
+    summary = _op(
+        source_conn_id="polyv_warehouse",
+        source_sql=f"SELECT * FROM {pg_schema}.attrs WHERE uid <> %s",
+        source_parameters=["u1"],
+        viewer_id_column="uid",
+        field_id_column="field",
+        value_column="val",
+        report_table=f"{pg_schema}.polyv_sync_report",
+        state_table=f"{pg_schema}.polyv_sync_state",
+        read_batch_rows=7,
+    ).execute(_context())
     assert summary["counts"]["sent"] == 29
     assert summary["report"] == f"{pg_schema}.polyv_sync_report (connection polyv_warehouse)"
     assert sim.values[(APP_ID, "u30", "VIP_LEVEL")] == "L30"
     assert pg_rows(f'SELECT status, count(*), min("runId") FROM {pg_schema}.polyv_sync_report GROUP BY 1') == [
-        ("sent", 29, summary["runId"])]
+        ("sent", 29, summary["runId"])
+    ]
 
 
 def test_default_outlets():
@@ -239,8 +268,17 @@ def test_templated_report_gets_the_task_asset():
 def test_template_fields_cover_sql_tables_and_paths():
     from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 
-    assert {"source_sql", "source_table", "report_table", "input_path", "report_path", "state_dir",
-            "expectation_suite_path", "dry_run", "full_refresh"} <= set(PolyvViewerFieldSyncOperator.template_fields)
+    assert {
+        "source_sql",
+        "source_table",
+        "report_table",
+        "input_path",
+        "report_path",
+        "state_dir",
+        "expectation_suite_path",
+        "dry_run",
+        "full_refresh",
+    } <= set(PolyvViewerFieldSyncOperator.template_fields)
 
 
 def test_openlineage_is_optional(sim, polyv_env, tmp_path):
@@ -262,9 +300,13 @@ def test_openlineage_facets_with_the_provider(sim, polyv_env, tmp_path, monkeypa
         inputs: list = field(default_factory=list)
         outputs: list = field(default_factory=list)
 
-    for name, attrs in {"airflow.providers.openlineage": {}, "airflow.providers.openlineage.extractors":
-                        {"OperatorLineage": OperatorLineage}, "openlineage": {}, "openlineage.client": {},
-                        "openlineage.client.event_v2": {"Dataset": Dataset}}.items():
+    for name, attrs in {
+        "airflow.providers.openlineage": {},
+        "airflow.providers.openlineage.extractors": {"OperatorLineage": OperatorLineage},
+        "openlineage": {},
+        "openlineage.client": {},
+        "openlineage.client.event_v2": {"Dataset": Dataset},
+    }.items():
         module = types.ModuleType(name)
         module.__dict__.update(attrs)
         monkeypatch.setitem(sys.modules, name, module)
@@ -274,7 +316,9 @@ def test_openlineage_facets_with_the_provider(sim, polyv_env, tmp_path, monkeypa
     lineage = op.get_openlineage_facets_on_complete(None)
     assert lineage.inputs == [Dataset("file", str(SAMPLE))]
     assert lineage.outputs == [
-        Dataset(sim.base_url, f"live/v4/user/custom-field/viewer-value/{APP_ID}"), Dataset("file", str(report))]
+        Dataset(sim.base_url, f"live/v4/user/custom-field/viewer-value/{APP_ID}"),
+        Dataset("file", str(report)),
+    ]
 
 
 def test_openlineage_data_quality_facet_from_the_suite(sim, polyv_env, tmp_path, monkeypatch):
@@ -302,33 +346,46 @@ def test_openlineage_data_quality_facet_from_the_suite(sim, polyv_env, tmp_path,
         assertions: list
 
     dq = {"Assertion": Assertion, "DataQualityAssertionsDatasetFacet": DataQualityAssertionsDatasetFacet}
-    modules = {"airflow.providers.openlineage": {}, "airflow.providers.openlineage.extractors":
-               {"OperatorLineage": OperatorLineage}, "openlineage": {}, "openlineage.client": {},
-               "openlineage.client.event_v2": {"Dataset": Dataset}, "openlineage.client.facet_v2": {},
-               "openlineage.client.facet_v2.data_quality_assertions_dataset": dq}
+    modules = {
+        "airflow.providers.openlineage": {},
+        "airflow.providers.openlineage.extractors": {"OperatorLineage": OperatorLineage},
+        "openlineage": {},
+        "openlineage.client": {},
+        "openlineage.client.event_v2": {"Dataset": Dataset},
+        "openlineage.client.facet_v2": {},
+        "openlineage.client.facet_v2.data_quality_assertions_dataset": dq,
+    }
     for name, attrs in modules.items():
         module = types.ModuleType(name)
         module.__dict__.update(attrs)
         monkeypatch.setitem(sys.modules, name, module)
     sys.modules["openlineage.client.facet_v2"].data_quality_assertions_dataset = sys.modules[
-        "openlineage.client.facet_v2.data_quality_assertions_dataset"]
+        "openlineage.client.facet_v2.data_quality_assertions_dataset"
+    ]
     op = _op(input_path=str(SAMPLE), report_path=str(tmp_path / "r.parquet"), expectation_suite_path="default")
     op.execute(_context())
     [source] = op.get_openlineage_facets_on_complete(None).inputs
     assertions = source.facets["dataQuality"].assertions
     assert ("expect_column_values_to_not_be_null", False, "customFieldValue") in {
-        (a.assertion, a.success, a.column) for a in assertions}
+        (a.assertion, a.success, a.column) for a in assertions
+    }
     assert all(isinstance(a.success, bool) for a in assertions)
 
 
-def test_validation_results_are_written_without_a_parquet_report(sim, polyv_env, tmp_path, pg_schema,
-                                                                  pg_warehouse_env):
+def test_validation_results_are_written_without_a_parquet_report(sim, polyv_env, tmp_path, pg_schema, pg_warehouse_env):
     pg_exec(f"CREATE TABLE {pg_schema}.attrs (uid text, field text, val text)")
     pg_exec(f"INSERT INTO {pg_schema}.attrs VALUES ('u1', 'VIP_LEVEL', 'L1'), ('u2', 'VIP_LEVEL', 'L2')")
-    summary = _op(source_conn_id="polyv_warehouse", source_table=f"{pg_schema}.attrs", viewer_id_column="uid",
-                  field_id_column="field", value_column="val", report_table=f"{pg_schema}.report",
-                  state_table=None, expectation_suite_path="default",
-                  validation_dir=str(tmp_path / "dq")).execute(_context())
+    summary = _op(
+        source_conn_id="polyv_warehouse",
+        source_table=f"{pg_schema}.attrs",
+        viewer_id_column="uid",
+        field_id_column="field",
+        value_column="val",
+        report_table=f"{pg_schema}.report",
+        state_table=None,
+        expectation_suite_path="default",
+        validation_dir=str(tmp_path / "dq"),
+    ).execute(_context())
     result_json = Path(summary["validation"]["resultJson"])
     assert result_json.is_file()
     assert result_json.parent == tmp_path / "dq"

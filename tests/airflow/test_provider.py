@@ -55,21 +55,27 @@ def test_providers_manager_knows_the_polyv_connection_type():
         widgets = pm.connection_form_widgets
     assert behaviour["hidden_fields"] == ["schema", "port", "extra"]
     assert behaviour["placeholders"]["extra__polyv__max_rps"] == "100"
-    assert {"extra__polyv__max_rps", "extra__polyv__batch_size", "extra__polyv__concurrency",
-            "extra__polyv__timeout"} <= set(widgets)
+    assert {
+        "extra__polyv__max_rps",
+        "extra__polyv__batch_size",
+        "extra__polyv__concurrency",
+        "extra__polyv__timeout",
+    } <= set(widgets)
     assert widgets["extra__polyv__batch_size"].field["schema"]["maximum"] == 1000
     assert not [w for w in caught if "polyv" in str(w.message).lower()]
 
 
 def test_airflow_cli_lists_provider_and_hook():
     env = subprocess_env()
-    listed = subprocess.run([str(BIN / "airflow"), "providers", "list", "-o", "json"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    listed = subprocess.run(
+        [str(BIN / "airflow"), "providers", "list", "-o", "json"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert listed.returncode == 0, listed.stderr[-2000:]
     providers = {p["package_name"]: p for p in json.loads(listed.stdout)}
     assert providers["polyv-connector"]["version"] == "0.1.0"
-    hooks = subprocess.run([str(BIN / "airflow"), "providers", "hooks", "-o", "json"], env=env,
-                           capture_output=True, text=True, timeout=120)
+    hooks = subprocess.run(
+        [str(BIN / "airflow"), "providers", "hooks", "-o", "json"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert hooks.returncode == 0, hooks.stderr[-2000:]
     (polyv,) = [h for h in json.loads(hooks.stdout) if h["connection_type"] == "polyv"]
     assert polyv["class"] == "polyv_connector.airflow.hooks.PolyvHook"
@@ -80,8 +86,13 @@ def test_airflow_connections_shows_the_polyv_type(airflow_db):
     from tests.airflow.support import conn_json
 
     env = subprocess_env(AIRFLOW_CONN_POLYV_DEFAULT=conn_json("http://127.0.0.1:8750"))
-    got = subprocess.run([str(BIN / "airflow"), "connections", "get", "polyv_default", "-o", "json"], env=env,
-                         capture_output=True, text=True, timeout=120)
+    got = subprocess.run(
+        [str(BIN / "airflow"), "connections", "get", "polyv_default", "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert got.returncode == 0, got.stderr[-2000:]
     (conn,) = json.loads(got.stdout)
     assert conn["conn_type"] == "polyv"

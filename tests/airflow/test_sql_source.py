@@ -31,8 +31,9 @@ def _sqlite(path):
 
     with sqlite3.connect(path) as conn:
         conn.execute('CREATE TABLE attrs (VIEWERID TEXT, customfieldid TEXT, "customFieldValue" TEXT, n INT)')
-        conn.executemany("INSERT INTO attrs VALUES (?, ?, ?, ?)",
-                         [(f"v{i}", "PAY_STATUS", f"val{i}", i) for i in range(7)])
+        conn.executemany(
+            "INSERT INTO attrs VALUES (?, ?, ?, ?)", [(f"v{i}", "PAY_STATUS", f"val{i}", i) for i in range(7)]
+        )
     return connect
 
 
@@ -48,9 +49,11 @@ def test_table_is_read_in_chunks_with_requested_names(tmp_path):
 
 
 def test_query_with_parameters(tmp_path):
-    source = SqlSource(_sqlite(tmp_path / "w.db"),
-                       sql="SELECT VIEWERID AS viewerId, n AS customFieldValue, 'VIP_LEVEL' AS customFieldId "
-                           "FROM attrs WHERE n >= ?;", parameters=[4])
+    source = SqlSource(
+        _sqlite(tmp_path / "w.db"),
+        sql="SELECT VIEWERID AS viewerId, n AS customFieldValue, 'VIP_LEVEL' AS customFieldId FROM attrs WHERE n >= ?;",
+        parameters=[4],
+    )
     source.check_columns(LONG)
     (batch,) = source.batches(LONG.source_columns, 100)
     items = to_items(batch, LONG, 0)
@@ -115,41 +118,45 @@ def test_python_values_become_sendable_text():
     for name, (values, expected) in cases.items():
         batch = pa.RecordBatch.from_arrays(
             [pa.array(["v"] * len(values)), pa.array(["F"] * len(values)), column_to_arrow(values)],
-            names=["viewerId", "customFieldId", "customFieldValue"])
+            names=["viewerId", "customFieldId", "customFieldValue"],
+        )
         assert to_items(batch, LONG, 0).column("customFieldValue").to_pylist() == expected, name
 
 
 # ---- report table, generic path ----------------------------------------------------------------
 def _report_batch(run_id: str, n: int, start: int = 0) -> pa.RecordBatch:
     ts = dt.datetime(2025, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC)
-    return pa.record_batch([
-        pa.array(range(start, start + n), pa.int64()),
-        pa.array([f"v{i}" for i in range(n)]),
-        pa.array(["PAY_STATUS"] * n),
-        pa.array(['已支付, "quoted"\nline' if i == 0 else ("" if i == 1 else None) for i in range(n)], pa.string()),
-        pa.array(["sent" if i % 2 else "failed" for i in range(n)]),
-        pa.array([None if i % 2 else "HTTP 500" for i in range(n)], pa.string()),
-        pa.array([None if i % 2 else 20001 for i in range(n)], pa.int64()),
-        pa.array([200] * n, pa.int64()),
-        pa.array([f"req{i}" for i in range(n)]),
-        pa.array([1] * n, pa.int64()),
-        pa.array(["b1"] * n),
-        pa.array([run_id] * n),
-        pa.array([ts] * (n - 1) + [None], pa.timestamp("us", tz="UTC")),
-    ], schema=report_schema())
+    return pa.record_batch(
+        [
+            pa.array(range(start, start + n), pa.int64()),
+            pa.array([f"v{i}" for i in range(n)]),
+            pa.array(["PAY_STATUS"] * n),
+            pa.array(['已支付, "quoted"\nline' if i == 0 else ("" if i == 1 else None) for i in range(n)], pa.string()),
+            pa.array(["sent" if i % 2 else "failed" for i in range(n)]),
+            pa.array([None if i % 2 else "HTTP 500" for i in range(n)], pa.string()),
+            pa.array([None if i % 2 else 20001 for i in range(n)], pa.int64()),
+            pa.array([200] * n, pa.int64()),
+            pa.array([f"req{i}" for i in range(n)]),
+            pa.array([1] * n, pa.int64()),
+            pa.array(["b1"] * n),
+            pa.array([run_id] * n),
+            pa.array([ts] * (n - 1) + [None], pa.timestamp("us", tz="UTC")),
+        ],
+        schema=report_schema(),
+    )
 
 
 def test_report_table_generic_executemany(tmp_path):
     path = tmp_path / "r.db"
-    sink = SqlReportTable(lambda: sqlite3.connect(path), "report", dialect="sqlite", placeholder="?",
-                          chunk_rows=2)
+    sink = SqlReportTable(lambda: sqlite3.connect(path), "report", dialect="sqlite", placeholder="?", chunk_rows=2)
     assert sink._columns_sql.startswith('"rowNumber"')
     sink.write(_report_batch("run-1", 5))
     sink.write(_report_batch("run-1", 3, start=5))
     sink.close()
     with sqlite3.connect(path) as conn:
-        rows = conn.execute('SELECT "rowNumber", "customFieldValue", status, "runId" FROM report '
-                            'ORDER BY "rowNumber"').fetchall()
+        rows = conn.execute(
+            'SELECT "rowNumber", "customFieldValue", status, "runId" FROM report ORDER BY "rowNumber"'
+        ).fetchall()
         names = [d[0] for d in conn.execute("SELECT * FROM report").description]
     assert names == list(REPORT_COLUMNS)
     assert len(rows) == 8 and rows[0][1] == '已支付, "quoted"\nline' and rows[1][1] == "" and rows[2][1] is None
@@ -159,7 +166,9 @@ def test_report_table_generic_executemany(tmp_path):
     sink.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute('SELECT "runId", count(*) FROM report GROUP BY 1 ORDER BY 1').fetchall() == [
-            ("run-1", 8), ("run-2", 2)]
+            ("run-1", 8),
+            ("run-2", 2),
+        ]
 
 
 def test_report_table_abort_leaves_nothing(tmp_path):
@@ -194,8 +203,10 @@ def test_create_table_types_per_dialect():
 # ---- PostgreSQL ----------------------------------------------------------------------------------
 def _pg_attrs(schema: str, n: int) -> str:
     table = f"{schema}.attrs"
-    pg_exec(f"CREATE TABLE {table} (viewer_id text, custom_field_id text, custom_field_value numeric, "
-            "updated_at timestamptz)")
+    pg_exec(
+        f"CREATE TABLE {table} (viewer_id text, custom_field_id text, custom_field_value numeric, "
+        "updated_at timestamptz)"
+    )
     pg_exec(f"INSERT INTO {table} SELECT 'v' || i, 'PAY_STATUS', i / 4.0, now() FROM generate_series(1, {n}) i")
     return table
 
@@ -242,7 +253,8 @@ def test_postgres_through_the_airflow_hook(pg_schema, pg_warehouse_env):
     source = SqlSource(hook, table=table)
     source.check_columns(mapping)
     assert source._select(mapping.source_columns) == (
-        f'SELECT "viewer_id", "custom_field_id", "custom_field_value" FROM {table}')
+        f'SELECT "viewer_id", "custom_field_id", "custom_field_value" FROM {table}'
+    )
     assert sum(b.num_rows for b in source.batches(mapping.source_columns, 5)) == 12
 
 
@@ -258,14 +270,20 @@ def test_postgres_report_table_uses_copy(pg_schema, pg_warehouse_env, driver):
     sink.write(_report_batch("run-pg", 4, start=6))
     assert sink._copy is True
     sink.close()
-    rows = pg_rows(f'SELECT "rowNumber", "customFieldValue", "errorCode", "syncedAt", "runId" FROM {table} '
-                   'ORDER BY "rowNumber"')
+    rows = pg_rows(
+        f'SELECT "rowNumber", "customFieldValue", "errorCode", "syncedAt", "runId" FROM {table} ORDER BY "rowNumber"'
+    )
     assert len(rows) == 10
     assert rows[0][1] == '已支付, "quoted"\nline' and rows[1][1] == "" and rows[2][1] is None
     assert rows[0][2] == 20001 and rows[1][2] is None
     assert rows[0][3] == dt.datetime(2025, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC) and rows[5][3] is None
-    types = dict(pg_rows("SELECT column_name, data_type FROM information_schema.columns "
-                         "WHERE table_schema = %s AND table_name = 'polyv_sync_report'", (pg_schema,)))
+    types = dict(
+        pg_rows(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = 'polyv_sync_report'",
+            (pg_schema,),
+        )
+    )
     assert types["syncedAt"] == "timestamp with time zone" and types["rowNumber"] == "bigint"
 
 

@@ -59,9 +59,16 @@ def _attrs(schema: str, n: int, changed: set[int] = frozenset()) -> None:
 
 
 def _sync(schema: str, **kw: Any) -> dict[str, Any]:
-    return _op(source_conn_id="polyv_warehouse", source_table=f"{schema}.attrs", viewer_id_column="uid",
-               field_id_column="field", value_column="val", report_table=f"{schema}.report",
-               state_table=f"{schema}.polyv_sync_state", **kw).execute(_context())
+    return _op(
+        source_conn_id="polyv_warehouse",
+        source_table=f"{schema}.attrs",
+        viewer_id_column="uid",
+        field_id_column="field",
+        value_column="val",
+        report_table=f"{schema}.report",
+        state_table=f"{schema}.polyv_sync_state",
+        **kw,
+    ).execute(_context())
 
 
 def test_operator_keeps_state_in_the_warehouse(sim, polyv_env, pg_schema, pg_warehouse_env) -> None:
@@ -97,12 +104,14 @@ def test_diff_in_the_warehouse_needs_the_state_on_the_source_connection(sim, pol
     from airflow.sdk.exceptions import AirflowFailException
 
     with pytest.raises(AirflowFailException, match="diff_in_warehouse"):
-        _op(input_path=str(tmp_path / "x.parquet"), report_path=str(tmp_path / "r.parquet"),
-            diff_in_warehouse=True).execute(_context())
+        _op(
+            input_path=str(tmp_path / "x.parquet"), report_path=str(tmp_path / "r.parquet"), diff_in_warehouse=True
+        ).execute(_context())
 
 
 def test_warehouse_diff_ignores_a_confirmation_superseded_by_an_unconfirmed_send(
-        sim, polyv_env, pg_schema, pg_warehouse_env) -> None:
+    sim, polyv_env, pg_schema, pg_warehouse_env
+) -> None:
     """A killed run leaves 'sent, unconfirmed' after the old confirmation: the row is changed."""
     import pyarrow as pa
 

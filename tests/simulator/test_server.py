@@ -192,9 +192,7 @@ def test_empty_params_do_not_take_part_in_the_signature(api: Api) -> None:
         pytest.param(lambda q: q | {"sign": "签名"}, id="non-ascii-sign"),
     ],
 )
-def test_wrong_signature_is_rejected_with_403(
-    api: Api, tamper: Callable[[dict[str, str]], dict[str, str]]
-) -> None:
+def test_wrong_signature_is_rejected_with_403(api: Api, tamper: Callable[[dict[str, str]], dict[str, str]]) -> None:
     assert_v4_error(api.get(LIST, tamper(api.query())), 403, "invalid signature.")
     saved = api.post(SAVE, tamper(api.query()), json=[item("v", "x")])
     assert_v4_error(saved, 403, "invalid signature.")
@@ -653,9 +651,7 @@ def test_cli_arguments_build_the_simulator(monkeypatch: pytest.MonkeyPatch) -> N
 def test_cli_serves_until_sigterm() -> None:
     env = dict(os.environ, POLYV_APP_SECRET="cli-secret-value", PYTHONPATH=str(REPO_ROOT))
     command = [sys.executable, "-m", "polyv_connector.simulator", "--port", "0", "--app-id", "cli"]
-    with subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as process:
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
         try:
             line = process.stdout.readline() if process.stdout else ""
             assert line.startswith("POLYV simulator listening on http://127.0.0.1:")

@@ -16,8 +16,9 @@ def test_fsspec_url_directory_is_streamed_in_name_order() -> None:
     fs = fsspec.filesystem("memory")
     for name, ids in (("b.parquet", ["v3"]), ("a.parquet", ["v1", "v2"])):
         with fs.open(f"/polyv-test/{name}", "wb") as f:
-            pq.write_table(pa.table({"viewerId": ids, "customFieldId": ["F"] * len(ids),
-                                     "customFieldValue": ["x"] * len(ids)}), f)
+            pq.write_table(
+                pa.table({"viewerId": ids, "customFieldId": ["F"] * len(ids), "customFieldValue": ["x"] * len(ids)}), f
+            )
     src = ParquetSource("memory://polyv-test")
     src.check_columns(ColumnMapping())
     batches = list(src.batches(["viewerId"], 1))

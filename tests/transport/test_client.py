@@ -17,6 +17,7 @@ def test_every_retry_is_signed_again_with_a_fresh_timestamp(sim, creds) -> None:
     sim.set_faults(FaultConfig(error_rate=1.0))
     ticks = iter(range(0, 1000, 7))
     import time
+
     base = time.time()
     client = PolyvClient(creds, SendOptions(), clock=lambda: base + next(ticks))
     seen: list[dict[str, str]] = []
@@ -29,9 +30,9 @@ def test_every_retry_is_signed_again_with_a_fresh_timestamp(sim, creds) -> None:
 
     client._signed_query = spy  # type: ignore[method-assign]
     import pyarrow as pa
+
     batch = Batch("b", np.arange(1), item_table(pa.array(["v"]), pa.array(["PAY_STATUS"]), pa.array(["x"])))
-    sender = BatchSender(client, RetryPolicy(max_attempts=3), Circuit(), sleep=lambda s: None,
-                         clock=lambda: base)
+    sender = BatchSender(client, RetryPolicy(max_attempts=3), Circuit(), sleep=lambda s: None, clock=lambda: base)
     [result] = sender.send(batch)
     assert result.status == "failed" and result.attempts == 3
     assert len({q["timestamp"] for q in seen}) == 3 and len({q["sign"] for q in seen}) == 3
