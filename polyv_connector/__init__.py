@@ -11,8 +11,9 @@ from typing import Any
 
 from polyv_connector.config import ColumnMapping, Credentials, Secret, SendOptions, SyncOptions
 from polyv_connector.errors import (
+    BusyError,
     ConfigError,
-    GateFailed,
+    DependencyUnavailable,
     InputError,
     PolyvConnectorError,
     RunAborted,
@@ -21,10 +22,11 @@ from polyv_connector.errors import (
 from polyv_connector.signing import sign
 
 __all__ = [
+    "BusyError",
     "ColumnMapping",
     "ConfigError",
     "Credentials",
-    "GateFailed",
+    "DependencyUnavailable",
     "InputError",
     "PolyvConnectorError",
     "RunAborted",

@@ -13,11 +13,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from polyv_connector import exit_codes
 from polyv_connector.config import ColumnMapping, Credentials, SendOptions, SyncOptions
-from polyv_connector.errors import ConfigError, GateFailed, PolyvConnectorError, StateError
+from polyv_connector.errors import ConfigError, PolyvConnectorError, StateError
 from polyv_connector.model import FIELD_ID, MAX_BATCH_SIZE, VALUE, VIEWER_ID
-
-EXIT_CONFIG = 2
 
 
 def _field_mapping(values: list[str]) -> dict[str, str]:
@@ -215,19 +214,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"polyv-sync: configuration error: {_setting_name(exc.setting)}: {str(exc).split(': ', 1)[-1]}",
             file=sys.stderr,
         )
-        return EXIT_CONFIG
+        return exit_codes.CONFIG.code
     except StateError as exc:
         print(f"polyv-sync: state error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except GateFailed as exc:
-        print(f"polyv-sync: {exc}", file=sys.stderr)
-        return 4
+        return exit_codes.CONFIG.code
     except PolyvConnectorError as exc:
         print(f"polyv-sync: {exc}", file=sys.stderr)
-        return 3
+        return exit_codes.ABORTED.code
     except KeyboardInterrupt:
         print("polyv-sync: interrupted; confirmed batches are kept in the state", file=sys.stderr)
-        return 130
+        return exit_codes.SIGINT.code
 
 
 if __name__ == "__main__":  # pragma: no cover

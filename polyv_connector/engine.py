@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from polyv_connector import exit_codes
 from polyv_connector.batching import Batch, item_table, make_batches
 from polyv_connector.checks import check_items, merge_reasons
 from polyv_connector.config import ColumnMapping, Credentials, SyncOptions
@@ -58,11 +59,11 @@ from polyv_connector.transport.retry import RetryPolicy
 
 log = logging.getLogger("polyv_connector")
 
-EXIT_OK = 0
-EXIT_ROWS_UNSUCCESSFUL = 1
-EXIT_CONFIG = 2
-EXIT_ABORTED = 3
-EXIT_GATE = 4
+# Kept as names for callers of earlier releases; the table lives in exit_codes.
+EXIT_OK = exit_codes.OK.code
+EXIT_ROWS_UNSUCCESSFUL = exit_codes.ITEMS_UNSUCCESSFUL.code
+EXIT_ABORTED = exit_codes.ABORTED.code
+EXIT_GATE = exit_codes.GATE.code
 
 _REASON = "_reason"
 _SPILL_SCHEMA = ITEM_SCHEMA.append(pa.field(_REASON, pa.string()))

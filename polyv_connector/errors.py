@@ -3,6 +3,8 @@
 * :class:`ConfigError` — fix a setting; raised before any request is sent.
 * :class:`InputError` — fix the input data or its location; also raised before sending.
 * :class:`StateError` — the sync state cannot be trusted; nothing was sent.
+* :class:`BusyError` — another run holds the sync state; retry later.
+* :class:`DependencyUnavailable` — a warehouse, Redis or budget store is down; retry later.
 * :class:`RunAborted` — POLYV refused the run as a whole (credentials, clock, IP block);
   the report is written first, with every unsent row ``not_attempted``.
 
@@ -32,8 +34,26 @@ class StateError(PolyvConnectorError):
     """The sync state is missing, corrupt or belongs to another account."""
 
 
-class GateFailed(PolyvConnectorError):
-    """A run-level data-quality gate failed: nothing was sent."""
+class BusyError(PolyvConnectorError):
+    """Another run holds the lock on this sync state; nothing was sent (exit 5, retry later).
+
+    ``holder`` describes the run holding it (runId, host, pid, since) when known.
+    """
+
+    def __init__(self, message: str, *, holder: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder or {}
+
+
+class DependencyUnavailable(PolyvConnectorError):
+    """A service the run needs (warehouse, Redis, budget store) cannot be reached now (exit 75).
+
+    ``setting`` names the setting that points at it, as the user wrote it.
+    """
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
 
 
 class RunAborted(PolyvConnectorError):

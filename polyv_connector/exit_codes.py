@@ -1,0 +1,72 @@
+"""The one table of exit codes: the CLI returns them, the operator maps them to Airflow errors,
+the README documents them (a test checks the README against this table).
+
+Each code says what the caller should do next, and whether retrying the same run can help.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ExitCode:
+    """One exit status: its number, a short name, what it means, and whether a retry may help."""
+
+    code: int
+    name: str
+    meaning: str
+    retryable: bool
+
+
+OK = ExitCode(0, "ok", "every item sent, unchanged, duplicate, rejected or dry-run", retryable=False)
+ITEMS_UNSUCCESSFUL = ExitCode(
+    1, "items_unsuccessful", "some items failed or were not attempted; rerun to retry them", retryable=True
+)
+CONFIG = ExitCode(
+    2, "config", "configuration or input error, nothing sent; fix the named setting (do not retry)", retryable=False
+)
+ABORTED = ExitCode(
+    3, "aborted", "POLYV stopped the run (credentials, clock, IP block); the report is written", retryable=False
+)
+GATE = ExitCode(4, "gate", "a data-quality gate failed, nothing sent; fix the source", retryable=False)
+BUSY = ExitCode(5, "busy", "another run holds the sync state; nothing sent, retry later", retryable=True)
+INTERNAL = ExitCode(70, "internal", "an internal error (a bug); the report is still written", retryable=True)
+UNAVAILABLE = ExitCode(
+    75,
+    "unavailable",
+    "a dependency is unavailable for now (warehouse, Redis, budget store); retry later",
+    retryable=True,
+)
+SIGINT = ExitCode(130, "sigint", "stopped by SIGINT; confirmed items are kept in the state", retryable=True)
+SIGTERM = ExitCode(143, "sigterm", "stopped by SIGTERM; confirmed items are kept in the state", retryable=True)
+
+ALL: tuple[ExitCode, ...] = (
+    OK,
+    ITEMS_UNSUCCESSFUL,
+    CONFIG,
+    ABORTED,
+    GATE,
+    BUSY,
+    INTERNAL,
+    UNAVAILABLE,
+    SIGINT,
+    SIGTERM,
+)
+BY_CODE: dict[int, ExitCode] = {e.code: e for e in ALL}
+
+# POLYV refusals a retry cannot fix (exit 3 with these causes): a person must fix the
+# credentials, the clock or the URL. A block ("blocked") ends after 5 minutes: retryable.
+NOT_RETRYABLE_ABORT_CAUSES = frozenset({"auth", "clock", "endpoint"})
+
+
+def abort_is_retryable(cause: str | None) -> bool:
+    """Whether a run POLYV stopped for ``cause`` may succeed when run again later."""
+    return cause not in NOT_RETRYABLE_ABORT_CAUSES
+
+
+def markdown_table() -> str:
+    """The table as the README shows it."""
+    lines = ["| exit | meaning |", "| --- | --- |"]
+    lines += [f"| {e.code} | {e.meaning} |" for e in ALL]
+    return "\n".join(lines)
