@@ -1,8 +1,10 @@
 """``polyv-sync``: the command line over :func:`polyv_connector.sync`.
 
-Exit status: 0 every item sent, unchanged, duplicate, rejected or dry-run; 1 some items
-``failed`` or ``not_attempted``; 2 bad configuration, input or state (nothing sent);
-3 POLYV stopped the run (credentials, clock, IP block); 4 a data-quality gate failed.
+Exit status (the table in :mod:`polyv_connector.exit_codes`): 0 all fine; 1 some items failed
+or were not attempted; 2 configuration or input error, nothing sent; 3 POLYV stopped the run
+(credentials, clock, IP block); 4 a data-quality gate failed; 5 another run holds the sync
+state; 70 an internal error; 75 a dependency is unavailable, retry later; 130/143 stopped by
+SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,126 +15,50 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from polyv_connector import exit_codes
-from polyv_connector.config import ColumnMapping, Credentials, SendOptions, SyncOptions
-from polyv_connector.errors import ConfigError, PolyvConnectorError, StateError
-from polyv_connector.model import FIELD_ID, MAX_BATCH_SIZE, VALUE, VIEWER_ID
+from polyv_connector import exit_codes, runspec
+from polyv_connector.config import Credentials
+from polyv_connector.errors import ConfigError, DependencyUnavailable, PolyvConnectorError, StateError
 
-
-def _field_mapping(values: list[str]) -> dict[str, str]:
-    mapping: dict[str, str] = {}
-    for raw in values:
-        field_id, sep, column = raw.partition("=")
-        if not sep or not field_id.strip() or not column.strip():
-            raise ConfigError("--field", f"expected FIELD_ID=COLUMN, got {raw!r}")
-        if field_id.strip() in mapping:
-            raise ConfigError("--field", f"customFieldId {field_id.strip()!r} is mapped twice")
-        mapping[field_id.strip()] = column.strip()
-    return mapping
+# Flags the CLI shows in its own groups; every other setting with a flag goes under "run".
+_GROUPS = {
+    "columns": ("viewer_id_column", "field_id_column", "value_column", "fields"),
+    "sending": ("batch_size", "concurrency", "max_rps", "max_attempts", "timeout", "signature_method", "check_fields"),
+}
+_HIDDEN = frozenset({"read_batch_rows", "seed"})
+_REQUIRED = frozenset({"input_path", "report_path"})
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", required=True, help="Parquet file, directory or URL (s3://, gs://, memory://...)")
-    p.add_argument("--report", required=True, help="where to write the per-item report (Parquet)")
-    p.add_argument("--summary-json", help="also write the JSON summary to this file")
-    g = p.add_argument_group("columns")
-    g.add_argument("--viewer-id-column", default=VIEWER_ID)
-    g.add_argument("--field-id-column", default=FIELD_ID, help="long form: column holding customFieldId")
-    g.add_argument("--value-column", default=VALUE, help="long form: column holding customFieldValue")
-    g.add_argument(
-        "--field",
-        action="append",
-        default=[],
-        metavar="FIELD_ID=COLUMN",
-        help="wide form: send COLUMN as customFieldId FIELD_ID (repeatable)",
-    )
-    s = p.add_argument_group("sending")
-    s.add_argument("--batch-size", type=int, default=MAX_BATCH_SIZE, help="items per request (max 1000)")
-    s.add_argument("--concurrency", type=int, default=8, help="requests in flight")
-    s.add_argument(
-        "--max-rps",
-        type=float,
-        default=100.0,
-        help="requests per second for this run (POLYV blocks an IP past 1500 per 10 s)",
-    )
-    s.add_argument("--max-attempts", type=int, default=5, help="tries per request on transient errors")
-    s.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer")
-    s.add_argument("--signature-method", choices=["MD5", "SHA256"], default="MD5")
-    s.add_argument(
-        "--no-check-fields",
-        dest="check_fields",
-        action="store_false",
-        help="skip the preflight check of customFieldIds against the account's field list",
-    )
-    r = p.add_argument_group("run")
-    r.add_argument("--dry-run", action="store_true", help="plan and report, send nothing")
-    r.add_argument("--state-dir", help="keep the sync state here; unchanged items are not resent")
-    r.add_argument("--full-refresh", action="store_true", help="ignore the state and send everything")
-    r.add_argument(
-        "--reset-state",
-        action="store_true",
-        help="if the state is corrupt or from another fingerprint version, start over",
-    )
-    r.add_argument(
-        "--expectations",
-        metavar="SUITE.json",
-        help="Great Expectations suite (JSON) to validate the items with; 'default' for the bundled one",
-    )
-    r.add_argument(
-        "--max-rejected-fraction",
-        type=float,
-        default=None,
-        help="a gate: send nothing if a larger share of the items is rejected (default 0.05 with "
-        "--expectations, no ceiling otherwise)",
-    )
-    r.add_argument("--read-batch-rows", type=int, default=65_536, help=argparse.SUPPRESS)
-    r.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)
+    """One flag per setting of :data:`runspec.SETTINGS` that has one; defaults stay there.
+
+    Every flag defaults to ``None`` (not given), so that :func:`runspec.resolve` can apply the
+    environment and the built-in default in the one place they live.
+    """
+    groups = {name: p.add_argument_group(name) for name in (*_GROUPS, "run")}
+    for key, setting in runspec.SETTINGS.items():
+        if not setting.cli:
+            continue
+        group = next((groups[g] for g, keys in _GROUPS.items() if key in keys), groups["run"])
+        shown = setting.help + (f" (default {setting.default})" if setting.default not in (None, False, True) else "")
+        if setting.env:
+            shown += f"; env {setting.env}"
+        help_text = argparse.SUPPRESS if key in _HIDDEN else shown
+        if setting.parse is runspec.SETTINGS["dry_run"].parse:  # a boolean: a switch
+            # --no-check-fields turns a default-on feature off; the others turn one on.
+            value = not setting.default
+            group.add_argument(setting.cli, dest=key, action="store_const", const=value, default=None, help=help_text)
+        elif key == "fields":
+            group.add_argument(
+                setting.cli, dest=key, action="append", default=None, metavar="FIELD_ID=COLUMN", help=help_text
+            )
+        else:
+            group.add_argument(setting.cli, dest=key, default=None, required=key in _REQUIRED, help=help_text)
 
 
-def options_from_args(args: argparse.Namespace) -> SyncOptions:
-    fields = _field_mapping(args.field)
-    mapping = (
-        ColumnMapping.wide(args.viewer_id_column, fields)
-        if fields
-        else ColumnMapping(args.viewer_id_column, args.field_id_column, args.value_column)
-    )
-    max_rejected = args.max_rejected_fraction
-    if max_rejected is None and args.expectations:
-        # A suite is how a team says what a good table looks like: with it comes the gate that
-        # stops a broken upstream table from overwriting good data. Without one, rejected rows
-        # (often null values of a wide table) are reported, not a reason to stop.
-        max_rejected = 0.05
-    return SyncOptions(
-        send=SendOptions(
-            batch_size=args.batch_size,
-            concurrency=args.concurrency,
-            max_rps=args.max_rps,
-            max_attempts=args.max_attempts,
-            timeout_s=args.timeout,
-            signature_method=args.signature_method,
-        ),
-        mapping=mapping,
-        dry_run=args.dry_run,
-        full_refresh=args.full_refresh,
-        check_fields=args.check_fields,
-        state_dir=args.state_dir,
-        reset_corrupt_state=args.reset_state,
-        max_rejected_fraction=max_rejected,
-        expectations_path=args.expectations,
-        read_batch_rows=args.read_batch_rows,
-    )
-
-
-def _setting_name(setting: str) -> str:
-    """Map an option's internal name to the flag a CLI user typed."""
-    return {
-        "batch_size": "--batch-size",
-        "concurrency": "--concurrency",
-        "max_rps": "--max-rps",
-        "max_attempts": "--max-attempts",
-        "timeout": "--timeout",
-        "max_rejected_fraction": "--max-rejected-fraction",
-    }.get(setting, setting)
+def spec_from_args(args: argparse.Namespace) -> runspec.RunSpec:
+    """The run the flags describe (environment and defaults applied by the RunSpec)."""
+    given = {key: getattr(args, key) for key, s in runspec.SETTINGS.items() if s.cli and hasattr(args, key)}
+    return runspec.resolve(given, front="cli")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -140,34 +66,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     from polyv_connector.report import ParquetReport
     from polyv_connector.sources.parquet import ParquetSource
 
-    options = options_from_args(args)
+    spec = spec_from_args(args)
     credentials = Credentials.from_env()
-    options.validate()
-    source = ParquetSource(args.input)
+    if not spec.input_path or not spec.report_path:
+        missing = "input_path" if not spec.input_path else "report_path"
+        raise ConfigError(spec.label(missing), "is required")
+    source = ParquetSource(spec.input_path, setting=spec.label("input_path"))
     validator = None
-    if options.expectations_path:
+    if spec.suite_path:
         from polyv_connector.expectations import SuiteValidator
-        from polyv_connector.expectations.suite import bundled_suite_path
 
-        suite = str(bundled_suite_path()) if options.expectations_path == "default" else options.expectations_path
-        validator = SuiteValidator.from_file(suite, report_dir=args.report)
-    source.check_columns(options.mapping)
-    report = ParquetReport(args.report)
-    try:
-        result = sync(source, credentials, options, report, validator=validator, seed=args.seed)
-    except BaseException:
-        report.abort()
-        raise
-    if validator is not None:
-        result.extra.update(validator.summary())
+        validator = SuiteValidator.from_file(
+            spec.suite_path, report_dir=spec.report_path, setting=spec.label("expectation_suite_path")
+        )
+    source.check_columns(spec.options.mapping)
+    report = ParquetReport(spec.report_path, setting=spec.label("report_path"))
+    result = sync(source, credentials, spec.options, report, validator=validator, seed=spec.seed)
     print(result.summary_line(), flush=True)
     print(f"report: {result.report_location}", flush=True)
     validation = result.extra.get("validation") or {}
     for label, key in (("validation result", "resultJson"), ("data docs", "dataDocsPage")):
         if validation.get(key):
             print(f"{label}: {validation[key]}", flush=True)
-    if args.summary_json:
-        with open(args.summary_json, "w", encoding="utf-8") as f:
+    if spec.summary_json:
+        with open(spec.summary_json, "w", encoding="utf-8") as f:
             json.dump(result.to_dict(), f, indent=2, allow_nan=False)
     return result.exit_code
 
@@ -209,21 +131,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
-        print(
-            f"polyv-sync: configuration error: {_setting_name(exc.setting)}: {str(exc).split(': ', 1)[-1]}",
-            file=sys.stderr,
-        )
-        return exit_codes.CONFIG.code
-    except StateError as exc:
-        print(f"polyv-sync: state error: {exc}", file=sys.stderr)
-        return exit_codes.CONFIG.code
-    except PolyvConnectorError as exc:
-        print(f"polyv-sync: {exc}", file=sys.stderr)
-        return exit_codes.ABORTED.code
     except KeyboardInterrupt:
         print("polyv-sync: interrupted; confirmed batches are kept in the state", file=sys.stderr)
         return exit_codes.SIGINT.code
+    except PolyvConnectorError as exc:
+        code = exit_codes.for_error(exc)
+        print(f"polyv-sync: {_error_text(exc, code)}", file=sys.stderr)
+        return code.code
+
+
+def _error_text(exc: PolyvConnectorError, code: exit_codes.ExitCode) -> str:
+    """The one line a person reads: what kind of problem, the setting as typed, the cause."""
+    if isinstance(exc, StateError):
+        return f"state error: {exc}"
+    if isinstance(exc, ConfigError | DependencyUnavailable):
+        setting = runspec.cli_error_label(exc.setting)
+        kind = "configuration error" if code is exit_codes.CONFIG else "unavailable, retry later"
+        return f"{kind}: {setting}: {str(exc).split(': ', 1)[-1]}"
+    return str(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from polyv_connector.errors import ConfigError
-from polyv_connector.model import FIELD_ID, MAX_BATCH_SIZE, MAX_FIELD_ID_LENGTH, VALUE, VIEWER_ID
+from polyv_connector.model import FIELD_ID, MAX_BATCH_SIZE, MAX_FIELD_ID_LENGTH, MAX_RPS_CEILING, VALUE, VIEWER_ID
 
 DEFAULT_BASE_URL = "https://api.polyv.net"
 
@@ -141,8 +141,11 @@ class SendOptions:
         if not 1 <= self.concurrency <= 64:
             raise ConfigError("concurrency", f"must be between 1 and 64, got {self.concurrency}")
         # POLYV blocks an IP for 5 minutes past 1500 requests / 10 s: never allow a cap at it.
-        if not (0 < self.max_rps <= 140) or math.isnan(self.max_rps):
-            raise ConfigError("max_rps", f"must be > 0 and <= 140 (POLYV blocks the IP past 150/s), got {self.max_rps}")
+        if not (0 < self.max_rps <= MAX_RPS_CEILING) or math.isnan(self.max_rps):
+            raise ConfigError(
+                "max_rps",
+                f"must be > 0 and <= {MAX_RPS_CEILING:g} (POLYV blocks the IP past 150/s), got {self.max_rps}",
+            )
         if not 1 <= self.max_attempts <= 20:
             raise ConfigError("max_attempts", f"must be between 1 and 20, got {self.max_attempts}")
         if not (0 <= self.backoff_base_s <= self.backoff_max_s <= 600):

@@ -75,7 +75,14 @@ DEFAULT_REASONS = {
 
 
 class Source(Protocol):
-    """Where rows come from: Arrow record batches, nothing else."""
+    """Where rows come from: Arrow record batches, nothing else.
+
+    ``setting`` names the setting that chose the source (``--input``, ``source_sql``...), so
+    that an input error points at it.
+    """
+
+    @property
+    def setting(self) -> str: ...
 
     def check_columns(self, mapping: ColumnMapping) -> None: ...
 
@@ -90,6 +97,9 @@ class Validator(Protocol):
 
     def finish(self) -> list[str]:
         """Run-level gate failures (each a reason a person can act on); empty when all pass."""
+
+    def summary(self) -> dict[str, Any]:
+        """What the validation found, strict JSON, merged into the run's summary."""
 
 
 @dataclass
@@ -201,6 +211,7 @@ def sync(
     budget: RequestBudget | None = None,
     progress: Progress | None = None,
     run_id: str | None = None,
+    client: PolyvClient | None = None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
     seed: int | None = None,
@@ -210,10 +221,54 @@ def sync(
     ``state`` keeps confirmed fingerprints between runs (default: a :class:`SyncState` under
     ``options.state_dir``, or none). Raises :class:`ConfigError`/:class:`InputError` (before
     any save request) for bad settings or input, and :class:`StateError` for an
-    untrustworthy state. A run that POLYV refuses
+    untrustworthy state. ``client`` is the POLYV client to use (e.g. an Airflow hook's); by
+    default the run makes its own and closes it. Whatever the run raises, the report it had
+    started is dropped (``report.abort()``): a partial report never stands. A run that POLYV refuses
     (credentials, clock, IP block) or that a gate stops still writes its report and returns a
     result whose ``aborted`` / ``gate_failures`` say why (``exit_code`` non-zero).
     """
+    try:
+        result = _run(
+            source,
+            credentials,
+            options,
+            report,
+            validator=validator,
+            state=state,
+            budget=budget,
+            progress=progress,
+            run_id=run_id,
+            client=client,
+            clock=clock,
+            sleep=sleep,
+            seed=seed,
+        )
+    except BaseException:
+        # The engine owns the whole run: a run that fails leaves no partial report behind.
+        if report is not None:
+            report.abort()
+        raise
+    if validator is not None:
+        result.extra.update(validator.summary())
+    return result
+
+
+def _run(
+    source: Source,
+    credentials: Credentials,
+    options: SyncOptions,
+    report: ReportSink | None,
+    *,
+    validator: Validator | None,
+    state: StateStore | None,
+    budget: RequestBudget | None,
+    progress: Progress | None,
+    run_id: str | None,
+    client: PolyvClient | None,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    seed: int | None,
+) -> SyncResult:
     started = clock()
     options.validate()
     credentials.validate()
@@ -227,7 +282,9 @@ def sync(
         raise StateError(f"the sync state is for appId {state.app_id!r}, not {credentials.app_id!r}")
     state_keys, state_fps = _load_state(state, options)
 
-    client = PolyvClient(credentials, options.send, budget=budget or TokenBucket(options.send.max_rps), clock=clock)
+    own_client = client is None
+    if client is None:
+        client = PolyvClient(credentials, options.send, budget=budget or TokenBucket(options.send.max_rps), clock=clock)
     circuit = Circuit()
     try:
         known_fields = None
@@ -270,8 +327,9 @@ def sync(
         if state is not None and not options.dry_run:
             state.finish()
     finally:
-        client.close()
-    abort = circuit.abort
+        if own_client:
+            client.close()
+    stopped = circuit.abort
     return SyncResult(
         run_id=run_id,
         app_id=credentials.app_id,
@@ -283,8 +341,8 @@ def sync(
         duration_s=clock() - started,
         report_location=report.location if report else None,
         dry_run=options.dry_run,
-        aborted=str(abort) if abort else None,
-        abort_cause=abort.cause if abort else None,
+        aborted=str(stopped) if stopped else None,
+        abort_cause=stopped.cause if stopped else None,
         gate_failures=gate_failures,
     )
 

@@ -65,6 +65,29 @@ def abort_is_retryable(cause: str | None) -> bool:
     return cause not in NOT_RETRYABLE_ABORT_CAUSES
 
 
+def for_error(exc: BaseException) -> ExitCode:
+    """The exit status of a run that raised ``exc`` (every error class has exactly one)."""
+    from polyv_connector.errors import (
+        BusyError,
+        ConfigError,
+        DependencyUnavailable,
+        RunAborted,
+        StateError,
+    )
+
+    if isinstance(exc, KeyboardInterrupt):
+        return SIGINT
+    if isinstance(exc, ConfigError | StateError):
+        return CONFIG
+    if isinstance(exc, BusyError):
+        return BUSY
+    if isinstance(exc, DependencyUnavailable):
+        return UNAVAILABLE
+    if isinstance(exc, RunAborted):
+        return ABORTED
+    return INTERNAL
+
+
 def markdown_table() -> str:
     """The table as the README shows it."""
     lines = ["| exit | meaning |", "| --- | --- |"]

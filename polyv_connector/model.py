@@ -31,6 +31,8 @@ ROW_NUMBER: Final = "rowNumber"
 
 MAX_FIELD_ID_LENGTH: Final = 64
 MAX_BATCH_SIZE: Final = 1000
+#: POLYV blocks an IP past 1500 requests per 10 s (150/s): no budget or cap may reach it.
+MAX_RPS_CEILING: Final = 140.0
 
 REPORT_COLUMNS: Final[tuple[str, ...]] = (
     "rowNumber",

@@ -22,6 +22,9 @@ class ReportSink(Protocol):
 
     def close(self) -> None: ...
 
+    def abort(self) -> None:
+        """Drop whatever this run wrote (called when the run fails before ``close``)."""
+
 
 class ParquetReport:
     """Writes the report to a Parquet file, atomically (a partial report never appears)."""
@@ -75,3 +78,7 @@ class MultiReport:
     def close(self) -> None:
         for sink in self.sinks:
             sink.close()
+
+    def abort(self) -> None:
+        for sink in self.sinks:
+            sink.abort()

@@ -11,8 +11,7 @@ it, and DAG files import the operator at parse time.
 
 from __future__ import annotations
 
-import math
-from dataclasses import replace
+from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -21,18 +20,12 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from polyv_connector.config import DEFAULT_BASE_URL, Credentials, Secret, SendOptions
-from polyv_connector.errors import ConfigError, PolyvConnectorError
+from polyv_connector.errors import PolyvConnectorError
 
 if TYPE_CHECKING:
+    from polyv_connector.runspec import RunSpec
     from polyv_connector.transport.client import PolyvClient
-
-#: Connection extras a user may set, with the SendOptions field and the type each maps to.
-EXTRA_FIELDS: dict[str, tuple[str, type]] = {
-    "max_rps": ("max_rps", float),
-    "batch_size": ("batch_size", int),
-    "concurrency": ("concurrency", int),
-    "timeout": ("timeout_s", float),
-}
+    from polyv_connector.transport.ratelimit import RequestBudget
 
 
 class PolyvHook(BaseHook):
@@ -76,34 +69,41 @@ class PolyvHook(BaseHook):
         )
         return credentials
 
-    def get_send_options(self, **overrides: Any) -> SendOptions:
-        """Sending settings: library defaults < connection extras < non-None ``overrides``.
+    def resolve_run(self, given: Mapping[str, Any]) -> RunSpec:
+        """The run described by an operator's ``given`` arguments over this connection's extras.
 
-        ``overrides`` takes the extra names (``max_rps``, ``batch_size``, ``concurrency``,
-        ``timeout``) plus any other :class:`SendOptions` field (``max_attempts``, ...).
+        Precedence: the argument, then the connection's extra, then the environment, then the
+        default (:mod:`polyv_connector.runspec`). Errors name the argument or the extra.
         """
-        extras = self._connection_fields[1]
-        values: dict[str, Any] = {}
-        for name, (field_name, kind) in EXTRA_FIELDS.items():
-            # The UI may store conn-fields with Airflow's historical "extra__<type>__" prefix.
-            raw = extras.get(name, extras.get(f"extra__{self.conn_type}__{name}"))
-            if raw not in (None, ""):
-                values[field_name] = _coerce(raw, kind, f"connection {self.polyv_conn_id!r}: extra {name!r}")
-        for name, value in overrides.items():
-            if value is None:
-                continue
-            field_name, kind = EXTRA_FIELDS.get(name, (name, type(value)))
-            values[field_name] = _coerce(value, kind, name) if name in EXTRA_FIELDS else value
-        options = replace(SendOptions(), **values)
-        options.validate()
-        return options
+        from polyv_connector import runspec
 
-    def get_conn(self) -> PolyvClient:
-        """The engine's client for this connection: one pooled HTTP session, reused by the task."""
+        return runspec.resolve(
+            given,
+            front="operator",
+            extras=self._connection_fields[1],
+            extras_label=f"connection {self.polyv_conn_id!r}",
+        )
+
+    def get_send_options(self, **overrides: Any) -> SendOptions:
+        """Sending settings: library defaults < environment < connection extras < non-None ``overrides``.
+
+        ``overrides`` are operator argument names (``max_rps``, ``batch_size``, ``concurrency``,
+        ``timeout``, ``max_attempts``, ...).
+        """
+        return self.resolve_run(overrides).options.send
+
+    def get_conn(self, options: SendOptions | None = None, budget: RequestBudget | None = None) -> PolyvClient:
+        """The engine's client for this connection: one pooled HTTP session, reused by the task.
+
+        ``options`` are the run's sending settings (default: the connection's); ``budget`` the
+        request budget every call draws on (default: a token bucket at the options' max_rps).
+        """
         if self._client is None:
             from polyv_connector.transport.client import PolyvClient
+            from polyv_connector.transport.ratelimit import TokenBucket
 
-            self._client = PolyvClient(self.get_credentials(), self.get_send_options())
+            send = options or self.get_send_options()
+            self._client = PolyvClient(self.get_credentials(), send, budget=budget or TokenBucket(send.max_rps))
         return self._client
 
     def close(self) -> None:
@@ -144,23 +144,6 @@ def _base_url(host: str | None, port: int | None) -> str:
     if port and parts.port is None:
         base_url = urlunsplit(parts._replace(netloc=f"{parts.netloc}:{port}"))
     return base_url
-
-
-def _coerce(value: Any, kind: type, setting: str) -> Any:
-    """``value`` as ``kind`` (extras from env JSON or the UI often arrive as strings)."""
-    try:
-        if kind is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if kind is float:
-            result = float(value)
-            if math.isnan(result):
-                raise ValueError(value)
-            return result
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(setting, f"expected {'an integer' if kind is int else 'a number'}, got {value!r}") from None
 
 
 def _scrub(text: str, hook: PolyvHook) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -21,23 +20,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import Asset, BaseHook, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from polyv_connector import exit_codes
 from polyv_connector.airflow.assets import report_file_asset, report_table_asset, sync_report_asset
 from polyv_connector.airflow.hooks import PolyvHook
-from polyv_connector.config import ColumnMapping, SyncOptions
-from polyv_connector.errors import ConfigError, InputError, StateError
+from polyv_connector.errors import ConfigError, InputError, PolyvConnectorError, StateError
 from polyv_connector.jsonsafe import strict_json
 from polyv_connector.model import FIELD_ID, VALUE, VIEWER_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from polyv_connector.engine import Source, SyncResult
+    from polyv_connector.engine import SyncResult
     from polyv_connector.report import ReportSink
-
-# POLYV refusals a retry cannot fix: a wrong appId/secret or API URL needs a person.
-_NOT_RETRYABLE_ABORTS = frozenset({"auth", "endpoint"})
-# Default ceiling on rejected items when a Great Expectations suite is given (as in the CLI).
-_DEFAULT_MAX_REJECTED = 0.05
+    from polyv_connector.runspec import RunSpec
 
 
 class PolyvViewerFieldSyncOperator(BaseOperator):
@@ -99,7 +94,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         "state_conn_id",
         "expectation_suite_path",
         "validation_dir",
-        "dry_run",
+        "dry_run_setting",
         "full_refresh",
         "max_rejected_fraction",
     )
@@ -139,7 +134,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         concurrency: int | None = None,
         timeout: float | None = None,
         max_attempts: int | None = None,
-        read_batch_rows: int = 65_536,
+        read_batch_rows: int | None = None,
         **kwargs: Any,
     ) -> None:
         explicit_outlets = "outlets" in kwargs
@@ -157,7 +152,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         self.report_path = report_path
         self.report_conn_id = report_conn_id
         self.report_table = report_table
-        self.dry_run = dry_run
+        # Not ``self.dry_run``: that would hide BaseOperator.dry_run(), Airflow's template check.
+        self.dry_run_setting = dry_run
         self.full_refresh = full_refresh
         self.state_dir = state_dir
         self.state_table = state_table
@@ -191,32 +187,65 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             outlets.append(report_table_asset(table_conn, self.report_table.strip()))
         if self.report_path and not _templated(self.report_path):
             outlets.append(report_file_asset(self.report_path.strip()))
-        if not outlets and (self.report_table or self.report_path) and self.has_dag():
+        if not outlets and (self.report_table or self.report_path) and self.has_dag():  # type: ignore[no-untyped-call]
             outlets.append(sync_report_asset(self.dag_id, self.task_id))
         return outlets
 
     # ---- run time -----------------------------------------------------------------------------
+    def _given(self) -> dict[str, Any]:
+        """The operator's arguments as RunSpec settings (``None`` = not given)."""
+        return {
+            "input_path": self.input_path,
+            "source_conn_id": self.source_conn_id,
+            "source_sql": self.source_sql,
+            "source_table": self.source_table,
+            "source_parameters": self.source_parameters,
+            "viewer_id_column": self.viewer_id_column,
+            "field_id_column": self.field_id_column,
+            "value_column": self.value_column,
+            "fields": self.fields,
+            "report_path": self.report_path,
+            "report_conn_id": self.report_conn_id,
+            "report_table": self.report_table,
+            "dry_run": self.dry_run_setting,
+            "full_refresh": self.full_refresh,
+            "state_dir": self.state_dir,
+            # None keeps no state (as documented): say so explicitly, "" is "off" to the RunSpec.
+            "state_table": "" if self.state_table is None else self.state_table,
+            "state_conn_id": self.state_conn_id,
+            "diff_in_warehouse": self.diff_in_warehouse,
+            "reset_corrupt_state": self.reset_corrupt_state,
+            "expectation_suite_path": self.expectation_suite_path,
+            "validation_dir": self.validation_dir,
+            "max_rejected_fraction": self.max_rejected_fraction,
+            "check_fields": self.check_fields,
+            "max_rps": self.max_rps,
+            "batch_size": self.batch_size,
+            "concurrency": self.concurrency,
+            "timeout": self.timeout,
+            "max_attempts": self.max_attempts,
+            "read_batch_rows": self.read_batch_rows,
+        }
+
     def execute(self, context: Context) -> dict[str, Any]:
         # urllib3 logs request URLs at DEBUG; they carry the signature: keep them out of task logs.
         logging.getLogger("urllib3").setLevel(logging.WARNING)
         hook = PolyvHook(self.polyv_conn_id)
-        report: ReportSink | None = None
         try:
             credentials = hook.get_credentials()  # masks the secret before anything else
-            options = self._options(hook)
-            source = self._source()
-            state = self._state(credentials.app_id, options)
-            if self._pushdown(options, state):
-                source.skip_unchanged = state  # type: ignore[attr-defined]  # a SqlSource here
-                state.load_for_local_diff = False
-            validator = self._validator(context)
-            report = self._report()
+            spec = hook.resolve_run(self._given())
+            self._check_source(spec)
+            pushdown = self._pushdown(spec)  # checked before any connection is opened
+            state = self._state(credentials.app_id, spec, pushdown)
+            source = self._source(spec, skip_unchanged=state if pushdown else None)
+            validator = self._validator(context, spec)
+            report = self._report(spec)
             from polyv_connector.engine import sync
 
             unchanged_in_warehouse = None
-            if getattr(source, "skip_unchanged", None) is not None:
+            if pushdown:
                 # Counted before the run: afterwards the rows it sends are unchanged too.
-                unchanged_in_warehouse = source.count_unchanged(options.mapping.source_columns)
+                unchanged_in_warehouse = source.count_unchanged(spec.options.mapping.source_columns)
 
             self.log.info(
                 "POLYV sync: appId %s at %s, source %s, report %s%s%s",
@@ -224,31 +253,20 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                 credentials.base_url,
                 self._lineage.get("source_desc"),
                 report.location,
-                " (dry run)" if options.dry_run else "",
-                " (full refresh)" if options.full_refresh else "",
+                " (dry run)" if spec.options.dry_run else "",
+                " (full refresh)" if spec.options.full_refresh else "",
             )
-            result = sync(source, credentials, options, report, validator=validator, state=state)
+            client = hook.get_conn(spec.options.send)
+            result = sync(source, credentials, spec.options, report, validator=validator, state=state, client=client)
             if unchanged_in_warehouse is not None:
                 result.extra["unchangedInWarehouse"] = unchanged_in_warehouse
-        except StateError as exc:
-            _abort(report)
-            raise AirflowFailException(f"POLYV sync: sync state error: {exc}") from exc
-        except InputError as exc:
-            # Input may appear or recover (late file, warehouse down): let Airflow retry.
-            _abort(report)
-            raise AirflowException(f"POLYV sync: input error: {exc}") from exc
-        except ConfigError as exc:
-            _abort(report)
-            raise AirflowFailException(f"POLYV sync: configuration error: {exc}") from exc
-        except BaseException:
-            _abort(report)
-            raise
+        except PolyvConnectorError as exc:
+            raise _airflow_error(exc) from exc
         finally:
             hook.close()
 
-        if validator is not None:
-            result.extra.update(validator.summary())
-            validation = result.extra.get("validation") or {}
+        validation = result.extra.get("validation") or {}
+        if validation:
             self._lineage["validation"] = validation
             for label, key in (("validation result", "resultJson"), ("data docs", "dataDocsPage")):
                 if validation.get(key):
@@ -262,135 +280,120 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         if not result.ok:
             # The return value is lost when a task raises: keep the summary for alerting.
             context["ti"].xcom_push(key="return_value", value=summary)
-            failure = AirflowFailException if result.abort_cause in _NOT_RETRYABLE_ABORTS else AirflowException
+            code = exit_codes.BY_CODE[result.exit_code]
+            retryable = code.retryable or (
+                code is exit_codes.ABORTED and exit_codes.abort_is_retryable(result.abort_cause)
+            )
+            failure = AirflowException if retryable else AirflowFailException
             raise failure(_scrub_secret(_failure_message(result), credentials.app_secret.reveal()))
         return summary
 
-    def _options(self, hook: PolyvHook) -> SyncOptions:
-        send = hook.get_send_options(
-            max_rps=self.max_rps,
-            batch_size=self.batch_size,
-            concurrency=self.concurrency,
-            timeout=self.timeout,
-            max_attempts=self.max_attempts,
-        )
-        if self.fields:
-            mapping = ColumnMapping.wide(self.viewer_id_column, self.fields)
-        else:
-            mapping = ColumnMapping(self.viewer_id_column, self.field_id_column, self.value_column)
-        max_rejected = _as_fraction(self.max_rejected_fraction)
-        suite = _blank_to_none(self.expectation_suite_path)
-        if max_rejected is None and suite:  # as in the CLI: the gate comes with a suite
-            max_rejected = _DEFAULT_MAX_REJECTED
-        return SyncOptions(
-            send=send,
-            mapping=mapping,
-            dry_run=_as_bool(self.dry_run, "dry_run"),
-            full_refresh=_as_bool(self.full_refresh, "full_refresh"),
-            check_fields=self.check_fields,
-            state_dir=_blank_to_none(self.state_dir),
-            reset_corrupt_state=self.reset_corrupt_state,
-            max_rejected_fraction=max_rejected,
-            expectations_path=suite,
-            read_batch_rows=self.read_batch_rows,
-        )
-
-    def _state(self, app_id: str, options: SyncOptions) -> Any:
+    def _state(self, app_id: str, spec: RunSpec, pushdown: bool) -> Any:
         """The warehouse state table, when there is no state_dir and a connection to keep it on."""
-        table = _blank_to_none(self.state_table)
-        conn_id = self.state_conn_id or self.report_conn_id or self.source_conn_id
-        if options.state_dir or not table or not conn_id:
+        conn_id = spec.state_conn
+        if spec.options.state_dir or not spec.state_table or not conn_id:
             return None
         from polyv_connector.airflow.state_table import SqlStateTable
 
-        return SqlStateTable(_db_hook(conn_id, "state_conn_id"), table, app_id, create=not options.dry_run)
+        state = SqlStateTable(
+            _db_hook(conn_id, "state_conn_id"), spec.state_table, app_id, create=not spec.options.dry_run
+        )
+        # TODO(warehouse merge): a constructor option of the state table.
+        state.load_for_local_diff = not pushdown
+        return state
 
-    def _pushdown(self, options: SyncOptions, state: Any) -> bool:
-        if not self.diff_in_warehouse or options.full_refresh:
+    def _pushdown(self, spec: RunSpec) -> bool:
+        """Whether the diff against the state runs in the warehouse (checked before anything runs)."""
+        if not spec.diff_in_warehouse or spec.options.full_refresh:
             return False
-        state_conn = self.state_conn_id or self.report_conn_id or self.source_conn_id
-        if state is None or not self.source_conn_id or state_conn != self.source_conn_id:
+        if (
+            spec.options.state_dir
+            or not spec.state_table
+            or not spec.source_conn_id
+            or spec.state_conn != spec.source_conn_id
+        ):
             raise ConfigError(
                 "diff_in_warehouse",
                 "needs a SQL source and the state table on the source "
                 "connection (state_table, with state_conn_id unset or equal "
                 "to source_conn_id, and no state_dir)",
             )
-        if options.mapping.is_wide:
+        if spec.options.mapping.is_wide:
             raise ConfigError("diff_in_warehouse", "works with the long form only (no fields=...)")
         return True
 
-    def _source(self) -> Source:
-        input_path = _blank_to_none(self.input_path)
-        sql, table = _blank_to_none(self.source_sql), _blank_to_none(self.source_table)
-        if bool(input_path) == bool(self.source_conn_id):
+    @staticmethod
+    def _check_source(spec: RunSpec) -> None:
+        """Exactly one source, before any connection is opened."""
+        if bool(spec.input_path) == bool(spec.source_conn_id):
             raise ConfigError(
                 "input_path",
                 "give exactly one source: input_path (Parquet) or source_conn_id with source_sql or source_table",
             )
+        if spec.source_conn_id and bool(spec.source_sql) == bool(spec.source_table):
+            raise ConfigError("source_sql", "with source_conn_id give exactly one of source_sql and source_table")
+
+    def _source(self, spec: RunSpec, skip_unchanged: Any = None) -> Any:
+        """The rows' source; ``skip_unchanged`` is the state table when the diff runs in SQL."""
+        input_path, sql, table = spec.input_path, spec.source_sql, spec.source_table
         if input_path:
             from polyv_connector.sources.parquet import ParquetSource
 
             self._lineage.update(source_kind="file", source_path=input_path, source_desc=input_path)
             return ParquetSource(input_path, setting="input_path")
-        if bool(sql) == bool(table):
-            raise ConfigError("source_sql", "with source_conn_id give exactly one of source_sql and source_table")
         from polyv_connector.sources.sql import SqlSource
 
-        db_hook = _db_hook(self.source_conn_id or "", "source_conn_id")
+        db_hook = _db_hook(spec.source_conn_id or "", "source_conn_id")
         self._lineage.update(
             source_kind="sql",
             source_hook=db_hook,
             source_sql=sql,
             source_table=table,
-            source_desc=f"{table or 'query'} (connection {self.source_conn_id})",
+            source_desc=f"{table or 'query'} (connection {spec.source_conn_id})",
         )
         return SqlSource(
             db_hook,
             sql=sql,
             table=table,
-            parameters=self.source_parameters or None,
+            parameters=spec.source_parameters,
             setting="source_sql" if sql else "source_table",
+            skip_unchanged=skip_unchanged,
         )
 
-    def _validation_dir(self, context: Context) -> str | None:
+    def _validation_dir(self, context: Context, spec: RunSpec) -> str | None:
         """Where the validation JSON and Data Docs go: next to the Parquet report, else under
         ``validation_dir``, else ``$AIRFLOW_HOME/polyv_validation/<dag>/<run>/``."""
-        if _blank_to_none(self.report_path):
-            return _blank_to_none(self.report_path)
-        explicit = _blank_to_none(self.validation_dir)
-        if explicit:
-            return explicit
+        if spec.report_path:
+            return spec.report_path
+        if spec.validation_dir:
+            return spec.validation_dir
         home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
         run = re.sub(r"[^A-Za-z0-9._-]", "_", str(context.get("run_id") or "run"))
-        dag = re.sub(r"[^A-Za-z0-9._-]", "_", self.dag_id if self.has_dag() else "dag")
+        dag = re.sub(r"[^A-Za-z0-9._-]", "_", self.dag_id if self.has_dag() else "dag")  # type: ignore[no-untyped-call]
         return os.path.join(home, "polyv_validation", dag, f"{run}.parquet")
 
-    def _validator(self, context: Context) -> Any:
-        suite = _blank_to_none(self.expectation_suite_path)
-        if not suite:
+    def _validator(self, context: Context, spec: RunSpec) -> Any:
+        if not spec.suite_path:
             return None
         # Great Expectations takes seconds to import: only tasks that use a suite pay for it.
-        from polyv_connector.expectations import SuiteValidator, bundled_suite_path
+        from polyv_connector.expectations import SuiteValidator
 
-        if suite == "default":  # the suite shipped with the package, as in the CLI
-            suite = str(bundled_suite_path())
         # The validation result JSON and Data Docs go next to the Parquet report, if any.
         return SuiteValidator.from_file(
-            suite, report_dir=self._validation_dir(context), setting="expectation_suite_path"
+            spec.suite_path, report_dir=self._validation_dir(context, spec), setting="expectation_suite_path"
         )
 
-    def _report(self) -> ReportSink:
+    def _report(self, spec: RunSpec) -> ReportSink:
         from polyv_connector.report import MultiReport, ParquetReport
 
-        path, table = _blank_to_none(self.report_path), _blank_to_none(self.report_table)
+        path, table = spec.report_path, spec.report_table
         if not path and not table:
             raise ConfigError(
                 "report_path", "give report_path (Parquet) and/or report_table: every run leaves a per-item report"
             )
         sinks: list[ReportSink] = []
         if table:
-            conn_id = self.report_conn_id or self.source_conn_id
+            conn_id = spec.table_conn_id
             if not conn_id:
                 raise ConfigError(
                     "report_conn_id", "report_table needs report_conn_id (or a source_conn_id to default to)"
@@ -411,9 +414,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         summary["airflowRunId"] = context.get("run_id")
         # Defence in depth: nothing above should ever hold the secret; scrub the strings
         # themselves (not the JSON text, where escaping could hide it).
-        summary = _scrub_secret(strict_json(summary), secret)
-        json.dumps(summary, ensure_ascii=False, allow_nan=False)  # the XCom contract: fail here
-        return summary
+        scrubbed: dict[str, Any] = _scrub_secret(strict_json(summary), secret)
+        json.dumps(scrubbed, ensure_ascii=False, allow_nan=False)  # the XCom contract: fail here
+        return scrubbed
 
     def _emit_asset_events(self, context: Context, summary: dict[str, Any]) -> None:
         events = context.get("outlet_events")
@@ -489,31 +492,6 @@ def _blank_to_none(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
 
 
-def _as_bool(value: Any, setting: str) -> bool:
-    """A flag that may arrive as a rendered template string ("True", "false", "1", ...)."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "y", "on"):
-        return True
-    if text in ("false", "0", "no", "n", "off", "", "none"):
-        return False
-    raise ConfigError(setting, f"expected true or false, got {value!r}")
-
-
-def _as_fraction(value: Any) -> float | None:
-    value = _blank_to_none(value)
-    if value is None or (isinstance(value, str) and value.lower() == "none"):
-        return None
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError("max_rejected_fraction", f"expected a number between 0 and 1, got {value!r}") from None
-    if math.isnan(result):
-        raise ConfigError("max_rejected_fraction", "expected a number between 0 and 1, got NaN")
-    return result
-
-
 def _db_hook(conn_id: str, setting: str) -> Any:
     """The common-sql hook of ``conn_id`` (anything exposing DB-API ``get_conn``)."""
     try:
@@ -528,13 +506,22 @@ def _db_hook(conn_id: str, setting: str) -> Any:
     return hook
 
 
-def _abort(report: Any) -> None:
-    """Drop what a failed run had started writing (warehouse rows rolled back, Parquet partials removed)."""
-    sinks = getattr(report, "sinks", None) or ([report] if report is not None else [])
-    for sink in sinks:
-        abort = getattr(sink, "abort", None)
-        if abort is not None:
-            abort()
+def _airflow_error(exc: PolyvConnectorError) -> Exception:
+    """The Airflow exception for an error the run raised: retryable only where a retry can help."""
+    code = exit_codes.for_error(exc)
+    kinds = {
+        exit_codes.CONFIG: "configuration error",
+        exit_codes.BUSY: "busy",
+        exit_codes.UNAVAILABLE: "unavailable, will retry",
+    }
+    if isinstance(exc, StateError):
+        kind = "sync state error"
+    elif isinstance(exc, InputError):
+        kind = "input error"
+    else:
+        kind = kinds.get(code, code.name)
+    message = f"POLYV sync: {kind}: {exc}"
+    return AirflowException(message) if code.retryable else AirflowFailException(message)
 
 
 def _scrub_secret(value: Any, secret: str) -> Any:

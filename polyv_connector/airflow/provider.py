@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from polyv_connector.model import MAX_BATCH_SIZE, MAX_RPS_CEILING
+from polyv_connector.runspec import DEFAULTS
+
+_MAX_RPS, _TIMEOUT = DEFAULTS["max_rps"], DEFAULTS["timeout"]
 PACKAGE_NAME = "polyv-connector"  # must equal the distribution name in setup.cfg
 CONN_TYPE = "polyv"
 HOOK_CLASS = "polyv_connector.airflow.hooks.PolyvHook"
@@ -48,20 +52,26 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "max_rps": {
                         "label": "Max requests per second",
-                        "description": "Request budget of one sync (default 100). POLYV blocks the "
+                        "description": f"Request budget of one sync (default {_MAX_RPS:g}). POLYV blocks the "
                         "client IP for 5 minutes past 1500 requests per 10 s, for "
                         "every POLYV call from that IP: keep headroom.",
-                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 140},
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": MAX_RPS_CEILING},
                     },
                     "batch_size": _integer(
-                        "Items per request", "Viewer values per save request (default and maximum 1000).", 1, 1000
+                        "Items per request",
+                        f"Viewer values per save request (default and maximum {MAX_BATCH_SIZE}).",
+                        1,
+                        MAX_BATCH_SIZE,
                     ),
                     "concurrency": _integer(
-                        "Requests in flight", "Parallel save requests of one sync (default 8).", 1, 64
+                        "Requests in flight",
+                        f"Parallel save requests of one sync (default {DEFAULTS['concurrency']}).",
+                        1,
+                        64,
                     ),
                     "timeout": {
                         "label": "Timeout (seconds)",
-                        "description": "Seconds to wait for POLYV's answer to one request (default 30).",
+                        "description": f"Seconds to wait for POLYV's answer to one request (default {_TIMEOUT:g}).",
                         "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
                     },
                 },
@@ -72,10 +82,7 @@ def get_provider_info() -> dict[str, Any]:
                         "login": "appId from the POLYV console",
                         "password": "appSecret (never logged, never written to reports)",
                         "host": "https://api.polyv.net",
-                        "max_rps": "100",
-                        "batch_size": "1000",
-                        "concurrency": "8",
-                        "timeout": "30",
+                        **{key: f"{DEFAULTS[key]:g}" for key in ("max_rps", "batch_size", "concurrency", "timeout")},
                     },
                 },
             }

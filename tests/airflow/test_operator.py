@@ -158,12 +158,13 @@ def test_configuration_errors_fail_without_retry(polyv_env, kwargs, match):
         _op(**kwargs).execute(_context())
 
 
-def test_missing_input_is_retryable(polyv_env, tmp_path):
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+def test_missing_input_fails_without_retry(polyv_env, tmp_path):
+    # Exit-code contract: 2 (configuration or input error, nothing sent) is not retried;
+    # a late file is a sensor's job, not a retry loop's.
+    from airflow.sdk.exceptions import AirflowFailException
 
-    with pytest.raises(AirflowException, match="input error") as raised:
+    with pytest.raises(AirflowFailException, match="input error"):
         _op(input_path=str(tmp_path / "late.parquet"), report_path=str(tmp_path / "r.parquet")).execute(_context())
-    assert not isinstance(raised.value, AirflowFailException)
 
 
 def test_expectation_suite_is_wired_lazily(sim, polyv_env, tmp_path, monkeypatch):
@@ -191,7 +192,7 @@ def test_expectation_suite_is_wired_lazily(sim, polyv_env, tmp_path, monkeypatch
     op = _op(input_path=str(SAMPLE), report_path=str(report), expectation_suite_path=str(tmp_path / "s.json"))
     from polyv_connector.airflow.hooks import PolyvHook
 
-    assert op._options(PolyvHook()).max_rejected_fraction == 0.05  # the CLI's default with a suite
+    assert PolyvHook().resolve_run(op._given()).options.max_rejected_fraction == 0.05  # the CLI's default with a suite
     summary = op.execute(_context())
     assert calls == {"path": str(tmp_path / "s.json"), "report_dir": str(report), "setting": "expectation_suite_path"}
     assert summary["validation"] == {"suite": "s", "gateFailures": []}
@@ -276,7 +277,7 @@ def test_template_fields_cover_sql_tables_and_paths():
         "report_path",
         "state_dir",
         "expectation_suite_path",
-        "dry_run",
+        "dry_run_setting",
         "full_refresh",
     } <= set(PolyvViewerFieldSyncOperator.template_fields)
 

@@ -1,0 +1,416 @@
+"""The one description of a run: every setting, its default, where it may come from, and its name
+in each front end; and :func:`resolve`, which turns what a front end was given into a checked
+:class:`RunSpec`.
+
+The CLI (flags), the Airflow operator (arguments) and the ``polyv`` connection (extras) only
+*translate* into this module: none of them holds a default or parses a value of its own.
+Precedence for every setting: the front end's explicit value (flag or argument), then the
+connection's extra (operator only), then the environment variable, then the built-in default.
+
+Errors name the setting the way the user gave it: ``--max-rps`` on the command line,
+``max_rps`` on the operator, ``POLYV_BUDGET_RPS`` when it came from the environment, and
+``connection 'polyv_default': extra 'max_rps'`` when it came from the connection.
+
+Nothing here does I/O or imports anything heavy: DAG files import it at parse time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from polyv_connector.config import ColumnMapping, Credentials, SendOptions, SyncOptions
+from polyv_connector.errors import ConfigError
+from polyv_connector.model import FIELD_ID, VALUE, VIEWER_ID
+
+Front = Literal["cli", "operator"]
+
+#: The default share of rejected items above which a run with a suite sends nothing.
+DEFAULT_SUITE_MAX_REJECTED = 0.05
+#: The suite name that means "the suite bundled with the package".
+BUNDLED_SUITE = "default"
+
+
+# ---- value parsers: (raw value, label) -> typed value; raise ConfigError(label, ...) -------------
+def _text(raw: Any, label: str) -> str | None:
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    return text or None
+
+
+def _bool(raw: Any, label: str) -> bool:
+    """A flag that may arrive as a rendered template or environment string ("True", "0", ...)."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("true", "1", "yes", "y", "on"):
+        return True
+    if text in ("false", "0", "no", "n", "off", "", "none"):
+        return False
+    raise ConfigError(label, f"expected true or false, got {raw!r}")
+
+
+def _int(raw: Any, label: str) -> int:
+    try:
+        if isinstance(raw, bool):
+            raise ValueError(raw)
+        if isinstance(raw, float):
+            if not raw.is_integer():
+                raise ValueError(raw)
+            return int(raw)
+        return int(str(raw).strip())
+    except (TypeError, ValueError):
+        raise ConfigError(label, f"expected an integer, got {raw!r}") from None
+
+
+def _float(raw: Any, label: str) -> float:
+    try:
+        if isinstance(raw, bool):
+            raise ValueError(raw)
+        value = float(str(raw).strip()) if isinstance(raw, str) else float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(label, f"expected a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(label, f"expected a finite number, got {raw!r}")
+    return value
+
+
+def _fraction(raw: Any, label: str) -> float | None:
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none")):
+        return None
+    try:
+        value = _float(raw, label)
+    except ConfigError:
+        raise ConfigError(label, f"expected a number between 0 and 1, got {raw!r}") from None
+    if not 0 <= value <= 1:
+        raise ConfigError(label, f"expected a number between 0 and 1, got {raw!r}")
+    return value
+
+
+def _signature_method(raw: Any, label: str) -> str:
+    text = str(raw).strip().upper()
+    if text not in ("MD5", "SHA256"):
+        raise ConfigError(label, f"must be MD5 or SHA256, got {raw!r}")
+    return text
+
+
+def _fields(raw: Any, label: str) -> dict[str, str]:
+    """Wide form: ``{"FIELD_ID": "column"}``, or CLI's repeated ``FIELD_ID=COLUMN`` strings."""
+    if raw is None or raw == [] or raw == {}:
+        return {}
+    if isinstance(raw, Mapping):
+        pairs = [(str(k).strip(), str(v).strip()) for k, v in raw.items()]
+    else:
+        pairs = []
+        for item in raw:
+            field_id, sep, column = str(item).partition("=")
+            if not sep:
+                raise ConfigError(label, f"expected FIELD_ID=COLUMN, got {item!r}")
+            pairs.append((field_id.strip(), column.strip()))
+    mapping: dict[str, str] = {}
+    for field_id, column in pairs:
+        if not field_id or not column:
+            raise ConfigError(label, "expected FIELD_ID=COLUMN with both parts non-empty")
+        if field_id in mapping:
+            raise ConfigError(label, f"customFieldId {field_id!r} is mapped twice")
+        mapping[field_id] = column
+    return mapping
+
+
+def _any(raw: Any, label: str) -> Any:
+    return raw
+
+
+Parser = Callable[[Any, str], Any]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a run: its canonical name (the operator argument), default and sources."""
+
+    key: str
+    default: Any
+    parse: Parser
+    help: str
+    cli: str | None = None  # the flag, or None when the CLI does not offer it
+    env: str | None = None  # an environment variable that supplies a worker-wide default
+    extra: str | None = None  # a key of the ``polyv`` connection's extras
+    operator: bool = True  # whether the operator takes it as an argument
+    blank_is_off: bool = False  # "" (or None given explicitly) switches the feature off
+
+    def label(self, front: Front) -> str:
+        if front == "cli" and self.cli:
+            return self.cli
+        return self.key
+
+
+def _s(key: str, default: Any, parse: Parser, help: str, **kw: Any) -> Setting:
+    kw.setdefault("cli", "--" + key.replace("_", "-"))
+    return Setting(key, default, parse, help, **kw)
+
+
+# Sending and reading defaults are the option types' own (config.py); the table reads them there.
+#: Every setting of a run, in the order the CLI's help lists them.
+SETTINGS: dict[str, Setting] = {
+    s.key: s
+    for s in (
+        # where rows come from and where the report goes
+        _s("input_path", None, _text, "Parquet file, directory or URL (s3://, gs://, memory://...)", cli="--input"),
+        _s("report_path", None, _text, "where to write the per-item report (Parquet)", cli="--report"),
+        _s("summary_json", None, _text, "also write the JSON summary to this file", operator=False),
+        _s("source_conn_id", None, _text, "Airflow connection of a SQL source (a common-sql DbApiHook)", cli=None),
+        _s("source_sql", None, _text, "the query that reads the source rows", cli=None),
+        _s("source_table", None, _text, "a table to read the source rows from", cli=None),
+        _s("source_parameters", None, _any, "bound parameters of source_sql", cli=None),
+        _s("report_conn_id", None, _text, "connection of the report table (default: the source's)", cli=None),
+        _s("report_table", None, _text, "warehouse table the report is appended to", cli=None),
+        _s("validation_dir", None, _text, "where the validation JSON and Data Docs go", cli=None),
+        # columns
+        _s("viewer_id_column", VIEWER_ID, _text, "column holding the viewerId"),
+        _s("field_id_column", FIELD_ID, _text, "long form: column holding customFieldId"),
+        _s("value_column", VALUE, _text, "long form: column holding customFieldValue"),
+        _s("fields", None, _fields, "wide form: send COLUMN as customFieldId FIELD_ID (repeatable)", cli="--field"),
+        # sending
+        _s("batch_size", SendOptions.batch_size, _int, "items per request (max 1000)", extra="batch_size"),
+        _s("concurrency", SendOptions.concurrency, _int, "requests in flight", extra="concurrency"),
+        _s(
+            "max_rps",
+            SendOptions.max_rps,
+            _float,
+            "requests per second for this run (POLYV blocks an IP past 1500 per 10 s)",
+            extra="max_rps",
+        ),
+        _s("max_attempts", SendOptions.max_attempts, _int, "tries per request on transient errors"),
+        _s("timeout", SendOptions.timeout_s, _float, "seconds to wait for an answer", extra="timeout"),
+        _s("signature_method", SendOptions.signature_method, _signature_method, "MD5 or SHA256"),
+        _s(
+            "check_fields",
+            True,
+            _bool,
+            "preflight the customFieldIds against the account's field list",
+            cli="--no-check-fields",
+        ),
+        # the run
+        _s("dry_run", False, _bool, "plan and report, send nothing"),
+        _s("full_refresh", False, _bool, "ignore the state and send everything"),
+        _s("state_dir", None, _text, "keep the sync state here; unchanged items are not resent"),
+        _s(
+            "state_table",
+            "polyv_sync_state",
+            _text,
+            "warehouse table of the sync state; empty keeps no state",
+            cli=None,
+            blank_is_off=True,
+        ),
+        _s("state_conn_id", None, _text, "connection of the state table", cli=None),
+        _s("diff_in_warehouse", False, _bool, "compute the diff against the state in the warehouse", cli=None),
+        _s(
+            "reset_corrupt_state",
+            False,
+            _bool,
+            "if the state is corrupt or from another fingerprint version, start over",
+            cli="--reset-state",
+        ),
+        _s(
+            "expectation_suite_path",
+            None,
+            _text,
+            "Great Expectations suite (JSON) to validate the items with; 'default' for the bundled one",
+            cli="--expectations",
+        ),
+        _s(
+            "max_rejected_fraction",
+            None,
+            _fraction,
+            "a gate: send nothing if a larger share of the items is rejected (default "
+            f"{DEFAULT_SUITE_MAX_REJECTED} with a suite, no ceiling otherwise)",
+        ),
+        _s("read_batch_rows", SyncOptions.read_batch_rows, _int, "rows read per chunk"),
+        _s("seed", None, _any, "seed of the retry jitter (tests)", operator=False),
+    )
+}
+
+DEFAULTS: dict[str, Any] = {k: s.default for k, s in SETTINGS.items()}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run, resolved and checked: what every front end hands to the engine."""
+
+    options: SyncOptions
+    input_path: str | None = None
+    report_path: str | None = None
+    summary_json: str | None = None
+    #: The suite file to validate with (``default`` already resolved to the bundled file).
+    suite_path: str | None = None
+    source_conn_id: str | None = None
+    source_sql: str | None = None
+    source_table: str | None = None
+    source_parameters: Any = None
+    report_conn_id: str | None = None
+    report_table: str | None = None
+    state_table: str | None = None
+    state_conn_id: str | None = None
+    diff_in_warehouse: bool = False
+    validation_dir: str | None = None
+    seed: int | None = None
+    #: Where each value came from, for error messages: canonical key -> label.
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def label(self, key: str) -> str:
+        """The name of ``key`` as the user gave it (flag, argument, variable or extra)."""
+        return self.labels.get(key, key)
+
+    @property
+    def table_conn_id(self) -> str | None:
+        """The connection that keeps the report table when none is named: the source's."""
+        return self.report_conn_id or self.source_conn_id
+
+    @property
+    def state_conn(self) -> str | None:
+        """The connection of the state table: its own, else the report's, else the source's."""
+        return self.state_conn_id or self.report_conn_id or self.source_conn_id
+
+
+def resolve(
+    given: Mapping[str, Any],
+    *,
+    front: Front,
+    env: Mapping[str, str] | None = None,
+    extras: Mapping[str, Any] | None = None,
+    extras_label: str = "connection",
+) -> RunSpec:
+    """Build the :class:`RunSpec` from a front end's values (``None`` = not given).
+
+    ``extras`` are the ``polyv`` connection's extras (operator only); ``extras_label`` names
+    the connection in messages. Raises :class:`ConfigError` naming the setting as given.
+    """
+    env = os.environ if env is None else env
+    extras = extras or {}
+    unknown = set(given) - set(SETTINGS)
+    if unknown:  # a front end out of step with this table: a bug, not a user error
+        raise TypeError(f"unknown run settings: {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    labels: dict[str, str] = {}
+    for key, setting in SETTINGS.items():
+        raw, label = _pick(setting, given, front, env, extras, extras_label)
+        labels[key] = label
+        if raw is None:
+            values[key] = setting.default
+            continue
+        parsed = setting.parse(raw, label)
+        if parsed is None and setting.blank_is_off:
+            values[key] = None
+        else:
+            values[key] = setting.default if parsed is None else parsed
+
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(labels.get(key, key), message)
+
+    fields = values["fields"] or {}
+    mapping = (
+        ColumnMapping.wide(values["viewer_id_column"], fields)
+        if fields
+        else ColumnMapping(values["viewer_id_column"], values["field_id_column"], values["value_column"])
+    )
+    suite = values["expectation_suite_path"]
+    max_rejected = values["max_rejected_fraction"]
+    if max_rejected is None and suite:
+        # A suite is how a team says what a good table looks like: with it comes the gate that
+        # stops a broken upstream table from overwriting good data. Without one, rejected rows
+        # (often null values of a wide table) are reported, not a reason to stop.
+        max_rejected = DEFAULT_SUITE_MAX_REJECTED
+    if suite == BUNDLED_SUITE:
+        from polyv_connector.expectations.suite import bundled_suite_path
+
+        suite = str(bundled_suite_path())
+    options = SyncOptions(
+        send=SendOptions(
+            batch_size=values["batch_size"],
+            concurrency=values["concurrency"],
+            max_rps=values["max_rps"],
+            max_attempts=values["max_attempts"],
+            timeout_s=values["timeout"],
+            signature_method=values["signature_method"],
+        ),
+        mapping=mapping,
+        dry_run=values["dry_run"],
+        full_refresh=values["full_refresh"],
+        check_fields=values["check_fields"],
+        state_dir=values["state_dir"],
+        reset_corrupt_state=values["reset_corrupt_state"],
+        max_rejected_fraction=max_rejected,
+        expectations_path=suite,
+        read_batch_rows=values["read_batch_rows"],
+    )
+    try:
+        options.validate()
+    except ConfigError as exc:
+        # The options name settings canonically ("max_rps"); say it as the user gave it.
+        raise fail(_CANONICAL.get(exc.setting, exc.setting), _message_of(exc)) from None
+    seed = values["seed"]
+    return RunSpec(
+        options=options,
+        input_path=values["input_path"],
+        report_path=values["report_path"],
+        summary_json=values["summary_json"],
+        suite_path=suite,
+        source_conn_id=values["source_conn_id"],
+        source_sql=values["source_sql"],
+        source_table=values["source_table"],
+        source_parameters=values["source_parameters"] or None,
+        report_conn_id=values["report_conn_id"],
+        report_table=values["report_table"],
+        state_table=values["state_table"],
+        state_conn_id=values["state_conn_id"],
+        diff_in_warehouse=values["diff_in_warehouse"],
+        validation_dir=values["validation_dir"],
+        seed=None if seed is None else _int(seed, labels["seed"]),
+        labels=labels,
+    )
+
+
+# Names the option objects use in their own ConfigErrors -> the canonical setting.
+_CANONICAL = {"--field": "fields"}
+
+
+def _message_of(exc: ConfigError) -> str:
+    return str(exc).split(": ", 1)[-1]
+
+
+def _pick(
+    setting: Setting,
+    given: Mapping[str, Any],
+    front: Front,
+    env: Mapping[str, str],
+    extras: Mapping[str, Any],
+    extras_label: str,
+) -> tuple[Any, str]:
+    """The raw value of ``setting`` from the first source that has one, and its label."""
+    raw = given.get(setting.key)
+    blank = isinstance(raw, str) and not raw.strip()
+    if raw is not None and (not blank or setting.blank_is_off):
+        return raw, setting.label(front)
+    if setting.extra and front == "operator":
+        # The UI may store conn-fields with Airflow's historical "extra__<type>__" prefix.
+        value = extras.get(setting.extra, extras.get(f"extra__polyv__{setting.extra}"))
+        if value not in (None, ""):
+            return value, f"{extras_label}: extra {setting.extra!r}"
+    if setting.env and env.get(setting.env, "").strip():
+        return env[setting.env], setting.env
+    return None, setting.label(front)
+
+
+def credentials_from_env(env: Mapping[str, str] | None = None) -> Credentials:
+    """The CLI's credentials: ``POLYV_APP_ID``, ``POLYV_APP_SECRET``, ``POLYV_API_BASE_URL``."""
+    return Credentials.from_env(env)
+
+
+def cli_error_label(setting: str) -> str:
+    """The CLI flag of a canonical setting name (unknown names are returned as they are)."""
+    found = SETTINGS.get(setting)
+    return found.label("cli") if found else setting

@@ -1,0 +1,48 @@
+"""The one table of exit codes: every error has one, and the README shows the table as it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from polyv_connector import exit_codes
+from polyv_connector.errors import (
+    BusyError,
+    ConfigError,
+    DependencyUnavailable,
+    InputError,
+    RunAborted,
+    StateError,
+)
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ConfigError("x", "y"), 2),
+        (InputError("x", "y"), 2),
+        (StateError("y"), 2),
+        (RunAborted("auth", "y"), 3),
+        (BusyError("y"), 5),
+        (DependencyUnavailable("x", "y"), 75),
+        (KeyboardInterrupt(), 130),
+        (ValueError("a bug"), 70),
+    ],
+)
+def test_every_error_has_its_exit_code(error, code):
+    assert exit_codes.for_error(error).code == code
+
+
+def test_codes_are_unique_and_the_airflow_split_follows_the_contract():
+    assert len(exit_codes.BY_CODE) == len(exit_codes.ALL)
+    fail = {e.code for e in exit_codes.ALL if not e.retryable}
+    assert {2, 4} <= fail and {1, 5, 70, 75} <= {e.code for e in exit_codes.ALL if e.retryable}
+    assert not exit_codes.abort_is_retryable("auth") and not exit_codes.abort_is_retryable("clock")
+    assert exit_codes.abort_is_retryable("blocked")
+
+
+def test_readme_shows_the_table():
+    assert exit_codes.markdown_table() in README.read_text()
