@@ -173,16 +173,13 @@ def test_kill_9_of_the_holder_frees_the_lock_at_once(kind, target, workers) -> N
     holder = lock_worker(workers, kind, target, "doomed", "exclusive", 0, -1)
     assert holder.event()["event"] == "acquired"
     holder.kill9()
-    deadline = time.monotonic() + 10  # PostgreSQL notices the closed socket within moments
-    while True:
-        got = lock_worker(workers, kind, target, "next", "exclusive", 0, 0).event()
-        if got["event"] == "acquired" or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert got["event"] == "acquired", got
+    got = lock_worker(workers, kind, target, "next", "exclusive", 0, 0).event()
+    if kind == "pg-advisory" and got["event"] == "busy":
+        # PostgreSQL ends the session when it reads the closed socket: moments, not a lease.
+        got = lock_worker(workers, kind, target, "next", "exclusive", 5, 0).event()
+    assert got["event"] == "acquired", got  # flock: the very first try after the kill
     assert got["seq"] == 2
     if kind == "file":
-        assert got["event"] == "acquired"  # flock: the very first try after the kill
         assert FileLock(target, "probe").holders() == []  # the dead holder's description is gone
 
 
