@@ -172,6 +172,7 @@ class _PollingLock:
                 break
             time.sleep(min(delay, remaining))
             delay = min(delay * 1.5, 0.5)
+        self._give_up()
         raise busy_error(self.what, self.holders(), timeout_s)
 
     def release(self) -> None:
@@ -194,6 +195,9 @@ class _PollingLock:
 
     def _release(self) -> None:
         raise NotImplementedError
+
+    def _give_up(self) -> None:
+        """Free what polling kept (a connection) when the lock stays held."""
 
     def __enter__(self) -> _PollingLock:
         if not self._held:
@@ -313,16 +317,18 @@ class FileLock(_PollingLock):
             if not same:
                 os.close(fd)
                 return False
-            self._fd = fd
+        except BaseException:
+            os.close(fd)
+            raise
+        # From here the descriptor belongs to self: _close_all() closes it (exactly once).
+        self._fd = fd
+        try:
             self._seq = next_file_seq(self.directory, self._seq_floor) if self.take_seq else None
             self._write_holder()
-            return True
         except BaseException:
             self._close_all()
-            if self._fd is None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
             raise
+        return True
 
     def _write_holder(self) -> None:
         self.holders_dir.mkdir(exist_ok=True)
@@ -650,6 +656,9 @@ class PgAdvisoryLock(_PollingLock):
             _contended(attempt, self.what)
         finally:
             _close(conn)
+
+    def _give_up(self) -> None:
+        self._drop_conn()
 
     def _drop_conn(self) -> None:
         if self._conn is not None:
