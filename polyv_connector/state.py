@@ -4,7 +4,15 @@ Layout under the state directory, one folder per appId (two accounts never share
 
     <dir>/<appId>/meta.json          {"appId": ..., "fingerprint": "xxh3_64-v2"}
     <dir>/<appId>/base.parquet       key (uint64), fp (uint64), syncedAt — compacted
-    <dir>/<appId>/log-<ns>-<runId>.arrows  one run's records, appended and fsync'ed
+    <dir>/<appId>/log-r<seq>-<runId>.arrows  one run's records, appended and fsync'ed
+    <dir>/<appId>/lock, lock.holders/  the run lock (flock) and who holds it
+    <dir>/<appId>/runseq            the last run sequence number handed out
+
+One run at a time writes the state: a run takes the lock (:meth:`SyncState.lock`) before it
+loads the state and keeps it until it has compacted, so it plans against the state no other
+run is changing. The lock hands the run a sequence number that names its log: logs are
+ordered by it, never by a worker's clock. Logs named ``log-<time_ns>-<runId>`` by earlier
+versions are still read, before every numbered one.
 
 Before a batch is sent its keys are recorded with the ``UNCONFIRMED`` fingerprint, and once
 POLYV confirms it with the value's; a batch that failed or was in flight when the run died
@@ -13,17 +21,22 @@ may or may not have been written by POLYV, so it stays unconfirmed and is sent a
 A run appends every confirmed batch to its log as it goes, so a run killed at any point
 loses at most the batches in flight. Logs are folded into ``base.parquet`` (atomically, by
 rename) when a run ends; a later run also folds any logs an interrupted run left behind.
+A dry run takes no lock: :meth:`SyncState.load` reads a consistent snapshot even while
+another run compacts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +44,7 @@ import pyarrow.parquet as pq
 
 from polyv_connector.errors import StateError
 from polyv_connector.fingerprints import FINGERPRINT_VERSION
+from polyv_connector.locks import FileLock, LockMode, describe, fsync_dir, read_file_seq
 
 
 class StateStore(Protocol):
@@ -60,49 +74,192 @@ class StateStore(Protocol):
 log = logging.getLogger("polyv_connector")
 
 _SCHEMA = pa.schema([("key", pa.uint64()), ("fp", pa.uint64()), ("syncedAt", pa.float64())])
+# log-r<run seq>-<runId>.arrows since runs are locked; log-<time_ns>-<runId>.arrows before.
+_LOG_NAME = re.compile(r"^log-(?:r(?P<seq>\d+)|(?P<ns>\d+))-.*\.arrows$")
+# A lock-free reader (a dry run) retries when a compaction replaced what it was reading.
+_SNAPSHOT_ATTEMPTS = 6
 
 
 def _folder_name(app_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", app_id) or "_"
 
 
-class SyncState:
-    """The confirmed-value fingerprints of one POLYV account."""
+def log_order(path: Path) -> tuple[int, int, str]:
+    """Sort key of a log: unrecognised names first, then clock-named (old), then by run sequence number."""
+    m = _LOG_NAME.match(path.name)
+    if m is None:
+        return (0, 0, path.name)
+    if m["seq"] is not None:
+        return (2, int(m["seq"]), path.name)
+    return (1, int(m["ns"]), path.name)
 
-    def __init__(self, directory: str | os.PathLike[str], app_id: str) -> None:
+
+def log_seq(path: Path) -> int | None:
+    """The run sequence number in a log's name (None for a clock-named log of an earlier version)."""
+    m = _LOG_NAME.match(path.name)
+    return int(m["seq"]) if m is not None and m["seq"] is not None else None
+
+
+class _Vanished(Exception):
+    """A file of the snapshot being read was replaced or removed by a compaction meanwhile."""
+
+
+class SyncState:
+    """The confirmed-value fingerprints of one POLYV account.
+
+    A run calls :meth:`lock` (or uses :meth:`locked`) before :meth:`load` and keeps the lock
+    until after :meth:`finish`; :meth:`compact` and :meth:`reset` need it held exclusively.
+    A dry run only calls :meth:`load`, without a lock.
+
+    ``implicit_lock`` (transitional, for callers that do not call :meth:`lock` yet): ``begin``,
+    ``finish`` and ``reset`` then take the lock themselves (without waiting) and warn, as the
+    state such a run loaded was not protected. With ``implicit_lock=False`` they raise
+    :class:`StateError` instead.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], app_id: str, *, implicit_lock: bool = True) -> None:
         self.app_id = app_id
         self.path = Path(directory) / _folder_name(app_id)
+        self.implicit_lock = implicit_lock
         self._log: pa.ipc.RecordBatchStreamWriter | None = None
-        self._log_file = None
+        self._log_file: BinaryIO | None = None
         self._log_path: Path | None = None
+        self._lock: FileLock | None = None
+        self._implicit = False  # the lock was taken by begin()/finish()/reset() themselves
+
+    # ---- the lock ----------------------------------------------------------------------------
+    def lock(self, run_id: str, timeout_s: float = 0.0, mode: LockMode = "exclusive") -> int:
+        """Take the state's lock for run ``run_id``, waiting up to ``timeout_s``; return its run sequence number.
+
+        Call before :meth:`load`. Raises :class:`~polyv_connector.errors.BusyError` naming the
+        holder if another run keeps it. ``shared``: partition runs (each also locking its own
+        slice); they record but leave compaction to the next exclusive run.
+        """
+        if self._lock is not None:
+            raise RuntimeError(f"the sync state {self.path} is already locked by run {self._lock.run_id}")
+        lock = FileLock(self.path, run_id, mode=mode, seq_floor=self._max_log_seq)
+        lock.acquire(timeout_s)
+        self._lock = lock
+        assert lock.seq is not None  # a FileLock that takes a number always has one once held
+        return lock.seq
+
+    def unlock(self) -> None:
+        """Release the lock (closing this run's log first, if still open). A no-op if not locked."""
+        self._close_log()
+        lock, self._lock = self._lock, None
+        self._implicit = False
+        if lock is not None:
+            lock.release()
+
+    @contextmanager
+    def locked(self, run_id: str, timeout_s: float = 0.0, mode: LockMode = "exclusive") -> Iterator[int]:
+        """``with state.locked(run_id) as seq:`` — :meth:`lock` … :meth:`unlock`."""
+        seq = self.lock(run_id, timeout_s, mode)
+        try:
+            yield seq
+        finally:
+            self.unlock()
+
+    @property
+    def run_seq(self) -> int | None:
+        """This run's sequence number (None while not locked)."""
+        return self._lock.seq if self._lock is not None else None
+
+    @property
+    def lock_mode(self) -> LockMode | None:
+        return self._lock.mode if self._lock is not None else None
+
+    def holders(self) -> list[dict[str, object]]:
+        """The runs holding this state's lock (runId, host, pid, since, mode, seq), oldest first."""
+        return FileLock(self.path, "").holders()
+
+    def _max_log_seq(self) -> int:
+        return max((log_seq(p) or 0 for p in self._logs()), default=0)
+
+    def _require(self, op: str, *, exclusive: bool) -> None:
+        if self._lock is None:
+            raise StateError(
+                f"SyncState.{op}() on {self.path} needs the state's lock: call lock(run_id) before load() "
+                "(only a read-only load, as in a dry run, goes without)"
+            )
+        if exclusive and self._lock.mode != "exclusive":
+            raise StateError(f"SyncState.{op}() on {self.path} needs the exclusive lock; this run holds it shared")
+
+    def _ensure_locked(self, op: str, run_id: str, *, exclusive: bool) -> None:
+        if self._lock is None and self.implicit_lock:
+            log.warning(
+                "SyncState.%s() without lock(): locking %s now; the state this run loaded was not "
+                "protected from concurrent runs (call lock() before load())",
+                op,
+                self.path,
+            )
+            self.lock(run_id)
+            self._implicit = True
+        self._require(op, exclusive=exclusive)
 
     # ---- reading -------------------------------------------------------------------------
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted unique keys and their fingerprints (last confirmation wins). Empty if none."""
-        keys, fps, _ = self._load(["key", "fp"])
+        """Sorted unique keys and their fingerprints (last confirmation wins). Empty if none.
+
+        Needs no lock: without one (a dry run) it reads a consistent snapshot, retrying if a
+        concurrent compaction replaces the files being read.
+        """
+        keys, fps, _, _ = self._load(["key", "fp"])
         return keys, fps
 
-    def _load(self, columns: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Keys, fingerprints and (if asked for) the time of each key's last record."""
-        empty = np.empty(0, np.uint64)
-        if not self.path.exists():
-            log.info(
-                "no sync state for appId %s under %s yet: every valid item will be sent", self.app_id, self.path.parent
-            )
-            return empty, empty, None
-        self._check_meta()
-        parts: list[pa.Table] = []
-        base = self.path / "base.parquet"
-        if base.exists():
+    def _load(self, columns: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[Path]]:
+        """Keys, fingerprints, (if asked for) the time of each key's last record, and the logs read."""
+        for attempt in range(_SNAPSHOT_ATTEMPTS):
             try:
-                parts.append(pq.read_table(base, columns=columns))
-            except (pa.ArrowException, OSError) as exc:
-                raise StateError(
-                    f"sync state {base} is corrupt ({exc}); delete it or run with "
-                    "--reset-state to start over with a full refresh"
-                ) from exc
-        logs = self._logs()
-        parts.extend(_read_log(log).select(columns) for log in logs)
+                return self._load_once(columns)
+            except _Vanished:
+                time.sleep(0.02 * (attempt + 1))
+        raise StateError(
+            f"the sync state {self.path} kept changing while being read ({_SNAPSHOT_ATTEMPTS} attempts): "
+            "other runs are compacting it; retry"
+        )
+
+    def _load_once(self, columns: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[Path]]:
+        empty = np.empty(0, np.uint64)
+        base = self.path / "base.parquet"
+        try:
+            # Open the base once and keep it open: a compaction replaces it by rename, and the
+            # open file stays the version whose logs are globbed below.
+            base_file: BinaryIO | None = open(base, "rb")  # noqa: SIM115 - closed in the finally below
+        except FileNotFoundError:
+            base_file = None
+        try:
+            base_id = _file_id(os.fstat(base_file.fileno())) if base_file is not None else None
+            logs = self._logs()
+            if base_file is None and not logs and not (self.path / "meta.json").exists():
+                log.info(
+                    "no sync state for appId %s under %s yet: every valid item will be sent",
+                    self.app_id,
+                    self.path.parent,
+                )
+                return empty, empty, None, []
+            self._check_meta()
+            parts: list[pa.Table] = []
+            if base_file is not None:
+                try:
+                    parts.append(pq.read_table(base_file, columns=columns))
+                except (pa.ArrowException, OSError) as exc:
+                    raise StateError(
+                        f"sync state {base} is corrupt ({exc}); delete it or run with "
+                        "--reset-state to start over with a full refresh"
+                    ) from exc
+            parts.extend(_read_log(log).select(columns) for log in logs)
+            # Consistent only if no compaction replaced the base since it was opened: its logs
+            # may then be gone from the glob (folded into a base this read did not see).
+            try:
+                now_id: tuple[int, ...] | None = _file_id(os.stat(base))
+            except FileNotFoundError:
+                now_id = None
+            if now_id != base_id:
+                raise _Vanished
+        finally:
+            if base_file is not None:
+                base_file.close()
         if not parts:
             # meta.json without data: someone deleted the state's files, or no run confirmed
             # anything yet. Either way nothing can be trusted as unchanged.
@@ -111,20 +268,21 @@ class SyncState:
                 self.app_id,
                 self.path,
             )
-            return empty, empty, None
+            return empty, empty, None, logs
         table = pa.concat_tables(parts)
         keys = table.column("key").to_numpy()
         fps = table.column("fp").to_numpy()
         times = table.column("syncedAt").to_numpy() if "syncedAt" in columns else None
         del table, parts
         if not logs and (len(keys) < 2 or bool(np.all(keys[1:] > keys[:-1]))):
-            return keys, fps, times  # a compacted base is already sorted and unique
+            return keys, fps, times, logs  # a compacted base is already sorted and unique
         # Keep the last record of each key: unique over the reversed arrays.
         uniq, first = np.unique(keys[::-1], return_index=True)
-        return uniq, fps[::-1][first], None if times is None else times[::-1][first]
+        return uniq, fps[::-1][first], None if times is None else times[::-1][first], logs
 
     def _logs(self) -> list[Path]:
-        return sorted(self.path.glob("log-*.arrows"), key=lambda p: p.name)
+        """The logs in the order their runs took the lock (clock-named logs of earlier versions first)."""
+        return sorted(self.path.glob("log-*.arrows"), key=log_order)
 
     def _check_meta(self) -> None:
         meta_path = self.path / "meta.json"
@@ -147,14 +305,19 @@ class SyncState:
 
     # ---- writing -------------------------------------------------------------------------
     def begin(self, run_id: str) -> None:
-        """Open this run's log. Call before the first :meth:`record`."""
+        """Open this run's log (named by its run sequence number). Needs the lock; call before :meth:`record`."""
+        self._ensure_locked("begin", run_id, exclusive=False)
+        assert self._lock is not None
+        assert self._lock.seq is not None
+        if self._log is not None:
+            raise RuntimeError("SyncState.begin() was already called for this run")
         self.path.mkdir(parents=True, exist_ok=True)
         meta = self.path / "meta.json"
         if not meta.exists():
             _atomic_write(meta, json.dumps({"appId": self.app_id, "fingerprint": FINGERPRINT_VERSION}).encode())
-        # The name starts with a zero-padded clock reading: logs sort in the order they began,
-        # on any filesystem (mtime resolution varies).
-        self._log_path = self.path / f"log-{time.time_ns():020d}-{run_id}.arrows"
+        # The lock's sequence number, zero-padded: logs sort in the order their runs took the
+        # lock, whatever the workers' clocks say.
+        self._log_path = self.path / f"log-r{self._lock.seq:020d}-{run_id}.arrows"
         self._log_file = open(self._log_path, "wb")  # noqa: SIM115 - closed in finish()
         self._log = pa.ipc.new_stream(self._log_file, _SCHEMA)
 
@@ -171,19 +334,40 @@ class SyncState:
         self._log_file.flush()
         os.fsync(self._log_file.fileno())
 
-    def finish(self) -> None:
-        """Close the log and fold every log into ``base.parquet``."""
+    def _close_log(self) -> None:
         if self._log is not None and self._log_file is not None:
             self._log.close()
             self._log_file.close()
-            self._log = self._log_file = None
-        self.compact()
+        self._log = None
+        self._log_file = None
+
+    def finish(self) -> None:
+        """Close the log and, holding the lock exclusively, fold every log into ``base.parquet``.
+
+        A shared holder (a partition run) leaves its log to the next exclusive run's compaction.
+        """
+        self._close_log()
+        try:
+            if self._lock is None:
+                if not self._logs() and self.implicit_lock:
+                    return  # nothing to fold: no reason to wait for (or warn about) the lock
+                self._ensure_locked("finish", "compaction", exclusive=True)
+            if self.lock_mode == "exclusive":
+                self.compact()
+            else:
+                log.debug("%s is locked shared: its logs are compacted by the next exclusive run", self.path)
+        finally:
+            if self._implicit:
+                self.unlock()
 
     def compact(self) -> None:
-        logs = self._logs()
-        if not logs:
+        """Fold every log into ``base.parquet`` (atomically, by rename). Needs the exclusive lock."""
+        self._require("compact", exclusive=True)
+        if self._log is not None:
+            raise RuntimeError("SyncState.compact() while this run's log is open: call finish()")
+        if not self._logs():
             return
-        keys, fps, times = self._load(["key", "fp", "syncedAt"])
+        keys, fps, times, logs = self._load(["key", "fp", "syncedAt"])
         table = pa.table(
             {
                 "key": pa.array(keys, pa.uint64()),
@@ -197,20 +381,48 @@ class SyncState:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, self.path / "base.parquet")
-        for log in logs:
-            log.unlink(missing_ok=True)
+        fsync_dir(self.path)
+        # Oldest first: a lock-free reader that sees some of the folded logs still sees a suffix
+        # of them, which re-applied over the new base changes nothing.
+        for log_path in logs:
+            log_path.unlink(missing_ok=True)
+        fsync_dir(self.path)
 
     def reset(self) -> None:
-        """Forget everything confirmed (next run is a full refresh)."""
-        for p in self.path.glob("*"):
-            p.unlink()
+        """Forget everything confirmed (next run is a full refresh). Needs the exclusive lock.
+
+        The lock, its holders and the run counter stay: numbers keep increasing across resets.
+        """
+        if self._lock is None and self.implicit_lock and not self.path.exists():
+            return  # nothing to forget: no reason to take (or wait for) the lock
+        implicit_before = self._implicit
+        self._ensure_locked("reset", "reset", exclusive=True)
+        try:
+            for p in self.path.glob("*"):
+                if p.name == "meta.json" or p.name.startswith("base.parquet") or p.name.startswith("log-"):
+                    p.unlink(missing_ok=True)
+            fsync_dir(self.path)
+        finally:
+            if self._implicit and not implicit_before:
+                self.unlock()
+
+
+def _file_id(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _read_log(path: Path) -> pa.Table:
-    """Read a run log; a tail cut short by a kill is ignored (those batches were not durable)."""
+    """Read a run log; a tail cut short by a kill is ignored (those batches were not durable).
+
+    Raises :class:`_Vanished` if the log is gone (a concurrent compaction folded it).
+    """
     batches: list[pa.RecordBatch] = []
     try:
-        with pa.ipc.open_stream(pa.memory_map(str(path))) as reader:
+        source = pa.memory_map(str(path))
+    except FileNotFoundError as exc:
+        raise _Vanished from exc
+    try:
+        with pa.ipc.open_stream(source) as reader:
             for batch in reader:
                 batches.append(batch)
     except (pa.ArrowInvalid, OSError, EOFError):
@@ -222,3 +434,44 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+# ---- for the CLI -------------------------------------------------------------------------------
+def state_status(state_dir: str | os.PathLike[str], app_id: str) -> dict[str, object]:
+    """Who holds the state's lock and how big the state is, read without taking the lock.
+
+    ``{"appId", "path", "lock": "file", "holder", "holders", "keys", "bytesOnDisk",
+    "logsPending", "lastRunSeq"}``; ``holder`` is None when no run holds it.
+    """
+    state = SyncState(state_dir, app_id)
+    holders = state.holders()
+    keys, _ = state.load()
+    files = [p for p in state.path.rglob("*") if p.is_file()] if state.path.exists() else []
+    size = 0
+    for p in files:
+        with contextlib.suppress(FileNotFoundError):
+            size += p.stat().st_size
+    return {
+        "appId": app_id,
+        "path": str(state.path),
+        "lock": "file",
+        "holder": holders[0] if holders else None,
+        "holders": holders,
+        "keys": len(keys),
+        "bytesOnDisk": size,
+        "logsPending": len(state._logs()),
+        "lastRunSeq": read_file_seq(state.path) if state.path.exists() else 0,
+    }
+
+
+def state_unlock(state_dir: str | os.PathLike[str], app_id: str) -> str:
+    """Nothing to force for a folder state: say why, and who holds it (removes dead holders' descriptions)."""
+    state = SyncState(state_dir, app_id)
+    holders = state.holders()  # drops the descriptions of holders that died
+    text = (
+        f"nothing to unlock for {state.path}: its lock is an OS lock (flock) that the operating system "
+        "releases when the holding process ends, even on kill -9"
+    )
+    if not holders:
+        return text + "; no run holds it now"
+    return text + "; held now by the live " + "; ".join(describe(h) for h in holders) + ": stop that run to release it"
