@@ -170,6 +170,7 @@ class SyncOptions:
     max_rejected_fraction: float | None = None
     expectations_path: str | None = None
     read_batch_rows: int = 65_536
+    lock_timeout_s: float = 0.0  # how long to wait for another run to release the sync state
 
     def validate(self) -> None:
         self.send.validate()
@@ -178,3 +179,5 @@ class SyncOptions:
             raise ConfigError("max_rejected_fraction", "must be between 0 and 1")
         if self.read_batch_rows < 1:
             raise ConfigError("read_batch_rows", "must be >= 1")
+        if not 0 <= self.lock_timeout_s <= 86_400 or math.isnan(self.lock_timeout_s):
+            raise ConfigError("lock_timeout", f"must be between 0 and 86400 seconds, got {self.lock_timeout_s}")

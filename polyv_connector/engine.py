@@ -277,9 +277,55 @@ def _run(
     progress = progress or Progress()
 
     if state is None and options.state_dir:
-        state = SyncState(options.state_dir, credentials.app_id)
+        state = SyncState(options.state_dir, credentials.app_id, implicit_lock=False)
     if state is not None and state.app_id != credentials.app_id:
         raise StateError(f"the sync state is for appId {state.app_id!r}, not {credentials.app_id!r}")
+    # One run per state: held from before the state is read until after it is compacted, so
+    # no other run's confirmations can interleave with ours. A dry run writes nothing and
+    # reads a consistent snapshot without the lock.
+    locked = state if state is not None and not options.dry_run else None
+    if locked is not None:
+        seq = locked.lock(run_id, options.lock_timeout_s)
+        log.info("sync state for appId %s locked by run %s (run sequence %s)", credentials.app_id, run_id, seq)
+    try:
+        return _locked_run(
+            source,
+            credentials,
+            options,
+            report,
+            validator=validator,
+            state=state,
+            budget=budget,
+            progress=progress,
+            run_id=run_id,
+            client=client,
+            clock=clock,
+            sleep=sleep,
+            seed=seed,
+            started=started,
+        )
+    finally:
+        if locked is not None:
+            locked.unlock()
+
+
+def _locked_run(
+    source: Source,
+    credentials: Credentials,
+    options: SyncOptions,
+    report: ReportSink | None,
+    *,
+    validator: Validator | None,
+    state: StateStore | None,
+    budget: RequestBudget | None,
+    progress: Progress,
+    run_id: str,
+    client: PolyvClient | None,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    seed: int | None,
+    started: float,
+) -> SyncResult:
     state_keys, state_fps = _load_state(state, options)
 
     own_client = client is None

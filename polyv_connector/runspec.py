@@ -229,6 +229,12 @@ SETTINGS: dict[str, Setting] = {
             "a gate: send nothing if a larger share of the items is rejected (default "
             f"{DEFAULT_SUITE_MAX_REJECTED} with a suite, no ceiling otherwise)",
         ),
+        _s(
+            "lock_timeout",
+            SyncOptions.lock_timeout_s,
+            _float,
+            "seconds to wait while another run holds the sync state, then exit 5 (busy)",
+        ),
         _s("read_batch_rows", SyncOptions.read_batch_rows, _int, "rows read per chunk"),
         _s("seed", None, _any, "seed of the retry jitter (tests)", operator=False),
     )
@@ -346,6 +352,7 @@ def resolve(
         max_rejected_fraction=max_rejected,
         expectations_path=suite,
         read_batch_rows=values["read_batch_rows"],
+        lock_timeout_s=values["lock_timeout"],
     )
     try:
         options.validate()

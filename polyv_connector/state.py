@@ -70,6 +70,14 @@ class StateStore(Protocol):
     def reset(self) -> None:
         """Forget everything confirmed for this appId."""
 
+    def lock(self, run_id: str, timeout_s: float = 0.0, mode: LockMode = "exclusive") -> int:
+        """Hold this state for the run's whole life (waiting up to ``timeout_s``); raises
+        :class:`BusyError` naming the holder. Returns the run's sequence number, which orders
+        its records after every earlier run's (never a worker's clock)."""
+
+    def unlock(self) -> None:
+        """Release the lock (idempotent)."""
+
 
 log = logging.getLogger("polyv_connector")
 

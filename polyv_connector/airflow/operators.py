@@ -77,6 +77,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     :param check_fields: preflight the account's custom field list, rejecting unknown ids.
     :param max_rps, batch_size, concurrency, timeout, max_attempts: override the connection's
         sending defaults for this task.
+    :param lock_timeout: seconds to wait while another run holds this account's sync state
+        (default 0: fail at once as busy, a retryable error). Templated.
     :param source_parameters: bound parameters of ``source_sql`` (the driver's paramstyle).
     """
 
@@ -97,6 +99,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         "dry_run_setting",
         "full_refresh",
         "max_rejected_fraction",
+        "lock_timeout",
     )
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers: ClassVar[dict[str, str]] = {"source_sql": "sql", "source_parameters": "json"}
@@ -135,6 +138,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         timeout: float | None = None,
         max_attempts: int | None = None,
         read_batch_rows: int | None = None,
+        lock_timeout: float | str | None = None,
         **kwargs: Any,
     ) -> None:
         explicit_outlets = "outlets" in kwargs
@@ -170,6 +174,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.read_batch_rows = read_batch_rows
+        self.lock_timeout = lock_timeout
         self._lineage: dict[str, Any] = {}
         if not explicit_outlets:
             self.outlets = self.default_outlets()
@@ -225,6 +230,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             "timeout": self.timeout,
             "max_attempts": self.max_attempts,
             "read_batch_rows": self.read_batch_rows,
+            "lock_timeout": self.lock_timeout,
         }
 
     def execute(self, context: Context) -> dict[str, Any]:
