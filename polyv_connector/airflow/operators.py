@@ -301,7 +301,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         conn_id = self.state_conn_id or self.report_conn_id or self.source_conn_id
         if options.state_dir or not table or not conn_id:
             return None
-        from polyv_connector.airflow.state_table import SqlStateTable
+        from polyv_connector.warehouse.state_table import SqlStateTable
 
         return SqlStateTable(_db_hook(conn_id, "state_conn_id"), table, app_id, create=not options.dry_run)
 
@@ -395,7 +395,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                 raise ConfigError(
                     "report_conn_id", "report_table needs report_conn_id (or a source_conn_id to default to)"
                 )
-            from polyv_connector.airflow.report_table import SqlReportTable
+            from polyv_connector.warehouse.report_table import SqlReportTable
 
             db_hook = _db_hook(conn_id, "report_conn_id")
             # Created/checked now, before anything is sent, so a permission problem fails early.

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
@@ -28,39 +27,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.types as pat
 
-from polyv_connector import dbapi
 from polyv_connector.config import ColumnMapping
 from polyv_connector.errors import ConfigError, InputError
+from polyv_connector.warehouse import dbapi
+from polyv_connector.warehouse.identifiers import check_table_name, quote_identifier
 
 log = logging.getLogger("polyv_connector")
 
-# A plain or quoted identifier part; a table name is one to three parts joined by dots.
-_PART = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\])'
-_TABLE_NAME = re.compile(rf"^{_PART}(?:\.{_PART}){{0,2}}$")
-
 Parameters = Sequence[Any] | Mapping[str, Any] | None
-
-
-def check_table_name(table: str, setting: str) -> str:
-    """``table`` stripped, or :class:`ConfigError` if it is not ``[catalog.][schema.]table``.
-
-    Table names are spliced into SQL text (a DB-API cannot bind identifiers), so only plain or
-    quoted identifiers are accepted: this is what keeps a templated table name from injecting SQL.
-    """
-    table = (table or "").strip()
-    if not _TABLE_NAME.match(table):
-        raise ConfigError(
-            setting,
-            f"{table!r} is not a table name of the form [schema.]table "
-            "(letters, digits, _ and $, or quoted identifiers)",
-        )
-    return table
-
-
-def quote_identifier(name: str, identifier_format: str = '"{}"') -> str:
-    """``name`` quoted with ``identifier_format`` (e.g. ``"{}"`` or ```{}```), closing char doubled."""
-    close = identifier_format[-1] if identifier_format.endswith(('"', "`", "]")) else '"'
-    return identifier_format.format(name.replace(close, close * 2))
 
 
 def resolve_columns(requested: Sequence[str], available: Sequence[str], where: str, setting: str) -> list[int]:

@@ -1,0 +1,323 @@
+"""The sync state in a warehouse table, next to the report (a :class:`~polyv_connector.state.StateStore`).
+
+One row per record: ``appId``, ``key`` and ``fp`` (the engine's 64-bit key hash and value
+fingerprint, stored as signed BIGINT), ``syncedAt`` (epoch seconds), and, for confirmed
+items, ``viewerId``, ``customFieldId`` and ``valueMd5`` (MD5 of the value's UTF-8 text, so
+the warehouse can compute the diff itself: see :meth:`SqlStateTable.unchanged_filter`).
+``fp = 0`` marks a batch sent but not confirmed. The last record of a key wins; ``finish()``
+deletes the superseded ones.
+
+Each confirmed batch is committed before the next is recorded, so a task killed at any
+point loses nothing: the retry resends at most the batches that were in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from contextlib import suppress
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from polyv_connector.errors import ConfigError, StateError
+from polyv_connector.model import FIELD_ID, VALUE, VIEWER_ID
+from polyv_connector.warehouse import dbapi
+from polyv_connector.warehouse.identifiers import check_table_name, quote_identifier
+
+log = logging.getLogger("polyv_connector")
+
+COLUMNS = ("appId", "key", "fp", "syncedAt", "viewerId", "customFieldId", "valueMd5", "runId")
+_TYPES = {
+    "appId": "TEXT NOT NULL",
+    "key": "BIGINT NOT NULL",
+    "fp": "BIGINT NOT NULL",
+    "syncedAt": "DOUBLE PRECISION NOT NULL",
+    "viewerId": "TEXT",
+    "customFieldId": "TEXT",
+    "valueMd5": "TEXT",
+    "runId": "TEXT",
+}
+_FETCH_ROWS = 100_000
+
+
+_SAFE_APP_ID = re.compile(r"^[A-Za-z0-9._:@-]+$")
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class SqlStateTable:
+    """Confirmed fingerprints of one appId in ``table`` (created if absent).
+
+    :param connection: a ``DbApiHook`` (anything with ``get_conn()``) or a connection factory.
+    :param placeholder: the driver's parameter marker (default: the hook's, else ``%s``).
+    """
+
+    def __init__(
+        self,
+        connection: Any,
+        table: str,
+        app_id: str,
+        *,
+        placeholder: str | None = None,
+        identifier_format: str | None = None,
+        setting: str = "state_table",
+        create: bool = True,
+    ) -> None:
+        self.setting = setting
+        self.table = check_table_name(table, setting)
+        if not _SAFE_APP_ID.match(app_id):
+            # The appId is written into the warehouse diff's SQL as a literal.
+            raise ConfigError("login", "the appId may only hold letters, digits and . _ - : @ for the state table")
+        self.app_id = app_id
+        self._target = dbapi.resolve(connection, placeholder=placeholder, identifier_format=identifier_format)
+        self.placeholder = self._target.placeholder
+        self.identifier_format = self._target.identifier_format
+        self._conn: Any = None
+        self._run_id: str | None = None
+        self._q = {c: quote_identifier(c, self.identifier_format) for c in COLUMNS}
+        self.exists = False
+        self.create = create  # False in a dry run: nothing is created, compacted or written
+        # With the diff done in the warehouse, the engine needs no copy of the state: only
+        # changed rows reach it. (Confirmations are still recorded.)
+        self.load_for_local_diff = True
+        self._compacted = False
+        self.prepare(create)
+
+    # ---- the table ---------------------------------------------------------------------------
+    def _open(self) -> Any:
+        return self._target.open(ConfigError, self.setting, "state")
+
+    def prepare(self, create: bool = True) -> None:
+        """Check the table; create it and its index if absent and ``create`` (a dry run does not)."""
+        conn = self._open()
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(f"SELECT * FROM {self.table} WHERE 1=0")
+                present = {d[0].casefold() for d in cur.description or ()}
+                missing = [c for c in COLUMNS if c.casefold() not in present]
+                if missing:
+                    raise ConfigError(
+                        self.setting,
+                        f"table {self.table} exists but lacks the state column(s) "
+                        f"{', '.join(missing)}; choose another state_table",
+                    )
+                self.exists = True
+                return
+            except ConfigError:
+                raise
+            except Exception:
+                with suppress(Exception):
+                    conn.rollback()
+            if not create:
+                return
+            columns = ", ".join(f"{self._q[c]} {_TYPES[c]}" for c in COLUMNS)
+            try:
+                cur.execute(f"CREATE TABLE IF NOT EXISTS {self.table} ({columns})")
+                conn.commit()
+                self.exists = True
+                log.info("created the sync state table %s", self.table)
+            except Exception as exc:
+                with suppress(Exception):
+                    conn.rollback()
+                raise ConfigError(
+                    self.setting, f"cannot create the state table {self.table}: {type(exc).__name__}: {exc}"
+                ) from exc
+            # The index is an optimisation, in its own transaction: its failure must not undo
+            # the table. Its name is derived from the table's, reduced to word characters.
+            index = quote_identifier(re.sub(r"\W", "_", self.table)[:50] + "_key_idx", self.identifier_format)
+            try:
+                cur.execute(
+                    f"CREATE INDEX IF NOT EXISTS {index} ON {self.table} "
+                    f"({self._q['appId']}, {self._q['key']}, {self._q['syncedAt']})"
+                )
+                conn.commit()
+            except Exception as exc:
+                with suppress(Exception):
+                    conn.rollback()
+                log.warning("could not index the sync state table %s: %s", self.table, type(exc).__name__)
+            finally:
+                with suppress(Exception):
+                    cur.close()
+        finally:
+            with suppress(Exception):
+                conn.close()
+
+    # ---- StateStore --------------------------------------------------------------------------
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.exists or not self.load_for_local_diff:
+            return np.empty(0, np.uint64), np.empty(0, np.uint64)
+        conn = self._open()
+        keys: list[np.ndarray] = []
+        fps: list[np.ndarray] = []
+        at: list[np.ndarray] = []
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(
+                    f"SELECT {self._q['key']}, {self._q['fp']}, {self._q['syncedAt']} FROM {self.table} "
+                    f"WHERE {self._q['appId']} = {self.placeholder}",
+                    (self.app_id,),
+                )
+                while rows := cur.fetchmany(_FETCH_ROWS):
+                    k, f, s = zip(*rows, strict=True)
+                    keys.append(np.array(k, dtype=np.int64).view(np.uint64))
+                    fps.append(np.array(f, dtype=np.int64).view(np.uint64))
+                    at.append(np.array(s, dtype=np.float64))
+            finally:
+                with suppress(Exception):
+                    cur.close()
+        except Exception as exc:
+            raise StateError(f"cannot read the sync state table {self.table}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            with suppress(Exception):
+                conn.close()
+        if not keys:
+            return np.empty(0, np.uint64), np.empty(0, np.uint64)
+        key, fp, when = np.concatenate(keys), np.concatenate(fps), np.concatenate(at)
+        order = np.lexsort((when,))  # oldest first, so the last record of a key wins below
+        key, fp = key[order][::-1], fp[order][::-1]
+        uniq, first = np.unique(key, return_index=True)
+        return uniq, fp[first]
+
+    def begin(self, run_id: str) -> None:
+        if not self.exists:
+            self.prepare(create=True)
+        self._run_id = run_id
+        self._conn = self._open()
+
+    def record(
+        self, keys: np.ndarray, fps: np.ndarray, synced_at: float | None = None, items: pa.Table | None = None
+    ) -> None:
+        if self._conn is None:
+            raise RuntimeError("SqlStateTable.begin() was not called")
+        n = len(keys)
+        viewer = field = md5 = pa.nulls(n, pa.string())
+        if items is not None:
+            viewer, field = items.column(VIEWER_ID), items.column(FIELD_ID)
+            md5 = pa.array(
+                [hashlib.md5(v.encode("utf-8")).hexdigest() for v in items.column(VALUE).to_pylist()], pa.string()
+            )
+        table = pa.table(
+            {
+                "appId": pa.array([self.app_id] * n, pa.string()),
+                "key": pa.array(np.asarray(keys, np.uint64).view(np.int64)),
+                "fp": pa.array(np.asarray(fps, np.uint64).view(np.int64)),
+                "syncedAt": pa.array(np.full(n, synced_at or time.time())),
+                "viewerId": viewer,
+                "customFieldId": field,
+                "valueMd5": md5,
+                "runId": pa.array([self._run_id] * n, pa.string()),
+            }
+        )
+        cur = self._conn.cursor()
+        try:
+            columns_sql = ", ".join(self._q.values())
+            if dbapi.driver_of(self._conn) in dbapi.PG_DRIVERS:
+                dbapi.copy_into(cur, self.table, columns_sql, table)
+            else:
+                dbapi.insert_rows(cur, self.table, columns_sql, self.placeholder, table)
+            self._conn.commit()  # durable before the next batch is sent or recorded
+        finally:
+            with suppress(Exception):
+                cur.close()
+
+    def finish(self) -> None:
+        """Delete the records a later one of the same key superseded; release the connection."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            self.compact(conn)
+        except Exception as exc:  # an optimisation here: the records stay correct without it
+            log.warning("could not compact the sync state table %s: %s", self.table, type(exc).__name__)
+        finally:
+            with suppress(Exception):
+                conn.close()
+
+    def compact(self, conn: Any = None) -> None:
+        """Keep only the last record of each key (raises if the database refuses)."""
+        own = conn is None
+        conn = conn or self._open()
+        q = self._q
+        try:
+            cur = conn.cursor()
+            cur.execute(
+                f"DELETE FROM {self.table} WHERE {q['appId']} = {self.placeholder} AND EXISTS ("
+                f"SELECT 1 FROM {self.table} newer WHERE newer.{q['appId']} = {self.table}.{q['appId']} "
+                f"AND newer.{q['key']} = {self.table}.{q['key']} "
+                f"AND newer.{q['syncedAt']} > {self.table}.{q['syncedAt']})",
+                (self.app_id,),
+            )
+            conn.commit()
+        except Exception:
+            with suppress(Exception):
+                conn.rollback()
+            raise
+        finally:
+            if own:
+                with suppress(Exception):
+                    conn.close()
+
+    def reset(self) -> None:
+        if not self.exists:
+            return
+        conn = self._open()
+        try:
+            cur = conn.cursor()
+            cur.execute(f"DELETE FROM {self.table} WHERE {self._q['appId']} = {self.placeholder}", (self.app_id,))
+            conn.commit()
+        finally:
+            with suppress(Exception):
+                conn.close()
+
+    # ---- the diff in the warehouse -----------------------------------------------------------
+    def prepare_warehouse_diff(self) -> None:
+        """Compact first, so that each key has one record and :meth:`unchanged_filter` can be a
+        plain semi-join (a killed run may have left superseded records behind). Not in a dry
+        run, which must not touch the state: the filter then checks for newer records itself."""
+        if not self.exists or not self.create:
+            return
+        try:
+            self.compact()
+        except Exception as exc:
+            raise StateError(
+                f"cannot compact the sync state table {self.table} before the diff in the "
+                f"warehouse: {type(exc).__name__}: {exc}"
+            ) from exc
+        self._compacted = True
+
+    def unchanged_filter(self, alias: str, viewer: str, field: str, value: str) -> str:
+        """A SQL condition, true for source rows whose value POLYV last confirmed (per this table).
+
+        ``alias`` is the source relation's alias; ``viewer``/``field``/``value`` are its column
+        names (quoted here). Needs ``md5()`` and ``CAST(... AS TEXT)`` (tested on PostgreSQL). After
+        :meth:`prepare_warehouse_diff` every key has one record, so an item sent but unconfirmed
+        (its record has ``fp = 0`` and no ``valueMd5``) never matches.
+        """
+        q = self._q
+        if not self.exists:
+            return "1=0"
+        if not self._compacted:
+            self.prepare_warehouse_diff()
+        newer = (
+            ""
+            if self._compacted
+            else (
+                f" AND NOT EXISTS (SELECT 1 FROM {self.table} newer WHERE newer.{q['appId']} = st.{q['appId']} "
+                f"AND newer.{q['key']} = st.{q['key']} AND newer.{q['syncedAt']} > st.{q['syncedAt']})"
+            )
+        )
+        col = lambda name: f"{alias}.{quote_identifier(name, self.identifier_format)}"  # noqa: E731
+        return (
+            f"EXISTS (SELECT 1 FROM {self.table} st WHERE st.{q['appId']} = {_sql_literal(self.app_id)} "
+            f"AND st.{q['viewerId']} = CAST({col(viewer)} AS TEXT) "
+            f"AND st.{q['customFieldId']} = CAST({col(field)} AS TEXT) "
+            f"AND st.{q['valueMd5']} = md5(CAST({col(value)} AS TEXT)){newer})"
+        )
