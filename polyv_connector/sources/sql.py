@@ -126,13 +126,9 @@ class SqlSource:
             return self._columns
         conn = self._open()
         try:
-            cur = conn.cursor()
-            try:
+            with dbapi.cursor(conn) as cur:
                 cur.execute(self._probe_sql(), *self._params())
                 self._columns = [d[0] for d in cur.description or ()]
-            finally:
-                with suppress(Exception):
-                    cur.close()
         except Exception as exc:
             if self.table:
                 raise InputError(self.setting, f"cannot read table {self.table}: {exc}") from exc
@@ -197,13 +193,9 @@ class SqlSource:
         sql = f"SELECT COUNT(*) FROM ({base}) polyv_src WHERE {self._unchanged_condition(columns)}"
         conn = self._open()
         try:
-            cur = conn.cursor()
-            try:
+            with dbapi.cursor(conn) as cur:
                 cur.execute(sql, *self._params())
                 return int(cur.fetchone()[0])
-            finally:
-                with suppress(Exception):
-                    cur.close()
         finally:
             _close(conn)
 
@@ -232,8 +224,7 @@ class SqlSource:
         """Yield record batches of at most ``batch_rows`` rows holding ``columns``, in read order."""
         conn = self._open()
         try:
-            cur = self._cursor(conn, batch_rows)
-            try:
+            with dbapi.closing(self._cursor(conn, batch_rows)) as cur:
                 try:
                     cur.execute(self._select(columns), *self._params())
                     rows = cur.fetchmany(batch_rows)
@@ -247,9 +238,6 @@ class SqlSource:
                 while rows:
                     yield rows_to_batch(rows, positions, columns)
                     rows = cur.fetchmany(batch_rows)
-            finally:
-                with suppress(Exception):
-                    cur.close()
         finally:
             _close(conn)
 
@@ -295,7 +283,5 @@ def _text(value: Any) -> str:
 
 def _close(conn: Any) -> None:
     # End the read-only transaction explicitly: some pools reuse connections.
-    with suppress(Exception):
-        conn.rollback()
-    with suppress(Exception):
-        conn.close()
+    dbapi.rollback_quietly(conn)
+    dbapi.close_quietly(conn)

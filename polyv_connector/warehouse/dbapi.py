@@ -3,13 +3,19 @@
 Each takes either an Airflow common-sql ``DbApiHook`` (anything with ``get_conn()``) or a
 zero-argument callable returning a DB-API connection; :func:`resolve` turns both into a
 :class:`Target`. PostgreSQL's ``COPY`` is the one database-specific fast path.
+
+Cleanup never masks the error that made it necessary, and is never silent either: a cursor
+that will not close (:func:`cursor`, :func:`closing`), a rollback or a close that fails
+(:func:`transaction`, :func:`rollback_quietly`, :func:`close_quietly`) is logged and the
+original outcome stands.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
-from contextlib import suppress
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +23,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from polyv_connector.errors import ConfigError
+
+log = logging.getLogger("polyv_connector")
 
 PG_DRIVERS = frozenset({"psycopg", "psycopg2"})
 
@@ -93,3 +101,67 @@ def insert_rows(
     for start in range(0, data.num_rows, chunk_rows):
         part = data.slice(start, chunk_rows)
         cur.executemany(sql, list(zip(*(part.column(i).to_pylist() for i in range(part.num_columns)), strict=True)))
+
+
+# ---- cleanup ---------------------------------------------------------------------------------
+@contextmanager
+def closing(cur: Any) -> Iterator[Any]:
+    """``cur``, closed on the way out; a failure to close is logged, never raised.
+
+    It is logged at debug level when the block itself failed (its error is the one that
+    matters, and a cursor on a broken connection rarely closes), else as a warning.
+    """
+    failed = True
+    try:
+        yield cur
+        failed = False
+    finally:
+        try:
+            cur.close()
+        except Exception as exc:
+            log.log(
+                logging.DEBUG if failed else logging.WARNING,
+                "could not close a database cursor: %s: %s",
+                type(exc).__name__,
+                exc,
+            )
+
+
+@contextmanager
+def cursor(conn: Any) -> Iterator[Any]:
+    """A new cursor of ``conn``, closed on the way out (see :func:`closing`)."""
+    with closing(conn.cursor()) as cur:
+        yield cur
+
+
+@contextmanager
+def transaction(conn: Any) -> Iterator[None]:
+    """Commit ``conn`` if the block (and the commit) succeeds, else roll back and re-raise.
+
+    The rollback's own failure is logged at debug level: the block's error is what the caller
+    needs, and a connection that cannot roll back is usually already gone.
+    """
+    try:
+        yield
+        conn.commit()
+    except Exception:
+        rollback_quietly(conn)
+        raise
+
+
+def rollback_quietly(conn: Any) -> None:
+    """Roll back ``conn``; a failure is logged at debug level (PostgreSQL needs this after any
+    error before it accepts the next statement, and a dead connection needs nothing)."""
+    try:
+        conn.rollback()
+    except Exception as exc:
+        log.debug("could not roll back a database connection: %s: %s", type(exc).__name__, exc)
+
+
+def close_quietly(conn: Any) -> None:
+    """Close ``conn``; a failure is logged at debug level (nothing is lost: the server ends
+    the session and rolls back whatever was not committed)."""
+    try:
+        conn.close()
+    except Exception as exc:
+        log.debug("could not close a database connection: %s: %s", type(exc).__name__, exc)

@@ -17,7 +17,6 @@ imports Airflow.
 from __future__ import annotations
 
 import logging
-from contextlib import suppress
 from typing import Any
 
 import pyarrow as pa
@@ -125,18 +124,14 @@ class SqlReportTable:
 
     def _existing_columns(self, conn: Any) -> list[str] | None:
         """Column names of the table, or None if it cannot be read (absent, most likely)."""
-        cur = conn.cursor()
         try:
-            cur.execute(f"SELECT * FROM {self.table} WHERE 1=0")
-            return [d[0] for d in cur.description or ()]
+            with dbapi.cursor(conn) as cur:
+                cur.execute(f"SELECT * FROM {self.table} WHERE 1=0")
+                return [d[0] for d in cur.description or ()]
         except Exception:
             # PostgreSQL refuses every statement after an error until the transaction ends.
-            with suppress(Exception):
-                conn.rollback()
+            dbapi.rollback_quietly(conn)
             return None
-        finally:
-            with suppress(Exception):
-                cur.close()
 
     def prepare(self) -> None:
         """Create the table if absent; check an existing one has every report column."""
@@ -144,23 +139,17 @@ class SqlReportTable:
         try:
             columns = self._existing_columns(conn)
             if columns is None:
-                cur = conn.cursor()
                 try:
-                    cur.execute(self.create_table_sql())
-                    conn.commit()
+                    with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
+                        cur.execute(self.create_table_sql())
                     log.info("created the report table %s", self.table)
                 except Exception as exc:
-                    with suppress(Exception):
-                        conn.rollback()
                     # Another task may have created it between our probe and our CREATE.
                     columns = self._existing_columns(conn)
                     if columns is None:
                         raise ConfigError(
                             self.setting, f"cannot create the report table {self.table}: {type(exc).__name__}: {exc}"
                         ) from exc
-                finally:
-                    with suppress(Exception):
-                        cur.close()
             if columns is not None:
                 # Quoted identifiers keep their case, but some databases report them folded.
                 present = {c.casefold() for c in columns}
@@ -173,8 +162,7 @@ class SqlReportTable:
                         "another report_table",
                     )
         finally:
-            with suppress(Exception):
-                conn.close()
+            dbapi.close_quietly(conn)
 
     # ---- ReportSink --------------------------------------------------------------------------
     def _open(self) -> Any:
@@ -202,12 +190,8 @@ class SqlReportTable:
             cur.close()
 
     def _write_rows(self, batch: pa.RecordBatch) -> None:
-        cur = self._conn.cursor()
-        try:
+        with dbapi.cursor(self._conn) as cur:
             dbapi.insert_rows(cur, self.table, self._columns_sql, self.placeholder, batch, self.chunk_rows)
-        finally:
-            with suppress(Exception):
-                cur.close()
 
     def close(self) -> None:
         """Commit the run's rows (one transaction) and release the connection."""
@@ -220,8 +204,7 @@ class SqlReportTable:
             self._conn.commit()
             log.info("wrote %s report row(s) to %s", f"{self.rows_written:,}", self.table)
         finally:
-            with suppress(Exception):
-                self._conn.close()
+            dbapi.close_quietly(self._conn)
             self._conn = None
 
     def abort(self) -> None:
@@ -230,8 +213,6 @@ class SqlReportTable:
             return
         self._closed = True
         if self._conn is not None:
-            with suppress(Exception):
-                self._conn.rollback()
-            with suppress(Exception):
-                self._conn.close()
+            dbapi.rollback_quietly(self._conn)
+            dbapi.close_quietly(self._conn)
             self._conn = None

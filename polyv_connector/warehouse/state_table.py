@@ -17,7 +17,6 @@ import hashlib
 import logging
 import re
 import time
-from contextlib import suppress
 from typing import Any
 
 import numpy as np
@@ -97,10 +96,15 @@ class SqlStateTable:
         """Check the table; create it and its index if absent and ``create`` (a dry run does not)."""
         conn = self._open()
         try:
-            cur = conn.cursor()
             try:
-                cur.execute(f"SELECT * FROM {self.table} WHERE 1=0")
-                present = {d[0].casefold() for d in cur.description or ()}
+                with dbapi.cursor(conn) as cur:
+                    cur.execute(f"SELECT * FROM {self.table} WHERE 1=0")
+                    present = {d[0].casefold() for d in cur.description or ()}
+            except Exception:
+                # Absent, most likely; PostgreSQL refuses every statement after an error until
+                # the transaction ends.
+                dbapi.rollback_quietly(conn)
+            else:
                 missing = [c for c in COLUMNS if c.casefold() not in present]
                 if missing:
                     raise ConfigError(
@@ -110,44 +114,31 @@ class SqlStateTable:
                     )
                 self.exists = True
                 return
-            except ConfigError:
-                raise
-            except Exception:
-                with suppress(Exception):
-                    conn.rollback()
             if not create:
                 return
             columns = ", ".join(f"{self._q[c]} {_TYPES[c]}" for c in COLUMNS)
             try:
-                cur.execute(f"CREATE TABLE IF NOT EXISTS {self.table} ({columns})")
-                conn.commit()
-                self.exists = True
-                log.info("created the sync state table %s", self.table)
+                with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
+                    cur.execute(f"CREATE TABLE IF NOT EXISTS {self.table} ({columns})")
             except Exception as exc:
-                with suppress(Exception):
-                    conn.rollback()
                 raise ConfigError(
                     self.setting, f"cannot create the state table {self.table}: {type(exc).__name__}: {exc}"
                 ) from exc
+            self.exists = True
+            log.info("created the sync state table %s", self.table)
             # The index is an optimisation, in its own transaction: its failure must not undo
             # the table. Its name is derived from the table's, reduced to word characters.
             index = quote_identifier(re.sub(r"\W", "_", self.table)[:50] + "_key_idx", self.identifier_format)
             try:
-                cur.execute(
-                    f"CREATE INDEX IF NOT EXISTS {index} ON {self.table} "
-                    f"({self._q['appId']}, {self._q['key']}, {self._q['syncedAt']})"
-                )
-                conn.commit()
+                with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
+                    cur.execute(
+                        f"CREATE INDEX IF NOT EXISTS {index} ON {self.table} "
+                        f"({self._q['appId']}, {self._q['key']}, {self._q['syncedAt']})"
+                    )
             except Exception as exc:
-                with suppress(Exception):
-                    conn.rollback()
                 log.warning("could not index the sync state table %s: %s", self.table, type(exc).__name__)
-            finally:
-                with suppress(Exception):
-                    cur.close()
         finally:
-            with suppress(Exception):
-                conn.close()
+            dbapi.close_quietly(conn)
 
     # ---- StateStore --------------------------------------------------------------------------
     def load(self) -> tuple[np.ndarray, np.ndarray]:
@@ -158,8 +149,7 @@ class SqlStateTable:
         fps: list[np.ndarray] = []
         at: list[np.ndarray] = []
         try:
-            cur = conn.cursor()
-            try:
+            with dbapi.cursor(conn) as cur:
                 cur.execute(
                     f"SELECT {self._q['key']}, {self._q['fp']}, {self._q['syncedAt']} FROM {self.table} "
                     f"WHERE {self._q['appId']} = {self.placeholder}",
@@ -170,14 +160,10 @@ class SqlStateTable:
                     keys.append(np.array(k, dtype=np.int64).view(np.uint64))
                     fps.append(np.array(f, dtype=np.int64).view(np.uint64))
                     at.append(np.array(s, dtype=np.float64))
-            finally:
-                with suppress(Exception):
-                    cur.close()
         except Exception as exc:
             raise StateError(f"cannot read the sync state table {self.table}: {type(exc).__name__}: {exc}") from exc
         finally:
-            with suppress(Exception):
-                conn.close()
+            dbapi.close_quietly(conn)
         if not keys:
             return np.empty(0, np.uint64), np.empty(0, np.uint64)
         key, fp, when = np.concatenate(keys), np.concatenate(fps), np.concatenate(at)
@@ -216,17 +202,13 @@ class SqlStateTable:
                 "runId": pa.array([self._run_id] * n, pa.string()),
             }
         )
-        cur = self._conn.cursor()
-        try:
+        with dbapi.cursor(self._conn) as cur:
             columns_sql = ", ".join(self._q.values())
             if dbapi.driver_of(self._conn) in dbapi.PG_DRIVERS:
                 dbapi.copy_into(cur, self.table, columns_sql, table)
             else:
                 dbapi.insert_rows(cur, self.table, columns_sql, self.placeholder, table)
             self._conn.commit()  # durable before the next batch is sent or recorded
-        finally:
-            with suppress(Exception):
-                cur.close()
 
     def finish(self) -> None:
         """Delete the records a later one of the same key superseded; release the connection."""
@@ -238,8 +220,7 @@ class SqlStateTable:
         except Exception as exc:  # an optimisation here: the records stay correct without it
             log.warning("could not compact the sync state table %s: %s", self.table, type(exc).__name__)
         finally:
-            with suppress(Exception):
-                conn.close()
+            dbapi.close_quietly(conn)
 
     def compact(self, conn: Any = None) -> None:
         """Keep only the last record of each key (raises if the database refuses)."""
@@ -247,35 +228,28 @@ class SqlStateTable:
         conn = conn or self._open()
         q = self._q
         try:
-            cur = conn.cursor()
-            cur.execute(
-                f"DELETE FROM {self.table} WHERE {q['appId']} = {self.placeholder} AND EXISTS ("
-                f"SELECT 1 FROM {self.table} newer WHERE newer.{q['appId']} = {self.table}.{q['appId']} "
-                f"AND newer.{q['key']} = {self.table}.{q['key']} "
-                f"AND newer.{q['syncedAt']} > {self.table}.{q['syncedAt']})",
-                (self.app_id,),
-            )
-            conn.commit()
-        except Exception:
-            with suppress(Exception):
-                conn.rollback()
-            raise
+            with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
+                cur.execute(
+                    f"DELETE FROM {self.table} WHERE {q['appId']} = {self.placeholder} AND EXISTS ("
+                    f"SELECT 1 FROM {self.table} newer WHERE newer.{q['appId']} = {self.table}.{q['appId']} "
+                    f"AND newer.{q['key']} = {self.table}.{q['key']} "
+                    f"AND newer.{q['syncedAt']} > {self.table}.{q['syncedAt']})",
+                    (self.app_id,),
+                )
         finally:
             if own:
-                with suppress(Exception):
-                    conn.close()
+                dbapi.close_quietly(conn)
 
     def reset(self) -> None:
         if not self.exists:
             return
         conn = self._open()
         try:
-            cur = conn.cursor()
-            cur.execute(f"DELETE FROM {self.table} WHERE {self._q['appId']} = {self.placeholder}", (self.app_id,))
+            with dbapi.cursor(conn) as cur:
+                cur.execute(f"DELETE FROM {self.table} WHERE {self._q['appId']} = {self.placeholder}", (self.app_id,))
             conn.commit()
         finally:
-            with suppress(Exception):
-                conn.close()
+            dbapi.close_quietly(conn)
 
     # ---- the diff in the warehouse -----------------------------------------------------------
     def prepare_warehouse_diff(self) -> None:
