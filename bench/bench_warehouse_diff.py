@@ -76,11 +76,11 @@ def main() -> None:
         )
         results = {}
         for mode in ("python", "warehouse"):
-            source = SqlSource(connect, table=f"{schema}.attrs")
-            st = SqlStateTable(connect, f"{schema}.polyv_sync_state", APP, create=False)
-            if mode == "warehouse":
-                source.skip_unchanged = st
-                st.load_for_local_diff = False
+            in_warehouse = mode == "warehouse"
+            st = SqlStateTable(
+                connect, f"{schema}.polyv_sync_state", APP, create=False, load_for_local_diff=not in_warehouse
+            )
+            source = SqlSource(connect, table=f"{schema}.attrs", skip_unchanged=st if in_warehouse else None)
             t = time.perf_counter()
             res = sync(source, creds, opts, None, state=st, progress=Progress(interval_s=1e9))
             results[mode] = (time.perf_counter() - t, res)

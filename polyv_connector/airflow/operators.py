@@ -204,11 +204,12 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         try:
             credentials = hook.get_credentials()  # masks the secret before anything else
             options = self._options(hook)
-            source = self._source()
-            state = self._state(credentials.app_id, options)
-            if self._pushdown(options, state):
-                source.skip_unchanged = state  # type: ignore[attr-defined]  # a SqlSource here
-                state.load_for_local_diff = False
+            if self._pushdown(options):  # the source filters against the state: build the state first
+                state = self._state(credentials.app_id, options, load_for_local_diff=False)
+                source = self._source(skip_unchanged=state)
+            else:
+                source = self._source()
+                state = self._state(credentials.app_id, options)
             validator = self._validator(context)
             report = self._report()
             from polyv_connector.engine import sync
@@ -295,7 +296,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             read_batch_rows=self.read_batch_rows,
         )
 
-    def _state(self, app_id: str, options: SyncOptions) -> Any:
+    def _state(self, app_id: str, options: SyncOptions, load_for_local_diff: bool = True) -> Any:
         """The warehouse state table, when there is no state_dir and a connection to keep it on."""
         table = _blank_to_none(self.state_table)
         conn_id = self.state_conn_id or self.report_conn_id or self.source_conn_id
@@ -303,13 +304,20 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             return None
         from polyv_connector.warehouse.state_table import SqlStateTable
 
-        return SqlStateTable(_db_hook(conn_id, "state_conn_id"), table, app_id, create=not options.dry_run)
+        return SqlStateTable(
+            _db_hook(conn_id, "state_conn_id"),
+            table,
+            app_id,
+            create=not options.dry_run,
+            load_for_local_diff=load_for_local_diff,
+        )
 
-    def _pushdown(self, options: SyncOptions, state: Any) -> bool:
+    def _pushdown(self, options: SyncOptions) -> bool:
         if not self.diff_in_warehouse or options.full_refresh:
             return False
         state_conn = self.state_conn_id or self.report_conn_id or self.source_conn_id
-        if state is None or not self.source_conn_id or state_conn != self.source_conn_id:
+        no_state = bool(options.state_dir) or not _blank_to_none(self.state_table)  # as in _state
+        if no_state or not self.source_conn_id or state_conn != self.source_conn_id:
             raise ConfigError(
                 "diff_in_warehouse",
                 "needs a SQL source and the state table on the source "
@@ -320,7 +328,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             raise ConfigError("diff_in_warehouse", "works with the long form only (no fields=...)")
         return True
 
-    def _source(self) -> Source:
+    def _source(self, skip_unchanged: Any = None) -> Source:
         input_path = _blank_to_none(self.input_path)
         sql, table = _blank_to_none(self.source_sql), _blank_to_none(self.source_table)
         if bool(input_path) == bool(self.source_conn_id):
@@ -351,6 +359,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             table=table,
             parameters=self.source_parameters or None,
             setting="source_sql" if sql else "source_table",
+            skip_unchanged=skip_unchanged,
         )
 
     def _validation_dir(self, context: Context) -> str | None:

@@ -22,7 +22,7 @@ import logging
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.types as pat
@@ -35,6 +35,14 @@ from polyv_connector.warehouse.identifiers import check_table_name, quote_identi
 log = logging.getLogger("polyv_connector")
 
 Parameters = Sequence[Any] | Mapping[str, Any] | None
+
+
+class UnchangedFilter(Protocol):
+    """What the diff in the warehouse needs of the sync state (``SqlStateTable`` has it)."""
+
+    def unchanged_filter(self, alias: str, viewer: str, field: str, value: str) -> str:
+        """A SQL condition on the source relation ``alias``: true for rows POLYV already has."""
+        ...
 
 
 def resolve_columns(requested: Sequence[str], available: Sequence[str], where: str, setting: str) -> list[int]:
@@ -74,9 +82,10 @@ class SqlSource:
         ``escape_word_format`` or ``"{}"``.
     :param server_side_cursor: use the PostgreSQL named-cursor fast path when the driver allows.
     :param setting: the setting name error messages point at.
-    :param skip_unchanged: an object with ``unchanged_filter(alias, viewer, field, value)`` (the
-        warehouse state table): rows it calls unchanged are filtered out in the database, so
-        only changed rows leave the warehouse (long form only).
+    :param skip_unchanged: an :class:`UnchangedFilter` (the warehouse state table, built with
+        ``load_for_local_diff=False``): rows it calls unchanged are filtered out in the database,
+        so only changed rows leave the warehouse (long form only); :meth:`count_unchanged`
+        counts them. ``None`` (default): every row is read.
     """
 
     def __init__(
@@ -89,7 +98,7 @@ class SqlSource:
         identifier_format: str | None = None,
         server_side_cursor: bool = True,
         setting: str | None = None,
-        skip_unchanged: Any = None,
+        skip_unchanged: UnchangedFilter | None = None,
     ) -> None:
         sql = (sql or "").strip().rstrip(";").strip() or None
         table = (table or "").strip() or None
@@ -185,6 +194,8 @@ class SqlSource:
     def _unchanged_condition(self, columns: Sequence[str]) -> str:
         names = self.columns() or []
         viewer, field, value = (names[i] for i in resolve_columns(columns, names, self.location, self.setting))
+        if self.skip_unchanged is None:
+            raise ConfigError(self.setting, "the diff in the warehouse needs skip_unchanged (the state table)")
         return f"(polyv_src.polyv_n = 1 AND {self.skip_unchanged.unchanged_filter('polyv_src', viewer, field, value)})"
 
     def count_unchanged(self, columns: Sequence[str]) -> int:

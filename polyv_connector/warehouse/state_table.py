@@ -54,7 +54,17 @@ class SqlStateTable:
     """Confirmed fingerprints of one appId in ``table`` (created if absent).
 
     :param connection: a ``DbApiHook`` (anything with ``get_conn()``) or a connection factory.
+    :param table: ``[schema.]table``, as the database expects it written.
+    :param app_id: the POLYV appId whose records this instance reads and writes.
     :param placeholder: the driver's parameter marker (default: the hook's, else ``%s``).
+    :param identifier_format: quoting of column names (default: the hook's, else ``"{}"``).
+    :param setting: the setting name error messages point at.
+    :param create: create the table if absent; ``False`` in a dry run, which creates, compacts
+        and writes nothing.
+    :param load_for_local_diff: :meth:`load` returns the records, for the engine's diff. ``False``
+        when the diff is done in the warehouse (this table is then the source's
+        ``skip_unchanged``): only changed rows reach the engine, which needs no copy of the state.
+        Confirmations are recorded either way.
     """
 
     def __init__(
@@ -67,6 +77,7 @@ class SqlStateTable:
         identifier_format: str | None = None,
         setting: str = "state_table",
         create: bool = True,
+        load_for_local_diff: bool = True,
     ) -> None:
         self.setting = setting
         self.table = check_table_name(table, setting)
@@ -82,9 +93,7 @@ class SqlStateTable:
         self._q = {c: quote_identifier(c, self.identifier_format) for c in COLUMNS}
         self.exists = False
         self.create = create  # False in a dry run: nothing is created, compacted or written
-        # With the diff done in the warehouse, the engine needs no copy of the state: only
-        # changed rows reach it. (Confirmations are still recorded.)
-        self.load_for_local_diff = True
+        self.load_for_local_diff = load_for_local_diff
         self._compacted = False
         self.prepare(create)
 

@@ -82,3 +82,31 @@ def test_state_table_generic_path_on_sqlite(tmp_path) -> None:
     assert fps.tolist() == [70]
     rows = sqlite3.connect(path).execute('SELECT "viewerId", "valueMd5" FROM state').fetchall()
     assert rows == [("v1", "9dd4e461268c8034f5c8564e155c67a6")]  # compacted to the confirmation
+
+
+@pytest.mark.postgres
+def test_the_warehouse_diff_is_wired_at_construction(pg_schema) -> None:
+    """The state table is the source's ``skip_unchanged`` and loads nothing for a local diff."""
+    import pyarrow as pa
+
+    from polyv_connector.fingerprints import key_hashes
+    from polyv_connector.sources.sql import SqlSource
+    from polyv_connector.warehouse.state_table import SqlStateTable
+
+    attrs, table = f"{pg_schema}.attrs", f"{pg_schema}.state"
+    pg_exec(f"CREATE TABLE {attrs} (uid text, field text, val text)")
+    pg_exec(f"INSERT INTO {attrs} VALUES ('u1', 'F', 'a'), ('u2', 'F', 'b'), ('u3', 'F', 'c')")
+    st = SqlStateTable(_connect, table, "app")
+    st.begin("r1")
+    confirmed = pa.table({"viewerId": ["u1", "u2"], "customFieldId": ["F", "F"], "customFieldValue": ["a", "old"]})
+    keys = key_hashes(confirmed.column("viewerId"), confirmed.column("customFieldId"))[0]
+    st.record(keys, np.array([1, 2], np.uint64), items=confirmed)
+    st.finish()
+
+    st = SqlStateTable(_connect, table, "app", load_for_local_diff=False)
+    assert len(st.load()[0]) == 0  # the engine gets no copy of the state
+    source = SqlSource(_connect, table=attrs, skip_unchanged=st)
+    columns = ["uid", "field", "val"]
+    assert source.count_unchanged(columns) == 1  # u1: confirmed with this value
+    rows = pa.Table.from_batches(list(source.batches(columns, 10)))
+    assert sorted(rows.column("uid").to_pylist()) == ["u2", "u3"]  # changed, and never sent
