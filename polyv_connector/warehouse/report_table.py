@@ -1,7 +1,9 @@
 """The per-item report written to a warehouse table (a :class:`~polyv_connector.report.ReportSink`).
 
 The table is created if absent (and checked if present) *before* the sync sends anything, so a
-missing permission or an incompatible table fails the task early. Each run appends its rows,
+missing permission or an incompatible table fails the task early. Its schema is versioned: a
+table made by an older release gains the newer columns when opened (see
+:mod:`polyv_connector.warehouse.schema`). Each run appends its rows,
 tagged with the run's ``runId``, in one transaction committed by :meth:`close`: a failed task
 never leaves half a report behind.
 
@@ -25,26 +27,36 @@ from polyv_connector.errors import ConfigError
 from polyv_connector.model import REPORT_COLUMNS
 from polyv_connector.warehouse import dbapi
 from polyv_connector.warehouse.identifiers import check_table_name, quote_identifier
+from polyv_connector.warehouse.schema import Column, TableSchema, ensure_schema, existing_columns
 
 log = logging.getLogger("polyv_connector")
 
 _TEXT, _BIGINT, _TIMESTAMP = "text", "bigint", "timestamp"
-_COLUMN_KINDS: dict[str, str] = {
-    "rowNumber": _BIGINT,
-    "viewerId": _TEXT,
-    "customFieldId": _TEXT,
-    "customFieldValue": _TEXT,
-    "status": _TEXT,
-    "reason": _TEXT,
-    "errorCode": _BIGINT,
-    "httpStatus": _BIGINT,
-    "requestId": _TEXT,
-    "attempts": _BIGINT,
-    "batchId": _TEXT,
-    "runId": _TEXT,
-    "syncedAt": _TIMESTAMP,
-}
-_NOT_NULL = frozenset({"rowNumber", "status", "attempts", "runId"})
+
+# The report table's columns by schema version (see polyv_connector.warehouse.schema). A new
+# report column goes into a new version, appended here and to model.REPORT_COLUMNS, which lists
+# every column of the current version in this order; existing tables then gain it on open.
+SCHEMA_VERSIONS: list[tuple[int, list[Column]]] = [
+    (
+        1,
+        [
+            Column("rowNumber", _BIGINT, not_null=True),
+            Column("viewerId", _TEXT),
+            Column("customFieldId", _TEXT),
+            Column("customFieldValue", _TEXT),
+            Column("status", _TEXT, not_null=True),
+            Column("reason", _TEXT),
+            Column("errorCode", _BIGINT),
+            Column("httpStatus", _BIGINT),
+            Column("requestId", _TEXT),
+            Column("attempts", _BIGINT, not_null=True),
+            Column("batchId", _TEXT),
+            Column("runId", _TEXT, not_null=True),
+            Column("syncedAt", _TIMESTAMP),
+        ],
+    ),
+]
+SCHEMA = TableSchema("report", SCHEMA_VERSIONS)
 
 # SQL types per dialect (as common-sql names them). Anything else gets the ANSI-ish default;
 # users on other databases can create the table themselves with types of their choice.
@@ -111,56 +123,47 @@ class SqlReportTable:
         self.prepare()
 
     # ---- the table ---------------------------------------------------------------------------
+    def column_type(self, column: Column) -> str:
+        """The SQL type of a report column in this dialect (without ``NOT NULL``)."""
+        return _DIALECT_TYPES.get(self.dialect, _DEFAULT_TYPES)[column.kind]
+
     def create_table_sql(self) -> str:
-        """The ``CREATE TABLE`` statement for this dialect."""
-        types = _DIALECT_TYPES.get(self.dialect, _DEFAULT_TYPES)
+        """The ``CREATE TABLE`` statement for this dialect (the current schema version)."""
         columns = ",\n  ".join(
-            f"{quote_identifier(c, self.identifier_format)} {types[_COLUMN_KINDS[c]]}"
-            + (" NOT NULL" if c in _NOT_NULL else "")
-            for c in REPORT_COLUMNS
+            f"{quote_identifier(c.name, self.identifier_format)} {self.column_type(c)}"
+            + (" NOT NULL" if c.not_null else "")
+            for c in SCHEMA.columns()
         )
         guard = "IF NOT EXISTS " if self.dialect in _IF_NOT_EXISTS else ""
         return f"CREATE TABLE {guard}{self.table} (\n  {columns}\n)"
 
-    def _existing_columns(self, conn: Any) -> list[str] | None:
-        """Column names of the table, or None if it cannot be read (absent, most likely)."""
-        try:
-            with dbapi.cursor(conn) as cur:
-                cur.execute(f"SELECT * FROM {self.table} WHERE 1=0")
-                return [d[0] for d in cur.description or ()]
-        except Exception:
-            # PostgreSQL refuses every statement after an error until the transaction ends.
-            dbapi.rollback_quietly(conn)
-            return None
-
     def prepare(self) -> None:
-        """Create the table if absent; check an existing one has every report column."""
+        """Create the table if absent; check an existing one and bring it to the current schema
+        version (:func:`~polyv_connector.warehouse.schema.ensure_schema`)."""
         conn = self._open()
         try:
-            columns = self._existing_columns(conn)
-            if columns is None:
+            if existing_columns(conn, self.table) is None:
                 try:
                     with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
                         cur.execute(self.create_table_sql())
                     log.info("created the report table %s", self.table)
                 except Exception as exc:
                     # Another task may have created it between our probe and our CREATE.
-                    columns = self._existing_columns(conn)
-                    if columns is None:
+                    if existing_columns(conn, self.table) is None:
                         raise ConfigError(
                             self.setting, f"cannot create the report table {self.table}: {type(exc).__name__}: {exc}"
                         ) from exc
-            if columns is not None:
-                # Quoted identifiers keep their case, but some databases report them folded.
-                present = {c.casefold() for c in columns}
-                missing = [c for c in REPORT_COLUMNS if c.casefold() not in present]
-                if missing:
-                    raise ConfigError(
-                        self.setting,
-                        f"table {self.table} exists but lacks the report "
-                        f"column(s) {', '.join(missing)}; drop it or choose "
-                        "another report_table",
-                    )
+            # Quoted identifiers keep their case, but some databases report them folded: the
+            # check is case-insensitive.
+            ensure_schema(
+                conn,
+                self._target,
+                self.table,
+                SCHEMA,
+                self.column_type,
+                setting=self.setting,
+                hint="drop it or choose another report_table",
+            )
         finally:
             dbapi.close_quietly(conn)
 

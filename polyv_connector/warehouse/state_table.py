@@ -26,24 +26,37 @@ from polyv_connector.errors import ConfigError, StateError
 from polyv_connector.model import FIELD_ID, VALUE, VIEWER_ID
 from polyv_connector.warehouse import dbapi
 from polyv_connector.warehouse.identifiers import check_table_name, quote_identifier
+from polyv_connector.warehouse.schema import Column, TableSchema, ensure_schema, existing_columns
 
 log = logging.getLogger("polyv_connector")
 
-COLUMNS = ("appId", "key", "fp", "syncedAt", "viewerId", "customFieldId", "valueMd5", "runId")
-_TYPES = {
-    "appId": "TEXT NOT NULL",
-    "key": "BIGINT NOT NULL",
-    "fp": "BIGINT NOT NULL",
-    "syncedAt": "DOUBLE PRECISION NOT NULL",
-    "viewerId": "TEXT",
-    "customFieldId": "TEXT",
-    "valueMd5": "TEXT",
-    "runId": "TEXT",
-}
+# The state table's columns by schema version (see polyv_connector.warehouse.schema); a column's
+# kind is its SQL type, the same on every database the state table supports.
+SCHEMA_VERSIONS: list[tuple[int, list[Column]]] = [
+    (
+        1,
+        [
+            Column("appId", "TEXT", not_null=True),
+            Column("key", "BIGINT", not_null=True),
+            Column("fp", "BIGINT", not_null=True),
+            Column("syncedAt", "DOUBLE PRECISION", not_null=True),
+            Column("viewerId", "TEXT"),
+            Column("customFieldId", "TEXT"),
+            Column("valueMd5", "TEXT"),
+            Column("runId", "TEXT"),
+        ],
+    ),
+]
+SCHEMA = TableSchema("state", SCHEMA_VERSIONS)
+COLUMNS = tuple(c.name for c in SCHEMA.columns())
 _FETCH_ROWS = 100_000
 
 
 _SAFE_APP_ID = re.compile(r"^[A-Za-z0-9._:@-]+$")
+
+
+def _column_type(column: Column) -> str:
+    return column.kind
 
 
 def _sql_literal(text: str) -> str:
@@ -101,31 +114,33 @@ class SqlStateTable:
     def _open(self) -> Any:
         return self._target.open(ConfigError, self.setting, "state")
 
+    def _ensure_schema(self, conn: Any, migrate: bool) -> None:
+        ensure_schema(
+            conn,
+            self._target,
+            self.table,
+            SCHEMA,
+            _column_type,
+            setting=self.setting,
+            hint="choose another state_table",
+            migrate=migrate,
+        )
+
     def prepare(self, create: bool = True) -> None:
-        """Check the table; create it and its index if absent and ``create`` (a dry run does not)."""
+        """Check the table and bring it to the current schema version; create it and its index
+        if absent. Without ``create`` (a dry run) nothing is created or migrated, only checked."""
         conn = self._open()
         try:
-            try:
-                with dbapi.cursor(conn) as cur:
-                    cur.execute(f"SELECT * FROM {self.table} WHERE 1=0")
-                    present = {d[0].casefold() for d in cur.description or ()}
-            except Exception:
-                # Absent, most likely; PostgreSQL refuses every statement after an error until
-                # the transaction ends.
-                dbapi.rollback_quietly(conn)
-            else:
-                missing = [c for c in COLUMNS if c.casefold() not in present]
-                if missing:
-                    raise ConfigError(
-                        self.setting,
-                        f"table {self.table} exists but lacks the state column(s) "
-                        f"{', '.join(missing)}; choose another state_table",
-                    )
+            if existing_columns(conn, self.table) is not None:
+                self._ensure_schema(conn, migrate=create)
                 self.exists = True
                 return
             if not create:
                 return
-            columns = ", ".join(f"{self._q[c]} {_TYPES[c]}" for c in COLUMNS)
+            columns = ", ".join(
+                f"{quote_identifier(c.name, self.identifier_format)} {c.kind}" + (" NOT NULL" if c.not_null else "")
+                for c in SCHEMA.columns()
+            )
             try:
                 with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
                     cur.execute(f"CREATE TABLE IF NOT EXISTS {self.table} ({columns})")
@@ -135,6 +150,7 @@ class SqlStateTable:
                 ) from exc
             self.exists = True
             log.info("created the sync state table %s", self.table)
+            self._ensure_schema(conn, migrate=True)  # records the version of the new table
             # The index is an optimisation, in its own transaction: its failure must not undo
             # the table. Its name is derived from the table's, reduced to word characters.
             index = quote_identifier(re.sub(r"\W", "_", self.table)[:50] + "_key_idx", self.identifier_format)
@@ -297,7 +313,10 @@ class SqlStateTable:
                 f"AND newer.{q['key']} = st.{q['key']} AND newer.{q['syncedAt']} > st.{q['syncedAt']})"
             )
         )
-        col = lambda name: f"{alias}.{quote_identifier(name, self.identifier_format)}"  # noqa: E731
+
+        def col(name: str) -> str:
+            return f"{alias}.{quote_identifier(name, self.identifier_format)}"
+
         return (
             f"EXISTS (SELECT 1 FROM {self.table} st WHERE st.{q['appId']} = {_sql_literal(self.app_id)} "
             f"AND st.{q['viewerId']} = CAST({col(viewer)} AS TEXT) "
