@@ -192,10 +192,10 @@ class SqlSource:
         return tuple(quote_identifier(n, self.identifier_format) for n in (viewer, field, value))  # type: ignore[return-value]
 
     def _unchanged_condition(self, columns: Sequence[str]) -> str:
-        names = self.columns() or []
-        viewer, field, value = (names[i] for i in resolve_columns(columns, names, self.location, self.setting))
         if self.skip_unchanged is None:
             raise ConfigError(self.setting, "the diff in the warehouse needs skip_unchanged (the state table)")
+        names = self.columns() or []
+        viewer, field, value = (names[i] for i in resolve_columns(columns, names, self.location, self.setting))
         return f"(polyv_src.polyv_n = 1 AND {self.skip_unchanged.unchanged_filter('polyv_src', viewer, field, value)})"
 
     def count_unchanged(self, columns: Sequence[str]) -> int:

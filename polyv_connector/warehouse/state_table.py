@@ -8,7 +8,9 @@ the warehouse can compute the diff itself: see :meth:`SqlStateTable.unchanged_fi
 deletes the superseded ones.
 
 Each confirmed batch is committed before the next is recorded, so a task killed at any
-point loses nothing: the retry resends at most the batches that were in flight.
+point loses nothing: the retry resends at most the batches that were in flight. The table's
+schema is versioned: one made by an older release gains the newer columns when opened (see
+:mod:`polyv_connector.warehouse.schema`).
 """
 
 from __future__ import annotations
