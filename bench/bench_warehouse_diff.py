@@ -18,12 +18,12 @@ import psycopg2
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from polyv_connector.airflow.state_table import SqlStateTable
 from polyv_connector.config import ColumnMapping, Credentials, Secret, SyncOptions
 from polyv_connector.engine import sync
 from polyv_connector.fingerprints import key_hashes, value_fingerprints
 from polyv_connector.progress import Progress
 from polyv_connector.sources.sql import SqlSource
+from polyv_connector.warehouse.state_table import SqlStateTable
 
 APP = "bench-app"
 
@@ -76,11 +76,11 @@ def main() -> None:
         )
         results = {}
         for mode in ("python", "warehouse"):
-            source = SqlSource(connect, table=f"{schema}.attrs")
-            st = SqlStateTable(connect, f"{schema}.polyv_sync_state", APP, create=False)
-            if mode == "warehouse":
-                source.skip_unchanged = st
-                st.load_for_local_diff = False
+            in_warehouse = mode == "warehouse"
+            st = SqlStateTable(
+                connect, f"{schema}.polyv_sync_state", APP, create=False, load_for_local_diff=not in_warehouse
+            )
+            source = SqlSource(connect, table=f"{schema}.attrs", skip_unchanged=st if in_warehouse else None)
             t = time.perf_counter()
             res = sync(source, creds, opts, None, state=st, progress=Progress(interval_s=1e9))
             results[mode] = (time.perf_counter() - t, res)

@@ -1,95 +1,15 @@
-"""DB-API plumbing shared by the SQL source, the report table and the state table.
-
-Each takes either an Airflow common-sql ``DbApiHook`` (anything with ``get_conn()``) or a
-zero-argument callable returning a DB-API connection; :func:`resolve` turns both into a
-:class:`Target`. PostgreSQL's ``COPY`` is the one database-specific fast path.
-"""
+"""Deprecated: moved to :mod:`polyv_connector.warehouse.dbapi`; this path goes in 0.3."""
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable
-from contextlib import suppress
-from dataclasses import dataclass
-from typing import Any
+import warnings
 
-import pyarrow as pa
-import pyarrow.csv as pa_csv
+from polyv_connector.warehouse.dbapi import PG_DRIVERS, Target, copy_into, driver_of, insert_rows, resolve
 
-from polyv_connector.errors import ConfigError
+warnings.warn(
+    "polyv_connector.dbapi moved to polyv_connector.warehouse.dbapi; the old path goes in 0.3",
+    DeprecationWarning,
+    stacklevel=2,
+)
 
-PG_DRIVERS = frozenset({"psycopg", "psycopg2"})
-
-
-@dataclass(frozen=True)
-class Target:
-    """How to reach a database and write SQL for it."""
-
-    connect: Callable[[], Any]
-    placeholder: str = "%s"
-    identifier_format: str = '"{}"'
-    dialect: str = "default"
-
-    def open(self, error: type[ConfigError], setting: str, what: str) -> Any:
-        """A new connection, or ``error(setting, ...)`` saying which database could not be reached."""
-        try:
-            return self.connect()
-        except Exception as exc:
-            raise error(setting, f"cannot connect to the {what} database: {type(exc).__name__}: {exc}") from exc
-
-
-def _hook_attr(hook: Any, name: str) -> Any:
-    # Some hooks compute these from the connection and may fail for exotic setups.
-    try:
-        return getattr(hook, name, None)
-    except Exception:
-        return None
-
-
-def resolve(
-    connection: Any, *, placeholder: str | None = None, identifier_format: str | None = None, dialect: str | None = None
-) -> Target:
-    """A :class:`Target` for a ``DbApiHook`` or a connection factory; explicit values win."""
-    if hasattr(connection, "get_conn"):
-        return Target(
-            connection.get_conn,
-            placeholder or _hook_attr(connection, "placeholder") or "%s",
-            identifier_format or _hook_attr(connection, "escape_word_format") or '"{}"',
-            (dialect or _hook_attr(connection, "dialect_name") or "default").lower(),
-        )
-    if callable(connection):
-        return Target(connection, placeholder or "%s", identifier_format or '"{}"', (dialect or "default").lower())
-    raise TypeError("connection must be a DbApiHook or a callable returning a DB-API connection")
-
-
-def driver_of(conn: Any) -> str:
-    """The top-level module of a DB-API connection's class (``psycopg2``, ``sqlite3``...)."""
-    return type(conn).__module__.split(".")[0]
-
-
-def copy_into(cur: Any, table: str, columns_sql: str, data: pa.Table | pa.RecordBatch) -> None:
-    """Append ``data`` with PostgreSQL's ``COPY ... FROM STDIN`` (psycopg2 or psycopg 3)."""
-    buf = io.BytesIO()
-    # Arrow quotes every string and leaves nulls as bare empty fields, which is exactly how
-    # PostgreSQL's CSV format tells NULL ("") from an empty string ('""').
-    pa_csv.write_csv(data, buf, pa_csv.WriteOptions(include_header=False))
-    sql = f"COPY {table} ({columns_sql}) FROM STDIN WITH (FORMAT csv)"
-    if hasattr(cur, "copy_expert"):  # psycopg2
-        buf.seek(0)
-        cur.copy_expert(sql, buf)
-    else:  # psycopg 3
-        with cur.copy(sql) as copy:
-            copy.write(buf.getbuffer())
-
-
-def insert_rows(
-    cur: Any, table: str, columns_sql: str, placeholder: str, data: pa.Table | pa.RecordBatch, chunk_rows: int = 5_000
-) -> None:
-    """Append ``data`` with ``executemany`` in chunks: the path for databases without COPY."""
-    marks = ", ".join([placeholder] * data.num_columns)
-    sql = f"INSERT INTO {table} ({columns_sql}) VALUES ({marks})"
-    with suppress(AttributeError):
-        cur.fast_executemany = True  # pyodbc's bulk path; other drivers ignore it
-    for start in range(0, data.num_rows, chunk_rows):
-        part = data.slice(start, chunk_rows)
-        cur.executemany(sql, list(zip(*(part.column(i).to_pylist() for i in range(part.num_columns)), strict=True)))
+__all__ = ["PG_DRIVERS", "Target", "copy_into", "driver_of", "insert_rows", "resolve"]

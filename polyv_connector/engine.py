@@ -86,6 +86,10 @@ class Source(Protocol):
 
     def check_columns(self, mapping: ColumnMapping) -> None: ...
 
+    def unchanged_in_source(self, columns: list[str]) -> int | None:
+        """Items the source itself leaves out as unchanged (a diff run in the warehouse), or
+        ``None`` when the source has no such diff. Called once, under the state's lock."""
+
     def batches(self, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]: ...
 
 
@@ -272,7 +276,6 @@ def _run(
     started = clock()
     options.validate()
     credentials.validate()
-    source.check_columns(options.mapping)
     run_id = run_id or new_run_id(clock)
     progress = progress or Progress()
 
@@ -326,7 +329,11 @@ def _locked_run(
     seed: int | None,
     started: float,
 ) -> SyncResult:
+    # Under the lock: with a diff in the warehouse, checking the columns compacts the state table.
+    source.check_columns(options.mapping)
     state_keys, state_fps = _load_state(state, options)
+    # Counted before sending: afterwards the rows this run sends are unchanged too.
+    unchanged_in_source = None if options.full_refresh else source.unchanged_in_source(options.mapping.source_columns)
 
     own_client = client is None
     if client is None:
@@ -390,6 +397,7 @@ def _locked_run(
         aborted=str(stopped) if stopped else None,
         abort_cause=stopped.cause if stopped else None,
         gate_failures=gate_failures,
+        extra={} if unchanged_in_source is None else {"unchangedInWarehouse": unchanged_in_source},
     )
 
 

@@ -248,11 +248,6 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             report = self._report(spec)
             from polyv_connector.engine import sync
 
-            unchanged_in_warehouse = None
-            if pushdown:
-                # Counted before the run: afterwards the rows it sends are unchanged too.
-                unchanged_in_warehouse = source.count_unchanged(spec.options.mapping.source_columns)
-
             self.log.info(
                 "POLYV sync: appId %s at %s, source %s, report %s%s%s",
                 credentials.app_id,
@@ -264,8 +259,6 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             )
             client = hook.get_conn(spec.options.send)
             result = sync(source, credentials, spec.options, report, validator=validator, state=state, client=client)
-            if unchanged_in_warehouse is not None:
-                result.extra["unchangedInWarehouse"] = unchanged_in_warehouse
         except PolyvConnectorError as exc:
             raise _airflow_error(exc) from exc
         finally:
@@ -299,14 +292,15 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         conn_id = spec.state_conn
         if spec.options.state_dir or not spec.state_table or not conn_id:
             return None
-        from polyv_connector.airflow.state_table import SqlStateTable
+        from polyv_connector.warehouse.state_table import SqlStateTable
 
-        state = SqlStateTable(
-            _db_hook(conn_id, "state_conn_id"), spec.state_table, app_id, create=not spec.options.dry_run
+        return SqlStateTable(
+            _db_hook(conn_id, "state_conn_id"),
+            spec.state_table,
+            app_id,
+            create=not spec.options.dry_run,
+            load_for_local_diff=not pushdown,
         )
-        # TODO(warehouse merge): a constructor option of the state table.
-        state.load_for_local_diff = not pushdown
-        return state
 
     def _pushdown(self, spec: RunSpec) -> bool:
         """Whether the diff against the state runs in the warehouse (checked before anything runs)."""
@@ -404,7 +398,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                 raise ConfigError(
                     "report_conn_id", "report_table needs report_conn_id (or a source_conn_id to default to)"
                 )
-            from polyv_connector.airflow.report_table import SqlReportTable
+            from polyv_connector.warehouse.report_table import SqlReportTable
 
             db_hook = _db_hook(conn_id, "report_conn_id")
             # Created/checked now, before anything is sent, so a permission problem fails early.

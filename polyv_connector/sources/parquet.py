@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -63,6 +63,10 @@ class ParquetSource:
         if not found:
             raise InputError(self.setting, f"directory {self.path!r} holds no Parquet files")
         return [(fs, p) for p in found]
+
+    def unchanged_in_source(self, columns: Sequence[str]) -> int | None:
+        """A file cannot diff against the state itself: always ``None``."""
+        return None
 
     def check_columns(self, mapping: ColumnMapping) -> None:
         """Fail before anything is sent if a file lacks a mapped column or has an unusable type."""

@@ -19,48 +19,30 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.types as pat
 
-from polyv_connector import dbapi
 from polyv_connector.config import ColumnMapping
 from polyv_connector.errors import ConfigError, InputError
+from polyv_connector.warehouse import dbapi
+from polyv_connector.warehouse.identifiers import check_table_name, quote_identifier
 
 log = logging.getLogger("polyv_connector")
-
-# A plain or quoted identifier part; a table name is one to three parts joined by dots.
-_PART = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\])'
-_TABLE_NAME = re.compile(rf"^{_PART}(?:\.{_PART}){{0,2}}$")
 
 Parameters = Sequence[Any] | Mapping[str, Any] | None
 
 
-def check_table_name(table: str, setting: str) -> str:
-    """``table`` stripped, or :class:`ConfigError` if it is not ``[catalog.][schema.]table``.
+class UnchangedFilter(Protocol):
+    """What the diff in the warehouse needs of the sync state (``SqlStateTable`` has it)."""
 
-    Table names are spliced into SQL text (a DB-API cannot bind identifiers), so only plain or
-    quoted identifiers are accepted: this is what keeps a templated table name from injecting SQL.
-    """
-    table = (table or "").strip()
-    if not _TABLE_NAME.match(table):
-        raise ConfigError(
-            setting,
-            f"{table!r} is not a table name of the form [schema.]table "
-            "(letters, digits, _ and $, or quoted identifiers)",
-        )
-    return table
-
-
-def quote_identifier(name: str, identifier_format: str = '"{}"') -> str:
-    """``name`` quoted with ``identifier_format`` (e.g. ``"{}"`` or ```{}```), closing char doubled."""
-    close = identifier_format[-1] if identifier_format.endswith(('"', "`", "]")) else '"'
-    return identifier_format.format(name.replace(close, close * 2))
+    def unchanged_filter(self, alias: str, viewer: str, field: str, value: str) -> str:
+        """A SQL condition on the source relation ``alias``: true for rows POLYV already has."""
+        ...
 
 
 def resolve_columns(requested: Sequence[str], available: Sequence[str], where: str, setting: str) -> list[int]:
@@ -100,9 +82,10 @@ class SqlSource:
         ``escape_word_format`` or ``"{}"``.
     :param server_side_cursor: use the PostgreSQL named-cursor fast path when the driver allows.
     :param setting: the setting name error messages point at.
-    :param skip_unchanged: an object with ``unchanged_filter(alias, viewer, field, value)`` (the
-        warehouse state table): rows it calls unchanged are filtered out in the database, so
-        only changed rows leave the warehouse (long form only).
+    :param skip_unchanged: an :class:`UnchangedFilter` (the warehouse state table, built with
+        ``load_for_local_diff=False``): rows it calls unchanged are filtered out in the database,
+        so only changed rows leave the warehouse (long form only); :meth:`count_unchanged`
+        counts them. ``None`` (default): every row is read.
     """
 
     def __init__(
@@ -115,7 +98,7 @@ class SqlSource:
         identifier_format: str | None = None,
         server_side_cursor: bool = True,
         setting: str | None = None,
-        skip_unchanged: Any = None,
+        skip_unchanged: UnchangedFilter | None = None,
     ) -> None:
         sql = (sql or "").strip().rstrip(";").strip() or None
         table = (table or "").strip() or None
@@ -152,13 +135,9 @@ class SqlSource:
             return self._columns
         conn = self._open()
         try:
-            cur = conn.cursor()
-            try:
+            with dbapi.cursor(conn) as cur:
                 cur.execute(self._probe_sql(), *self._params())
                 self._columns = [d[0] for d in cur.description or ()]
-            finally:
-                with suppress(Exception):
-                    cur.close()
         except Exception as exc:
             if self.table:
                 raise InputError(self.setting, f"cannot read table {self.table}: {exc}") from exc
@@ -213,6 +192,8 @@ class SqlSource:
         return tuple(quote_identifier(n, self.identifier_format) for n in (viewer, field, value))  # type: ignore[return-value]
 
     def _unchanged_condition(self, columns: Sequence[str]) -> str:
+        if self.skip_unchanged is None:
+            raise ConfigError(self.setting, "the diff in the warehouse needs skip_unchanged (the state table)")
         names = self.columns() or []
         viewer, field, value = (names[i] for i in resolve_columns(columns, names, self.location, self.setting))
         return f"(polyv_src.polyv_n = 1 AND {self.skip_unchanged.unchanged_filter('polyv_src', viewer, field, value)})"
@@ -223,15 +204,15 @@ class SqlSource:
         sql = f"SELECT COUNT(*) FROM ({base}) polyv_src WHERE {self._unchanged_condition(columns)}"
         conn = self._open()
         try:
-            cur = conn.cursor()
-            try:
+            with dbapi.cursor(conn) as cur:
                 cur.execute(sql, *self._params())
                 return int(cur.fetchone()[0])
-            finally:
-                with suppress(Exception):
-                    cur.close()
         finally:
             _close(conn)
+
+    def unchanged_in_source(self, columns: Sequence[str]) -> int | None:
+        """Rows the warehouse diff leaves out, or ``None`` when the diff is not in the warehouse."""
+        return None if self.skip_unchanged is None else self.count_unchanged(columns)
 
     def _base_select(self, columns: Sequence[str]) -> str:
         if not self.table:
@@ -258,8 +239,7 @@ class SqlSource:
         """Yield record batches of at most ``batch_rows`` rows holding ``columns``, in read order."""
         conn = self._open()
         try:
-            cur = self._cursor(conn, batch_rows)
-            try:
+            with dbapi.closing(self._cursor(conn, batch_rows)) as cur:
                 try:
                     cur.execute(self._select(columns), *self._params())
                     rows = cur.fetchmany(batch_rows)
@@ -273,9 +253,6 @@ class SqlSource:
                 while rows:
                     yield rows_to_batch(rows, positions, columns)
                     rows = cur.fetchmany(batch_rows)
-            finally:
-                with suppress(Exception):
-                    cur.close()
         finally:
             _close(conn)
 
@@ -321,7 +298,5 @@ def _text(value: Any) -> str:
 
 def _close(conn: Any) -> None:
     # End the read-only transaction explicitly: some pools reuse connections.
-    with suppress(Exception):
-        conn.rollback()
-    with suppress(Exception):
-        conn.close()
+    dbapi.rollback_quietly(conn)
+    dbapi.close_quietly(conn)

@@ -14,13 +14,13 @@ import uuid
 import pyarrow as pa
 import pytest
 
-from polyv_connector.airflow.report_table import SqlReportTable
 from polyv_connector.config import ColumnMapping
 from polyv_connector.errors import ConfigError, InputError
-from polyv_connector.model import REPORT_COLUMNS, report_schema
 from polyv_connector.sources.items import to_items
-from polyv_connector.sources.sql import SqlSource, check_table_name, column_to_arrow
+from polyv_connector.sources.sql import SqlSource, column_to_arrow
+from polyv_connector.warehouse.report_table import SqlReportTable
 from tests.airflow.support import PG_DSN, pg_exec, pg_rows
+from tests.warehouse.support import report_batch as _report_batch
 
 LONG = ColumnMapping()  # viewerId, customFieldId, customFieldValue
 
@@ -83,17 +83,6 @@ def test_bad_query_is_an_input_error(tmp_path):
         list(source.batches(LONG.source_columns, 10))
 
 
-@pytest.mark.parametrize("name", ["t; DROP TABLE x", "a.b.c.d", "", "t--", "1abc"])
-def test_table_names_are_identifiers_only(name):
-    with pytest.raises(ConfigError):
-        check_table_name(name, "source_table")
-
-
-@pytest.mark.parametrize("name", ["t", "s.t", "db.s.t", '"Odd Name"', 's."T"', "`m`"])
-def test_table_names_accepted(name):
-    assert check_table_name(name, "source_table") == name
-
-
 def test_exactly_one_of_sql_and_table():
     with pytest.raises(ConfigError):
         SqlSource(lambda: None, sql="SELECT 1", table="t")
@@ -121,83 +110,6 @@ def test_python_values_become_sendable_text():
             names=["viewerId", "customFieldId", "customFieldValue"],
         )
         assert to_items(batch, LONG, 0).column("customFieldValue").to_pylist() == expected, name
-
-
-# ---- report table, generic path ----------------------------------------------------------------
-def _report_batch(run_id: str, n: int, start: int = 0) -> pa.RecordBatch:
-    ts = dt.datetime(2025, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC)
-    return pa.record_batch(
-        [
-            pa.array(range(start, start + n), pa.int64()),
-            pa.array([f"v{i}" for i in range(n)]),
-            pa.array(["PAY_STATUS"] * n),
-            pa.array(['已支付, "quoted"\nline' if i == 0 else ("" if i == 1 else None) for i in range(n)], pa.string()),
-            pa.array(["sent" if i % 2 else "failed" for i in range(n)]),
-            pa.array([None if i % 2 else "HTTP 500" for i in range(n)], pa.string()),
-            pa.array([None if i % 2 else 20001 for i in range(n)], pa.int64()),
-            pa.array([200] * n, pa.int64()),
-            pa.array([f"req{i}" for i in range(n)]),
-            pa.array([1] * n, pa.int64()),
-            pa.array(["b1"] * n),
-            pa.array([run_id] * n),
-            pa.array([ts] * (n - 1) + [None], pa.timestamp("us", tz="UTC")),
-        ],
-        schema=report_schema(),
-    )
-
-
-def test_report_table_generic_executemany(tmp_path):
-    path = tmp_path / "r.db"
-    sink = SqlReportTable(lambda: sqlite3.connect(path), "report", dialect="sqlite", placeholder="?", chunk_rows=2)
-    assert sink._columns_sql.startswith('"rowNumber"')
-    sink.write(_report_batch("run-1", 5))
-    sink.write(_report_batch("run-1", 3, start=5))
-    sink.close()
-    with sqlite3.connect(path) as conn:
-        rows = conn.execute(
-            'SELECT "rowNumber", "customFieldValue", status, "runId" FROM report ORDER BY "rowNumber"'
-        ).fetchall()
-        names = [d[0] for d in conn.execute("SELECT * FROM report").description]
-    assert names == list(REPORT_COLUMNS)
-    assert len(rows) == 8 and rows[0][1] == '已支付, "quoted"\nline' and rows[1][1] == "" and rows[2][1] is None
-    # A second run appends (the table exists and is checked, not recreated).
-    sink = SqlReportTable(lambda: sqlite3.connect(path), "report", dialect="sqlite", placeholder="?")
-    sink.write(_report_batch("run-2", 2))
-    sink.close()
-    with sqlite3.connect(path) as conn:
-        assert conn.execute('SELECT "runId", count(*) FROM report GROUP BY 1 ORDER BY 1').fetchall() == [
-            ("run-1", 8),
-            ("run-2", 2),
-        ]
-
-
-def test_report_table_abort_leaves_nothing(tmp_path):
-    path = tmp_path / "r.db"
-    sink = SqlReportTable(lambda: sqlite3.connect(path), "report", dialect="sqlite", placeholder="?")
-    sink.write(_report_batch("run-1", 4))
-    sink.abort()
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT count(*) FROM report").fetchone() == (0,)
-
-
-def test_existing_incompatible_table_fails_early(tmp_path):
-    path = tmp_path / "r.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE report (a TEXT)")
-    with pytest.raises(ConfigError, match="lacks the report column"):
-        SqlReportTable(lambda: sqlite3.connect(path), "report", dialect="sqlite", placeholder="?")
-
-
-def test_create_table_types_per_dialect():
-    sink = SqlReportTable.__new__(SqlReportTable)
-    sink.table, sink.identifier_format = "s.report", '"{}"'
-    sink.dialect = "postgresql"
-    ddl = sink.create_table_sql()
-    assert ddl.startswith("CREATE TABLE IF NOT EXISTS s.report")
-    assert '"syncedAt" TIMESTAMPTZ' in ddl and '"rowNumber" BIGINT NOT NULL' in ddl
-    sink.dialect = "mssql"
-    assert "IF NOT EXISTS" not in sink.create_table_sql()
-    assert '"reason" NVARCHAR(MAX)' in sink.create_table_sql()
 
 
 # ---- PostgreSQL ----------------------------------------------------------------------------------

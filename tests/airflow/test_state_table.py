@@ -1,4 +1,7 @@
-"""The sync state in a PostgreSQL table, and the diff pushed down into the warehouse (issue #5)."""
+"""The operator with its sync state in a PostgreSQL table, and the diff pushed down into the warehouse (issue #5).
+
+The state table on its own is tested in tests/warehouse/test_state_table.py.
+"""
 
 from __future__ import annotations
 
@@ -17,37 +20,6 @@ def _connect() -> Any:
     import psycopg2
 
     return psycopg2.connect(PG_DSN)
-
-
-def test_state_table_roundtrip_markers_compaction_and_apps(pg_schema) -> None:
-    import pyarrow as pa
-
-    from polyv_connector.airflow.state_table import SqlStateTable
-
-    table = f"{pg_schema}.state"
-    st = SqlStateTable(_connect, table, "app-a")
-    st.begin("run1")
-    items = pa.table({"viewerId": ["v1", "v2"], "customFieldId": ["F", "F"], "customFieldValue": ["x", "y"]})
-    st.record(np.array([1, 2**63 + 5], np.uint64), np.array([0, 0], np.uint64))  # in flight
-    st.record(np.array([1, 2**63 + 5], np.uint64), np.array([11, 22], np.uint64), items=items)  # confirmed
-    st.finish()
-    keys, fps = SqlStateTable(_connect, table, "app-a").load()
-    assert keys.tolist() == [1, 2**63 + 5]
-    assert fps.tolist() == [11, 22]
-    # Compaction left one record per key; the value's MD5 is kept for the warehouse diff.
-    assert pg_rows(f"SELECT count(*) FROM {table}") == [(2,)]
-    assert pg_rows(f'SELECT "viewerId" FROM {table} WHERE "valueMd5" = md5(%s)', ("y",)) == [("v2",)]
-    assert len(SqlStateTable(_connect, table, "app-b").load()[0]) == 0
-    SqlStateTable(_connect, table, "app-a").reset()
-    assert pg_rows(f"SELECT count(*) FROM {table}") == [(0,)]
-
-
-def test_dry_run_does_not_create_the_state_table(pg_schema) -> None:
-    from polyv_connector.airflow.state_table import SqlStateTable
-
-    st = SqlStateTable(_connect, f"{pg_schema}.state", "app", create=False)
-    assert len(st.load()[0]) == 0
-    assert pg_rows("SELECT count(*) FROM information_schema.tables WHERE table_schema = %s", (pg_schema,)) == [(0,)]
 
 
 def _attrs(schema: str, n: int, changed: set[int] = frozenset()) -> None:
@@ -115,8 +87,8 @@ def test_warehouse_diff_ignores_a_confirmation_superseded_by_an_unconfirmed_send
     """A killed run leaves 'sent, unconfirmed' after the old confirmation: the row is changed."""
     import pyarrow as pa
 
-    from polyv_connector.airflow.state_table import SqlStateTable
     from polyv_connector.fingerprints import key_hashes
+    from polyv_connector.warehouse.state_table import SqlStateTable
 
     _attrs(pg_schema, 5)
     _sync(pg_schema, diff_in_warehouse=True)
@@ -128,18 +100,6 @@ def test_warehouse_diff_ignores_a_confirmation_superseded_by_an_unconfirmed_send
     again = _sync(pg_schema, diff_in_warehouse=True)
     assert again["items"] == 1
     assert again["counts"]["sent"] == 1
-
-
-def test_a_table_name_cannot_smuggle_sql_through_the_index(pg_schema) -> None:
-    from polyv_connector.airflow.state_table import SqlStateTable
-
-    pg_exec(f"CREATE TABLE {pg_schema}.victim (x int)")
-    table = f'{pg_schema}."s ON {pg_schema}.victim(x); DROP TABLE {pg_schema}.victim; --"'
-    SqlStateTable(_connect, table, "app")
-    tables = "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1"
-    names = [r[0] for r in pg_rows(tables, (pg_schema,))]
-    assert "victim" in names  # still there
-    assert any(n.startswith("s ON") for n in names)  # the oddly named state table was created
 
 
 def test_the_warehouse_diff_keeps_duplicate_keys_for_the_engine(sim, polyv_env, pg_schema, pg_warehouse_env) -> None:
@@ -156,8 +116,8 @@ def test_the_warehouse_diff_keeps_duplicate_keys_for_the_engine(sim, polyv_env, 
 def test_dry_run_with_the_warehouse_diff_does_not_touch_the_state(sim, polyv_env, pg_schema, pg_warehouse_env):
     import pyarrow as pa
 
-    from polyv_connector.airflow.state_table import SqlStateTable
     from polyv_connector.fingerprints import key_hashes
+    from polyv_connector.warehouse.state_table import SqlStateTable
 
     _attrs(pg_schema, 3)
     _sync(pg_schema, diff_in_warehouse=True)
@@ -169,25 +129,3 @@ def test_dry_run_with_the_warehouse_diff_does_not_touch_the_state(sim, polyv_env
     dry = _sync(pg_schema, diff_in_warehouse=True, dry_run=True)
     assert dry["counts"]["dry_run"] == 1  # u2 is unconfirmed, so it would be sent
     assert pg_rows(f"SELECT count(*) FROM {pg_schema}.polyv_sync_state") == before  # nothing compacted
-
-
-def test_state_table_generic_path_on_sqlite(tmp_path) -> None:
-    """Databases without COPY record through executemany; last record of a key wins."""
-    import sqlite3
-
-    import pyarrow as pa
-
-    from polyv_connector.airflow.state_table import SqlStateTable
-
-    path = tmp_path / "w.db"
-    st = SqlStateTable(lambda: sqlite3.connect(path), "state", "app", placeholder="?")
-    st.begin("r1")
-    items = pa.table({"viewerId": ["v1"], "customFieldId": ["F"], "customFieldValue": ["x"]})
-    st.record(np.array([7], np.uint64), np.array([0], np.uint64), synced_at=1.0)
-    st.record(np.array([7], np.uint64), np.array([70], np.uint64), synced_at=2.0, items=items)
-    st.finish()
-    keys, fps = SqlStateTable(lambda: sqlite3.connect(path), "state", "app", placeholder="?").load()
-    assert keys.tolist() == [7]
-    assert fps.tolist() == [70]
-    rows = sqlite3.connect(path).execute('SELECT "viewerId", "valueMd5" FROM state').fetchall()
-    assert rows == [("v1", "9dd4e461268c8034f5c8564e155c67a6")]  # compacted to the confirmation

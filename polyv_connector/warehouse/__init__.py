@@ -1,0 +1,11 @@
+"""The warehouse layer: everything database-related that does not import Airflow.
+
+- :mod:`~polyv_connector.warehouse.dbapi`: reaching a database through a ``DbApiHook`` or a
+  connection factory, closing cursors, transactions, bulk writes (``COPY`` or ``executemany``).
+- :mod:`~polyv_connector.warehouse.identifiers`: table names and quoted identifiers.
+- :mod:`~polyv_connector.warehouse.report_table`: the per-item report as a table.
+- :mod:`~polyv_connector.warehouse.state_table`: the sync state as a table.
+
+The modules are not imported here: the Airflow operator imports them when a task runs, and
+DAG parsing must not pay for pyarrow or numpy.
+"""

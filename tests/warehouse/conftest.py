@@ -1,0 +1,40 @@
+"""Fixtures of the warehouse tests: a throwaway schema on the local PostgreSQL (no Airflow)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.warehouse.support import PG_DSN
+
+
+@pytest.fixture(scope="session")
+def pg_available() -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(PG_DSN, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI and not reachable at {PG_DSN!r}: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_DSN!r}: {exc}")
+    return True
+
+
+@pytest.fixture
+def pg_schema(pg_available: bool) -> Iterator[str]:
+    """A throwaway schema in database ``test``, dropped afterwards."""
+    import psycopg
+
+    name = f"polyv_wh_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    try:
+        yield name
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")

@@ -1,0 +1,55 @@
+"""Helpers of the warehouse tests: PostgreSQL access and report batches (no Airflow here)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+import pyarrow as pa
+
+from polyv_connector.model import report_schema
+
+PG_DSN = os.environ.get("POLYV_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
+
+
+def pg_rows(sql: str, params: tuple = ()) -> list[tuple]:
+    import psycopg
+
+    with psycopg.connect(PG_DSN) as conn:
+        return conn.execute(sql, params or None).fetchall()
+
+
+def pg_exec(sql: str, params: tuple = ()) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(sql, params or None)
+
+
+def psycopg2_connect() -> Any:
+    import psycopg2
+
+    return psycopg2.connect(PG_DSN)
+
+
+def report_batch(run_id: str, n: int, start: int = 0) -> pa.RecordBatch:
+    ts = dt.datetime(2025, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC)
+    return pa.record_batch(
+        [
+            pa.array(range(start, start + n), pa.int64()),
+            pa.array([f"v{i}" for i in range(n)]),
+            pa.array(["PAY_STATUS"] * n),
+            pa.array(['已支付, "quoted"\nline' if i == 0 else ("" if i == 1 else None) for i in range(n)], pa.string()),
+            pa.array(["sent" if i % 2 else "failed" for i in range(n)]),
+            pa.array([None if i % 2 else "HTTP 500" for i in range(n)], pa.string()),
+            pa.array([None if i % 2 else 20001 for i in range(n)], pa.int64()),
+            pa.array([200] * n, pa.int64()),
+            pa.array([f"req{i}" for i in range(n)]),
+            pa.array([1] * n, pa.int64()),
+            pa.array(["b1"] * n),
+            pa.array([run_id] * n),
+            pa.array([ts] * (n - 1) + [None], pa.timestamp("us", tz="UTC")),
+        ],
+        schema=report_schema(),
+    )

@@ -1,0 +1,112 @@
+"""The sync state in a warehouse table: PostgreSQL (COPY) and the generic path (SQLite)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.warehouse.support import PG_DSN, pg_exec, pg_rows
+
+
+def _connect() -> Any:
+    import psycopg2
+
+    return psycopg2.connect(PG_DSN)
+
+
+@pytest.mark.postgres
+def test_state_table_roundtrip_markers_compaction_and_apps(pg_schema) -> None:
+    import pyarrow as pa
+
+    from polyv_connector.warehouse.state_table import SqlStateTable
+
+    table = f"{pg_schema}.state"
+    st = SqlStateTable(_connect, table, "app-a")
+    st.begin("run1")
+    items = pa.table({"viewerId": ["v1", "v2"], "customFieldId": ["F", "F"], "customFieldValue": ["x", "y"]})
+    st.record(np.array([1, 2**63 + 5], np.uint64), np.array([0, 0], np.uint64))  # in flight
+    st.record(np.array([1, 2**63 + 5], np.uint64), np.array([11, 22], np.uint64), items=items)  # confirmed
+    st.finish()
+    keys, fps = SqlStateTable(_connect, table, "app-a").load()
+    assert keys.tolist() == [1, 2**63 + 5]
+    assert fps.tolist() == [11, 22]
+    # Compaction left one record per key; the value's MD5 is kept for the warehouse diff.
+    assert pg_rows(f"SELECT count(*) FROM {table}") == [(2,)]
+    assert pg_rows(f'SELECT "viewerId" FROM {table} WHERE "valueMd5" = md5(%s)', ("y",)) == [("v2",)]
+    assert len(SqlStateTable(_connect, table, "app-b").load()[0]) == 0
+    SqlStateTable(_connect, table, "app-a").reset()
+    assert pg_rows(f"SELECT count(*) FROM {table}") == [(0,)]
+
+
+@pytest.mark.postgres
+def test_dry_run_does_not_create_the_state_table(pg_schema) -> None:
+    from polyv_connector.warehouse.state_table import SqlStateTable
+
+    st = SqlStateTable(_connect, f"{pg_schema}.state", "app", create=False)
+    assert len(st.load()[0]) == 0
+    assert pg_rows("SELECT count(*) FROM information_schema.tables WHERE table_schema = %s", (pg_schema,)) == [(0,)]
+
+
+@pytest.mark.postgres
+def test_a_table_name_cannot_smuggle_sql_through_the_index(pg_schema) -> None:
+    from polyv_connector.warehouse.state_table import SqlStateTable
+
+    pg_exec(f"CREATE TABLE {pg_schema}.victim (x int)")
+    table = f'{pg_schema}."s ON {pg_schema}.victim(x); DROP TABLE {pg_schema}.victim; --"'
+    SqlStateTable(_connect, table, "app")
+    tables = "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1"
+    names = [r[0] for r in pg_rows(tables, (pg_schema,))]
+    assert "victim" in names  # still there
+    assert any(n.startswith("s ON") for n in names)  # the oddly named state table was created
+
+
+def test_state_table_generic_path_on_sqlite(tmp_path) -> None:
+    """Databases without COPY record through executemany; last record of a key wins."""
+    import sqlite3
+
+    import pyarrow as pa
+
+    from polyv_connector.warehouse.state_table import SqlStateTable
+
+    path = tmp_path / "w.db"
+    st = SqlStateTable(lambda: sqlite3.connect(path), "state", "app", placeholder="?")
+    st.begin("r1")
+    items = pa.table({"viewerId": ["v1"], "customFieldId": ["F"], "customFieldValue": ["x"]})
+    st.record(np.array([7], np.uint64), np.array([0], np.uint64), synced_at=1.0)
+    st.record(np.array([7], np.uint64), np.array([70], np.uint64), synced_at=2.0, items=items)
+    st.finish()
+    keys, fps = SqlStateTable(lambda: sqlite3.connect(path), "state", "app", placeholder="?").load()
+    assert keys.tolist() == [7]
+    assert fps.tolist() == [70]
+    rows = sqlite3.connect(path).execute('SELECT "viewerId", "valueMd5" FROM state').fetchall()
+    assert rows == [("v1", "9dd4e461268c8034f5c8564e155c67a6")]  # compacted to the confirmation
+
+
+@pytest.mark.postgres
+def test_the_warehouse_diff_is_wired_at_construction(pg_schema) -> None:
+    """The state table is the source's ``skip_unchanged`` and loads nothing for a local diff."""
+    import pyarrow as pa
+
+    from polyv_connector.fingerprints import key_hashes
+    from polyv_connector.sources.sql import SqlSource
+    from polyv_connector.warehouse.state_table import SqlStateTable
+
+    attrs, table = f"{pg_schema}.attrs", f"{pg_schema}.state"
+    pg_exec(f"CREATE TABLE {attrs} (uid text, field text, val text)")
+    pg_exec(f"INSERT INTO {attrs} VALUES ('u1', 'F', 'a'), ('u2', 'F', 'b'), ('u3', 'F', 'c')")
+    st = SqlStateTable(_connect, table, "app")
+    st.begin("r1")
+    confirmed = pa.table({"viewerId": ["u1", "u2"], "customFieldId": ["F", "F"], "customFieldValue": ["a", "old"]})
+    keys = key_hashes(confirmed.column("viewerId"), confirmed.column("customFieldId"))[0]
+    st.record(keys, np.array([1, 2], np.uint64), items=confirmed)
+    st.finish()
+
+    st = SqlStateTable(_connect, table, "app", load_for_local_diff=False)
+    assert len(st.load()[0]) == 0  # the engine gets no copy of the state
+    source = SqlSource(_connect, table=attrs, skip_unchanged=st)
+    columns = ["uid", "field", "val"]
+    assert source.count_unchanged(columns) == 1  # u1: confirmed with this value
+    rows = pa.Table.from_batches(list(source.batches(columns, 10)))
+    assert sorted(rows.column("uid").to_pylist()) == ["u2", "u3"]  # changed, and never sent
