@@ -5,7 +5,8 @@ Keys, per POLYV API host ``<host:port>``, under ``polyv-connector:budget:<host:p
 (the block's end, expiring with it), ``runs`` (the set of run ids) and ``run:<id>`` (each run's
 registration, expiring ``ttl`` after its last heartbeat, on Redis's clock).
 
-The block and the bucket are read in one pipelined round trip per ``acquire()``.
+The block and the bucket are checked in one script, one round trip per ``acquire()``: the
+library's GCRA Lua script with a block check in front.
 """
 
 from __future__ import annotations
@@ -32,6 +33,17 @@ local wanted = tonumber(ARGV[1])
 if current >= wanted then return tostring(current) end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ARGV[1]
+"""
+
+
+_BLOCKED = -2
+# Prepended to the library's GCRA script (unchanged; it reads KEYS[1] and ARGV only): the block
+# and the bucket in one round trip, and nothing taken from the bucket while blocked.
+_BLOCK_CHECK_LUA = """
+local polyv_block = redis.call('GET', KEYS[2])
+if polyv_block and tonumber(polyv_block) * 1000 > tonumber(ARGV[1]) then
+    return {-2, polyv_block}
+end
 """
 
 
@@ -76,8 +88,8 @@ class RedisStore(BudgetStore):
         self._run_prefix = prefix + "run:"
         self._set_block = self._client.register_script(_SET_BLOCK_LUA)
         self._call(self._client.ping)
-        self._gcra_lua = ALGORITHM.redis_script() or ""
-        self._gcra_sha: str = self._call(self._client.script_load, self._gcra_lua)
+        self._take_lua = _BLOCK_CHECK_LUA + (ALGORITHM.redis_script() or "")
+        self._take_sha: str = self._call(self._client.script_load, self._take_lua)
 
     def _sanitize(self, exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}"
@@ -103,31 +115,24 @@ class RedisStore(BudgetStore):
             ) from None
 
     def take(self, rates: list[Rate], now_ms: int) -> tuple[float | None, Decision]:
-        # The library's GCRA script and arguments (header: now, weight, ttl, number of rates).
+        # The library's GCRA arguments (header: now, weight, ttl, number of rates, then per rate).
         ttl_ms = max(math.ceil(2 * r.burst * r.interval / r.limit) for r in rates)
         args = [now_ms, 1, max(ttl_ms, 1000), len(rates), *ALGORITHM.redis_args(rates)]
-        for attempt in (1, 2):
-            # A bare EVALSHA in a plain pipeline: one round trip. (redis-py's Script objects in a
-            # pipeline add a SCRIPT EXISTS round trip on every execute.)
-            pipe = self._client.pipeline(transaction=False)
-            pipe.get(self._block_key)
-            pipe.evalsha(self._gcra_sha, 1, self._bucket_key, *args)
-            try:
-                block, reply = pipe.execute()
-                break
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                # Redis restarted or flushed its scripts: load ours again, once.
-                self._gcra_sha = self._call(self._client.script_load, self._gcra_lua)
-            except redis.RedisError as exc:
-                self._call(_reraise, exc)
-        if block is not None and float(block) * 1000 > now_ms:
-            return float(block), ADMITTED
-        index, retry_after = int(reply[0]), int(reply[1])
+        keys = [self._bucket_key, self._block_key]
+        try:
+            reply = self._client.evalsha(self._take_sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            # Redis restarted or flushed its scripts: load ours again, once.
+            self._take_sha = self._call(self._client.script_load, self._take_lua)
+            reply = self._call(self._client.evalsha, self._take_sha, len(keys), *keys, *args)
+        except redis.RedisError as exc:
+            self._call(_reraise, exc)
+        index = int(reply[0])
+        if index == _BLOCKED:
+            return float(reply[1]), ADMITTED
         if index < 0:
             return None, ADMITTED
-        return None, Decision(failing_rate=rates[index], retry_after_ms=max(1, retry_after))
+        return None, Decision(failing_rate=rates[index], retry_after_ms=max(1, int(reply[1])))
 
     def heartbeat(self, run: RunInfo, ttl_s: float) -> list[RunInfo]:
         pipe = self._client.pipeline(transaction=False)

@@ -92,7 +92,8 @@ def test_clients_of_two_accounts_stay_within_the_budget_at_the_simulator(
     with PolyvSimulator(apps={"acc1": "sec1", "acc2": "sec2"}) as sim:
         url = request.getfixturevalue("redis_url") if store == "redis" else f"file://{runtime_dir}"
         if store == "redis":
-            request.addfinalizer(lambda: drop_redis_keys(sim.base_url))
+            base_url = sim.base_url  # read now: the simulator is stopped when the finalizer runs
+            request.addfinalizer(lambda: drop_redis_keys(base_url))
         for app, secret in (("acc1", "sec1"), ("acc2", "sec2")):
             runs.start(client_draw, url, sim.base_url, rate, app, secret, duration)
         start = runs.release()
