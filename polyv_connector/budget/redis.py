@@ -39,7 +39,11 @@ return ARGV[1]
 _BLOCKED = -2
 # Prepended to the library's GCRA script (unchanged; it reads KEYS[1] and ARGV only): the block
 # and the bucket in one round trip, and nothing taken from the bucket while blocked.
+# The time is Redis's own (TIME, in ms, replacing the caller's ARGV[1]): runs on hosts whose
+# clocks disagree still share one consistent bucket.
 _BLOCK_CHECK_LUA = """
+local polyv_time = redis.call('TIME')
+ARGV[1] = string.format('%d', tonumber(polyv_time[1]) * 1000 + math.floor(tonumber(polyv_time[2]) / 1000))
 local polyv_block = redis.call('GET', KEYS[2])
 if polyv_block and tonumber(polyv_block) * 1000 > tonumber(ARGV[1]) then
     return {-2, polyv_block}

@@ -99,3 +99,21 @@ def client_draw(
             calls += 1
     budget.close()
     results.put({"run_id": app_id, "calls": calls})
+
+
+def client_once(url: str, api: str, app_id: str, secret: str, results: Queue[dict[str, Any]]) -> None:
+    """One field listing through the shared budget; reports how it ended."""
+    from polyv_connector.config import Credentials, Secret
+    from polyv_connector.errors import RunAborted
+    from polyv_connector.transport.client import PolyvClient
+
+    outcome = "ok"
+    with (
+        open_budget(url, api_base_url=api, rate=50, run_id=f"once-{app_id}", max_rps=None) as budget,
+        PolyvClient(Credentials(app_id, Secret(secret), api), budget=budget) as client,
+    ):
+        try:
+            client.list_fields()
+        except RunAborted as exc:
+            outcome = exc.cause
+        results.put({"outcome": outcome, "sent": client.requests_sent})
