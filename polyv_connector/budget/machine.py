@@ -23,7 +23,7 @@ from pyrate_limiter import Rate
 from pyrate_limiter.abstracts.algorithm import ADMITTED, Decision
 
 from polyv_connector.budget.base import ALGORITHM, BudgetStore, RunInfo, take_with
-from polyv_connector.errors import ConfigError
+from polyv_connector.errors import ConfigError, DependencyUnavailable
 
 RUNTIME_DIR_ENV = "POLYV_RUNTIME_DIR"
 DB_NAME = "request-budget.sqlite3"
@@ -76,6 +76,7 @@ class MachineStore(BudgetStore):
         self.place = f"sqlite://{db_path}"
         self._path = db_path
         self._host_key = host_key
+        self._setting = setting
         # One connection per process, serialised by a lock: the transactions are tiny, and
         # BEGIN IMMEDIATE serialises the processes anyway.
         self._lock = threading.Lock()
@@ -89,7 +90,11 @@ class MachineStore(BudgetStore):
             raise ConfigError(setting, f"cannot use the request-budget database {db_path}: {exc}") from None
 
     def _tx(self) -> sqlite3.Connection:
-        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            # Busy for the whole 10-s timeout, or the disk went away: retrying later may help.
+            raise DependencyUnavailable(self._setting, f"the request-budget database {self._path}: {exc}") from None
         return self._conn
 
     def take(self, rates: list[Rate], now_ms: int) -> tuple[float | None, Decision]:
