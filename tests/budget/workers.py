@@ -33,7 +33,8 @@ def draw(
 ) -> None:
     """Join the budget, wait for the start signal, then acquire as fast as allowed for ``duration_s``.
 
-    Reports every acquisition's time, the rate in force, the share and the warnings logged.
+    Reports every acquisition's time, the rate in force and the share seen mid-run, and the
+    warnings logged.
     Blocks end the loop (reported as ``blocked``).
     """
     collect = _Collect()
@@ -47,12 +48,17 @@ def draw(
     stamps: list[float] = []
     blocked: float | None = None
     end = time.time() + duration_s
+    middle = end - duration_s / 2
+    seen: tuple[float, float] | None = None
     try:
         while True:
             budget.acquire()
             now = time.time()
             if now >= end:
                 break
+            if seen is None and now >= middle:
+                # Mid-run, while every run is still there (at the end they leave one by one).
+                seen = (budget.rate_in_force, budget.share)
             stamps.append(now)
     except BudgetBlocked as exc:
         blocked = exc.until
@@ -61,8 +67,8 @@ def draw(
         {
             "run_id": run_id,
             "stamps": stamps,
-            "rate_in_force": budget.rate_in_force,
-            "share": budget.share,
+            "rate_in_force": seen[0] if seen else budget.rate_in_force,
+            "share": seen[1] if seen else budget.share,
             "warnings": collect.messages,
             "blocked": blocked,
             "blocked_at": blocked_at,
