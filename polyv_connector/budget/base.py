@@ -275,7 +275,12 @@ class SharedBudget:
             if self._registered:
                 return self
             self._registered = True
-        self.refresh()
+        try:
+            self.refresh()
+        except BaseException:
+            with self._state_lock:
+                self._registered = False
+            raise
         self._thread = threading.Thread(target=self._beat, name=f"polyv-budget-{self.run_id}", daemon=True)
         self._thread.start()
         return self
@@ -341,11 +346,18 @@ class SharedBudget:
             )
 
     def _beat(self) -> None:
+        failing = False
         while not self._stop.wait(self._heartbeat_s):
             try:
                 self.refresh()
             except Exception as exc:  # keep beating: the store may come back; acquire() reports it
-                log.warning("request budget heartbeat failed (%s): %s", self.place, type(exc).__name__)
+                if not failing:  # once per outage, not twice a second
+                    log.warning("request budget heartbeat failed (%s): %s", self.place, exc)
+                failing = True
+            else:
+                if failing:
+                    log.warning("request budget heartbeat works again (%s)", self.place)
+                failing = False
 
     @property
     def rate_in_force(self) -> float:
