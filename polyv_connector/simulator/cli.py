@@ -36,6 +36,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "read from $POLYV_APP_SECRET (default: the demo secret)",
     )
     parser.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        metavar="APPID:SECRET",
+        type=parse_account,
+        help="an account to accept, repeatable (several accounts at once, like one IP syncing several "
+        "POLYV accounts); shows in the process list, so test credentials only. With --account, "
+        "--app-id adds one more account",
+    )
+    parser.add_argument(
         "--fields",
         default=",".join(DEFAULT_FIELDS),
         help="comma-separated customFieldIds (default %(default)s)",
@@ -133,7 +143,7 @@ def build_simulator(args: argparse.Namespace) -> PolyvSimulator:
         block_http_status=args.block_status,
     )
     return PolyvSimulator(
-        apps={resolve_app_id(args): secret},
+        apps=resolve_accounts(args, secret),
         fields=parse_fields(args.fields),
         host=args.host,
         port=args.port,
@@ -152,8 +162,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"polyv simulator: {exc}", file=sys.stderr, flush=True)
         return 2
-    app_id, fields = resolve_app_id(args), ",".join(sim.fields)
-    print(f"POLYV simulator listening on {sim.base_url} (appId={app_id}, fields={fields})")
+    app_ids, fields = ",".join(sim.accounts), ",".join(sim.fields)
+    label = "appIds" if len(sim.accounts) > 1 else "appId"
+    print(f"POLYV simulator listening on {sim.base_url} ({label}={app_ids}, fields={fields})")
     sys.stdout.flush()  # a parent process waits for this line to know the port
     try:
         _wait_for_signal()
@@ -165,6 +176,23 @@ def run(args: argparse.Namespace) -> int:
 def resolve_app_id(args: argparse.Namespace) -> str:
     """The appId the CLI simulator accepts: ``--app-id``, else ``$POLYV_APP_ID``, else demo."""
     return args.app_id or os.environ.get("POLYV_APP_ID") or DEFAULT_APP_ID
+
+
+def parse_account(text: str) -> tuple[str, str]:
+    """``appId:secret`` (the secret may contain colons) -> ``(appId, secret)``."""
+    app_id, sep, secret = text.partition(":")
+    if not sep or not app_id.strip() or not secret:
+        # The secret is not echoed back: only the appId part, if any.
+        raise argparse.ArgumentTypeError(f"expected APPID:SECRET (appId {app_id.strip()!r})")
+    return app_id.strip(), secret
+
+
+def resolve_accounts(args: argparse.Namespace, secret: str) -> dict[str, str]:
+    """appId -> secret: every ``--account``; else (or also, with ``--app-id``) the single account."""
+    accounts = dict(getattr(args, "account", None) or [])
+    if not accounts or args.app_id:
+        accounts.setdefault(resolve_app_id(args), secret)
+    return accounts
 
 
 def parse_fields(text: str) -> list[str]:

@@ -87,7 +87,8 @@ class SimStats:
     ``save_requests`` counts every POST to the save path, whatever became of it;
     ``save_rejected_4xx`` counts those answered with any 4xx (blocks with a 4xx status
     included); ``faults_5xx`` counts injected 500 and 502 answers; ``items_stored`` counts
-    accepted items, repeats included.
+    accepted items, repeats included. ``peak_window_requests`` is not a counter but a high-water
+    mark (see :attr:`PolyvSimulator.peak_window_requests`).
     """
 
     api_requests: int = 0
@@ -103,6 +104,9 @@ class SimStats:
     list_requests: int = 0
     list_ok: int = 0
     connections_opened: int = 0
+    #: The most API requests one client IP sent in any sliding rate-limit window (10 s by default),
+    #: over all accounts, whatever the answer: what POLYV's limit counts.
+    peak_window_requests: int = 0
 
     def to_dict(self) -> dict[str, int]:
         """Return the counters as a plain dict (what ``GET /_sim/stats`` answers)."""

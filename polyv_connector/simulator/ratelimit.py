@@ -75,3 +75,55 @@ class RateLimiter:
     def _clear(self) -> None:
         self._windows.clear()
         self._blocked_until.clear()
+
+
+class WindowPeak:
+    """The most requests seen from one client IP in any sliding window of ``window_s`` seconds.
+
+    Counts every API request as it arrives (whatever the answer, any account), as POLYV counts
+    per client IP, so a test can assert that a client budget kept the traffic under the limit.
+    """
+
+    def __init__(self, window_s: float, clock: Callable[[], float]) -> None:
+        self._window_s = window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._windows: dict[str, deque[float]] = {}
+        self._peaks: dict[str, int] = {}
+
+    @property
+    def window_s(self) -> float:
+        return self._window_s
+
+    def configure(self, window_s: float) -> None:
+        """Use another window length and forget everything seen."""
+        with self._lock:
+            self._window_s = window_s
+            self._windows.clear()
+            self._peaks.clear()
+
+    def count(self, client_ip: str) -> None:
+        now = self._clock()
+        with self._lock:
+            window = self._windows.setdefault(client_ip, deque())
+            cutoff = now - self._window_s
+            while window and window[0] <= cutoff:
+                window.popleft()
+            window.append(now)
+            if len(window) > self._peaks.get(client_ip, 0):
+                self._peaks[client_ip] = len(window)
+
+    def peaks(self) -> dict[str, int]:
+        """Client IP -> the most requests it sent in one window."""
+        with self._lock:
+            return dict(self._peaks)
+
+    def peak(self) -> int:
+        """The most requests any one client IP sent in one window."""
+        with self._lock:
+            return max(self._peaks.values(), default=0)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._windows.clear()
+            self._peaks.clear()

@@ -44,7 +44,7 @@ from polyv_connector.simulator.contract import (
     success_response,
 )
 from polyv_connector.simulator.handler import SimHTTPServer
-from polyv_connector.simulator.ratelimit import RateLimiter
+from polyv_connector.simulator.ratelimit import RateLimiter, WindowPeak
 from polyv_connector.simulator.signing import sign_matches
 
 __all__ = ["DEFAULT_FIELDS", "FaultConfig", "PolyvSimulator", "RateLimitConfig", "SimStats"]
@@ -94,6 +94,8 @@ class PolyvSimulator:
         self._max_items = max_items
         self._record_batches = record_batches
         self._limiter = RateLimiter(rate_limit, clock)
+        # Measured over the limit's window (POLYV's 10 s when the limit is off), across accounts.
+        self._peak = WindowPeak(rate_limit.window_s if rate_limit else _DEFAULT_RATE_LIMIT.window_s, clock)
         self._lock = threading.Lock()  # guards values, batches and counters
         self._values: dict[tuple[str, str, str], str] = {}
         self._batches: list[list[dict[str, Any]]] = []
@@ -182,7 +184,19 @@ class PolyvSimulator:
     def stats(self) -> SimStats:
         """A snapshot of the counters."""
         with self._lock:
-            return SimStats(**self._counts)
+            counts = dict(self._counts)
+        return SimStats(**{**counts, "peak_window_requests": self._peak.peak()})
+
+    @property
+    def peak_window_requests(self) -> int:
+        """The most API requests one client IP sent in any sliding window of the rate limit
+        (``window_s``, 10 s by default), over all accounts, whatever the answer."""
+        return self._peak.peak()
+
+    @property
+    def accounts(self) -> list[str]:
+        """The appIds the simulator accepts."""
+        return list(self._apps)
 
     @property
     def received_batches(self) -> list[list[dict[str, Any]]]:
@@ -211,6 +225,7 @@ class PolyvSimulator:
     def set_rate_limit(self, rate_limit: RateLimitConfig | None) -> None:
         """Replace the rate limit (None disables it) and forget every window and block."""
         self._limiter.configure(rate_limit)
+        self._peak.configure(rate_limit.window_s if rate_limit else _DEFAULT_RATE_LIMIT.window_s)
 
     def reset(self) -> None:
         """Clear stored values, batches, counters, rate-limit windows and blocks."""
@@ -219,6 +234,7 @@ class PolyvSimulator:
             self._batches.clear()
             self._counts = _zero_counts()
         self._limiter.reset()
+        self._peak.reset()
         self.set_faults(self._faults)  # same seed, same sequence of draws again
 
     # ----------------------------------------------------------------- dispatch
@@ -232,6 +248,7 @@ class PolyvSimulator:
         is_save = request.method == "POST" and request.path == SAVE_PATH
         is_list = request.method == "GET" and request.path == LIST_PATH
         self._count(api_requests=1, save_requests=int(is_save), list_requests=int(is_list))
+        self._peak.count(request.client_ip)
         faults = self._faults  # one consistent view even if set_faults() runs meanwhile
         if faults.latency_s > 0 and self._pause(faults.latency_s):
             return _DROP

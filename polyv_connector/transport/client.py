@@ -34,6 +34,7 @@ class _RedactSignature(logging.Filter):
 
 
 logging.getLogger("urllib3.connectionpool").addFilter(_RedactSignature())
+log = logging.getLogger(__name__)
 
 SAVE_PATH = "/live/v4/user/custom-field/viewer-value/save"
 LIST_PATH = "/live/v4/user/custom-field/list"
@@ -124,7 +125,14 @@ class PolyvClient:
         self, method: str, path: str, *, body: bytes | None = None, extra: dict[str, str] | None = None
     ) -> tuple[Outcome, bytes]:
         if self._budget is not None:
-            self._budget.acquire()
+            try:
+                self._budget.acquire()
+            except RunAborted as exc:
+                if exc.cause != "blocked":
+                    raise
+                # A shared budget says POLYV blocked this IP (recorded by this run or another):
+                # answer as POLYV would, without sending anything.
+                return Outcome("blocked", None, None, str(exc)), b""
         headers = {"Content-Type": "application/json; charset=utf-8"} if body is not None else None
         with self._count_lock:
             self._counts[method] += 1
@@ -143,7 +151,20 @@ class PolyvClient:
             content = resp.content
         except requests.RequestException as exc:
             return classify_exception(exc), b""
-        return classify_response(resp.status_code, content), content
+        outcome = classify_response(resp.status_code, content)
+        if outcome.kind == "blocked":
+            self._share_block()
+        return outcome, content
+
+    def _share_block(self) -> None:
+        """Tell every run on a shared budget that POLYV blocked the IP, so none of them sends more."""
+        record = getattr(self._budget, "record_block", None)
+        if not callable(record):
+            return  # a plain per-run TokenBucket (or no budget): nobody to tell
+        try:
+            record()
+        except Exception:  # the block still stops this run; the others learn it from POLYV
+            log.warning("could not record POLYV's block in the shared request budget", exc_info=True)
 
     def save(self, body: bytes) -> Outcome:
         """One signed POST of a JSON array body; classified, never raised (except programming errors)."""
