@@ -14,10 +14,14 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from polyv_connector import exit_codes, runspec
 from polyv_connector.config import Credentials
 from polyv_connector.errors import ConfigError, DependencyUnavailable, PolyvConnectorError, StateError
+
+if TYPE_CHECKING:
+    from polyv_connector.budget import SharedBudget
 
 # Flags the CLI shows in its own groups; every other setting with a flag goes under "run".
 _GROUPS = {
@@ -62,7 +66,7 @@ def spec_from_args(args: argparse.Namespace) -> runspec.RunSpec:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from polyv_connector.engine import sync
+    from polyv_connector.engine import new_run_id, sync
     from polyv_connector.report import ParquetReport
     from polyv_connector.sources.parquet import ParquetSource
 
@@ -81,7 +85,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     source.check_columns(spec.options.mapping)
     report = ParquetReport(spec.report_path, setting=spec.label("report_path"))
-    result = sync(source, credentials, spec.options, report, validator=validator, seed=spec.seed)
+    run_id = new_run_id()
+    with spec.open_budget(credentials.base_url, run_id) as budget:
+        result = sync(
+            source, credentials, spec.options, report, validator=validator, budget=budget, run_id=run_id, seed=spec.seed
+        )
     print(result.summary_line(), flush=True)
     print(f"report: {result.report_location}", flush=True)
     validation = result.extra.get("validation") or {}
@@ -92,6 +100,84 @@ def cmd_run(args: argparse.Namespace) -> int:
         with open(spec.summary_json, "w", encoding="utf-8") as f:
             json.dump(result.to_dict(), f, indent=2, allow_nan=False)
     return result.exit_code
+
+
+def _budget_for_admin(args: argparse.Namespace) -> SharedBudget:
+    """The budget the flags (or POLYV_BUDGET_URL / POLYV_API_BASE_URL) name, without joining it."""
+    import os
+
+    from polyv_connector.budget import open_budget
+    from polyv_connector.config import DEFAULT_BASE_URL
+
+    base_url = args.api_base_url or os.environ.get("POLYV_API_BASE_URL", "").strip() or DEFAULT_BASE_URL
+    url = args.budget or os.environ.get("POLYV_BUDGET_URL", "").strip() or None
+    return open_budget(url, api_base_url=base_url, rate=None, run_id=f"admin-{os.getpid()}", max_rps=None)
+
+
+def cmd_budget_status(args: argparse.Namespace) -> int:
+    budget = _budget_for_admin(args)
+    try:
+        print(json.dumps(budget.status(), indent=2, default=str))
+    finally:
+        budget.close()
+    return exit_codes.OK.code
+
+
+def cmd_budget_clear_block(args: argparse.Namespace) -> int:
+    budget = _budget_for_admin(args)
+    try:
+        until = budget.blocked_until()
+        budget.clear_block()
+    finally:
+        budget.close()
+    print("no block was recorded" if until is None else "the recorded block is lifted; runs may send again")
+    return exit_codes.OK.code
+
+
+def _app_id(args: argparse.Namespace) -> str:
+    import os
+
+    app_id = (args.app_id or os.environ.get("POLYV_APP_ID", "")).strip()
+    if not app_id:
+        raise ConfigError("--app-id", "name the account (or set POLYV_APP_ID)")
+    return app_id
+
+
+def cmd_state_status(args: argparse.Namespace) -> int:
+    from polyv_connector.state import state_status
+
+    print(json.dumps(state_status(args.state_dir, _app_id(args)), indent=2, default=str))
+    return exit_codes.OK.code
+
+
+def cmd_state_unlock(args: argparse.Namespace) -> int:
+    from polyv_connector.state import state_unlock
+
+    print(state_unlock(args.state_dir, _app_id(args)))
+    return exit_codes.OK.code
+
+
+def _add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    budget = sub.add_parser("budget", help="the request budget shared by every run through this IP")
+    budget_sub = budget.add_subparsers(dest="budget_command", required=True)
+    for name, func, text in (
+        ("status", cmd_budget_status, "show the rate, the runs drawing on it, and a recorded block"),
+        ("clear-block", cmd_budget_clear_block, "lift a recorded POLYV block by hand (once POLYV lifted it)"),
+    ):
+        p = budget_sub.add_parser(name, help=text)
+        p.add_argument("--budget", help="the budget's URL (default: POLYV_BUDGET_URL, else machine-wide)")
+        p.add_argument("--api-base-url", help="the POLYV API whose budget it is (default: POLYV_API_BASE_URL)")
+        p.set_defaults(func=func)
+    state = sub.add_parser("state", help="the sync state of an account: who holds it, how large it is")
+    state_sub = state.add_subparsers(dest="state_command", required=True)
+    for name, func, text in (
+        ("status", cmd_state_status, "who holds the state's lock (runId, host, pid, since) and its size"),
+        ("unlock", cmd_state_unlock, "release a lock that outlived its holder"),
+    ):
+        p = state_sub.add_parser(name, help=text)
+        p.add_argument("--state-dir", required=True, help="the folder given to `run --state-dir`")
+        p.add_argument("--app-id", help="the account (default: POLYV_APP_ID)")
+        p.set_defaults(func=func)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_arguments(run)
     run.set_defaults(func=cmd_run)
+    _add_admin_commands(sub)
     sim = sub.add_parser("simulator", help="run a local POLYV API simulator for rehearsals and tests")
     from polyv_connector.simulator import cli as sim_cli
 

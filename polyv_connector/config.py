@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from polyv_connector.errors import ConfigError
-from polyv_connector.model import FIELD_ID, MAX_BATCH_SIZE, MAX_FIELD_ID_LENGTH, MAX_RPS_CEILING, VALUE, VIEWER_ID
+from polyv_connector.model import (
+    DEFAULT_BUDGET_RPS,
+    FIELD_ID,
+    MAX_BATCH_SIZE,
+    MAX_FIELD_ID_LENGTH,
+    MAX_RPS_CEILING,
+    VALUE,
+    VIEWER_ID,
+)
 
 DEFAULT_BASE_URL = "https://api.polyv.net"
 
@@ -128,7 +136,7 @@ class SendOptions:
 
     batch_size: int = MAX_BATCH_SIZE
     concurrency: int = 8
-    max_rps: float = 100.0
+    max_rps: float = DEFAULT_BUDGET_RPS
     max_attempts: int = 5
     timeout_s: float = 30.0
     backoff_base_s: float = 0.5

@@ -45,9 +45,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
-from polyv_connector.warehouse import dbapi
 from polyv_connector.errors import BusyError, StateError
 from polyv_connector.sources.sql import check_table_name
+from polyv_connector.warehouse import dbapi
 
 log = logging.getLogger("polyv_connector")
 

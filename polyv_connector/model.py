@@ -33,6 +33,8 @@ MAX_FIELD_ID_LENGTH: Final = 64
 MAX_BATCH_SIZE: Final = 1000
 #: POLYV blocks an IP past 1500 requests per 10 s (150/s): no budget or cap may reach it.
 MAX_RPS_CEILING: Final = 140.0
+#: The default request budget of one egress IP (requests/s), shared by every run through it.
+DEFAULT_BUDGET_RPS: Final = 100.0
 
 REPORT_COLUMNS: Final[tuple[str, ...]] = (
     "rowNumber",

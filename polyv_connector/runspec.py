@@ -20,11 +20,14 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from polyv_connector.config import ColumnMapping, Credentials, SendOptions, SyncOptions
 from polyv_connector.errors import ConfigError
-from polyv_connector.model import FIELD_ID, VALUE, VIEWER_ID
+from polyv_connector.model import DEFAULT_BUDGET_RPS, FIELD_ID, MAX_RPS_CEILING, VALUE, VIEWER_ID
+
+if TYPE_CHECKING:
+    from polyv_connector.budget import SharedBudget
 
 Front = Literal["cli", "operator"]
 
@@ -179,10 +182,28 @@ SETTINGS: dict[str, Setting] = {
         _s("concurrency", SendOptions.concurrency, _int, "requests in flight", extra="concurrency"),
         _s(
             "max_rps",
-            SendOptions.max_rps,
+            None,
             _float,
-            "requests per second for this run (POLYV blocks an IP past 1500 per 10 s)",
+            "a cap on this run's requests per second (default: the budget's rate)",
             extra="max_rps",
+        ),
+        _s(
+            "budget_url",
+            None,
+            _text,
+            "where the request budget shared by every run through this IP lives: redis://host:port/db "
+            "across hosts (default: machine-wide, a file in POLYV_RUNTIME_DIR or /tmp)",
+            cli="--budget",
+            env="POLYV_BUDGET_URL",
+        ),
+        _s("budget_conn_id", None, _text, "an Airflow Redis connection holding the budget", cli=None),
+        _s(
+            "budget_rps",
+            DEFAULT_BUDGET_RPS,
+            _float,
+            f"the egress IP's total requests per second for POLYV, at most {MAX_RPS_CEILING:g} "
+            "(POLYV blocks an IP past 1500 per 10 s); runs on one budget share it fairly",
+            env="POLYV_BUDGET_RPS",
         ),
         _s("max_attempts", SendOptions.max_attempts, _int, "tries per request on transient errors"),
         _s("timeout", SendOptions.timeout_s, _float, "seconds to wait for an answer", extra="timeout"),
@@ -263,6 +284,9 @@ class RunSpec:
     state_conn_id: str | None = None
     diff_in_warehouse: bool = False
     validation_dir: str | None = None
+    budget_url: str | None = None
+    budget_conn_id: str | None = None
+    budget_rps: float = DEFAULT_BUDGET_RPS
     seed: int | None = None
     #: Where each value came from, for error messages: canonical key -> label.
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -270,6 +294,22 @@ class RunSpec:
     def label(self, key: str) -> str:
         """The name of ``key`` as the user gave it (flag, argument, variable or extra)."""
         return self.labels.get(key, key)
+
+    def open_budget(self, api_base_url: str, run_id: str, url: str | None = None) -> SharedBudget:
+        """The request budget this run draws on (checked now: a bad or unreachable budget fails
+        before anything is sent). ``url`` overrides :attr:`budget_url` (e.g. from a connection)."""
+        from polyv_connector.budget import open_budget
+
+        return open_budget(
+            url or self.budget_url,
+            api_base_url=api_base_url,
+            rate=self.budget_rps,
+            run_id=run_id,
+            max_rps=self.options.send.max_rps,
+            setting_url=self.label("budget_conn_id" if url else "budget_url"),
+            setting_rate=self.label("budget_rps"),
+            setting_max_rps=self.label("max_rps"),
+        )
 
     @property
     def table_conn_id(self) -> str | None:
@@ -338,7 +378,8 @@ def resolve(
         send=SendOptions(
             batch_size=values["batch_size"],
             concurrency=values["concurrency"],
-            max_rps=values["max_rps"],
+            # A run's cap defaults to the budget's whole rate: alone, it may use all of it.
+            max_rps=values["budget_rps"] if values["max_rps"] is None else values["max_rps"],
             max_attempts=values["max_attempts"],
             timeout_s=values["timeout"],
             signature_method=values["signature_method"],
@@ -376,6 +417,9 @@ def resolve(
         state_conn_id=values["state_conn_id"],
         diff_in_warehouse=values["diff_in_warehouse"],
         validation_dir=values["validation_dir"],
+        budget_url=values["budget_url"],
+        budget_conn_id=values["budget_conn_id"],
+        budget_rps=values["budget_rps"],
         seed=None if seed is None else _int(seed, labels["seed"]),
         labels=labels,
     )

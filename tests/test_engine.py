@@ -417,6 +417,12 @@ def test_a_broken_state_disk_still_writes_the_report(tmp_path, sim, creds) -> No
     class FullDisk:
         app_id = APP_ID
 
+        def lock(self, run_id, timeout_s=0.0, mode="exclusive"):
+            return 1
+
+        def unlock(self):
+            pass
+
         def load(self):
             import numpy as np
 

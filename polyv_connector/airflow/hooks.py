@@ -11,6 +11,7 @@ it, and DAG files import the operator at parse time.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -118,9 +119,13 @@ class PolyvHook(BaseHook):
 
         try:
             credentials = self.get_credentials()
-            client = self.get_conn()
-            # Few quick tries: a connection test should answer in seconds, not back off for minutes.
-            fields = client.list_fields(retry=RetryPolicy(2, 0.5, 1.0))
+            spec = self.resolve_run({})
+            # The test's requests come out of the IP's shared budget like any sync's, and a block
+            # recorded there stops it before it sends anything.
+            with spec.open_budget(credentials.base_url, f"connection-test-{os.getpid()}") as budget:
+                client = self.get_conn(spec.options.send, budget)
+                # Few quick tries: a connection test should answer in seconds, not back off for minutes.
+                fields = client.list_fields(retry=RetryPolicy(2, 0.5, 1.0))
         except PolyvConnectorError as exc:
             return False, _scrub(str(exc), self)
         except Exception as exc:  # the UI shows the message: never let a traceback through

@@ -77,6 +77,10 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     :param check_fields: preflight the account's custom field list, rejecting unknown ids.
     :param max_rps, batch_size, concurrency, timeout, max_attempts: override the connection's
         sending defaults for this task.
+    :param budget_url, budget_conn_id, budget_rps: the request budget shared by every sync
+        through this worker's IP: a ``redis://`` URL or an Airflow Redis connection (shared
+        across hosts), else ``POLYV_BUDGET_URL``, else machine-wide; its total rate, else
+        ``POLYV_BUDGET_RPS``, else 100/s. ``max_rps`` caps this task within it.
     :param lock_timeout: seconds to wait while another run holds this account's sync state
         (default 0: fail at once as busy, a retryable error). Templated.
     :param source_parameters: bound parameters of ``source_sql`` (the driver's paramstyle).
@@ -100,6 +104,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         "full_refresh",
         "max_rejected_fraction",
         "lock_timeout",
+        "budget_url",
+        "budget_conn_id",
+        "budget_rps",
     )
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers: ClassVar[dict[str, str]] = {"source_sql": "sql", "source_parameters": "json"}
@@ -139,6 +146,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         max_attempts: int | None = None,
         read_batch_rows: int | None = None,
         lock_timeout: float | str | None = None,
+        budget_url: str | None = None,
+        budget_conn_id: str | None = None,
+        budget_rps: float | str | None = None,
         **kwargs: Any,
     ) -> None:
         explicit_outlets = "outlets" in kwargs
@@ -175,6 +185,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         self.max_attempts = max_attempts
         self.read_batch_rows = read_batch_rows
         self.lock_timeout = lock_timeout
+        self.budget_url = budget_url
+        self.budget_conn_id = budget_conn_id
+        self.budget_rps = budget_rps
         self._lineage: dict[str, Any] = {}
         if not explicit_outlets:
             self.outlets = self.default_outlets()
@@ -231,6 +244,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             "max_attempts": self.max_attempts,
             "read_batch_rows": self.read_batch_rows,
             "lock_timeout": self.lock_timeout,
+            "budget_url": self.budget_url,
+            "budget_conn_id": self.budget_conn_id,
+            "budget_rps": self.budget_rps,
         }
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -246,7 +262,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             source = self._source(spec, skip_unchanged=state if pushdown else None)
             validator = self._validator(context, spec)
             report = self._report(spec)
-            from polyv_connector.engine import sync
+            from polyv_connector.engine import new_run_id, sync
 
             self.log.info(
                 "POLYV sync: appId %s at %s, source %s, report %s%s%s",
@@ -257,8 +273,19 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                 " (dry run)" if spec.options.dry_run else "",
                 " (full refresh)" if spec.options.full_refresh else "",
             )
-            client = hook.get_conn(spec.options.send)
-            result = sync(source, credentials, spec.options, report, validator=validator, state=state, client=client)
+            run_id = new_run_id()
+            with spec.open_budget(credentials.base_url, run_id, url=_redis_url(spec.budget_conn_id)) as budget:
+                client = hook.get_conn(spec.options.send, budget)
+                result = sync(
+                    source,
+                    credentials,
+                    spec.options,
+                    report,
+                    validator=validator,
+                    state=state,
+                    client=client,
+                    run_id=run_id,
+                )
         except PolyvConnectorError as exc:
             raise _airflow_error(exc) from exc
         finally:
@@ -504,6 +531,25 @@ def _db_hook(conn_id: str, setting: str) -> Any:
             f"connection {conn_id!r} ({type(hook).__name__}) is not a SQL database connection (a common-sql DbApiHook)",
         )
     return hook
+
+
+def _redis_url(conn_id: str | None) -> str | None:
+    """``redis://[:password@]host:port/db`` from an Airflow Redis connection (None without one)."""
+    if not conn_id:
+        return None
+    from urllib.parse import quote
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception as exc:
+        raise ConfigError("budget_conn_id", f"cannot use connection {conn_id!r}: {type(exc).__name__}") from exc
+    if conn.password:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(conn.password)
+    auth = f":{quote(conn.password, safe='')}@" if conn.password else ""
+    db = (conn.extra_dejson or {}).get("db", 0)
+    return f"redis://{auth}{conn.host or '127.0.0.1'}:{conn.port or 6379}/{db}"
 
 
 def _airflow_error(exc: PolyvConnectorError) -> Exception:

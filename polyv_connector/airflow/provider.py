@@ -14,7 +14,7 @@ from typing import Any
 from polyv_connector.model import MAX_BATCH_SIZE, MAX_RPS_CEILING
 from polyv_connector.runspec import DEFAULTS
 
-_MAX_RPS, _TIMEOUT = DEFAULTS["max_rps"], DEFAULTS["timeout"]
+_MAX_RPS, _TIMEOUT = DEFAULTS["budget_rps"], DEFAULTS["timeout"]
 PACKAGE_NAME = "polyv-connector"  # must equal the distribution name in setup.cfg
 CONN_TYPE = "polyv"
 HOOK_CLASS = "polyv_connector.airflow.hooks.PolyvHook"
@@ -52,7 +52,8 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "max_rps": {
                         "label": "Max requests per second",
-                        "description": f"Request budget of one sync (default {_MAX_RPS:g}). POLYV blocks the "
+                        "description": f"Cap on one sync's requests/s (default: the IP budget, {_MAX_RPS:g}). "
+                        "POLYV blocks the "
                         "client IP for 5 minutes past 1500 requests per 10 s, for "
                         "every POLYV call from that IP: keep headroom.",
                         "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": MAX_RPS_CEILING},
@@ -82,7 +83,8 @@ def get_provider_info() -> dict[str, Any]:
                         "login": "appId from the POLYV console",
                         "password": "appSecret (never logged, never written to reports)",
                         "host": "https://api.polyv.net",
-                        **{key: f"{DEFAULTS[key]:g}" for key in ("max_rps", "batch_size", "concurrency", "timeout")},
+                        "max_rps": f"{_MAX_RPS:g}",
+                        **{key: f"{DEFAULTS[key]:g}" for key in ("batch_size", "concurrency", "timeout")},
                     },
                 },
             }

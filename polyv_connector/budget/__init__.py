@@ -27,6 +27,7 @@ from polyv_connector.budget.base import (
 )
 from polyv_connector.budget.machine import DB_NAME, RUNTIME_DIR_ENV, MachineStore, default_runtime_dir, prepare_dir
 from polyv_connector.errors import ConfigError
+from polyv_connector.model import DEFAULT_BUDGET_RPS, MAX_RPS_CEILING
 
 __all__ = [
     "BLOCK_SECONDS_ENV",
@@ -45,9 +46,9 @@ __all__ = [
 ]
 
 #: Requests per second for the whole IP when none is configured.
-DEFAULT_RATE = 100.0
+DEFAULT_RATE = DEFAULT_BUDGET_RPS
 #: The most a budget may allow: 1400 per 10 s leaves POLYV's 1500 some headroom.
-MAX_RATE = 140.0
+MAX_RATE = MAX_RPS_CEILING
 
 
 def api_host_key(api_base_url: str, setting: str = "api_base_url") -> str:
