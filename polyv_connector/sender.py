@@ -20,7 +20,7 @@ from polyv_connector.batching import Batch
 from polyv_connector.errors import RunAborted
 from polyv_connector.transport.classify import Outcome
 from polyv_connector.transport.client import PolyvClient, abort_for
-from polyv_connector.transport.retry import RetryPolicy
+from polyv_connector.transport.retry import RetryPolicy, call_with_retry
 
 SendStatus = Literal["sent", "failed", "not_attempted"]
 
@@ -135,53 +135,39 @@ class BatchSender:
         )
 
     def _send(self, batch: Batch, carried: int) -> list[ItemsResult]:
-        attempt = 0
         body = batch.body()
-        while True:
-            if self._circuit.is_open:
-                return [self._not_attempted(batch, carried + attempt)]
-            attempt += 1
-            outcome = self._client.save(body)
-            tries = carried + attempt
-            if outcome.kind == "ok":
-                self._tally(len(batch), 0)
-                return [
-                    ItemsResult(
-                        batch.indices,
-                        "sent",
-                        batch.batch_id,
-                        tries,
-                        self._clock(),
-                        None,
-                        outcome.http_status,
-                        None,
-                        outcome.request_id,
-                    )
-                ]
-            if outcome.kind in ("blocked", "fatal"):
-                self._circuit.open(abort_for(outcome))
-                return [self._not_attempted(batch, tries, outcome)]
-            if outcome.kind == "data":
-                if len(batch) == 1:
-                    self._tally(0, 1, outcome)
-                    return [
-                        ItemsResult(
-                            batch.indices,
-                            "failed",
-                            batch.batch_id,
-                            tries,
-                            self._clock(),
-                            f"POLYV rejected this item: '{outcome.desc}' (error {outcome.error_code}); "
-                            "fix the value in the source",
-                            outcome.http_status,
-                            outcome.error_code,
-                            outcome.request_id,
-                        )
-                    ]
-                # One bad item fails the whole request: split to find it, send the rest.
-                left, right = batch.halves()
-                return self._send(left, tries) + self._send(right, tries)
-            if not self._retry.should_retry(attempt):
+        done = call_with_retry(
+            lambda: self._client.save(body),
+            self._retry,
+            self._rng(),
+            self._sleep,
+            should_stop=lambda: self._circuit.is_open,
+        )
+        tries = carried + done.attempts
+        outcome = done.outcome
+        if done.stopped or outcome is None:
+            return [self._not_attempted(batch, tries)]
+        if outcome.kind == "ok":
+            self._tally(len(batch), 0)
+            return [
+                ItemsResult(
+                    batch.indices,
+                    "sent",
+                    batch.batch_id,
+                    tries,
+                    self._clock(),
+                    None,
+                    outcome.http_status,
+                    None,
+                    outcome.request_id,
+                )
+            ]
+        if outcome.kind in ("blocked", "fatal"):
+            self._circuit.open(abort_for(outcome))
+            return [self._not_attempted(batch, tries, outcome)]
+        if outcome.kind == "data":
+            if len(batch) == 1:
+                self._tally(0, 1, outcome)
                 return [
                     ItemsResult(
                         batch.indices,
@@ -189,13 +175,30 @@ class BatchSender:
                         batch.batch_id,
                         tries,
                         self._clock(),
-                        f"gave up after {attempt} attempts: {outcome.desc}; rerun to retry these rows",
+                        f"POLYV rejected this item: '{outcome.desc}' (error {outcome.error_code}); "
+                        "fix the value in the source",
                         outcome.http_status,
                         outcome.error_code,
                         outcome.request_id,
                     )
                 ]
-            self._sleep(self._retry.backoff_s(attempt, self._rng()))
+            # One bad item fails the whole request: split to find it, send the rest.
+            left, right = batch.halves()
+            return self._send(left, tries) + self._send(right, tries)
+        # Transient to the last try: the policy's attempts are spent.
+        return [
+            ItemsResult(
+                batch.indices,
+                "failed",
+                batch.batch_id,
+                tries,
+                self._clock(),
+                f"gave up after {done.attempts} attempts: {outcome.desc}; rerun to retry these rows",
+                outcome.http_status,
+                outcome.error_code,
+                outcome.request_id,
+            )
+        ]
 
 
 def send_all(

@@ -19,7 +19,7 @@ from polyv_connector.errors import RunAborted
 from polyv_connector.signing import signed_params
 from polyv_connector.transport.classify import Outcome, classify_exception, classify_response
 from polyv_connector.transport.ratelimit import RequestBudget
-from polyv_connector.transport.retry import RetryPolicy
+from polyv_connector.transport.retry import RetryPolicy, call_with_retry
 
 
 class _RedactSignature(logging.Filter):
@@ -163,15 +163,7 @@ class PolyvClient:
         fields: list[dict[str, Any]] = []
         page = 1
         while True:
-            attempt = 1
-            while True:
-                outcome, content = self._exchange("GET", LIST_PATH, extra={"pageNumber": str(page), "pageSize": "1000"})
-                if outcome.kind == "ok" or outcome.kind in ("fatal", "blocked", "data"):
-                    break
-                if not retry.should_retry(attempt):
-                    break
-                sleep(retry.backoff_s(attempt, rng))
-                attempt += 1
+            outcome, content = self._list_page(page, retry, rng, sleep)
             if outcome.kind in ("fatal", "blocked"):
                 raise abort_for(outcome)
             if outcome.kind != "ok":
@@ -189,6 +181,21 @@ class PolyvClient:
             if page >= total_pages:
                 return fields
             page += 1
+
+    def _list_page(
+        self, page: int, retry: RetryPolicy, rng: random.Random, sleep: Callable[[float], None]
+    ) -> tuple[Outcome, bytes]:
+        """One page of the field list, retried like every other call; its outcome and body."""
+        content = b""
+
+        def fetch() -> Outcome:
+            nonlocal content
+            outcome, content = self._exchange("GET", LIST_PATH, extra={"pageNumber": str(page), "pageSize": "1000"})
+            return outcome
+
+        outcome = call_with_retry(fetch, retry, rng, sleep).outcome
+        assert outcome is not None  # no should_stop, so the first try always happens
+        return outcome, content
 
     def close(self) -> None:
         self.session.close()

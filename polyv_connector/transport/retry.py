@@ -1,9 +1,16 @@
-"""Retry policy as a value: pure decisions, the only side effect (sleeping) is the caller's."""
+"""Retry policy as a value, and the one retry loop every POLYV call goes through.
+
+The policy's decisions are pure; :func:`call_with_retry` owns the only side effect (sleeping),
+and takes the sleep, the jitter source and the stop check from its caller so tests never sleep.
+"""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from polyv_connector.transport.classify import Outcome
 
 
 @dataclass(frozen=True)
@@ -21,3 +28,44 @@ class RetryPolicy:
     def backoff_s(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait after failed try ``attempt``: uniform in [0, min(cap, base * 2^(attempt-1))]."""
         return rng.uniform(0.0, min(self.cap_s, self.base_s * (2 ** (attempt - 1))))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attempted:
+    """What :func:`call_with_retry` ended with.
+
+    ``outcome`` is the last answer (None when ``should_stop`` held before the first try);
+    ``attempts`` counts the requests actually made; ``stopped`` says ``should_stop`` ended the
+    loop before the answer was final, so the caller must not read ``outcome`` as a verdict.
+    """
+
+    outcome: Outcome | None
+    attempts: int
+    stopped: bool = False
+
+
+def call_with_retry(
+    call: Callable[[], Outcome],
+    policy: RetryPolicy,
+    rng: random.Random,
+    sleep: Callable[[float], None],
+    should_stop: Callable[[], bool] | None = None,
+) -> Attempted:
+    """Run ``call`` until its outcome is final: ``ok``, ``data``, ``fatal`` or ``blocked``.
+
+    A ``transient`` outcome is tried again after the policy's jittered backoff until the
+    policy's attempts are spent; the last transient outcome is then returned. ``should_stop``
+    is checked before every try, so a circuit opened by another worker stops this one without
+    another request. ``call`` must sign its request itself: each try is signed again
+    (timestamps are valid for 3 minutes).
+    """
+    outcome: Outcome | None = None
+    attempt = 0
+    while True:
+        if should_stop is not None and should_stop():
+            return Attempted(outcome=outcome, attempts=attempt, stopped=True)
+        attempt += 1
+        outcome = call()
+        if outcome.kind != "transient" or not policy.should_retry(attempt):
+            return Attempted(outcome=outcome, attempts=attempt)
+        sleep(policy.backoff_s(attempt, rng))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 import requests
 
-from polyv_connector.transport.classify import classify_exception, classify_response
+from polyv_connector.transport.classify import Outcome, classify_exception, classify_response
 from polyv_connector.transport.ratelimit import TokenBucket
-from polyv_connector.transport.retry import RetryPolicy
+from polyv_connector.transport.retry import RetryPolicy, call_with_retry
 
 
 def test_backoff_is_full_jitter_within_exponential_cap() -> None:
@@ -91,3 +92,49 @@ def test_every_requests_error_is_classified_without_its_text() -> None:
     assert "ABCDEF" not in (out.desc or "")
     assert classify_exception(requests.exceptions.ContentDecodingError()).kind == "transient"
     assert classify_exception(requests.exceptions.TooManyRedirects()).kind == "fatal"
+
+
+# --------------------------------------------------------------------------- the one retry loop
+
+
+def _calls(*kinds: str) -> tuple[list[str], Callable[[], Outcome]]:
+    """A call that answers ``kinds`` in turn, and the log of the answers it gave."""
+    given: list[str] = []
+    answers = iter(kinds)
+
+    def call() -> Outcome:
+        given.append(next(answers))
+        return Outcome(given[-1])  # type: ignore[arg-type]
+
+    return given, call
+
+
+@pytest.mark.parametrize("final", ["ok", "data", "fatal", "blocked"])
+def test_call_with_retry_retries_transients_and_returns_on_a_final_answer(final: str) -> None:
+    given, call = _calls("transient", "transient", final, "ok")
+    slept: list[float] = []
+    done = call_with_retry(call, RetryPolicy(5, 1.0, 8.0), random.Random(3), slept.append)
+    assert done.outcome is not None and done.outcome.kind == final
+    assert done.attempts == 3 and not done.stopped and given == ["transient", "transient", final]
+    assert len(slept) == 2 and 0 <= slept[0] <= 1.0 and 0 <= slept[1] <= 2.0
+
+
+def test_call_with_retry_gives_up_after_max_attempts_without_a_last_sleep() -> None:
+    given, call = _calls(*["transient"] * 5)
+    slept: list[float] = []
+    done = call_with_retry(call, RetryPolicy(max_attempts=3), random.Random(1), slept.append)
+    assert done.outcome is not None and done.outcome.kind == "transient"
+    assert done.attempts == 3 and len(given) == 3 and len(slept) == 2
+
+
+def test_call_with_retry_stops_before_any_request_once_told_to() -> None:
+    given, call = _calls("transient", "transient", "ok")
+    stop = [False]
+
+    def sleep(_: float) -> None:
+        stop[0] = True  # another worker opened the circuit while this one waited
+
+    done = call_with_retry(call, RetryPolicy(), random.Random(1), sleep, should_stop=lambda: stop[0])
+    assert done.stopped and done.attempts == 1 and given == ["transient"]
+    never = call_with_retry(call, RetryPolicy(), random.Random(1), sleep, should_stop=lambda: True)
+    assert never.stopped and never.attempts == 0 and never.outcome is None and given == ["transient"]
