@@ -143,7 +143,7 @@ class PolyvClient:
             content = resp.content
         except requests.RequestException as exc:
             return classify_exception(exc), b""
-        return classify_response(resp.status_code, content), content
+        return classify_response(resp.status_code, content, resp.headers, now=self._clock()), content
 
     def save(self, body: bytes) -> Outcome:
         """One signed POST of a JSON array body; classified, never raised (except programming errors)."""
