@@ -25,9 +25,13 @@ from polyv_connector.transport.retry import RetryPolicy, call_with_retry
 SendStatus = Literal["sent", "failed", "not_attempted"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ItemsResult:
-    """The fate of some items of a batch, decided by one request (or by the circuit)."""
+    """The fate of some items of a batch, decided by one request (or by the circuit).
+
+    Keyword-only: nine fields, four of them optional ints or strings, are too many to keep
+    apart by position.
+    """
 
     indices: np.ndarray
     status: SendStatus
@@ -123,15 +127,15 @@ class BatchSender:
         abort = self._circuit.abort
         reason = f"not sent: the run was stopped ({abort})" if abort else "not sent: the run was stopped"
         return ItemsResult(
-            batch.indices,
-            "not_attempted",
-            batch.batch_id,
-            attempts,
-            self._clock(),
-            reason,
-            outcome.http_status if outcome else None,
-            outcome.error_code if outcome else None,
-            outcome.request_id if outcome else None,
+            indices=batch.indices,
+            status="not_attempted",
+            batch_id=batch.batch_id,
+            attempts=attempts,
+            synced_at=self._clock(),
+            reason=reason,
+            http_status=outcome.http_status if outcome else None,
+            error_code=outcome.error_code if outcome else None,
+            request_id=outcome.request_id if outcome else None,
         )
 
     def _send(self, batch: Batch, carried: int) -> list[ItemsResult]:
@@ -151,15 +155,13 @@ class BatchSender:
             self._tally(len(batch), 0)
             return [
                 ItemsResult(
-                    batch.indices,
-                    "sent",
-                    batch.batch_id,
-                    tries,
-                    self._clock(),
-                    None,
-                    outcome.http_status,
-                    None,
-                    outcome.request_id,
+                    indices=batch.indices,
+                    status="sent",
+                    batch_id=batch.batch_id,
+                    attempts=tries,
+                    synced_at=self._clock(),
+                    http_status=outcome.http_status,
+                    request_id=outcome.request_id,
                 )
             ]
         if outcome.kind in ("blocked", "fatal"):
@@ -170,16 +172,18 @@ class BatchSender:
                 self._tally(0, 1, outcome)
                 return [
                     ItemsResult(
-                        batch.indices,
-                        "failed",
-                        batch.batch_id,
-                        tries,
-                        self._clock(),
-                        f"POLYV rejected this item: '{outcome.desc}' (error {outcome.error_code}); "
-                        "fix the value in the source",
-                        outcome.http_status,
-                        outcome.error_code,
-                        outcome.request_id,
+                        indices=batch.indices,
+                        status="failed",
+                        batch_id=batch.batch_id,
+                        attempts=tries,
+                        synced_at=self._clock(),
+                        reason=(
+                            f"POLYV rejected this item: '{outcome.desc}' (error {outcome.error_code}); "
+                            "fix the value in the source"
+                        ),
+                        http_status=outcome.http_status,
+                        error_code=outcome.error_code,
+                        request_id=outcome.request_id,
                     )
                 ]
             # One bad item fails the whole request: split to find it, send the rest.
@@ -188,15 +192,15 @@ class BatchSender:
         # Transient to the last try: the policy's attempts are spent.
         return [
             ItemsResult(
-                batch.indices,
-                "failed",
-                batch.batch_id,
-                tries,
-                self._clock(),
-                f"gave up after {done.attempts} attempts: {outcome.desc}; rerun to retry these rows",
-                outcome.http_status,
-                outcome.error_code,
-                outcome.request_id,
+                indices=batch.indices,
+                status="failed",
+                batch_id=batch.batch_id,
+                attempts=tries,
+                synced_at=self._clock(),
+                reason=f"gave up after {done.attempts} attempts: {outcome.desc}; rerun to retry these rows",
+                http_status=outcome.http_status,
+                error_code=outcome.error_code,
+                request_id=outcome.request_id,
             )
         ]
 
