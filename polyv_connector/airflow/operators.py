@@ -11,7 +11,6 @@ neither pyarrow, pandas nor Great Expectations; ``execute`` imports them when a 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import re
@@ -198,7 +197,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     # ---- run time -----------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
         # urllib3 logs request URLs at DEBUG; they carry the signature: keep them out of task logs.
-        logging.getLogger("urllib3").setLevel(logging.WARNING)
+        from polyv_connector.transport.redact import install_log_redaction
+
+        install_log_redaction()
         hook = PolyvHook(self.polyv_conn_id)
         report: ReportSink | None = None
         try:

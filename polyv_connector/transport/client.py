@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -19,21 +17,11 @@ from polyv_connector.errors import RunAborted
 from polyv_connector.signing import signed_params
 from polyv_connector.transport.classify import Outcome, classify_exception, classify_response
 from polyv_connector.transport.ratelimit import RequestBudget
+from polyv_connector.transport.redact import install_log_redaction
 from polyv_connector.transport.retry import RetryPolicy, call_with_retry
 
-
-class _RedactSignature(logging.Filter):
-    """urllib3 logs request lines at DEBUG; a signed save URL lets anyone write for 3 minutes."""
-
-    _SIGN = re.compile(r"(sign=)[0-9A-Fa-f]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "sign=" in record.getMessage():
-            record.msg, record.args = self._SIGN.sub(r"\1***", record.getMessage()), None
-        return True
-
-
-logging.getLogger("urllib3.connectionpool").addFilter(_RedactSignature())
+# Before any request can be logged, whoever imports the client (library use included).
+install_log_redaction(quiet=False)
 
 SAVE_PATH = "/live/v4/user/custom-field/viewer-value/save"
 LIST_PATH = "/live/v4/user/custom-field/list"
