@@ -25,6 +25,8 @@ install_log_redaction(quiet=False)
 
 SAVE_PATH = "/live/v4/user/custom-field/viewer-value/save"
 LIST_PATH = "/live/v4/user/custom-field/list"
+#: The contract's largest field-list page; fewest requests, so the default.
+MAX_PAGE_SIZE = 1000
 USER_AGENT = "polyv-connector/0.1"
 
 
@@ -142,8 +144,15 @@ class PolyvClient:
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        *,
+        page_size: int = MAX_PAGE_SIZE,
     ) -> list[dict[str, Any]]:
-        """Every custom field of the account (all pages). Raises :class:`RunAborted` on refusal."""
+        """Every custom field of the account, reading ``page_size`` fields per request (1 to 1000).
+
+        Each page is retried on its own. Raises :class:`RunAborted` on refusal.
+        """
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be within [1, {MAX_PAGE_SIZE}], got {page_size}")
         retry = retry or RetryPolicy(
             self._options.max_attempts, self._options.backoff_base_s, self._options.backoff_max_s
         )
@@ -151,7 +160,7 @@ class PolyvClient:
         fields: list[dict[str, Any]] = []
         page = 1
         while True:
-            outcome, content = self._list_page(page, retry, rng, sleep)
+            outcome, content = self._list_page(page, page_size, retry, rng, sleep)
             if outcome.kind in ("fatal", "blocked"):
                 raise abort_for(outcome)
             if outcome.kind != "ok":
@@ -171,14 +180,15 @@ class PolyvClient:
             page += 1
 
     def _list_page(
-        self, page: int, retry: RetryPolicy, rng: random.Random, sleep: Callable[[float], None]
+        self, page: int, page_size: int, retry: RetryPolicy, rng: random.Random, sleep: Callable[[float], None]
     ) -> tuple[Outcome, bytes]:
         """One page of the field list, retried like every other call; its outcome and body."""
+        paging = {"pageNumber": str(page), "pageSize": str(page_size)}
         content = b""
 
         def fetch() -> Outcome:
             nonlocal content
-            outcome, content = self._exchange("GET", LIST_PATH, extra={"pageNumber": str(page), "pageSize": "1000"})
+            outcome, content = self._exchange("GET", LIST_PATH, extra=paging)
             return outcome
 
         outcome = call_with_retry(fetch, retry, rng, sleep).outcome
