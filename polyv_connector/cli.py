@@ -215,7 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     # urllib3 logs request URLs (with the signature) at DEBUG: keep it quiet even with -v.
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    from polyv_connector.transport.redact import install_log_redaction
+
+    install_log_redaction()
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -20,14 +20,18 @@ from polyv_connector.batching import Batch
 from polyv_connector.errors import RunAborted
 from polyv_connector.transport.classify import Outcome
 from polyv_connector.transport.client import PolyvClient, abort_for
-from polyv_connector.transport.retry import RetryPolicy
+from polyv_connector.transport.retry import RetryPolicy, call_with_retry
 
 SendStatus = Literal["sent", "failed", "not_attempted"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ItemsResult:
-    """The fate of some items of a batch, decided by one request (or by the circuit)."""
+    """The fate of some items of a batch, decided by one request (or by the circuit).
+
+    Keyword-only: nine fields, four of them optional ints or strings, are too many to keep
+    apart by position.
+    """
 
     indices: np.ndarray
     status: SendStatus
@@ -123,79 +127,82 @@ class BatchSender:
         abort = self._circuit.abort
         reason = f"not sent: the run was stopped ({abort})" if abort else "not sent: the run was stopped"
         return ItemsResult(
-            batch.indices,
-            "not_attempted",
-            batch.batch_id,
-            attempts,
-            self._clock(),
-            reason,
-            outcome.http_status if outcome else None,
-            outcome.error_code if outcome else None,
-            outcome.request_id if outcome else None,
+            indices=batch.indices,
+            status="not_attempted",
+            batch_id=batch.batch_id,
+            attempts=attempts,
+            synced_at=self._clock(),
+            reason=reason,
+            http_status=outcome.http_status if outcome else None,
+            error_code=outcome.error_code if outcome else None,
+            request_id=outcome.request_id if outcome else None,
         )
 
     def _send(self, batch: Batch, carried: int) -> list[ItemsResult]:
-        attempt = 0
         body = batch.body()
-        while True:
-            if self._circuit.is_open:
-                return [self._not_attempted(batch, carried + attempt)]
-            attempt += 1
-            outcome = self._client.save(body)
-            tries = carried + attempt
-            if outcome.kind == "ok":
-                self._tally(len(batch), 0)
+        done = call_with_retry(
+            lambda: self._client.save(body),
+            self._retry,
+            self._rng(),
+            self._sleep,
+            should_stop=lambda: self._circuit.is_open,
+        )
+        tries = carried + done.attempts
+        outcome = done.outcome
+        if done.stopped or outcome is None:
+            return [self._not_attempted(batch, tries)]
+        if outcome.kind == "ok":
+            self._tally(len(batch), 0)
+            return [
+                ItemsResult(
+                    indices=batch.indices,
+                    status="sent",
+                    batch_id=batch.batch_id,
+                    attempts=tries,
+                    synced_at=self._clock(),
+                    http_status=outcome.http_status,
+                    request_id=outcome.request_id,
+                )
+            ]
+        if outcome.kind in ("blocked", "fatal"):
+            self._circuit.open(abort_for(outcome))
+            return [self._not_attempted(batch, tries, outcome)]
+        if outcome.kind == "data":
+            if len(batch) == 1:
+                self._tally(0, 1, outcome)
                 return [
                     ItemsResult(
-                        batch.indices,
-                        "sent",
-                        batch.batch_id,
-                        tries,
-                        self._clock(),
-                        None,
-                        outcome.http_status,
-                        None,
-                        outcome.request_id,
-                    )
-                ]
-            if outcome.kind in ("blocked", "fatal"):
-                self._circuit.open(abort_for(outcome))
-                return [self._not_attempted(batch, tries, outcome)]
-            if outcome.kind == "data":
-                if len(batch) == 1:
-                    self._tally(0, 1, outcome)
-                    return [
-                        ItemsResult(
-                            batch.indices,
-                            "failed",
-                            batch.batch_id,
-                            tries,
-                            self._clock(),
+                        indices=batch.indices,
+                        status="failed",
+                        batch_id=batch.batch_id,
+                        attempts=tries,
+                        synced_at=self._clock(),
+                        reason=(
                             f"POLYV rejected this item: '{outcome.desc}' (error {outcome.error_code}); "
-                            "fix the value in the source",
-                            outcome.http_status,
-                            outcome.error_code,
-                            outcome.request_id,
-                        )
-                    ]
-                # One bad item fails the whole request: split to find it, send the rest.
-                left, right = batch.halves()
-                return self._send(left, tries) + self._send(right, tries)
-            if not self._retry.should_retry(attempt):
-                return [
-                    ItemsResult(
-                        batch.indices,
-                        "failed",
-                        batch.batch_id,
-                        tries,
-                        self._clock(),
-                        f"gave up after {attempt} attempts: {outcome.desc}; rerun to retry these rows",
-                        outcome.http_status,
-                        outcome.error_code,
-                        outcome.request_id,
+                            "fix the value in the source"
+                        ),
+                        http_status=outcome.http_status,
+                        error_code=outcome.error_code,
+                        request_id=outcome.request_id,
                     )
                 ]
-            self._sleep(self._retry.backoff_s(attempt, self._rng()))
+            # One bad item fails the whole request: split to find it, send the rest.
+            left, right = batch.halves()
+            return self._send(left, tries) + self._send(right, tries)
+        # Transient to the last try: the policy's attempts are spent.
+        return [
+            ItemsResult(
+                indices=batch.indices,
+                status="failed",
+                batch_id=batch.batch_id,
+                attempts=tries,
+                synced_at=self._clock(),
+                reason=f"gave up after {done.attempts} attempts: {outcome.desc}; rerun to retry these rows",
+                http_status=outcome.http_status,
+                error_code=outcome.error_code,
+                request_id=outcome.request_id,
+            )
+        ]
 
 
 def send_all(

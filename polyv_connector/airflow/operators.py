@@ -11,7 +11,6 @@ neither pyarrow, pandas nor Great Expectations; ``execute`` imports them when a 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -251,7 +250,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         # urllib3 logs request URLs at DEBUG; they carry the signature: keep them out of task logs.
-        logging.getLogger("urllib3").setLevel(logging.WARNING)
+        from polyv_connector.transport.redact import install_log_redaction
+
+        install_log_redaction()
         hook = PolyvHook(self.polyv_conn_id)
         try:
             credentials = hook.get_credentials()  # masks the secret before anything else

@@ -30,6 +30,11 @@ class FaultConfig:
     delays every save request before it is processed (to exercise client timeouts).
     ``poison_values`` make a save request that contains one of them fail whole with
     ``400 param validate error``. ``seed`` makes the draws reproducible.
+
+    ``unavailable_requests`` answers the next that many API requests (either endpoint, once
+    authenticated, before any other fault) ``503`` with a gateway page and, unless
+    ``retry_after`` is None, a ``Retry-After: <retry_after>`` header (sent verbatim:
+    delta-seconds or an HTTP-date). The count starts again at each ``set_faults`` and ``reset``.
     """
 
     error_rate: float = 0.0
@@ -40,12 +45,18 @@ class FaultConfig:
     html_rate: float = 0.0
     poison_values: tuple[str, ...] = ()
     seed: int | None = None
+    unavailable_requests: int = 0
+    retry_after: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "gateway_error_rate", "reset_rate", "html_rate"):
             _check_fraction(name, getattr(self, name))
         _check_non_negative("latency_s", self.latency_s)
         _check_non_negative("hang_s", self.hang_s)
+        if self.unavailable_requests < 0:
+            raise ValueError(f"unavailable_requests must be >= 0, got {self.unavailable_requests!r}")
+        if self.retry_after is not None and not self.retry_after.isprintable():
+            raise ValueError("retry_after must be a printable header value")
         # Accept any iterable of strings (a list from a CLI, say) but keep the value hashable.
         object.__setattr__(self, "poison_values", tuple(self.poison_values))
 
@@ -86,7 +97,7 @@ class SimStats:
 
     ``save_requests`` counts every POST to the save path, whatever became of it;
     ``save_rejected_4xx`` counts those answered with any 4xx (blocks with a 4xx status
-    included); ``faults_5xx`` counts injected 500 and 502 answers; ``items_stored`` counts
+    included); ``faults_5xx`` counts injected 500, 502 and 503 answers; ``items_stored`` counts
     accepted items, repeats included. ``peak_window_requests`` is not a counter but a high-water
     mark (see :attr:`PolyvSimulator.peak_window_requests`).
     """

@@ -37,6 +37,11 @@ GATEWAY_HTML = (
     b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
     b"</body>\r\n</html>\r\n"
 )
+UNAVAILABLE_HTML = (
+    b"<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n<body>\r\n"
+    b"<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
 PORTAL_HTML = (
     b"<!DOCTYPE html><html><head><title>Network login</title></head>"
     b"<body><h1>Please sign in to continue</h1></body></html>"
@@ -47,12 +52,16 @@ Action = Literal["answer", "reset"]
 
 @dataclass(frozen=True)
 class Response:
-    """What to send back: an HTTP answer, or ``action="reset"`` to drop the connection."""
+    """What to send back: an HTTP answer, or ``action="reset"`` to drop the connection.
+
+    ``headers`` are sent after the standard ones (``Retry-After``, say).
+    """
 
     status: int
     body: bytes = b""
     content_type: str = JSON_CONTENT_TYPE
     action: Action = "answer"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -202,7 +202,8 @@ class _Handler(BaseHTTPRequestHandler):
             f"Date: {self.date_time_string()}\r\n"
             f"Content-Type: {response.content_type}\r\n"
             f"Content-Length: {len(response.body)}\r\n"
-            f"Connection: {'close' if self.close_connection else 'keep-alive'}\r\n\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in response.headers)
+            + f"Connection: {'close' if self.close_connection else 'keep-alive'}\r\n\r\n"
         )
         self.wfile.write(head.encode("latin-1") + response.body)
         # The path only: the query holds the sign, which must never reach a log.

@@ -29,6 +29,7 @@ from polyv_connector.simulator.contract import (
     LIST_PATH,
     PORTAL_HTML,
     SAVE_PATH,
+    UNAVAILABLE_HTML,
     ApiError,
     ApiRequest,
     BlockedError,
@@ -103,6 +104,7 @@ class PolyvSimulator:
         self._rng_lock = threading.Lock()
         self._faults = FaultConfig()
         self._rng = random.Random()
+        self._unavailable_left = 0
         self.set_faults(faults or FaultConfig())
         self._stop_event = threading.Event()
         self._server: SimHTTPServer | None = None
@@ -220,6 +222,7 @@ class PolyvSimulator:
         """Switch to ``faults`` from the next request on; re-seeds the fault draws."""
         with self._rng_lock:
             self._rng = random.Random(faults.seed)
+            self._unavailable_left = faults.unavailable_requests
             self._faults = faults
 
     def set_rate_limit(self, rate_limit: RateLimitConfig | None) -> None:
@@ -268,6 +271,9 @@ class PolyvSimulator:
         if request.method != ("POST" if request.path == SAVE_PATH else "GET"):
             raise ApiError(405, "method not supported")
         app_id = self._authenticate(request.query)
+        unavailable = self._take_unavailable(faults)
+        if unavailable is not None:
+            return unavailable
         if is_save:
             return self._save(app_id, request, faults)
         return self._list_fields(request)
@@ -322,6 +328,16 @@ class PolyvSimulator:
                 return self._fault_response(kind)
             draw -= rate
         return None
+
+    def _take_unavailable(self, faults: FaultConfig) -> Response | None:
+        """The 503 of ``unavailable_requests`` while the count lasts, else None."""
+        with self._rng_lock:
+            if self._unavailable_left <= 0:
+                return None
+            self._unavailable_left -= 1
+        self._count(faults_5xx=1)
+        headers = () if faults.retry_after is None else (("Retry-After", faults.retry_after),)
+        return Response(status=503, body=UNAVAILABLE_HTML, content_type=HTML_CONTENT_TYPE, headers=headers)
 
     def _fault_response(self, kind: str) -> Response:
         if kind == "reset":

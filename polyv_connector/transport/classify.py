@@ -1,6 +1,7 @@
 """One place that decides what every POLYV answer (or transport failure) means.
 
-Pure: a function of (HTTP status, body) or of the exception; nothing is sent or logged.
+Pure: a function of (HTTP status, body, headers, the caller's clock) or of the exception;
+nothing is sent or logged.
 Kinds, by what the sender must do:
 
 * ``ok`` — confirmed.
@@ -13,7 +14,12 @@ Kinds, by what the sender must do:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Literal
 
 import requests
@@ -33,6 +39,9 @@ class Outcome:
     desc: str | None = None
     request_id: str | None = None
     fatal_cause: str | None = None  # "auth" | "clock" | "endpoint" for kind == "fatal"
+    #: Seconds the server asked us to wait (``Retry-After``), on ``transient`` outcomes only:
+    #: a block stays a block whatever it says. Unbounded here; the retry policy bounds it.
+    retry_after_s: float | None = None
 
 
 def _error_fields(doc: dict[str, object]) -> tuple[int | None, str | None]:
@@ -48,8 +57,62 @@ def _error_fields(doc: dict[str, object]) -> tuple[int | None, str | None]:
     return (code if isinstance(code, int) else None), (str(desc) if desc is not None else None)
 
 
-def classify_response(http_status: int, body: bytes) -> Outcome:
-    """Classify an HTTP answer by its status and body (never by headers alone)."""
+_DELTA_SECONDS = re.compile(r"[0-9]+")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    # HTTP header names are case-insensitive; a plain dict (as in tests) is not.
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _http_date(text: str) -> float:
+    parsed = parsedate_to_datetime(text.strip())
+    # HTTP-dates are always UTC; the obsolete asctime form carries no zone at all.
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def parse_retry_after(value: str, date: str | None = None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
+
+    An HTTP-date is measured from the answer's own ``Date`` header when there is one (both come
+    from the server's clock, so a skewed local clock does not matter), else from ``now`` (epoch
+    seconds). A date in the past means 0. Anything unparsable (or a date with nothing to measure
+    it from) is None: the caller falls back to its own backoff.
+    """
+    text = value.strip()
+    if _DELTA_SECONDS.fullmatch(text):
+        return float(text)  # a huge value becomes inf, which the policy's cap bounds
+    try:
+        when = _http_date(text)
+        reference = _http_date(date) if date else now
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if reference is None or not math.isfinite(when - reference):
+        return None
+    return max(0.0, when - reference)
+
+
+def classify_response(
+    http_status: int, body: bytes, headers: Mapping[str, str] | None = None, *, now: float | None = None
+) -> Outcome:
+    """Classify an HTTP answer by its status and body (never by headers alone).
+
+    ``headers`` only add ``retry_after_s`` to a ``transient`` outcome; ``now`` (epoch seconds)
+    measures a ``Retry-After`` HTTP-date when the answer carries no ``Date``.
+    """
+    outcome = _classify(http_status, body)
+    if outcome.kind != "transient" or not headers:
+        return outcome
+    retry_after = _header(headers, "retry-after")
+    if retry_after is None:
+        return outcome
+    return replace(outcome, retry_after_s=parse_retry_after(retry_after, _header(headers, "date"), now))
+
+
+def _classify(http_status: int, body: bytes) -> Outcome:
     try:
         doc = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):

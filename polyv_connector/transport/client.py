@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -19,25 +18,17 @@ from polyv_connector.errors import RunAborted
 from polyv_connector.signing import signed_params
 from polyv_connector.transport.classify import Outcome, classify_exception, classify_response
 from polyv_connector.transport.ratelimit import RequestBudget
-from polyv_connector.transport.retry import RetryPolicy
+from polyv_connector.transport.redact import install_log_redaction
+from polyv_connector.transport.retry import RetryPolicy, call_with_retry
 
-
-class _RedactSignature(logging.Filter):
-    """urllib3 logs request lines at DEBUG; a signed save URL lets anyone write for 3 minutes."""
-
-    _SIGN = re.compile(r"(sign=)[0-9A-Fa-f]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "sign=" in record.getMessage():
-            record.msg, record.args = self._SIGN.sub(r"\1***", record.getMessage()), None
-        return True
-
-
-logging.getLogger("urllib3.connectionpool").addFilter(_RedactSignature())
+# Before any request can be logged, whoever imports the client (library use included).
+install_log_redaction(quiet=False)
 log = logging.getLogger(__name__)
 
 SAVE_PATH = "/live/v4/user/custom-field/viewer-value/save"
 LIST_PATH = "/live/v4/user/custom-field/list"
+#: The contract's largest field-list page; fewest requests, so the default.
+MAX_PAGE_SIZE = 1000
 USER_AGENT = "polyv-connector/0.1"
 
 
@@ -151,7 +142,7 @@ class PolyvClient:
             content = resp.content
         except requests.RequestException as exc:
             return classify_exception(exc), b""
-        outcome = classify_response(resp.status_code, content)
+        outcome = classify_response(resp.status_code, content, resp.headers, now=self._clock())
         if outcome.kind == "blocked":
             self._share_block()
         return outcome, content
@@ -175,8 +166,15 @@ class PolyvClient:
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        *,
+        page_size: int = MAX_PAGE_SIZE,
     ) -> list[dict[str, Any]]:
-        """Every custom field of the account (all pages). Raises :class:`RunAborted` on refusal."""
+        """Every custom field of the account, reading ``page_size`` fields per request (1 to 1000).
+
+        Each page is retried on its own. Raises :class:`RunAborted` on refusal.
+        """
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be within [1, {MAX_PAGE_SIZE}], got {page_size}")
         retry = retry or RetryPolicy(
             self._options.max_attempts, self._options.backoff_base_s, self._options.backoff_max_s
         )
@@ -184,15 +182,7 @@ class PolyvClient:
         fields: list[dict[str, Any]] = []
         page = 1
         while True:
-            attempt = 1
-            while True:
-                outcome, content = self._exchange("GET", LIST_PATH, extra={"pageNumber": str(page), "pageSize": "1000"})
-                if outcome.kind == "ok" or outcome.kind in ("fatal", "blocked", "data"):
-                    break
-                if not retry.should_retry(attempt):
-                    break
-                sleep(retry.backoff_s(attempt, rng))
-                attempt += 1
+            outcome, content = self._list_page(page, page_size, retry, rng, sleep)
             if outcome.kind in ("fatal", "blocked"):
                 raise abort_for(outcome)
             if outcome.kind != "ok":
@@ -210,6 +200,22 @@ class PolyvClient:
             if page >= total_pages:
                 return fields
             page += 1
+
+    def _list_page(
+        self, page: int, page_size: int, retry: RetryPolicy, rng: random.Random, sleep: Callable[[float], None]
+    ) -> tuple[Outcome, bytes]:
+        """One page of the field list, retried like every other call; its outcome and body."""
+        paging = {"pageNumber": str(page), "pageSize": str(page_size)}
+        content = b""
+
+        def fetch() -> Outcome:
+            nonlocal content
+            outcome, content = self._exchange("GET", LIST_PATH, extra=paging)
+            return outcome
+
+        outcome = call_with_retry(fetch, retry, rng, sleep).outcome
+        assert outcome is not None  # no should_stop, so the first try always happens
+        return outcome, content
 
     def close(self) -> None:
         self.session.close()

@@ -514,7 +514,34 @@ def test_seeded_faults_are_reproducible(make_api: Callable[..., Api]) -> None:
     assert pattern() == first
 
 
+def test_unavailable_requests_answer_503_with_retry_after_then_recover(make_api: Callable[..., Api]) -> None:
+    api = make_api(faults=FaultConfig(unavailable_requests=2, retry_after="7"))
+    first, second = api.save([item("v", "x")]), api.list_fields()  # either endpoint counts
+    for response in (first, second):
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "7"
+        assert response.headers["Content-Type"].startswith("text/html")
+    assert api.save([item("v", "x")]).status_code == 200
+    assert api.sim.stats.faults_5xx == 2 and api.sim.values == {(APP, "v", "PAY_STATUS"): "x"}
+    api.sim.reset()  # the count starts again, like the seeded draws
+    assert api.list_fields().status_code == 503
+    api.sim.set_faults(FaultConfig(unavailable_requests=1))
+    bare = api.list_fields()
+    assert bare.status_code == 503 and "Retry-After" not in bare.headers
+    assert api.list_fields().status_code == 200
+
+
+def test_unavailable_requests_come_after_authentication(make_api: Callable[..., Api]) -> None:
+    api = make_api(faults=FaultConfig(unavailable_requests=1, retry_after="7"))
+    assert_v4_error(api.post(SAVE, api.query(secret="wrong"), json=[item("v", "x")]), 403, "invalid signature.")
+    assert api.save([item("v", "x")]).status_code == 503  # the count was not spent on the refusal
+
+
 def test_fault_config_validates() -> None:
+    with pytest.raises(ValueError, match="unavailable_requests"):
+        FaultConfig(unavailable_requests=-1)
+    with pytest.raises(ValueError, match="retry_after"):
+        FaultConfig(retry_after="5\r\nX-Evil: 1")
     with pytest.raises(ValueError, match="error_rate"):
         FaultConfig(error_rate=1.5)
     assert FaultConfig(poison_values=["a"]).poison_values == ("a",)  # type: ignore[arg-type]

@@ -1,0 +1,37 @@
+"""BatchSender: its result type, and a circuit that opens while a worker waits to retry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from polyv_connector.batching import Batch, item_table
+from polyv_connector.errors import RunAborted
+from polyv_connector.sender import BatchSender, Circuit, ItemsResult
+from polyv_connector.simulator import FaultConfig
+from polyv_connector.transport.client import PolyvClient
+from polyv_connector.transport.retry import RetryPolicy
+from tests.test_engine import FAST
+
+
+def test_items_result_is_built_by_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        ItemsResult(np.arange(1), "sent", "b", 1, 0.0)  # type: ignore[misc]
+    result = ItemsResult(indices=np.arange(1), status="sent", batch_id="b", attempts=1, synced_at=0.0)
+    assert result.reason is result.http_status is result.error_code is result.request_id is None
+
+
+def test_a_circuit_opened_during_the_backoff_stops_the_retry(sim, creds) -> None:
+    sim.set_faults(FaultConfig(error_rate=1.0))
+    circuit = Circuit()
+
+    def sleep(_: float) -> None:
+        circuit.open(RunAborted("blocked", "another worker hit the block"))
+
+    batch = Batch("b", np.arange(1), item_table(pa.array(["v"]), pa.array(["PAY_STATUS"]), pa.array(["x"])))
+    with PolyvClient(creds, FAST) as client:
+        [result] = BatchSender(client, RetryPolicy(max_attempts=5), circuit, sleep=sleep).send(batch)
+    assert result.status == "not_attempted" and result.attempts == 1
+    assert "another worker hit the block" in (result.reason or "")
+    assert sim.stats.save_requests == 1
