@@ -124,7 +124,7 @@ def build_data_docs(result: Any, suite: Any, target: Path, run_name: str, run_ti
 
 
 def _current_project(project_manager: Any) -> Any:
-    from great_expectations.exceptions import DataContextRequiredError
+    from great_expectations.exceptions.exceptions import DataContextRequiredError
 
     try:
         return project_manager.get_current_project()
