@@ -35,95 +35,17 @@ import copy
 import datetime as dt
 import logging
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from polyv_connector.errors import ConfigError
-from polyv_connector.expectations import merge
+from polyv_connector.expectations import merge, planning
+from polyv_connector.expectations.planning import BATCH_ID, ITEM_COLUMNS, ROW_NUMBER, RUNTIME_CONFIGURATION, Planned
 from polyv_connector.expectations.suite import build_suite, import_gx, read_suite_file
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 log = logging.getLogger("polyv_connector.expectations")
-
-Kind = Literal["row", "table", "whole"]
-
-BATCH_ID = "polyv_items"
-ITEM_COLUMNS = ("rowNumber", "viewerId", "customFieldId", "customFieldValue")
-_ROW_NUMBER = "rowNumber"
-
-# SUMMARY without the index query (a string listing every failing index: O(failures)).
-RESULT_FORMAT: dict[str, Any] = {
-    "result_format": "SUMMARY",
-    "partial_unexpected_count": merge.PARTIAL_UNEXPECTED_COUNT,
-    "return_unexpected_index_query": False,
-}
-RUNTIME_CONFIGURATION: dict[str, Any] = {"result_format": RESULT_FORMAT, "catch_exceptions": True}
-
-# Map metrics whose condition looks at other rows (duplicates, order) without declaring a
-# whole-column metric dependency, so the dependency check below cannot see it.
-_WHOLE_COLUMN_MAP_METRICS = frozenset(
-    {
-        "column_values.unique",
-        "compound_columns.unique",
-        "multicolumn_values.unique",
-        "column_values.increasing",
-        "column_values.decreasing",
-    }
-)
-
-# Expectations whose point is that a column may be missing: their column need not exist.
-_PRESENCE_EXPECTATIONS = frozenset({"expect_column_to_exist"})
-
-
-@dataclass
-class Planned:
-    """One expectation of the suite and how it is evaluated."""
-
-    position: int  # 0-based, in suite order
-    expectation: Any  # a GX Expectation, bound to BATCH_ID
-    label: str  # e.g. "expect_column_values_to_match_regex(viewerId)"
-    columns: tuple[str, ...]
-    kind: Kind
-    deps: dict[str, Any]  # top-level dependency name -> GX MetricConfiguration
-    condition: Any = None  # row kind: the MetricConfiguration of GX's unexpected-row filter
-    mostly: float = 1.0
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def expectation_type(self) -> str:
-        return str(self.expectation.expectation_type)
-
-    @property
-    def action(self) -> str:
-        """``reject_rows`` or ``gate`` (row-local expectations with ``mostly`` < 1 do both)."""
-        if self.kind != "row":
-            return "gate"
-        return "reject_rows" if self.mostly >= 1 else "reject_rows_and_gate"
-
-
-def _referenced_columns(kwargs: dict[str, Any]) -> tuple[str, ...]:
-    cols: list[str] = []
-    for key in ("column", "column_A", "column_B"):
-        if isinstance(kwargs.get(key), str):
-            cols.append(kwargs[key])
-    if isinstance(kwargs.get("column_list"), list):
-        cols.extend(str(c) for c in kwargs["column_list"])
-    return tuple(dict.fromkeys(cols))
-
-
-def _labels(expectations: list[Any]) -> list[str]:
-    """``type(col, ...)`` per expectation; a repeated label gets its suite position appended."""
-    base = []
-    for exp in expectations:
-        cols = _referenced_columns(exp.configuration.kwargs)
-        base.append(f"{exp.expectation_type}({', '.join(cols)})" if cols else str(exp.expectation_type))
-    counts: dict[str, int] = {}
-    for label in base:
-        counts[label] = counts.get(label, 0) + 1
-    return [label if counts[label] == 1 else f"{label} #{i + 1}" for i, label in enumerate(base)]
 
 
 class SuiteValidator:
@@ -143,8 +65,6 @@ class SuiteValidator:
         Raises :class:`ConfigError` (naming ``setting`` and ``source``) for an expectation that
         refers to a column the items do not have, or that GX cannot evaluate on pandas.
         """
-        import pandas as pd
-
         import_gx()
         from great_expectations.execution_engine import PandasExecutionEngine
         from great_expectations.validator.metrics_calculator import MetricsCalculator
@@ -160,13 +80,13 @@ class SuiteValidator:
         self._calc = MetricsCalculator(execution_engine=self._engine, show_progress_bars=False)
         # Some expectations (e.g. expect_column_values_to_be_of_type) read the column types
         # while planning: give them an empty frame with the items' exact dtypes.
-        self._empty = _empty_items_frame(pd)
+        self._empty = planning.empty_items_frame()
         self._engine.load_batch_data(BATCH_ID, self._empty)
-        self.planned = self._plan(suite.expectations)
+        self.planned = planning.plan(suite.expectations, self._engine, self._calc, source=source, setting=setting)
         self._row = [p for p in self.planned if p.kind == "row"]
         self._whole = [p for p in self.planned if p.kind == "whole"]
-        self._chunk_configs, self._rules = self._chunk_metrics()
-        self._whole_columns = self._columns_to_keep()
+        self._chunk_configs, self._rules = planning.chunk_metrics(self.planned)
+        self._whole_columns = planning.columns_to_keep(self._whole)
         self._merged: dict[Any, Any] = {}
         self._kept: list[pa.Table] = []
         self._items = 0
@@ -192,116 +112,6 @@ class SuiteValidator:
         suite = build_suite(data, str(path), setting)
         return cls(suite, source=str(path), report_dir=report_dir, setting=setting)
 
-    def _plan(self, expectations: list[Any]) -> list[Planned]:
-        from great_expectations.expectations.registry import get_metric_kwargs
-        from great_expectations.validator.metric_configuration import MetricConfiguration
-
-        planned = []
-        for i, (exp, label) in enumerate(zip(expectations, _labels(expectations), strict=True)):
-            where = f"expectation suite {self.source}: expectation #{i + 1} ({exp.expectation_type})"
-            config = copy.deepcopy(exp.configuration)
-            config.kwargs["batch_id"] = BATCH_ID
-            bound = config.to_domain_obj()
-            columns = _referenced_columns(config.kwargs)
-            unknown = [c for c in columns if c not in ITEM_COLUMNS]
-            if unknown and bound.expectation_type not in _PRESENCE_EXPECTATIONS:
-                raise ConfigError(
-                    self.setting,
-                    f"{where} refers to column(s) {unknown}; the items have the columns {list(ITEM_COLUMNS)}",
-                )
-            try:
-                deps = bound.get_validation_dependencies(
-                    execution_engine=self._engine,
-                    runtime_configuration=copy.deepcopy(RUNTIME_CONFIGURATION),
-                ).metric_configurations
-                # Building the graph finds metrics GX cannot compute on pandas, before any row is read.
-                self._calc.build_metric_dependency_graph(list(deps.values()), RUNTIME_CONFIGURATION)
-            except Exception as exc:  # GX raises many unrelated types here; all mean "cannot run"
-                raise ConfigError(self.setting, f"{where} cannot be evaluated on the items: {exc}") from None
-            map_metric = getattr(bound, "map_metric", None)
-            condition = None
-            kind: Kind
-            if map_metric and f"{map_metric}.unexpected_count" in deps and self._is_row_local(map_metric, bound):
-                name = f"{map_metric}.condition"
-                kw = get_metric_kwargs(
-                    name, configuration=bound.configuration, runtime_configuration=RUNTIME_CONFIGURATION
-                )
-                condition = MetricConfiguration(name, kw["metric_domain_kwargs"], kw["metric_value_kwargs"])
-                kind = "row" if self._foldable(deps, map_metric) else "whole"
-            else:
-                kind = "table" if self._foldable(deps, None) else "whole"
-            mostly = getattr(bound, "mostly", 1.0)
-            planned.append(
-                Planned(
-                    i,
-                    bound,
-                    label,
-                    columns,
-                    kind,
-                    dict(deps),
-                    condition if kind == "row" else None,
-                    1.0 if mostly is None else float(mostly),
-                )
-            )
-        return planned
-
-    def _is_row_local(self, map_metric: str, bound: Any) -> bool:
-        """Whether GX's condition for ``map_metric`` judges each row on its own.
-
-        True unless it is a known whole-column metric or its dependency graph reaches a
-        whole-column aggregate (z-scores need the column's mean, outliers its quartiles).
-        """
-        from great_expectations.expectations.registry import get_metric_kwargs
-        from great_expectations.validator.metric_configuration import MetricConfiguration
-
-        if map_metric in _WHOLE_COLUMN_MAP_METRICS:
-            return False
-        name = f"{map_metric}.condition"
-        kw = get_metric_kwargs(name, configuration=bound.configuration, runtime_configuration=RUNTIME_CONFIGURATION)
-        graph = self._calc.build_metric_dependency_graph(
-            [MetricConfiguration(name, kw["metric_domain_kwargs"], kw["metric_value_kwargs"])], RUNTIME_CONFIGURATION
-        )
-        names = {e.left.metric_name for e in graph.edges}
-        names |= {e.right.metric_name for e in graph.edges if e.right is not None}
-        return all(n == name or n.startswith("table.") or n.endswith(".map") for n in names)
-
-    @staticmethod
-    def _foldable(deps: dict[str, Any], map_metric: str | None) -> bool:
-        row_local = {"column_values.nonnull", *([map_metric] if map_metric else [])}
-        return all(merge.rule_for(name, row_local) is not None for name in deps)
-
-    def _chunk_metrics(self) -> tuple[list[Any], dict[Any, merge.MergeFn]]:
-        """The metric configurations resolved on every chunk, and the fold of each (by id)."""
-        configs: dict[Any, Any] = {}
-        rules: dict[Any, merge.MergeFn] = {}
-        for p in self.planned:
-            if p.kind == "whole" or p.errors:
-                continue  # errored ones: their verdict is already "could not be evaluated"
-            map_metric = getattr(p.expectation, "map_metric", None) if p.kind == "row" else None
-            row_local = {"column_values.nonnull", *([map_metric] if map_metric else [])}
-            for name, mc in p.deps.items():
-                configs[mc.id] = mc
-                rule = merge.rule_for(name, row_local)
-                assert rule is not None  # _foldable said so
-                rules[mc.id] = rule
-            if p.condition is not None:
-                # Already a dependency of unexpected_count (same id): listing it costs nothing
-                # and keeps GX's boolean series in the resolved metrics.
-                configs[p.condition.id] = p.condition
-        return list(configs.values()), rules
-
-    def _columns_to_keep(self) -> list[str]:
-        """Item columns the whole-input expectations read (rowNumber always: it names rows)."""
-        if not self._whole:
-            return []
-        wanted = {_ROW_NUMBER}
-        for p in self._whole:
-            kw = p.expectation.configuration.kwargs
-            if not p.columns or kw.get("row_condition"):
-                return list(ITEM_COLUMNS)  # table-wide, or filtered by a condition on any column
-            wanted.update(c for c in p.columns if c in ITEM_COLUMNS)
-        return [c for c in ITEM_COLUMNS if c in wanted]
-
     # -- the Validator protocol ---------------------------------------------------------------
 
     def validate_chunk(self, items: pa.Table) -> pa.Array | None:
@@ -326,8 +136,8 @@ class SuiteValidator:
         resolved = self._resolve(items.select(list(ITEM_COLUMNS)).to_pandas(), self._chunk_configs)
         if sum(bool(p.errors) for p in self.planned) != errored:
             # Stop computing what failed: GX retries a failing metric three times per graph.
-            self._chunk_configs, self._rules = self._chunk_metrics()
-        row_numbers = items.column(_ROW_NUMBER).to_numpy()
+            self._chunk_configs, self._rules = planning.chunk_metrics(self.planned)
+        row_numbers = items.column(ROW_NUMBER).to_numpy()
         self._fold(resolved, row_numbers)
         if self._whole_columns:
             self._kept.append(items.select(self._whole_columns).combine_chunks())
@@ -491,7 +301,7 @@ class SuiteValidator:
         del table
         configs = {mc.id: mc for p in self._whole for mc in p.deps.values()}
         resolved = self._resolve(frame, list(configs.values()))
-        row_numbers = frame[_ROW_NUMBER].to_numpy()
+        row_numbers = frame[ROW_NUMBER].to_numpy()
         out = {}
         for p in self._whole:
             metrics = {}
@@ -532,15 +342,6 @@ def _to_row_numbers(positions: list[Any], row_numbers: Any) -> list[Any]:
     for pos in positions:
         out.append(int(row_numbers[pos]) if isinstance(pos, int | float) and not isinstance(pos, bool) else pos)
     return out
-
-
-def _empty_items_frame(pd: Any) -> Any:
-    return pd.DataFrame(
-        {
-            "rowNumber": pd.Series([], dtype="int64"),
-            **{c: pd.Series([], dtype="str") for c in ITEM_COLUMNS[1:]},
-        }
-    )
 
 
 def _output_location(report_dir: str | None, suite_name: str) -> tuple[Path | None, str]:
