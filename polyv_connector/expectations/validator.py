@@ -38,7 +38,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from polyv_connector.expectations import merge, planning
+from polyv_connector.expectations import merge, planning, results
 from polyv_connector.expectations.planning import BATCH_ID, ITEM_COLUMNS, ROW_NUMBER, RUNTIME_CONFIGURATION, Planned
 from polyv_connector.expectations.suite import build_suite, import_gx, read_suite_file
 
@@ -72,7 +72,7 @@ class SuiteValidator:
         self.suite = suite
         self.source = source
         self.setting = setting
-        self.output_dir, self.output_stem = _output_location(report_dir, suite.name)
+        self.output_dir, self.output_stem = results.output_location(report_dir, suite.name)
         # caching=False: every chunk is loaded under the same batch id (so metric ids, and thus
         # the folds, line up across chunks); a cache keyed by those ids would serve chunk 1's
         # values for chunk 2.
@@ -171,8 +171,6 @@ class SuiteValidator:
             return list(self._gates)
         import pyarrow as pa
 
-        from polyv_connector.expectations import results
-
         if self._chunks == 0:  # empty input: table-level expectations still get their say
             self.validate_chunk(pa.Table.from_pandas(self._empty, preserve_index=False))
         evrs: dict[int, Any] = {}
@@ -189,7 +187,16 @@ class SuiteValidator:
         ]
         self._kept = []
         run_time = dt.datetime.now(dt.UTC)
-        self._result = results.suite_result(self.suite, ordered, self._meta(run_time))
+        meta = results.result_meta(
+            self.suite.name,
+            self.source,
+            self.output_stem or self.suite.name,
+            run_time,
+            items=self._items,
+            chunks=self._chunks,
+            items_rejected=self._rejected_items,
+        )
+        self._result = results.suite_result(self.suite, ordered, meta)
         if self.output_dir is not None:
             self.result_json_path, self.data_docs_path, self.data_docs_page = results.write_outputs(
                 self._result, self.suite, self.output_dir, self.output_stem, run_time
@@ -209,9 +216,18 @@ class SuiteValidator:
         Per expectation: type, column, success, unexpected count, action (``reject_rows`` or
         ``gate``) and error; plus the gate failures and where the result files are.
         """
-        from polyv_connector.expectations import results
-
-        return results.summary(self)
+        return results.summary(
+            self.planned,
+            self._result,
+            suite_name=self.suite.name,
+            source=self.source,
+            items=self._items,
+            items_rejected=self._rejected_items,
+            gate_failures=self.gate_failures,
+            result_json_path=self.result_json_path,
+            data_docs_path=self.data_docs_path,
+            data_docs_page=self.data_docs_page,
+        )
 
     @property
     def result(self) -> Any:
@@ -315,26 +331,6 @@ class SuiteValidator:
         self._engine.load_batch_data(BATCH_ID, self._empty)
         return out
 
-    def _meta(self, now: dt.datetime) -> dict[str, Any]:
-        import great_expectations as gx
-
-        return {
-            "great_expectations_version": gx.__version__,
-            "run_id": {"run_name": self.output_stem or self.suite.name, "run_time": now.isoformat()},
-            "validation_time": now.strftime("%Y%m%dT%H%M%S.%fZ"),
-            "batch_spec": {"data_asset_name": "viewer custom field items", "suite_file": self.source},
-            "active_batch_definition": {
-                "datasource_name": "polyv-sync",
-                "data_asset_name": "viewer custom field items",
-                "batch_definition_name": "items (validated in chunks)",
-            },
-            "polyv": {
-                "items": self._items,
-                "chunks": self._chunks,
-                "items_rejected_by_expectations": self._rejected_items,
-            },
-        }
-
 
 def _to_row_numbers(positions: list[Any], row_numbers: Any) -> list[Any]:
     """GX's partial unexpected index list (frame positions) as the items' source rowNumbers."""
@@ -342,25 +338,6 @@ def _to_row_numbers(positions: list[Any], row_numbers: Any) -> list[Any]:
     for pos in positions:
         out.append(int(row_numbers[pos]) if isinstance(pos, int | float) and not isinstance(pos, bool) else pos)
     return out
-
-
-def _output_location(report_dir: str | None, suite_name: str) -> tuple[Path | None, str]:
-    """(directory, file stem) for the result files; a report file path lends both."""
-    if not report_dir:
-        return None, _safe_stem(suite_name)
-    if "://" in report_dir:
-        # The files are for people to open locally; a URL would become an odd local folder.
-        log.warning("expectation results are written to local folders only; not writing them for %s", report_dir)
-        return None, _safe_stem(suite_name)
-    path = Path(report_dir)
-    if path.suffix.lower() == ".parquet" or (path.suffix and not path.is_dir()):
-        return path.parent, path.stem
-    return path, _safe_stem(suite_name)
-
-
-def _safe_stem(name: str) -> str:
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
-    return stem or "expectations"
 
 
 def _gate_reason(p: Planned, evr: Any) -> str | None:
