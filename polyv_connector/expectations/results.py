@@ -1,5 +1,8 @@
 """What a validation leaves behind: GX's result JSON, GX's Data Docs page, a compact summary.
 
+This module only describes a finished validation; it knows nothing of how the verdicts were
+reached (the validator hands it the plan, GX's results and the run's counts).
+
 Files, for a report at ``out/report.parquet`` (or a directory ``out/`` and suite ``name``):
 
 * ``out/report.validation.json`` — the ``ExpectationSuiteValidationResult`` as GX serialises
@@ -16,16 +19,17 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from polyv_connector.expectations.planning import Planned
 from polyv_connector.jsonsafe import strict_json
 
-if TYPE_CHECKING:
-    from polyv_connector.expectations.validator import SuiteValidator
+log = logging.getLogger("polyv_connector.expectations")
 
 # The batch's name in Data Docs paths (validations/<suite>/<run>/<time>/<batch>.html).
 BATCH_IDENTIFIER = "viewer_custom_field_items"
@@ -124,7 +128,7 @@ def build_data_docs(result: Any, suite: Any, target: Path, run_name: str, run_ti
 
 
 def _current_project(project_manager: Any) -> Any:
-    from great_expectations.exceptions import DataContextRequiredError
+    from great_expectations.exceptions.exceptions import DataContextRequiredError
 
     try:
         return project_manager.get_current_project()
@@ -149,12 +153,27 @@ def write_outputs(
     return json_path, index, page
 
 
-def summary(validator: SuiteValidator) -> dict[str, Any]:
-    """The compact, strict-JSON view of a validation for the run summary and XCom."""
-    result = validator.result
-    evrs = list(result.results) if result is not None else [None] * len(validator.planned)
+def summary(
+    planned: list[Planned],
+    result: Any,
+    *,
+    suite_name: str,
+    source: str,
+    items: int,
+    items_rejected: int,
+    gate_failures: list[str],
+    result_json_path: Path | None,
+    data_docs_path: Path | None,
+    data_docs_page: Path | None,
+) -> dict[str, Any]:
+    """The compact, strict-JSON view of a validation for the run summary and XCom.
+
+    ``result`` is the ``ExpectationSuiteValidationResult`` (its results in the order of
+    ``planned``), or None before the validation finished.
+    """
+    evrs = list(result.results) if result is not None else [None] * len(planned)
     expectations = []
-    for p, evr in zip(validator.planned, evrs, strict=True):
+    for p, evr in zip(planned, evrs, strict=True):
         res = (evr.result or {}) if evr is not None else {}
         unexpected = res.get("unexpected_count")
         expectations.append(
@@ -167,20 +186,65 @@ def summary(validator: SuiteValidator) -> dict[str, Any]:
                 "error": "; ".join(p.errors) or None,
             }
         )
-    out = {
-        "validation": {
-            "suite": validator.suite.name,
-            "suiteFile": validator.source,
-            "success": None if result is None else bool(result.success),
-            "items": validator.items_validated,
-            "itemsRejected": validator.items_rejected,
-            "gateFailures": validator.gate_failures,
-            "expectations": expectations,
-            "resultJson": str(validator.result_json_path) if validator.result_json_path else None,
-            "dataDocs": str(validator.data_docs_path) if validator.data_docs_path else None,
-            "dataDocsPage": str(validator.data_docs_page) if validator.data_docs_page else None,
+    out: dict[str, Any] = strict_json(
+        {
+            "validation": {
+                "suite": suite_name,
+                "suiteFile": source,
+                "success": None if result is None else bool(result.success),
+                "items": items,
+                "itemsRejected": items_rejected,
+                "gateFailures": gate_failures,
+                "expectations": expectations,
+                "resultJson": str(result_json_path) if result_json_path else None,
+                "dataDocs": str(data_docs_path) if data_docs_path else None,
+                "dataDocsPage": str(data_docs_page) if data_docs_page else None,
+            }
         }
-    }
-    out = strict_json(out)
+    )
     json.dumps(out, allow_nan=False)  # the XCom contract: fail here, not in Airflow
     return out
+
+
+def result_meta(
+    suite_name: str, source: str, run_name: str, now: dt.datetime, *, items: int, chunks: int, items_rejected: int
+) -> dict[str, Any]:
+    """The validation result's ``meta``: GX's usual keys, plus the run's counts under ``polyv``."""
+    import great_expectations as gx
+
+    return {
+        "great_expectations_version": gx.__version__,
+        "run_id": {"run_name": run_name, "run_time": now.isoformat()},
+        "validation_time": now.strftime("%Y%m%dT%H%M%S.%fZ"),
+        "batch_spec": {"data_asset_name": "viewer custom field items", "suite_file": source},
+        "active_batch_definition": {
+            "datasource_name": "polyv-sync",
+            "data_asset_name": "viewer custom field items",
+            "batch_definition_name": "items (validated in chunks)",
+        },
+        "polyv": {
+            "items": items,
+            "chunks": chunks,
+            "items_rejected_by_expectations": items_rejected,
+        },
+    }
+
+
+def output_location(report_dir: str | None, suite_name: str) -> tuple[Path | None, str]:
+    """(directory, file stem) for the result files; a report file path lends both."""
+    if not report_dir:
+        return None, safe_stem(suite_name)
+    if "://" in report_dir:
+        # The files are for people to open locally; a URL would become an odd local folder.
+        log.warning("expectation results are written to local folders only; not writing them for %s", report_dir)
+        return None, safe_stem(suite_name)
+    path = Path(report_dir)
+    if path.suffix.lower() == ".parquet" or (path.suffix and not path.is_dir()):
+        return path.parent, path.stem
+    return path, safe_stem(suite_name)
+
+
+def safe_stem(name: str) -> str:
+    """``name`` as a file name stem (anything but letters, digits, ``-_.`` becomes ``_``)."""
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
+    return stem or "expectations"

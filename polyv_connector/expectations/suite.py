@@ -137,7 +137,7 @@ def import_gx() -> Any:
 def build_suite(data: dict[str, Any], path: str, setting: str) -> Any:
     """A ``great_expectations.ExpectationSuite`` from checked file data; ConfigError on any problem."""
     gx = import_gx()
-    from great_expectations.exceptions import GreatExpectationsError
+    from great_expectations.exceptions.exceptions import GreatExpectationsError
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
     expectations = []

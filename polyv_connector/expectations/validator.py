@@ -1,129 +1,35 @@
 """A Great Expectations suite as the engine's :class:`~polyv_connector.engine.Validator`.
 
-GX stays the source of truth: every verdict comes from GX's own metric implementations and
-its own ``Expectation._validate`` logic. What this module changes is *how often* and *on
-what* GX computes, so that a million rows cost about what GX's SUMMARY mode costs:
+:class:`SuiteValidator` holds one run's state and wires the package's parts together:
 
-* **Per chunk** (``validate_chunk``), the metrics every expectation depends on are resolved
-  by GX in one metric graph on a pandas frame of the chunk, at SUMMARY level (counts and the
-  first 20 unexpected values; never the per-row dicts of COMPLETE mode, whose cost grows
-  with the failures: ~15x ours on 1M items with 20% failing, see bench/).
-  For a *row-local* column-map expectation (its verdict on a row depends on that row
-  alone: regexes, value sets, lengths, nulls...), the same graph also holds GX's boolean
-  ``<metric>.condition`` series, the vectorised filter behind ``unexpected_count``: its true
-  positions are exactly the unexpected rows, so rejecting them costs one ``numpy`` lookup and
-  no second pass. Every failed expectation of a row is named in its reason.
-* **Across chunks**, the per-chunk metric values are folded (``merge.py``: counts add up,
-  min/max compare, partial lists concatenate), and at ``finish()`` GX judges each
-  expectation on the folded values, as it would have on the whole input.
-* **Whole-column** expectations whose metrics have no exact fold (uniqueness, distinct
-  counts, means, medians, z-scores, outliers...) cannot be judged chunk by chunk. The
-  columns they read are kept (as compact Arrow arrays) and GX evaluates them once, on the
-  whole input, at ``finish()``. Limit: memory for those columns grows with the input (about
-  the size of the column's text plus 8 bytes per item); everything else stays bounded by the
-  chunk size.
+* :mod:`~polyv_connector.expectations.planning` decides, once, how each expectation is judged
+  (rejects rows, folds across chunks, or needs the whole input) and which metrics it needs;
+* :mod:`~polyv_connector.expectations.evaluation` runs GX on each chunk (SUMMARY level),
+  folds the metric values, turns GX's per-row conditions into per-row reasons, and lets GX
+  judge every expectation at the end;
+* :mod:`~polyv_connector.expectations.gates` words the verdicts that stop the run;
+* :mod:`~polyv_connector.expectations.results` writes GX's result JSON and Data Docs and
+  builds the compact summary.
 
-Row-local column-map expectations reject rows; everything else is a run gate (nothing is
-sent when it fails). A row-local expectation with ``mostly`` below 1 does both: its
-unexpected rows are rejected, and if more than ``1 - mostly`` of the rows are unexpected,
-the run stops.
+Memory stays bounded by the chunk size, except for the columns whole-input expectations read
+(uniqueness, means...): they are kept as compact Arrow arrays, about the size of the column's
+text plus 8 bytes per item.
 """
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import logging
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from polyv_connector.errors import ConfigError
-from polyv_connector.expectations import merge
-from polyv_connector.expectations.suite import build_suite, import_gx, read_suite_file
+from polyv_connector.expectations import evaluation, gates, merge, planning, results
+from polyv_connector.expectations.suite import build_suite, read_suite_file
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 log = logging.getLogger("polyv_connector.expectations")
-
-Kind = Literal["row", "table", "whole"]
-
-BATCH_ID = "polyv_items"
-ITEM_COLUMNS = ("rowNumber", "viewerId", "customFieldId", "customFieldValue")
-_ROW_NUMBER = "rowNumber"
-
-# SUMMARY without the index query (a string listing every failing index: O(failures)).
-RESULT_FORMAT: dict[str, Any] = {
-    "result_format": "SUMMARY",
-    "partial_unexpected_count": merge.PARTIAL_UNEXPECTED_COUNT,
-    "return_unexpected_index_query": False,
-}
-RUNTIME_CONFIGURATION: dict[str, Any] = {"result_format": RESULT_FORMAT, "catch_exceptions": True}
-
-# Map metrics whose condition looks at other rows (duplicates, order) without declaring a
-# whole-column metric dependency, so the dependency check below cannot see it.
-_WHOLE_COLUMN_MAP_METRICS = frozenset(
-    {
-        "column_values.unique",
-        "compound_columns.unique",
-        "multicolumn_values.unique",
-        "column_values.increasing",
-        "column_values.decreasing",
-    }
-)
-
-# Expectations whose point is that a column may be missing: their column need not exist.
-_PRESENCE_EXPECTATIONS = frozenset({"expect_column_to_exist"})
-
-
-@dataclass
-class Planned:
-    """One expectation of the suite and how it is evaluated."""
-
-    position: int  # 0-based, in suite order
-    expectation: Any  # a GX Expectation, bound to BATCH_ID
-    label: str  # e.g. "expect_column_values_to_match_regex(viewerId)"
-    columns: tuple[str, ...]
-    kind: Kind
-    deps: dict[str, Any]  # top-level dependency name -> GX MetricConfiguration
-    condition: Any = None  # row kind: the MetricConfiguration of GX's unexpected-row filter
-    mostly: float = 1.0
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def expectation_type(self) -> str:
-        return str(self.expectation.expectation_type)
-
-    @property
-    def action(self) -> str:
-        """``reject_rows`` or ``gate`` (row-local expectations with ``mostly`` < 1 do both)."""
-        if self.kind != "row":
-            return "gate"
-        return "reject_rows" if self.mostly >= 1 else "reject_rows_and_gate"
-
-
-def _referenced_columns(kwargs: dict[str, Any]) -> tuple[str, ...]:
-    cols: list[str] = []
-    for key in ("column", "column_A", "column_B"):
-        if isinstance(kwargs.get(key), str):
-            cols.append(kwargs[key])
-    if isinstance(kwargs.get("column_list"), list):
-        cols.extend(str(c) for c in kwargs["column_list"])
-    return tuple(dict.fromkeys(cols))
-
-
-def _labels(expectations: list[Any]) -> list[str]:
-    """``type(col, ...)`` per expectation; a repeated label gets its suite position appended."""
-    base = []
-    for exp in expectations:
-        cols = _referenced_columns(exp.configuration.kwargs)
-        base.append(f"{exp.expectation_type}({', '.join(cols)})" if cols else str(exp.expectation_type))
-    counts: dict[str, int] = {}
-    for label in base:
-        counts[label] = counts.get(label, 0) + 1
-    return [label if counts[label] == 1 else f"{label} #{i + 1}" for i, label in enumerate(base)]
 
 
 class SuiteValidator:
@@ -143,30 +49,18 @@ class SuiteValidator:
         Raises :class:`ConfigError` (naming ``setting`` and ``source``) for an expectation that
         refers to a column the items do not have, or that GX cannot evaluate on pandas.
         """
-        import pandas as pd
-
-        import_gx()
-        from great_expectations.execution_engine import PandasExecutionEngine
-        from great_expectations.validator.metrics_calculator import MetricsCalculator
-
         self.suite = suite
         self.source = source
         self.setting = setting
-        self.output_dir, self.output_stem = _output_location(report_dir, suite.name)
-        # caching=False: every chunk is loaded under the same batch id (so metric ids, and thus
-        # the folds, line up across chunks); a cache keyed by those ids would serve chunk 1's
-        # values for chunk 2.
-        self._engine = PandasExecutionEngine(caching=False)
-        self._calc = MetricsCalculator(execution_engine=self._engine, show_progress_bars=False)
-        # Some expectations (e.g. expect_column_values_to_be_of_type) read the column types
-        # while planning: give them an empty frame with the items' exact dtypes.
-        self._empty = _empty_items_frame(pd)
-        self._engine.load_batch_data(BATCH_ID, self._empty)
-        self.planned = self._plan(suite.expectations)
+        self.output_dir, self.output_stem = results.output_location(report_dir, suite.name)
+        self._evaluator = evaluation.Evaluator()
+        self.planned = planning.plan(
+            suite.expectations, self._evaluator.engine, self._evaluator.calc, source=source, setting=setting
+        )
         self._row = [p for p in self.planned if p.kind == "row"]
         self._whole = [p for p in self.planned if p.kind == "whole"]
-        self._chunk_configs, self._rules = self._chunk_metrics()
-        self._whole_columns = self._columns_to_keep()
+        self._chunk_configs, self._rules = planning.chunk_metrics(self.planned)
+        self._whole_columns = planning.columns_to_keep(self._whole)
         self._merged: dict[Any, Any] = {}
         self._kept: list[pa.Table] = []
         self._items = 0
@@ -177,8 +71,6 @@ class SuiteValidator:
         self.result_json_path: Path | None = None
         self.data_docs_path: Path | None = None  # the Data Docs site's index.html
         self.data_docs_page: Path | None = None  # this run's validation page in that site
-
-    # -- construction -------------------------------------------------------------------------
 
     @classmethod
     def from_file(cls, path: str, report_dir: str | None = None, setting: str = "--expectations") -> SuiteValidator:
@@ -192,116 +84,6 @@ class SuiteValidator:
         suite = build_suite(data, str(path), setting)
         return cls(suite, source=str(path), report_dir=report_dir, setting=setting)
 
-    def _plan(self, expectations: list[Any]) -> list[Planned]:
-        from great_expectations.expectations.registry import get_metric_kwargs
-        from great_expectations.validator.metric_configuration import MetricConfiguration
-
-        planned = []
-        for i, (exp, label) in enumerate(zip(expectations, _labels(expectations), strict=True)):
-            where = f"expectation suite {self.source}: expectation #{i + 1} ({exp.expectation_type})"
-            config = copy.deepcopy(exp.configuration)
-            config.kwargs["batch_id"] = BATCH_ID
-            bound = config.to_domain_obj()
-            columns = _referenced_columns(config.kwargs)
-            unknown = [c for c in columns if c not in ITEM_COLUMNS]
-            if unknown and bound.expectation_type not in _PRESENCE_EXPECTATIONS:
-                raise ConfigError(
-                    self.setting,
-                    f"{where} refers to column(s) {unknown}; the items have the columns {list(ITEM_COLUMNS)}",
-                )
-            try:
-                deps = bound.get_validation_dependencies(
-                    execution_engine=self._engine,
-                    runtime_configuration=copy.deepcopy(RUNTIME_CONFIGURATION),
-                ).metric_configurations
-                # Building the graph finds metrics GX cannot compute on pandas, before any row is read.
-                self._calc.build_metric_dependency_graph(list(deps.values()), RUNTIME_CONFIGURATION)
-            except Exception as exc:  # GX raises many unrelated types here; all mean "cannot run"
-                raise ConfigError(self.setting, f"{where} cannot be evaluated on the items: {exc}") from None
-            map_metric = getattr(bound, "map_metric", None)
-            condition = None
-            kind: Kind
-            if map_metric and f"{map_metric}.unexpected_count" in deps and self._is_row_local(map_metric, bound):
-                name = f"{map_metric}.condition"
-                kw = get_metric_kwargs(
-                    name, configuration=bound.configuration, runtime_configuration=RUNTIME_CONFIGURATION
-                )
-                condition = MetricConfiguration(name, kw["metric_domain_kwargs"], kw["metric_value_kwargs"])
-                kind = "row" if self._foldable(deps, map_metric) else "whole"
-            else:
-                kind = "table" if self._foldable(deps, None) else "whole"
-            mostly = getattr(bound, "mostly", 1.0)
-            planned.append(
-                Planned(
-                    i,
-                    bound,
-                    label,
-                    columns,
-                    kind,
-                    dict(deps),
-                    condition if kind == "row" else None,
-                    1.0 if mostly is None else float(mostly),
-                )
-            )
-        return planned
-
-    def _is_row_local(self, map_metric: str, bound: Any) -> bool:
-        """Whether GX's condition for ``map_metric`` judges each row on its own.
-
-        True unless it is a known whole-column metric or its dependency graph reaches a
-        whole-column aggregate (z-scores need the column's mean, outliers its quartiles).
-        """
-        from great_expectations.expectations.registry import get_metric_kwargs
-        from great_expectations.validator.metric_configuration import MetricConfiguration
-
-        if map_metric in _WHOLE_COLUMN_MAP_METRICS:
-            return False
-        name = f"{map_metric}.condition"
-        kw = get_metric_kwargs(name, configuration=bound.configuration, runtime_configuration=RUNTIME_CONFIGURATION)
-        graph = self._calc.build_metric_dependency_graph(
-            [MetricConfiguration(name, kw["metric_domain_kwargs"], kw["metric_value_kwargs"])], RUNTIME_CONFIGURATION
-        )
-        names = {e.left.metric_name for e in graph.edges}
-        names |= {e.right.metric_name for e in graph.edges if e.right is not None}
-        return all(n == name or n.startswith("table.") or n.endswith(".map") for n in names)
-
-    @staticmethod
-    def _foldable(deps: dict[str, Any], map_metric: str | None) -> bool:
-        row_local = {"column_values.nonnull", *([map_metric] if map_metric else [])}
-        return all(merge.rule_for(name, row_local) is not None for name in deps)
-
-    def _chunk_metrics(self) -> tuple[list[Any], dict[Any, merge.MergeFn]]:
-        """The metric configurations resolved on every chunk, and the fold of each (by id)."""
-        configs: dict[Any, Any] = {}
-        rules: dict[Any, merge.MergeFn] = {}
-        for p in self.planned:
-            if p.kind == "whole" or p.errors:
-                continue  # errored ones: their verdict is already "could not be evaluated"
-            map_metric = getattr(p.expectation, "map_metric", None) if p.kind == "row" else None
-            row_local = {"column_values.nonnull", *([map_metric] if map_metric else [])}
-            for name, mc in p.deps.items():
-                configs[mc.id] = mc
-                rule = merge.rule_for(name, row_local)
-                assert rule is not None  # _foldable said so
-                rules[mc.id] = rule
-            if p.condition is not None:
-                # Already a dependency of unexpected_count (same id): listing it costs nothing
-                # and keeps GX's boolean series in the resolved metrics.
-                configs[p.condition.id] = p.condition
-        return list(configs.values()), rules
-
-    def _columns_to_keep(self) -> list[str]:
-        """Item columns the whole-input expectations read (rowNumber always: it names rows)."""
-        if not self._whole:
-            return []
-        wanted = {_ROW_NUMBER}
-        for p in self._whole:
-            kw = p.expectation.configuration.kwargs
-            if not p.columns or kw.get("row_condition"):
-                return list(ITEM_COLUMNS)  # table-wide, or filtered by a condition on any column
-            wanted.update(c for c in p.columns if c in ITEM_COLUMNS)
-        return [c for c in ITEM_COLUMNS if c in wanted]
-
     # -- the Validator protocol ---------------------------------------------------------------
 
     def validate_chunk(self, items: pa.Table) -> pa.Array | None:
@@ -310,11 +92,6 @@ class SuiteValidator:
         A reason names each failed row-local expectation, e.g.
         ``expect_column_values_to_match_regex(viewerId)``, joined by "; ".
         """
-        import numpy as np
-        import pyarrow as pa
-
-        from polyv_connector.checks import merge_reasons
-
         if self._gates is not None:
             raise RuntimeError("validate_chunk() called after finish()")
         n = items.num_rows
@@ -323,33 +100,18 @@ class SuiteValidator:
         self._chunks += 1
         self._items += n
         errored = sum(bool(p.errors) for p in self.planned)
-        resolved = self._resolve(items.select(list(ITEM_COLUMNS)).to_pandas(), self._chunk_configs)
+        frame = items.select(list(planning.ITEM_COLUMNS)).to_pandas()
+        resolved = self._evaluator.resolve(frame, self._chunk_configs, self.planned)
         if sum(bool(p.errors) for p in self.planned) != errored:
             # Stop computing what failed: GX retries a failing metric three times per graph.
-            self._chunk_configs, self._rules = self._chunk_metrics()
-        row_numbers = items.column(_ROW_NUMBER).to_numpy()
-        self._fold(resolved, row_numbers)
+            self._chunk_configs, self._rules = planning.chunk_metrics(self.planned)
+        evaluation.fold(self._merged, self._rules, resolved, items.column(planning.ROW_NUMBER).to_numpy())
         if self._whole_columns:
             self._kept.append(items.select(self._whole_columns).combine_chunks())
-
-        reasons: list[pa.Array] = []
-        for p in self._row:
-            value = None if p.errors else resolved.get(p.condition.id)
-            if value is None:
-                continue  # its metrics failed: recorded by _resolve, reported at finish as a gate
-            series = value[0]
-            # The series covers the rows GX considered (non-null ones, those matching a
-            # row_condition), indexed by their position in the chunk; True = unexpected.
-            flagged = series.index.to_numpy()[series.to_numpy(dtype=bool, na_value=False)]
-            if len(flagged):
-                mask = np.zeros(n, dtype=bool)
-                mask[flagged] = True
-                reasons.append(pa.array(np.where(mask, p.label, None), pa.string()))
-        if not reasons:
-            return None
-        merged = merge_reasons(*reasons)
-        self._rejected_items += n - merged.null_count
-        return merged
+        reasons = evaluation.row_reasons(self._row, resolved, n)
+        if reasons is not None:
+            self._rejected_items += n - reasons.null_count
+        return reasons
 
     def finish(self) -> list[str]:
         """Judge every expectation on the whole input; write the result JSON and Data Docs.
@@ -361,25 +123,29 @@ class SuiteValidator:
             return list(self._gates)
         import pyarrow as pa
 
-        from polyv_connector.expectations import results
-
         if self._chunks == 0:  # empty input: table-level expectations still get their say
-            self.validate_chunk(pa.Table.from_pandas(self._empty, preserve_index=False))
+            self.validate_chunk(pa.Table.from_pandas(self._evaluator.empty, preserve_index=False))
         evrs: dict[int, Any] = {}
         for p in self.planned:
             if p.kind != "whole":
-                evrs[p.position] = self._judge(
-                    p, {mc.id: self._merged.get(mc.id, merge.MISSING) for mc in p.deps.values()}
-                )
+                folded = {mc.id: self._merged.get(mc.id, merge.MISSING) for mc in p.deps.values()}
+                evrs[p.position] = self._evaluator.judge(p, folded)
         if self._whole:
-            evrs.update(self._judge_whole())
+            evrs.update(self._evaluator.judge_whole(self._whole, self._kept, self._whole_columns))
         ordered = [evrs[p.position] for p in self.planned]
-        self._gates = [
-            g for p, evr in zip(self.planned, ordered, strict=True) if (g := _gate_reason(p, evr)) is not None
-        ]
+        self._gates = gates.gate_failures(self.planned, ordered)
         self._kept = []
         run_time = dt.datetime.now(dt.UTC)
-        self._result = results.suite_result(self.suite, ordered, self._meta(run_time))
+        meta = results.result_meta(
+            self.suite.name,
+            self.source,
+            self.output_stem or self.suite.name,
+            run_time,
+            items=self._items,
+            chunks=self._chunks,
+            items_rejected=self._rejected_items,
+        )
+        self._result = results.suite_result(self.suite, ordered, meta)
         if self.output_dir is not None:
             self.result_json_path, self.data_docs_path, self.data_docs_page = results.write_outputs(
                 self._result, self.suite, self.output_dir, self.output_stem, run_time
@@ -399,9 +165,18 @@ class SuiteValidator:
         Per expectation: type, column, success, unexpected count, action (``reject_rows`` or
         ``gate``) and error; plus the gate failures and where the result files are.
         """
-        from polyv_connector.expectations import results
-
-        return results.summary(self)
+        return results.summary(
+            self.planned,
+            self._result,
+            suite_name=self.suite.name,
+            source=self.source,
+            items=self._items,
+            items_rejected=self._rejected_items,
+            gate_failures=self.gate_failures,
+            result_json_path=self.result_json_path,
+            data_docs_path=self.data_docs_path,
+            data_docs_page=self.data_docs_page,
+        )
 
     @property
     def result(self) -> Any:
@@ -421,173 +196,3 @@ class SuiteValidator:
     def items_rejected(self) -> int:
         """Items some row-local expectation rejected."""
         return self._rejected_items
-
-    # -- internals ----------------------------------------------------------------------------
-
-    def _resolve(self, frame: Any, configs: list[Any]) -> dict[Any, Any]:
-        """Resolve ``configs`` on ``frame`` in one GX metric graph; record per-metric failures."""
-        self._engine.load_batch_data(BATCH_ID, frame)
-        graph = self._calc.build_metric_dependency_graph(configs, RUNTIME_CONFIGURATION)
-        resolved, aborted = self._calc.resolve_validation_graph(
-            graph=graph, runtime_configuration=RUNTIME_CONFIGURATION, min_graph_edges_pbar_enable=0
-        )
-        if aborted:
-            asked = {mc.id for mc in configs}
-            message = {
-                metric_id: str(getattr(info.get("exception_info"), "exception_message", info))
-                for metric_id, info in aborted.items()
-            }
-            for p in self.planned:
-                needed = [*p.deps.values(), *([p.condition] if p.condition is not None else [])]
-                missing = [mc.id for mc in needed if mc.id in asked and mc.id not in resolved]
-                if missing:
-                    # The failed metric is either one of p's own or one they depend on.
-                    found = [message[m] for m in missing if m in message] or sorted(set(message.values()))
-                    p.errors.extend(m for m in dict.fromkeys(found) if m not in p.errors)
-        return resolved
-
-    def _fold(self, resolved: dict[Any, Any], row_numbers: Any) -> None:
-        for metric_id, rule in self._rules.items():
-            if metric_id not in resolved:
-                continue
-            value = resolved[metric_id]
-            if metric_id.metric_name.endswith(".unexpected_index_list") and value:
-                value = _to_row_numbers(value, row_numbers)
-            self._merged[metric_id] = rule(self._merged.get(metric_id, merge.MISSING), value)
-
-    def _judge(self, p: Planned, metrics: dict[Any, Any]) -> Any:
-        """GX's verdict on ``p`` from resolved (or folded) metric values."""
-        from great_expectations.core.expectation_validation_result import ExpectationValidationResult
-        from great_expectations.validator.exception_info import ExceptionInfo
-
-        if not p.errors and any(v is merge.MISSING for v in metrics.values()):
-            p.errors.append("its metrics could not be computed")
-        if not p.errors:
-            try:
-                return p.expectation.metrics_validate(
-                    metrics=metrics,
-                    runtime_configuration=copy.deepcopy(RUNTIME_CONFIGURATION),
-                    execution_engine=self._engine,
-                )
-            except Exception as exc:  # an expectation's own _validate failing is a finding, not a crash
-                p.errors.append(f"{type(exc).__name__}: {exc}")
-        return ExpectationValidationResult(
-            success=False,
-            expectation_config=p.expectation.configuration,
-            exception_info=ExceptionInfo(exception_traceback="", exception_message="; ".join(p.errors)),
-        )
-
-    def _judge_whole(self) -> dict[int, Any]:
-        """Evaluate the whole-input expectations once, on the kept columns of every chunk."""
-        import pyarrow as pa
-
-        table = (
-            pa.concat_tables(self._kept)
-            if self._kept
-            else pa.Table.from_pandas(self._empty[self._whole_columns], preserve_index=False)
-        )
-        self._kept = []
-        frame = table.to_pandas()
-        del table
-        configs = {mc.id: mc for p in self._whole for mc in p.deps.values()}
-        resolved = self._resolve(frame, list(configs.values()))
-        row_numbers = frame[_ROW_NUMBER].to_numpy()
-        out = {}
-        for p in self._whole:
-            metrics = {}
-            for name, mc in p.deps.items():
-                value = resolved.get(mc.id, merge.MISSING)
-                if name.endswith(".unexpected_index_list") and value not in (None, merge.MISSING):
-                    value = _to_row_numbers(value, row_numbers)
-                metrics[mc.id] = value
-            out[p.position] = self._judge(p, metrics)
-        # Leave an empty frame loaded, not the whole input.
-        self._engine.load_batch_data(BATCH_ID, self._empty)
-        return out
-
-    def _meta(self, now: dt.datetime) -> dict[str, Any]:
-        import great_expectations as gx
-
-        return {
-            "great_expectations_version": gx.__version__,
-            "run_id": {"run_name": self.output_stem or self.suite.name, "run_time": now.isoformat()},
-            "validation_time": now.strftime("%Y%m%dT%H%M%S.%fZ"),
-            "batch_spec": {"data_asset_name": "viewer custom field items", "suite_file": self.source},
-            "active_batch_definition": {
-                "datasource_name": "polyv-sync",
-                "data_asset_name": "viewer custom field items",
-                "batch_definition_name": "items (validated in chunks)",
-            },
-            "polyv": {
-                "items": self._items,
-                "chunks": self._chunks,
-                "items_rejected_by_expectations": self._rejected_items,
-            },
-        }
-
-
-def _to_row_numbers(positions: list[Any], row_numbers: Any) -> list[Any]:
-    """GX's partial unexpected index list (frame positions) as the items' source rowNumbers."""
-    out = []
-    for pos in positions:
-        out.append(int(row_numbers[pos]) if isinstance(pos, int | float) and not isinstance(pos, bool) else pos)
-    return out
-
-
-def _empty_items_frame(pd: Any) -> Any:
-    return pd.DataFrame(
-        {
-            "rowNumber": pd.Series([], dtype="int64"),
-            **{c: pd.Series([], dtype="str") for c in ITEM_COLUMNS[1:]},
-        }
-    )
-
-
-def _output_location(report_dir: str | None, suite_name: str) -> tuple[Path | None, str]:
-    """(directory, file stem) for the result files; a report file path lends both."""
-    if not report_dir:
-        return None, _safe_stem(suite_name)
-    if "://" in report_dir:
-        # The files are for people to open locally; a URL would become an odd local folder.
-        log.warning("expectation results are written to local folders only; not writing them for %s", report_dir)
-        return None, _safe_stem(suite_name)
-    path = Path(report_dir)
-    if path.suffix.lower() == ".parquet" or (path.suffix and not path.is_dir()):
-        return path.parent, path.stem
-    return path, _safe_stem(suite_name)
-
-
-def _safe_stem(name: str) -> str:
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
-    return stem or "expectations"
-
-
-def _gate_reason(p: Planned, evr: Any) -> str | None:
-    """Why ``p`` stops the run, or None when it does not."""
-    if p.errors:
-        return f"{p.label} could not be evaluated: {'; '.join(p.errors)}"
-    if evr.success:
-        return None
-    result = evr.result or {}
-    if p.kind == "row":
-        if p.mostly >= 1:
-            return None  # its failing rows are rejected; the rejected-fraction ceiling is the gate
-        pct = result.get("unexpected_percent")
-        pct_text = f"{pct:.2f}%" if isinstance(pct, int | float) and math.isfinite(pct) else "too many"
-        return (
-            f"{p.label}: {pct_text} of the values are unexpected, more than the "
-            f"{(1 - p.mostly) * 100:.2f}% allowed by mostly={p.mostly:g}"
-        )
-    if "observed_value" in result:
-        return f"{p.label} failed: observed {_short(result['observed_value'])}"
-    if "unexpected_count" in result:
-        examples = result.get("partial_unexpected_list") or []
-        return f"{p.label} failed: {result['unexpected_count']:,} unexpected values" + (
-            f", e.g. {_short(examples[:3])}" if examples else ""
-        )
-    return f"{p.label} failed"
-
-
-def _short(value: Any, limit: int = 160) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
