@@ -126,7 +126,12 @@ def test_kill_9_at_random_points_then_rerun_loses_nothing(tmp_path) -> None:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            time.sleep(rng.uniform(1.2, 2.5))
+            # Kill at a random moment of the *sending*: start-up time (imports, the budget, the
+            # lock) varies with the machine's load, so wait until this run has stored something.
+            deadline = time.monotonic() + 120
+            while sim.stats.items_stored == before and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.05, 0.6))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
