@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from polyv_connector import exit_codes, runspec
 from polyv_connector.config import Credentials
-from polyv_connector.errors import ConfigError, DependencyUnavailable, PolyvConnectorError, StateError
+from polyv_connector.errors import BusyError, ConfigError, DependencyUnavailable, PolyvConnectorError, StateError
 
 if TYPE_CHECKING:
     from polyv_connector.budget import SharedBudget
@@ -233,6 +233,8 @@ def _error_text(exc: PolyvConnectorError, code: exit_codes.ExitCode) -> str:
     """The one line a person reads: what kind of problem, the setting as typed, the cause."""
     if isinstance(exc, StateError):
         return f"state error: {exc}"
+    if isinstance(exc, BusyError):
+        return f"busy: {exc}"
     if isinstance(exc, ConfigError | DependencyUnavailable):
         setting = runspec.cli_error_label(exc.setting)
         kind = "configuration error" if code is exit_codes.CONFIG else "unavailable, retry later"
