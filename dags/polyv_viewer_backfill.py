@@ -14,6 +14,9 @@ from airflow.sdk import DAG, Param
 
 from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 
+# Seconds a run waits for another run of the same account to release its sync state.
+LOCK_TIMEOUT_S = 3600
+
 # Table params are spliced into SQL text: accept [schema.]table names only.
 TABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}$"
 
@@ -58,6 +61,10 @@ with DAG(
 ) as dag:
     PolyvViewerFieldSyncOperator(
         task_id="resync_viewer_fields",
+        # Another run of this account (a backfill date, the nightly run) may hold the sync state:
+        # wait for it rather than fail as busy. The lock makes overlapping runs safe; this makes
+        # them succeed. (Or queue them through a pool of one slot.)
+        lock_timeout=LOCK_TIMEOUT_S,
         source_conn_id="{{ params.source_conn_id }}",
         source_sql="{{ params.source_sql }}",
         source_table="{% if not params.source_sql %}{{ params.source_table }}{% endif %}",

@@ -17,6 +17,9 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
 from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 
+# Seconds a run waits for another run of the same account to release its sync state.
+LOCK_TIMEOUT_S = 3600
+
 SAMPLE = str(files("polyv_connector") / "data" / "sample_viewers.parquet")
 # The per-run default report path: a run id holds ':' and '+', awkward in file names.
 DEFAULT_REPORT = (
@@ -30,7 +33,7 @@ with DAG(
     schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=1,  # two syncs of one account would share its request budget and state
+    max_active_runs=1,
     tags=["polyv"],
     doc_md=__doc__,
     params={
@@ -44,6 +47,10 @@ with DAG(
 ) as dag:
     PolyvViewerFieldSyncOperator(
         task_id="sync_viewer_fields",
+        # Another run of this account (a backfill date, the nightly run) may hold the sync state:
+        # wait for it rather than fail as busy. The lock makes overlapping runs safe; this makes
+        # them succeed. (Or queue them through a pool of one slot.)
+        lock_timeout=LOCK_TIMEOUT_S,
         input_path="{{ params.input_path }}",
         report_path="{% if params.report_path %}{{ params.report_path }}{% else %}" + DEFAULT_REPORT + "{% endif %}",
         state_dir="{{ var.value.get('polyv_state_dir', '') }}",

@@ -20,6 +20,9 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
 from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 
+# Seconds a run waits for another run of the same account to release its sync state.
+LOCK_TIMEOUT_S = 3600
+
 # Table params are spliced into SQL text: accept [schema.]table names only.
 TABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}$"
 
@@ -37,7 +40,7 @@ with DAG(
     schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=1,  # two syncs of one account would share its request budget and state
+    max_active_runs=1,
     tags=["polyv"],
     doc_md=__doc__,
     params={
@@ -72,6 +75,10 @@ with DAG(
 ) as dag:
     PolyvViewerFieldSyncOperator(
         task_id="sync_viewer_fields",
+        # Another run of this account (a backfill date, the nightly run) may hold the sync state:
+        # wait for it rather than fail as busy. The lock makes overlapping runs safe; this makes
+        # them succeed. (Or queue them through a pool of one slot.)
+        lock_timeout=LOCK_TIMEOUT_S,
         source_conn_id="polyv_warehouse",
         source_sql="{% if params.source_sql %}{{ params.source_sql }}{% else %}" + INTERVAL_SQL + "{% endif %}",
         viewer_id_column="viewer_id",

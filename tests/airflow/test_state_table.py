@@ -93,10 +93,12 @@ def test_warehouse_diff_ignores_a_confirmation_superseded_by_an_unconfirmed_send
     _attrs(pg_schema, 5)
     _sync(pg_schema, diff_in_warehouse=True)
     st = SqlStateTable(_connect, f"{pg_schema}.polyv_sync_state", APP_ID)
+    st.lock("killed")  # a run records under the lock, after every earlier run
     st.begin("killed")
     key = key_hashes(pa.array(["u2"]), pa.array(["VIP_LEVEL"]))[0]
     st.record(key, np.zeros(1, np.uint64))  # the marker; the run died before confirmation
     st._conn.close()
+    st.unlock()  # what the death of its process does to its session's advisory lock
     again = _sync(pg_schema, diff_in_warehouse=True)
     assert again["items"] == 1
     assert again["counts"]["sent"] == 1
@@ -122,10 +124,42 @@ def test_dry_run_with_the_warehouse_diff_does_not_touch_the_state(sim, polyv_env
     _attrs(pg_schema, 3)
     _sync(pg_schema, diff_in_warehouse=True)
     st = SqlStateTable(_connect, f"{pg_schema}.polyv_sync_state", APP_ID)
+    st.lock("killed")
     st.begin("killed")
     st.record(key_hashes(pa.array(["u2"]), pa.array(["VIP_LEVEL"]))[0], np.zeros(1, np.uint64))
     st._conn.close()
+    st.unlock()
     before = pg_rows(f"SELECT count(*) FROM {pg_schema}.polyv_sync_state")
     dry = _sync(pg_schema, diff_in_warehouse=True, dry_run=True)
     assert dry["counts"]["dry_run"] == 1  # u2 is unconfirmed, so it would be sent
     assert pg_rows(f"SELECT count(*) FROM {pg_schema}.polyv_sync_state") == before  # nothing compacted
+
+
+def test_a_second_task_on_one_state_table_is_busy_and_retryable(sim, polyv_env, pg_schema, pg_warehouse_env) -> None:
+    """The warehouse state is locked with a PostgreSQL advisory lock: a run holding it (here a
+    session of the test's own) makes a second run fail as busy, retryably, having sent nothing."""
+    import threading
+
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    from polyv_connector.locks import PgAdvisoryLock
+
+    _attrs(pg_schema, 20)
+    _sync(pg_schema)  # creates the state table
+    sent_before = sim.stats.save_requests
+    holder = PgAdvisoryLock(
+        _connect, f"{pg_schema}.polyv_sync_state", APP_ID, "other-run", lock_tables=f"{pg_schema}.polyv_lock"
+    )
+    holder.acquire()
+    try:
+        with pytest.raises(AirflowException, match="busy") as raised:
+            _sync(pg_schema, full_refresh=True)
+        assert not isinstance(raised.value, AirflowFailException)
+        assert "other-run" in str(raised.value)  # the holder is named
+        assert sim.stats.save_requests == sent_before
+        # With a lock timeout the task waits for the holder instead, then runs.
+        threading.Timer(1.5, holder.release).start()
+        summary = _sync(pg_schema, full_refresh=True, lock_timeout=30)
+        assert summary["counts"]["sent"] == 20
+    finally:
+        holder.release()

@@ -22,7 +22,8 @@ from tests.warehouse.support import PG_DSN, pg_exec, pg_rows, psycopg2_connect, 
 
 # A release after this one, simulated: the current versions plus one more column each.
 NEXT_REPORT = len(report_table.SCHEMA_VERSIONS) + 1
-NEXT_STATE = len(state_table.SCHEMA_VERSIONS) + 1
+STATE_NOW = len(state_table.SCHEMA_VERSIONS)
+NEXT_STATE = STATE_NOW + 1
 V2_REPORT = TableSchema("report", [*report_table.SCHEMA_VERSIONS, (NEXT_REPORT, [Column("appId", "text")])])
 V2_STATE = TableSchema("state", [*state_table.SCHEMA_VERSIONS, (NEXT_STATE, [Column("partition", "TEXT")])])
 
@@ -67,7 +68,7 @@ def test_the_version_is_kept_next_to_the_table() -> None:
 def test_a_fresh_table_records_the_current_version(pg_schema) -> None:
     SqlReportTable(psycopg2_connect, f"{pg_schema}.report").close()
     SqlStateTable(psycopg2_connect, f"{pg_schema}.state", "app")
-    assert _recorded(pg_schema) == {"report": 1, "state": 1}
+    assert _recorded(pg_schema) == {"report": 1, "state": STATE_NOW}
     (migrated_at,) = pg_rows(f"SELECT migrated_at FROM {pg_schema}.polyv_schema_version WHERE table_name = 'report'")
     assert migrated_at[0].endswith("+00:00")
 
@@ -114,7 +115,7 @@ def test_a_version_1_state_table_is_migrated_and_keeps_its_records(pg_schema, mo
     keys, fps = SqlStateTable(psycopg2_connect, table, "app").load()
     assert (keys.tolist(), fps.tolist()) == ([1, 2], [10, 20])
     assert _columns(pg_schema, "state") == [*state_table.COLUMNS, "partition"]
-    assert _recorded(pg_schema) == {"state": 2}
+    assert _recorded(pg_schema) == {"state": NEXT_STATE}
 
 
 @pytest.mark.postgres
@@ -123,7 +124,7 @@ def test_a_dry_run_checks_the_state_table_but_migrates_nothing(pg_schema, monkey
     monkeypatch.setattr(state_table, "SCHEMA", V2_STATE)
     SqlStateTable(psycopg2_connect, f"{pg_schema}.state", "app", create=False).load()
     assert "partition" not in _columns(pg_schema, "state")
-    assert _recorded(pg_schema) == {"state": 1}
+    assert _recorded(pg_schema) == {"state": STATE_NOW}
 
 
 @pytest.mark.postgres
@@ -134,6 +135,7 @@ def test_rerunning_is_a_no_op(pg_schema, monkeypatch, caplog) -> None:
     SqlReportTable(psycopg2_connect, table).close()
     before = pg_rows(f"SELECT * FROM {pg_schema}.polyv_schema_version")
     caplog.set_level(logging.DEBUG, "polyv_connector")
+    caplog.clear()  # only what the rerun logs
     SqlReportTable(psycopg2_connect, table).close()
     assert "migrated" not in caplog.text and "could not" not in caplog.text
     assert pg_rows(f"SELECT * FROM {pg_schema}.polyv_schema_version") == before  # not even rewritten
