@@ -23,7 +23,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -73,7 +73,7 @@ class SyncState:
         self.app_id = app_id
         self.path = Path(directory) / _folder_name(app_id)
         self._log: pa.ipc.RecordBatchStreamWriter | None = None
-        self._log_file = None
+        self._log_file: BinaryIO | None = None
         self._log_path: Path | None = None
 
     # ---- reading -------------------------------------------------------------------------
