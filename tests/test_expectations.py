@@ -14,16 +14,15 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from polyv_connector import ConfigError, Credentials, SendOptions, SyncOptions, sync
+from polyv_connector import ConfigError, Credentials, SyncOptions, sync
 from polyv_connector.engine import EXIT_GATE, SyncResult
 from polyv_connector.expectations import SuiteValidator, bundled_suite_path
 from polyv_connector.report import ParquetReport
 from polyv_connector.sources.parquet import ParquetSource
-from tests.conftest import APP_ID, read_report, write_items
+from tests.conftest import APP_ID, FAST, read_report, write_items
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "expectations" / "viewer_custom_fields.json"
-FAST = SendOptions(backoff_base_s=0.001, backoff_max_s=0.01, max_rps=140, timeout_s=5)
 
 REGEX = "expect_column_values_to_match_regex(viewerId)"
 IN_SET = "expect_column_values_to_be_in_set(customFieldValue)"

@@ -10,7 +10,7 @@ from polyv_connector.sender import BatchSender, Circuit
 from polyv_connector.simulator import FaultConfig
 from polyv_connector.transport.client import PolyvClient
 from polyv_connector.transport.retry import RetryPolicy
-from tests.test_engine import FAST
+from tests.conftest import FAST
 
 
 def test_every_retry_is_signed_again_with_a_fresh_timestamp(sim, creds) -> None:
