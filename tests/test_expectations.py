@@ -85,6 +85,7 @@ def run_sync(
 # -- loading --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_bundled_suite_is_a_plain_gx_suite_covering_the_required_checks() -> None:
     import great_expectations as gx
 
@@ -248,6 +249,7 @@ def test_rejected_fraction_above_the_ceiling_stops_the_run(tmp_path, sim, creds,
     assert_stopped_before_sending(res, report, sim, "max_rejected_fraction", EXPECTED_FAILURES)
 
 
+@pytest.mark.slow
 def test_whole_table_uniqueness_is_judged_across_chunks(tmp_path, sim, creds) -> None:
     suite = write_suite(
         tmp_path / "unique.json",
@@ -303,6 +305,7 @@ def test_empty_input_still_meets_table_level_expectations(tmp_path) -> None:
 # -- chunking -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_chunked_validation_rejects_the_same_rows_as_whole_table_validation(
     tmp_path, creds, user_suite_file, sim
 ) -> None:
@@ -384,6 +387,7 @@ def test_packaged_copy_of_the_bundled_suite_matches_the_repository_one() -> None
     assert packaged.read_bytes() == (root / "expectations" / "viewer_custom_fields.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_cli_default_suite_prints_where_the_results_are(tmp_path, env, sim, capsys) -> None:
     from polyv_connector.cli import main
     from tests.conftest import write_items
