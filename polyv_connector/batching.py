@@ -77,7 +77,8 @@ class Batch:
         """The JSON array POLYV expects, UTF-8 encoded (strings byte-exact, not \\u-escaped)."""
         objects = self.items.column(JSON_COLUMN).combine_chunks()
         as_list = pa.ListArray.from_arrays(pa.array([0, len(objects)], pa.int32()), objects)
-        return b"[" + pc.binary_join(as_list, ",")[0].as_py().encode("utf-8") + b"]"
+        joined: str = pc.binary_join(as_list, ",")[0].as_py()
+        return b"[" + joined.encode("utf-8") + b"]"
 
     def halves(self) -> tuple[Batch, Batch]:
         """Split in two (for isolating items the server rejects)."""
@@ -86,16 +87,6 @@ class Batch:
             Batch(self.batch_id + ".0", self.indices[:mid], self.items.slice(0, mid)),
             Batch(self.batch_id + ".1", self.indices[mid:], self.items.slice(mid)),
         )
-
-
-def encode_body(viewer_ids: Iterable[str], field_ids: Iterable[str], values: Iterable[str]) -> bytes:
-    """Encode items as a JSON array body (convenience for callers holding Python strings)."""
-    items = item_table(
-        pa.array(list(viewer_ids), pa.string()),
-        pa.array(list(field_ids), pa.string()),
-        pa.array(list(values), pa.string()),
-    )
-    return Batch("", np.arange(items.num_rows), items).body()
 
 
 def make_batches(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
+
+if TYPE_CHECKING:  # pyarrow is imported lazily: DAG files import this module at parse time
+    import pyarrow as pa
 
 Status = Literal["sent", "unchanged", "duplicate", "rejected", "failed", "not_attempted", "dry_run"]
 
@@ -53,7 +56,7 @@ REPORT_COLUMNS: Final[tuple[str, ...]] = (
 )
 
 
-def report_schema():  # noqa: ANN201 - pyarrow is imported lazily (DAG-parse time)
+def report_schema() -> pa.Schema:
     """The Arrow schema of the per-item report (one row per input item)."""
     import pyarrow as pa
 

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from polyv_connector.model import PENDING, STATUS_CODE
-
 MAX_ROWS_NAMED = 10
 _CHUNK = 1 << 20  # items per vectorised step where a full-size temporary would cost too much
 
@@ -18,7 +16,8 @@ _CHUNK = 1 << 20  # items per vectorised step where a full-size temporary would 
 def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     """``values`` found in ``sorted_set`` (ascending, non-empty)."""
     at = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
-    return sorted_set[at] == values
+    found: np.ndarray = sorted_set[at] == values
+    return found
 
 
 @dataclass(frozen=True)
@@ -162,12 +161,3 @@ def plan_unchanged(
         same = (state_keys[at] == k) & (state_fps[at] == value_fp[pos])
         found.append(pos[same])
     return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
-
-
-def apply_status(status: np.ndarray, positions: np.ndarray, name: str) -> None:
-    """Set ``status`` of ``positions`` to the named status (in place)."""
-    status[positions] = STATUS_CODE[name]
-
-
-def pending_mask(status: np.ndarray) -> np.ndarray:
-    return status == PENDING

@@ -10,13 +10,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from polyv_connector.config import Credentials, Secret
+from polyv_connector.config import Credentials, Secret, SendOptions
 from polyv_connector.simulator import PolyvSimulator
 
 APP_ID = "test-app"
 # Planted secret: long and recognisable, so a scan for it in outputs is meaningful.
 APP_SECRET = "PLANTED-s3cr3t-7f1c9a2b"
+# The shared Airflow test stack (airflow_db, api_server, run_dag): one per session, for any folder.
+pytest_plugins = ["tests.stack"]
+
 FIELDS = ["PAY_STATUS", "VIP_LEVEL", "COURSE_PROGRESS", "MEMBER_TIER"]
+# Send options for tests: near-zero backoff, a rate the simulator accepts, a short timeout.
+FAST = SendOptions(backoff_base_s=0.001, backoff_max_s=0.01, max_rps=140, timeout_s=5)
 
 
 @pytest.fixture

@@ -5,15 +5,25 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from polyv_connector.batching import encode_body, item_table, make_batches
+from polyv_connector.batching import item_table, make_batches
 
 TRICKY = ["plain", 'quote"', "back\\slash", "nl\n", "ctl\x01\x1f", "中文", "😀", "\u200f", "", "tab\t"]
 
 
 def test_body_is_the_json_array_polyv_expects_byte_exact() -> None:
-    body = encode_body(["v"] * len(TRICKY), ["F"] * len(TRICKY), TRICKY)
+    # The path the engine takes: item_table per chunk, make_batches across chunks, Batch.body().
+    n = len(TRICKY)
+    viewers = [f"v{t}" for t in TRICKY]
+    chunks = [
+        (np.arange(a, b), item_table(pa.array(viewers[a:b]), pa.array(["F"] * (b - a)), pa.array(TRICKY[a:b])))
+        for a, b in ((0, 4), (4, n))
+    ]
+    (batch,) = make_batches(chunks, n, "run")
+    body = batch.body()
     parsed = json.loads(body.decode("utf-8"))
-    assert parsed == [{"viewerId": "v", "customFieldId": "F", "customFieldValue": t} for t in TRICKY]
+    assert parsed == [
+        {"viewerId": v, "customFieldId": "F", "customFieldValue": t} for v, t in zip(viewers, TRICKY, strict=True)
+    ]
     # Same bytes as json.dumps(ensure_ascii=False, compact): non-ASCII is sent raw, not \\u-escaped.
     assert body == json.dumps(parsed, ensure_ascii=False, separators=(",", ":")).encode()
 

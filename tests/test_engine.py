@@ -17,9 +17,7 @@ from polyv_connector.model import REPORT_COLUMNS
 from polyv_connector.report import ParquetReport
 from polyv_connector.simulator import FaultConfig, PolyvSimulator, RateLimitConfig
 from polyv_connector.sources.parquet import ParquetSource
-from tests.conftest import APP_ID, APP_SECRET, FIELDS, read_report, write_items
-
-FAST = SendOptions(backoff_base_s=0.001, backoff_max_s=0.01, max_rps=140, timeout_s=5)
+from tests.conftest import APP_ID, APP_SECRET, FAST, FIELDS, read_report, write_items
 
 
 def run(tmp_path: Path, creds: Credentials, rows: list, **kw: object):

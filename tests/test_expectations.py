@@ -14,16 +14,15 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from polyv_connector import ConfigError, Credentials, SendOptions, SyncOptions, sync
+from polyv_connector import ConfigError, Credentials, SyncOptions, sync
 from polyv_connector.engine import EXIT_GATE, SyncResult
 from polyv_connector.expectations import SuiteValidator, bundled_suite_path
 from polyv_connector.report import ParquetReport
 from polyv_connector.sources.parquet import ParquetSource
-from tests.conftest import APP_ID, read_report, write_items
+from tests.conftest import APP_ID, FAST, read_report, write_items
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "expectations" / "viewer_custom_fields.json"
-FAST = SendOptions(backoff_base_s=0.001, backoff_max_s=0.01, max_rps=140, timeout_s=5)
 
 REGEX = "expect_column_values_to_match_regex(viewerId)"
 IN_SET = "expect_column_values_to_be_in_set(customFieldValue)"
@@ -86,6 +85,7 @@ def run_sync(
 # -- loading --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_bundled_suite_is_a_plain_gx_suite_covering_the_required_checks() -> None:
     import great_expectations as gx
 
@@ -249,6 +249,7 @@ def test_rejected_fraction_above_the_ceiling_stops_the_run(tmp_path, sim, creds,
     assert_stopped_before_sending(res, report, sim, "max_rejected_fraction", EXPECTED_FAILURES)
 
 
+@pytest.mark.slow
 def test_whole_table_uniqueness_is_judged_across_chunks(tmp_path, sim, creds) -> None:
     suite = write_suite(
         tmp_path / "unique.json",
@@ -304,6 +305,7 @@ def test_empty_input_still_meets_table_level_expectations(tmp_path) -> None:
 # -- chunking -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_chunked_validation_rejects_the_same_rows_as_whole_table_validation(
     tmp_path, creds, user_suite_file, sim
 ) -> None:
@@ -385,6 +387,7 @@ def test_packaged_copy_of_the_bundled_suite_matches_the_repository_one() -> None
     assert packaged.read_bytes() == (root / "expectations" / "viewer_custom_fields.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_cli_default_suite_prints_where_the_results_are(tmp_path, env, sim, capsys) -> None:
     from polyv_connector.cli import main
     from tests.conftest import write_items

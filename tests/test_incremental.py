@@ -17,8 +17,7 @@ from polyv_connector import StateError, SyncOptions, sync
 from polyv_connector.report import ParquetReport
 from polyv_connector.simulator import FaultConfig, PolyvSimulator
 from polyv_connector.sources.parquet import ParquetSource
-from tests.conftest import APP_ID, APP_SECRET, FIELDS, read_report, write_items
-from tests.test_engine import FAST
+from tests.conftest import APP_ID, APP_SECRET, FAST, FIELDS, read_report, write_items
 
 
 def run(tmp_path: Path, creds, rows, name: str = "r", send=FAST, **kw):

@@ -12,7 +12,7 @@ from polyv_connector.sender import BatchSender, Circuit, ItemsResult
 from polyv_connector.simulator import FaultConfig
 from polyv_connector.transport.client import PolyvClient
 from polyv_connector.transport.retry import RetryPolicy
-from tests.test_engine import FAST
+from tests.conftest import FAST
 
 
 def test_items_result_is_built_by_keyword_only() -> None:

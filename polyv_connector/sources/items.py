@@ -9,8 +9,7 @@ from polyv_connector.config import ColumnMapping
 from polyv_connector.model import FIELD_ID, ROW_NUMBER, VALUE, VIEWER_ID
 from polyv_connector.sources.text import to_text
 
-# An item batch is a pa.Table with exactly these columns, in this order.
-ItemBatch = pa.Table
+# Items are a pa.Table with exactly these columns, in this order.
 ITEM_SCHEMA = pa.schema(
     [
         pa.field(ROW_NUMBER, pa.int64(), nullable=False),

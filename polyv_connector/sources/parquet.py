@@ -27,9 +27,11 @@ class ParquetSource:
 
     def _filesystem(self) -> tuple[pafs.FileSystem, str]:
         try:
-            return pafs.FileSystem.from_uri(self.path)
+            fs, path = pafs.FileSystem.from_uri(self.path)
         except (pa.ArrowInvalid, ValueError):
             pass
+        else:
+            return fs, str(path)
         if "://" in self.path:
             # Any fsspec protocol (memory://, http://, gcs via gcsfs, ...).
             try:

@@ -626,6 +626,7 @@ def test_logs_never_contain_the_sign_or_the_secret(
 # --------------------------------------------------------------------------- throughput
 
 
+@pytest.mark.slow
 def test_throughput_smoke(make_api: Callable[..., Api]) -> None:
     api = make_api(rate_limit=None, record_batches=False)
     batch = [item(f"viewer-{i:05d}", f"已支付 {i}") for i in range(1000)]
