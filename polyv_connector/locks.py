@@ -46,8 +46,8 @@ from types import TracebackType
 from typing import Any, Literal, Protocol
 
 from polyv_connector.errors import BusyError, StateError
-from polyv_connector.sources.sql import check_table_name
 from polyv_connector.warehouse import dbapi
+from polyv_connector.warehouse.identifiers import check_table_name
 
 log = logging.getLogger("polyv_connector")
 

@@ -19,7 +19,7 @@ from polyv_connector.simulator import FaultConfig, PolyvSimulator
 from polyv_connector.sources.parquet import ParquetSource
 from polyv_connector.transport.client import PolyvClient
 from polyv_connector.transport.retry import RetryPolicy
-from tests.conftest import FAST
+from tests.conftest import APP_ID, APP_SECRET, FAST, write_items
 
 
 def test_every_retry_is_signed_again_with_a_fresh_timestamp(sim, creds) -> None:
