@@ -26,6 +26,18 @@ def test_test_connection_signs_a_field_list_call(sim, polyv_env, hook_cls):
     assert PLANTED_SECRET not in message
 
 
+def test_connection_test_respects_a_block_recorded_in_the_budget(sim, polyv_env, hook_cls, tmp_path, monkeypatch):
+    from polyv_connector.budget import open_budget
+
+    monkeypatch.setenv("POLYV_RUNTIME_DIR", str(tmp_path / "run"))
+    other = open_budget(None, api_base_url=sim.base_url, rate=None, run_id="other", max_rps=None)
+    other.record_block()  # another run met POLYV's block a moment ago
+    other.close()
+    ok, message = hook_cls().test_connection()
+    assert not ok and "block" in message.lower()
+    assert sim.stats.api_requests == 0  # the test itself sent nothing
+
+
 def test_wrong_secret_fails_without_revealing_it(sim, monkeypatch, hook_cls):
     wrong = "WRONG-planted-secret-31f7"
     monkeypatch.setenv("AIRFLOW_CONN_POLYV_DEFAULT", conn_json(sim.base_url, secret=wrong))
