@@ -206,11 +206,13 @@ def run_phase(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 def print_table(phases: list[dict[str, Any]], rps: float) -> None:
     head = (
         f"{'N':>2} {'window s':>8} {'req/s':>7} {'of R':>6} {'share/fair min..max':>20} "
-        f"{'skew s':>6} {'peak10s':>7} {'blocked':>7} {'wall s':>6} {'load':>9}"
+        f"{'vs N=1':>6} {'skew s':>6} {'peak10s':>7} {'blocked':>7} {'wall s':>6} {'load':>9}"
     )
     print(head)
     print("-" * len(head))
+    base = next((p.get("total_rps") for p in phases if p["n"] == 1), None)
     for p in phases:
+        p["total_rps_vs_n1"] = round(p["total_rps"] / base, 3) if base and p.get("total_rps") else None
         util = "-" if p.get("utilisation") is None else f"{100 * p['utilisation']:.1f}%"
         fair = (
             "-"
@@ -219,8 +221,9 @@ def print_table(phases: list[dict[str, Any]], rps: float) -> None:
         )
         rate = "-" if p.get("total_rps") is None else f"{p['total_rps']:.1f}"
         skew = "-" if p["start_skew_s"] is None else f"{p['start_skew_s']:.1f}"
+        vs1 = "-" if p["total_rps_vs_n1"] is None else f"{p['total_rps_vs_n1']:.3f}"
         print(
-            f"{p['n']:>2} {p['window_s']:>8.1f} {rate:>7} {util:>6} {fair:>20} {skew:>6} "
+            f"{p['n']:>2} {p['window_s']:>8.1f} {rate:>7} {util:>6} {fair:>20} {vs1:>6} {skew:>6} "
             f"{p['peak_10s_window']:>7} {p['blocked_responses']:>7} {p['wall_s']:>6.1f} "
             f"{p['load_before']:>4.1f}>{p['load_after']:<4.1f}"
         )
@@ -268,10 +271,13 @@ def main() -> None:
             os.environ["POLYV_RUNTIME_DIR"] = str(Path(tmp) / "limiter")  # the spawned workers inherit it
             load = os.getloadavg()[0]
             rate = measure_acquisitions("machine", "", 8, args.limiter_seconds)
+            single = measure_acquisitions("machine", "", 1, args.limiter_seconds)  # the baseline, same command
             limiter = {
                 "procs": 8,
                 "seconds": args.limiter_seconds,
                 "acquisitions_per_s": round(rate, 1),
+                "one_process_acquisitions_per_s": round(single, 1),
+                "vs_one_process": round(rate / single, 2) if single else None,
                 "vs_rate": round(rate / args.rps, 1),
                 "load_before": round(load, 2),
                 "load_after": round(os.getloadavg()[0], 2),
@@ -281,7 +287,9 @@ def main() -> None:
     if limiter:
         print(
             f"limiter's own cost: {limiter['acquisitions_per_s']:.0f} acquisitions/s across 8 processes "
-            f"({limiter['vs_rate']:.1f}x R; bench_budget.measure, machine-wide store, unlimited rate), "
+            f"({limiter['vs_rate']:.1f}x R; {limiter['vs_one_process']}x the same loop in 1 process: "
+            f"{limiter['one_process_acquisitions_per_s']:.0f}/s; bench_budget.measure, machine-wide store, "
+            "unlimited rate), "
             f"load {limiter['load_before']:.1f}>{limiter['load_after']:.1f}"
         )
     total = time.monotonic() - started
