@@ -101,6 +101,7 @@ class PolyvSimulator:
         self._values: dict[tuple[str, str, str], str] = {}
         self._batches: list[list[dict[str, Any]]] = []
         self._counts = _zero_counts()
+        self._by_account: dict[str, int] = {}  # authenticated API requests per appId
         self._rng_lock = threading.Lock()
         self._faults = FaultConfig()
         self._rng = random.Random()
@@ -190,6 +191,13 @@ class PolyvSimulator:
         return SimStats(**{**counts, "peak_window_requests": self._peak.peak()})
 
     @property
+    def requests_by_account(self) -> dict[str, int]:
+        """A copy of the authenticated API requests counted per appId (either endpoint, any answer
+        after the signature check), for measuring how the accounts shared the IP over time."""
+        with self._lock:
+            return dict(self._by_account)
+
+    @property
     def peak_window_requests(self) -> int:
         """The most API requests one client IP sent in any sliding window of the rate limit
         (``window_s``, 10 s by default), over all accounts, whatever the answer."""
@@ -236,6 +244,7 @@ class PolyvSimulator:
             self._values.clear()
             self._batches.clear()
             self._counts = _zero_counts()
+            self._by_account.clear()
         self._limiter.reset()
         self._peak.reset()
         self.set_faults(self._faults)  # same seed, same sequence of draws again
@@ -271,6 +280,8 @@ class PolyvSimulator:
         if request.method != ("POST" if request.path == SAVE_PATH else "GET"):
             raise ApiError(405, "method not supported")
         app_id = self._authenticate(request.query)
+        with self._lock:
+            self._by_account[app_id] = self._by_account.get(app_id, 0) + 1
         unavailable = self._take_unavailable(faults)
         if unavailable is not None:
             return unavailable

@@ -320,6 +320,23 @@ def test_values_are_kept_per_app(api: Api) -> None:
     }
 
 
+def test_requests_are_counted_per_account(api: Api) -> None:
+    assert api.sim.requests_by_account == {}
+    assert api.save([item("v1", "a")]).status_code == 200
+    assert api.list_fields().status_code == 200
+    other = api.query(app_id="other-app", secret="other-secret")
+    assert api.post(SAVE, other, json=[item("v1", "b")]).status_code == 200
+    # Not counted: an unknown app and a bad signature (no account is proven).
+    assert api.post(SAVE, api.query(app_id="nobody"), json=[item("v1", "c")]).status_code == 400
+    assert api.post(SAVE, {**api.query(), "sign": "0" * 32}, json=[item("v1", "c")]).status_code == 403
+    counts = api.sim.requests_by_account
+    assert counts == {APP: 2, "other-app": 1}
+    counts[APP] = 99  # a copy
+    assert api.sim.requests_by_account[APP] == 2
+    api.sim.reset()
+    assert api.sim.requests_by_account == {}
+
+
 def test_poison_value_rejects_the_whole_batch(make_api: Callable[..., Api]) -> None:
     api = make_api(faults=FaultConfig(poison_values=("BAD",)))
     response = api.save([item("v1", "ok"), item("v2", "BAD"), item("v3", "ok")])
