@@ -17,10 +17,13 @@ import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from polyv_connector.errors import ConfigError
+
+if TYPE_CHECKING:
+    from polyv_connector.runspec import RunSpec
 
 
 def is_url(path: str) -> bool:
@@ -149,3 +152,32 @@ def require_under(path: str, prefixes: Sequence[str], setting: str, allowed_sett
         if any(not is_url(prefix) and _inside(target, local_path(prefix)) for prefix in prefixes):
             return
     raise ConfigError(setting, f"{path!r} is not under a location {allowed_setting} allows")
+
+
+def confine(spec: RunSpec) -> RunSpec:
+    """``spec`` with its trigger-time paths held to where the DAG author allows.
+
+    With ``report_dir`` set, ``report_path`` is a name under it; with ``allowed_input_prefixes``
+    / ``allowed_suite_prefixes`` set, the input / the suite must lie under one of them.
+    Raises :class:`ConfigError` naming the argument.
+    """
+    import dataclasses
+
+    report_path = spec.report_path
+    if spec.report_dir and report_path:
+        report_path = name_under(spec.report_dir, report_path, spec.label("report_path"))
+    if spec.allowed_input_prefixes is not None and spec.input_path:
+        require_under(
+            spec.input_path,
+            spec.allowed_input_prefixes,
+            spec.label("input_path"),
+            spec.label("allowed_input_prefixes"),
+        )
+    if spec.allowed_suite_prefixes is not None and spec.suite_path:
+        require_under(
+            spec.suite_path,
+            spec.allowed_suite_prefixes,
+            spec.label("expectation_suite_path"),
+            spec.label("allowed_suite_prefixes"),
+        )
+    return dataclasses.replace(spec, report_path=report_path)
