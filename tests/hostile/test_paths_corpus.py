@@ -245,8 +245,8 @@ def test_hostile_path_is_refused(case: Case, tmp_path: Path, sim: PolyvSimulator
     assert {p: _digest(p) for p in kept} == before
     assert os.stat("/dev/null").st_mode == dev_null_kind
     # Refused before anything was written: no report, no partial file next to it.
-    if setup.report is None:
-        assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+    out = tmp_path / "out"
+    assert not out.exists() or not any(out.iterdir())
     # The secret, and anything about it, stays out of every output.
     for text in (proc.stdout, proc.stderr):
         assert APP_SECRET not in text
@@ -288,3 +288,45 @@ def test_the_corpus_control_run_succeeds(tmp_path: Path, sim: PolyvSimulator) ->
     assert proc.returncode == 0, proc.stderr
     assert report.is_file() and json.loads(summary.read_text())["ok"] is True
     assert (tmp_path / "state" / APP_ID / "meta.json").is_file()
+
+
+# A filesystem plugin with a bug, registered the way fsspec plugins are: the CLI must answer with
+# one line and 70, never a traceback and never 1 (which means "some items failed").
+_BROKEN_FS = """
+import sys
+import fsspec
+from fsspec.spec import AbstractFileSystem
+
+class BrokenFS(AbstractFileSystem):
+    protocol = "brokenfs"
+
+    def info(self, path, **kwargs):
+        raise RuntimeError("a bug in a filesystem plugin")
+
+    def ls(self, path, detail=True, **kwargs):
+        raise RuntimeError("a bug in a filesystem plugin")
+
+fsspec.register_implementation("brokenfs", BrokenFS)
+from polyv_connector.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_an_unexpected_error_is_one_line_and_exit_70(tmp_path: Path, sim: PolyvSimulator, verbose: bool) -> None:
+    args = ["-v"] if verbose else []
+    args += ["run", "--input", "brokenfs://bucket/in.parquet", "--report", str(tmp_path / "r.parquet")]
+    requests_before = sim.stats.api_requests
+    proc = subprocess.run(
+        [sys.executable, "-c", _BROKEN_FS, *args],
+        env=_env(sim, {}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 70, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("polyv-sync:")]
+    assert len(lines) == 1 and "internal error: RuntimeError: a bug in a filesystem plugin" in lines[0]
+    assert ("Traceback" in proc.stderr) is verbose  # the details only when asked for
+    assert APP_SECRET not in proc.stderr + proc.stdout
+    assert sim.stats.api_requests == requests_before
