@@ -132,7 +132,8 @@ class SyncResult:
     @property
     def exit_code(self) -> int:
         if self.aborted:
-            return EXIT_ABORTED
+            # An unexpected error stopped sending: a bug (70), not POLYV refusing the run (3).
+            return exit_codes.INTERNAL.code if self.abort_cause == "internal" else EXIT_ABORTED
         if self.gate_failures:
             return EXIT_GATE
         return EXIT_OK if self.ok else EXIT_ROWS_UNSUCCESSFUL
