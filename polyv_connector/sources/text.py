@@ -8,7 +8,11 @@ Rules (also in the README):
 * dates ``YYYY-MM-DD``; timestamps ``YYYY-MM-DDTHH:MM:SS[.ffffff]`` with the fraction
   only when non-zero (trailing zeros dropped), time-zone-aware ones converted to UTC with
   a ``Z`` suffix; decimals as written by Arrow (``12.50``);
-* binary must be valid UTF-8; other types (lists, structs, maps) are refused.
+* binary as the UTF-8 text it holds; other types (lists, structs, maps) are refused.
+
+:func:`to_text` is the plain conversion; :func:`checked_text` is what the engine uses: it also
+says, per row, why a value cannot be sent (invalid UTF-8, inf/NaN, dates outside years
+1-9999), and returns text that is always valid UTF-8.
 """
 
 from __future__ import annotations
