@@ -171,10 +171,9 @@ def invalid_utf8(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     row_start = np.zeros(m + 1, dtype=bool)
     row_start[starts[starts < ends]] = True
     heads = np.flatnonzero(~cont | row_start[:m])  # lead bytes and value starts
+    # Each value ends where the next non-empty one starts (a head) or at the data's end, so the
+    # run of continuation bytes after a head never crosses into another value.
     nxt = np.append(heads[1:], m)
-    # Value ends cut the run of continuation bytes too (a value may end inside a sequence).
-    row_of_head = np.searchsorted(starts, heads, side="right") - 1
-    nxt = np.minimum(nxt, ends[row_of_head]) if len(heads) else nxt
     lead = data[heads]
     length = np.select(
         [
