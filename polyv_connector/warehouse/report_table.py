@@ -181,7 +181,7 @@ class SqlReportTable:
             self._conn = self._open()
             self._pg_driver = dbapi.driver_of(self._conn) in dbapi.PG_DRIVERS
             self._copy = self.use_copy and self._pg_driver
-        if self._copy or self.dialect in ("postgresql", "redshift") or self._pg_driver:
+        if self._pg_driver or self.dialect in ("postgresql", "redshift"):
             # PostgreSQL text cannot hold NUL: stored escaped (README, The report), so the
             # report of items POLYV confirmed can always be written.
             batch = dbapi.escape_nul(batch)
