@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from typing import Any
 
 import pytest
@@ -72,6 +73,31 @@ def _source(schema: str) -> tuple[str, dict[dt.datetime, dict[tuple[str, str], s
     return table, expected
 
 
+def _lock_waiters() -> set[str]:
+    """Engine runIds of the polyv-connector lock sessions (other than the holder) in ``test`` whose
+    last query was an advisory lock attempt. The lock key itself is not visible: psycopg 3 binds it
+    server-side (``pg_try_advisory_lock($1)``), so a session of another suite on ``test`` could
+    show up too; the test only ever asks for its own runs to be among these."""
+    rows = _rows(
+        "SELECT application_name FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name LIKE 'polyv-connector %%' AND application_name <> 'polyv-connector e2e-holder' "
+        "AND query LIKE '%%pg_try_advisory_lock(%%'"
+    )
+    return {name.removeprefix("polyv-connector ") for (name,) in rows}
+
+
+def _no_failed_task(stack) -> bool:
+    """True, or fail at once (with the task's log) if a task failed while the lock was held."""
+    for ti in stack.task_instances(DAG_ID):
+        if ti["state"] in ("failed", "up_for_retry"):
+            pytest.fail(
+                f"{ti['run_id']} failed before the lock was released:\n"
+                + stack.task_log_text(DAG_ID, ti["run_id"])[-4000:]
+            )
+    return True
+
+
+@pytest.mark.timeout(600)  # the stack's start (about 40-60 s) counts too; every wait inside is bounded
 def test_three_day_backfill_runs_side_by_side_and_each_waits_for_the_lock(scheduler_stack, sim, pg_schema):
     from polyv_connector.locks import PgAdvisoryLock
 
@@ -96,12 +122,25 @@ def test_three_day_backfill_runs_side_by_side_and_each_waits_for_the_lock(schedu
         backfill_max = stack.sql("SELECT max_active_runs FROM backfill WHERE dag_id = %s", (DAG_ID,))
         assert backfill_max == [(10,)]  # the backfill's own limit: the DAG's max_active_runs=1 does not apply
 
-        # All three task instances start while the lock is held: the runs really are side by side.
+        # All three tasks start while the lock is held, and all three wait for it at once: each has
+        # its lock session polling pg_try_advisory_lock (named after its engine run) in the warehouse.
         stack.wait_until(
             "the three backfill tasks to be running at once",
             lambda: sum(ti["state"] == "running" for ti in stack.task_instances(DAG_ID)) == 3,
             timeout=150,
         )
+        # The operator logs "POLYV sync: appId ..." just before the engine asks for the lock.
+        stack.wait_until(
+            "the three backfill tasks to ask for the state's lock at once",
+            lambda: (
+                _no_failed_task(stack)
+                and len(_lock_waiters()) >= 3
+                and all("POLYV sync: appId" in stack.task_log_text(DAG_ID, r["run_id"]) for r in runs)
+            ),
+            timeout=90,
+        )
+        time.sleep(3)  # margin between that log line and the lock attempt, under load
+        waiters = _lock_waiters()
     finally:
         released = dt.datetime.now(dt.UTC)
         holder.release()
@@ -126,6 +165,7 @@ def test_three_day_backfill_runs_side_by_side_and_each_waits_for_the_lock(schedu
         assert summary["counts"]["sent"] == PER_DAY + 1, summary
         by_run_id[summary["runId"]] = run["data_interval_start"]
     assert len(by_run_id) == 3
+    assert set(by_run_id) <= waiters, (by_run_id, waiters)  # all three were waiting at once while the lock was held
     report = _rows(f'SELECT "runId", "viewerId", "customFieldId", "customFieldValue", status FROM {report_table}')
     assert len(report) == 3 * (PER_DAY + 1)
     for run_id, day in by_run_id.items():
