@@ -155,9 +155,16 @@ class SqlStateTable:
                 with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
                     cur.execute(f"CREATE TABLE IF NOT EXISTS {self.table} ({columns})")
             except Exception as exc:
-                raise ConfigError(
-                    self.setting, f"cannot create the state table {self.table}: {type(exc).__name__}: {exc}"
-                ) from exc
+                # Two first runs at once (a backfill's dates): PostgreSQL can refuse the loser's
+                # CREATE TABLE IF NOT EXISTS with a catalog unique violation. The table is there.
+                if existing_columns(conn, self.table) is None:
+                    raise ConfigError(
+                        self.setting, f"cannot create the state table {self.table}: {type(exc).__name__}: {exc}"
+                    ) from exc
+                log.info("the sync state table %s was created by another run meanwhile", self.table)
+                self._ensure_schema(conn, migrate=True)
+                self.exists = True
+                return
             self.exists = True
             log.info("created the sync state table %s", self.table)
             self._ensure_schema(conn, migrate=True)  # records the version of the new table

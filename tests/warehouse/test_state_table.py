@@ -110,3 +110,34 @@ def test_the_warehouse_diff_is_wired_at_construction(pg_schema) -> None:
     assert source.count_unchanged(columns) == 1  # u1: confirmed with this value
     rows = pa.Table.from_batches(list(source.batches(columns, 10)))
     assert sorted(rows.column("uid").to_pylist()) == ["u2", "u3"]  # changed, and never sent
+
+
+@pytest.mark.postgres
+def test_first_runs_creating_the_state_table_at_once_all_open_it(pg_schema) -> None:
+    """A backfill starts several dates side by side on a new state table: PostgreSQL can refuse
+    all but one ``CREATE TABLE IF NOT EXISTS`` (a catalog unique violation); the others must open
+    the table their neighbour made, not fail (seen in tests/e2e/test_backfill.py)."""
+    import threading
+
+    import psycopg
+
+    from polyv_connector.warehouse.state_table import SqlStateTable
+
+    errors: list[BaseException] = []
+    for trial in range(8):
+        table = f"{pg_schema}.state_{trial}"
+        start = threading.Barrier(3)
+
+        def open_table(table: str = table, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                assert SqlStateTable(lambda: psycopg.connect(PG_DSN), table, "app").exists
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_table) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    assert not errors, errors[:3]
