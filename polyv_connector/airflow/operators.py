@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from polyv_connector.engine import SyncResult
     from polyv_connector.report import ReportSink
     from polyv_connector.runspec import RunSpec
+    from polyv_connector.sender import Circuit
 
 
 class PolyvViewerFieldSyncOperator(BaseOperator):
@@ -188,6 +189,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         self.budget_conn_id = budget_conn_id
         self.budget_rps = budget_rps
         self._lineage: dict[str, Any] = {}
+        self._stop: Circuit | None = None  # set while execute() runs: on_kill() stops through it
         if not explicit_outlets:
             self.outlets = self.default_outlets()
 
@@ -275,6 +277,11 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                 " (full refresh)" if spec.options.full_refresh else "",
             )
             run_id = new_run_id()
+            from polyv_connector.sender import Circuit
+
+            # on_kill() may come from another thread (Airflow's SIGTERM handler, or after an
+            # execution_timeout): it stops the run through this handle.
+            self._stop = Circuit()
             with spec.open_budget(credentials.base_url, run_id, url=_redis_url(spec.budget_conn_id)) as budget:
                 client = hook.get_conn(spec.options.send, budget)
                 result = sync(
@@ -286,10 +293,24 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                     state=state,
                     client=client,
                     run_id=run_id,
+                    stop=self._stop,
                 )
         except PolyvConnectorError as exc:
             raise _airflow_error(exc) from exc
+        except BaseException as exc:
+            # execution_timeout (AirflowTaskTimeout) or SIGINT (KeyboardInterrupt) while sending:
+            # the engine has written the whole report; say where, then let Airflow fail the task.
+            from polyv_connector.engine import interrupted_result
+
+            stopped = interrupted_result(exc)
+            if stopped is not None:
+                self.log.warning("%s", stopped.summary_line())
+                self.log.warning("report: %s", stopped.report_location)
+                summary = self._summary(stopped, context, credentials.app_secret.reveal())
+                context["ti"].xcom_push(key="return_value", value=summary)
+            raise
         finally:
+            self._stop = None
             hook.close()
 
         validation = result.extra.get("validation") or {}
@@ -314,6 +335,18 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             failure = AirflowException if retryable else AirflowFailException
             raise failure(_scrub_secret(_failure_message(result), credentials.app_secret.reveal()))
         return summary
+
+    def on_kill(self) -> None:
+        """Stop sending at once (Airflow: "mark failed", a worker shutdown, after a timeout).
+
+        No new request leaves; requests in flight get a few seconds, then the report is written
+        (the items without an answer are ``in_doubt``). Their keys were marked unconfirmed
+        before sending, so a SIGKILL that follows leaves the state consistent.
+        """
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            self.log.warning("on_kill: stopping the POLYV sync; the report is still written")
+            stop.stop("Airflow stopped the task (on_kill)")
 
     def _state(self, app_id: str, spec: RunSpec, pushdown: bool) -> Any:
         """The warehouse state table, when there is no state_dir and a connection to keep it on."""
