@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -220,6 +222,7 @@ def sync(
     sleep: Callable[[float], None] = time.sleep,
     seed: int | None = None,
     stop: Circuit | None = None,
+    report_fallback_dir: str | os.PathLike[str] | None = None,
 ) -> SyncResult:
     """Run one sync and write its report. Returns the result; never raises for row problems.
 
@@ -238,6 +241,10 @@ def sync(
     ``stopped``. An exception raised while sending (``KeyboardInterrupt``, Airflow's task
     timeout) is treated the same way, then re-raised once the report is written;
     :func:`interrupted_result` gives the result it carries.
+
+    When ``report`` cannot be written (a warehouse error at write or commit), the whole report
+    goes to a Parquet file under ``report_fallback_dir`` (default: ``$AIRFLOW_HOME/polyv_reports``,
+    else ``polyv_reports`` in the temp directory) and the result names it (``reportFallback``).
     """
     try:
         result = _run(
@@ -255,6 +262,7 @@ def sync(
             sleep=sleep,
             seed=seed,
             stop=stop,
+            report_fallback_dir=report_fallback_dir,
         )
     except BaseException as exc:
         # The engine owns the whole run: a run that fails leaves no partial report behind
@@ -283,6 +291,7 @@ def _run(
     sleep: Callable[[float], None],
     seed: int | None,
     stop: Circuit | None,
+    report_fallback_dir: str | os.PathLike[str] | None,
 ) -> SyncResult:
     started = clock()
     options.validate()
@@ -318,6 +327,7 @@ def _run(
             seed=seed,
             started=started,
             stop=stop,
+            report_fallback_dir=report_fallback_dir,
         )
     finally:
         if locked is not None:
@@ -341,6 +351,7 @@ def _locked_run(
     seed: int | None,
     started: float,
     stop: Circuit | None,
+    report_fallback_dir: str | os.PathLike[str] | None,
 ) -> SyncResult:
     # Under the lock: with a diff in the warehouse, checking the columns compacts the state table.
     source.check_columns(options.mapping)
@@ -353,6 +364,7 @@ def _locked_run(
         client = PolyvClient(credentials, options.send, budget=budget or TokenBucket(options.send.max_rps), clock=clock)
     circuit = stop if stop is not None else Circuit()
     interrupted: BaseException | None = None
+    fallback: dict[str, str] = {}
     try:
         known_fields = None
         if options.check_fields:
@@ -392,7 +404,9 @@ def _locked_run(
                 closing["not_attempted"] = f"not sent: the run was stopped: {circuit.abort}"
             ledger.status[ledger.status == PENDING] = STATUS_CODE["not_attempted"]
             if report is not None:
-                _write_report(spill_path, ledger, report, run_id, closing, clock(), bool(gate_failures))
+                fallback = _report_with_fallback(
+                    spill_path, ledger, report, run_id, closing, clock(), bool(gate_failures), report_fallback_dir
+                )
         if state is not None and not options.dry_run:
             state.finish()
     finally:
@@ -408,12 +422,12 @@ def _locked_run(
         api_requests=client.requests_sent,
         requests_planned=requests_planned,
         duration_s=clock() - started,
-        report_location=report.location if report else None,
+        report_location=fallback.get("reportFallback") or (report.location if report else None),
         dry_run=options.dry_run,
         aborted=str(stopped) if stopped else None,
         abort_cause=stopped.cause if stopped else None,
         gate_failures=gate_failures,
-        extra={} if unchanged_in_source is None else {"unchangedInWarehouse": unchanged_in_source},
+        extra={**({} if unchanged_in_source is None else {"unchangedInWarehouse": unchanged_in_source}), **fallback},
     )
     if interrupted is not None:
         # The report and the state are complete: now let the caller's stop take its course.
@@ -614,6 +628,44 @@ def _items_of(batch: Batch, result: ItemsResult) -> pa.Table:
         return batch.items
     where = np.searchsorted(batch.indices, result.indices)  # batch indices are ascending
     return batch.items.take(pa.array(where))
+
+
+def default_report_fallback_dir() -> Path:
+    """Where a report goes when its sink fails: ``$AIRFLOW_HOME/polyv_reports`` or the temp dir's."""
+    home = os.environ.get("AIRFLOW_HOME", "").strip()
+    return Path(home or tempfile.gettempdir()) / "polyv_reports"
+
+
+def _report_with_fallback(
+    spill_path: Path,
+    ledger: _Ledger,
+    report: ReportSink,
+    run_id: str,
+    closing: dict[str, str],
+    now: float,
+    gate_failed: bool,
+    fallback_dir: str | os.PathLike[str] | None,
+) -> dict[str, str]:
+    """Write the report; if its sink fails, write it whole to a Parquet file instead.
+
+    The run's sends and its state are already settled: a report table that is down must not
+    lose the only record of them, nor fail a run whose rerun would resend nothing.
+    Returns ``{"reportFallback": path, "reportError": why}`` when the fallback was used.
+    """
+    from polyv_connector.report import ParquetReport
+
+    try:
+        _write_report(spill_path, ledger, report, run_id, closing, now, gate_failed)
+        return {}
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        report.abort()
+    folder = Path(fallback_dir) if fallback_dir is not None else default_report_fallback_dir()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # the report holds the items' values
+    path = folder / f"polyv-report-{run_id}.parquet"
+    _write_report(spill_path, ledger, ParquetReport(path, setting="report fallback"), run_id, closing, now, gate_failed)
+    log.error("could not write the report to %s (%s); the report is kept in %s", report.location, error, path)
+    return {"reportFallback": str(path), "reportError": f"could not write the report to {report.location}: {error}"}
 
 
 def _write_report(

@@ -210,3 +210,29 @@ def test_a_keyboard_interrupt_while_sending_still_writes_the_report(tmp_path: Pa
     assert len(statuses) == 300
     assert set(statuses) <= {"sent", "in_doubt", "not_attempted"}
     assert result.counts["sent"] == statuses.count("sent") > 0
+
+
+def test_a_report_table_that_fails_at_write_leaves_the_report_in_a_parquet_fallback(tmp_path: Path, creds, sim) -> None:
+    import sqlite3
+
+    from polyv_connector.config import SyncOptions
+    from polyv_connector.engine import sync
+    from polyv_connector.sources.parquet import ParquetSource
+    from polyv_connector.warehouse.report_table import SqlReportTable
+
+    db = tmp_path / "wh.sqlite"
+    table = SqlReportTable(lambda: sqlite3.connect(db), "polyv_sync_report", dialect="sqlite", placeholder="?")
+    with sqlite3.connect(db) as conn:  # the table goes away while the run sends
+        conn.execute("DROP TABLE polyv_sync_report")
+    src = write_items(tmp_path / "in.parquet", _rows(30))
+    options = SyncOptions(send=FAST, check_fields=False, state_dir=str(tmp_path / "state"))
+    result = sync(ParquetSource(str(src)), creds, options, table, report_fallback_dir=tmp_path / "fallback")
+    summary = result.to_dict()
+    path = Path(summary["reportFallback"])
+    assert path.parent == tmp_path / "fallback" and summary["report"] == str(path)
+    assert "polyv_sync_report" in summary["reportError"]
+    assert result.exit_code == 0 and result.counts["sent"] == 30
+    assert pq.read_table(path).column("status").to_pylist() == ["sent"] * 30
+    # The next run is not blocked: nothing changed, nothing sent, its report written normally.
+    again = sync(ParquetSource(str(src)), creds, options, None)
+    assert again.exit_code == 0 and again.counts["unchanged"] == 30
