@@ -236,3 +236,30 @@ def test_a_report_table_that_fails_at_write_leaves_the_report_in_a_parquet_fallb
     # The next run is not blocked: nothing changed, nothing sent, its report written normally.
     again = sync(ParquetSource(str(src)), creds, options, None)
     assert again.exit_code == 0 and again.counts["unchanged"] == 30
+
+
+@pytest.mark.parametrize(("offset", "code"), [(300.0, 0), (-300.0, 0), (1200.0, 3)])
+def test_clock_skew_is_corrected_up_to_15_minutes(
+    tmp_path: Path, offset: float, code: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    from polyv_connector.cli import main
+
+    src = write_items(tmp_path / "in.parquet", _rows(25))
+    with PolyvSimulator(apps={APP_ID: APP_SECRET}, clock_offset_s=offset) as sim:
+        env = {"POLYV_APP_ID": APP_ID, "POLYV_APP_SECRET": APP_SECRET, "POLYV_API_BASE_URL": sim.base_url}
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in env.items():
+                mp.setenv(k, v)
+            args = ["run", "--input", str(src), "--report", str(tmp_path / "r.parquet"), "--batch-size", "10"]
+            exit_code = main([*args, "--summary-json", str(tmp_path / "s.json")])
+        stored = len(sim.values)
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert exit_code == code
+    if code == 0:
+        assert stored == 25 and summary["counts"]["sent"] == 25
+        [line] = [r.getMessage() for r in caplog.records if "off POLYV's" in r.getMessage()]
+        measured = float(line.split("clock is ")[1].split("s off")[0])
+        assert abs(measured + offset) < 2.5  # the Date header has whole seconds
+    else:
+        assert stored == 0 and summary["abortCause"] == "clock"
+        assert "more than the 15 minutes" in summary["aborted"] and "NTP" in summary["aborted"]
