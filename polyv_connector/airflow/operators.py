@@ -52,7 +52,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
 
     **Result**: returns a strict-JSON summary (counts per status, requests, duration, report
     location, runId) as XCom. Raises ``AirflowException`` after the report is written when any
-    item is ``failed`` or ``not_attempted`` (a stopped run or a failed data-quality gate), and
+    item is ``failed``, ``in_doubt`` or ``not_attempted`` (a stopped run or a failed data-quality
+    gate), and
     ``AirflowFailException`` (no retry) when POLYV refused the credentials or the URL, or a
     setting is invalid.
 
@@ -621,7 +622,8 @@ def _failure_message(result: SyncResult) -> str:
     counts = result.counts
     parts = [
         f"POLYV sync {result.run_id} did not sync every item: failed {counts.get('failed', 0):,}, "
-        f"not_attempted {counts.get('not_attempted', 0):,} of {result.items:,}"
+        f"in_doubt {counts.get('in_doubt', 0):,}, not_attempted {counts.get('not_attempted', 0):,} "
+        f"of {result.items:,}"
     ]
     if result.aborted:
         parts.append(f"stopped ({result.abort_cause}): {result.aborted}")
