@@ -14,6 +14,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -93,6 +94,9 @@ def _stop_on_signals(circuit: Circuit) -> Iterator[list[exit_codes.ExitCode]]:
         )
         circuit.stop(f"{signal.Signals(signum).name} received")
 
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # signal handlers can only be set from the main thread (main() in a thread)
+        return
     previous = {sig: signal.signal(sig, handle) for sig in _SIGNAL_EXIT}
     try:
         yield received

@@ -61,7 +61,9 @@ class Circuit:
 
     def __init__(self) -> None:
         self._abort: RunAborted | None = None
-        self._lock = threading.Lock()
+        # Reentrant: stop() may run in a signal handler, on the main thread, while that same
+        # thread is inside open(); a plain Lock would deadlock there.
+        self._lock = threading.RLock()
 
     def open(self, abort: RunAborted) -> None:
         with self._lock:
