@@ -359,12 +359,17 @@ def send_all(
     the items of those that do not are handed to ``on_done`` as ``in_doubt``. Whatever is
     raised in this thread (a bug in ``on_done``, ``KeyboardInterrupt``, Airflow's task timeout)
     opens the circuit and is re-raised after the same accounting, so the caller can still write
-    a report that records every answer received. At most ``2 * concurrency`` batches are held
+    a report that records every answer received. ``on_done`` must be idempotent: a call that
+    such an exception interrupted is made again. At most ``2 * concurrency`` batches are held
     in memory.
     """
     pool = _DaemonPool(concurrency, "polyv-send")
     in_flight: dict[Future[list[ItemsResult]], tuple[Batch, list[ItemsResult]]] = {}
     deadline: float | None = None
+    # The answer being handed to on_done: if an interruption lands inside on_done, it is
+    # handed over again before re-raising (on_done must be idempotent), so it is never lost.
+    handing: tuple[Batch, list[ItemsResult]] | None = None
+    stopping = False  # once set, an on_done that fails again is logged, not raised
 
     def drain(until: int) -> None:
         nonlocal deadline
@@ -381,8 +386,26 @@ def send_all(
                 timeout = _POLL_S
             done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
             for fut in done:
-                batch, _answered = in_flight.pop(fut)
-                on_done(batch, fut.result())
+                batch, answered = in_flight.pop(fut)
+                try:
+                    results = fut.result()
+                except BaseException:
+                    # A bug in the sender: the answers it had recorded stand, the rest is in doubt.
+                    hand_over(batch, sender.in_doubt(batch, answered))
+                    raise
+                hand_over(batch, results)
+
+    def hand_over(batch: Batch, results: list[ItemsResult]) -> None:
+        nonlocal handing
+        handing = (batch, results)
+        try:
+            on_done(batch, results)
+        except Exception:
+            if not stopping:
+                raise
+            # Already stopping for an error: account for the other batches all the same.
+            log.exception("recording the results of batch %s failed while stopping", batch.batch_id)
+        handing = None
 
     def abandon() -> None:
         log.warning(
@@ -392,8 +415,9 @@ def send_all(
         )
         while in_flight:
             fut, (batch, answered) = in_flight.popitem()
-            fut.cancel()  # not started yet: the worker skips it
-            on_done(batch, sender.in_doubt(batch, answered))
+            if fut.cancel():
+                continue  # never started: nothing left, its items stay pending (not_attempted)
+            hand_over(batch, sender.in_doubt(batch, answered))
 
     try:
         for batch in batches:
@@ -407,6 +431,9 @@ def send_all(
         drain(0)
     except BaseException as exc:
         circuit.open(abort_for_exception(exc))
+        stopping = True
+        if handing is not None:
+            hand_over(*handing)
         drain(0)
         raise
     finally:

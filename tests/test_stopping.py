@@ -53,9 +53,10 @@ def _start(tmp: Path, sim: PolyvSimulator, src: Path, name: str, *extra: str) ->
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_stored(sim: PolyvSimulator, proc: subprocess.Popen[str], at_least: int = 1) -> None:
+def _wait_stored(sim: PolyvSimulator, proc: subprocess.Popen[str], at_least: int = 1, prefix: str = "") -> None:
+    """Until the simulator holds ``at_least`` values of viewers starting with ``prefix``."""
     deadline = time.monotonic() + 60
-    while len(sim.values) < at_least:
+    while sum(k[1].startswith(prefix) for k in sim.values) < at_least:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the run never stored anything"
         time.sleep(0.02)
@@ -118,13 +119,14 @@ def test_kill_9_leaves_a_spill_dir_that_the_next_run_removes_but_a_live_run_keep
     other = write_items(tmp_path / "other.parquet", [(f"other-{i}", f, v) for i, (_, f, v) in enumerate(_rows(N))])
     live = _start(tmp_path, slow_sim, other, "live", "--state-dir", str(tmp_path / "state-live"))
     try:
-        _wait_stored(slow_sim, live, len(slow_sim.values) + 2)
-        [live_dir] = [p for p in (tmp_path / "tmp").glob(PREFIX + "*") if p != left]
+        _wait_stored(slow_sim, live, 2, prefix="other-")  # the live run's own values, not the dead one's
+        # The new run removed the dead run's folder before making its own.
+        assert not left.exists(), "the dead run's spill directory is still there"
+        [live_dir] = list((tmp_path / "tmp").glob(PREFIX + "*"))
         small = write_items(tmp_path / "small.parquet", _rows(5, "s"))
         third = _start(tmp_path, slow_sim, small, "third", "--state-dir", str(tmp_path / "state-third"))
         _out, err = third.communicate(timeout=60)
         assert third.returncode == 0, err
-        assert not left.exists(), "the dead run's spill directory is still there"
         assert live_dir.exists(), "the live run's spill directory was removed"
         assert live.poll() is None
     finally:
