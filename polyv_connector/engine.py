@@ -51,7 +51,7 @@ from polyv_connector.planner import PlanNotes, plan_duplicates, plan_unchanged
 from polyv_connector.progress import Progress
 from polyv_connector.report import ReportSink
 from polyv_connector.sender import BatchSender, Circuit, ItemsResult, send_all
-from polyv_connector.sources.items import ITEM_SCHEMA, to_items
+from polyv_connector.sources.items import ITEM_SCHEMA, convert_items
 from polyv_connector.sources.text import UnsupportedColumn
 from polyv_connector.spill import create_file, spill_dir
 from polyv_connector.state import StateStore, SyncState
@@ -134,7 +134,8 @@ class SyncResult:
     @property
     def exit_code(self) -> int:
         if self.aborted:
-            return EXIT_ABORTED
+            # An unexpected error stopped sending: a bug (70), not POLYV refusing the run (3).
+            return exit_codes.INTERNAL.code if self.abort_cause == "internal" else EXIT_ABORTED
         if self.gate_failures:
             return EXIT_GATE
         return EXIT_OK if self.ok else EXIT_ROWS_UNSUCCESSFUL
@@ -482,7 +483,7 @@ def _plan_pass(
                 # Stopped before anything was sent: no report (the input was not read whole).
                 raise abort
             try:
-                items = to_items(batch, options.mapping, first_row)
+                items, unsendable = convert_items(batch, options.mapping, first_row)
             except (pa.ArrowInvalid, UnsupportedColumn) as exc:
                 raise InputError(
                     getattr(source, "setting", "--input"),
@@ -490,6 +491,8 @@ def _plan_pass(
                 ) from exc
             first_row += batch.num_rows
             reasons = check_items(items, known_fields)
+            if unsendable is not None:  # invalid UTF-8, inf/NaN, dates past 9999: rejected, named
+                reasons = merge_reasons(unsendable, reasons)
             extra = validator.validate_chunk(items) if validator else None
             if extra is not None:
                 reasons = merge_reasons(reasons, extra)
