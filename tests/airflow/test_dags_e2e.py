@@ -252,11 +252,15 @@ def test_execution_timeout_fails_the_task_after_writing_the_whole_report(run_dag
     env = {
         "AIRFLOW_CONN_POLYV_DEFAULT": conn_json(sim.base_url, batch_size=10, concurrency=2),
         "AIRFLOW__CORE__DEFAULT_TASK_EXECUTION_TIMEOUT": "10",
+        # The DAG confines trigger-time paths: the report is a name under the report folder,
+        # the input under an allowed prefix.
+        "AIRFLOW_VAR_POLYV_REPORT_DIR": str(tmp_path),
+        "AIRFLOW_VAR_POLYV_INPUT_PREFIXES": json.dumps([str(tmp_path)]),
     }
     sim.set_faults(FaultConfig(latency_s=0.05))  # 600 requests over 2 workers: about 15 s
     try:
         run = run_dag(
-            "polyv_viewer_sync_parquet", "2025-03-05", {"input_path": str(src), "report_path": str(report)}, env=env
+            "polyv_viewer_sync_parquet", "2025-03-05", {"input_path": str(src), "report_path": report.name}, env=env
         )
     finally:
         sim.set_faults(FaultConfig())
