@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from polyv_connector import exit_codes, runspec
 from polyv_connector.config import Credentials
@@ -22,6 +25,7 @@ from polyv_connector.errors import BusyError, ConfigError, DependencyUnavailable
 
 if TYPE_CHECKING:
     from polyv_connector.budget import SharedBudget
+    from polyv_connector.sender import Circuit
 
 # Flags the CLI shows in its own groups; every other setting with a flag goes under "run".
 _GROUPS = {
@@ -65,9 +69,47 @@ def spec_from_args(args: argparse.Namespace) -> runspec.RunSpec:
     return runspec.resolve(given, front="cli")
 
 
+_SIGNAL_EXIT = {signal.SIGINT: exit_codes.SIGINT, signal.SIGTERM: exit_codes.SIGTERM}
+
+
+@contextmanager
+def _stop_on_signals(circuit: Circuit) -> Iterator[list[exit_codes.ExitCode]]:
+    """While the run lasts, SIGINT and SIGTERM stop it gracefully instead of killing it.
+
+    The handler only opens the circuit (no request leaves after it); the engine waits briefly
+    for the requests in flight, records what POLYV confirmed, writes the report, and the
+    command exits 130/143. The yielded list receives the exit status of the first signal.
+    """
+    received: list[exit_codes.ExitCode] = []
+    log = logging.getLogger("polyv_connector")
+
+    def handle(signum: int, _frame: Any) -> None:
+        if received:
+            log.warning("already stopping (in-flight requests get a few seconds); SIGKILL stops at once")
+            return
+        received.append(_SIGNAL_EXIT[signal.Signals(signum)])
+        log.warning(
+            "%s received: stopping; requests in flight get a few seconds, then the report is written",
+            signal.Signals(signum).name,
+        )
+        circuit.stop(f"{signal.Signals(signum).name} received")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # signal handlers can only be set from the main thread (main() in a thread)
+        return
+    previous = {sig: signal.signal(sig, handle) for sig in _SIGNAL_EXIT}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from polyv_connector.engine import new_run_id, sync
+    from polyv_connector.errors import RunAborted
     from polyv_connector.report import ParquetReport
+    from polyv_connector.sender import Circuit
     from polyv_connector.sources.parquet import ParquetSource
 
     spec = spec_from_args(args)
@@ -87,10 +129,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     source.check_columns(spec.options.mapping)
     report = ParquetReport(spec.report_path, setting=spec.label("report_path"), input_path=spec.input_path)
     run_id = new_run_id()
-    with spec.open_budget(credentials.base_url, run_id) as budget:
-        result = sync(
-            source, credentials, spec.options, report, validator=validator, budget=budget, run_id=run_id, seed=spec.seed
-        )
+    circuit = Circuit()
+    with _stop_on_signals(circuit) as received:
+        try:
+            with spec.open_budget(credentials.base_url, run_id) as budget:
+                result = sync(
+                    source,
+                    credentials,
+                    spec.options,
+                    report,
+                    validator=validator,
+                    budget=budget,
+                    run_id=run_id,
+                    seed=spec.seed,
+                    stop=circuit,
+                )
+        except RunAborted as exc:
+            if exc.cause != "stopped" or not received:
+                raise
+            # Stopped while reading the input, before anything was sent: no report.
+            print(f"polyv-sync: {exc}; nothing was sent", file=sys.stderr)
+            return received[0].code
     print(result.summary_line(), flush=True)
     print(f"report: {result.report_location}", flush=True)
     validation = result.extra.get("validation") or {}
@@ -100,6 +159,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if spec.summary_json:
         with open(spec.summary_json, "w", encoding="utf-8") as f:
             json.dump(result.to_dict(), f, indent=2, allow_nan=False)
+    if received:
+        return received[0].code
     return result.exit_code
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
 import time
 import uuid
@@ -52,6 +53,7 @@ from polyv_connector.report import ReportSink
 from polyv_connector.sender import BatchSender, Circuit, ItemsResult, send_all
 from polyv_connector.sources.items import ITEM_SCHEMA, convert_items
 from polyv_connector.sources.text import UnsupportedColumn
+from polyv_connector.spill import create_file, spill_dir
 from polyv_connector.state import StateStore, SyncState
 from polyv_connector.transport.client import PolyvClient
 from polyv_connector.transport.ratelimit import RequestBudget, TokenBucket
@@ -220,6 +222,8 @@ def sync(
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
     seed: int | None = None,
+    stop: Circuit | None = None,
+    report_fallback_dir: str | os.PathLike[str] | None = None,
 ) -> SyncResult:
     """Run one sync and write its report. Returns the result; never raises for row problems.
 
@@ -231,6 +235,17 @@ def sync(
     started is dropped (``report.abort()``): a partial report never stands. A run that POLYV refuses
     (credentials, clock, IP block) or that a gate stops still writes its report and returns a
     result whose ``aborted`` / ``gate_failures`` say why (``exit_code`` non-zero).
+
+    ``stop`` lets another thread or a signal handler stop the run (:meth:`Circuit.stop`): no
+    new request leaves, requests in flight get a few seconds to answer (the rest are reported
+    ``in_doubt``), the report is written and the result says ``aborted`` with cause
+    ``stopped``. An exception raised while sending (``KeyboardInterrupt``, Airflow's task
+    timeout) is treated the same way, then re-raised once the report is written;
+    :func:`interrupted_result` gives the result it carries.
+
+    When ``report`` cannot be written (a warehouse error at write or commit), the whole report
+    goes to a Parquet file under ``report_fallback_dir`` (default: ``$AIRFLOW_HOME/polyv_reports``,
+    else ``polyv_reports`` in the temp directory) and the result names it (``reportFallback``).
     """
     try:
         result = _run(
@@ -247,10 +262,13 @@ def sync(
             clock=clock,
             sleep=sleep,
             seed=seed,
+            stop=stop,
+            report_fallback_dir=report_fallback_dir,
         )
-    except BaseException:
-        # The engine owns the whole run: a run that fails leaves no partial report behind.
-        if report is not None:
+    except BaseException as exc:
+        # The engine owns the whole run: a run that fails leaves no partial report behind
+        # (a run interrupted while sending has written its whole report already).
+        if report is not None and interrupted_result(exc) is None:
             report.abort()
         raise
     if validator is not None:
@@ -273,6 +291,8 @@ def _run(
     clock: Callable[[], float],
     sleep: Callable[[float], None],
     seed: int | None,
+    stop: Circuit | None,
+    report_fallback_dir: str | os.PathLike[str] | None,
 ) -> SyncResult:
     started = clock()
     options.validate()
@@ -307,6 +327,8 @@ def _run(
             sleep=sleep,
             seed=seed,
             started=started,
+            stop=stop,
+            report_fallback_dir=report_fallback_dir,
         )
     finally:
         if locked is not None:
@@ -329,6 +351,8 @@ def _locked_run(
     sleep: Callable[[float], None],
     seed: int | None,
     started: float,
+    stop: Circuit | None,
+    report_fallback_dir: str | os.PathLike[str] | None,
 ) -> SyncResult:
     # Under the lock: with a diff in the warehouse, checking the columns compacts the state table.
     source.check_columns(options.mapping)
@@ -339,7 +363,9 @@ def _locked_run(
     own_client = client is None
     if client is None:
         client = PolyvClient(credentials, options.send, budget=budget or TokenBucket(options.send.max_rps), clock=clock)
-    circuit = Circuit()
+    circuit = stop if stop is not None else Circuit()
+    interrupted: BaseException | None = None
+    fallback: dict[str, str] = {}
     try:
         known_fields = None
         if options.check_fields:
@@ -351,9 +377,9 @@ def _locked_run(
                 }
             except RunAborted as abort:
                 circuit.open(abort)
-        with tempfile.TemporaryDirectory(prefix="polyv-sync-") as tmp:
-            spill_path = Path(tmp) / "items.arrow"
-            ledger = _plan_pass(source, options, known_fields, validator, spill_path, progress)
+        with spill_dir() as tmp:
+            spill_path = tmp / "items.arrow"
+            ledger = _plan_pass(source, options, known_fields, validator, spill_path, progress, circuit)
             # Give the Arrow pool's freed chunk buffers back to the OS before the long send phase.
             pa.default_memory_pool().release_unused()
             gate_failures = validator.finish() if validator else []
@@ -372,19 +398,23 @@ def _locked_run(
             elif options.dry_run:
                 ledger.status[ledger.status == PENDING] = STATUS_CODE["dry_run"]
             elif not circuit.is_open and pending_count:
-                _send_pass(spill_path, ledger, options, client, circuit, state, run_id, progress, clock, sleep, seed)
+                interrupted = _send_pass(
+                    spill_path, ledger, options, client, circuit, state, run_id, progress, clock, sleep, seed
+                )
             if circuit.abort is not None:
                 closing["not_attempted"] = f"not sent: the run was stopped: {circuit.abort}"
             ledger.status[ledger.status == PENDING] = STATUS_CODE["not_attempted"]
             if report is not None:
-                _write_report(spill_path, ledger, report, run_id, closing, clock(), bool(gate_failures))
+                fallback = _report_with_fallback(
+                    spill_path, ledger, report, run_id, closing, clock(), bool(gate_failures), report_fallback_dir
+                )
         if state is not None and not options.dry_run:
             state.finish()
     finally:
         if own_client:
             client.close()
     stopped = circuit.abort
-    return SyncResult(
+    result = SyncResult(
         run_id=run_id,
         app_id=credentials.app_id,
         counts=ledger.counts(),
@@ -393,13 +423,25 @@ def _locked_run(
         api_requests=client.requests_sent,
         requests_planned=requests_planned,
         duration_s=clock() - started,
-        report_location=report.location if report else None,
+        report_location=fallback.get("reportFallback") or (report.location if report else None),
         dry_run=options.dry_run,
         aborted=str(stopped) if stopped else None,
         abort_cause=stopped.cause if stopped else None,
         gate_failures=gate_failures,
-        extra={} if unchanged_in_source is None else {"unchangedInWarehouse": unchanged_in_source},
+        extra={**({} if unchanged_in_source is None else {"unchangedInWarehouse": unchanged_in_source}), **fallback},
     )
+    if interrupted is not None:
+        # The report and the state are complete: now let the caller's stop take its course.
+        interrupted.polyv_sync_result = result  # type: ignore[attr-defined]
+        log.warning("%s", result.summary_line())
+        raise interrupted
+    return result
+
+
+def interrupted_result(exc: BaseException) -> SyncResult | None:
+    """The result of a run that ``exc`` interrupted while sending, its report written; else None."""
+    result = getattr(exc, "polyv_sync_result", None)
+    return result if isinstance(result, SyncResult) else None
 
 
 def _load_state(state: StateStore | None, options: SyncOptions) -> tuple[np.ndarray, np.ndarray]:
@@ -425,6 +467,7 @@ def _plan_pass(
     validator: Validator | None,
     spill_path: Path,
     progress: Progress,
+    circuit: Circuit,
 ) -> _Ledger:
     key_a: list[np.ndarray] = []
     key_b: list[np.ndarray] = []
@@ -432,8 +475,13 @@ def _plan_pass(
     rejected: list[np.ndarray] = []
     first_row = 0
     progress.start("planning", 0)
+    create_file(spill_path)  # a full copy of the input: readable by the owner only
     with pa.OSFile(str(spill_path), "wb") as sink, pa.ipc.new_file(sink, _SPILL_SCHEMA) as spill:
         for batch in source.batches(options.mapping.source_columns, options.read_batch_rows):
+            abort = circuit.abort
+            if abort is not None and abort.cause == "stopped":
+                # Stopped before anything was sent: no report (the input was not read whole).
+                raise abort
             try:
                 items, unsendable = convert_items(batch, options.mapping, first_row)
             except (pa.ArrowInvalid, UnsupportedColumn) as exc:
@@ -523,7 +571,8 @@ def _send_pass(
     clock: Callable[[], float],
     sleep: Callable[[float], None],
     seed: int | None,
-) -> None:
+) -> BaseException | None:
+    """Send the pending items. Returns what interrupted sending (to re-raise after the report)."""
     send = options.send
     sender = BatchSender(
         client,
@@ -560,20 +609,20 @@ def _send_pass(
             yield batch
 
     batches = make_batches(_pending_chunks(spill_path, ledger), send.batch_size, run_id)
+    interrupted: BaseException | None = None
     try:
+        # send_all opens the circuit for whatever it raises, after recording every answer
+        # received and reporting the requests still in flight in_doubt.
         send_all(marked(batches), sender, circuit, send.concurrency, on_done)
-    except Exception as exc:
-        # Whatever broke (a full disk under the state, a bug), stop sending and still write
-        # the report: the items not confirmed so far are reported not_attempted.
+    except Exception:
+        # Whatever broke (a full disk under the state, a bug): still write the report; the
+        # items not confirmed so far are reported in_doubt or not_attempted.
         log.exception("sending stopped by an unexpected error")
-        circuit.open(
-            RunAborted(
-                "internal",
-                f"sending stopped by an unexpected error: {type(exc).__name__}: "
-                f"{exc}; confirmed items are kept in the state, rerun to continue",
-            )
-        )
+    except BaseException as exc:  # KeyboardInterrupt, Airflow's task timeout: report first
+        log.warning("sending stopped by %s; writing the report", type(exc).__name__)
+        interrupted = exc
     progress.finish()
+    return interrupted
 
 
 def _items_of(batch: Batch, result: ItemsResult) -> pa.Table:
@@ -582,6 +631,44 @@ def _items_of(batch: Batch, result: ItemsResult) -> pa.Table:
         return batch.items
     where = np.searchsorted(batch.indices, result.indices)  # batch indices are ascending
     return batch.items.take(pa.array(where))
+
+
+def default_report_fallback_dir() -> Path:
+    """Where a report goes when its sink fails: ``$AIRFLOW_HOME/polyv_reports`` or the temp dir's."""
+    home = os.environ.get("AIRFLOW_HOME", "").strip()
+    return Path(home or tempfile.gettempdir()) / "polyv_reports"
+
+
+def _report_with_fallback(
+    spill_path: Path,
+    ledger: _Ledger,
+    report: ReportSink,
+    run_id: str,
+    closing: dict[str, str],
+    now: float,
+    gate_failed: bool,
+    fallback_dir: str | os.PathLike[str] | None,
+) -> dict[str, str]:
+    """Write the report; if its sink fails, write it whole to a Parquet file instead.
+
+    The run's sends and its state are already settled: a report table that is down must not
+    lose the only record of them, nor fail a run whose rerun would resend nothing.
+    Returns ``{"reportFallback": path, "reportError": why}`` when the fallback was used.
+    """
+    from polyv_connector.report import ParquetReport
+
+    try:
+        _write_report(spill_path, ledger, report, run_id, closing, now, gate_failed)
+        return {}
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        report.abort()
+    folder = Path(fallback_dir) if fallback_dir is not None else default_report_fallback_dir()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # the report holds the items' values
+    path = folder / f"polyv-report-{run_id}.parquet"
+    _write_report(spill_path, ledger, ParquetReport(path, setting="report fallback"), run_id, closing, now, gate_failed)
+    log.error("could not write the report to %s (%s); the report is kept in %s", report.location, error, path)
+    return {"reportFallback": str(path), "reportError": f"could not write the report to {report.location}: {error}"}
 
 
 def _write_report(

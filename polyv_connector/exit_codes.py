@@ -21,7 +21,10 @@ class ExitCode:
 
 OK = ExitCode(0, "ok", "every item sent, unchanged, duplicate, rejected or dry-run", retryable=False)
 ITEMS_UNSUCCESSFUL = ExitCode(
-    1, "items_unsuccessful", "some items failed or were not attempted; rerun to retry them", retryable=True
+    1,
+    "items_unsuccessful",
+    "some items failed, are in doubt or were not attempted; rerun to retry them",
+    retryable=True,
 )
 CONFIG = ExitCode(
     2, "config", "configuration or input error, nothing sent; fix the named setting (do not retry)", retryable=False
@@ -38,8 +41,12 @@ UNAVAILABLE = ExitCode(
     "a dependency is unavailable for now (warehouse, Redis, budget store); retry later",
     retryable=True,
 )
-SIGINT = ExitCode(130, "sigint", "stopped by SIGINT; confirmed items are kept in the state", retryable=True)
-SIGTERM = ExitCode(143, "sigterm", "stopped by SIGTERM; confirmed items are kept in the state", retryable=True)
+SIGINT = ExitCode(
+    130, "sigint", "stopped by SIGINT; the report is written, confirmed items are kept in the state", retryable=True
+)
+SIGTERM = ExitCode(
+    143, "sigterm", "stopped by SIGTERM; the report is written, confirmed items are kept in the state", retryable=True
+)
 
 ALL: tuple[ExitCode, ...] = (
     OK,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Final, Literal
 if TYPE_CHECKING:  # pyarrow is imported lazily: DAG files import this module at parse time
     import pyarrow as pa
 
-Status = Literal["sent", "unchanged", "duplicate", "rejected", "failed", "not_attempted", "dry_run"]
+Status = Literal["sent", "unchanged", "duplicate", "rejected", "failed", "in_doubt", "not_attempted", "dry_run"]
 
 # Statuses in the order summaries print them. Codes are the int8 values held in the
 # run's result arrays; "pending" is internal (planned to send, not sent yet).
@@ -17,6 +17,9 @@ STATUSES: Final[tuple[Status, ...]] = (
     "duplicate",
     "rejected",
     "failed",
+    # Its request left but no answer came back before the run stopped: POLYV may hold the
+    # value or not. The state marked it unconfirmed before sending, so the next run resends it.
+    "in_doubt",
     "not_attempted",
     "dry_run",
 )
@@ -25,7 +28,7 @@ STATUS_CODE: Final[dict[str, int]] = {name: i + 1 for i, name in enumerate(STATU
 STATUS_NAME: Final[dict[int, str]] = {code: name for name, code in STATUS_CODE.items()}
 
 # A row with one of these statuses makes the run unsuccessful (non-zero exit, failed task).
-UNSUCCESSFUL: Final[frozenset[str]] = frozenset({"failed", "not_attempted"})
+UNSUCCESSFUL: Final[frozenset[str]] = frozenset({"failed", "in_doubt", "not_attempted"})
 
 VIEWER_ID: Final = "viewerId"
 FIELD_ID: Final = "customFieldId"

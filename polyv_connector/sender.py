@@ -6,11 +6,13 @@ of its items. Nothing here touches the ledger, the state or the report: the call
 
 from __future__ import annotations
 
+import logging
+import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,7 +24,17 @@ from polyv_connector.transport.classify import Outcome
 from polyv_connector.transport.client import PolyvClient, abort_for
 from polyv_connector.transport.retry import RetryPolicy, call_with_retry
 
-SendStatus = Literal["sent", "failed", "not_attempted"]
+log = logging.getLogger(__name__)
+
+SendStatus = Literal["sent", "failed", "in_doubt", "not_attempted"]
+
+#: Once the circuit opens (a stop, a block, a bug), how long requests in flight may still
+#: answer before their items are reported ``in_doubt`` and the run goes on to its report.
+#: Short: Airflow escalates SIGINT -> SIGTERM -> SIGKILL about 5 s apart.
+STOP_GRACE_S = 5.0
+# How often the sending loop looks at the circuit while it waits for answers: a signal
+# handler can only open the circuit, it cannot wake a thread blocked on a future.
+_POLL_S = 0.2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,12 +61,26 @@ class Circuit:
 
     def __init__(self) -> None:
         self._abort: RunAborted | None = None
-        self._lock = threading.Lock()
+        # Reentrant: stop() may run in a signal handler, on the main thread, while that same
+        # thread is inside open(); a plain Lock would deadlock there.
+        self._lock = threading.RLock()
 
     def open(self, abort: RunAborted) -> None:
         with self._lock:
             if self._abort is None:
                 self._abort = abort
+
+    def stop(self, why: str) -> None:
+        """Stop the run from any thread or a signal handler: no new request leaves after this.
+
+        Requests in flight may answer for :data:`STOP_GRACE_S`; the run then writes its report.
+        """
+        self.open(
+            RunAborted(
+                "stopped",
+                f"the run was stopped ({why}); confirmed items are kept in the state, rerun to continue",
+            )
+        )
 
     @property
     def abort(self) -> RunAborted | None:
@@ -120,8 +146,35 @@ class BatchSender:
             rng = self._local.rng = random.Random(seed)
         return rng
 
-    def send(self, batch: Batch) -> list[ItemsResult]:
-        return self._send(batch, carried=0)
+    def send(self, batch: Batch, answered: list[ItemsResult] | None = None) -> list[ItemsResult]:
+        """The fate of every item of ``batch``.
+
+        ``answered`` receives each final result as soon as it is known (a split batch has
+        several), so that a run that stops waiting for this batch still records the answers
+        POLYV already gave (see :meth:`in_doubt`).
+        """
+        return self._send(batch, 0, answered if answered is not None else [])
+
+    def in_doubt(self, batch: Batch, answered: list[ItemsResult]) -> list[ItemsResult]:
+        """The results of a batch the run stopped waiting for: what was answered, the rest in doubt."""
+        known = list(answered)  # the worker may still append: work on a snapshot
+        covered = np.concatenate([r.indices for r in known]) if known else np.empty(0, batch.indices.dtype)
+        rest = np.setdiff1d(batch.indices, covered, assume_unique=True)
+        if len(rest):
+            known.append(
+                ItemsResult(
+                    indices=rest,
+                    status="in_doubt",
+                    batch_id=batch.batch_id,
+                    attempts=1,
+                    synced_at=self._clock(),
+                    reason=(
+                        "in doubt: the request was sent but no answer came back before the run stopped "
+                        f"({self._circuit.abort}); POLYV may or may not hold this value; the next run sends it again"
+                    ),
+                )
+            )
+        return known
 
     def _not_attempted(self, batch: Batch, attempts: int, outcome: Outcome | None = None) -> ItemsResult:
         abort = self._circuit.abort
@@ -138,7 +191,13 @@ class BatchSender:
             request_id=outcome.request_id if outcome else None,
         )
 
-    def _send(self, batch: Batch, carried: int) -> list[ItemsResult]:
+    def _send(self, batch: Batch, carried: int, answered: list[ItemsResult]) -> list[ItemsResult]:
+        results = self._decide(batch, carried, answered)
+        if len(results) == 1 and results[0].indices is batch.indices:
+            answered.append(results[0])  # a leaf: split halves were appended by their own calls
+        return results
+
+    def _decide(self, batch: Batch, carried: int, answered: list[ItemsResult]) -> list[ItemsResult]:
         body = batch.body()
         done = call_with_retry(
             lambda: self._client.save(body),
@@ -149,6 +208,25 @@ class BatchSender:
         )
         tries = carried + done.attempts
         outcome = done.outcome
+        if done.stopped and outcome is not None and _unanswered(outcome):
+            # The last try timed out or died mid-way, then the run stopped before another:
+            # POLYV may have applied it.
+            return [
+                ItemsResult(
+                    indices=batch.indices,
+                    status="in_doubt",
+                    batch_id=batch.batch_id,
+                    attempts=tries,
+                    synced_at=self._clock(),
+                    reason=(
+                        f"in doubt: the last request got no clear answer ({outcome.desc}) and the run stopped "
+                        f"before retrying ({self._circuit.abort}); POLYV may or may not hold this value; "
+                        "the next run sends it again"
+                    ),
+                    http_status=outcome.http_status,
+                    request_id=outcome.request_id,
+                )
+            ]
         if done.stopped or outcome is None:
             return [self._not_attempted(batch, tries)]
         if outcome.kind == "ok":
@@ -188,7 +266,7 @@ class BatchSender:
                 ]
             # One bad item fails the whole request: split to find it, send the rest.
             left, right = batch.halves()
-            return self._send(left, tries) + self._send(right, tries)
+            return self._send(left, tries, answered) + self._send(right, tries, answered)
         # Transient to the last try: the policy's attempts are spent.
         return [
             ItemsResult(
@@ -205,30 +283,158 @@ class BatchSender:
         ]
 
 
+def _unanswered(outcome: Outcome) -> bool:
+    """A transient outcome after which POLYV may still have applied the request: no HTTP answer
+    (a timeout, a reset connection) or a gateway that lost the backend's answer. A plain 500 or
+    429 is POLYV's own answer: not applied."""
+    return outcome.kind == "transient" and outcome.http_status in (None, 502, 504)
+
+
+def abort_for_exception(exc: BaseException) -> RunAborted:
+    """Why sending stopped when ``exc`` was raised in the sending loop (a signal, a timeout, a bug)."""
+    if isinstance(exc, Exception):
+        return RunAborted(
+            "internal",
+            f"sending stopped by an unexpected error: {type(exc).__name__}: {exc}; "
+            "confirmed items are kept in the state, rerun to continue",
+        )
+    # KeyboardInterrupt (SIGINT), Airflow's AirflowTaskTimeout (execution_timeout), SystemExit.
+    return RunAborted(
+        "stopped",
+        f"the run was stopped ({type(exc).__name__}); confirmed items are kept in the state, rerun to continue",
+    )
+
+
+class _DaemonPool:
+    """A fixed set of daemon worker threads.
+
+    Not a ThreadPoolExecutor: its threads are joined when the interpreter exits, so a request
+    hanging until its timeout would hold a stopped process (and its exit status) hostage.
+    """
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[list[ItemsResult]], Callable[[], list[ItemsResult]]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True) for i in range(max(1, workers))
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fut, call = job
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(call())
+            except BaseException as exc:  # handed to the waiting thread, which decides
+                fut.set_exception(exc)
+
+    def submit(self, call: Callable[[], list[ItemsResult]]) -> Future[list[ItemsResult]]:
+        fut: Future[list[ItemsResult]] = Future()
+        self._jobs.put((fut, call))
+        return fut
+
+    def shutdown(self) -> None:
+        """Let idle workers end; a worker still in a request ends with it (it is a daemon)."""
+        for _ in self._threads:
+            self._jobs.put(None)
+
+
 def send_all(
     batches: Iterable[Batch],
     sender: BatchSender,
     circuit: Circuit,
     concurrency: int,
     on_done: Callable[[Batch, list[ItemsResult]], None],
+    *,
+    grace_s: float = STOP_GRACE_S,
 ) -> None:
     """Send ``batches`` with ``concurrency`` requests in flight; ``on_done`` runs in this thread.
 
     Stops taking new batches once the circuit opens; their items stay pending (the caller
-    reports them ``not_attempted``). At most ``2 * concurrency`` batches are held in memory.
+    reports them ``not_attempted``). Requests in flight then get ``grace_s`` seconds to answer;
+    the items of those that do not are handed to ``on_done`` as ``in_doubt``. Whatever is
+    raised in this thread (a bug in ``on_done``, ``KeyboardInterrupt``, Airflow's task timeout)
+    opens the circuit and is re-raised after the same accounting, so the caller can still write
+    a report that records every answer received. ``on_done`` must be idempotent: a call that
+    such an exception interrupted is made again. At most ``2 * concurrency`` batches are held
+    in memory.
     """
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="polyv-send") as pool:
-        in_flight: dict[Future[list[ItemsResult]], Batch] = {}
+    pool = _DaemonPool(concurrency, "polyv-send")
+    in_flight: dict[Future[list[ItemsResult]], tuple[Batch, list[ItemsResult]]] = {}
+    deadline: float | None = None
+    # The answer being handed to on_done: if an interruption lands inside on_done, it is
+    # handed over again before re-raising (on_done must be idempotent), so it is never lost.
+    handing: tuple[Batch, list[ItemsResult]] | None = None
+    stopping = False  # once set, an on_done that fails again is logged, not raised
 
-        def drain(until: int) -> None:
-            while len(in_flight) > until:
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    on_done(in_flight.pop(fut), fut.result())
+    def drain(until: int) -> None:
+        nonlocal deadline
+        while len(in_flight) > until:
+            if circuit.is_open:
+                if deadline is None:
+                    deadline = time.monotonic() + grace_s
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    abandon()
+                    return
+                timeout = min(_POLL_S, left)
+            else:
+                timeout = _POLL_S
+            done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
+            for fut in done:
+                batch, answered = in_flight.pop(fut)
+                try:
+                    results = fut.result()
+                except BaseException:
+                    # A bug in the sender: the answers it had recorded stand, the rest is in doubt.
+                    hand_over(batch, sender.in_doubt(batch, answered))
+                    raise
+                hand_over(batch, results)
 
+    def hand_over(batch: Batch, results: list[ItemsResult]) -> None:
+        nonlocal handing
+        handing = (batch, results)
+        try:
+            on_done(batch, results)
+        except Exception:
+            if not stopping:
+                raise
+            # Already stopping for an error: account for the other batches all the same.
+            log.exception("recording the results of batch %s failed while stopping", batch.batch_id)
+        handing = None
+
+    def abandon() -> None:
+        log.warning(
+            "%d request(s) still in flight %.1fs after the run stopped; their items are reported in_doubt",
+            len(in_flight),
+            grace_s,
+        )
+        while in_flight:
+            fut, (batch, answered) = in_flight.popitem()
+            if fut.cancel():
+                continue  # never started: nothing left, its items stay pending (not_attempted)
+            hand_over(batch, sender.in_doubt(batch, answered))
+
+    try:
         for batch in batches:
             if circuit.is_open:
                 break
             drain(2 * concurrency - 1)
-            in_flight[pool.submit(sender.send, batch)] = batch
+            if circuit.is_open:
+                break
+            answered: list[ItemsResult] = []
+            in_flight[pool.submit(lambda b=batch, a=answered: sender.send(b, a))] = (batch, answered)  # type: ignore[misc]
         drain(0)
+    except BaseException as exc:
+        circuit.open(abort_for_exception(exc))
+        stopping = True
+        if handing is not None:
+            hand_over(*handing)
+        drain(0)
+        raise
+    finally:
+        pool.shutdown()

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from polyv_connector.engine import SyncResult
     from polyv_connector.report import ReportSink
     from polyv_connector.runspec import RunSpec
+    from polyv_connector.sender import Circuit
 
 
 class PolyvViewerFieldSyncOperator(BaseOperator):
@@ -52,7 +53,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
 
     **Result**: returns a strict-JSON summary (counts per status, requests, duration, report
     location, runId) as XCom. Raises ``AirflowException`` after the report is written when any
-    item is ``failed`` or ``not_attempted`` (a stopped run or a failed data-quality gate), and
+    item is ``failed``, ``in_doubt`` or ``not_attempted`` (a stopped run or a failed data-quality
+    gate), and
     ``AirflowFailException`` (no retry) when POLYV refused the credentials or the URL, or a
     setting is invalid.
 
@@ -198,6 +200,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         self.budget_conn_id = budget_conn_id
         self.budget_rps = budget_rps
         self._lineage: dict[str, Any] = {}
+        self._stop: Circuit | None = None  # set while execute() runs: on_kill() stops through it
         if not explicit_outlets:
             self.outlets = self.default_outlets()
 
@@ -292,6 +295,11 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                 " (full refresh)" if spec.options.full_refresh else "",
             )
             run_id = new_run_id()
+            from polyv_connector.sender import Circuit
+
+            # on_kill() may come from another thread (Airflow's SIGTERM handler, or after an
+            # execution_timeout): it stops the run through this handle.
+            self._stop = Circuit()
             with spec.open_budget(credentials.base_url, run_id, url=_redis_url(spec.budget_conn_id)) as budget:
                 client = hook.get_conn(spec.options.send, budget)
                 result = sync(
@@ -303,10 +311,24 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                     state=state,
                     client=client,
                     run_id=run_id,
+                    stop=self._stop,
                 )
         except PolyvConnectorError as exc:
             raise _airflow_error(exc) from exc
+        except BaseException as exc:
+            # execution_timeout (AirflowTaskTimeout) or SIGINT (KeyboardInterrupt) while sending:
+            # the engine has written the whole report; say where, then let Airflow fail the task.
+            from polyv_connector.engine import interrupted_result
+
+            stopped = interrupted_result(exc)
+            if stopped is not None:
+                self.log.warning("%s", stopped.summary_line())
+                self.log.warning("report: %s", stopped.report_location)
+                summary = self._summary(stopped, context, credentials.app_secret.reveal())
+                context["ti"].xcom_push(key="return_value", value=summary)
+            raise
         finally:
+            self._stop = None
             hook.close()
 
         validation = result.extra.get("validation") or {}
@@ -331,6 +353,18 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             failure = AirflowException if retryable else AirflowFailException
             raise failure(_scrub_secret(_failure_message(result), credentials.app_secret.reveal()))
         return summary
+
+    def on_kill(self) -> None:
+        """Stop sending at once (Airflow: "mark failed", a worker shutdown, after a timeout).
+
+        No new request leaves; requests in flight get a few seconds, then the report is written
+        (the items without an answer are ``in_doubt``). Their keys were marked unconfirmed
+        before sending, so a SIGKILL that follows leaves the state consistent.
+        """
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            self.log.warning("on_kill: stopping the POLYV sync; the report is still written")
+            stop.stop("Airflow stopped the task (on_kill)")
 
     def _check_outputs(self, context: Context, spec: RunSpec) -> None:
         """Every folder the run writes to, checked before the first request (the report's own
@@ -618,7 +652,8 @@ def _failure_message(result: SyncResult) -> str:
     counts = result.counts
     parts = [
         f"POLYV sync {result.run_id} did not sync every item: failed {counts.get('failed', 0):,}, "
-        f"not_attempted {counts.get('not_attempted', 0):,} of {result.items:,}"
+        f"in_doubt {counts.get('in_doubt', 0):,}, not_attempted {counts.get('not_attempted', 0):,} "
+        f"of {result.items:,}"
     ]
     if result.aborted:
         parts.append(f"stopped ({result.abort_cause}): {result.aborted}")

@@ -59,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fraction answered 502 (HTML)",
     )
     faults.add_argument(
+        "--clock-offset",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="shift the simulator's clock (timestamp check and Date header) by SECONDS, e.g. -300",
+    )
+    faults.add_argument(
         "--reset-rate",
         type=float,
         default=0.0,
@@ -150,6 +157,7 @@ def build_simulator(args: argparse.Namespace) -> PolyvSimulator:
         faults=faults,
         rate_limit=rate_limit,
         max_items=args.max_items,
+        clock_offset_s=args.clock_offset,
         record_batches=False,  # nobody reads them from a CLI run; they would only grow
     )
 

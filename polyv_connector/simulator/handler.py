@@ -14,6 +14,7 @@ import socket
 import socketserver
 import struct
 import threading
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,10 +50,12 @@ class SimHTTPServer(ThreadingHTTPServer):
         *,
         dispatch: Callable[[ApiRequest], Response],
         on_connect: Callable[[], None],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.dispatch = dispatch
         self.on_connect = on_connect
+        self.clock = clock  # the simulator's own (possibly shifted) clock, for the Date header
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -199,7 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
         head = (
             f"HTTP/1.1 {response.status} {phrase}\r\n"
             f"Server: {self.server_version}\r\n"
-            f"Date: {self.date_time_string()}\r\n"
+            f"Date: {self.date_time_string(self.server.clock())}\r\n"
             f"Content-Type: {response.content_type}\r\n"
             f"Content-Length: {len(response.body)}\r\n"
             + "".join(f"{name}: {value}\r\n" for name, value in response.headers)

@@ -69,7 +69,9 @@ class PolyvSimulator:
     ``port=0`` picks a free port; ``rate_limit=None`` disables the rate limit; ``clock``
     (seconds, float) drives the timestamp check and the rate limit; ``max_items`` caps the
     objects of one save request; ``record_batches=False`` stops keeping every accepted batch
-    (for benchmarks). Use :meth:`start`/:meth:`stop` or ``with PolyvSimulator(...) as sim:``.
+    (for benchmarks); ``clock_offset_s`` shifts the simulator's own clock (timestamp check and
+    ``Date`` header) from ``clock``, to rehearse a client whose clock is off.
+    Use :meth:`start`/:meth:`stop` or ``with PolyvSimulator(...) as sim:``.
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class PolyvSimulator:
         clock: Callable[[], float] = time.time,
         max_items: int = 1000,
         record_batches: bool = True,
+        clock_offset_s: float = 0.0,
     ) -> None:
         self._apps = dict(_DEFAULT_APPS if apps is None else apps)
         self._fields = list(DEFAULT_FIELDS if fields is None else fields)
@@ -92,6 +95,8 @@ class PolyvSimulator:
         self._host = host
         self._port = port
         self._clock = clock
+        # POLYV's clock as this simulator keeps it: judges timestamps and writes the Date header.
+        self.clock_offset_s = clock_offset_s
         self._max_items = max_items
         self._record_batches = record_batches
         self._limiter = RateLimiter(rate_limit, clock)
@@ -111,6 +116,10 @@ class PolyvSimulator:
         self._server: SimHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
+    def now(self) -> float:
+        """The simulator's own time: ``clock()`` shifted by ``clock_offset_s``."""
+        return self._clock() + self.clock_offset_s
+
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> PolyvSimulator:
@@ -122,6 +131,7 @@ class PolyvSimulator:
             (self._host, self._port),
             dispatch=self._handle,
             on_connect=self._on_connect,
+            clock=self.now,
         )
         thread = threading.Thread(
             target=server.serve_forever,
@@ -300,7 +310,7 @@ class PolyvSimulator:
         secret = self._apps.get(app_id)
         if secret is None:
             raise ApiError(400, "application not found.", APP_NOT_FOUND_CODE)
-        check_timestamp(query["timestamp"], self._clock())
+        check_timestamp(query["timestamp"], self.now())
         if not sign_matches(query, secret, query["sign"]):
             raise ApiError(403, "invalid signature.")
         return app_id

@@ -68,6 +68,11 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def http_date(text: str) -> float:
+    """An HTTP-date as epoch seconds; raises ``ValueError``/``TypeError`` when it is not one."""
+    return _http_date(text)
+
+
 def _http_date(text: str) -> float:
     parsed = parsedate_to_datetime(text.strip())
     # HTTP-dates are always UTC; the obsolete asctime form carries no zone at all.

@@ -8,6 +8,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import requests
@@ -16,7 +17,7 @@ from requests.adapters import HTTPAdapter
 from polyv_connector.config import Credentials, SendOptions
 from polyv_connector.errors import RunAborted
 from polyv_connector.signing import signed_params
-from polyv_connector.transport.classify import Outcome, classify_exception, classify_response
+from polyv_connector.transport.classify import Outcome, classify_exception, classify_response, http_date
 from polyv_connector.transport.ratelimit import RequestBudget
 from polyv_connector.transport.redact import install_log_redaction
 from polyv_connector.transport.retry import RetryPolicy, call_with_retry
@@ -30,6 +31,9 @@ LIST_PATH = "/live/v4/user/custom-field/list"
 #: The contract's largest field-list page; fewest requests, so the default.
 MAX_PAGE_SIZE = 1000
 USER_AGENT = "polyv-connector/0.1"
+#: The largest clock skew corrected from POLYV's ``Date`` header (as the AWS SDKs do); past it
+#: the clock is too wrong to trust and a person must fix it.
+MAX_CLOCK_CORRECTION_S = 15 * 60.0
 
 
 def abort_for(outcome: Outcome) -> RunAborted:
@@ -90,6 +94,11 @@ class PolyvClient:
         self.session.headers.update({"User-Agent": USER_AGENT})
         self._count_lock = threading.Lock()
         self._counts = {"POST": 0, "GET": 0}
+        # Seconds added to the local clock when signing: measured once per client (per run)
+        # from POLYV's Date header when it refuses a timestamp.
+        self._clock_lock = threading.Lock()
+        self._offset_s = 0.0
+        self._clock_corrected = False
 
     @property
     def requests_sent(self) -> int:
@@ -105,9 +114,15 @@ class PolyvClient:
     def app_id(self) -> str:
         return self._credentials.app_id
 
+    @property
+    def clock_offset_s(self) -> float:
+        """The correction applied to the local clock when signing (0 unless POLYV's clock differs)."""
+        return self._offset_s
+
     def _signed_query(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         # Signed now, not when the batch was prepared: timestamps are valid for 3 minutes.
-        params = {"appId": self._credentials.app_id, "timestamp": str(int(self._clock() * 1000))}
+        now = self._clock() + self._offset_s
+        params = {"appId": self._credentials.app_id, "timestamp": str(int(now * 1000))}
         if extra:
             params.update(extra)
         return signed_params(params, self._credentials.app_secret.reveal(), self._options.signature_method)
@@ -115,6 +130,52 @@ class PolyvClient:
     def _exchange(
         self, method: str, path: str, *, body: bytes | None = None, extra: dict[str, str] | None = None
     ) -> tuple[Outcome, bytes]:
+        offset = self._offset_s  # the correction this request is signed with
+        outcome, content, date = self._exchange_once(method, path, body=body, extra=extra)
+        if outcome.kind == "fatal" and outcome.fatal_cause == "clock":
+            corrected, outcome = self._correct_clock(outcome, date, offset)
+            if corrected:  # signed again with the corrected time: one more try
+                outcome, content, _ = self._exchange_once(method, path, body=body, extra=extra)
+        return outcome, content
+
+    def _correct_clock(self, outcome: Outcome, date: str | None, used_offset: float) -> tuple[bool, Outcome]:
+        """After ``invalid timestamp``: whether to try again with a corrected clock, and the
+        outcome to report if not (the measured skew added to its description)."""
+        with self._clock_lock:
+            if self._offset_s != used_offset:
+                return True, outcome  # another worker corrected it since this request was signed
+            if self._clock_corrected:
+                return False, outcome  # corrected once already and still refused: do not chase it
+            try:
+                skew = http_date(date) - self._clock() if date else None
+            except (TypeError, ValueError, OverflowError):
+                skew = None
+            if skew is None:
+                return False, replace(outcome, desc=f"{outcome.desc} (no usable Date header to measure the skew)")
+            if abs(skew) > MAX_CLOCK_CORRECTION_S:
+                return False, replace(
+                    outcome,
+                    desc=f"{outcome.desc} (this clock is {skew:+.0f}s off POLYV's, more than the "
+                    f"{MAX_CLOCK_CORRECTION_S / 60:.0f} minutes corrected automatically)",
+                )
+            self._offset_s = skew
+            self._clock_corrected = True
+        log.warning(
+            "POLYV refused the request timestamp: this machine's clock is %+.1fs off POLYV's (measured from "
+            "its Date header); signing with the corrected time for the rest of the run. Sync the clock with NTP.",
+            -skew,
+        )
+        return True, outcome
+
+    def _exchange_once(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> tuple[Outcome, bytes, str | None]:
+        """One request, signed with the corrected clock: its outcome, body and ``Date`` header."""
         if self._budget is not None:
             try:
                 self._budget.acquire()
@@ -123,7 +184,7 @@ class PolyvClient:
                     raise
                 # A shared budget says POLYV blocked this IP (recorded by this run or another):
                 # answer as POLYV would, without sending anything.
-                return Outcome("blocked", None, None, str(exc)), b""
+                return Outcome("blocked", None, None, str(exc)), b"", None
         headers = {"Content-Type": "application/json; charset=utf-8"} if body is not None else None
         with self._count_lock:
             self._counts[method] += 1
@@ -141,11 +202,11 @@ class PolyvClient:
             )
             content = resp.content
         except requests.RequestException as exc:
-            return classify_exception(exc), b""
+            return classify_exception(exc), b"", None
         outcome = classify_response(resp.status_code, content, resp.headers, now=self._clock())
         if outcome.kind == "blocked":
             self._share_block()
-        return outcome, content
+        return outcome, content, resp.headers.get("Date")
 
     def _share_block(self) -> None:
         """Tell every run on a shared budget that POLYV blocked the IP, so none of them sends more."""

@@ -227,3 +227,48 @@ def test_warehouse_dag_can_be_backfilled_over_a_date_range(airflow_db):
     )
     assert backfill.returncode == 0, backfill.stdout[-3000:] + backfill.stderr[-3000:]
     assert "2025-03-01 02:00:00+00:00" in backfill.stdout and "2025-03-02 02:00:00+00:00" in backfill.stdout
+
+
+def test_execution_timeout_fails_the_task_after_writing_the_whole_report(run_dag, sim, tmp_path):
+    # A run slower than its execution_timeout: Airflow raises AirflowTaskTimeout in execute()
+    # (SIGALRM), then calls on_kill(). The report must still hold one row per item.
+    import pyarrow as pa
+
+    from polyv_connector.simulator import FaultConfig
+
+    n = 6000
+    src = tmp_path / "many.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "viewerId": [f"viewer-{i}" for i in range(n)],
+                "customFieldId": ["PAY_STATUS"] * n,
+                "customFieldValue": [f"v{i}" for i in range(n)],
+            }
+        ),
+        src,
+    )
+    report = tmp_path / "report.parquet"
+    env = {
+        "AIRFLOW_CONN_POLYV_DEFAULT": conn_json(sim.base_url, batch_size=10, concurrency=2),
+        "AIRFLOW__CORE__DEFAULT_TASK_EXECUTION_TIMEOUT": "10",
+        # The DAG confines trigger-time paths: the report is a name under the report folder,
+        # the input under an allowed prefix.
+        "AIRFLOW_VAR_POLYV_REPORT_DIR": str(tmp_path),
+        "AIRFLOW_VAR_POLYV_INPUT_PREFIXES": json.dumps([str(tmp_path)]),
+    }
+    sim.set_faults(FaultConfig(latency_s=0.05))  # 600 requests over 2 workers: about 15 s
+    try:
+        run = run_dag(
+            "polyv_viewer_sync_parquet", "2025-03-05", {"input_path": str(src), "report_path": report.name}, env=env
+        )
+    finally:
+        sim.set_faults(FaultConfig())
+    assert run.state == "failed", run.output[-5000:]
+    logs = run.log_text()
+    assert "AirflowTaskTimeout" in logs or "Timeout" in logs, logs[-5000:]
+    statuses = pq.read_table(report).column("status").to_pylist()
+    assert len(statuses) == n
+    assert "sent" in statuses and set(statuses) <= {"sent", "in_doubt", "not_attempted"}
+    # POLYV holds every item reported sent; an in_doubt one may or may not be there.
+    assert 0 < statuses.count("sent") <= len(_stored(sim)) <= statuses.count("sent") + statuses.count("in_doubt") < n

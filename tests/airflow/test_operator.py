@@ -391,3 +391,78 @@ def test_validation_results_are_written_without_a_parquet_report(sim, polyv_env,
     assert result_json.is_file()
     assert result_json.parent == tmp_path / "dq"
     assert Path(summary["validation"]["dataDocsPage"]).is_file()
+
+
+def _slow_source(tmp_path: Path, n: int) -> str:
+    return _write(tmp_path / "slow.parquet", [(f"viewer-{i}", "PAY_STATUS", f"v{i}") for i in range(n)])
+
+
+def _statuses_of_a_stopped_run(report: Path, n: int) -> list[str]:
+    statuses = pq.read_table(report).column("status").to_pylist()
+    assert len(statuses) == n
+    assert "sent" in statuses and set(statuses) <= {"sent", "in_doubt", "not_attempted"}
+    return statuses
+
+
+def test_on_kill_from_another_thread_stops_execute_with_a_complete_report(sim, polyv_env, tmp_path):
+    import threading
+    import time
+
+    from airflow.sdk.exceptions import AirflowException
+
+    sim.set_faults(FaultConfig(latency_s=0.05))
+    n = 600
+    op = _op(
+        input_path=_slow_source(tmp_path, n),
+        report_path=str(tmp_path / "r.parquet"),
+        state_dir=str(tmp_path / "state"),
+        batch_size=10,
+        concurrency=2,
+    )
+
+    def kill() -> None:
+        while not sim.values:
+            time.sleep(0.01)
+        op.on_kill()  # what Airflow's SIGTERM handler does, from outside execute()
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    ctx = _context()
+    started = time.monotonic()
+    with pytest.raises(AirflowException, match="stopped"):
+        op.execute(ctx)
+    killer.join()
+    assert time.monotonic() - started < 20
+    statuses = _statuses_of_a_stopped_run(tmp_path / "r.parquet", n)
+    summary = ctx["ti"].pushed["return_value"]
+    assert summary["abortCause"] == "stopped" and summary["counts"]["sent"] == statuses.count("sent") < n
+
+
+def test_execution_timeout_writes_the_report_then_lets_the_timeout_fail_the_task(sim, polyv_env, tmp_path):
+    import signal
+
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    # As Airflow enforces execution_timeout: SIGALRM, whose handler raises in execute().
+    def on_alarm(_signum: int, _frame: Any) -> None:
+        raise AirflowTaskTimeout("Timeout, PID: test")
+
+    sim.set_faults(FaultConfig(latency_s=0.05))
+    n = 600
+    op = _op(
+        input_path=_slow_source(tmp_path, n), report_path=str(tmp_path / "r.parquet"), batch_size=10, concurrency=2
+    )
+    ctx = _context()
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    try:
+        with pytest.raises(AirflowTaskTimeout):
+            op.execute(ctx)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    op.on_kill()  # Airflow calls it after the timeout: harmless once execute() is over
+    statuses = _statuses_of_a_stopped_run(tmp_path / "r.parquet", n)
+    summary = ctx["ti"].pushed["return_value"]
+    assert summary["abortCause"] == "stopped" and "AirflowTaskTimeout" in summary["aborted"]
+    assert summary["counts"]["sent"] == statuses.count("sent")
