@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -248,23 +249,33 @@ def sync(
     else ``polyv_reports`` in the temp directory) and the result names it (``reportFallback``).
     """
     try:
-        result = _run(
-            source,
-            credentials,
-            options,
-            report,
-            validator=validator,
-            state=state,
-            budget=budget,
-            progress=progress,
-            run_id=run_id,
-            client=client,
-            clock=clock,
-            sleep=sleep,
-            seed=seed,
-            stop=stop,
-            report_fallback_dir=report_fallback_dir,
-        )
+        started = clock()
+        options.validate()
+        credentials.validate()
+        run_id = run_id or new_run_id(clock)
+        if state is None and options.state_dir:
+            state = SyncState(options.state_dir, credentials.app_id, implicit_lock=False)
+        if state is not None and state.app_id != credentials.app_id:
+            raise StateError(f"the sync state is for appId {state.app_id!r}, not {credentials.app_id!r}")
+        with _holding(state, options, run_id, credentials.app_id):
+            result = _locked_run(
+                source,
+                credentials,
+                options,
+                report,
+                validator=validator,
+                state=state,
+                budget=budget,
+                progress=progress or Progress(),
+                run_id=run_id,
+                client=client,
+                clock=clock,
+                sleep=sleep,
+                seed=seed,
+                started=started,
+                stop=stop,
+                report_fallback_dir=report_fallback_dir,
+            )
     except BaseException as exc:
         # The engine owns the whole run: a run that fails leaves no partial report behind
         # (a run interrupted while sending has written its whole report already).
@@ -276,63 +287,20 @@ def sync(
     return result
 
 
-def _run(
-    source: Source,
-    credentials: Credentials,
-    options: SyncOptions,
-    report: ReportSink | None,
-    *,
-    validator: Validator | None,
-    state: StateStore | None,
-    budget: RequestBudget | None,
-    progress: Progress | None,
-    run_id: str | None,
-    client: PolyvClient | None,
-    clock: Callable[[], float],
-    sleep: Callable[[float], None],
-    seed: int | None,
-    stop: Circuit | None,
-    report_fallback_dir: str | os.PathLike[str] | None,
-) -> SyncResult:
-    started = clock()
-    options.validate()
-    credentials.validate()
-    run_id = run_id or new_run_id(clock)
-    progress = progress or Progress()
-
-    if state is None and options.state_dir:
-        state = SyncState(options.state_dir, credentials.app_id, implicit_lock=False)
-    if state is not None and state.app_id != credentials.app_id:
-        raise StateError(f"the sync state is for appId {state.app_id!r}, not {credentials.app_id!r}")
-    # One run per state: held from before the state is read until after it is compacted, so
-    # no other run's confirmations can interleave with ours. A dry run writes nothing and
-    # reads a consistent snapshot without the lock.
-    locked = state if state is not None and not options.dry_run else None
-    if locked is not None:
-        seq = locked.lock(run_id, options.lock_timeout_s)
-        log.info("sync state for appId %s locked by run %s (run sequence %s)", credentials.app_id, run_id, seq)
+@contextmanager
+def _holding(state: StateStore | None, options: SyncOptions, run_id: str, app_id: str) -> Iterator[None]:
+    """One run per state: the lock is held from before the state is read until after it is
+    compacted, so no other run's confirmations can interleave with ours. A dry run writes
+    nothing and reads a consistent snapshot without the lock."""
+    if state is None or options.dry_run:
+        yield
+        return
+    seq = state.lock(run_id, options.lock_timeout_s)
+    log.info("sync state for appId %s locked by run %s (run sequence %s)", app_id, run_id, seq)
     try:
-        return _locked_run(
-            source,
-            credentials,
-            options,
-            report,
-            validator=validator,
-            state=state,
-            budget=budget,
-            progress=progress,
-            run_id=run_id,
-            client=client,
-            clock=clock,
-            sleep=sleep,
-            seed=seed,
-            started=started,
-            stop=stop,
-            report_fallback_dir=report_fallback_dir,
-        )
+        yield
     finally:
-        if locked is not None:
-            locked.unlock()
+        state.unlock()
 
 
 def _locked_run(
