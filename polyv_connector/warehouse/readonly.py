@@ -20,6 +20,7 @@ A read-only role for the source connection is the third layer: see the README.
 from __future__ import annotations
 
 import logging
+from itertools import pairwise
 from typing import Any
 
 from polyv_connector.errors import ConfigError, InputError
@@ -111,7 +112,7 @@ def _check_in(sql: str, dialect: str | None, setting: str) -> str:
     where = f" ({dialect} dialect)" if dialect else ""
     try:
         tokens = sqlglot.tokenize(sql, read=dialect)
-        statements = sqlglot.parse(sql, read=dialect)
+        statements = sqlglot.parse(_neutral_placeholders(sql, tokens), read=dialect)
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         detail = first.get("description") or str(exc).splitlines()[0]
@@ -144,6 +145,45 @@ def _check_in(sql: str, dialect: str | None, setting: str) -> str:
     # wraps the query in (a line comment would swallow the closing parenthesis).
     real = [t for t in tokens if t.token_type != TokenType.SEMICOLON]
     return sql[: real[-1].end + 1] if real else sql
+
+
+def _neutral_placeholders(sql: str, tokens: list[Any]) -> str:
+    """``sql`` with the drivers' ``%s`` and ``%(name)s`` markers (format and pyformat paramstyles,
+    outside strings and comments: found as tokens) written as ``?``, which every dialect parses.
+
+    Only the parsed text changes: the query that runs is the original. A marker binds a value,
+    never SQL text, so this changes no statement's structure.
+    """
+    from sqlglot import TokenType
+
+    def adjacent(seq: list[Any]) -> bool:
+        return all(b.start == a.end + 1 for a, b in pairwise(seq))
+
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.token_type == TokenType.MOD:
+            simple = tokens[i : i + 2]
+            named = tokens[i : i + 5]
+            if len(simple) == 2 and simple[1].text == "s" and adjacent(simple):
+                spans.append((tok.start, simple[1].end))
+                i += 2
+                continue
+            if (
+                len(named) == 5
+                and named[1].token_type == TokenType.L_PAREN
+                and named[3].token_type == TokenType.R_PAREN
+                and named[4].text == "s"
+                and adjacent(named)
+            ):
+                spans.append((tok.start, named[4].end))
+                i += 5
+                continue
+        i += 1
+    for start, end in reversed(spans):
+        sql = sql[:start] + "?" + sql[end + 1 :]
+    return sql
 
 
 def _kind(node: Any) -> str:
