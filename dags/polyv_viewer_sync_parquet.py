@@ -2,15 +2,27 @@
 
 Runs as is against the local simulator (``polyv-sync simulator``) with the connection
 ``AIRFLOW_CONN_POLYV_DEFAULT='{"conn_type": "polyv", "login": "demo-app", "password":
-"demo-secret", "host": "http://127.0.0.1:8750"}'``. Reports go to
-``<polyv_report_dir>/polyv_viewer_sync_parquet/<run>.parquet`` unless ``report_path`` is given
-(Airflow Variable ``polyv_report_dir``, e.g. ``AIRFLOW_VAR_POLYV_REPORT_DIR``, default ``out``).
+"demo-secret", "host": "http://127.0.0.1:8750"}'``.
+
+Whoever may trigger this DAG chooses its params, so they point only where the DAG author allows:
+
+* ``report_path`` is a *name* under the report folder (Airflow Variable ``polyv_report_dir``,
+  e.g. ``AIRFLOW_VAR_POLYV_REPORT_DIR``, default ``$AIRFLOW_HOME/polyv_reports``): no absolute
+  path, no ``..``. Empty: ``polyv_viewer_sync_parquet/<run>.parquet`` there.
+* ``input_path`` lies under a prefix of the Variable ``polyv_input_prefixes`` (a JSON list of
+  folders or URLs; default: the bundled sample's folder).
+* ``expectation_suite_path`` (``default`` for the bundled suite) lies under the package's or the
+  repository's ``expectations`` folder.
+
 Set the Variable ``polyv_state_dir`` to keep a sync state, so unchanged values are not resent.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from importlib.resources import files
+from pathlib import Path
 
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param
@@ -21,11 +33,18 @@ from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 LOCK_TIMEOUT_S = 3600
 
 SAMPLE = str(files("polyv_connector") / "data" / "sample_viewers.parquet")
-# The per-run default report path: a run id holds ':' and '+', awkward in file names.
-DEFAULT_REPORT = (
-    "{{ var.value.get('polyv_report_dir', 'out') }}/polyv_viewer_sync_parquet/"
-    "{{ run_id | replace(':', '') | replace('+', '') }}.parquet"
-)
+REPORT_DIR = os.path.join(os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow"), "polyv_reports")
+INPUT_PREFIXES = [os.path.dirname(SAMPLE)]
+# The bundled suite: package data when installed, expectations/ in a source checkout.
+SUITE_PREFIXES = [str(files("polyv_connector") / "data"), str(Path(__file__).resolve().parents[1] / "expectations")]
+# The per-run default report name: a run id holds ':' and '+', awkward in file names.
+DEFAULT_REPORT = "polyv_viewer_sync_parquet/{{ run_id | replace(':', '') | replace('+', '') }}.parquet"
+
+
+def _variable(name: str, default: str) -> str:
+    """A template reading Variable ``name``, ``default`` when unset (json.dumps quotes it for Jinja)."""
+    return "{{ var.value.get(%r, %s) }}" % (name, json.dumps(default))  # noqa: UP031 - braces are Jinja's
+
 
 with DAG(
     dag_id="polyv_viewer_sync_parquet",
@@ -39,7 +58,15 @@ with DAG(
     params={
         "input_path": Param(SAMPLE, type="string", description="Parquet file, directory or URL"),
         "report_path": Param(
-            "", type="string", description="Parquet report path; empty: <polyv_report_dir>/<dag>/<run>.parquet"
+            "",
+            type="string",
+            description="report file name under the Variable polyv_report_dir (no absolute path, no '..'); "
+            "empty: <dag>/<run>.parquet",
+        ),
+        "expectation_suite_path": Param(
+            "",
+            type="string",
+            description="Great Expectations suite to validate with ('default': the bundled one); empty: none",
         ),
         "full_refresh": Param(False, type="boolean", description="ignore the sync state, send everything"),
         "dry_run": Param(False, type="boolean", description="plan and report only, send nothing"),
@@ -53,6 +80,11 @@ with DAG(
         lock_timeout=LOCK_TIMEOUT_S,
         input_path="{{ params.input_path }}",
         report_path="{% if params.report_path %}{{ params.report_path }}{% else %}" + DEFAULT_REPORT + "{% endif %}",
+        expectation_suite_path="{{ params.expectation_suite_path }}",
+        # Where the params above may point: the DAG author's choice, not the trigger's.
+        report_dir=_variable("polyv_report_dir", REPORT_DIR),
+        allowed_input_prefixes=_variable("polyv_input_prefixes", json.dumps(INPUT_PREFIXES)),
+        allowed_suite_prefixes=json.dumps(SUITE_PREFIXES),
         state_dir="{{ var.value.get('polyv_state_dir', '') }}",
         full_refresh="{{ params.full_refresh }}",
         dry_run="{{ params.dry_run }}",

@@ -75,6 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not spec.input_path or not spec.report_path:
         missing = "input_path" if not spec.input_path else "report_path"
         raise ConfigError(spec.label(missing), "is required")
+    _check_outputs(spec, spec.input_path, spec.report_path)
     source = ParquetSource(spec.input_path, setting=spec.label("input_path"))
     validator = None
     if spec.suite_path:
@@ -84,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             spec.suite_path, report_dir=spec.report_path, setting=spec.label("expectation_suite_path")
         )
     source.check_columns(spec.options.mapping)
-    report = ParquetReport(spec.report_path, setting=spec.label("report_path"))
+    report = ParquetReport(spec.report_path, setting=spec.label("report_path"), input_path=spec.input_path)
     run_id = new_run_id()
     with spec.open_budget(credentials.base_url, run_id) as budget:
         result = sync(
@@ -100,6 +101,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         with open(spec.summary_json, "w", encoding="utf-8") as f:
             json.dump(result.to_dict(), f, indent=2, allow_nan=False)
     return result.exit_code
+
+
+def _check_outputs(spec: runspec.RunSpec, input_path: str, report_path: str) -> None:
+    """Every place the run writes, checked before the first request: a bad one is exit 2 now,
+    not a traceback after the items were sent."""
+    from polyv_connector.paths import check_output_dir, check_output_file, local_path
+
+    check_output_file(report_path, spec.label("report_path"), input_path=input_path)
+    if spec.summary_json:
+        label = spec.label("summary_json")
+        check_output_file(spec.summary_json, label, input_path=input_path, create_parent=False)
+        if local_path(spec.summary_json) == local_path(report_path):
+            raise ConfigError(label, "is the report path; give another file")
+    if spec.options.state_dir:
+        check_output_dir(spec.options.state_dir, spec.label("state_dir"))
 
 
 def _budget_for_admin(args: argparse.Namespace) -> SharedBudget:
@@ -137,9 +153,12 @@ def cmd_budget_clear_block(args: argparse.Namespace) -> int:
 def _app_id(args: argparse.Namespace) -> str:
     import os
 
+    from polyv_connector.config import check_app_id
+
     app_id = (args.app_id or os.environ.get("POLYV_APP_ID", "")).strip()
     if not app_id:
         raise ConfigError("--app-id", "name the account (or set POLYV_APP_ID)")
+    check_app_id(app_id, "--app-id" if args.app_id else "POLYV_APP_ID")
     return app_id
 
 
@@ -227,6 +246,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = exit_codes.for_error(exc)
         print(f"polyv-sync: {_error_text(exc, code)}", file=sys.stderr)
         return code.code
+    except Exception as exc:
+        # A bug: one line for the person (70, never 1, which means "some items failed"); the
+        # traceback is for whoever reruns with -v.
+        logging.getLogger("polyv_connector").debug("internal error", exc_info=True)
+        print(
+            f"polyv-sync: internal error: {type(exc).__name__}: {_one_line(str(exc))} (rerun with -v for details)",
+            file=sys.stderr,
+        )
+        return exit_codes.INTERNAL.code
+
+
+def _one_line(text: str) -> str:
+    import os
+
+    # Defence in depth: no message of ours holds the secret, but this one comes from anywhere.
+    secret = os.environ.get("POLYV_APP_SECRET", "")
+    if secret:
+        text = text.replace(secret, "***")
+    return " ".join(text.split())[:500]
 
 
 def _error_text(exc: PolyvConnectorError, code: exit_codes.ExitCode) -> str:

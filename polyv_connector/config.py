@@ -20,6 +20,21 @@ from polyv_connector.model import (
 )
 
 DEFAULT_BASE_URL = "https://api.polyv.net"
+#: The longest appId accepted (POLYV's are about ten characters).
+MAX_APP_ID_LENGTH = 64
+
+
+def check_app_id(app_id: str, setting: str) -> None:
+    """Refuse an appId that could act as a path (it names the state folder) or is not text.
+
+    The message never quotes the value: a mangled variable may hold the secret.
+    """
+    if not app_id:
+        raise ConfigError(setting, "the POLYV appId is not set")
+    if not 1 <= len(app_id) <= MAX_APP_ID_LENGTH or not all(" " < c <= "~" for c in app_id):
+        raise ConfigError(setting, f"the appId must be 1-{MAX_APP_ID_LENGTH} printable ASCII characters without spaces")
+    if "/" in app_id or "\\" in app_id or ".." in app_id or app_id == ".":
+        raise ConfigError(setting, "the appId must not contain '/', '\\' or '..'")
 
 
 class Secret:
@@ -76,8 +91,9 @@ class Credentials:
         url_setting: str = "base_url",
     ) -> None:
         """Fail with a :class:`ConfigError` naming the setting that is wrong."""
-        if not self.app_id:
-            raise ConfigError(app_id_setting, "the POLYV appId is not set")
+        # First: the appId names a folder of the sync state, and errors below must not depend
+        # on anything that could reveal the secret.
+        check_app_id(self.app_id, app_id_setting)
         if not self.app_secret:
             raise ConfigError(secret_setting, "the POLYV appSecret is not set")
         try:

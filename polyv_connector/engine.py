@@ -50,7 +50,7 @@ from polyv_connector.planner import PlanNotes, plan_duplicates, plan_unchanged
 from polyv_connector.progress import Progress
 from polyv_connector.report import ReportSink
 from polyv_connector.sender import BatchSender, Circuit, ItemsResult, send_all
-from polyv_connector.sources.items import ITEM_SCHEMA, to_items
+from polyv_connector.sources.items import ITEM_SCHEMA, convert_items
 from polyv_connector.sources.text import UnsupportedColumn
 from polyv_connector.state import StateStore, SyncState
 from polyv_connector.transport.client import PolyvClient
@@ -132,7 +132,8 @@ class SyncResult:
     @property
     def exit_code(self) -> int:
         if self.aborted:
-            return EXIT_ABORTED
+            # An unexpected error stopped sending: a bug (70), not POLYV refusing the run (3).
+            return exit_codes.INTERNAL.code if self.abort_cause == "internal" else EXIT_ABORTED
         if self.gate_failures:
             return EXIT_GATE
         return EXIT_OK if self.ok else EXIT_ROWS_UNSUCCESSFUL
@@ -434,7 +435,7 @@ def _plan_pass(
     with pa.OSFile(str(spill_path), "wb") as sink, pa.ipc.new_file(sink, _SPILL_SCHEMA) as spill:
         for batch in source.batches(options.mapping.source_columns, options.read_batch_rows):
             try:
-                items = to_items(batch, options.mapping, first_row)
+                items, unsendable = convert_items(batch, options.mapping, first_row)
             except (pa.ArrowInvalid, UnsupportedColumn) as exc:
                 raise InputError(
                     getattr(source, "setting", "--input"),
@@ -442,6 +443,8 @@ def _plan_pass(
                 ) from exc
             first_row += batch.num_rows
             reasons = check_items(items, known_fields)
+            if unsendable is not None:  # invalid UTF-8, inf/NaN, dates past 9999: rejected, named
+                reasons = merge_reasons(unsendable, reasons)
             extra = validator.validate_chunk(items) if validator else None
             if extra is not None:
                 reasons = merge_reasons(reasons, extra)

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 
 from polyv_connector.errors import ConfigError
 from polyv_connector.model import report_schema
+from polyv_connector.paths import check_output_file
 
 
 class ReportSink(Protocol):
@@ -29,7 +30,12 @@ class ReportSink(Protocol):
 class ParquetReport:
     """Writes the report to a Parquet file, atomically (a partial report never appears)."""
 
-    def __init__(self, path: str | os.PathLike[str], setting: str = "--report") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], setting: str = "--report", *, input_path: str | None = None
+    ) -> None:
+        # One check for both front ends, before any request: never the input, nothing inside
+        # it, and never a device, FIFO, directory or symlink that os.replace would clobber.
+        check_output_file(str(path), setting, input_path=input_path)
         self.path = Path(path)
         self.location = str(self.path)
         try:

@@ -156,6 +156,12 @@ def _names(raw: Any, label: str) -> tuple[str, ...] | None:
     return tuple(item.strip() for item in items)
 
 
+def _prefixes(raw: Any, label: str) -> tuple[str, ...] | None:
+    from polyv_connector.paths import parse_prefixes
+
+    return parse_prefixes(raw, label)
+
+
 Parser = Callable[[Any, str], Any]
 
 
@@ -208,6 +214,28 @@ SETTINGS: dict[str, Setting] = {
         _s("report_conn_id", None, _text, "connection of the report table (default: the source's)", cli=None),
         _s("report_table", None, _text, "warehouse table the report is appended to", cli=None),
         _s("validation_dir", None, _text, "where the validation JSON and Data Docs go", cli=None),
+        # where trigger-time values may point (a DAG's params are anyone-who-may-trigger's input)
+        _s(
+            "report_dir",
+            None,
+            _text,
+            "the folder reports go to; report_path is then a relative name under it (no absolute path, no '..')",
+            cli=None,
+        ),
+        _s(
+            "allowed_input_prefixes",
+            None,
+            _prefixes,
+            "input_path must lie under one of these paths or URLs (a list, or its JSON text)",
+            cli=None,
+        ),
+        _s(
+            "allowed_suite_prefixes",
+            None,
+            _prefixes,
+            "expectation_suite_path must lie under one of these paths (a list, or its JSON text)",
+            cli=None,
+        ),
         # columns
         _s("viewer_id_column", VIEWER_ID, _text, "column holding the viewerId"),
         _s("field_id_column", FIELD_ID, _text, "long form: column holding customFieldId"),
@@ -321,6 +349,10 @@ class RunSpec:
     state_conn_id: str | None = None
     diff_in_warehouse: bool = False
     validation_dir: str | None = None
+    #: Where trigger-time paths may point (None: anywhere; see :func:`polyv_connector.paths.confine`).
+    report_dir: str | None = None
+    allowed_input_prefixes: tuple[str, ...] | None = None
+    allowed_suite_prefixes: tuple[str, ...] | None = None
     budget_url: str | None = None
     budget_conn_id: str | None = None
     budget_rps: float = DEFAULT_BUDGET_RPS
@@ -465,6 +497,9 @@ def resolve(
         state_conn_id=values["state_conn_id"],
         diff_in_warehouse=values["diff_in_warehouse"],
         validation_dir=values["validation_dir"],
+        report_dir=values["report_dir"],
+        allowed_input_prefixes=values["allowed_input_prefixes"],
+        allowed_suite_prefixes=values["allowed_suite_prefixes"],
         budget_url=values["budget_url"],
         budget_conn_id=values["budget_conn_id"],
         budget_rps=values["budget_rps"],

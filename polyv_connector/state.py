@@ -89,7 +89,10 @@ _SNAPSHOT_ATTEMPTS = 6
 
 
 def _folder_name(app_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", app_id) or "_"
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", app_id) or "_"
+    # Never "." or "..": the folder must lie inside the state directory whatever the appId
+    # (Credentials.validate refuses such appIds; this holds for any caller).
+    return "_" * len(name) if set(name) == {"."} else name
 
 
 def log_order(path: Path) -> tuple[int, int, str]:
@@ -300,6 +303,8 @@ class SyncState:
             return
         except (OSError, ValueError) as exc:
             raise StateError(f"sync state {meta_path} is unreadable ({exc}); run with --reset-state") from exc
+        if not isinstance(meta, dict):
+            raise StateError(f"sync state {meta_path} is not a JSON object; run with --reset-state")
         if meta.get("appId") != self.app_id:
             raise StateError(
                 f"sync state {self.path} belongs to appId {meta.get('appId')!r}, not "

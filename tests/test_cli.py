@@ -181,13 +181,23 @@ def test_urllib3_debug_lines_do_not_carry_the_signature(tmp_path, env, sim, capl
 def test_input_that_breaks_mid_run_leaves_no_partial_report(tmp_path, env, sim, capsys) -> None:
     import pyarrow as pa
 
-    pq.write_table(
-        pa.table(
-            {"viewerId": pa.array([b"\xff"], pa.binary()), "customFieldId": ["PAY_STATUS"], "customFieldValue": ["x"]}
-        ),
-        tmp_path / "in.parquet",
+    # The second row group's page header is garbage: the file opens, then breaks while read.
+    # (Text that is not UTF-8 no longer breaks a run: such rows are rejected, see tests/hostile.)
+    path = tmp_path / "in.parquet"
+    rows = 2_000
+    table = pa.table(
+        {
+            "viewerId": [f"v{i}" for i in range(rows)],
+            "customFieldId": ["PAY_STATUS"] * rows,
+            "customFieldValue": ["x"] * rows,
+        }
     )
-    code = cli("run", "--input", str(tmp_path / "in.parquet"), "--report", str(tmp_path / "r.parquet"))
+    pq.write_table(table, path, row_group_size=1_000, compression="none")
+    offset = pq.ParquetFile(path).metadata.row_group(1).column(0).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 16] = b"\xff" * 16
+    path.write_bytes(bytes(data))
+    code = cli("run", "--input", str(path), "--report", str(tmp_path / "r.parquet"))
     assert code == 2
-    assert "cannot turn a value into text" in capsys.readouterr().err
+    assert "corrupt Parquet data" in capsys.readouterr().err
     assert list(tmp_path.glob("r.parquet*")) == []

@@ -395,20 +395,29 @@ def test_redirects_are_not_followed_and_stop_the_run(tmp_path) -> None:
     assert rep[0]["status"] == "not_attempted"
 
 
-def test_text_that_is_not_utf8_is_an_input_error_before_any_save(tmp_path, sim, creds) -> None:
+def test_text_that_is_not_utf8_is_rejected_and_the_rest_is_sent(tmp_path, sim, creds) -> None:
     pq.write_table(
         pa.table(
             {
-                "viewerId": pa.array([b"\xff\xfe"], pa.binary()),
-                "customFieldId": ["PAY_STATUS"],
-                "customFieldValue": ["x"],
+                "viewerId": pa.array([b"\xff\xfe", b"ok"], pa.binary()),
+                "customFieldId": ["PAY_STATUS", "PAY_STATUS"],
+                "customFieldValue": ["x", "y"],
             }
         ),
         tmp_path / "in.parquet",
     )
-    with pytest.raises(InputError, match="cannot turn a value into text"):
-        sync(ParquetSource(str(tmp_path / "in.parquet")), creds, SyncOptions(send=FAST), None)
-    assert sim.stats.save_requests == 0
+    res = sync(
+        ParquetSource(str(tmp_path / "in.parquet")),
+        creds,
+        SyncOptions(send=FAST),
+        ParquetReport(tmp_path / "report.parquet"),
+    )
+    rep = read_report(tmp_path / "report.parquet")
+    assert [r["status"] for r in rep] == ["rejected", "sent"]
+    assert rep[0]["viewerId"] == "\\xff\\xfe"  # shown as backslashreplace writes it
+    assert "viewerId is not valid UTF-8 text (byte \\xff at byte 0)" in rep[0]["reason"]
+    assert sim.values == {(APP_ID, "ok", "PAY_STATUS"): "y"}
+    assert res.exit_code == EXIT_OK
 
 
 def test_a_broken_state_disk_still_writes_the_report(tmp_path, sim, creds) -> None:

@@ -130,7 +130,9 @@ def test_a_waiting_run_proceeds_when_the_holder_is_killed(fleet_sim, tmp_path) -
     env = _env(fleet_sim, tmp_path / "run", "acct-b")
     common = ["--state-dir", str(state), "--batch-size", "100", "--max-rps", "10"]
     holder = _run(env, "--input", str(src), "--report", str(tmp_path / "r1.parquet"), *common)
-    _wait_for(lambda: fleet_sim.stats.items_stored > 0, holder)
+    # Killed once some batches are confirmed (stored by POLYV and checkpointed a moment later).
+    _wait_for(lambda: fleet_sim.stats.items_stored >= 1_000, holder)
+    time.sleep(0.5)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     started = time.monotonic()

@@ -25,6 +25,7 @@ from polyv_connector.airflow.hooks import PolyvHook
 from polyv_connector.errors import ConfigError, InputError, PolyvConnectorError, StateError
 from polyv_connector.jsonsafe import strict_json
 from polyv_connector.model import FIELD_ID, VALUE, VIEWER_ID
+from polyv_connector.paths import check_output_dir, confine, is_url
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -109,6 +110,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         "diff_in_warehouse",
         "expectation_suite_path",
         "validation_dir",
+        "report_dir",
+        "allowed_input_prefixes",
+        "allowed_suite_prefixes",
         "dry_run_setting",
         "full_refresh",
         "max_rejected_fraction",
@@ -147,6 +151,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         reset_corrupt_state: bool = False,
         expectation_suite_path: str | None = None,
         validation_dir: str | None = None,
+        report_dir: str | None = None,
+        allowed_input_prefixes: Sequence[str] | str | None = None,
+        allowed_suite_prefixes: Sequence[str] | str | None = None,
         max_rejected_fraction: float | str | None = None,
         check_fields: bool = True,
         max_rps: float | None = None,
@@ -187,6 +194,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         self.reset_corrupt_state = reset_corrupt_state
         self.expectation_suite_path = expectation_suite_path
         self.validation_dir = validation_dir
+        self.report_dir = report_dir
+        self.allowed_input_prefixes = allowed_input_prefixes
+        self.allowed_suite_prefixes = allowed_suite_prefixes
         self.max_rejected_fraction = max_rejected_fraction
         self.check_fields = check_fields
         self.max_rps = max_rps
@@ -214,8 +224,10 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         table_conn = self.report_conn_id or self.source_conn_id
         if self.report_table and table_conn and not _templated(self.report_table, table_conn):
             outlets.append(report_table_asset(table_conn, self.report_table.strip()))
-        if self.report_path and not _templated(self.report_path):
-            outlets.append(report_file_asset(self.report_path.strip()))
+        if self.report_path and not _templated(self.report_path, self.report_dir or ""):
+            # With report_dir, report_path is a name under it (checked when the task runs).
+            where = os.path.join(self.report_dir.strip(), self.report_path.strip()) if self.report_dir else None
+            outlets.append(report_file_asset(where or self.report_path.strip()))
         if not outlets and (self.report_table or self.report_path) and self.has_dag():  # type: ignore[no-untyped-call]
             outlets.append(sync_report_asset(self.dag_id, self.task_id))
         return outlets
@@ -247,6 +259,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             "reset_corrupt_state": self.reset_corrupt_state,
             "expectation_suite_path": self.expectation_suite_path,
             "validation_dir": self.validation_dir,
+            "report_dir": self.report_dir,
+            "allowed_input_prefixes": self.allowed_input_prefixes,
+            "allowed_suite_prefixes": self.allowed_suite_prefixes,
             "max_rejected_fraction": self.max_rejected_fraction,
             "check_fields": self.check_fields,
             "max_rps": self.max_rps,
@@ -269,8 +284,10 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         hook = PolyvHook(self.polyv_conn_id)
         try:
             credentials = hook.get_credentials()  # masks the secret before anything else
-            spec = hook.resolve_run(self._given())
+            # Trigger-time paths held to where the DAG author allows, before anything else.
+            spec = confine(hook.resolve_run(self._given()))
             self._check_source(spec)
+            self._check_outputs(context, spec)
             pushdown = self._pushdown(spec)  # checked before any connection is opened
             state = self._state(credentials.app_id, spec, pushdown)
             source = self._source(spec, skip_unchanged=state if pushdown else None)
@@ -327,6 +344,19 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             failure = AirflowException if retryable else AirflowFailException
             raise failure(_scrub_secret(_failure_message(result), credentials.app_secret.reveal()))
         return summary
+
+    def _check_outputs(self, context: Context, spec: RunSpec) -> None:
+        """Every folder the run writes to, checked before the first request (the report's own
+        checks run when its sink is made, also before any request)."""
+        if spec.options.state_dir:
+            check_output_dir(spec.options.state_dir, "state_dir")
+        if spec.suite_path:
+            where = self._validation_dir(context, spec)
+            if where and not is_url(where):
+                from pathlib import Path
+
+                folder = Path(where).parent if Path(where).suffix else Path(where)
+                check_output_dir(str(folder), "report_path" if spec.report_path else "validation_dir")
 
     def _state(self, app_id: str, spec: RunSpec, pushdown: bool) -> Any:
         """The warehouse state table, when there is no state_dir and a connection to keep it on."""
@@ -453,7 +483,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             sinks.append(SqlReportTable(db_hook, table, location=f"{table} (connection {conn_id})"))
             self._lineage.update(report_hook=db_hook, report_table=table, report_conn_id=conn_id)
         if path:
-            sinks.append(ParquetReport(path, setting="report_path"))
+            sinks.append(ParquetReport(path, setting="report_path", input_path=spec.input_path))
             self._lineage["report_path"] = path
         return sinks[0] if len(sinks) == 1 else MultiReport(sinks)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import html
 import json
 import logging
 import os
@@ -114,7 +115,7 @@ def build_data_docs(result: Any, suite: Any, target: Path, run_name: str, run_ti
             run_id=RunIdentifier(run_name=run_name, run_time=run_time),
             batch_identifier=BATCH_IDENTIFIER,
         )
-        context.validation_results_store.set(key, result)
+        context.validation_results_store.set(key, escaped_for_html(result))
         context.build_data_docs(site_names=["polyv_sync"])
         old = target.with_name(target.name + ".old")
         if target.exists():
@@ -125,6 +126,33 @@ def build_data_docs(result: Any, suite: Any, target: Path, run_name: str, run_ti
         shutil.rmtree(staging, ignore_errors=True)
     pages = sorted((target / "validations").rglob("*.html"))
     return target / "index.html", pages[0] if pages else target / "index.html"
+
+
+def escaped_for_html(result: Any) -> Any:
+    """A copy of ``result`` whose strings are HTML-escaped, for GX's page renderers.
+
+    GX puts unexpected values (and expectation arguments) into Data Docs pages as raw HTML:
+    a viewerId ``<script>...</script>`` in the input would run in the browser of whoever opens
+    the page. Escaping the data, not the page, leaves GX's own markup intact; the result JSON
+    keeps the values as they were.
+    """
+    page = copy.deepcopy(result)
+    for evr in page.results:
+        evr.result = _escape_strings(evr.result or {})
+        config = evr.expectation_config
+        if config is not None:
+            config.kwargs = _escape_strings(config.kwargs)
+    return page
+
+
+def _escape_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return html.escape(value, quote=True)
+    if isinstance(value, dict):
+        return {k: _escape_strings(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_escape_strings(v) for v in value)
+    return value
 
 
 def _current_project(project_manager: Any) -> Any:

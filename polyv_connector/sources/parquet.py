@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -10,8 +11,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from polyv_connector.config import ColumnMapping
-from polyv_connector.errors import InputError
+from polyv_connector.errors import DependencyUnavailable, InputError, PolyvConnectorError
 from polyv_connector.sources.text import UnsupportedColumn, to_text
+
+# errno values of a filesystem that does not answer now (a network mount), as opposed to a
+# path that is wrong or forbidden.
+_NETWORK_ERRNOS = frozenset(
+    {errno.ESTALE, errno.ETIMEDOUT, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENOTCONN}
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,11 @@ class ParquetSource:
             fs, path = pafs.FileSystem.from_uri(self.path)
         except (pa.ArrowInvalid, ValueError):
             pass
+        except OSError as exc:
+            # from_uri may already ask the network (the region of an S3 bucket).
+            raise DependencyUnavailable(
+                self.setting, f"cannot reach {self.path!r}, retry later: {' '.join(str(exc).split())}"
+            ) from None
         else:
             return fs, str(path)
         if "://" in self.path:
@@ -51,20 +63,37 @@ class ParquetSource:
         try:
             info = fs.get_file_info(path)
         except OSError as exc:
-            raise InputError(self.setting, f"cannot open {self.path!r}: {exc}") from exc
+            raise self._unreadable(fs, exc) from None
         if info.type == pafs.FileType.NotFound:
             raise InputError(self.setting, f"no such file or directory: {self.path!r}")
         if info.type == pafs.FileType.File:
             return [(fs, path)]
         selector = pafs.FileSelector(path, recursive=True)
+        try:
+            listed = fs.get_file_info(selector)
+        except OSError as exc:
+            raise self._unreadable(fs, exc) from None
         found = sorted(
-            f.path
-            for f in fs.get_file_info(selector)
-            if f.type == pafs.FileType.File and not f.base_name.startswith((".", "_"))
+            f.path for f in listed if f.type == pafs.FileType.File and not f.base_name.startswith((".", "_"))
         )
         if not found:
             raise InputError(self.setting, f"directory {self.path!r} holds no Parquet files")
         return [(fs, p) for p in found]
+
+    def _unreadable(self, fs: pafs.FileSystem, exc: OSError) -> PolyvConnectorError:
+        """A local input that cannot be read is the user's to fix (exit 2); a remote one (S3, GCS,
+        a network filesystem) that does not answer may answer later (exit 75)."""
+        text = " ".join(str(exc).split())
+        denied = isinstance(exc, PermissionError | FileNotFoundError) or any(
+            marker in text for marker in ("AccessDenied", "Access Denied", "NoSuchBucket", "Forbidden", "403", "404")
+        )
+        if isinstance(exc.errno, int) and exc.errno in _NETWORK_ERRNOS:
+            denied = False  # a network filesystem mounted locally (NFS, SMB) that stopped answering
+        elif isinstance(fs, pafs.LocalFileSystem):
+            denied = True
+        if denied:
+            return InputError(self.setting, f"cannot read {self.path!r}: {exc.strerror or text}")
+        return DependencyUnavailable(self.setting, f"cannot reach {self.path!r}, retry later: {text}")
 
     def unchanged_in_source(self, columns: Sequence[str]) -> int | None:
         """A file cannot diff against the state itself: always ``None``."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from polyv_connector.errors import ConfigError
@@ -73,6 +74,31 @@ def resolve(
 def driver_of(conn: Any) -> str:
     """The top-level module of a DB-API connection's class (``psycopg2``, ``sqlite3``...)."""
     return type(conn).__module__.split(".")[0]
+
+
+#: How a NUL character is stored where the database cannot hold it (PostgreSQL text): the four
+#: characters backslash, x, 0, 0 -- the form Python's ``backslashreplace`` uses for bytes.
+NUL_ESCAPE = "\\x00"
+
+
+def escape_nul(data: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
+    """``data`` with NUL characters in its string columns written as :data:`NUL_ESCAPE`.
+
+    PostgreSQL text cannot hold NUL (COPY and INSERT both fail on it), yet it is valid UTF-8
+    that POLYV accepts: without this a confirmed item could never be reported. Columns
+    without NUL (nearly always all of them) are passed through untouched.
+    """
+    columns = list(data.columns)
+    changed = False
+    for i, column in enumerate(columns):
+        if pa.types.is_string(column.type) and pc.any(pc.match_substring(column, "\x00")).as_py():
+            columns[i] = pc.replace_substring(column, "\x00", NUL_ESCAPE)
+            changed = True
+    if not changed:
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.record_batch(columns, schema=data.schema)
+    return pa.Table.from_arrays(columns, schema=data.schema)
 
 
 def copy_into(cur: Any, table: str, columns_sql: str, data: pa.Table | pa.RecordBatch) -> None:

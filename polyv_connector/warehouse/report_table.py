@@ -118,6 +118,7 @@ class SqlReportTable:
         self.rows_written = 0
         self._conn: Any = None
         self._copy: bool | None = None
+        self._pg_driver = False
         self._closed = False
         self._columns_sql = ", ".join(quote_identifier(c, self.identifier_format) for c in REPORT_COLUMNS)
         self.prepare()
@@ -178,7 +179,12 @@ class SqlReportTable:
         if self._conn is None:
             # Opened on the first write: the report comes after sending, which may take hours.
             self._conn = self._open()
-            self._copy = self.use_copy and dbapi.driver_of(self._conn) in dbapi.PG_DRIVERS
+            self._pg_driver = dbapi.driver_of(self._conn) in dbapi.PG_DRIVERS
+            self._copy = self.use_copy and self._pg_driver
+        if self._pg_driver or self.dialect in ("postgresql", "redshift"):
+            # PostgreSQL text cannot hold NUL: stored escaped (README, The report), so the
+            # report of items POLYV confirmed can always be written.
+            batch = dbapi.escape_nul(batch)
         if self._copy:
             self._write_copy(batch)
         else:

@@ -248,7 +248,8 @@ class SqlStateTable:
         with dbapi.cursor(self._conn) as cur:
             columns_sql = ", ".join(self._q.values())
             if dbapi.driver_of(self._conn) in dbapi.PG_DRIVERS:
-                dbapi.copy_into(cur, self.table, columns_sql, table)
+                # viewerId is kept for people to read; PostgreSQL text cannot hold NUL.
+                dbapi.copy_into(cur, self.table, columns_sql, dbapi.escape_nul(table))
             else:
                 dbapi.insert_rows(cur, self.table, columns_sql, self.placeholder, table)
             self._conn.commit()  # durable before the next batch is sent or recorded

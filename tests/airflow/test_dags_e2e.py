@@ -53,7 +53,13 @@ def _assert_success(run) -> None:
 
 def test_parquet_dag_on_the_bundled_sample(run_dag, sim, tmp_path):
     report = tmp_path / "report.parquet"
-    run = run_dag("polyv_viewer_sync_parquet", "2025-03-02", {"report_path": str(report)}, env=_polyv(sim))
+    # report_path is a name under the Variable polyv_report_dir (a trigger cannot aim it elsewhere).
+    run = run_dag(
+        "polyv_viewer_sync_parquet",
+        "2025-03-02",
+        {"report_path": report.name},
+        env={**_polyv(sim), "AIRFLOW_VAR_POLYV_REPORT_DIR": str(tmp_path)},
+    )
     _assert_success(run)
     summary = run.xcom
     assert summary["ok"] is True and summary["counts"]["sent"] == 400 and summary["report"] == str(report)
@@ -124,11 +130,29 @@ def test_backfill_dag_resyncs_a_whole_table(run_dag, sim, pg_schema):
     assert pg_rows(f"SELECT status, count(*) FROM {report_table} GROUP BY 1") == [("sent", 16)]
 
 
+def test_a_trigger_cannot_aim_the_report_outside_the_report_dir(run_dag, sim, tmp_path):
+    victim = tmp_path / "dag_file.py"
+    victim.write_text("# a DAG file the worker can write")
+    run = run_dag(
+        "polyv_viewer_sync_parquet",
+        "2025-03-06",
+        {"report_path": str(victim)},
+        env={**_polyv(sim), "AIRFLOW_VAR_POLYV_REPORT_DIR": str(tmp_path / "reports")},
+    )
+    assert run.state == "failed", run.output[-5000:]
+    assert victim.read_text() == "# a DAG file the worker can write"
+    assert sim.stats.api_requests == 0
+    assert "report_path" in run.log_text()
+
+
 def test_refused_credentials_fail_the_run_after_the_report(run_dag, sim, tmp_path):
     wrong = "WRONG-planted-s3cr3t-e2e-0b9d"
     report = tmp_path / "report.parquet"
     run = run_dag(
-        "polyv_viewer_sync_parquet", "2025-03-05", {"report_path": str(report)}, env=_polyv(sim, secret=wrong)
+        "polyv_viewer_sync_parquet",
+        "2025-03-05",
+        {"report_path": report.name},
+        env={**_polyv(sim, secret=wrong), "AIRFLOW_VAR_POLYV_REPORT_DIR": str(tmp_path)},
     )
     assert run.state == "failed", run.output[-5000:]
     assert not sim.values and sim.stats.save_requests == 0

@@ -98,7 +98,7 @@ def test_python_values_become_sendable_text():
         "json": ([{"a": 1, "b": "中"}, [1, 2]], ['{"a": 1, "b": "中"}', "[1, 2]"]),
         "time": ([dt.time(8, 30)], ["08:30:00"]),
         "interval": ([dt.timedelta(days=1)], ["1 day, 0:00:00"]),
-        "float": ([1.0, 2.5, float("nan")], ["1", "2.5", None]),
+        "float": ([1.0, 2.5, float("nan")], ["1", "2.5", "NaN"]),  # NaN is shown, and rejected
         "mixed": ([1, "a"], ["1", "a"]),
         "bool": ([True, False], ["true", "false"]),
         "date": ([dt.date(2025, 1, 2)], ["2025-01-02"]),
