@@ -253,8 +253,11 @@ class SqlSource:
         return InputError(self.setting, f"the source query failed: {type(exc).__name__}: {exc}")
 
     def _query(self) -> str:
+        """The checked query; with a plain factory, a first connection names the dialect to check it in."""
+        if self.sql is None and self._raw_sql:
+            _close(self._open())
         if self.sql is None:
-            raise RuntimeError("the source query is used before it was checked")
+            raise RuntimeError("the source has no query")
         return self.sql
 
     def _open(self) -> Any:

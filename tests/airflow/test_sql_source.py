@@ -285,3 +285,12 @@ def test_postgres_source_reads_in_a_read_only_transaction(pg_schema, connect):
     source.check_columns(mapping)
     values = [v for b in source.batches(mapping.source_columns, 2) for v in b.column(2).to_pylist()]
     assert values == ["on", "on", "on"]
+
+
+def test_a_plain_factory_checks_the_query_before_any_use(tmp_path):
+    # count_unchanged/_select may be the first to need the query text: it is checked then too.
+    source = SqlSource(_sqlite(tmp_path / "w.db"), sql="SELECT 1; DELETE FROM attrs")
+    with pytest.raises(ConfigError, match=r"^source_sql: must be exactly one SQL statement"):
+        source._base_select(LONG.source_columns)
+    ok = SqlSource(_sqlite(tmp_path / "w2.db"), sql="SELECT VIEWERID FROM attrs -- note")
+    assert ok._base_select(LONG.source_columns) == "SELECT VIEWERID FROM attrs"
