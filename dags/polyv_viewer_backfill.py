@@ -5,6 +5,13 @@ sync state (``full_refresh`` on by default), appending the per-item report to
 ``report_table``. The source must have the columns ``viewer_id``, ``custom_field_id`` and
 ``custom_field_value`` (alias them in ``source_sql`` otherwise). For a date range of the
 nightly DAG use ``airflow backfill create --dag-id polyv_viewer_sync_warehouse`` instead.
+
+Whoever may trigger this DAG chooses its params, so they are checked: ``source_conn_id`` must
+be one of the Airflow Variable ``polyv_source_conn_ids`` (a JSON list the DAG author sets;
+default ``["polyv_warehouse"]``), and ``source_sql`` must be one read-only query, read in a
+read-only transaction. The report and the sync state are written through the connections in
+the Variables ``polyv_report_conn_id`` and ``polyv_state_conn_id`` (default: the source
+connection), so the source connection may use a role that can only read.
 """
 
 from __future__ import annotations
@@ -30,7 +37,12 @@ with DAG(
     tags=["polyv"],
     doc_md=__doc__,
     params={
-        "source_conn_id": Param("polyv_warehouse", type="string", description="SQL connection to read"),
+        "source_conn_id": Param(
+            "polyv_warehouse",
+            type="string",
+            description="SQL connection to read: one of the Airflow Variable polyv_source_conn_ids "
+            '(a JSON list, default ["polyv_warehouse"])',
+        ),
         "source_table": Param(
             "polyv_viewer_attributes",
             type="string",
@@ -40,8 +52,8 @@ with DAG(
         "source_sql": Param(
             "",
             type="string",
-            description="a query to resync instead of a table, run as written with the "
-            "connection's role (give it a read-only role)",
+            description="a query to resync instead of a table: one read-only query (SELECT, "
+            "WITH ... SELECT, VALUES), run in a read-only transaction with the connection's role",
         ),
         "report_table": Param(
             "polyv_sync_report",
@@ -66,6 +78,8 @@ with DAG(
         # them succeed. (Or queue them through a pool of one slot.)
         lock_timeout=LOCK_TIMEOUT_S,
         source_conn_id="{{ params.source_conn_id }}",
+        # The trigger form may name any connection: only those the DAG author listed are read.
+        allowed_source_conn_ids="{{ var.json.get('polyv_source_conn_ids', ['polyv_warehouse']) | tojson }}",
         source_sql="{{ params.source_sql }}",
         source_table="{% if not params.source_sql %}{{ params.source_table }}{% endif %}",
         viewer_id_column="viewer_id",
@@ -73,6 +87,9 @@ with DAG(
         value_column="custom_field_value",
         report_table="{{ params.report_table }}",
         state_table="{{ params.state_table }}",
+        # Writers of their own, so the source connection's role may be read-only ("" = the source's).
+        report_conn_id="{{ var.value.get('polyv_report_conn_id', '') }}",
+        state_conn_id="{{ var.value.get('polyv_state_conn_id', '') }}",
         state_dir="{{ var.value.get('polyv_state_dir', '') }}",
         full_refresh="{{ params.full_refresh }}",
         dry_run="{{ params.dry_run }}",

@@ -9,8 +9,12 @@ the long-form table ``polyv_viewer_attributes``::
 selecting the rows with ``data_interval_start <= updated_at < data_interval_end``, so
 ``airflow backfill create --dag-id polyv_viewer_sync_warehouse --from-date ... --to-date ...``
 reprocesses a date range. Give ``source_sql`` (same three columns, or aliases) to read
-something else; it is used as written. The per-item report is appended to ``report_table``
-on the same connection (created if absent). POLYV credentials: connection ``polyv_default``.
+something else: it must be one read-only query, and is read in a read-only transaction. The
+per-item report is appended to ``report_table`` (created if absent) and the sync state kept in
+``state_table``, through the connections in the Airflow Variables ``polyv_report_conn_id`` and
+``polyv_state_conn_id`` (default: the source connection), so ``polyv_warehouse`` may use a
+role that can only read. ``polyv_diff_in_warehouse`` (``true``/``false``, default false)
+computes the diff against the state in the warehouse. POLYV credentials: ``polyv_default``.
 """
 
 from __future__ import annotations
@@ -53,9 +57,8 @@ with DAG(
         "source_sql": Param(
             "",
             type="string",
-            description="a query replacing the default one, run as written with the "
-            "connection's role: whoever can trigger this DAG can run it, so give "
-            "polyv_warehouse a read-only role",
+            description="a query replacing the default one: one read-only query (SELECT, "
+            "WITH ... SELECT, VALUES), run in a read-only transaction with the connection's role",
         ),
         "report_table": Param(
             "polyv_sync_report",
@@ -86,6 +89,10 @@ with DAG(
         value_column="custom_field_value",
         report_table="{{ params.report_table }}",
         state_table="{{ params.state_table }}",
+        # Writers of their own, so polyv_warehouse's role may be read-only ("" = the source's).
+        report_conn_id="{{ var.value.get('polyv_report_conn_id', '') }}",
+        state_conn_id="{{ var.value.get('polyv_state_conn_id', '') }}",
+        diff_in_warehouse="{{ var.value.get('polyv_diff_in_warehouse', 'false') }}",
         state_dir="{{ var.value.get('polyv_state_dir', '') }}",
         full_refresh="{{ params.full_refresh }}",
         dry_run="{{ params.dry_run }}",

@@ -128,6 +128,34 @@ def _any(raw: Any, label: str) -> Any:
     return raw
 
 
+def _names(raw: Any, label: str) -> tuple[str, ...] | None:
+    """A list of names: a list, a JSON list, the Python repr of a list (what a Jinja template
+    renders from ``var.json``), or comma-separated text."""
+    if raw is None:
+        return None
+    items: Any = raw
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.startswith("["):
+            import ast
+            import json
+
+            try:
+                items = json.loads(text)
+            except ValueError:
+                try:
+                    items = ast.literal_eval(text)  # literals only: never evaluates code
+                except (ValueError, SyntaxError):
+                    raise ConfigError(label, f"expected a list of names, got {raw!r}") from None
+        else:
+            items = [part for part in text.split(",") if part.strip()]
+    if isinstance(items, str) or not isinstance(items, list | tuple | set | frozenset):
+        raise ConfigError(label, f"expected a list of names, got {raw!r}")
+    if not all(isinstance(item, str) and item.strip() for item in items):
+        raise ConfigError(label, f"expected a list of non-empty names, got {raw!r}")
+    return tuple(item.strip() for item in items)
+
+
 def _prefixes(raw: Any, label: str) -> tuple[str, ...] | None:
     from polyv_connector.paths import parse_prefixes
 
@@ -175,6 +203,14 @@ SETTINGS: dict[str, Setting] = {
         _s("source_sql", None, _text, "the query that reads the source rows", cli=None),
         _s("source_table", None, _text, "a table to read the source rows from", cli=None),
         _s("source_parameters", None, _any, "bound parameters of source_sql", cli=None),
+        _s(
+            "allowed_source_conn_ids",
+            None,
+            _names,
+            "the connections source_conn_id may name (set by the DAG author: a trigger-time "
+            "source_conn_id outside it is refused); unset: any",
+            cli=None,
+        ),
         _s("report_conn_id", None, _text, "connection of the report table (default: the source's)", cli=None),
         _s("report_table", None, _text, "warehouse table the report is appended to", cli=None),
         _s("validation_dir", None, _text, "where the validation JSON and Data Docs go", cli=None),
@@ -306,6 +342,7 @@ class RunSpec:
     source_sql: str | None = None
     source_table: str | None = None
     source_parameters: Any = None
+    allowed_source_conn_ids: tuple[str, ...] | None = None
     report_conn_id: str | None = None
     report_table: str | None = None
     state_table: str | None = None
@@ -395,6 +432,16 @@ def resolve(
         if fields
         else ColumnMapping(values["viewer_id_column"], values["field_id_column"], values["value_column"])
     )
+    allowed = values["allowed_source_conn_ids"]
+    source_conn_id = values["source_conn_id"]
+    if allowed is not None and source_conn_id and source_conn_id not in allowed:
+        # Checked before any connection is looked up: a trigger-time connection id must not
+        # reach a database the DAG author did not choose (pg_read_file through another role).
+        raise fail(
+            "source_conn_id",
+            f"connection {source_conn_id!r} is not an allowed source connection "
+            f"(allowed_source_conn_ids: {', '.join(allowed) or 'none'})",
+        )
     suite = values["expectation_suite_path"]
     max_rejected = values["max_rejected_fraction"]
     if max_rejected is None and suite:
@@ -443,6 +490,7 @@ def resolve(
         source_sql=values["source_sql"],
         source_table=values["source_table"],
         source_parameters=values["source_parameters"] or None,
+        allowed_source_conn_ids=allowed,
         report_conn_id=values["report_conn_id"],
         report_table=values["report_table"],
         state_table=values["state_table"],

@@ -86,6 +86,14 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     :param lock_timeout: seconds to wait while another run holds this account's sync state
         (default 0: fail at once as busy, a retryable error). Templated.
     :param source_parameters: bound parameters of ``source_sql`` (the driver's paramstyle).
+    :param allowed_source_conn_ids: the connections ``source_conn_id`` may name; any other is a
+        configuration error before a connection is looked up. For DAGs that take the source
+        connection at trigger time; templated (a JSON list, a list, or comma-separated names).
+        ``None``: any connection.
+
+    ``source_sql`` must be one read-only query (checked with a SQL parser before any connection
+    is opened), and is read inside a read-only transaction where the database has one: see
+    :mod:`polyv_connector.warehouse.readonly`.
     """
 
     template_fields: Sequence[str] = (
@@ -94,12 +102,14 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         "source_sql",
         "source_table",
         "source_parameters",
+        "allowed_source_conn_ids",
         "report_path",
         "report_conn_id",
         "report_table",
         "state_dir",
         "state_table",
         "state_conn_id",
+        "diff_in_warehouse",
         "expectation_suite_path",
         "validation_dir",
         "report_dir",
@@ -126,6 +136,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         source_sql: str | None = None,
         source_table: str | None = None,
         source_parameters: Sequence[Any] | Mapping[str, Any] | None = None,
+        allowed_source_conn_ids: Sequence[str] | str | None = None,
         viewer_id_column: str = VIEWER_ID,
         field_id_column: str = FIELD_ID,
         value_column: str = VALUE,
@@ -138,7 +149,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         state_dir: str | None = None,
         state_table: str | None = "polyv_sync_state",
         state_conn_id: str | None = None,
-        diff_in_warehouse: bool = False,
+        diff_in_warehouse: bool | str = False,
         reset_corrupt_state: bool = False,
         expectation_suite_path: str | None = None,
         validation_dir: str | None = None,
@@ -167,6 +178,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         self.source_sql = source_sql
         self.source_table = source_table
         self.source_parameters = source_parameters
+        self.allowed_source_conn_ids = allowed_source_conn_ids
         self.viewer_id_column = viewer_id_column
         self.field_id_column = field_id_column
         self.value_column = value_column
@@ -232,6 +244,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             "source_sql": self.source_sql,
             "source_table": self.source_table,
             "source_parameters": self.source_parameters,
+            "allowed_source_conn_ids": self.allowed_source_conn_ids,
             "viewer_id_column": self.viewer_id_column,
             "field_id_column": self.field_id_column,
             "value_column": self.value_column,
@@ -402,13 +415,13 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             spec.options.state_dir
             or not spec.state_table
             or not spec.source_conn_id
-            or spec.state_conn != spec.source_conn_id
+            or not _same_database(spec.state_conn, spec.source_conn_id)
         ):
             raise ConfigError(
                 "diff_in_warehouse",
-                "needs a SQL source and the state table on the source "
-                "connection (state_table, with state_conn_id unset or equal "
-                "to source_conn_id, and no state_dir)",
+                "needs a SQL source and the state table in the source's database "
+                "(state_table; state_conn_id unset, equal to source_conn_id, or another role "
+                "on the same host, port and database; no state_dir)",
             )
         if spec.options.mapping.is_wide:
             raise ConfigError("diff_in_warehouse", "works with the long form only (no fields=...)")
@@ -416,7 +429,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
 
     @staticmethod
     def _check_source(spec: RunSpec) -> None:
-        """Exactly one source, before any connection is opened."""
+        """Exactly one source, and a query that is one read-only query, before any connection is
+        opened (the state and report tables are created before the source is read)."""
         if bool(spec.input_path) == bool(spec.source_conn_id):
             raise ConfigError(
                 "input_path",
@@ -424,6 +438,12 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             )
         if spec.source_conn_id and bool(spec.source_sql) == bool(spec.source_table):
             raise ConfigError("source_sql", "with source_conn_id give exactly one of source_sql and source_table")
+        if spec.source_conn_id and spec.source_sql:
+            from polyv_connector.warehouse import dbapi, readonly
+
+            # Reading the connection's definition opens nothing; its dialect decides the parse.
+            dialect = dbapi.resolve(_db_hook(spec.source_conn_id, "source_conn_id")).dialect
+            readonly.check_read_query(spec.source_sql, readonly.sqlglot_dialect(dialect), "source_sql")
 
     def _source(self, spec: RunSpec, skip_unchanged: Any = None) -> Any:
         """The rows' source; ``skip_unchanged`` is the state table when the diff runs in SQL."""
@@ -596,6 +616,25 @@ def _db_hook(conn_id: str, setting: str) -> Any:
             f"connection {conn_id!r} ({type(hook).__name__}) is not a SQL database connection (a common-sql DbApiHook)",
         )
     return hook
+
+
+def _same_database(conn_a: str | None, conn_b: str | None) -> bool:
+    """Whether two connections reach the same database (perhaps as different roles): the diff in
+    the warehouse reads the state table through the source connection, and writes it through
+    the state connection, so both must see the same table."""
+    if not conn_a or not conn_b:
+        return False
+    if conn_a == conn_b:
+        return True
+    try:
+        a, b = BaseHook.get_connection(conn_a), BaseHook.get_connection(conn_b)
+    except Exception as exc:
+        raise ConfigError("state_conn_id", f"cannot use connection: {type(exc).__name__}") from exc
+
+    def where(conn: Any) -> tuple[Any, ...]:
+        return (conn.conn_type, (conn.host or "").lower(), conn.port, conn.schema)
+
+    return where(a) == where(b)
 
 
 def _redis_url(conn_id: str | None) -> str | None:

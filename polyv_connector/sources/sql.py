@@ -13,6 +13,11 @@ databases fold unquoted identifiers (PostgreSQL to lower case, Snowflake and Ora
 Values keep their SQL types where Arrow infers one (numbers, dates, timestamps, decimals,
 text); JSON values become JSON text and other Python objects (UUIDs, intervals, times) their
 ``str()``. :mod:`polyv_connector.sources.text` then turns every type into what POLYV receives.
+
+A query is untrusted text (a DAG param may carry it): it must parse as one read-only query
+(:func:`polyv_connector.warehouse.readonly.check_read_query`), checked before any connection
+is opened, and every connection the source opens reads inside a read-only transaction where
+the database has one (:func:`~polyv_connector.warehouse.readonly.begin_read_only`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import pyarrow.types as pat
 
 from polyv_connector.config import ColumnMapping
 from polyv_connector.errors import ConfigError, InputError
-from polyv_connector.warehouse import dbapi
+from polyv_connector.warehouse import dbapi, readonly
 from polyv_connector.warehouse.identifiers import check_table_name, quote_identifier
 
 log = logging.getLogger("polyv_connector")
@@ -75,13 +80,16 @@ class SqlSource:
     :param connection: a ``DbApiHook`` (anything with ``get_conn()``) or a zero-argument
         callable returning a new DB-API connection. The source opens and closes its own
         connections.
-    :param sql: the query (a trailing ``;`` is dropped). Exactly one of ``sql`` and ``table``.
+    :param sql: one read-only query (a trailing ``;`` is dropped); anything else is a
+        :class:`ConfigError` naming ``setting``. Exactly one of ``sql`` and ``table``.
     :param table: ``[schema.]table``; only the mapped columns are selected.
     :param parameters: bound parameters of ``sql``, in the driver's paramstyle.
     :param identifier_format: how to quote an identifier; default the hook's
         ``escape_word_format`` or ``"{}"``.
     :param server_side_cursor: use the PostgreSQL named-cursor fast path when the driver allows.
     :param setting: the setting name error messages point at.
+    :param dialect: the database's SQL dialect for the query check (an Airflow ``dialect_name``
+        or a sqlglot name); default the hook's, else the driver's once connected.
     :param skip_unchanged: an :class:`UnchangedFilter` (the warehouse state table, built with
         ``load_for_local_diff=False``): rows it calls unchanged are filtered out in the database,
         so only changed rows leave the warehouse (long form only); :meth:`count_unchanged`
@@ -99,16 +107,23 @@ class SqlSource:
         server_side_cursor: bool = True,
         setting: str | None = None,
         skip_unchanged: UnchangedFilter | None = None,
+        dialect: str | None = None,
     ) -> None:
-        sql = (sql or "").strip().rstrip(";").strip() or None
+        sql = (sql or "").strip() or None
         table = (table or "").strip() or None
         self.setting = setting or ("source_table" if table and not sql else "source_sql")
         if bool(sql) == bool(table):
             raise ConfigError(self.setting, "give exactly one of a SQL query and a table name")
-        self.sql = sql
         self.table = check_table_name(table, self.setting) if table else None
         self.parameters = parameters
-        self._target = dbapi.resolve(connection, identifier_format=identifier_format)
+        self._target = dbapi.resolve(connection, identifier_format=identifier_format, dialect=dialect)
+        # The query is checked in the database's dialect before anything runs: now when the hook
+        # names it, else (a plain connection factory) on the first connection, from its driver.
+        self._raw_sql = sql
+        self.sql: str | None = None
+        dialect_name = readonly.sqlglot_dialect(self._target.dialect)
+        if sql and dialect_name:
+            self.sql = readonly.check_read_query(sql, dialect_name, self.setting)
         self.identifier_format = self._target.identifier_format
         self.server_side_cursor = server_side_cursor
         self.skip_unchanged = skip_unchanged
@@ -122,7 +137,7 @@ class SqlSource:
     # ---- schema ------------------------------------------------------------------------------
     def _probe_sql(self) -> str:
         # The relation with no rows: cheap everywhere, and it still yields cursor.description.
-        relation = self.table or f"({self.sql}) polyv_source"
+        relation = self.table or f"({self._query()}\n) polyv_source"
         return f"SELECT * FROM {relation} WHERE 1=0"
 
     def columns(self) -> list[str] | None:
@@ -141,6 +156,8 @@ class SqlSource:
         except Exception as exc:
             if self.table:
                 raise InputError(self.setting, f"cannot read table {self.table}: {exc}") from exc
+            if readonly.is_read_only_violation(exc):
+                raise self._failed(exc) from exc
             log.info(
                 "could not probe the source query's columns (%s); checking them on the first chunk instead",
                 type(exc).__name__,
@@ -177,7 +194,7 @@ class SqlSource:
         viewer, field, _ = self._diff_columns(columns)
         return (
             f"SELECT polyv_base.*, COUNT(*) OVER (PARTITION BY polyv_base.{viewer}, polyv_base.{field}) "
-            f"AS polyv_n FROM ({base}) polyv_base"
+            f"AS polyv_n FROM ({base}\n) polyv_base"
         )
 
     def _diff_columns(self, columns: Sequence[str]) -> tuple[str, str, str]:
@@ -205,7 +222,10 @@ class SqlSource:
         conn = self._open()
         try:
             with dbapi.cursor(conn) as cur:
-                cur.execute(sql, *self._params())
+                try:
+                    cur.execute(sql, *self._params())
+                except Exception as exc:
+                    raise self._failed(exc) from exc
                 return int(cur.fetchone()[0])
         finally:
             _close(conn)
@@ -216,14 +236,42 @@ class SqlSource:
 
     def _base_select(self, columns: Sequence[str]) -> str:
         if not self.table:
-            return self.sql or ""
+            return self._query()
         names = self.columns() or []
         picked = [names[i] for i in resolve_columns(columns, names, self.location, self.setting)]
         select_list = ", ".join(quote_identifier(n, self.identifier_format) for n in picked)
         return f"SELECT {select_list} FROM {self.table}"
 
+    def _failed(self, exc: Exception) -> InputError:
+        """The error of a source query the database refused; a write gets its own message."""
+        if readonly.is_read_only_violation(exc):
+            return InputError(
+                self.setting,
+                "the source query tried to write, and the source is read in a read-only "
+                f"transaction: {type(exc).__name__}: {exc}".rstrip(),
+            )
+        return InputError(self.setting, f"the source query failed: {type(exc).__name__}: {exc}")
+
+    def _query(self) -> str:
+        """The checked query; with a plain factory, a first connection names the dialect to check it in."""
+        if self.sql is None and self._raw_sql:
+            _close(self._open())
+        if self.sql is None:
+            raise RuntimeError("the source has no query")
+        return self.sql
+
     def _open(self) -> Any:
-        return self._target.open(InputError, self.setting, "source")
+        """A new connection in a read-only transaction, the query checked (nothing run yet)."""
+        conn = self._target.open(InputError, self.setting, "source")
+        try:
+            if self._raw_sql and self.sql is None:
+                dialect_name = readonly.dialect_of_driver(conn)
+                self.sql = readonly.check_read_query(self._raw_sql, dialect_name, self.setting)
+            readonly.begin_read_only(conn, self.setting)
+        except BaseException:
+            _close(conn)
+            raise
+        return conn
 
     def _cursor(self, conn: Any, batch_rows: int) -> Any:
         if self.server_side_cursor and dbapi.driver_of(conn) in dbapi.PG_DRIVERS:
@@ -246,7 +294,7 @@ class SqlSource:
                 except InputError:
                     raise
                 except Exception as exc:
-                    raise InputError(self.setting, f"the source query failed: {type(exc).__name__}: {exc}") from exc
+                    raise self._failed(exc) from exc
                 # psycopg2 named cursors describe the result only after the first fetch.
                 names = [d[0] for d in cur.description or ()]
                 positions = resolve_columns(columns, names, self.location, self.setting)

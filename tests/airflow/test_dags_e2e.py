@@ -272,3 +272,111 @@ def test_execution_timeout_fails_the_task_after_writing_the_whole_report(run_dag
     assert "sent" in statuses and set(statuses) <= {"sent", "in_doubt", "not_attempted"}
     # POLYV holds every item reported sent; an in_doubt one may or may not be there.
     assert 0 < statuses.count("sent") <= len(_stored(sim)) <= statuses.count("sent") + statuses.count("in_doubt") < n
+
+
+# ---- a read-only source connection ----------------------------------------------------------------
+@pytest.fixture
+def pg_roles(pg_schema):
+    """A reader and a writer LOGIN role with random names (pg_hba trusts 127.0.0.1), dropped after.
+
+    The reader may only read: USAGE on the schema and, as the test grants, SELECT on tables. The
+    writer may create tables in the schema (report, state, lock and schema-version tables).
+    """
+    import uuid
+
+    suffix = uuid.uuid4().hex[:10]
+    reader, writer = f"polyv_reader_{suffix}", f"polyv_writer_{suffix}"
+    pg_exec(f"CREATE ROLE {reader} LOGIN")
+    pg_exec(f"CREATE ROLE {writer} LOGIN")
+    try:
+        pg_exec(f"GRANT USAGE ON SCHEMA {pg_schema} TO {reader}")
+        pg_exec(f"GRANT USAGE, CREATE ON SCHEMA {pg_schema} TO {writer}")
+        yield reader, writer
+    finally:
+        # DROP OWNED drops the writer's tables and revokes every grant to either role.
+        pg_exec(f"DROP OWNED BY {reader}, {writer} CASCADE")
+        pg_exec(f"DROP ROLE {reader}")
+        pg_exec(f"DROP ROLE {writer}")
+
+
+def _role_uri(role: str) -> str:
+    from urllib.parse import urlsplit
+
+    from tests.airflow.support import PG_URI
+
+    parts = urlsplit(PG_URI)
+    return f"postgresql://{role}@{parts.hostname}:{parts.port or 5432}{parts.path}"
+
+
+@pytest.mark.postgres
+def test_warehouse_dag_with_a_read_only_source_role(run_dag, sim, pg_schema, pg_roles):
+    """The source connection's role can only SELECT (the source and the state table); the report
+    and the state are written through a writer connection; the diff in the warehouse still works."""
+    from polyv_connector.warehouse.state_table import SqlStateTable
+
+    reader, writer = pg_roles
+    table = _attrs_table(pg_schema)
+    report_table, state_table = f"{pg_schema}.polyv_sync_report", f"{pg_schema}.polyv_sync_state"
+    pg_exec(f"GRANT SELECT ON {table} TO {reader}")
+    # The state table, created by the writer as a first run would, then readable by the reader.
+    import psycopg
+
+    SqlStateTable(lambda: psycopg.connect(_role_uri(writer)), state_table, APP_ID)
+    pg_exec(f"GRANT SELECT ON {state_table} TO {reader}")
+    # The setup is what it claims to be: the reader cannot write.
+    with psycopg.connect(_role_uri(reader)) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(f"DELETE FROM {table}")
+    env = {
+        **_polyv(sim),
+        "AIRFLOW_CONN_POLYV_WAREHOUSE": _role_uri(reader),
+        "AIRFLOW_CONN_POLYV_WRITER": _role_uri(writer),
+        "AIRFLOW_VAR_POLYV_REPORT_CONN_ID": "polyv_writer",
+        "AIRFLOW_VAR_POLYV_STATE_CONN_ID": "polyv_writer",
+        "AIRFLOW_VAR_POLYV_DIFF_IN_WAREHOUSE": "true",
+    }
+    conf = {"source_table": table, "report_table": report_table, "state_table": state_table}
+    first = run_dag("polyv_viewer_sync_warehouse", "2025-03-03", conf, env=env)
+    _assert_success(first)
+    assert first.xcom["counts"]["sent"] == 4 and len(_stored(sim)) == 4
+    # The whole table by a trigger-time query: the four rows POLYV has stay in the warehouse.
+    all_rows = f"SELECT viewer_id, custom_field_id, custom_field_value FROM {table};"
+    second = run_dag("polyv_viewer_sync_warehouse", "2025-03-04", {**conf, "source_sql": all_rows}, env=env)
+    _assert_success(second)
+    assert second.xcom["unchangedInWarehouse"] == 4 and second.xcom["counts"]["sent"] == 12
+    assert len(_stored(sim)) == 16
+    assert pg_rows(f"SELECT count(*) FROM {report_table}") == [(16,)]
+    # Everything written was written by the writer; the reader owns nothing and can write nothing.
+    owners = dict(pg_rows("SELECT tablename, tableowner FROM pg_tables WHERE schemaname = %s", (pg_schema,)))
+    assert owners.pop("viewer_attributes") == "postgres"
+    assert owners and set(owners.values()) == {writer}, owners
+    assert pg_rows(
+        "SELECT bool_or(has_table_privilege(%s, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')) "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+        (reader, pg_schema),
+    ) == [(False,)]
+
+
+@pytest.mark.postgres
+def test_backfill_dag_refuses_a_source_connection_outside_the_allowlist(run_dag, sim, pg_schema):
+    table = _attrs_table(pg_schema)
+    env = {**_warehouse_env(sim), "AIRFLOW_CONN_POLYV_OTHER": _role_uri("postgres")}
+    conf = {
+        "source_conn_id": "polyv_other",
+        "source_table": table,
+        "report_table": f"{pg_schema}.resync_report",
+        "state_table": f"{pg_schema}.polyv_sync_state",
+    }
+    run = run_dag("polyv_viewer_backfill", "2025-03-07", conf, env=env)
+    assert run.state == "failed", run.output[-5000:]
+    assert "source_conn_id: connection 'polyv_other' is not an allowed source connection" in run.log_text()
+    assert sim.stats.save_requests == 0 and not _stored(sim)
+    assert pg_rows("SELECT to_regclass(%s) IS NULL", (f"{pg_schema}.resync_report",)) == [(True,)]
+    # The DAG author lists it: the same trigger reads it.
+    allowed = run_dag(
+        "polyv_viewer_backfill",
+        "2025-03-08",
+        conf,
+        env={**env, "AIRFLOW_VAR_POLYV_SOURCE_CONN_IDS": '["polyv_warehouse", "polyv_other"]'},
+    )
+    _assert_success(allowed)
+    assert allowed.xcom["counts"]["sent"] == 16

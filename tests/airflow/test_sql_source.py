@@ -218,3 +218,79 @@ def test_decimal_text_does_not_depend_on_the_other_values_of_its_chunk() -> None
 
     assert column_to_arrow([Decimal("1.5")]).to_pylist() == ["1.5"]
     assert column_to_arrow([Decimal("1.5"), Decimal("12.50")]).to_pylist() == ["1.5", "12.50"]
+
+
+# ---- the source reads, never writes ---------------------------------------------------------------
+def test_source_sql_must_be_one_read_only_query(tmp_path):
+    connect = _sqlite(tmp_path / "w.db")
+    for sql in (
+        "SELECT 1; DROP TABLE attrs",
+        "DELETE FROM attrs",
+        "WITH d AS (DELETE FROM attrs RETURNING *) SELECT 1",
+    ):
+        with pytest.raises(ConfigError, match=r"^source_sql: "):
+            SqlSource(connect, sql=sql, dialect="sqlite")  # a known dialect: refused at once
+        source = SqlSource(connect, sql=sql)  # a plain factory: checked in the driver's dialect
+        with pytest.raises(ConfigError, match=r"^source_sql: "):
+            source.check_columns(LONG)  # on the first connection, before anything runs on it
+    assert _sqlite_count(connect) == 7
+
+
+def _sqlite_count(connect) -> int:
+    conn = connect()
+    try:
+        return conn.execute("SELECT count(*) FROM attrs").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_sqlite_source_is_query_only(tmp_path):
+    # A plain factory: the dialect comes from the driver (sqlite3) on the first connection.
+    source = SqlSource(_sqlite(tmp_path / "w.db"), sql="SELECT VIEWERID AS viewerId FROM attrs")
+    conn = source._open()
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            conn.execute("DELETE FROM attrs")
+    finally:
+        conn.close()
+
+
+def _read_all(source: SqlSource, mapping: ColumnMapping) -> list[pa.RecordBatch]:
+    source.check_columns(mapping)
+    return list(source.batches(mapping.source_columns, 2))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("connect", [_psycopg3, _psycopg2], ids=["psycopg3", "psycopg2"])
+def test_postgres_source_reads_in_a_read_only_transaction(pg_schema, connect):
+    table = _pg_attrs(pg_schema, 3)
+    pg_exec(f"CREATE SEQUENCE {pg_schema}.seq")
+    # What the parser cannot see: a query that writes through a function. The server refuses it.
+    pg_exec(f"CREATE FUNCTION {pg_schema}.wipe() RETURNS text LANGUAGE sql AS $$ DELETE FROM {table} RETURNING 'x' $$")
+    mapping = ColumnMapping("viewer_id", "custom_field_id", "custom_field_value")
+    for value in (f"nextval('{pg_schema}.seq')::text", f"{pg_schema}.wipe()"):
+        source = SqlSource(
+            connect, sql=f"SELECT viewer_id, custom_field_id, {value} AS custom_field_value FROM {table}"
+        )
+        with pytest.raises(InputError, match=r"source_sql: the source query tried to write.*read-only transaction"):
+            _read_all(source, mapping)
+    assert pg_rows(f"SELECT count(*) FROM {table}") == [(3,)]
+    assert pg_rows(f"SELECT last_value, is_called FROM {pg_schema}.seq") == [(1, False)]
+    # A reading query still streams through the server-side cursor, inside the same guard.
+    source = SqlSource(
+        connect,
+        sql=f"SELECT viewer_id, custom_field_id, current_setting('transaction_read_only') AS custom_field_value "
+        f"FROM {table};  -- a trailing semicolon and comment are fine",
+    )
+    source.check_columns(mapping)
+    values = [v for b in source.batches(mapping.source_columns, 2) for v in b.column(2).to_pylist()]
+    assert values == ["on", "on", "on"]
+
+
+def test_a_plain_factory_checks_the_query_before_any_use(tmp_path):
+    # count_unchanged/_select may be the first to need the query text: it is checked then too.
+    source = SqlSource(_sqlite(tmp_path / "w.db"), sql="SELECT 1; DELETE FROM attrs")
+    with pytest.raises(ConfigError, match=r"^source_sql: must be exactly one SQL statement"):
+        source._base_select(LONG.source_columns)
+    ok = SqlSource(_sqlite(tmp_path / "w2.db"), sql="SELECT VIEWERID FROM attrs -- note")
+    assert ok._base_select(LONG.source_columns) == "SELECT VIEWERID FROM attrs"
