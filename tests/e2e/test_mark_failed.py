@@ -213,3 +213,5 @@ def test_mark_failed_stops_the_send_and_a_clean_run_makes_polyv_equal_the_source
                 _api(stack, "DELETE", f"/api/v2/variables/{name}", token=token)
         with contextlib.suppress(OSError):
             _api(stack, "PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": True}, token)
+    left = {v["key"] for v in _api(stack, "GET", "/api/v2/variables?limit=100", token=token)["variables"]}
+    assert not left & set(VARIABLES), f"Variables left behind for the session's other tests: {left}"
