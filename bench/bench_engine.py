@@ -28,6 +28,7 @@ from polyv_connector.batching import make_batches
 from polyv_connector.config import Credentials, Secret, SendOptions, SyncOptions
 from polyv_connector.engine import _pending_chunks, _plan_pass, sync
 from polyv_connector.progress import Progress
+from polyv_connector.sender import Circuit
 from polyv_connector.signing import signed_params
 from polyv_connector.sources.parquet import ParquetSource
 
@@ -50,7 +51,7 @@ def ours_prepare(path: Path) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         spill = Path(tmp) / "spill.arrow"
         opts = SyncOptions()
-        ledger = _plan_pass(ParquetSource(str(path)), opts, None, None, spill, Progress(interval_s=1e9))
+        ledger = _plan_pass(ParquetSource(str(path)), opts, None, None, spill, Progress(interval_s=1e9), Circuit())
         n = 0
         for batch in make_batches(_pending_chunks(spill, ledger), 1000, "bench"):
             n += len(batch.body())

@@ -1,0 +1,28 @@
+"""The benchmark scripts stay runnable: each runs here on tiny sizes (the figures are not judged)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.stack import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_bench_engine_runs_on_tiny_sizes() -> None:
+    args = ["--rows", "3000", "--baseline-rows", "300", "--e2e-rows", "3000", "--latency-ms", "1"]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_engine.py"), *args, "--port", str(free_port())],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "prepare  ratio" in proc.stdout and "e2e      ratio" in proc.stdout
