@@ -454,7 +454,7 @@ def _plan_pass(
                 items, unsendable = convert_items(batch, options.mapping, first_row)
             except (pa.ArrowInvalid, UnsupportedColumn) as exc:
                 raise InputError(
-                    getattr(source, "setting", "--input"),
+                    source.setting,
                     f"rows {first_row}-{first_row + batch.num_rows - 1}: cannot turn a value into text: {exc}",
                 ) from exc
             first_row += batch.num_rows
