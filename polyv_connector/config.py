@@ -195,6 +195,12 @@ class SyncOptions:
     expectations_path: str | None = None
     read_batch_rows: int = 65_536
     lock_timeout_s: float = 0.0  # how long to wait for another run to release the sync state
+    # This run handles slice ``partition`` of ``partitions`` (see polyv_connector.partitioning);
+    # partitions == 1 is the whole account.
+    partitions: int = 1
+    partition: int = 0
+    # The Airflow DAG run that started this sync, recorded in the report (None outside Airflow).
+    airflow_run_id: str | None = None
 
     def validate(self) -> None:
         self.send.validate()

@@ -373,8 +373,9 @@ def _locked_run(
                 closing["not_attempted"] = f"not sent: the run was stopped: {circuit.abort}"
             ledger.status[ledger.status == PENDING] = STATUS_CODE["not_attempted"]
             if report is not None:
+                tags = ReportTags.of(credentials.app_id, options)
                 fallback = _report_with_fallback(
-                    spill_path, ledger, report, run_id, closing, clock(), bool(gate_failures), report_fallback_dir
+                    spill_path, ledger, report, run_id, closing, clock(), bool(gate_failures), report_fallback_dir, tags
                 )
         if state is not None and not options.dry_run:
             state.finish()
@@ -607,6 +608,34 @@ def default_report_fallback_dir() -> Path:
     return Path(home or tempfile.gettempdir()) / "polyv_reports"
 
 
+@dataclass(frozen=True)
+class ReportTags:
+    """The report columns that are the same on every row of a run."""
+
+    app_id: str
+    partition: int | None = None  # None: the run is not partitioned
+    partitions: int | None = None
+    airflow_run_id: str | None = None
+
+    @classmethod
+    def of(cls, app_id: str, options: SyncOptions) -> ReportTags:
+        sliced = options.partitions > 1
+        return cls(
+            app_id=app_id,
+            partition=options.partition if sliced else None,
+            partitions=options.partitions if sliced else None,
+            airflow_run_id=options.airflow_run_id,
+        )
+
+    def columns(self, n: int) -> list[pa.Array]:
+        """The ``partition``, ``partitions`` and ``airflowRunId`` columns of ``n`` rows."""
+        return [
+            pa.array([self.partition] * n, pa.int64()),
+            pa.array([self.partitions] * n, pa.int64()),
+            pa.array([self.airflow_run_id] * n, pa.string()),
+        ]
+
+
 def _report_with_fallback(
     spill_path: Path,
     ledger: _Ledger,
@@ -616,6 +645,7 @@ def _report_with_fallback(
     now: float,
     gate_failed: bool,
     fallback_dir: str | os.PathLike[str] | None,
+    tags: ReportTags,
 ) -> dict[str, str]:
     """Write the report; if its sink fails, write it whole to a Parquet file instead.
 
@@ -626,7 +656,7 @@ def _report_with_fallback(
     from polyv_connector.report import ParquetReport
 
     try:
-        _write_report(spill_path, ledger, report, run_id, closing, now, gate_failed)
+        _write_report(spill_path, ledger, report, run_id, closing, now, tags, gate_failed)
         return {}
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
@@ -634,7 +664,8 @@ def _report_with_fallback(
     folder = Path(fallback_dir) if fallback_dir is not None else default_report_fallback_dir()
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # the report holds the items' values
     path = folder / f"polyv-report-{run_id}.parquet"
-    _write_report(spill_path, ledger, ParquetReport(path, setting="report fallback"), run_id, closing, now, gate_failed)
+    fallback_sink = ParquetReport(path, setting="report fallback")
+    _write_report(spill_path, ledger, fallback_sink, run_id, closing, now, tags, gate_failed)
     log.error("could not write the report to %s (%s); the report is kept in %s", report.location, error, path)
     return {"reportFallback": str(path), "reportError": f"could not write the report to {report.location}: {error}"}
 
@@ -646,6 +677,7 @@ def _write_report(
     run_id: str,
     closing: dict[str, str],
     now: float,
+    tags: ReportTags,
     gate_failed: bool = False,
 ) -> None:
     res = ledger.results
@@ -700,6 +732,9 @@ def _write_report(
                     per_result(r_batch),
                     pa.array(np.full(n, run_id, dtype=object), pa.string()),
                     synced_ts,
+                    pa.array(np.full(n, tags.app_id, dtype=object), pa.string()),
+                    pa.nulls(n, pa.string()),  # reasonCode
+                    *tags.columns(n),
                 ],
                 schema=schema,
             )

@@ -56,6 +56,13 @@ REPORT_COLUMNS: Final[tuple[str, ...]] = (
     "batchId",
     "runId",
     "syncedAt",
+    # Report schema version 2: who and which slice (many accounts, partitions), the reason as
+    # a stable code beside the human text, and the Airflow run that produced the row.
+    "appId",
+    "reasonCode",
+    "partition",
+    "partitions",
+    "airflowRunId",
 )
 
 
@@ -78,5 +85,10 @@ def report_schema() -> pa.Schema:
             pa.field("batchId", pa.string()),
             pa.field("runId", pa.string(), nullable=False),
             pa.field("syncedAt", pa.timestamp("us", tz="UTC")),
+            pa.field("appId", pa.string()),
+            pa.field("reasonCode", pa.string()),
+            pa.field("partition", pa.int64()),
+            pa.field("partitions", pa.int64()),
+            pa.field("airflowRunId", pa.string()),
         ]
     )

@@ -55,6 +55,18 @@ SCHEMA_VERSIONS: list[tuple[int, list[Column]]] = [
             Column("syncedAt", _TIMESTAMP),
         ],
     ),
+    # Many accounts and partitions share one table: each row says whose and which slice it is;
+    # reasonCode is the stable code of the human ``reason``; airflowRunId links to the DAG run.
+    (
+        2,
+        [
+            Column("appId", _TEXT),
+            Column("reasonCode", _TEXT),
+            Column("partition", _BIGINT),
+            Column("partitions", _BIGINT),
+            Column("airflowRunId", _TEXT),
+        ],
+    ),
 ]
 SCHEMA = TableSchema("report", SCHEMA_VERSIONS)
 

@@ -50,6 +50,11 @@ def report_batch(run_id: str, n: int, start: int = 0) -> pa.RecordBatch:
             pa.array(["b1"] * n),
             pa.array([run_id] * n),
             pa.array([ts] * (n - 1) + [None], pa.timestamp("us", tz="UTC")),
+            pa.array(["app1"] * n),
+            pa.array([None if i % 2 else "polyv_rejected" for i in range(n)], pa.string()),
+            pa.array([i % 3 for i in range(n)], pa.int64()),
+            pa.array([3] * n, pa.int64()),
+            pa.array(["manual__2025-05-06"] * n),
         ],
         schema=report_schema(),
     )

@@ -24,7 +24,7 @@ from tests.warehouse.support import PG_DSN, pg_exec, pg_rows, psycopg2_connect, 
 NEXT_REPORT = len(report_table.SCHEMA_VERSIONS) + 1
 STATE_NOW = len(state_table.SCHEMA_VERSIONS)
 NEXT_STATE = STATE_NOW + 1
-V2_REPORT = TableSchema("report", [*report_table.SCHEMA_VERSIONS, (NEXT_REPORT, [Column("appId", "text")])])
+V2_REPORT = TableSchema("report", [*report_table.SCHEMA_VERSIONS, (NEXT_REPORT, [Column("laterColumn", "text")])])
 V2_STATE = TableSchema("state", [*state_table.SCHEMA_VERSIONS, (NEXT_STATE, [Column("partition", "TEXT")])])
 
 
@@ -40,15 +40,15 @@ def _recorded(schema: str) -> dict[str, int]:
 # ---- the declarations ------------------------------------------------------------------------
 def test_the_report_schema_lists_the_report_columns_in_order() -> None:
     assert [c.name for c in report_table.SCHEMA.columns()] == list(REPORT_COLUMNS)
-    assert report_table.SCHEMA.current == 1 and state_table.SCHEMA.current == 2  # 2: runSeq
+    assert report_table.SCHEMA.current == 2 and state_table.SCHEMA.current == 2  # report 2: appId...; state 2: runSeq
     assert [c.name for c in state_table.SCHEMA.columns()] == list(state_table.COLUMNS)
 
 
 def test_versions_append_and_are_numbered_from_one() -> None:
-    assert V2_REPORT.current == 2
-    assert [c.name for c in V2_REPORT.columns(1)] == list(REPORT_COLUMNS)
-    assert V2_REPORT.version_of([*REPORT_COLUMNS]) == 1
-    assert V2_REPORT.version_of([c.upper() for c in [*REPORT_COLUMNS, "appId"]]) == 2  # folded names
+    assert V2_REPORT.current == NEXT_REPORT
+    assert [c.name for c in V2_REPORT.columns(NEXT_REPORT - 1)] == list(REPORT_COLUMNS)
+    assert V2_REPORT.version_of([*REPORT_COLUMNS]) == NEXT_REPORT - 1
+    assert V2_REPORT.version_of([c.upper() for c in [*REPORT_COLUMNS, "laterColumn"]]) == NEXT_REPORT  # folded names
     assert V2_REPORT.version_of(["rowNumber"]) == 0
     with pytest.raises(ValueError, match="1, 2, 3"):
         TableSchema("x", [(1, [Column("a", "text")]), (3, [Column("b", "text")])])
@@ -68,7 +68,7 @@ def test_the_version_is_kept_next_to_the_table() -> None:
 def test_a_fresh_table_records_the_current_version(pg_schema) -> None:
     SqlReportTable(psycopg2_connect, f"{pg_schema}.report").close()
     SqlStateTable(psycopg2_connect, f"{pg_schema}.state", "app")
-    assert _recorded(pg_schema) == {"report": 1, "state": STATE_NOW}
+    assert _recorded(pg_schema) == {"report": report_table.SCHEMA.current, "state": STATE_NOW}
     (migrated_at,) = pg_rows(f"SELECT migrated_at FROM {pg_schema}.polyv_schema_version WHERE table_name = 'report'")
     assert migrated_at[0].endswith("+00:00")
 
@@ -78,12 +78,12 @@ def test_a_table_made_before_versions_existed_is_recorded_without_change(pg_sche
     SqlReportTable(psycopg2_connect, f"{pg_schema}.report").close()
     pg_exec(f"DROP TABLE {pg_schema}.polyv_schema_version")  # as a 0.1 release left it
     SqlReportTable(psycopg2_connect, f"{pg_schema}.report").close()
-    assert _recorded(pg_schema) == {"report": 1}
+    assert _recorded(pg_schema) == {"report": report_table.SCHEMA.current}
     assert _columns(pg_schema, "report") == list(REPORT_COLUMNS)
 
 
 @pytest.mark.postgres
-def test_a_version_1_report_table_is_migrated_and_keeps_its_rows(pg_schema, monkeypatch, caplog) -> None:
+def test_an_older_report_table_is_migrated_and_keeps_its_rows(pg_schema, monkeypatch, caplog) -> None:
     table = f"{pg_schema}.report"
     sink = SqlReportTable(psycopg2_connect, table)
     sink.write(report_batch("run-1", 5))
@@ -93,15 +93,15 @@ def test_a_version_1_report_table_is_migrated_and_keeps_its_rows(pg_schema, monk
     sink = SqlReportTable(psycopg2_connect, table)
     sink.write(report_batch("run-2", 2))  # the writer still names its columns: the new one stays NULL
     sink.close()
-    assert _columns(pg_schema, "report") == [*REPORT_COLUMNS, "appId"]
-    assert pg_rows(f'SELECT "runId", count(*), count("appId") FROM {table} GROUP BY 1 ORDER BY 1') == [
+    assert _columns(pg_schema, "report") == [*REPORT_COLUMNS, "laterColumn"]
+    assert pg_rows(f'SELECT "runId", count(*), count("laterColumn") FROM {table} GROUP BY 1 ORDER BY 1') == [
         ("run-1", 5, 0),
         ("run-2", 2, 0),
     ]
-    assert _recorded(pg_schema) == {"report": 2}
-    assert f"migrated the report table {table} to schema version 2 (added appId)" in caplog.text
+    assert _recorded(pg_schema) == {"report": NEXT_REPORT}
+    assert f"migrated the report table {table} to schema version {NEXT_REPORT} (added laterColumn)" in caplog.text
     nullable = "SELECT is_nullable FROM information_schema.columns WHERE table_schema = %s AND column_name = %s"
-    assert pg_rows(nullable, (pg_schema, "appId")) == [("YES",)]
+    assert pg_rows(nullable, (pg_schema, "laterColumn")) == [("YES",)]
 
 
 @pytest.mark.postgres
@@ -139,7 +139,7 @@ def test_rerunning_is_a_no_op(pg_schema, monkeypatch, caplog) -> None:
     SqlReportTable(psycopg2_connect, table).close()
     assert "migrated" not in caplog.text and "could not" not in caplog.text
     assert pg_rows(f"SELECT * FROM {pg_schema}.polyv_schema_version") == before  # not even rewritten
-    assert _columns(pg_schema, "report") == [*REPORT_COLUMNS, "appId"]
+    assert _columns(pg_schema, "report") == [*REPORT_COLUMNS, "laterColumn"]
 
 
 @pytest.mark.postgres
@@ -186,9 +186,9 @@ def test_a_role_that_may_not_alter_the_table_gets_the_ddl_to_run(pg_schema, read
         SqlReportTable(_as(read_write_role), table)
     message = str(raised.value)
     assert message.startswith("report_table: ")
-    assert f'ALTER TABLE {table} ADD COLUMN "appId" TEXT;' in message
-    assert "schema version 1" in message and "version 2" in message and "owner" in message
-    assert "appId" not in _columns(pg_schema, "report")
+    assert f'ALTER TABLE {table} ADD COLUMN "laterColumn" TEXT;' in message
+    assert f"schema version {NEXT_REPORT - 1}" in message and f"version {NEXT_REPORT}" in message and "owner" in message
+    assert "laterColumn" not in _columns(pg_schema, "report")
     # Once the owner has migrated it, the same role opens it without altering anything.
     SqlReportTable(psycopg2_connect, table).close()
     sink = SqlReportTable(_as(read_write_role), table)
@@ -206,7 +206,7 @@ def test_a_role_that_may_not_record_the_version_is_warned_not_failed(pg_schema, 
     pg_exec(f"GRANT SELECT, INSERT ON {table} TO {read_write_role}")
     caplog.set_level(logging.INFO, "polyv_connector")
     SqlReportTable(_as(read_write_role), table).close()
-    assert "could not record schema version 1" in caplog.text
+    assert f"could not record schema version {report_table.SCHEMA.current}" in caplog.text
 
 
 # ---- SQLite ----------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def test_sqlite_tables_are_versioned_and_migrated(tmp_path, monkeypatch) -> None
     SqlStateTable(connect, "state", "app", placeholder="?")
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT table_name, version FROM polyv_schema_version ORDER BY 1").fetchall() == [
-            ("report", 1),
+            ("report", NEXT_REPORT - 1),
             ("state", len(state_table.SCHEMA_VERSIONS)),
         ]
     monkeypatch.setattr(report_table, "SCHEMA", V2_REPORT)
@@ -231,10 +231,10 @@ def test_sqlite_tables_are_versioned_and_migrated(tmp_path, monkeypatch) -> None
         SqlReportTable(connect, "report", dialect="sqlite", placeholder="?").close()
         SqlStateTable(connect, "state", "app", placeholder="?")
     with sqlite3.connect(path) as conn:
-        assert [d[0] for d in conn.execute("SELECT * FROM report").description][-1] == "appId"
+        assert [d[0] for d in conn.execute("SELECT * FROM report").description][-1] == "laterColumn"
         assert [d[0] for d in conn.execute("SELECT * FROM state").description][-1] == "partition"
-        assert conn.execute("SELECT count(*), count(appId) FROM report").fetchone() == (3, 0)
+        assert conn.execute("SELECT count(*), count(laterColumn) FROM report").fetchone() == (3, 0)
         assert conn.execute("SELECT table_name, version FROM polyv_schema_version ORDER BY 1").fetchall() == [
-            ("report", 2),
+            ("report", NEXT_REPORT),
             ("state", NEXT_STATE),
         ]
