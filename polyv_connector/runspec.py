@@ -211,6 +211,14 @@ SETTINGS: dict[str, Setting] = {
             "source_conn_id outside it is refused); unset: any",
             cli=None,
         ),
+        _s(
+            "allowed_polyv_conn_ids",
+            None,
+            _names,
+            "the polyv connections polyv_conn_id may name (set by the DAG author: a trigger-time "
+            "polyv_conn_id outside it is refused before the connection is read); unset: any",
+            cli=None,
+        ),
         _s("report_conn_id", None, _text, "connection of the report table (default: the source's)", cli=None),
         _s("report_table", None, _text, "warehouse table the report is appended to", cli=None),
         _s("validation_dir", None, _text, "where the validation JSON and Data Docs go", cli=None),
@@ -343,6 +351,7 @@ class RunSpec:
     source_table: str | None = None
     source_parameters: Any = None
     allowed_source_conn_ids: tuple[str, ...] | None = None
+    allowed_polyv_conn_ids: tuple[str, ...] | None = None
     report_conn_id: str | None = None
     report_table: str | None = None
     state_table: str | None = None
@@ -437,11 +446,7 @@ def resolve(
     if allowed is not None and source_conn_id and source_conn_id not in allowed:
         # Checked before any connection is looked up: a trigger-time connection id must not
         # reach a database the DAG author did not choose (pg_read_file through another role).
-        raise fail(
-            "source_conn_id",
-            f"connection {source_conn_id!r} is not an allowed source connection "
-            f"(allowed_source_conn_ids: {', '.join(allowed) or 'none'})",
-        )
+        raise fail("source_conn_id", _not_allowed(source_conn_id, "source", "allowed_source_conn_ids", allowed))
     suite = values["expectation_suite_path"]
     max_rejected = values["max_rejected_fraction"]
     if max_rejected is None and suite:
@@ -491,6 +496,7 @@ def resolve(
         source_table=values["source_table"],
         source_parameters=values["source_parameters"] or None,
         allowed_source_conn_ids=allowed,
+        allowed_polyv_conn_ids=values["allowed_polyv_conn_ids"],
         report_conn_id=values["report_conn_id"],
         report_table=values["report_table"],
         state_table=values["state_table"],
@@ -506,6 +512,24 @@ def resolve(
         seed=None if seed is None else _int(seed, labels["seed"]),
         labels=labels,
     )
+
+
+def check_polyv_conn_id(conn_id: str, allowed: Any, front: Front = "operator") -> None:
+    """Refuse a ``polyv`` connection id outside ``allowed`` (the raw ``allowed_polyv_conn_ids``:
+    a list, its JSON text or comma-separated names; ``None``: any).
+
+    Called before the connection is read (:func:`resolve` runs over the connection's extras, so
+    it comes too late): a trigger-time id must not send through an account, or to a base URL,
+    the DAG author did not choose. Raises :class:`ConfigError` naming ``polyv_conn_id``.
+    """
+    setting = SETTINGS["allowed_polyv_conn_ids"]
+    names = setting.parse(allowed, setting.label(front))
+    if names is not None and conn_id not in names:
+        raise ConfigError("polyv_conn_id", _not_allowed(conn_id, "POLYV", setting.label(front), names))
+
+
+def _not_allowed(conn_id: str, kind: str, allow_setting: str, allowed: tuple[str, ...]) -> str:
+    return f"connection {conn_id!r} is not an allowed {kind} connection ({allow_setting}: {', '.join(allowed) or 'none'})"
 
 
 # Names the option objects use in their own ConfigErrors -> the canonical setting.

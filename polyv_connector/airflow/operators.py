@@ -90,6 +90,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         configuration error before a connection is looked up. For DAGs that take the source
         connection at trigger time; templated (a JSON list, a list, or comma-separated names).
         ``None``: any connection.
+    :param allowed_polyv_conn_ids: the same for ``polyv_conn_id`` (checked before the connection
+        is read), for DAGs that take the POLYV account at trigger time or map over accounts.
 
     ``source_sql`` must be one read-only query (checked with a SQL parser before any connection
     is opened), and is read inside a read-only transaction where the database has one: see
@@ -103,6 +105,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         "source_table",
         "source_parameters",
         "allowed_source_conn_ids",
+        "allowed_polyv_conn_ids",
         "report_path",
         "report_conn_id",
         "report_table",
@@ -137,6 +140,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         source_table: str | None = None,
         source_parameters: Sequence[Any] | Mapping[str, Any] | None = None,
         allowed_source_conn_ids: Sequence[str] | str | None = None,
+        allowed_polyv_conn_ids: Sequence[str] | str | None = None,
         viewer_id_column: str = VIEWER_ID,
         field_id_column: str = FIELD_ID,
         value_column: str = VALUE,
@@ -179,6 +183,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         self.source_table = source_table
         self.source_parameters = source_parameters
         self.allowed_source_conn_ids = allowed_source_conn_ids
+        self.allowed_polyv_conn_ids = allowed_polyv_conn_ids
         self.viewer_id_column = viewer_id_column
         self.field_id_column = field_id_column
         self.value_column = value_column
@@ -245,6 +250,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             "source_table": self.source_table,
             "source_parameters": self.source_parameters,
             "allowed_source_conn_ids": self.allowed_source_conn_ids,
+            "allowed_polyv_conn_ids": self.allowed_polyv_conn_ids,
             "viewer_id_column": self.viewer_id_column,
             "field_id_column": self.field_id_column,
             "value_column": self.value_column,
@@ -286,6 +292,10 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         install_log_redaction()
         hook = PolyvHook(self.polyv_conn_id)
         try:
+            from polyv_connector import runspec
+
+            # Before the connection is read: a trigger-time id reaches only the accounts listed.
+            runspec.check_polyv_conn_id(self.polyv_conn_id, self.allowed_polyv_conn_ids)
             credentials = hook.get_credentials()  # masks the secret before anything else
             # Trigger-time paths held to where the DAG author allows, before anything else.
             spec = confine(hook.resolve_run(self._given()))
@@ -313,7 +323,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             # on_kill() may come from another thread (Airflow's SIGTERM handler, or after an
             # execution_timeout): it stops the run through this handle.
             self._stop = Circuit()
-            with spec.open_budget(credentials.base_url, run_id, url=_redis_url(spec.budget_conn_id)) as budget:
+            budget_url = _redis_url(spec.budget_conn_id)
+            self._warn_if_budget_unshared(budget_url or spec.budget_url)
+            with spec.open_budget(credentials.base_url, run_id, url=budget_url) as budget:
                 client = hook.get_conn(spec.options.send, budget)
                 result = sync(
                     source,
@@ -366,6 +378,17 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             failure = AirflowException if retryable else AirflowFailException
             raise failure(_scrub_secret(_failure_message(result), credentials.app_secret.reveal()))
         return summary
+
+    def _warn_if_budget_unshared(self, budget_url: str | None) -> None:
+        """Warn when the executor may spread this DAG's tasks over hosts that do not share the
+        budget (every task says so: whichever log someone opens shows it)."""
+        from airflow.sdk.configuration import conf
+
+        from polyv_connector.budget.hosts import unshared_budget_warning
+
+        warning = unshared_budget_warning(conf.get("core", "executor", fallback="") or "", budget_url)
+        if warning:
+            self.log.warning("POLYV budget: %s", warning)
 
     def on_kill(self) -> None:
         """Stop sending at once (Airflow: "mark failed", a worker shutdown, after a timeout).
