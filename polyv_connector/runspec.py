@@ -529,7 +529,8 @@ def check_polyv_conn_id(conn_id: str, allowed: Any, front: Front = "operator") -
 
 
 def _not_allowed(conn_id: str, kind: str, allow_setting: str, allowed: tuple[str, ...]) -> str:
-    return f"connection {conn_id!r} is not an allowed {kind} connection ({allow_setting}: {', '.join(allowed) or 'none'})"
+    names = ", ".join(allowed) or "none"
+    return f"connection {conn_id!r} is not an allowed {kind} connection ({allow_setting}: {names})"
 
 
 # Names the option objects use in their own ConfigErrors -> the canonical setting.

@@ -31,8 +31,11 @@ def test_which_executors_spread_tasks_over_hosts(executor: str, spreads: bool) -
     assert spreads_over_hosts(executor) is spreads
 
 
+SPREADING = ["CeleryExecutor", CELERY_PATH, "KubernetesExecutor", "LocalExecutor,CeleryExecutor"]
+
+
 @pytest.mark.parametrize("budget_url", [None, "", "file:///var/run/polyv", "sqlite:///tmp/b.sqlite3"])
-@pytest.mark.parametrize("executor", ["CeleryExecutor", CELERY_PATH, "KubernetesExecutor", "LocalExecutor,CeleryExecutor"])
+@pytest.mark.parametrize("executor", SPREADING)
 def test_a_per_host_budget_under_a_spreading_executor_warns_what_to_set(executor: str, budget_url: str | None) -> None:
     warning = unshared_budget_warning(executor, budget_url)
     assert warning is not None
