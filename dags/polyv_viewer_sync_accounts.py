@@ -1,0 +1,119 @@
+"""Nightly: the same sync for several POLYV accounts (appIds) from one warehouse, one mapped task
+per account.
+
+Param ``accounts``: a list of ``{"polyv_conn_id": ..., "source_table": ...}`` or
+``{"polyv_conn_id": ..., "source_sql": ...}``, one per account (default: ``polyv_default``
+over ``polyv_viewer_attributes``). Each account's rows (columns ``viewer_id``,
+``custom_field_id``, ``custom_field_value``) are read through ``polyv_warehouse``:
+``source_table`` is read whole (the sync state keeps unchanged values from being resent),
+``source_sql`` must be one read-only query and is read in a read-only transaction.
+
+Every ``polyv_conn_id`` must be one of the Airflow Variable ``polyv_conn_ids`` (a JSON list the
+DAG author sets; default ``["polyv_default"]``): a trigger cannot send through an account, or to
+an API host, nobody listed. The check runs in each mapped task before its connection is read.
+
+All accounts append to one ``report_table`` (each row tagged with its ``appId``) and keep one
+``state_table`` (keyed by appId), through the connections in the Variables
+``polyv_report_conn_id`` and ``polyv_state_conn_id`` (default: ``polyv_warehouse``). One
+account's failure fails its own mapped task only; the others still sync. All of them draw on
+one request budget: on several workers set ``POLYV_BUDGET_URL=redis://...`` in every worker's
+environment (README: Running at scale), or every task warns that the budget is not shared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Param, task
+
+from polyv_connector.airflow.assets import sync_report_asset
+from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
+
+# Seconds a run waits for another run of the same account to release its sync state.
+LOCK_TIMEOUT_S = 3600
+
+# Table params are spliced into SQL text: accept [schema.]table names only.
+TABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}$"
+
+ACCOUNT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "polyv_conn_id": {"type": "string", "minLength": 1},
+        "source_table": {"type": "string", "pattern": TABLE_NAME},
+        "source_sql": {"type": "string", "minLength": 1},
+    },
+    "required": ["polyv_conn_id"],
+    "additionalProperties": False,
+}
+
+with DAG(
+    dag_id="polyv_viewer_sync_accounts",
+    description="Sync viewer custom fields of several POLYV accounts, one mapped task per account",
+    schedule="0 2 * * *",
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["polyv"],
+    doc_md=__doc__,
+    params={
+        "accounts": Param(
+            [{"polyv_conn_id": "polyv_default", "source_table": "polyv_viewer_attributes"}],
+            type="array",
+            minItems=1,
+            items=ACCOUNT_SCHEMA,
+            description='one object per account: {"polyv_conn_id": ..., "source_table": ...} or '
+            '{"polyv_conn_id": ..., "source_sql": ...}; polyv_conn_id one of the Variable polyv_conn_ids',
+        ),
+        "report_table": Param(
+            "polyv_sync_report",
+            type="string",
+            pattern=TABLE_NAME,
+            description="[schema.]table every account's per-item report is appended to (rows tagged with appId)",
+        ),
+        "state_table": Param(
+            "polyv_sync_state",
+            type="string",
+            pattern=TABLE_NAME,
+            description="[schema.]table of the sync state, keyed by appId (unchanged values are not resent)",
+        ),
+        "full_refresh": Param(False, type="boolean", description="ignore the sync state, send everything"),
+        "dry_run": Param(False, type="boolean", description="plan and report only, send nothing"),
+    },
+) as dag:
+
+    @task(retries=0)
+    def accounts_to_sync(params: dict[str, Any] | None = None) -> list[dict[str, str | None]]:
+        """The ``accounts`` param, checked, as one operator kwargs dict per account."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from polyv_connector.airflow.accounts import account_kwargs
+        from polyv_connector.errors import ConfigError
+
+        try:
+            return account_kwargs((params or {}).get("accounts"))
+        except ConfigError as exc:  # a bad trigger: retrying cannot help
+            raise AirflowFailException(f"POLYV sync: configuration error: {exc}") from exc
+
+    PolyvViewerFieldSyncOperator.partial(
+        task_id="sync_account",
+        # The account's connection id labels each mapped task (UI, task_instance.rendered_map_index).
+        map_index_template="{{ task.polyv_conn_id }}",
+        # The report's asset, declared here: a mapped operator's arguments are unknown at parse time.
+        outlets=[sync_report_asset("polyv_viewer_sync_accounts", "sync_account")],
+        # A trigger-time polyv_conn_id reaches only the accounts the DAG author listed.
+        allowed_polyv_conn_ids="{{ var.json.get('polyv_conn_ids', ['polyv_default']) | tojson }}",
+        lock_timeout=LOCK_TIMEOUT_S,
+        source_conn_id="polyv_warehouse",
+        viewer_id_column="viewer_id",
+        field_id_column="custom_field_id",
+        value_column="custom_field_value",
+        report_table="{{ params.report_table }}",
+        state_table="{{ params.state_table }}",
+        # Writers of their own, so polyv_warehouse's role may be read-only ("" = the source's).
+        report_conn_id="{{ var.value.get('polyv_report_conn_id', '') }}",
+        state_conn_id="{{ var.value.get('polyv_state_conn_id', '') }}",
+        diff_in_warehouse="{{ var.value.get('polyv_diff_in_warehouse', 'false') }}",
+        full_refresh="{{ params.full_refresh }}",
+        dry_run="{{ params.dry_run }}",
+    ).expand_kwargs(accounts_to_sync())
