@@ -28,7 +28,8 @@ def brands():
 
 def _rows(table: str, brand: str, count: int) -> None:
     pg_exec(
-        f"INSERT INTO {table} SELECT %s || '-viewer-' || i, 'PAY_STATUS', 'paid-' || i, %s FROM generate_series(1, %s) i",
+        f"INSERT INTO {table} SELECT %s || '-viewer-' || i, 'PAY_STATUS', 'paid-' || i, %s "
+        "FROM generate_series(1, %s) i",
         (brand, brand, count),
     )
 
