@@ -18,7 +18,7 @@ comma := ,
 # of setup.cfg's [tool:pytest] exclude the rest of what needs Airflow, PostgreSQL or time.
 FAST_ARGS := -q -p no:cacheprovider --ignore=tests/airflow -m "not airflow and not postgres and not slow" --durations=5
 
-.PHONY: install demo demo-cli test test-fast lint typecheck check-floors bench clean
+.PHONY: install demo demo-cli demo-distributed test test-fast lint typecheck check-floors bench clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ demo: $(STAMP)
 
 demo-cli: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo_cli.sh
+
+# Airflow's CeleryExecutor with two workers, three accounts and (if present) partitions.
+demo-distributed: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo_distributed.sh
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest

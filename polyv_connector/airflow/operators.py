@@ -10,6 +10,7 @@ neither pyarrow, pandas nor Great Expectations; ``execute`` imports them when a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -327,10 +328,14 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             self._warn_if_budget_unshared(budget_url or spec.budget_url)
             with spec.open_budget(credentials.base_url, run_id, url=budget_url) as budget:
                 client = hook.get_conn(spec.options.send, budget)
+                # Report rows name the DAG run they belong to (a retry's rows have their own runId).
+                options = dataclasses.replace(
+                    spec.options, airflow_run_id=_blank_to_none(str(context.get("run_id") or ""))
+                )
                 result = sync(
                     source,
                     credentials,
-                    spec.options,
+                    options,
                     report,
                     validator=validator,
                     state=state,
