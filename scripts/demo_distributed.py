@@ -107,6 +107,8 @@ class DemoResult:
     worker_hosts: tuple[str, ...]
     seconds: dict[str, float] = field(default_factory=dict)
     budget_warnings: int = 0
+    #: Occurrences of an appSecret in the task and process logs (must be 0).
+    secret_leaks: int = 0
 
     def sync_tasks(self) -> list[TaskRow]:
         return [t for t in self.tasks if t.task_id.startswith("sync_")]
@@ -139,6 +141,7 @@ class DemoResult:
             <= self.config.window_limit,
             "no block": self.sim_stats.get("blocked_responses", 0) == 0,
             "no 'budget not shared' warning (Redis budget)": self.budget_warnings == 0,
+            "no appSecret in any log": self.secret_leaks == 0,
         }
 
 
@@ -361,6 +364,9 @@ def run_demo(
                 tasks = [t for d, r in run_ids.items() for t in read_tasks(stack, d, r)]
                 logs = "\n".join(stack.task_log_text(d, r) for d, r in run_ids.items())
                 warnings = logs.count("POLYV budget: the request budget is")
+                # Every log the fleet wrote (tasks, workers, scheduler, api-server): no secret.
+                everything = logs + "".join(stack.log_tail(name, 10**8) for name in stack.procs)
+                leaks = sum(everything.count(secret) for secret in app_secrets.values())
                 stats = sim_stats(base_url)
             report = {
                 ACCOUNTS_DAG: read_report(wh_db, "report_accounts", run_ids[ACCOUNTS_DAG]),
@@ -373,7 +379,7 @@ def run_demo(
         if not keep_home:
             shutil.rmtree(log_dir, ignore_errors=True)
     seconds["total"] = time.monotonic() - started
-    return DemoResult(runs, tasks, stats, source, report, cfg, WORKERS, seconds, warnings)
+    return DemoResult(runs, tasks, stats, source, report, cfg, WORKERS, seconds, warnings, leaks)
 
 
 def task_table(result: DemoResult) -> str:

@@ -48,4 +48,5 @@ def test_accounts_and_partitions_on_two_celery_workers(fleet_services, capsys):
     assert stats["blocked_responses"] == 0, stats
     assert stats["save_requests"] >= sum(result.source[d].total() for d in result.source) / result.config.batch_size
     assert result.budget_warnings == 0
+    assert result.secret_leaks == 0  # task logs, worker, scheduler and api-server logs
     assert all(result.checks().values()), result.checks()
