@@ -16,7 +16,8 @@ def test_accounts_and_partitions_on_two_celery_workers(fleet_services, capsys):
     result = run_demo(DemoConfig(), fail=pytest.fail, say=lambda line: None)
     table = task_table(result)
     with capsys.disabled():  # what ran where, in the test output (-s not needed)
-        print(f"\n{table}\n{result.seconds}")
+        stats = {k: result.sim_stats.get(k) for k in ("api_requests", "peak_window_requests", "blocked_responses")}
+        print(f"\n{table}\nsimulator: {stats}; window limit {result.config.window_limit}; {result.seconds}")
 
     # Both DAG runs succeeded, every mapped task too, each on its first try.
     assert {d: r["state"] for d, r in result.runs.items()} == dict.fromkeys(result.runs, "success"), table
