@@ -304,6 +304,18 @@ def celery_env(db_name: str, *, redis_db: int, queue: str, concurrency: int) -> 
     }
 
 
+def _drop_queue_keys(redis_db: int, queue: str) -> None:
+    """Remove what Celery kept in the broker for this stack's queue (bindings, the queue itself)."""
+    with contextlib.suppress(Exception):  # best effort: the queue name is never reused anyway
+        import redis
+
+        host, _, port = REDIS.partition(":")
+        client = redis.Redis(host=host, port=int(port or 6379), db=redis_db, socket_timeout=3)
+        keys = list(client.scan_iter(match=f"*{queue}*", count=500))
+        if keys:
+            client.delete(*keys)
+
+
 @contextlib.contextmanager
 def _sigterm_unwinds() -> Iterator[None]:
     """A SIGTERM (a CI runner giving up, the demo's trap) unwinds the stack instead of leaving
@@ -413,6 +425,8 @@ def running_stack(
             yield stack
         finally:
             stack.stop()
+            if celery:
+                _drop_queue_keys(redis_db, env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"])
             if created:
                 with contextlib.suppress(psycopg.Error):
                     pg_admin(f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")
