@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import json
 import math
+import re
 import secrets
 import shutil
 import subprocess
@@ -109,6 +110,8 @@ class DemoResult:
     budget_warnings: int = 0
     #: Occurrences of an appSecret in the task and process logs (must be 0).
     secret_leaks: int = 0
+    #: Celery worker -> the tasks its own log says it executed.
+    worker_executed: dict[str, int] = field(default_factory=dict)
 
     def sync_tasks(self) -> list[TaskRow]:
         return [t for t in self.tasks if t.task_id.startswith("sync_")]
@@ -132,7 +135,8 @@ class DemoResult:
         hosts = {t.hostname for t in self.sync_tasks()}
         return {
             "every DAG run succeeded": all(r["state"] == "success" for r in self.runs.values()),
-            "sync tasks ran on every worker": set(self.worker_hosts) <= hosts,
+            "sync tasks ran on every worker": set(self.worker_hosts) <= hosts
+            and all(self.worker_executed.get(w, 0) > 0 for w in self.worker_hosts),
             "every source row reported exactly once per run": all(
                 self.reported(d) == self.source[d] for d in self.runs
             ),
@@ -368,6 +372,9 @@ def run_demo(
                 everything = logs + "".join(stack.log_tail(name, 10**8) for name in stack.procs)
                 leaks = sum(everything.count(secret) for secret in app_secrets.values())
                 stats = sim_stats(base_url)
+                # Independent of task_instance.hostname: each Celery worker's own log of what it ran.
+                done = re.compile(r"Task execute_workload\[[^\]]+\] succeeded")
+                executed = {n: len(done.findall(stack.log_tail(f"worker-{n}", 10**8))) for n in stack.workers}
             report = {
                 ACCOUNTS_DAG: read_report(wh_db, "report_accounts", run_ids[ACCOUNTS_DAG]),
             }
@@ -379,7 +386,7 @@ def run_demo(
         if not keep_home:
             shutil.rmtree(log_dir, ignore_errors=True)
     seconds["total"] = time.monotonic() - started
-    return DemoResult(runs, tasks, stats, source, report, cfg, WORKERS, seconds, warnings, leaks)
+    return DemoResult(runs, tasks, stats, source, report, cfg, WORKERS, seconds, warnings, leaks, executed)
 
 
 def task_table(result: DemoResult) -> str:
@@ -432,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     for dag_id, run in result.runs.items():
         print(f"{dag_id}: {run['state']} ({run['run_id']})")
     stats = result.sim_stats
+    executed = ", ".join(f"{w} {n}" for w, n in result.worker_executed.items())
+    print(f"tasks each Celery worker's log says it executed: {executed}")
     print(
         f"simulator: {stats.get('api_requests')} API requests, peak {stats.get('peak_window_requests')} in a 10-s "
         f"window (budget allows {result.config.window_limit}), {stats.get('blocked_responses')} blocked"

@@ -26,6 +26,7 @@ def _result(tasks: list[TaskRow], rows: list[tuple[str, str, str, str]], **stats
         report={ACCOUNTS_DAG: report},
         config=DemoConfig(),
         worker_hosts=("w1", "w2"),
+        worker_executed={"w1": 1, "w2": 1},
     )
 
 
