@@ -78,7 +78,7 @@ def pg_admin(sql: str) -> None:
     import psycopg
 
     with psycopg.connect(pg_dsn("postgres"), autocommit=True, connect_timeout=3) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
+        conn.execute(sql)  # type: ignore[arg-type,unused-ignore]
 
 
 def stop_group(proc: subprocess.Popen[Any]) -> None:
@@ -187,7 +187,7 @@ class AirflowStack:
         import psycopg
 
         with psycopg.connect(pg_dsn(self.db_name), autocommit=True) as conn:
-            return conn.execute(query, params or None).fetchall()  # type: ignore[arg-type]
+            return conn.execute(query, params or None).fetchall()  # type: ignore[arg-type,unused-ignore]
 
     def wait_until(self, what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
         """Poll ``check`` until it returns something truthy (returned); ``fail`` after ``timeout`` s."""
@@ -218,8 +218,8 @@ class AirflowStack:
             "start_date, end_date, backfill_id FROM dag_run WHERE dag_id = %s ORDER BY logical_date",
             (dag_id,),
         )
-        keys = ("run_id", "state", "run_type", "logical_date", "data_interval_start", "data_interval_end")
-        keys += ("start_date", "end_date", "backfill_id")
+        keys: tuple[str, ...] = ("run_id", "state", "run_type", "logical_date", "data_interval_start")
+        keys += ("data_interval_end", "start_date", "end_date", "backfill_id")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def wait_for_runs(self, dag_id: str, count: int, timeout: float = 300) -> list[dict[str, Any]]:
@@ -241,8 +241,8 @@ class AirflowStack:
             "ORDER BY start_date, task_id, map_index",
             (dag_id, run_id, run_id),
         )
-        keys = ("run_id", "task_id", "map_index", "rendered_map_index", "state", "start_date", "end_date")
-        keys += ("try_number", "hostname", "duration")
+        keys: tuple[str, ...] = ("run_id", "task_id", "map_index", "rendered_map_index", "state", "start_date")
+        keys += ("end_date", "try_number", "hostname", "duration")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
@@ -415,13 +415,17 @@ def running_stack(
                 lambda: stack.sql("SELECT 1 FROM job WHERE job_type = 'SchedulerJob' AND state = 'running'"),
                 timeout=120,
             )
-            for name in stack.workers:
+
+            def ready(name: str) -> Callable[[], bool]:
                 # Celery prints "<name>@<host> ready." once it consumes from the queue.
-                stack.wait_until(
-                    f"Celery worker {name} to be ready",
-                    lambda name=name: f"{name}@" in (t := stack.log_tail(f"worker-{name}", 20000)) and " ready." in t,
-                    timeout=120,
-                )
+                def check() -> bool:
+                    text = stack.log_tail(f"worker-{name}", 20000)
+                    return f"{name}@" in text and " ready." in text
+
+                return check
+
+            for name in stack.workers:
+                stack.wait_until(f"Celery worker {name} to be ready", ready(name), timeout=120)
             yield stack
         finally:
             stack.stop()

@@ -154,14 +154,14 @@ def _pg_exec(dbname: str, sql: str, params: tuple[Any, ...] = ()) -> None:
     import psycopg
 
     with psycopg.connect(pg_dsn(dbname), autocommit=True) as conn:
-        conn.execute(sql, params or None)  # type: ignore[arg-type]
+        conn.execute(sql, params or None)  # type: ignore[arg-type,unused-ignore]
 
 
 def _pg_rows(dbname: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     import psycopg
 
     with psycopg.connect(pg_dsn(dbname), autocommit=True) as conn:
-        return conn.execute(sql, params or None).fetchall()  # type: ignore[arg-type]
+        return conn.execute(sql, params or None).fetchall()  # type: ignore[arg-type,unused-ignore]
 
 
 def generate_warehouse(dbname: str, cfg: DemoConfig) -> dict[str, Counter[tuple[str, str, str]]]:
@@ -391,9 +391,10 @@ def run_demo(
 
 def task_table(result: DemoResult) -> str:
     """The per-task table: account or partition, worker host, counts, duration."""
-    head = ("DAG", "task", "account / partition", "worker host", "state", "try", "items", "sent", "unchanged")
+    head: tuple[str, ...] = ("DAG", "task", "account / partition", "worker host", "state", "try", "items", "sent")
+    head += ("unchanged",)
     head += ("failed", "seconds")
-    lines = [head]
+    lines: list[tuple[str, ...]] = [head]
     for t in result.tasks:
         c = t.counts
         items = (t.summary or {}).get("items")
