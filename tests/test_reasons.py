@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from polyv_connector import Credentials, Secret, SendOptions, SyncOptions, reasons, sync
 from polyv_connector.engine import MAX_PROBLEMS
 from polyv_connector.report import ParquetReport

@@ -359,10 +359,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         if not result.ok:
             # The return value is lost when a task raises: keep the summary for alerting.
             context["ti"].xcom_push(key="return_value", value=summary)
-            code = exit_codes.BY_CODE[result.exit_code]
-            retryable = code.retryable or (
-                code is exit_codes.ABORTED and exit_codes.abort_is_retryable(result.abort_cause)
-            )
+            # Deterministic failures (a gate, POLYV refusing the credentials or every failed value)
+            # fail at once; transient ones (a block, timeouts, a stop) are left to Airflow's retries.
+            retryable = exit_codes.failure_is_retryable(result.exit_code, result.abort_cause, result.counts_by_reason)
             failure = AirflowException if retryable else AirflowFailException
             raise failure(_scrub_secret(_failure_message(result), credentials.app_secret.reveal()))
         return summary
@@ -687,6 +686,10 @@ def _scrub_secret(value: Any, secret: str) -> Any:
     return value
 
 
+# Reason codes of items that are fine as they are: left out of a failure message.
+_NOT_PROBLEMS = frozenset({"unchanged", "duplicate", "dry_run"})
+
+
 def _failure_message(result: SyncResult) -> str:
     counts = result.counts
     parts = [
@@ -698,6 +701,12 @@ def _failure_message(result: SyncResult) -> str:
         parts.append(f"stopped ({result.abort_cause}): {result.aborted}")
     if result.gate_failures:
         parts.append("data-quality gate failed: " + " | ".join(result.gate_failures))
+    by_reason = sorted(
+        ((c, n) for c, n in result.counts_by_reason.items() if c not in _NOT_PROBLEMS),
+        key=lambda cn: -cn[1],
+    )
+    if by_reason:
+        parts.append("by reason: " + ", ".join(f"{c} {n:,}" for c, n in by_reason))
     parts.append(f"report: {result.report_location}")
     return "; ".join(parts)
 

@@ -106,22 +106,58 @@ def test_state_dir_and_full_refresh(sim, polyv_env, tmp_path):
     assert forced["counts"]["sent"] == 2
 
 
-def test_failed_rows_fail_the_task_after_the_report(sim, polyv_env, tmp_path):
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+def test_values_polyv_refuses_fail_the_task_without_retry_after_the_report(sim, polyv_env, tmp_path):
+    # 'param validate error' is about the value: a retry would be refused the same way.
+    from airflow.sdk.exceptions import AirflowFailException
 
     sim.set_faults(FaultConfig(poison_values=("POISON",)))
     src = _write(tmp_path / "in.parquet", [("v1", "PAY_STATUS", "ok"), ("v2", "PAY_STATUS", "POISON")])
     report = tmp_path / "r.parquet"
     context = _context()
-    with pytest.raises(AirflowException) as raised:
+    with pytest.raises(AirflowFailException) as raised:
         _op(input_path=src, report_path=str(report), max_attempts=1).execute(context)
-    assert not isinstance(raised.value, AirflowFailException)  # retryable
     assert "failed 1" in str(raised.value) and str(report) in str(raised.value)
+    assert "by reason: polyv_rejected 1" in str(raised.value)
     statuses = {r["viewerId"]: r["status"] for r in pq.read_table(report).to_pylist()}
     assert statuses == {"v1": "sent", "v2": "failed"}
     summary = context["ti"].pushed["return_value"]  # kept for alerting although the task failed
     assert summary["ok"] is False and summary["counts"]["failed"] == 1
-    _strict(summary)
+    assert summary["countsByReason"] == {"polyv_rejected": 1}
+    assert summary["problems"] == [
+        {
+            "rowNumber": 1,
+            "viewerId": "v2",
+            "reasonCode": "polyv_rejected",
+            "reason": summary["problems"][0]["reason"],
+        }
+    ]
+    assert "param validate error" in summary["problems"][0]["reason"]
+    assert "POISON" not in _strict(summary)
+
+
+def test_items_failed_after_their_retries_fail_the_task_retryably(sim, polyv_env, tmp_path):
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    sim.set_faults(FaultConfig(error_rate=1.0))
+    src = _write(tmp_path / "in.parquet", [("v1", "PAY_STATUS", "ok")])
+    context = _context()
+    with pytest.raises(AirflowException) as raised:
+        _op(input_path=src, report_path=str(tmp_path / "r.parquet"), max_attempts=2).execute(context)
+    assert not isinstance(raised.value, AirflowFailException)  # a 5XX may pass later
+    assert context["ti"].pushed["return_value"]["countsByReason"] == {"retries_exhausted": 1}
+
+
+def test_a_failed_gate_fails_the_task_without_retry_counting_the_rejected(sim, polyv_env, tmp_path):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    src = _write(tmp_path / "in.parquet", [("v1", "PAY_STATUS", None), ("v2", "PAY_STATUS", "ok")])
+    context = _context()
+    with pytest.raises(AirflowFailException, match="data-quality gate failed"):
+        _op(input_path=src, report_path=str(tmp_path / "r.parquet"), max_rejected_fraction=0.1).execute(context)
+    summary = context["ti"].pushed["return_value"]
+    assert summary["counts"]["rejected"] == 1 and summary["counts"]["not_attempted"] == 1
+    assert summary["countsByReason"] == {"gate_failed": 1, "null_value": 1}
+    assert sim.stats.save_requests == 0
 
 
 def test_refused_credentials_fail_without_retry_and_without_the_secret(sim, monkeypatch, tmp_path):
