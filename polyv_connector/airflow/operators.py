@@ -335,6 +335,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
 
             stopped = interrupted_result(exc)
             if stopped is not None:
+                self._emit_metrics(stopped, credentials.app_id)
                 self.log.warning("%s", stopped.summary_line())
                 self.log.warning("report: %s", stopped.report_location)
                 summary = self._summary(stopped, context, credentials.app_secret.reveal())
@@ -355,6 +356,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         self._lineage["base_url"] = credentials.base_url
         self.log.info("%s", result.summary_line())
         self.log.info("report: %s", result.report_location)
+        self._emit_metrics(result, credentials.app_id)
         self._emit_asset_events(context, summary)
         if not result.ok:
             # The return value is lost when a task raises: keep the summary for alerting.
@@ -528,6 +530,13 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         scrubbed: dict[str, Any] = _scrub_secret(strict_json(summary), secret)
         json.dumps(scrubbed, ensure_ascii=False, allow_nan=False)  # the XCom contract: fail here
         return scrubbed
+
+    def _emit_metrics(self, result: SyncResult, app_id: str) -> None:
+        """``polyv.*`` metrics through Airflow's ``Stats`` (a no-op unless ``[metrics]`` is on)."""
+        from polyv_connector.airflow import metrics
+
+        dag_id = self.dag_id if self.has_dag() else ""  # type: ignore[no-untyped-call]
+        metrics.emit(result, {"dag_id": dag_id, "task_id": self.task_id, "app_id": app_id})
 
     def _emit_asset_events(self, context: Context, summary: dict[str, Any]) -> None:
         events = context.get("outlet_events")

@@ -141,8 +141,11 @@ def test_items_failed_after_their_retries_fail_the_task_retryably(sim, polyv_env
     sim.set_faults(FaultConfig(error_rate=1.0))
     src = _write(tmp_path / "in.parquet", [("v1", "PAY_STATUS", "ok")])
     context = _context()
-    with pytest.raises(AirflowException) as raised:
-        _op(input_path=src, report_path=str(tmp_path / "r.parquet"), max_attempts=2).execute(context)
+    try:
+        with pytest.raises(AirflowException) as raised:
+            _op(input_path=src, report_path=str(tmp_path / "r.parquet"), max_attempts=2).execute(context)
+    finally:
+        sim.set_faults(FaultConfig())  # the simulator is shared by the session: faults outlive reset()
     assert not isinstance(raised.value, AirflowFailException)  # a 5XX may pass later
     assert context["ti"].pushed["return_value"]["countsByReason"] == {"retries_exhausted": 1}
 
