@@ -51,12 +51,15 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     **Report** (at least one): ``report_path`` (Parquet) and/or ``report_table`` on
     ``report_conn_id`` (default: the source connection), created if absent, appended per run.
 
-    **Result**: returns a strict-JSON summary (counts per status, requests, duration, report
-    location, runId) as XCom. Raises ``AirflowException`` after the report is written when any
-    item is ``failed``, ``in_doubt`` or ``not_attempted`` (a stopped run or a failed data-quality
-    gate), and
-    ``AirflowFailException`` (no retry) when POLYV refused the credentials or the URL, or a
-    setting is invalid.
+    **Result**: returns a strict-JSON summary (counts per status and per reason code, the first
+    problem items, requests, duration, report location, runId) as XCom; it is pushed too when
+    the task fails. After the report is written, a run with items ``failed``, ``in_doubt`` or
+    ``not_attempted`` fails the task: ``AirflowFailException`` (no retry) when a rerun cannot
+    help (a failed data-quality gate, POLYV refusing the credentials, the URL or every failed
+    value), a retryable ``AirflowException`` otherwise (a block, timeouts, a stop); see
+    :func:`polyv_connector.exit_codes.failure_is_retryable`. An invalid setting is
+    ``AirflowFailException`` before anything is sent. Metrics go through Airflow's ``Stats``
+    (:mod:`polyv_connector.airflow.metrics`).
 
     :param polyv_conn_id: the ``polyv`` connection (appId, appSecret, base URL, sending extras).
     :param dry_run: plan and report, send nothing. Templated; "true"/"false" strings accepted.
