@@ -290,6 +290,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             # Trigger-time paths held to where the DAG author allows, before anything else.
             spec = confine(hook.resolve_run(self._given()))
             self._check_source(spec)
+            self._lineage.update(mapping=spec.options.mapping, app_id=credentials.app_id, base_url=credentials.base_url)
             self._check_outputs(context, spec)
             pushdown = self._pushdown(spec)  # checked before any connection is opened
             state = self._state(credentials.app_id, spec, pushdown)
@@ -338,6 +339,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                 self.log.warning("%s", stopped.summary_line())
                 self.log.warning("report: %s", stopped.report_location)
                 summary = self._summary(stopped, context, credentials.app_secret.reveal())
+                self._lineage["summary"] = summary
                 context["ti"].xcom_push(key="return_value", value=summary)
             raise
         finally:
@@ -345,14 +347,16 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             hook.close()
 
         validation = result.extra.get("validation") or {}
+        if validator is not None:
+            from polyv_connector.airflow.lineage import expectation_facts
+
+            self._lineage["expectations"] = expectation_facts(validator)
         if validation:
-            self._lineage["validation"] = validation
             for label, key in (("validation result", "resultJson"), ("data docs", "dataDocsPage")):
                 if validation.get(key):
                     self.log.info("%s: %s", label, validation[key])
         summary = self._summary(result, context, credentials.app_secret.reveal())
-        self._lineage["app_id"] = credentials.app_id
-        self._lineage["base_url"] = credentials.base_url
+        self._lineage["summary"] = summary
         self.log.info("%s", result.summary_line())
         self.log.info("report: %s", result.report_location)
         self._emit_asset_events(context, summary)
@@ -395,12 +399,16 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     def _state(self, app_id: str, spec: RunSpec, pushdown: bool) -> Any:
         """The warehouse state table, when there is no state_dir and a connection to keep it on."""
         conn_id = spec.state_conn
+        if spec.options.state_dir:
+            self._lineage["state_dir"] = spec.options.state_dir
         if spec.options.state_dir or not spec.state_table or not conn_id:
             return None
         from polyv_connector.warehouse.state_table import SqlStateTable
 
+        state_hook = _db_hook(conn_id, "state_conn_id")
+        self._lineage.update(state_hook=state_hook, state_table=spec.state_table)
         return SqlStateTable(
-            _db_hook(conn_id, "state_conn_id"),
+            state_hook,
             spec.state_table,
             app_id,
             create=not spec.options.dry_run,
@@ -544,56 +552,55 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
 
     # ---- lineage ------------------------------------------------------------------------------
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """OpenLineage inputs (Parquet input or SQL tables) and outputs (POLYV, the report).
+        """OpenLineage inputs (the source, the sync state) and outputs (the report, the state,
+        POLYV when something was sent), with the data-quality and run facets: see
+        :mod:`polyv_connector.airflow.lineage`. ``None`` without the OpenLineage provider."""
+        from polyv_connector.airflow.lineage import operator_lineage
 
-        The OpenLineage provider is optional: without it this returns ``None``.
-        """
-        try:
-            from airflow.providers.openlineage.extractors import OperatorLineage
-            from openlineage.client.event_v2 import Dataset
-        except ImportError:
-            return None
+        return operator_lineage(self._run_lineage())
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """As on completion: a failed gate or a stopped run still read its source and wrote its
+        report (and POLYV is declared only if something was sent)."""
+        return self.get_openlineage_facets_on_complete(task_instance)
+
+    def _run_lineage(self) -> Any:
+        from polyv_connector.airflow.assets import file_location, polyv_location
+        from polyv_connector.airflow.lineage import RunLineage, source_columns
+
         info = self._lineage
-        inputs: list[Any] = []
-        outputs: list[Any] = []
+        run = RunLineage(summary=info.get("summary"), expectations=info.get("expectations") or [])
         if info.get("source_kind") == "file":
-            inputs.append(_file_dataset(Dataset, info["source_path"]))
+            run.source = [file_location(info["source_path"])]
         elif info.get("source_kind") == "sql":
             table = info.get("source_table")
-            statement = f"SELECT * FROM {table}" if table else info.get("source_sql") or ""
-            inputs.extend(_sql_datasets(info["source_hook"], statement, "inputs", self.log))
-        if info.get("validation"):
-            inputs = [_with_quality_facet(Dataset, d, info["validation"]) for d in inputs]
-        if info.get("app_id"):
-            outputs.append(
-                Dataset(namespace=info["base_url"], name=f"live/v4/user/custom-field/viewer-value/{info['app_id']}")
+            where = _table_location(info["source_hook"], table) if table else None
+            run.source = (
+                [where]
+                if where
+                else _sql_datasets(info["source_hook"], info.get("source_sql") or "", "inputs", self.log)
             )
-        if info.get("report_path"):
-            outputs.append(_file_dataset(Dataset, info["report_path"]))
+        mapping = info.get("mapping")
+        if mapping is not None:
+            run.fields = dict(mapping.fields) or None
+            run.columns = source_columns(
+                mapping.viewer_id_column, mapping.field_id_column, mapping.value_column, run.fields
+            )
+        if info.get("state_dir"):
+            run.state = file_location(info["state_dir"])
+        elif info.get("state_table"):
+            run.state = _table_location(info["state_hook"], info["state_table"])
         if info.get("report_table"):
-            statement = f"INSERT INTO {info['report_table']} SELECT 1"
-            outputs.extend(_sql_datasets(info["report_hook"], statement, "outputs", self.log))
-        return OperatorLineage(inputs=inputs, outputs=outputs)
+            located = _table_location(info["report_hook"], info["report_table"])
+            run.reports.extend([located] if located else [])
+        if info.get("report_path"):
+            run.reports.append(file_location(info["report_path"]))
+        if info.get("app_id"):
+            run.polyv = polyv_location(info["base_url"], info["app_id"])
+        return run
 
 
 # ---- helpers -----------------------------------------------------------------------------------
-def _with_quality_facet(dataset_cls: Any, dataset: Any, validation: dict[str, Any]) -> Any:
-    """``dataset`` with an OpenLineage data-quality assertions facet built from the validation."""
-    try:
-        from openlineage.client.facet_v2 import data_quality_assertions_dataset as dq
-    except ImportError:
-        return dataset
-    facet = dq.DataQualityAssertionsDatasetFacet(
-        assertions=[
-            dq.Assertion(assertion=e["type"], success=bool(e["success"]), column=e.get("column"))
-            for e in validation.get("expectations") or []
-            if e.get("success") is not None
-        ]
-    )
-    facets = {**(getattr(dataset, "facets", None) or {}), "dataQuality": facet}
-    return dataset_cls(namespace=dataset.namespace, name=dataset.name, facets=facets)
-
-
 def _templated(*values: str) -> bool:
     return any("{{" in v or "{%" in v for v in values)
 
@@ -702,15 +709,15 @@ def _failure_message(result: SyncResult) -> str:
     return "; ".join(parts)
 
 
-def _file_dataset(dataset_cls: Any, path: str) -> Any:
-    from urllib.parse import urlsplit
+def _table_location(hook: Any, table: str) -> Any:
+    """The OpenLineage/asset location of ``table`` on ``hook``'s connection (None if unreadable)."""
+    from polyv_connector.airflow.assets import table_location
 
-    if "://" in path:
-        parts = urlsplit(path)
-        return dataset_cls(namespace=f"{parts.scheme}://{parts.hostname or ''}", name=parts.path or "/")
-    import os
-
-    return dataset_cls(namespace="file", name=os.path.abspath(path))
+    try:
+        conn = hook.get_connection(hook.get_conn_id())
+        return table_location(conn.conn_type or "", table, host=conn.host, port=conn.port, database=conn.schema or None)
+    except Exception:  # lineage is best effort: never fail a finished sync over it
+        return None
 
 
 def _sql_datasets(hook: Any, statement: str, side: str, log: Any) -> list[Any]:
