@@ -153,15 +153,18 @@ def _facet(where: str, key: str, data: dict[str, Any], base: type) -> Any:
             raise NotAtStandardKey(f"{where} facet {key!r}: unknown standard facet {schema}")
         expected_where, expected_key = BY_SCHEMA[schema]
         if (expected_where, expected_key) != (where, key):
+            facet_name = schema.rsplit("/", 1)[-1]
             raise NotAtStandardKey(
-                f"{schema.rsplit('/', 1)[-1]} sits at {where}.{key}; the spec puts it at {expected_where}.{expected_key}"
+                f"{facet_name} sits at {where}.{key}; the spec puts it at {expected_where}.{expected_key}"
             )
         return structure_attrs(STANDARD_KEYS[where][key], data)
     # A custom facet must not take a standard key (a consumer would misread it).
     if key in STANDARD_KEYS[where]:
         raise NotAtStandardKey(f"custom facet {schema} uses the standard key {where}.{key}")
     extra = {k: v for k, v in data.items() if k not in {"_producer", "_schemaURL"}}
-    return base(producer=data["_producer"]).with_additional_properties(**extra)
+    custom = base(producer=data["_producer"]).with_additional_properties(**extra)
+    custom._schemaURL = schema  # a custom facet names its own schema (the base class names RunFacet's)
+    return custom
 
 
 def _facets(where: str, facets: dict[str, Any] | None, base: type) -> dict[str, Any]:
@@ -211,6 +214,23 @@ def structure_event(data: dict[str, Any]) -> event_v2.RunEvent:
         ],
     )
     assert data["schemaURL"] == event.schemaURL, (data["schemaURL"], event.schemaURL)
-    rebuilt = Serde.to_dict(event)
-    assert rebuilt == Serde.remove_nulls_and_enums(data), "the typed event does not serialise back to the same JSON"
+    rebuilt, original = Serde.to_dict(event), Serde.remove_nulls_and_enums(data)
+    assert rebuilt == original, (
+        f"the typed event does not serialise back to the same JSON: {_difference(rebuilt, original)}"
+    )
     return event
+
+
+def _difference(a: Any, b: Any, path: str = "") -> str:
+    """Where ``a`` and ``b`` first differ (a path and both values), for failure messages."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if key not in a or key not in b:
+                return f"{path}/{key}: {a.get(key)!r:.200} != {b.get(key)!r:.200}"
+            if a[key] != b[key]:
+                return _difference(a[key], b[key], f"{path}/{key}")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return _difference(x, y, f"{path}[{i}]")
+    return f"{path}: {a!r:.200} != {b!r:.200}"

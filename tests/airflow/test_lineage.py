@@ -15,7 +15,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -249,7 +248,7 @@ def test_the_model_check_catches_a_facet_at_the_wrong_key():
         "job": {"namespace": "n", "name": "j"},
         "inputs": [{"namespace": "file", "name": "/x", "facets": {"dataQuality": facet}}],
     }
-    with pytest.raises(NotAtStandardKey, match="the spec puts it at input.dataQualityAssertions"):
+    with pytest.raises(NotAtStandardKey, match=r"the spec puts it at input\.dataQualityAssertions"):
         structure_event(event)
 
 
@@ -259,11 +258,16 @@ class _TI:
         pass
 
 
-def _run(op: Any) -> Any:
-    try:
-        op.execute({"ti": _TI(), "run_id": "manual__lineage"})
-    except Exception:  # a failed gate raises after the report: lineage is still reported
-        pass
+def _run(op: Any, fails: bool = False) -> Any:
+    """Run ``op``, then its lineage as the provider asks for it (on failure too: a failed gate
+    raises after the report is written)."""
+    from airflow.sdk.exceptions import AirflowException
+
+    if fails:
+        with pytest.raises(AirflowException):
+            op.execute({"ti": _TI(), "run_id": "manual__lineage"})
+        return op.get_openlineage_facets_on_failure(None)
+    op.execute({"ti": _TI(), "run_id": "manual__lineage"})
     return op.get_openlineage_facets_on_complete(None)
 
 
@@ -313,7 +317,7 @@ def test_a_failed_gate_declares_no_polyv_output(sim, polyv_env, tmp_path):
         expectation_suite_path=str(suite),
         allowed_suite_prefixes=[str(tmp_path)],
     )
-    lineage = _run(op)
+    lineage = _run(op, fails=True)
     assert not sim.values
     assert [o.namespace for o in lineage.outputs] == ["file"]  # the report only
     [gate] = lineage.inputs[0].inputFacets["dataQualityAssertions"].assertions
