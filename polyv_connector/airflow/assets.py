@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, AssetAlias
 
 # "x-" schemes are the documented way to use a URI scheme Airflow has no handler for.
 TABLE_SCHEME = "x-polyv-report-table"
@@ -171,16 +171,32 @@ def report_table_asset(conn_id: str, table: str) -> Asset:
 
 
 def report_file_asset(path: str) -> Asset:
-    """A Parquet report file: ``file://`` for absolute paths, the URL itself for URLs.
+    """A Parquet report file, named by its location: ``file:///abs/path`` for absolute paths,
+    the normalised URL for URLs (``s3://bucket/key``), as in the OpenLineage events.
 
     A relative path only means something on the worker that resolves it, so it gets a
     scheme of its own rather than a ``file://`` URI that would point elsewhere.
     """
-    if "://" in path:
-        return Asset(name=f"polyv_report_file/{path}", uri=path)
-    if posixpath.isabs(path):
-        return Asset(name=f"polyv_report_file/{path}", uri=f"file://{posixpath.normpath(path)}")
+    if "://" in path or posixpath.isabs(path):
+        return file_location(path).asset()
     return Asset(name=f"polyv_report_file/{path}", uri=f"{FILE_SCHEME}:///{path}")
+
+
+def input_asset(path: str) -> Asset | None:
+    """The Parquet input as an inlet, when its location is known where the DAG is parsed (an
+    absolute path or a URL); ``None`` for a relative path."""
+    if "://" in path or posixpath.isabs(path):
+        return file_location(path).asset()
+    return None
+
+
+def sync_alias(dag_id: str, task_id: str) -> AssetAlias:
+    """The alias through which a sync task names, at run time, the real locations it wrote: the
+    report (its file, or its table with the connection's host and database), the sync state
+    table and POLYV's viewer values of the appId (when something was sent). A downstream DAG can
+    schedule on the alias or on any of those assets, e.g.
+    ``Asset("postgres://db:5432/wh/public/polyv_sync_report")``."""
+    return AssetAlias(name=f"polyv_sync/{dag_id}/{task_id}")
 
 
 def sync_report_asset(dag_id: str, task_id: str) -> Asset:

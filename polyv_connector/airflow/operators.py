@@ -16,11 +16,17 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import Asset, BaseHook, BaseOperator
+from airflow.sdk import Asset, AssetAlias, BaseHook, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from polyv_connector import exit_codes
-from polyv_connector.airflow.assets import report_file_asset, report_table_asset, sync_report_asset
+from polyv_connector.airflow.assets import (
+    input_asset,
+    report_file_asset,
+    report_table_asset,
+    sync_alias,
+    sync_report_asset,
+)
 from polyv_connector.airflow.hooks import PolyvHook
 from polyv_connector.errors import ConfigError, InputError, PolyvConnectorError, StateError
 from polyv_connector.jsonsafe import strict_json
@@ -171,6 +177,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         explicit_outlets = "outlets" in kwargs
+        explicit_inlets = "inlets" in kwargs
         super().__init__(**kwargs)
         self.polyv_conn_id = polyv_conn_id
         self.input_path = input_path
@@ -215,9 +222,12 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         self._stop: Circuit | None = None  # set while execute() runs: on_kill() stops through it
         if not explicit_outlets:
             self.outlets = self.default_outlets()
+        if not explicit_inlets and input_path and not _templated(input_path):
+            located = input_asset(input_path.strip())
+            self.inlets = [located] if located else []
 
     # ---- parse time ---------------------------------------------------------------------------
-    def default_outlets(self) -> list[Asset]:
+    def default_outlets(self) -> list[Asset | AssetAlias]:
         """The report's asset(s), from the arguments as written in the DAG file.
 
         Templated names are unknown at parse time, so a templated report gets the task's own
@@ -231,8 +241,11 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             # With report_dir, report_path is a name under it (checked when the task runs).
             where = os.path.join(self.report_dir.strip(), self.report_path.strip()) if self.report_dir else None
             outlets.append(report_file_asset(where or self.report_path.strip()))
-        if not outlets and (self.report_table or self.report_path) and self.has_dag():  # type: ignore[no-untyped-call]
-            outlets.append(sync_report_asset(self.dag_id, self.task_id))
+        if self.has_dag():  # type: ignore[no-untyped-call]
+            if not outlets and (self.report_table or self.report_path):
+                outlets.append(sync_report_asset(self.dag_id, self.task_id))
+            # The real locations (known when the task runs) come as events through the alias.
+            outlets.append(sync_alias(self.dag_id, self.task_id))
         return outlets
 
     # ---- run time -----------------------------------------------------------------------------
@@ -544,11 +557,26 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             return
         extra = {k: summary.get(k) for k in ("runId", "ok", "items", "counts", "report", "dryRun")}
         for outlet in self.outlets or []:
-            if isinstance(outlet, Asset):
-                try:
+            try:
+                if isinstance(outlet, Asset):
                     events[outlet].extra.update(extra)
-                except Exception as exc:  # an event extra is a nicety, never a reason to fail
-                    self.log.debug("could not annotate asset event %s: %s", outlet.uri, exc)
+                elif isinstance(outlet, AssetAlias):
+                    for located in self._written_locations(summary):
+                        events[outlet].add(located.asset(), extra=extra)
+            except Exception as exc:  # an event is a nicety, never a reason to fail
+                self.log.debug("could not record an asset event for %s: %s", outlet, exc)
+
+    def _written_locations(self, summary: dict[str, Any]) -> list[Any]:
+        """Where this run wrote, named as in its OpenLineage events (the same :class:`Location`)."""
+        from polyv_connector.airflow.lineage import polyv_written
+
+        run = self._run_lineage()
+        written = [r for r in run.reports if hasattr(r, "uri")]
+        if run.state is not None and not summary.get("dryRun"):
+            written.append(run.state)
+        if run.polyv is not None and polyv_written(summary):
+            written.append(run.polyv)
+        return written
 
     # ---- lineage ------------------------------------------------------------------------------
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:

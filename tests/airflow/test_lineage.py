@@ -125,6 +125,23 @@ def test_the_file_asset_uri_names_the_same_dataset_for_airflow_and_openlineage()
     assert (dataset.namespace, dataset.name) == (where.namespace, where.name)
 
 
+def test_inlets_and_outlets_named_by_their_location_when_literal():
+    from airflow.sdk import DAG, Asset, AssetAlias
+
+    from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
+
+    with DAG("d", schedule=None):
+        op = PolyvViewerFieldSyncOperator(
+            task_id="t", input_path="s3a://bkt/in/v.parquet", report_path="/r/out.parquet"
+        )
+        templated = PolyvViewerFieldSyncOperator(task_id="u", input_path="{{ params.p }}", report_path="/r/o.parquet")
+    assert [a.uri for a in op.inlets] == ["s3://bkt/in/v.parquet"]
+    assert templated.inlets == []
+    assets = [a for a in op.outlets if isinstance(a, Asset)]
+    assert [(a.name, a.uri) for a in assets] == [("file:///r/out.parquet", "file:///r/out.parquet")]
+    assert [a.name for a in op.outlets if isinstance(a, AssetAlias)] == ["polyv_sync/d/t"]
+
+
 # ---- facets from plain values -------------------------------------------------------------------
 def _fact(**kw: Any) -> ExpectationFact:
     base: dict[str, Any] = {
@@ -417,3 +434,24 @@ def test_parquet_dag_events_read_back_through_the_client_model(run_dag, sim, tmp
     assert facet.runId == run.xcom["runId"] and facet.counts == run.xcom["counts"]
     doc = complete.job.facets.get("documentation")
     assert doc is not None and not CREDENTIAL.search(doc.description)
+
+    # The assets Airflow recorded through the task's alias: the same places as the lineage.
+    import sqlite3
+
+    from tests.stack import AIRFLOW_HOME
+
+    db = sqlite3.connect(AIRFLOW_HOME / "airflow.db")
+    try:
+        recorded = {
+            uri
+            for (uri,) in db.execute(
+                "SELECT a.uri FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE e.source_run_id = ?",
+                (run.run_id,),
+            )
+        }
+    finally:
+        db.close()
+    assert recorded >= {
+        f"file://{tmp_path / 'reports' / 'lineage.parquet'}",
+        f"{sim.base_url}/live/v4/user/custom-field/viewer-value/{APP_ID}",
+    }, recorded
