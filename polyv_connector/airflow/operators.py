@@ -233,7 +233,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         Templated names are unknown at parse time, so a templated report gets the task's own
         report asset instead; each asset event's ``extra`` names the concrete location.
         """
-        outlets: list[Asset] = []
+        outlets: list[Asset | AssetAlias] = []
         table_conn = self.report_conn_id or self.source_conn_id
         if self.report_table and table_conn and not _templated(self.report_table, table_conn):
             outlets.append(report_table_asset(table_conn, self.report_table.strip()))
