@@ -455,3 +455,42 @@ def test_parquet_dag_events_read_back_through_the_client_model(run_dag, sim, tmp
         f"file://{tmp_path / 'reports' / 'lineage.parquet'}",
         f"{sim.base_url}/live/v4/user/custom-field/viewer-value/{APP_ID}",
     }, recorded
+
+
+@pytest.mark.postgres
+def test_warehouse_lineage_names_tables_by_host_and_database(sim, polyv_env, pg_schema, pg_warehouse_env):
+    from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
+    from tests.airflow.support import pg_exec
+
+    pg_exec(f"CREATE TABLE {pg_schema}.attrs (uid text, field text, val text)")
+    pg_exec(f"INSERT INTO {pg_schema}.attrs VALUES ('u1', 'VIP_LEVEL', 'L1'), ('u2', 'VIP_LEVEL', NULL)")
+    common = {
+        "source_conn_id": "polyv_warehouse",
+        "source_table": f"{pg_schema}.attrs",
+        "viewer_id_column": "uid",
+        "field_id_column": "field",
+        "value_column": "val",
+        "report_table": f"{pg_schema}.polyv_sync_report",
+        "state_table": f"{pg_schema}.polyv_sync_state",
+        "expectation_suite_path": "default",
+        "max_rejected_fraction": 1,
+    }
+    op = PolyvViewerFieldSyncOperator(task_id="s", **common)
+    lineage = _run(op)
+    pg = "postgres://127.0.0.1:5432"
+    inputs = {(i.namespace, i.name): i for i in lineage.inputs}
+    outputs = {(o.namespace, o.name) for o in lineage.outputs}
+    source = inputs[pg, f"test.{pg_schema}.attrs"]
+    assert {a.column for a in source.inputFacets["dataQualityAssertions"].assertions} == {"uid", "field", "val"}
+    assert source.inputFacets["dataQualityMetrics"].columnMetrics["val"].nullCount == 1
+    state = (pg, f"test.{pg_schema}.polyv_sync_state")
+    assert state in inputs and state in outputs
+    assert (pg, f"test.{pg_schema}.polyv_sync_report") in outputs
+    assert (sim.base_url, f"live/v4/user/custom-field/viewer-value/{APP_ID}") in outputs
+    # The same places as assets: what the task records through its alias.
+    uris = {w.uri for w in op._written_locations(op._lineage["summary"])}
+    assert f"{pg}/test/{pg_schema}/polyv_sync_report" in uris and f"{pg}/test/{pg_schema}/polyv_sync_state" in uris
+
+    dry = _run(PolyvViewerFieldSyncOperator(task_id="s", dry_run=True, **common))
+    assert state in {(i.namespace, i.name) for i in dry.inputs}
+    assert {(o.namespace, o.name) for o in dry.outputs} == {(pg, f"test.{pg_schema}.polyv_sync_report")}
