@@ -4,7 +4,8 @@ What a consumer reading the standard keys sees (the spec's facet keys, not ours)
 
 * the source as input, with ``inputFacets.dataQualityAssertions`` (one assertion per
   expectation of the suite, on the *source's* column, ``severity`` ``error`` for a gate and
-  ``warn`` for a check that only rejects rows, ``expected``/``actual`` filled) and
+  ``warn`` for a check that only rejects rows, ``expected``/``actual`` filled; plus the run's
+  own gate ``max_rejected_fraction`` when it has a ceiling) and
   ``inputFacets.dataQualityMetrics`` (rows read; null and distinct counts where the suite
   measured them);
 * the sync state (table or folder) as input and, unless a dry run, as output;
@@ -165,6 +166,27 @@ def column_metrics(facts: Sequence[ExpectationFact], columns: Mapping[str, str |
     return metrics
 
 
+def rejected_fraction_fields(summary: Mapping[str, Any], limit: float | None) -> dict[str, Any] | None:
+    """The run's own gate, ``max_rejected_fraction``, as an assertion on the whole dataset (None
+    when there is no ceiling or no item)."""
+    items = summary.get("items")
+    if limit is None or not isinstance(items, int) or items == 0:
+        return None
+    rejected = int((summary.get("counts") or {}).get("rejected", 0))
+    fraction = rejected / items
+    return {
+        "assertion": "max_rejected_fraction",
+        "success": fraction <= limit,
+        "column": None,
+        "severity": "error",
+        "name": "max_rejected_fraction",
+        "description": "share of the items rejected by the checks and the suite; above it the run sends nothing",
+        "expected": f"<= {limit:g}",
+        "actual": f"{fraction:.6g}",
+        "params": {"rejected": rejected, "items": items},
+    }
+
+
 def rows_read(summary: Mapping[str, Any], fields: Mapping[str, str] | None) -> int | None:
     """Source rows the run read: one item per row (long form), one per mapped field (wide)."""
     items = summary.get("items")
@@ -206,6 +228,7 @@ class RunLineage:
     columns: dict[str, str | None] = field(default_factory=dict)
     fields: dict[str, str] | None = None
     expectations: list[ExpectationFact] = field(default_factory=list)
+    max_rejected_fraction: float | None = None
     summary: dict[str, Any] | None = None
 
 
@@ -229,14 +252,14 @@ def operator_lineage(info: RunLineage) -> Any:
         return entry.namespace, entry.name
 
     input_facets: dict[str, Any] = {}
-    if info.expectations:
-        input_facets["dataQualityAssertions"] = data_quality_assertions_dataset.DataQualityAssertionsDatasetFacet(
-            assertions=[
-                data_quality_assertions_dataset.Assertion(**assertion_fields(f, info.columns))
-                for f in info.expectations
-                if f.success is not None
-            ],
-            producer=made_by,
+    assertions = [assertion_fields(f, info.columns) for f in info.expectations if f.success is not None]
+    gate = rejected_fraction_fields(summary, info.max_rejected_fraction)
+    if gate is not None:
+        assertions.append(gate)
+    if assertions:
+        dq = data_quality_assertions_dataset
+        input_facets["dataQualityAssertions"] = dq.DataQualityAssertionsDatasetFacet(
+            assertions=[dq.Assertion(**fields) for fields in assertions], producer=made_by
         )
     rows = rows_read(summary, info.fields) if summary else None
     if rows is not None:

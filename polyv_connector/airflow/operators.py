@@ -303,7 +303,12 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             # Trigger-time paths held to where the DAG author allows, before anything else.
             spec = confine(hook.resolve_run(self._given()))
             self._check_source(spec)
-            self._lineage.update(mapping=spec.options.mapping, app_id=credentials.app_id, base_url=credentials.base_url)
+            self._lineage.update(
+                mapping=spec.options.mapping,
+                max_rejected_fraction=spec.options.max_rejected_fraction,
+                app_id=credentials.app_id,
+                base_url=credentials.base_url,
+            )
             self._check_outputs(context, spec)
             pushdown = self._pushdown(spec)  # checked before any connection is opened
             state = self._state(credentials.app_id, spec, pushdown)
@@ -597,7 +602,11 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         from polyv_connector.airflow.lineage import RunLineage, source_columns
 
         info = self._lineage
-        run = RunLineage(summary=info.get("summary"), expectations=info.get("expectations") or [])
+        run = RunLineage(
+            summary=info.get("summary"),
+            expectations=info.get("expectations") or [],
+            max_rejected_fraction=info.get("max_rejected_fraction"),
+        )
         if info.get("source_kind") == "file":
             run.source = [file_location(info["source_path"])]
         elif info.get("source_kind") == "sql":

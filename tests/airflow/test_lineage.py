@@ -183,6 +183,22 @@ def test_assertions_name_the_source_columns_and_fill_severity_expected_actual():
     assert (mostly["severity"], mostly["expected"], mostly["actual"]) == ("error", "1", "2")
 
 
+def test_the_rejected_fraction_ceiling_is_an_error_assertion():
+    from polyv_connector.airflow.lineage import rejected_fraction_fields
+
+    summary = {"items": 200, "counts": {"rejected": 20}}
+    above = rejected_fraction_fields(summary, 0.05)
+    assert above is not None
+    assert (above["success"], above["severity"], above["expected"], above["actual"]) == (
+        False,
+        "error",
+        "<= 0.05",
+        "0.1",
+    )
+    assert rejected_fraction_fields(summary, None) is None
+    assert rejected_fraction_fields({"items": 0, "counts": {}}, 0.05) is None
+
+
 def test_wide_form_values_have_a_source_column_only_for_one_field():
     assert source_columns("uid", "f", "v", {"VIP": "vip"})["customFieldValue"] == "vip"
     assert source_columns("uid", "f", "v", {"VIP": "vip", "PAY": "pay"})["customFieldValue"] is None
@@ -308,8 +324,10 @@ def test_operator_lineage_uses_the_source_column_names(sim, polyv_env, tmp_path)
     [source] = lineage.inputs
     assert (source.namespace, source.name) == ("file", str(src))
     assertions = source.inputFacets["dataQualityAssertions"].assertions
-    assert {a.column for a in assertions} == {"uid", "field", "val"}
+    assert {a.column for a in assertions if a.assertion.startswith("expect_")} == {"uid", "field", "val"}
     assert all(a.severity in {"warn", "error"} and a.expected and a.actual for a in assertions)
+    [ceiling] = [a for a in assertions if a.assertion == "max_rejected_fraction"]
+    assert (ceiling.column, ceiling.severity, ceiling.expected, ceiling.success) == (None, "error", "<= 1", True)
     metrics = source.inputFacets["dataQualityMetrics"]
     assert metrics.rowCount == table.num_rows and set(metrics.columnMetrics) == {"uid", "field", "val"}
     assert "dataQuality" not in (source.facets or {})
@@ -337,7 +355,11 @@ def test_a_failed_gate_declares_no_polyv_output(sim, polyv_env, tmp_path):
     lineage = _run(op, fails=True)
     assert not sim.values
     assert [o.namespace for o in lineage.outputs] == ["file"]  # the report only
-    [gate] = lineage.inputs[0].inputFacets["dataQualityAssertions"].assertions
+    [gate] = [
+        a
+        for a in lineage.inputs[0].inputFacets["dataQualityAssertions"].assertions
+        if a.assertion == "expect_table_row_count_to_be_between"
+    ]
     assert (gate.success, gate.severity, gate.expected, gate.actual) == (
         False,
         "error",
@@ -425,6 +447,7 @@ def test_parquet_dag_events_read_back_through_the_client_model(run_dag, sim, tmp
         "viewerId",
         "customFieldId",
         "customFieldValue",
+        None,  # the run's own gate, max_rejected_fraction (0.05 with a suite), is on the whole dataset
     }
     outputs = {(o.namespace, o.name): o for o in complete.outputs}
     polyv = outputs[sim.base_url, f"live/v4/user/custom-field/viewer-value/{APP_ID}"]
@@ -481,7 +504,7 @@ def test_warehouse_lineage_names_tables_by_host_and_database(sim, polyv_env, pg_
     inputs = {(i.namespace, i.name): i for i in lineage.inputs}
     outputs = {(o.namespace, o.name) for o in lineage.outputs}
     source = inputs[pg, f"test.{pg_schema}.attrs"]
-    assert {a.column for a in source.inputFacets["dataQualityAssertions"].assertions} == {"uid", "field", "val"}
+    assert {a.column for a in source.inputFacets["dataQualityAssertions"].assertions} == {"uid", "field", "val", None}
     assert source.inputFacets["dataQualityMetrics"].columnMetrics["val"].nullCount == 1
     state = (pg, f"test.{pg_schema}.polyv_sync_state")
     assert state in inputs and state in outputs
