@@ -66,6 +66,7 @@ class ExpectationFact:
     success: bool | None
     kwargs: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] = field(default_factory=dict)  # element_count, missing_count, ...
+    description: str | None = None  # the suite's own words for it (meta "why" or "notes")
 
 
 def expectation_facts(validator: Any) -> list[ExpectationFact]:
@@ -80,6 +81,8 @@ def expectation_facts(validator: Any) -> list[ExpectationFact]:
         kwargs = dict(getattr(p.expectation.configuration, "kwargs", {}) or {})
         raw = (evr.result or {}) if evr is not None else {}
         kept = {k: raw[k] for k in ("element_count", "missing_count", "unexpected_count", "observed_value") if k in raw}
+        meta = getattr(p.expectation, "meta", None) or {}
+        why = meta.get("why") or meta.get("notes")
         facts.append(
             ExpectationFact(
                 type=p.expectation_type,
@@ -89,6 +92,7 @@ def expectation_facts(validator: Any) -> list[ExpectationFact]:
                 success=None if evr is None else bool(evr.success),
                 kwargs=strict_json({k: v for k, v in kwargs.items() if k not in {"batch_id", "result_format"}}),
                 result=strict_json(kept),
+                description=why if isinstance(why, str) else None,
             )
         )
     return facts
@@ -140,6 +144,7 @@ def assertion_fields(fact: ExpectationFact, columns: Mapping[str, str | None]) -
         "column": column,
         "severity": "warn" if fact.action == "reject_rows" else "error",
         "name": fact.label,
+        "description": fact.description,
         "expected": expected,
         "actual": actual,
         "params": {"itemColumns": list(fact.item_columns), "action": fact.action, **fact.kwargs},

@@ -443,6 +443,9 @@ def test_parquet_dag_events_read_back_through_the_client_model(run_dag, sim, tmp
     [source] = [i for i in complete.inputs if i.name.endswith("sample_viewers.parquet")]
     assert source.namespace == "file"
     assert {"dataQualityAssertions", "dataQualityMetrics"} <= set(source.inputFacets)
+    # The suite's own words for each check travel with it (the bundled suite's meta "why").
+    described = {a.name: a.description for a in source.inputFacets["dataQualityAssertions"].assertions}
+    assert described["expect_column_values_to_not_be_null(viewerId)"] == "POLYV cannot store a value for no viewer"
     assert {a.column for a in source.inputFacets["dataQualityAssertions"].assertions} == {
         "viewerId",
         "customFieldId",
