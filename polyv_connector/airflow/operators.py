@@ -36,6 +36,8 @@ from polyv_connector.paths import check_output_dir, confine, is_url
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from polyv_connector.airflow.assets import Location
+    from polyv_connector.airflow.lineage import RunLineage
     from polyv_connector.engine import SyncResult
     from polyv_connector.report import ReportSink
     from polyv_connector.runspec import RunSpec
@@ -571,12 +573,12 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             except Exception as exc:  # an event is a nicety, never a reason to fail
                 self.log.debug("could not record an asset event for %s: %s", outlet, exc)
 
-    def _written_locations(self, summary: dict[str, Any]) -> list[Any]:
+    def _written_locations(self, summary: dict[str, Any]) -> list[Location]:
         """Where this run wrote, named as in its OpenLineage events (the same :class:`Location`)."""
         from polyv_connector.airflow.lineage import polyv_written
 
         run = self._run_lineage()
-        written = [r for r in run.reports if hasattr(r, "uri")]
+        written: list[Location] = [r for r in run.reports if hasattr(r, "uri")]
         if run.state is not None and not summary.get("dryRun"):
             written.append(run.state)
         if run.polyv is not None and polyv_written(summary):
@@ -597,7 +599,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         report (and POLYV is declared only if something was sent)."""
         return self.get_openlineage_facets_on_complete(task_instance)
 
-    def _run_lineage(self) -> Any:
+    def _run_lineage(self) -> RunLineage:
+        """Where this run read and wrote, and what it found, as plain values (no OpenLineage
+        import: the asset events use it too)."""
         from polyv_connector.airflow.assets import file_location, polyv_location
         from polyv_connector.airflow.lineage import RunLineage, source_columns
 
