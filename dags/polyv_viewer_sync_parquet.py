@@ -1,8 +1,9 @@
 """Nightly: sync a Parquet input (the bundled sample by default) into POLYV viewer custom fields.
 
-Runs as is against the local simulator (``polyv-sync simulator``) with the connection
-``AIRFLOW_CONN_POLYV_DEFAULT='{"conn_type": "polyv", "login": "demo-app", "password":
-"demo-secret", "host": "http://127.0.0.1:8750"}'``.
+Runs as is against the local simulator (``polyv-sync simulator``) with a ``polyv`` connection
+``polyv_default`` (login: the appId, password: the appSecret, host: ``http://127.0.0.1:8750``;
+the README's quick start has the simulator's demo values). This text is the DAG's documentation
+in the UI and in OpenLineage events: never put a credential here.
 
 Whoever may trigger this DAG chooses its params, so they point only where the DAG author allows:
 

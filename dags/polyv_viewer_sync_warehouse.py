@@ -1,7 +1,7 @@
 """Nightly: sync the viewer attributes changed in the data interval from a SQL warehouse.
 
-Source connection ``polyv_warehouse`` (any common-sql database; e.g.
-``AIRFLOW_CONN_POLYV_WAREHOUSE='postgresql://user:pass@host:5432/db'``). By default it reads
+Source connection ``polyv_warehouse`` (any common-sql database, e.g. a ``postgres``
+connection; its password belongs in a secrets backend, not in this text). By default it reads
 the long-form table ``polyv_viewer_attributes``::
 
     viewer_id text, custom_field_id text, custom_field_value text, updated_at timestamptz
