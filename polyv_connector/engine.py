@@ -36,6 +36,7 @@ from polyv_connector.checks import check_items, merge_reasons
 from polyv_connector.config import ColumnMapping, Credentials, SyncOptions
 from polyv_connector.errors import InputError, RunAborted, StateError
 from polyv_connector.fingerprints import UNCONFIRMED, key_hashes, value_fingerprints
+from polyv_connector.partitioning import WHOLE, Slice
 from polyv_connector.model import (
     FIELD_ID,
     PENDING,
@@ -89,11 +90,16 @@ class Source(Protocol):
 
     def check_columns(self, mapping: ColumnMapping) -> None: ...
 
-    def unchanged_in_source(self, columns: list[str]) -> int | None:
+    def unchanged_in_source(self, columns: list[str], part: Slice = WHOLE) -> int | None:
         """Items the source itself leaves out as unchanged (a diff run in the warehouse), or
-        ``None`` when the source has no such diff. Called once, under the state's lock."""
+        ``None`` when the source has no such diff. Called once, under the state's lock;
+        ``part``: count within that slice only."""
 
-    def batches(self, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]: ...
+    def batches(self, columns: list[str], batch_rows: int, part: Slice = WHOLE) -> Iterator[pa.RecordBatch]:
+        """The source's rows; with ``part``, only the rows whose viewerId (``columns[0]``) falls
+        in that slice (:mod:`polyv_connector.partitioning`), each exactly once. The engine
+        passes ``part`` only to a partition run, so a source written for whole runs still works
+        for them."""
 
 
 class Validator(Protocol):
@@ -326,7 +332,13 @@ def _locked_run(
     source.check_columns(options.mapping)
     state_keys, state_fps = _load_state(state, options)
     # Counted before sending: afterwards the rows this run sends are unchanged too.
-    unchanged_in_source = None if options.full_refresh else source.unchanged_in_source(options.mapping.source_columns)
+    columns = options.mapping.source_columns
+    if options.full_refresh:
+        unchanged_in_source = None
+    elif options.slice.whole:
+        unchanged_in_source = source.unchanged_in_source(columns)
+    else:
+        unchanged_in_source = source.unchanged_in_source(columns, options.slice)
 
     own_client = client is None
     if client is None:
@@ -446,7 +458,15 @@ def _plan_pass(
     progress.start("planning", 0)
     create_file(spill_path)  # a full copy of the input: readable by the owner only
     with pa.OSFile(str(spill_path), "wb") as sink, pa.ipc.new_file(sink, _SPILL_SCHEMA) as spill:
-        for batch in source.batches(options.mapping.source_columns, options.read_batch_rows):
+        columns, part = options.mapping.source_columns, options.slice
+        # Only a partition run passes its slice: a source written for whole runs still works.
+        read = (
+            source.batches(columns, options.read_batch_rows)
+            if part.whole
+            else source.batches(columns, options.read_batch_rows, part)
+        )
+        # rowNumber counts the rows of this run's own read (its slice), from 0.
+        for batch in read:
             abort = circuit.abort
             if abort is not None and abort.cause == "stopped":
                 # Stopped before anything was sent: no report (the input was not read whole).

@@ -34,6 +34,8 @@ import pyarrow.types as pat
 
 from polyv_connector.config import ColumnMapping
 from polyv_connector.errors import ConfigError, InputError
+from polyv_connector.partitioning import WHOLE, Slice
+from polyv_connector.sources.items import rows_in_slice
 from polyv_connector.warehouse import dbapi, readonly
 from polyv_connector.warehouse.identifiers import check_table_name, quote_identifier
 
@@ -178,8 +180,8 @@ class SqlSource:
         # The table form binds nothing; some drivers reject an empty parameter list.
         return () if self.parameters is None or self.table else (self.parameters,)
 
-    def _select(self, columns: Sequence[str]) -> str:
-        base = self._base_select(columns)
+    def _select(self, columns: Sequence[str], part: Slice = WHOLE) -> str:
+        base = self._sliced(self._base_select(columns), columns, part)
         if self.skip_unchanged is None:
             return base
         counted = self._counted(base, columns)
@@ -215,9 +217,9 @@ class SqlSource:
         viewer, field, value = (names[i] for i in resolve_columns(columns, names, self.location, self.setting))
         return f"(polyv_src.polyv_n = 1 AND {self.skip_unchanged.unchanged_filter('polyv_src', viewer, field, value)})"
 
-    def count_unchanged(self, columns: Sequence[str]) -> int:
+    def count_unchanged(self, columns: Sequence[str], part: Slice = WHOLE) -> int:
         """How many source rows the warehouse diff leaves out (they never leave the warehouse)."""
-        base = self._counted(self._base_select(columns), columns)
+        base = self._counted(self._sliced(self._base_select(columns), columns, part), columns)
         sql = f"SELECT COUNT(*) FROM ({base}) polyv_src WHERE {self._unchanged_condition(columns)}"
         conn = self._open()
         try:
@@ -230,9 +232,9 @@ class SqlSource:
         finally:
             _close(conn)
 
-    def unchanged_in_source(self, columns: Sequence[str]) -> int | None:
+    def unchanged_in_source(self, columns: Sequence[str], part: Slice = WHOLE) -> int | None:
         """Rows the warehouse diff leaves out, or ``None`` when the diff is not in the warehouse."""
-        return None if self.skip_unchanged is None else self.count_unchanged(columns)
+        return None if self.skip_unchanged is None else self.count_unchanged(columns, part)
 
     def _base_select(self, columns: Sequence[str]) -> str:
         if not self.table:
@@ -283,13 +285,39 @@ class SqlSource:
             return cur
         return conn.cursor()
 
-    def batches(self, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """Yield record batches of at most ``batch_rows`` rows holding ``columns``, in read order."""
+    # ---- partitions --------------------------------------------------------------------------
+    def _partition_sql(self, columns: Sequence[str], part: Slice) -> str | None:
+        """A condition on ``polyv_part``'s viewerId column that keeps the rows of ``part``, or
+        ``None`` when this database cannot compute the partition as Python does (then rows are
+        filtered as they are read)."""
+        return None
+
+    def _sliced(self, base: str, columns: Sequence[str], part: Slice) -> str:
+        """``base`` limited to the rows of ``part`` in the database, when it can."""
+        condition = None if part.whole else self._partition_sql(columns, part)
+        if condition is None:
+            if not part.whole and self.skip_unchanged is not None:
+                raise ConfigError(
+                    self.setting,
+                    "the diff in the warehouse of a partition run needs a database that computes "
+                    "the partition itself (PostgreSQL, MySQL/MariaDB or DuckDB, a text viewerId column)",
+                )
+            return base
+        return f"SELECT polyv_part.* FROM ({base}\n) polyv_part WHERE {condition}"
+
+    def batches(self, columns: list[str], batch_rows: int, part: Slice = WHOLE) -> Iterator[pa.RecordBatch]:
+        """Yield record batches of at most ``batch_rows`` rows holding ``columns``, in read order.
+
+        With ``part``, only that slice's rows: filtered in the query where the database can
+        compute the partition (a text viewerId column on PostgreSQL, MySQL/MariaDB or DuckDB),
+        else filtered here as each chunk is read.
+        """
+        in_query = not part.whole and self._partition_sql(columns, part) is not None
         conn = self._open()
         try:
             with dbapi.closing(self._cursor(conn, batch_rows)) as cur:
                 try:
-                    cur.execute(self._select(columns), *self._params())
+                    cur.execute(self._select(columns, part), *self._params())
                     rows = cur.fetchmany(batch_rows)
                 except InputError:
                     raise
@@ -299,7 +327,20 @@ class SqlSource:
                 names = [d[0] for d in cur.description or ()]
                 positions = resolve_columns(columns, names, self.location, self.setting)
                 while rows:
-                    yield rows_to_batch(rows, positions, columns)
+                    batch = rows_to_batch(rows, positions, columns)
+                    if not part.whole:
+                        kept = rows_in_slice(batch, columns[0], part, self.setting)
+                        if in_query and kept.num_rows != batch.num_rows:
+                            # The database's partition disagrees with ours: rows of this slice
+                            # may be missing from every partition's read. Stop, do not guess.
+                            raise InputError(
+                                self.setting,
+                                "the database computed a different partition than the connector for "
+                                f"{batch.num_rows - kept.num_rows} viewerId(s); nothing was sent",
+                            )
+                        batch = kept
+                    if batch.num_rows:
+                        yield batch
                     rows = cur.fetchmany(batch_rows)
         finally:
             _close(conn)
