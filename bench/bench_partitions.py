@@ -119,7 +119,9 @@ def main() -> None:
         for k in range(n):
             r = run_worker(path, n, k)
             runs.append(r)
-            print(f"{n:>3} {k:>3} {r['items']:>12,} {r['wall']:>8.1f} {r['cpu']:>8.1f} {r['rss_mb']:>12.0f}", flush=True)
+            print(
+                f"{n:>3} {k:>3} {r['items']:>12,} {r['wall']:>8.1f} {r['cpu']:>8.1f} {r['rss_mb']:>12.0f}", flush=True
+            )
         total = sum(int(r["items"]) for r in runs)
         if total != args.items:
             raise SystemExit(f"N={n}: the partitions planned {total:,} items, not {args.items:,}")
@@ -131,8 +133,10 @@ def main() -> None:
     base = summary[ns[0]]
     print()
     print(f"ratios against N={ns[0]} (same run):")
-    print(f"{'N':>3} {'max peak RSS MB':>16} {'RSS ratio':>10} {'1/N':>6} {'slowest wall s':>15} {'wall ratio':>11} "
-          f"{'total CPU s':>12} {'CPU ratio':>10}")
+    print(
+        f"{'N':>3} {'max peak RSS MB':>16} {'RSS ratio':>10} {'1/N':>6} {'slowest wall s':>15} {'wall ratio':>11} "
+        f"{'total CPU s':>12} {'CPU ratio':>10}"
+    )
     for n in ns:
         s = summary[n]
         print(

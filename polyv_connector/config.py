@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from polyv_connector.errors import ConfigError
-from polyv_connector.partitioning import Slice
 from polyv_connector.model import (
     DEFAULT_BUDGET_RPS,
     FIELD_ID,
@@ -19,6 +18,7 @@ from polyv_connector.model import (
     VALUE,
     VIEWER_ID,
 )
+from polyv_connector.partitioning import Slice
 
 DEFAULT_BASE_URL = "https://api.polyv.net"
 #: The longest appId accepted (POLYV's are about ten characters).

@@ -36,7 +36,6 @@ from polyv_connector.checks import check_items, merge_reasons
 from polyv_connector.config import ColumnMapping, Credentials, SyncOptions
 from polyv_connector.errors import InputError, RunAborted, StateError
 from polyv_connector.fingerprints import UNCONFIRMED, key_hashes, value_fingerprints
-from polyv_connector.partitioning import WHOLE, Slice
 from polyv_connector.model import (
     FIELD_ID,
     PENDING,
@@ -49,6 +48,7 @@ from polyv_connector.model import (
     VIEWER_ID,
     report_schema,
 )
+from polyv_connector.partitioning import WHOLE, Slice
 from polyv_connector.planner import PlanNotes, plan_duplicates, plan_unchanged
 from polyv_connector.progress import Progress
 from polyv_connector.report import ReportSink
@@ -295,14 +295,22 @@ def sync(
 
 @contextmanager
 def _holding(state: StateStore | None, options: SyncOptions, run_id: str, app_id: str) -> Iterator[None]:
-    """One run per state: the lock is held from before the state is read until after it is
-    compacted, so no other run's confirmations can interleave with ours. A dry run writes
+    """One run per state (or per slice of it, for a partition run): the lock is held from before
+    the state is read until after it is compacted, so no other run's confirmations can
+    interleave with ours. A dry run writes
     nothing and reads a consistent snapshot without the lock."""
     if state is None or options.dry_run:
         yield
         return
-    seq = state.lock(run_id, options.lock_timeout_s)
-    log.info("sync state for appId %s locked by run %s (run sequence %s)", app_id, run_id, seq)
+    part = options.slice
+    if part.whole:
+        seq = state.lock(run_id, options.lock_timeout_s)
+        log.info("sync state for appId %s locked by run %s (run sequence %s)", app_id, run_id, seq)
+    else:
+        # Partitions of one account run side by side (their items are disjoint), never beside a
+        # whole-account run: the account's lock shared, the slice's exclusive.
+        seq = state.lock(run_id, options.lock_timeout_s, "shared", part)
+        log.info("sync state for appId %s locked shared by run %s for %s (run sequence %s)", app_id, run_id, part, seq)
     try:
         yield
     finally:

@@ -25,8 +25,9 @@ import numpy as np
 import pyarrow as pa
 
 from polyv_connector.errors import ConfigError, StateError
-from polyv_connector.locks import LeaseLock, LockMode, PgAdvisoryLock
+from polyv_connector.locks import LeaseLock, LockMode, PgAdvisoryLock, acquire_slice
 from polyv_connector.model import FIELD_ID, VALUE, VIEWER_ID
+from polyv_connector.partitioning import WHOLE, Slice
 from polyv_connector.warehouse import dbapi
 from polyv_connector.warehouse.identifiers import check_table_name, quote_identifier
 from polyv_connector.warehouse.schema import Column, TableSchema, ensure_schema, existing_columns
@@ -116,6 +117,7 @@ class SqlStateTable:
         self._compacted = False
         self._is_postgres = False
         self._lock: PgAdvisoryLock | LeaseLock | None = None
+        self._slice_lock: PgAdvisoryLock | LeaseLock | None = None  # a partition run's own slice
         self._run_seq: int | None = None
         self.prepare(create)
 
@@ -309,17 +311,38 @@ class SqlStateTable:
         return f"({seq_a} > {seq_b} OR ({seq_a} = {seq_b} AND {a}.{q['syncedAt']} > {b}.{q['syncedAt']}))"
 
     # ---- one run at a time --------------------------------------------------------------------
-    def lock(self, run_id: str, timeout_s: float = 0.0, mode: LockMode = "exclusive") -> int:
+    def lock(self, run_id: str, timeout_s: float = 0.0, mode: LockMode = "exclusive", part: Slice = WHOLE) -> int:
         """Hold this account's state: a PostgreSQL advisory lock, elsewhere a lease row renewed
-        by a heartbeat (expiry 60 s). The lock tables live in the state table's schema."""
+        by a heartbeat (expiry 60 s). The lock tables live in the state table's schema.
+
+        A partition run passes ``mode="shared"`` and its slice ``part``: it also holds the lock
+        of its slice (``<table>|<appId>|slice-<k>-of-<N>``) exclusively, and is refused while
+        runs with another number of partitions hold the account."""
         schema = self.table.rsplit(".", 1)[0] + "." if "." in self.table else ""
         kind = PgAdvisoryLock if self._is_postgres else LeaseLock
         lock = kind(self._target.connect, self.table, self.app_id, run_id, mode=mode, lock_tables=f"{schema}polyv_lock")
-        lock.acquire(timeout_s)
+        if part.whole:
+            lock.acquire(timeout_s)
+        else:
+            slice_lock = kind(
+                self._target.connect,
+                self.table,
+                self.app_id,
+                run_id,
+                slice_=part.name,
+                mode="exclusive",
+                lock_tables=f"{schema}polyv_lock",
+                take_seq=False,
+            )
+            acquire_slice(lock, slice_lock, timeout_s, part.partitions, slice_lock.slice_holders)
+            self._slice_lock = slice_lock
         self._lock, self._run_seq = lock, lock.seq
         return int(lock.seq or 0)
 
     def unlock(self) -> None:
+        slice_lock, self._slice_lock = self._slice_lock, None
+        if slice_lock is not None:
+            slice_lock.release()
         lock, self._lock = self._lock, None
         if lock is not None:
             lock.release()
