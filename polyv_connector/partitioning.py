@@ -98,8 +98,8 @@ def partition_of(viewer_id: str | None, partitions: int) -> int:
 def partitions_of(viewer_ids: pa.Array | pa.ChunkedArray, partitions: int) -> np.ndarray:
     """The partition of each viewerId (a string array), as int64; null or blank: 0.
 
-    One MD5 per non-blank value (hashlib, about 0.5 µs each); the digests are joined and their
-    first four bytes read by NumPy at once.
+    One MD5 per distinct non-blank value (hashlib, about 0.5 µs each); the digests are joined
+    and their first four bytes read by NumPy at once.
     """
     import numpy as np
     import pyarrow as pa
@@ -108,8 +108,26 @@ def partitions_of(viewer_ids: pa.Array | pa.ChunkedArray, partitions: int) -> np
     if isinstance(viewer_ids, pa.ChunkedArray):
         viewer_ids = viewer_ids.combine_chunks()
     n = len(viewer_ids)
-    out = np.zeros(n, dtype=np.int64)
     if n == 0 or partitions == 1:
+        return np.zeros(n, dtype=np.int64)
+    if pa.types.is_dictionary(viewer_ids.type):
+        indices = viewer_ids.indices.fill_null(0).to_numpy(zero_copy_only=False)
+        per_value = _partitions_of_values(viewer_ids.dictionary, partitions)
+        result: np.ndarray = np.where(viewer_ids.is_null().to_numpy(zero_copy_only=False), 0, per_value[indices])
+        return result
+    # A viewer's items usually come together (long form: one row per field): hash each
+    # distinct viewerId of the chunk once.
+    return partitions_of(viewer_ids.dictionary_encode(), partitions)
+
+
+def _partitions_of_values(viewer_ids: pa.Array, partitions: int) -> np.ndarray:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(viewer_ids)
+    out = np.zeros(n, dtype=np.int64)
+    if n == 0:
         return out
     # Blank as the row checks say it (Unicode whitespace only): such items are rejected anyway.
     hashed = pc.fill_null(pc.not_equal(pc.utf8_trim_whitespace(viewer_ids), ""), False)
