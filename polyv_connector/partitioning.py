@@ -103,7 +103,6 @@ def partitions_of(viewer_ids: pa.Array | pa.ChunkedArray, partitions: int) -> np
     """
     import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if isinstance(viewer_ids, pa.ChunkedArray):
         viewer_ids = viewer_ids.combine_chunks()
