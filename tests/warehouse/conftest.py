@@ -38,3 +38,40 @@ def pg_schema(pg_available: bool) -> Iterator[str]:
     finally:
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+@pytest.fixture(scope="session")
+def mariadb_available() -> bool:
+    from tests.warehouse.support import MYSQL_HOST, MYSQL_PORT, mysql_connect
+
+    try:
+        mysql_connect().close()
+    except Exception as exc:
+        where = f"{MYSQL_HOST}:{MYSQL_PORT}"
+        if os.environ.get("CI"):
+            pytest.fail(f"MariaDB is required in CI and not reachable at {where}: {exc}")
+        pytest.skip(f"MariaDB not reachable at {where}: {exc}")
+    return True
+
+
+@pytest.fixture
+def mysql_db(mariadb_available: bool) -> Iterator[str]:
+    """A throwaway database on the local MariaDB, dropped afterwards."""
+    from tests.warehouse.support import mysql_connect
+
+    name = f"polyv_dialect_{uuid.uuid4().hex[:10]}"
+    conn = mysql_connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    finally:
+        conn.close()
+    try:
+        yield name
+    finally:
+        conn = mysql_connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        finally:
+            conn.close()

@@ -58,3 +58,16 @@ def report_batch(run_id: str, n: int, start: int = 0) -> pa.RecordBatch:
         ],
         schema=report_schema(),
     )
+
+
+MYSQL_HOST = os.environ.get("POLYV_TEST_MYSQL_HOST", "127.0.0.1")
+MYSQL_PORT = int(os.environ.get("POLYV_TEST_MYSQL_PORT", "3306"))
+
+
+def mysql_connect(database: str | None = None) -> Any:
+    """A PyMySQL connection to the local MariaDB as root (utf8mb4: 4-byte characters survive)."""
+    import pymysql
+
+    return pymysql.connect(
+        host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", database=database, charset="utf8mb4"
+    )
