@@ -10,8 +10,11 @@ mod N. MD5 because every process and release computes the same value, and so do 
 (PostgreSQL, MySQL/MariaDB and DuckDB all have ``md5()``), so a SQL source can filter in the
 query. It depends on the viewerId only: every item of a viewer, so every item of a
 (viewerId, customFieldId) key, lands in one partition, and duplicates and conflicts are still
-caught within it. An item whose viewerId is null or blank (only whitespace) belongs to
-partition 0, so it is still reported exactly once (as rejected).
+caught within it. An item whose viewerId is null or blank belongs to partition 0, so it is
+still reported exactly once (as rejected). Blank here means empty once leading and trailing
+spaces are removed, which is what SQL's ``TRIM()`` does on every engine, so a database filters
+exactly the same rows; a viewerId of other whitespace only (a tab) is hashed like any text
+(and rejected by the row checks in whichever partition it lands).
 
 The text hashed is the text POLYV would receive: the source column after the connector's
 own conversion to text (:mod:`polyv_connector.sources.text`), so an integer viewerId 42
@@ -22,7 +25,6 @@ Nothing heavy is imported at module level: the settings (and so DAG files) impor
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -83,62 +85,38 @@ def parse_slice_name(name: str) -> Slice | None:
     return Slice(int(k), int(n))
 
 
-def hash32(text: str) -> int:
-    """The first 8 hex digits of md5(text's UTF-8) as an unsigned integer."""
-    return int.from_bytes(hashlib.md5(text.encode("utf-8"), usedforsecurity=False).digest()[:4], "big")
-
-
 def partition_of(viewer_id: str | None, partitions: int) -> int:
     """The partition of one viewerId (null or blank: 0)."""
-    if viewer_id is None or not viewer_id.strip():
-        return 0
-    return hash32(viewer_id) % partitions
+    import pyarrow as pa
+
+    return int(partitions_of(pa.array([viewer_id], pa.string()), partitions)[0])
 
 
 def partitions_of(viewer_ids: pa.Array | pa.ChunkedArray, partitions: int) -> np.ndarray:
     """The partition of each viewerId (a string array), as int64; null or blank: 0.
 
-    One MD5 per distinct non-blank value (hashlib, about 0.5 µs each); the digests are joined
-    and their first four bytes read by NumPy at once.
+    The hash is :func:`polyv_connector.fingerprints.viewer_hashes` (one MD5 per distinct
+    viewerId of the chunk); :meth:`polyv_connector.warehouse.dialect.Dialect.partition_hash`
+    is the same in SQL.
     """
-    import numpy as np
-    import pyarrow as pa
-
-    if isinstance(viewer_ids, pa.ChunkedArray):
-        viewer_ids = viewer_ids.combine_chunks()
-    n = len(viewer_ids)
-    if n == 0 or partitions == 1:
-        return np.zeros(n, dtype=np.int64)
-    if pa.types.is_dictionary(viewer_ids.type):
-        indices = viewer_ids.indices.fill_null(0).to_numpy(zero_copy_only=False)
-        per_value = _partitions_of_values(viewer_ids.dictionary, partitions)
-        result: np.ndarray = np.where(viewer_ids.is_null().to_numpy(zero_copy_only=False), 0, per_value[indices])
-        return result
-    # A viewer's items usually come together (long form: one row per field): hash each
-    # distinct viewerId of the chunk once.
-    return partitions_of(viewer_ids.dictionary_encode(), partitions)
-
-
-def _partitions_of_values(viewer_ids: pa.Array, partitions: int) -> np.ndarray:
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from polyv_connector.fingerprints import viewer_hashes
+
+    if isinstance(viewer_ids, pa.ChunkedArray):
+        viewer_ids = viewer_ids.combine_chunks()
+    if pa.types.is_dictionary(viewer_ids.type):
+        viewer_ids = viewer_ids.dictionary_decode()
     n = len(viewer_ids)
-    out = np.zeros(n, dtype=np.int64)
-    if n == 0:
-        return out
-    # Blank as the row checks say it (Unicode whitespace only): such items are rejected anyway.
-    hashed = pc.fill_null(pc.not_equal(pc.utf8_trim_whitespace(viewer_ids), ""), False)
-    where = np.flatnonzero(hashed.to_numpy(zero_copy_only=False))
-    if len(where) == 0:
-        return out
-    texts = viewer_ids.take(pa.array(where)).cast(pa.binary()).to_pylist()
-    md5 = hashlib.md5
-    digests = b"".join([md5(t, usedforsecurity=False).digest() for t in texts])
-    first = np.frombuffer(digests, dtype=">u4").reshape(-1, 4)[:, 0].astype(np.int64)
-    out[where] = first % partitions
-    return out
+    if n == 0 or partitions == 1:
+        return np.zeros(n, dtype=np.int64)
+    part: np.ndarray = (viewer_hashes(viewer_ids) % np.uint32(partitions)).astype(np.int64)
+    # Blank as every database's TRIM() sees it (spaces only), so a query filters the same rows.
+    blank = pc.fill_null(pc.equal(pc.utf8_trim(viewer_ids, " "), ""), True)
+    part[blank.to_numpy(zero_copy_only=False)] = 0
+    return part
 
 
 def in_slice(viewer_ids: pa.Array | pa.ChunkedArray, part: Slice) -> np.ndarray:

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pytest
 
 from polyv_connector.errors import ConfigError
+from polyv_connector.fingerprints import viewer_hashes
 from polyv_connector.partitioning import (
     MAX_PARTITIONS,
     Slice,
-    hash32,
     in_slice,
     parse_slice_name,
     partition_of,
@@ -23,12 +23,13 @@ from polyv_connector.partitioning import (
 def test_known_md5_values() -> None:
     # md5("abc") = 900150983cd24fb0d6963f7d28e17f72; PostgreSQL's
     # ('x' || substr(md5('abc'), 1, 8))::bit(32)::bigint gives the same 2416005272.
-    assert hash32("abc") == 0x90015098 == 2416005272
+    assert int(viewer_hashes(pa.array(["abc"]))[0]) == 0x90015098 == 2416005272
     assert partition_of("abc", 4) == 2416005272 % 4 == 0
     assert partition_of("abc", 7) == 2416005272 % 7
     # Non-ASCII text is hashed as UTF-8: md5("张三") = 615db57aa314529aaa0fbe95b3e95bd3.
     assert hashlib.md5("张三".encode()).hexdigest()[:8] == "615db57a"
-    assert hash32("张三") == 0x615DB57A
+    assert int(viewer_hashes(pa.array(["张三"]))[0]) == 0x615DB57A
+    assert partition_of("张三", 1000) == 0x615DB57A % 1000
 
 
 def test_vectorised_matches_the_scalar_function_and_is_stable() -> None:
@@ -42,9 +43,11 @@ def test_vectorised_matches_the_scalar_function_and_is_stable() -> None:
 
 
 def test_null_and_blank_viewer_ids_are_in_partition_0() -> None:
-    got = partitions_of(pa.array([None, "", "   ", "\t", "abc"]), 4)
-    assert got.tolist() == [0, 0, 0, 0, partition_of("abc", 4)]
+    got = partitions_of(pa.array([None, "", "   ", "abc"]), 4)
+    assert got.tolist() == [0, 0, 0, partition_of("abc", 4)]
     assert partition_of(None, 4) == partition_of("", 4) == partition_of("  ", 4) == 0
+    # Blank is what SQL's TRIM() removes (spaces): a tab-only viewerId is hashed like text.
+    assert partition_of("\t", 1000) == 0x5E732A18 % 1000  # md5("\t") = 5e732a18...
 
 
 def test_every_item_is_in_exactly_one_partition_and_the_spread_is_even() -> None:
