@@ -37,6 +37,7 @@ from polyv_connector.errors import ConfigError, InputError
 from polyv_connector.partitioning import WHOLE, Slice
 from polyv_connector.sources.items import rows_in_slice
 from polyv_connector.warehouse import dbapi, readonly
+from polyv_connector.warehouse.dialect import Dialect, dialect_named, driver_dialect_name, driver_of
 from polyv_connector.warehouse.identifiers import check_table_name, quote_identifier
 
 log = logging.getLogger("polyv_connector")
@@ -130,6 +131,8 @@ class SqlSource:
         self.server_side_cursor = server_side_cursor
         self.skip_unchanged = skip_unchanged
         self._columns: list[str] | None = None  # the relation's column names, once known
+        self._text_columns: set[str] = set()  # those the database holds as text
+        self._partition_dialect: Dialect | None = None
 
     @property
     def location(self) -> str:
@@ -155,6 +158,11 @@ class SqlSource:
             with dbapi.cursor(conn) as cur:
                 cur.execute(self._probe_sql(), *self._params())
                 self._columns = [d[0] for d in cur.description or ()]
+                # What a partition run needs to filter in the query (see _partition_sql).
+                # DuckDB's connection class lives in its C module ``_duckdb``.
+                driver = driver_of(conn).removeprefix("_")
+                self._text_columns = {d[0] for d in cur.description or () if _is_text_type(driver, d[1])}
+                self._partition_dialect = dialect_named(driver_dialect_name(driver))
         except Exception as exc:
             if self.table:
                 raise InputError(self.setting, f"cannot read table {self.table}: {exc}") from exc
@@ -288,9 +296,25 @@ class SqlSource:
     # ---- partitions --------------------------------------------------------------------------
     def _partition_sql(self, columns: Sequence[str], part: Slice) -> str | None:
         """A condition on ``polyv_part``'s viewerId column that keeps the rows of ``part``, or
-        ``None`` when this database cannot compute the partition as Python does (then rows are
-        filtered as they are read)."""
-        return None
+        ``None`` when this database cannot compute the partition as the connector does (then
+        rows are filtered as they are read).
+
+        Only for a text viewerId column (the text hashed must be the text sent: a number or a
+        date may print differently in SQL) on an engine with ``md5()`` (PostgreSQL,
+        MySQL/MariaDB, DuckDB). Null or blank (``TRIM() = ''``): partition 0, as in Python.
+        """
+        names = self.columns()
+        dialect = self._partition_dialect
+        if part.whole or names is None or dialect is None or dialect.name not in _PARTITION_DIALECTS:
+            return None
+        viewer = names[resolve_columns(columns[:1], names, self.location, self.setting)[0]]
+        if viewer not in self._text_columns:
+            return None
+        v = "polyv_part." + dialect.quote(viewer)  # the connection's quoting (a factory names none)
+        return (
+            f"(CASE WHEN {v} IS NULL OR TRIM({v}) = '' THEN 0 "
+            f"ELSE {dialect.partition_hash(v)} % {part.partitions} END) = {part.partition}"
+        )
 
     def _sliced(self, base: str, columns: Sequence[str], part: Slice) -> str:
         """``base`` limited to the rows of ``part`` in the database, when it can."""
@@ -344,6 +368,25 @@ class SqlSource:
                     rows = cur.fetchmany(batch_rows)
         finally:
             _close(conn)
+
+
+#: Engines whose md5() the partition filter is pushed into (their Dialect.partition_hash).
+_PARTITION_DIALECTS = frozenset({"postgresql", "mysql", "duckdb"})
+#: Type codes of text columns in cursor.description, per driver: PostgreSQL type OIDs (text,
+#: varchar; not char(n), whose padding SQL and the driver treat differently), MySQL field types
+#: (VARCHAR, VAR_STRING, STRING), DuckDB type names.
+_PG_TEXT_OIDS = frozenset({25, 1043})
+_MYSQL_TEXT_TYPES = frozenset({15, 253, 254})
+
+
+def _is_text_type(driver: str, type_code: Any) -> bool:
+    if driver in ("psycopg", "psycopg2"):
+        return type_code in _PG_TEXT_OIDS
+    if driver in ("pymysql", "MySQLdb"):
+        return type_code in _MYSQL_TEXT_TYPES
+    if driver == "duckdb":
+        return str(type_code).upper() == "VARCHAR"
+    return False
 
 
 def rows_to_batch(rows: Sequence[Sequence[Any]], positions: Sequence[int], names: Sequence[str]) -> pa.RecordBatch:
