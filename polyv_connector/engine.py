@@ -417,7 +417,11 @@ def _locked_run(
         aborted=str(stopped) if stopped else None,
         abort_cause=stopped.cause if stopped else None,
         gate_failures=gate_failures,
-        extra={**({} if unchanged_in_source is None else {"unchangedInWarehouse": unchanged_in_source}), **fallback},
+        extra={
+            **({} if unchanged_in_source is None else {"unchangedInWarehouse": unchanged_in_source}),
+            **({} if options.slice.whole else {"partition": options.partition, "partitions": options.partitions}),
+            **fallback,
+        },
     )
     if interrupted is not None:
         # The report and the state are complete: now let the caller's stop take its course.

@@ -60,8 +60,10 @@ def _run(tmp_path, k: int, n: int, *extra: str) -> int:
 
 
 def test_cli_partitions_report_every_item_exactly_once(tmp_path, env, sim) -> None:
-    codes = [_run(tmp_path, k, N) for k in range(N)]
+    codes = [_run(tmp_path, k, N, "--summary-json", str(tmp_path / f"s{k}.json")) for k in range(N)]
     assert codes == [0] * N  # rejected, duplicate and conflicting rows are reported, not failures
+    summaries = [json.loads((tmp_path / f"s{k}.json").read_text()) for k in range(N)]
+    assert [(s["partition"], s["partitions"]) for s in summaries] == [(k, N) for k in range(N)]
     reports = [pq.read_table(tmp_path / f"r-{k}-of-{N}.parquet").to_pylist() for k in range(N)]
     seen = collections.Counter(
         (r["viewerId"], r["customFieldId"], r["customFieldValue"]) for rows in reports for r in rows
