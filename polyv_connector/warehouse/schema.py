@@ -213,7 +213,7 @@ def ensure_schema(
         _add_columns(conn, target, table, schema, missing, column_type, setting, version)
         version = schema.current
     if recorded != version:
-        _record(conn, target, table, version)
+        record_version(conn, target, table, version)
     return version
 
 
@@ -254,8 +254,9 @@ def _add_columns(
     )
 
 
-def _record(conn: Any, target: dbapi.Target, table: str, version: int) -> None:
-    """Record ``version`` for ``table``, creating the version table if needed (best effort)."""
+def record_version(conn: Any, target: dbapi.Target, table: str, version: int) -> None:
+    """Record ``version`` for ``table``, creating the version table if needed (best effort; a
+    table whose layout changes wholesale, like the state table's version 3, records its own)."""
     meta = version_table(table)
     q = _quoter(target.identifier_format)
     try:
