@@ -77,8 +77,9 @@ class Dialect:
         return quote_with(name, self.identifier_format)
 
     def column_type(self, kind: str) -> str:
-        """The SQL type of a column kind (:data:`TEXT`, :data:`BIGINT`, ...)."""
-        return self.types[kind]
+        """The SQL type of a column kind (:data:`TEXT`, :data:`BIGINT`, ...); any other kind is
+        taken as a SQL type already."""
+        return self.types.get(kind, kind)
 
     # ---- text and comparison -------------------------------------------------------------------
     def text(self, expr: str) -> str:

@@ -60,6 +60,7 @@ from polyv_connector.warehouse.identifiers import check_table_name, quote_identi
 from polyv_connector.warehouse.schema import (
     Column,
     TableSchema,
+    ensure_schema,
     existing_columns,
     record_version,
     recorded_version,
@@ -86,9 +87,21 @@ LEGACY_VERSIONS: list[tuple[int, list[Column]]] = [
     (2, [Column("runSeq", BIGINT)]),
 ]
 LEGACY_SCHEMA = TableSchema("state", LEGACY_VERSIONS)
-#: The compact layout's schema version and columns (all BIGINT NOT NULL; key = (acct, key)).
-VERSION = 3
-COLUMNS = ("acct", "key", "fp")
+#: The compact layout, from schema version 3 (later versions may append columns as usual).
+SCHEMA_VERSIONS: list[tuple[int, list[Column]]] = [
+    (
+        3,
+        [
+            Column("acct", BIGINT, not_null=True),
+            Column("key", BIGINT, not_null=True),
+            Column("fp", BIGINT, not_null=True),
+        ],
+    )
+]
+SCHEMA = TableSchema("state", SCHEMA_VERSIONS, first=3)
+COLUMNS = tuple(c.name for c in SCHEMA.columns())
+#: The columns every record writes (the primary key is the first two).
+WRITTEN = ("acct", "key", "fp")
 _KEY = ("acct", "key")
 
 _FETCH_ROWS = 100_000
@@ -246,8 +259,9 @@ class SqlStateTable:
     def create_table_sql(self, table: str | None = None) -> str:
         """The ``CREATE TABLE`` statement of the compact layout (its primary key included)."""
         d = self._d()
-        kind = d.column_type(BIGINT)
-        columns = ", ".join(f"{self._q(c)} {kind} NOT NULL" for c in COLUMNS)
+        columns = ", ".join(
+            f"{self._q(c.name)} {d.column_type(c.kind)}" + (" NOT NULL" if c.not_null else "") for c in SCHEMA.columns()
+        )
         guard = "IF NOT EXISTS " if d.if_not_exists and table is None else ""
         key = ", ".join(self._q(c) for c in _KEY)
         return f"CREATE TABLE {guard}{table or self.table} ({columns}, PRIMARY KEY ({key}))"
@@ -281,27 +295,42 @@ class SqlStateTable:
                 self._check_existing(conn, columns, migrate=True)
                 return
             self.exists = True
-            log.info("created the sync state table %s (compact layout, schema version %d)", self.table, VERSION)
-            record_version(conn, self._target, self.table, VERSION)
+            log.info("created the sync state table %s (compact layout, schema version %d)", self.table, SCHEMA.current)
+            self._ensure_schema(conn, migrate=True)  # records the version of the new table
         finally:
             dbapi.close_quietly(conn)
         if not self.load_for_local_diff:
             self._d().check_warehouse_diff()  # before anything runs
 
+    def _column_type(self, column: Column) -> str:
+        return self._d().column_type(column.kind)
+
+    def _ensure_schema(self, conn: Any, migrate: bool) -> None:
+        ensure_schema(
+            conn,
+            self._target,
+            self.table,
+            SCHEMA,
+            self._column_type,
+            setting=self.setting,
+            hint="choose another state_table",
+            migrate=migrate,
+        )
+
     def _check_existing(self, conn: Any, columns: list[str], *, migrate: bool) -> None:
+        present = {c.casefold() for c in columns}
+        if "appid" not in present:
+            # The compact layout (or not ours: ensure_schema says so), migrated additively.
+            self._ensure_schema(conn, migrate)
+            self.exists, self.legacy = True, False
+            return
         recorded = recorded_version(conn, self._target, self.table)
-        if recorded is not None and recorded > VERSION:
+        if recorded is not None and recorded > SCHEMA.current:
             raise ConfigError(
                 self.setting,
                 f"the state table {self.table} has schema version {recorded}, newer than this "
-                f"polyv-connector knows ({VERSION}); upgrade polyv-connector",
+                f"polyv-connector knows ({SCHEMA.current}); upgrade polyv-connector",
             )
-        present = {c.casefold() for c in columns}
-        if all(c.casefold() in present for c in COLUMNS) and "appid" not in present:
-            self.exists, self.legacy = True, False
-            if migrate and recorded != VERSION:
-                record_version(conn, self._target, self.table, VERSION)
-            return
         version = LEGACY_SCHEMA.version_of(columns)
         if version == 0:
             raise ConfigError(
@@ -318,7 +347,7 @@ class SqlStateTable:
                 "the next run migrates it to version %d",
                 self.table,
                 version,
-                VERSION,
+                SCHEMA.current,
             )
             return
         self._migrate(conn, version)
@@ -349,7 +378,7 @@ class SqlStateTable:
                 q = self._q
                 # GROUP BY: two old keys hashing to one new key (odds 2^-64) keep one row.
                 insert = (
-                    f"INSERT INTO {new_table} ({', '.join(q(c) for c in COLUMNS)}) "
+                    f"INSERT INTO {new_table} ({', '.join(q(c) for c in WRITTEN)}) "
                     f"SELECT {q('acct')}, {q('key')}, MIN({q('fp')}) FROM {self._legacy_projection()} "
                     f"polyv_old GROUP BY {q('acct')}, {q('key')}"
                 )
@@ -361,7 +390,8 @@ class SqlStateTable:
                     self._swap(cur, new_table, new_name, own, old_name)
                 self.legacy = False
                 self.exists = True
-                record_version(conn, self._target, self.table, VERSION)
+                record_version(conn, self._target, self.table, SCHEMA.current)
+                log.info("the state table %s now has the compact layout", self.table)
         except ConfigError:
             raise
         except Exception as exc:
@@ -369,7 +399,7 @@ class SqlStateTable:
             self._drop_quietly(conn, new_table)
             raise ConfigError(
                 self.setting,
-                f"cannot migrate the state table {self.table} from schema version {version} to {VERSION}: "
+                f"cannot migrate the state table {self.table} from schema version {version} to {SCHEMA.current}: "
                 f"{type(exc).__name__}: {str(exc).strip()}. Most often the role may not create or rename "
                 "tables there; or run once with full_refresh on a new state_table",
             ) from exc
@@ -377,7 +407,7 @@ class SqlStateTable:
             "migrated the sync state table %s to the compact layout (schema version %d): %s confirmed item(s) "
             "kept; the old table is now %s%s: drop it once satisfied (DROP TABLE %s%s)",
             self.table,
-            VERSION,
+            SCHEMA.current,
             f"{kept:,}",
             prefix,
             old_name,
@@ -495,7 +525,7 @@ class SqlStateTable:
         keys = np.asarray(keys, np.uint64)
         fps = np.asarray(fps, np.uint64)
         q = self._q
-        columns = ", ".join(q(c) for c in COLUMNS)
+        columns = ", ".join(q(c) for c in WRITTEN)
         confirmed = fps != UNCONFIRMED
         with dbapi.transaction(self._conn), dbapi.cursor(self._conn) as cur:
             for start in range(0, len(keys), _CHUNK):
