@@ -431,10 +431,14 @@ class SqlStateTable:
         write lock and the re-check of the columns do)."""
         d = self._d()
         name = f"polyv_state_migrate:{version_key(self.table)}"
+        # End the transaction the probes opened: its share lock on the old table would deadlock
+        # with the task that holds the migration lock and renames that table.
+        dbapi.rollback_quietly(conn)
         if d.name == "postgresql":
             key = int.from_bytes(hashlib.md5(name.encode()).digest()[:8], "big", signed=True)
             with dbapi.cursor(conn) as cur:
                 cur.execute(f"SELECT pg_advisory_lock({key})")
+            conn.commit()  # a session lock: it outlives this transaction
             try:
                 yield
             finally:
