@@ -59,6 +59,8 @@ class Dialect:
     :param if_not_exists: ``CREATE TABLE/INDEX IF NOT EXISTS`` is understood.
     :param can_diff: the diff can run in the warehouse (MD5 and the casts below exist).
     :param max_key_bytes: the longest index key, where the engine has a limit that matters.
+    :param clustered: the table is stored in its primary key (InnoDB): a primary key costs no
+        extra index there, while elsewhere it is one more index beside the table.
     """
 
     name: str = "generic"
@@ -70,6 +72,7 @@ class Dialect:
     if_not_exists: bool = False
     can_diff: bool = False
     max_key_bytes: int | None = None
+    clustered: bool = False
 
     # ---- identifiers and types -----------------------------------------------------------------
     def quote(self, name: str) -> str:
@@ -77,17 +80,22 @@ class Dialect:
         return quote_with(name, self.identifier_format)
 
     def column_type(self, kind: str) -> str:
-        """The SQL type of a column kind (:data:`TEXT`, :data:`BIGINT`, ...)."""
-        return self.types[kind]
+        """The SQL type of a column kind (:data:`TEXT`, :data:`BIGINT`, ...); any other kind is
+        taken as a SQL type already."""
+        return self.types.get(kind, kind)
 
     # ---- text and comparison -------------------------------------------------------------------
     def text(self, expr: str) -> str:
         """SQL: ``expr`` as text."""
         return f"CAST({expr} AS TEXT)"
 
+    def binary(self, expr: str) -> str:
+        """SQL: ``expr`` as a value that compares, groups and partitions by its bytes."""
+        return expr
+
     def binary_equal(self, a: str, b: str) -> str:
         """SQL: ``a`` and ``b`` (text) hold the same bytes (``'ABC'`` never equals ``'abc'``)."""
-        return f"{a} = {b}"
+        return f"{self.binary(a)} = {self.binary(b)}"
 
     def char_length(self, expr: str) -> str:
         """SQL: the number of characters (code points) of the text ``expr``."""
@@ -229,15 +237,16 @@ class MySQLDialect(Dialect):
     if_not_exists: bool = True
     can_diff: bool = True
     max_key_bytes: int | None = MYSQL_MAX_KEY_BYTES
+    clustered: bool = True
 
     def text(self, expr: str) -> str:
         # CONVERT ... USING utf8mb4: MD5 then hashes UTF-8 bytes even for a latin1 column, and
         # 4-byte characters survive (utf8/utf8mb3 cannot hold them).
         return f"CONVERT(CAST({expr} AS CHAR) USING utf8mb4)"
 
-    def binary_equal(self, a: str, b: str) -> str:
+    def binary(self, expr: str) -> str:
         # Binary strings compare byte by byte: no case or accent folding, no PAD SPACE.
-        return f"CAST({a} AS BINARY) = CAST({b} AS BINARY)"
+        return f"CAST({expr} AS BINARY)"
 
     def char_length(self, expr: str) -> str:
         return f"CHAR_LENGTH({expr})"
@@ -412,8 +421,21 @@ def dialect_named(name: str | None) -> Dialect:
 
 
 def driver_of(conn: Any) -> str:
-    """The top-level module of a DB-API connection's class (``psycopg2``, ``sqlite3``...)."""
-    return type(conn).__module__.split(".")[0]
+    """The top-level module of a DB-API connection's class (``psycopg2``, ``sqlite3``...).
+
+    A driver whose connection class lives in its private extension module (DuckDB's
+    ``_duckdb``) is named by its public package."""
+    module = type(conn).__module__.split(".")[0]
+    public = module.lstrip("_")
+    return public if public != module and public in _DRIVERS else module
+
+
+def placeholder_of(conn: Any) -> str | None:
+    """The parameter marker of a connection's driver (its DB-API ``paramstyle``), if positional."""
+    import sys
+
+    style = getattr(sys.modules.get(driver_of(conn)), "paramstyle", None)
+    return {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(str(style))
 
 
 def driver_dialect_name(driver: str) -> str | None:

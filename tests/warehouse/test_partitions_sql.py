@@ -177,3 +177,31 @@ def test_state_table_lock_rules_on_postgres(pg_schema) -> None:
 def test_state_table_lock_rules_with_leases(tmp_path) -> None:
     path = str(tmp_path / "state.sqlite")
     _lock_rules(lambda: SqlStateTable(lambda: sqlite3.connect(path, timeout=10), "polyv_sync_state", "app-1"))
+
+
+@pytest.mark.postgres
+def test_partition_runs_keep_one_state_that_any_partition_count_reads(pg_schema, tmp_path, creds, sim) -> None:
+    """N=3 runs fill the state table; runs with N=2 then find every item unchanged, each
+    loading only its own slice's keys."""
+    source = _pg_source(pg_schema)
+
+    def state() -> SqlStateTable:
+        return SqlStateTable(_pg_connect, f"{pg_schema}.polyv_sync_state", "test-app")
+
+    for k in range(N):
+        sync(source, creds, SyncOptions(send=FAST, partitions=N, partition=k), None, state=state())
+    sent = sim.stats.save_requests
+    assert sent > 0
+    whole_keys, _ = state().load()
+    for k in range(2):
+        keys, _ = state().load((k, 2))
+        assert 0 < len(keys) < len(whole_keys)
+        result = sync(source, creds, SyncOptions(send=FAST, partitions=2, partition=k), None, state=state())
+        assert result.counts["sent"] == 0 and result.counts["unchanged"] > 0
+    assert sim.stats.save_requests == sent  # nothing resent after changing N
+
+
+def _pg_connect() -> Any:
+    import psycopg2
+
+    return psycopg2.connect(PG_DSN)
