@@ -8,10 +8,11 @@ CPU seconds and peak RSS (``wait4``'s ``ru_maxrss``), and per N the ratios again
 in the same run. On N workers the partitions run side by side, so a partitioned run takes about
 its slowest partition's time. Run:
 
-    .venv/bin/python bench/bench_partitions.py [--items 20000000] [--partitions 1,2,4]
+    .venv/bin/python bench/bench_partitions.py [--items 20000000] [--partitions 1,2,4] [--state-items 1000000]
 
 The input is generated once and cached under the temp directory (``--cache``). Goal: peak RSS
-per process falls roughly as 1/N; 20M items in 4 partitions under 600 MB each.
+per process falls roughly as 1/N; 20M items in 4 partitions under 600 MB each. Then, with a
+PostgreSQL at hand, the warehouse state's bytes per item (``bench_state_size.py``; goal <= 100).
 """
 
 from __future__ import annotations
@@ -102,6 +103,12 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=20_000_000)
     parser.add_argument("--partitions", default="1,2,4", help="the Ns to compare, comma-separated (first: baseline)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "polyv-bench-partitions")
+    parser.add_argument(
+        "--state-items",
+        type=int,
+        default=1_000_000,
+        help="also measure the warehouse state's bytes per item on PostgreSQL for this many items (0: skip)",
+    )
     parser.add_argument("--worker", nargs=3, metavar=("INPUT", "N", "K"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -144,9 +151,30 @@ def main() -> None:
             f"{s['wall_max']:>15.1f} {s['wall_max'] / base['wall_max']:>11.2f} "
             f"{s['cpu_sum']:>12.1f} {s['cpu_sum'] / base['cpu_sum']:>10.2f}"
         )
-    state_bench = Path(__file__).with_name("bench_state_size.py")
-    if state_bench.exists():
-        print(f"\n(the warehouse state's bytes per item: run {state_bench.name})")
+    if args.state_items:
+        print_state_size(args.state_items)
+
+
+def print_state_size(items: int) -> None:
+    """The warehouse state's bytes per item on PostgreSQL (bench_state_size.measure)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_state_size", Path(__file__).with_name("bench_state_size.py"))
+    if spec is None or spec.loader is None:
+        print("\n(bench_state_size.py not found: no state size measured)")
+        return
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    print(f"\nwarehouse state on PostgreSQL, {items:,} confirmed items (bench_state_size.measure):")
+    try:
+        figures = module.measure(items)
+    except Exception as exc:  # no PostgreSQL here: say so, the partition figures stand
+        print(f"  skipped: {type(exc).__name__}: {exc}")
+        return
+    for name, f in figures.items():
+        print(f"  {name}: {f['bytes_per_item']:.1f} bytes/item (indexes {f['index_bytes_per_item']:.1f})")
+    verdict = "met" if figures["v3"]["bytes_per_item"] <= module.GOAL_BYTES else "NOT met"
+    print(f"  goal <= {module.GOAL_BYTES} bytes/item: {verdict}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,16 @@ def test_bench_engine_runs_on_tiny_sizes() -> None:
 @pytest.mark.slow
 def test_bench_partitions_runs_on_tiny_sizes(tmp_path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bench_partitions.py"), "--items", "3000", "--cache", str(tmp_path)],
+        [
+            sys.executable,
+            str(REPO / "bench" / "bench_partitions.py"),
+            "--items",
+            "3000",
+            "--cache",
+            str(tmp_path),
+            "--state-items",
+            "0",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
