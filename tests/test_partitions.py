@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import collections
 import json
+import threading
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,7 +21,7 @@ from polyv_connector.partitioning import WHOLE, Slice, partition_of
 from polyv_connector.report import ParquetReport
 from polyv_connector.sources.parquet import ParquetSource
 from polyv_connector.state import SyncState
-from tests.conftest import APP_ID, FAST, FIELDS, write_items
+from tests.conftest import APP_ID, APP_SECRET, FAST, FIELDS, write_items
 
 N = 3
 
@@ -64,6 +66,7 @@ def test_cli_partitions_report_every_item_exactly_once(tmp_path, env, sim) -> No
     assert codes == [0] * N  # rejected, duplicate and conflicting rows are reported, not failures
     summaries = [json.loads((tmp_path / f"s{k}.json").read_text()) for k in range(N)]
     assert [(s["partition"], s["partitions"]) for s in summaries] == [(k, N) for k in range(N)]
+    assert not any(APP_SECRET in (tmp_path / f"s{k}.json").read_text() for k in range(N))
     reports = [pq.read_table(tmp_path / f"r-{k}-of-{N}.parquet").to_pylist() for k in range(N)]
     seen = collections.Counter(
         (r["viewerId"], r["customFieldId"], r["customFieldValue"]) for rows in reports for r in rows
@@ -138,6 +141,19 @@ def test_partitions_run_together_never_beside_a_whole_run(tmp_path) -> None:
     with pytest.raises(BusyError):
         a.lock("run-a2", mode="shared", part=Slice(0, 2))  # and a partition waits for a whole run
     whole.unlock()
+
+
+def test_a_whole_run_waits_for_the_partitions_to_end(tmp_path) -> None:
+    partition, whole = _state(tmp_path), _state(tmp_path)
+    partition.lock("run-part", mode="shared", part=Slice(0, 2))
+    timer = threading.Timer(0.3, partition.unlock)
+    timer.start()
+    started = time.monotonic()
+    whole.lock("run-whole", timeout_s=10)  # lock_timeout: waits rather than fails
+    assert time.monotonic() - started >= 0.25
+    assert [h["runId"] for h in whole.holders()] == ["run-whole"]
+    whole.unlock()
+    timer.join()
 
 
 def test_the_same_slice_is_held_by_one_run_only(tmp_path) -> None:
