@@ -445,7 +445,8 @@ def _load_state(state: StateStore | None, options: SyncOptions) -> tuple[np.ndar
     try:
         # A partition run needs only its slice's keys (a store may return more: the folder state
         # returns all, its keys do not carry the viewer's partition).
-        loaded = state.load(None if options.slice.whole else (options.partition, options.partitions))
+        part = options.slice
+        loaded = state.load() if part.whole else state.load((part.partition, part.partitions))
     except StateError:
         if not options.reset_corrupt_state:
             raise
