@@ -36,7 +36,7 @@ from polyv_connector.batching import Batch, item_table, make_batches
 from polyv_connector.checks import check_items_coded, code_where, merge_reasons
 from polyv_connector.config import ColumnMapping, Credentials, SyncOptions
 from polyv_connector.errors import InputError, RunAborted, StateError
-from polyv_connector.fingerprints import UNCONFIRMED, key_hashes, value_fingerprints
+from polyv_connector.fingerprints import UNCONFIRMED, HashFamily, key_hashes, value_fingerprints
 from polyv_connector.model import (
     FIELD_ID,
     PENDING,
@@ -49,6 +49,7 @@ from polyv_connector.model import (
     VIEWER_ID,
     report_schema,
 )
+from polyv_connector.partitioning import WHOLE, Slice
 from polyv_connector.planner import PlanNotes, plan_duplicates, plan_unchanged
 from polyv_connector.progress import Progress
 from polyv_connector.report import ReportSink
@@ -103,11 +104,16 @@ class Source(Protocol):
 
     def check_columns(self, mapping: ColumnMapping) -> None: ...
 
-    def unchanged_in_source(self, columns: list[str]) -> int | None:
+    def unchanged_in_source(self, columns: list[str], part: Slice = WHOLE) -> int | None:
         """Items the source itself leaves out as unchanged (a diff run in the warehouse), or
-        ``None`` when the source has no such diff. Called once, under the state's lock."""
+        ``None`` when the source has no such diff. Called once, under the state's lock;
+        ``part``: count within that slice only."""
 
-    def batches(self, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]: ...
+    def batches(self, columns: list[str], batch_rows: int, part: Slice = WHOLE) -> Iterator[pa.RecordBatch]:
+        """The source's rows; with ``part``, only the rows whose viewerId (``columns[0]``) falls
+        in that slice (:mod:`polyv_connector.partitioning`), each exactly once. The engine
+        passes ``part`` only to a partition run, so a source written for whole runs still works
+        for them."""
 
 
 class Validator(Protocol):
@@ -312,14 +318,22 @@ def sync(
 
 @contextmanager
 def _holding(state: StateStore | None, options: SyncOptions, run_id: str, app_id: str) -> Iterator[None]:
-    """One run per state: the lock is held from before the state is read until after it is
-    compacted, so no other run's confirmations can interleave with ours. A dry run writes
+    """One run per state (or per slice of it, for a partition run): the lock is held from before
+    the state is read until after it is compacted, so no other run's confirmations can
+    interleave with ours. A dry run writes
     nothing and reads a consistent snapshot without the lock."""
     if state is None or options.dry_run:
         yield
         return
-    seq = state.lock(run_id, options.lock_timeout_s)
-    log.info("sync state for appId %s locked by run %s (run sequence %s)", app_id, run_id, seq)
+    part = options.slice
+    if part.whole:
+        seq = state.lock(run_id, options.lock_timeout_s)
+        log.info("sync state for appId %s locked by run %s (run sequence %s)", app_id, run_id, seq)
+    else:
+        # Partitions of one account run side by side (their items are disjoint), never beside a
+        # whole-account run: the account's lock shared, the slice's exclusive.
+        seq = state.lock(run_id, options.lock_timeout_s, "shared", part)
+        log.info("sync state for appId %s locked shared by run %s for %s (run sequence %s)", app_id, run_id, part, seq)
     try:
         yield
     finally:
@@ -349,7 +363,13 @@ def _locked_run(
     source.check_columns(options.mapping)
     state_keys, state_fps = _load_state(state, options)
     # Counted before sending: afterwards the rows this run sends are unchanged too.
-    unchanged_in_source = None if options.full_refresh else source.unchanged_in_source(options.mapping.source_columns)
+    columns = options.mapping.source_columns
+    if options.full_refresh:
+        unchanged_in_source = None
+    elif options.slice.whole:
+        unchanged_in_source = source.unchanged_in_source(columns)
+    else:
+        unchanged_in_source = source.unchanged_in_source(columns, options.slice)
 
     own_client = client is None
     timeline: TimelineRecorder | None = None
@@ -371,7 +391,8 @@ def _locked_run(
                 circuit.open(abort)
         with spill_dir() as tmp:
             spill_path = tmp / "items.arrow"
-            ledger = _plan_pass(source, options, known_fields, validator, spill_path, progress, circuit)
+            family: HashFamily = getattr(state, "hash_family", "xxh3") if state is not None else "xxh3"
+            ledger = _plan_pass(source, options, known_fields, validator, spill_path, progress, circuit, family=family)
             # Give the Arrow pool's freed chunk buffers back to the OS before the long send phase.
             pa.default_memory_pool().release_unused()
             gate_failures = validator.finish() if validator else []
@@ -427,7 +448,11 @@ def _locked_run(
         aborted=str(stopped) if stopped else None,
         abort_cause=stopped.cause if stopped else None,
         gate_failures=gate_failures,
-        extra={**({} if unchanged_in_source is None else {"unchangedInWarehouse": unchanged_in_source}), **fallback},
+        extra={
+            **({} if unchanged_in_source is None else {"unchangedInWarehouse": unchanged_in_source}),
+            **({} if options.slice.whole else {"partition": options.partition, "partitions": options.partitions}),
+            **fallback,
+        },
         counts_by_reason=tally.counts,
         problems=tally.problems,
         timeline=timeline.summary() if timeline is not None else None,
@@ -452,7 +477,10 @@ def _load_state(state: StateStore | None, options: SyncOptions) -> tuple[np.ndar
     if state is None:
         return empty
     try:
-        loaded = state.load()
+        # A partition run needs only its slice's keys (a store may return more: the folder state
+        # returns all, its keys do not carry the viewer's partition).
+        part = options.slice
+        loaded = state.load() if part.whole else state.load((part.partition, part.partitions))
     except StateError:
         if not options.reset_corrupt_state:
             raise
@@ -471,7 +499,10 @@ def _plan_pass(
     spill_path: Path,
     progress: Progress,
     circuit: Circuit,
+    *,
+    family: HashFamily = "xxh3",
 ) -> _Ledger:
+    """Read, check and hash the input (keys and values in the state's hash ``family``)."""
     key_a: list[np.ndarray] = []
     key_b: list[np.ndarray] = []
     fps: list[np.ndarray] = []
@@ -480,7 +511,15 @@ def _plan_pass(
     progress.start("planning", 0)
     create_file(spill_path)  # a full copy of the input: readable by the owner only
     with pa.OSFile(str(spill_path), "wb") as sink, pa.ipc.new_file(sink, _SPILL_SCHEMA) as spill:
-        for batch in source.batches(options.mapping.source_columns, options.read_batch_rows):
+        columns, part = options.mapping.source_columns, options.slice
+        # Only a partition run passes its slice: a source written for whole runs still works.
+        read = (
+            source.batches(columns, options.read_batch_rows)
+            if part.whole
+            else source.batches(columns, options.read_batch_rows, part)
+        )
+        # rowNumber counts the rows of this run's own read (its slice), from 0.
+        for batch in read:
             abort = circuit.abort
             if abort is not None and abort.cause == "stopped":
                 # Stopped before anything was sent: no report (the input was not read whole).
@@ -501,10 +540,10 @@ def _plan_pass(
             if extra is not None:
                 reasons = merge_reasons(reasons, extra)
                 codes = pc.coalesce(codes, code_where(extra, reason_codes.EXPECTATION_FAILED.code))
-            a, b = key_hashes(items.column(VIEWER_ID).combine_chunks(), items.column(FIELD_ID).combine_chunks())
+            a, b = key_hashes(items.column(VIEWER_ID).combine_chunks(), items.column(FIELD_ID).combine_chunks(), family)
             key_a.append(a)
             key_b.append(b)
-            fps.append(value_fingerprints(items.column(VALUE).combine_chunks()))
+            fps.append(value_fingerprints(items.column(VALUE).combine_chunks(), family))
             rejected.append(reasons.is_valid().to_numpy(zero_copy_only=False))
             spill.write_table(
                 items.append_column(_SPILL_SCHEMA.field(_REASON), reasons).append_column(

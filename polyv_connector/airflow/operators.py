@@ -133,6 +133,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         "budget_url",
         "budget_conn_id",
         "budget_rps",
+        "partitions",
+        "partition",
     )
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers: ClassVar[dict[str, str]] = {"source_sql": "sql", "source_parameters": "json"}
@@ -179,6 +181,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         budget_url: str | None = None,
         budget_conn_id: str | None = None,
         budget_rps: float | str | None = None,
+        partitions: int | str | None = None,
+        partition: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         explicit_outlets = "outlets" in kwargs
@@ -223,6 +227,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         self.budget_url = budget_url
         self.budget_conn_id = budget_conn_id
         self.budget_rps = budget_rps
+        # Slice ``partition`` of ``partitions`` (templated; map over range(partitions)).
+        self.partitions = partitions
+        self.partition = partition
         self._lineage: dict[str, Any] = {}
         self._stop: Circuit | None = None  # set while execute() runs: on_kill() stops through it
         if not explicit_outlets:
@@ -295,6 +302,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             "budget_url": self.budget_url,
             "budget_conn_id": self.budget_conn_id,
             "budget_rps": self.budget_rps,
+            "partitions": self.partitions,
+            "partition": self.partition,
         }
 
     def execute(self, context: Context) -> dict[str, Any]:
