@@ -33,7 +33,6 @@ def test_accounts_and_partitions_on_two_celery_workers(fleet_services, capsys):
     assert {t.hostname for t in syncs} == set(WORKERS), table
     # ...and each Celery worker's own log says it executed tasks (not only what Airflow recorded).
     assert all(result.worker_executed[w] >= 1 for w in WORKERS), result.worker_executed
-    assert sum(result.worker_executed.values()) >= len(result.tasks), (result.worker_executed, table)
 
     # Every source row is in the report exactly once per DAG run (the final tries' runIds), each
     # tagged with its account and the DAG run; no try reported a key twice.
