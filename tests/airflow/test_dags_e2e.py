@@ -64,6 +64,18 @@ def test_parquet_dag_on_the_bundled_sample(run_dag, sim, tmp_path):
     summary = run.xcom
     assert summary["ok"] is True and summary["counts"]["sent"] == 400 and summary["report"] == str(report)
     assert summary["airflowRunId"] == run.run_id
+    # The run page next to the report, absolute paths in the XCom, and the extra links' XComs.
+    assert summary["reportPath"] == str(report) and summary["runPage"] == str(tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert 'data-count="sent"><b>400</b>' in page and 'href="report.parquet"' in page
+    assert f"report: {report}" in run.log_text() and f"run page: {tmp_path / 'report.html'}" in run.log_text()
+    with sqlite3.connect(AIRFLOW_HOME / "airflow.db") as db:
+        links = dict(
+            db.execute("SELECT key, value FROM xcom WHERE run_id = ? AND key LIKE '_link_%'", (run.run_id,)).fetchall()
+        )
+    assert json.loads(links["_link_RunPageLink"]) == "/polyv/files" + str(tmp_path / "report.html")
+    assert json.loads(links["_link_ReportLink"]) == "/polyv/files" + str(report)
+    assert json.loads(links["_link_DataDocsLink"]) == ""  # no suite, no Data Docs
     stored = _stored(sim)
     assert len(stored) == 400 and stored[("viewer-0002", "VIP_LEVEL")] == "钻石会员"
     rows = pq.read_table(report).to_pylist()
@@ -112,6 +124,11 @@ def test_warehouse_dag_syncs_the_data_interval(run_dag, sim, pg_schema):
     assert {(r[0], r[1]) for r in rows} == set(expected)
     assert {(r[2], r[3]) for r in rows} == {("sent", summary["runId"])}
     assert all(r[4] for r in rows)
+    # The Airflow run id in the report table; a table-only report's page under the plugin's folder.
+    assert pg_rows(f'SELECT DISTINCT "airflowRunId" FROM {report_table}') == [(run.run_id,)]
+    assert summary["reportPath"] is None
+    assert summary["runPage"].startswith(str(AIRFLOW_HOME / "polyv_reports" / "polyv_viewer_sync_warehouse"))
+    assert 'data-count="sent"><b>4</b>' in open(summary["runPage"], encoding="utf-8").read()
 
 
 @pytest.mark.postgres
