@@ -11,7 +11,7 @@ bearer token), and only those allowed to read task instances.
 The folders must be the workers' report folders as the API server sees them: one machine, or a
 shared mount. For several hosts, write reports to object storage instead (see the README).
 
-Registered through the entry point ``airflow.plugins`` (and the provider info's ``plugins``).
+Registered through the entry point ``airflow.plugins`` (setup.cfg).
 """
 
 from __future__ import annotations

@@ -44,9 +44,10 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [{"integration-name": "POLYV", "python-modules": ["polyv_connector.airflow.hooks"]}],
         "operators": [{"integration-name": "POLYV", "python-modules": ["polyv_connector.airflow.operators"]}],
-        # The operator's links (run page, report, Data Docs) and the plugin serving their files.
+        # The operator's links (run page, report, Data Docs). The plugin serving their files is
+        # registered through the entry point ``airflow.plugins`` (setup.cfg), which Airflow
+        # always loads (a provider's "plugins" load only with lazy_discover_providers off).
         "extra-links": [f"polyv_connector.airflow.links.{name}" for name in EXTRA_LINKS],
-        "plugins": [{"name": "polyv", "plugin-class": "polyv_connector.airflow.plugin.PolyvPlugin"}],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,
