@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -128,7 +129,7 @@ def test_warehouse_dag_syncs_the_data_interval(run_dag, sim, pg_schema):
     assert pg_rows(f'SELECT DISTINCT "airflowRunId" FROM {report_table}') == [(run.run_id,)]
     assert summary["reportPath"] is None
     assert summary["runPage"].startswith(str(AIRFLOW_HOME / "polyv_reports" / "polyv_viewer_sync_warehouse"))
-    assert 'data-count="sent"><b>4</b>' in open(summary["runPage"], encoding="utf-8").read()
+    assert 'data-count="sent"><b>4</b>' in Path(summary["runPage"]).read_text(encoding="utf-8")
 
 
 @pytest.mark.postgres

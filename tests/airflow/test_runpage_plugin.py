@@ -86,9 +86,9 @@ def test_resolver_directly(served) -> None:
 
 def test_unauthenticated_requests_are_refused(served) -> None:
     """The app as the plugin mounts it asks for an Airflow login before anything else."""
+    from airflow.api_fastapi.app import create_auth_manager
     from fastapi.testclient import TestClient
 
-    from airflow.api_fastapi.app import create_auth_manager
     from polyv_connector.airflow.plugin import create_app
 
     app = create_app([str(served[0])])
