@@ -228,8 +228,13 @@ def _count_table(counts: Mapping[str, int], by_reason: Mapping[str, int]) -> str
 
 def _timeline_html(timeline: TimelineSummary | None, result: SyncResult) -> str:
     if timeline is None or not timeline.seconds:
-        why = "dry run: nothing was sent" if result.dry_run else "nothing was sent"
-        return f'<p class="muted" id="timeline-none">{why}.</p>'
+        if result.dry_run:
+            why = "Dry run: nothing was sent."
+        elif result.requests_sent:
+            why = f"{result.requests_sent:,} save request(s); no per-second timeline was recorded for this run."
+        else:
+            why = "Nothing was sent."
+        return f'<p class="muted" id="timeline-none">{why}</p>'
     e = html.escape
     p50 = f"{timeline.latency_p50_s * 1000:.0f} ms" if timeline.latency_p50_s is not None else "n/a"
     p95 = f"{timeline.latency_p95_s * 1000:.0f} ms" if timeline.latency_p95_s is not None else "n/a"
@@ -293,6 +298,11 @@ def _validation_html(validation: Mapping[str, Any], gate_failures: Sequence[str]
 
 
 def _problems_html(problems: Sequence[Mapping[str, Any]], total: int) -> str:
+    if not problems and total:
+        return (
+            f'<p id="problems-none">{total:,} rejected, failed, in-doubt or unattempted item(s): '
+            "see the report's <code>reasonCode</code> and <code>reason</code> columns.</p>"
+        )
     if not problems:
         return '<p class="muted" id="problems-none">No rejected, failed, in-doubt or unattempted items.</p>'
     e = html.escape

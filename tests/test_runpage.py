@@ -132,7 +132,7 @@ def test_clean_run_without_suite_or_sending() -> None:
     result = SyncResult("r1", "app", {"dry_run": 5}, 5, 0, 1, 0.1, "out.parquet", True)
     page = render_run_page(result)
     assert 'id="verdict">OK<' in page
-    assert "dry run: nothing was sent" in page and "No expectation suite" in page
+    assert "Dry run: nothing was sent." in page and "No expectation suite" in page
     assert "No rejected, failed" in page
 
 
