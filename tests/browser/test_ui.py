@@ -218,4 +218,5 @@ def test_connection_test_button(scheduler_stack: Any, browser_sim: Any, browser:
     )
     with urllib.request.urlopen(request, timeout=60) as answer:
         result = json.loads(answer.read())
-    assert result == {"status": True, "message": f"Connected to {browser_sim.base_url} as appId {APP_ID}: 4 custom field(s)"}
+    expected = f"Connected to {browser_sim.base_url} as appId {APP_ID}: 4 custom field(s)"
+    assert result == {"status": True, "message": expected}
