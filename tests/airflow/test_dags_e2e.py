@@ -201,6 +201,8 @@ def test_planted_secret_never_leaks(run_dag, sim, pg_schema, tmp_path):
     assert PLANTED_SECRET not in every_log
     assert PLANTED_SECRET not in run.output
     assert PLANTED_SECRET not in json.dumps(run.xcom)
+    page = Path(run.xcom["runPage"]).read_text(encoding="utf-8")
+    assert "POLYV sync" in page and PLANTED_SECRET not in page
     rows = pg_rows(f"SELECT * FROM {report_table}")
     assert rows and PLANTED_SECRET not in repr(rows)
     with sqlite3.connect(AIRFLOW_HOME / "airflow.db") as db:
