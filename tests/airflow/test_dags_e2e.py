@@ -96,6 +96,29 @@ def test_parquet_dag_on_the_bundled_sample(run_dag, sim, tmp_path):
     assert any(e.get("runId") == summary["runId"] and e.get("report") == str(report) for e in extras)
 
 
+def test_parquet_dag_with_the_bundled_suite_links_its_data_docs(run_dag, sim, tmp_path):
+    """The Parquet DAG takes ``expectation_suite_path``; the run page shows the expectations and
+    the Data Docs link points at this run's validation page, served like the page."""
+    run = run_dag(
+        "polyv_viewer_sync_parquet",
+        "2025-03-05",
+        {"report_path": "suite/run.parquet", "expectation_suite_path": "default"},
+        env={**_polyv(sim), "AIRFLOW_VAR_POLYV_REPORT_DIR": str(tmp_path)},
+    )
+    summary = run.xcom
+    assert summary and summary["validation"]["suite"], run.output[-3000:]
+    docs = summary["validation"]["dataDocsPage"]
+    assert Path(docs).is_file() and Path(docs).is_relative_to(tmp_path / "suite")
+    page = Path(summary["runPage"]).read_text(encoding="utf-8")
+    assert 'id="expectations"' in page and summary["validation"]["expectations"][0]["type"] in page
+    assert 'id="link-data-docs" href="run.data_docs/' in page
+    with sqlite3.connect(AIRFLOW_HOME / "airflow.db") as db:
+        (link,) = db.execute(
+            "SELECT value FROM xcom WHERE run_id = ? AND key = '_link_DataDocsLink'", (run.run_id,)
+        ).fetchone()
+    assert json.loads(link) == "/polyv/files" + docs
+
+
 @pytest.mark.postgres
 def test_warehouse_dag_syncs_the_data_interval(run_dag, sim, pg_schema):
     table = _attrs_table(pg_schema)
