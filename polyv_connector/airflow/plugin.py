@@ -24,6 +24,7 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
+from polyv_connector.airflow.conntest import PolyvConnectionTestMiddleware
 from polyv_connector.airflow.links import FILES_ROUTE, URL_PREFIX
 
 #: Served as a download rather than shown (a browser cannot show Parquet).
@@ -111,4 +112,8 @@ class PolyvPlugin(AirflowPlugin):
     name = "polyv"
     fastapi_apps = [  # noqa: RUF012 - AirflowPlugin declares it a plain class attribute
         {"app": create_app(), "url_prefix": URL_PREFIX, "name": "POLYV run pages"}
+    ]
+    # The connection list's Test button on Airflow 3.3 (see polyv_connector.airflow.conntest).
+    fastapi_root_middlewares = [  # noqa: RUF012
+        {"middleware": PolyvConnectionTestMiddleware, "args": [], "kwargs": {}, "name": "POLYV connection test"}
     ]

@@ -3,10 +3,12 @@ traversal, no symlink out; the extra links' URLs; the provider info naming both.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+from starlette.requests import Request  # at module level: FastAPI resolves the annotation by name
 
 pytestmark = pytest.mark.airflow
 
@@ -143,3 +145,60 @@ def test_default_folders_follow_airflow_home(monkeypatch: pytest.MonkeyPatch, tm
         os.path.join(tmp_path, "polyv_reports"),
         os.path.join(tmp_path, "polyv_validation"),
     ]
+
+
+# ---- the connection-test middleware ----------------------------------------------------------------
+@pytest.fixture
+def echo_client():
+    """A tiny app behind the middleware that echoes the body it received."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from polyv_connector.airflow.conntest import PolyvConnectionTestMiddleware
+
+    app = FastAPI()
+
+    @app.post("/api/v2/connections/test")
+    @app.post("/api/v2/connections")
+    async def echo(request: Request) -> dict:
+        raw = await request.body()
+        return {"body": json.loads(raw), "length": request.headers.get("content-length"), "size": len(raw)}
+
+    app.add_middleware(PolyvConnectionTestMiddleware)
+    return TestClient(app)
+
+
+UI_TEST_BODY = {"connection_id": "c", "conn_type": "polyv", "login": "a", "password": "", "host": "h", "port": 0}
+
+
+def test_ui_port_0_is_left_out_for_polyv(echo_client) -> None:
+    answer = echo_client.post("/api/v2/connections/test", json=UI_TEST_BODY).json()
+    assert answer["body"] == {k: v for k, v in UI_TEST_BODY.items() if k != "port"}
+    assert int(answer["length"]) == answer["size"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v2/connections/test", {**UI_TEST_BODY, "conn_type": "postgres"}),  # another type: its port matters
+        ("/api/v2/connections/test", {**UI_TEST_BODY, "port": 8080}),  # a real port
+        ("/api/v2/connections", UI_TEST_BODY),  # saving a connection, not testing it
+    ],
+)
+def test_everything_else_passes_untouched(echo_client, path: str, body: dict) -> None:
+    assert echo_client.post(path, json=body).json()["body"] == body
+
+
+def test_non_json_and_large_bodies_pass_as_they_came() -> None:
+    from polyv_connector.airflow.conntest import normalized_body
+
+    assert normalized_body(b"not json") == b"not json"
+    assert normalized_body(b"[1, 2]") == b"[1, 2]"
+    assert "port" not in json.loads(normalized_body(json.dumps(UI_TEST_BODY).encode()))
+
+
+def test_plugin_mounts_the_middleware() -> None:
+    from polyv_connector.airflow.conntest import PolyvConnectionTestMiddleware
+    from polyv_connector.airflow.plugin import PolyvPlugin
+
+    assert [m["middleware"] for m in PolyvPlugin.fastapi_root_middlewares] == [PolyvConnectionTestMiddleware]
