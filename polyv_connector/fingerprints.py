@@ -1,13 +1,28 @@
-"""Stable 64-bit hashes of item keys and values (xxh3, fixed seeds).
+"""Stable 64-bit hashes of item keys and values, in two families.
 
 Keys hash ``<length of viewerId>:`` + ``viewerId`` + ``customFieldId`` (the length prefix keeps
-("a\x1fb", "c") and ("a", "b\x1fc") apart whatever the ids hold) twice with different seeds (128 bits) so
-that duplicate detection within a run has no practical collision risk; the sync state keeps
-the first half. Values hash to one 64-bit fingerprint. These definitions are part of the
-state format (``FINGERPRINT_VERSION``): changing them invalidates saved states.
+("a\x1fb", "c") and ("a", "b\x1fc") apart whatever the ids hold; the length counts characters).
+Each key gets two independent 64-bit hashes (128 bits) so that duplicate detection within a
+run has no practical collision risk; the sync state keeps the first. Values hash to one 64-bit
+fingerprint. A store declares the family its records use (``hash_family``):
+
+* ``xxh3`` (``FINGERPRINT_VERSION``): xxh3_64 with fixed seeds. Fast; the folder state's.
+* ``md5``: computable by a database's own ``md5()``, so the diff can run in the warehouse and
+  a warehouse can migrate or check the state in SQL (see
+  :class:`polyv_connector.warehouse.dialect.Dialect`, which writes the same in SQL). The
+  first key hash's high 32 bits are the viewer's partition hash (:func:`viewer_hashes`: the
+  first 8 hex digits of MD5(viewerId)), its low 32 bits the first 32 bits of the MD5 of the
+  key text; the second key hash is the next 64 bits of that MD5. The value fingerprint is the
+  first 64 bits of MD5(value). Hashes are big-endian readings of the digest, as the hex
+  digits read.
+
+These definitions are part of the state format: changing them invalidates saved states.
 """
 
 from __future__ import annotations
+
+import hashlib
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +30,11 @@ import pyarrow.compute as pc
 import xxhash
 
 FINGERPRINT_VERSION = "xxh3_64-v2"
+HashFamily = Literal["xxh3", "md5"]
+HASH_FAMILIES: tuple[HashFamily, ...] = ("xxh3", "md5")
+
 _h = xxhash.xxh3_64_intdigest
+_md5 = hashlib.md5
 
 
 def _hash_utf8(array: pa.Array, seed: int) -> np.ndarray:
@@ -26,12 +45,59 @@ def _hash_utf8(array: pa.Array, seed: int) -> np.ndarray:
     return np.fromiter(map(_h, (b or b"" for b in raw)), dtype=np.uint64, count=len(raw))
 
 
-def key_hashes(viewer_ids: pa.Array, field_ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Two independent 64-bit hashes of each (viewerId, customFieldId); nulls hash as empty."""
+def _md5_prefix(array: pa.Array, start: int, stop: int) -> np.ndarray:
+    """Big-endian bytes ``start:stop`` of each string's MD5 as unsigned integers (null: empty)."""
+    raw = array.cast(pa.binary()).to_pylist()
+    width = stop - start
+    if width not in (4, 8):
+        raise ValueError("width must be 4 or 8 bytes")
+    joined = b"".join(_md5(b or b"").digest()[start:stop] for b in raw)
+    return np.frombuffer(joined, dtype=f">u{width}").astype(np.uint64 if width == 8 else np.uint32)
+
+
+def _key_text(viewer_ids: pa.Array, field_ids: pa.Array) -> pa.Array:
     viewer = pc.fill_null(viewer_ids, "")
     length = pc.utf8_length(viewer).cast(pa.string())
-    keys = pc.binary_join_element_wise(length, pa.scalar(":"), viewer, pc.fill_null(field_ids, ""), "")
-    return _hash_utf8(keys, 0), _hash_utf8(keys, 0x9E3779B97F4A7C15)
+    return pc.binary_join_element_wise(length, pa.scalar(":"), viewer, pc.fill_null(field_ids, ""), "")
+
+
+def viewer_hashes(viewer_ids: pa.Array) -> np.ndarray:
+    """The 32-bit partition hash of each viewerId: its MD5's first 8 hex digits (null: of ``''``).
+
+    Each distinct viewerId is hashed once (a wide source repeats it for every field).
+    """
+    if isinstance(viewer_ids, pa.ChunkedArray):
+        viewer_ids = viewer_ids.combine_chunks()
+    encoded = pc.fill_null(viewer_ids, "").dictionary_encode()
+    per_distinct = _md5_prefix(encoded.dictionary, 0, 4)
+    hashes: np.ndarray = per_distinct[encoded.indices.to_numpy(zero_copy_only=False)]
+    return hashes
+
+
+def partitions_of(viewer_ids: pa.Array, partitions: int) -> np.ndarray:
+    """The partition (0 <= p < ``partitions``) of each viewerId: :func:`viewer_hashes` modulo
+    ``partitions``; a null or blank (whitespace only) viewerId is in partition 0."""
+    if isinstance(viewer_ids, pa.ChunkedArray):
+        viewer_ids = viewer_ids.combine_chunks()
+    part = (viewer_hashes(viewer_ids) % np.uint32(partitions)).astype(np.int64)
+    blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(viewer_ids), ""), True)
+    part[blank.to_numpy(zero_copy_only=False)] = 0
+    return part
+
+
+def key_hashes(viewer_ids: pa.Array, field_ids: pa.Array, family: HashFamily = "xxh3") -> tuple[np.ndarray, np.ndarray]:
+    """Two independent 64-bit hashes of each (viewerId, customFieldId); nulls hash as empty."""
+    keys = _key_text(viewer_ids, field_ids)
+    if family == "xxh3":
+        return _hash_utf8(keys, 0), _hash_utf8(keys, 0x9E3779B97F4A7C15)
+    if family != "md5":
+        raise ValueError(f"unknown hash family {family!r}")
+    raw = keys.cast(pa.binary()).to_pylist()
+    digests = b"".join(_md5(b or b"").digest()[:12] for b in raw)
+    parts = np.frombuffer(digests, dtype=">u4").reshape(-1, 3).astype(np.uint64)
+    a = (viewer_hashes(viewer_ids).astype(np.uint64) << np.uint64(32)) | parts[:, 0]
+    b = (parts[:, 1] << np.uint64(32)) | parts[:, 2]
+    return a, b
 
 
 # A fingerprint no value ever gets: the state records it for items sent but not yet
@@ -39,8 +105,24 @@ def key_hashes(viewer_ids: pa.Array, field_ids: pa.Array) -> tuple[np.ndarray, n
 UNCONFIRMED = np.uint64(0)
 
 
-def value_fingerprints(values: pa.Array) -> np.ndarray:
+def value_fingerprints(values: pa.Array, family: HashFamily = "xxh3") -> np.ndarray:
     """64-bit fingerprint of each value (null hashes as empty: null values are never sent)."""
-    fps = _hash_utf8(pc.fill_null(values, ""), 0)
+    filled = pc.fill_null(values, "")
+    if family == "xxh3":
+        fps = _hash_utf8(filled, 0)
+    elif family == "md5":
+        fps = _md5_prefix(filled, 0, 8)
+    else:
+        raise ValueError(f"unknown hash family {family!r}")
     fps[fps == UNCONFIRMED] = 1  # keep 0 reserved for UNCONFIRMED
     return fps
+
+
+def md5_value_fingerprint(md5_hex: str) -> int:
+    """The ``md5`` family's fingerprint of a value whose MD5 hex digits are ``md5_hex``."""
+    return int(md5_hex[:16], 16) or 1
+
+
+def viewer_partition_of_key(keys: np.ndarray) -> np.ndarray:
+    """The viewer partition hash held in the high 32 bits of ``md5`` family keys (uint64)."""
+    return (np.asarray(keys, np.uint64) >> np.uint64(32)).astype(np.uint32)

@@ -24,10 +24,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from polyv_connector.errors import ConfigError
+from polyv_connector.warehouse.dialect import PG_DRIVERS, driver_of
 
 log = logging.getLogger("polyv_connector")
 
-PG_DRIVERS = frozenset({"psycopg", "psycopg2"})
+__all__ = ["PG_DRIVERS", "Target", "driver_of", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,6 @@ def resolve(
     if callable(connection):
         return Target(connection, placeholder or "%s", identifier_format or '"{}"', (dialect or "default").lower())
     raise TypeError("connection must be a DbApiHook or a callable returning a DB-API connection")
-
-
-def driver_of(conn: Any) -> str:
-    """The top-level module of a DB-API connection's class (``psycopg2``, ``sqlite3``...)."""
-    return type(conn).__module__.split(".")[0]
 
 
 #: How a NUL character is stored where the database cannot hold it (PostgreSQL text): the four

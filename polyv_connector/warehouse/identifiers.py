@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from polyv_connector.errors import ConfigError
+from polyv_connector.warehouse.dialect import quote_with
 
 # A plain or quoted identifier part; a table name is one to three parts joined by dots.
 _PART = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\])'
@@ -33,9 +34,9 @@ def check_table_name(table: str, setting: str) -> str:
 
 
 def quote_identifier(name: str, identifier_format: str = '"{}"') -> str:
-    """``name`` quoted with ``identifier_format`` (e.g. ``"{}"`` or ```{}```), closing char doubled."""
-    close = identifier_format[-1] if identifier_format.endswith(('"', "`", "]")) else '"'
-    return identifier_format.format(name.replace(close, close * 2))
+    """``name`` quoted with ``identifier_format`` (e.g. ``"{}"`` or ```{}```), closing char doubled
+    (the rule lives in :mod:`polyv_connector.warehouse.dialect`)."""
+    return quote_with(name, identifier_format)
 
 
 def split_table_name(table: str) -> list[str]:

@@ -25,29 +25,9 @@ from typing import Any
 
 from polyv_connector.errors import ConfigError, InputError
 from polyv_connector.warehouse import dbapi
+from polyv_connector.warehouse.dialect import dialect_named, driver_dialect_name
 
 log = logging.getLogger("polyv_connector")
-
-#: Airflow ``dialect_name`` values that sqlglot spells differently.
-_DIALECT_ALIASES = {"postgresql": "postgres", "mssql": "tsql", "sqlserver": "tsql", "mariadb": "mysql"}
-
-#: DB-API driver modules whose database is known: the dialect of a plain connection factory.
-_DRIVER_DIALECTS = {
-    "psycopg": "postgres",
-    "psycopg2": "postgres",
-    "pg8000": "postgres",
-    "sqlite3": "sqlite",
-    "MySQLdb": "mysql",
-    "pymysql": "mysql",
-    "mysql": "mysql",
-    "pymssql": "tsql",
-    "oracledb": "oracle",
-    "cx_Oracle": "oracle",
-    "snowflake": "snowflake",
-    "duckdb": "duckdb",
-    "trino": "trino",
-    "redshift_connector": "redshift",
-}
 
 #: With no known dialect, the query must pass in each of these: their string and comment rules
 #: differ (a backslash escapes a quote in MySQL, not in PostgreSQL; ``$$`` quotes in PostgreSQL),
@@ -62,9 +42,9 @@ def sqlglot_dialect(name: str | None) -> str | None:
     """The sqlglot dialect of an Airflow ``dialect_name`` (``None`` when sqlglot has none)."""
     from sqlglot.dialects.dialect import Dialect
 
-    if not name or name.lower() in ("default", ""):
+    key = dialect_named(name).sqlglot
+    if key is None:
         return None
-    key = _DIALECT_ALIASES.get(name.lower(), name.lower())
     try:
         Dialect.get_or_raise(key)
     except ValueError:
@@ -74,7 +54,8 @@ def sqlglot_dialect(name: str | None) -> str | None:
 
 def dialect_of_driver(conn: Any) -> str | None:
     """The sqlglot dialect of a DB-API connection's driver, when the driver says which database."""
-    return _DRIVER_DIALECTS.get(dbapi.driver_of(conn))
+    name = driver_dialect_name(dbapi.driver_of(conn))
+    return None if name is None else sqlglot_dialect(name)
 
 
 def _writing_nodes() -> tuple[type, ...]:

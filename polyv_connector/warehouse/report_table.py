@@ -26,12 +26,13 @@ import pyarrow as pa
 from polyv_connector.errors import ConfigError
 from polyv_connector.model import REPORT_COLUMNS
 from polyv_connector.warehouse import dbapi
+from polyv_connector.warehouse.dialect import BIGINT, TEXT, TIMESTAMP, dialect_named
 from polyv_connector.warehouse.identifiers import check_table_name, quote_identifier
 from polyv_connector.warehouse.schema import Column, TableSchema, ensure_schema, existing_columns
 
 log = logging.getLogger("polyv_connector")
 
-_TEXT, _BIGINT, _TIMESTAMP = "text", "bigint", "timestamp"
+_TEXT, _BIGINT, _TIMESTAMP = TEXT, BIGINT, TIMESTAMP
 
 # The report table's columns by schema version (see polyv_connector.warehouse.schema). A new
 # report column goes into a new version, appended here and to model.REPORT_COLUMNS, which lists
@@ -69,23 +70,6 @@ SCHEMA_VERSIONS: list[tuple[int, list[Column]]] = [
     ),
 ]
 SCHEMA = TableSchema("report", SCHEMA_VERSIONS)
-
-# SQL types per dialect (as common-sql names them). Anything else gets the ANSI-ish default;
-# users on other databases can create the table themselves with types of their choice.
-_DIALECT_TYPES: dict[str, dict[str, str]] = {
-    "postgresql": {_TEXT: "TEXT", _BIGINT: "BIGINT", _TIMESTAMP: "TIMESTAMPTZ"},
-    "redshift": {_TEXT: "VARCHAR(65535)", _BIGINT: "BIGINT", _TIMESTAMP: "TIMESTAMPTZ"},
-    "mysql": {_TEXT: "TEXT", _BIGINT: "BIGINT", _TIMESTAMP: "DATETIME(6)"},
-    "mssql": {_TEXT: "NVARCHAR(MAX)", _BIGINT: "BIGINT", _TIMESTAMP: "DATETIMEOFFSET"},
-    "oracle": {_TEXT: "VARCHAR2(4000)", _BIGINT: "NUMBER(19)", _TIMESTAMP: "TIMESTAMP WITH TIME ZONE"},
-    "snowflake": {_TEXT: "VARCHAR", _BIGINT: "NUMBER(19,0)", _TIMESTAMP: "TIMESTAMP_TZ"},
-    "bigquery": {_TEXT: "STRING", _BIGINT: "INT64", _TIMESTAMP: "TIMESTAMP"},
-    "sqlite": {_TEXT: "TEXT", _BIGINT: "INTEGER", _TIMESTAMP: "TIMESTAMP"},
-}
-_DEFAULT_TYPES = {_TEXT: "TEXT", _BIGINT: "BIGINT", _TIMESTAMP: "TIMESTAMP"}
-_IF_NOT_EXISTS = frozenset(
-    {"postgresql", "redshift", "mysql", "sqlite", "snowflake", "bigquery", "duckdb", "databricks", "trino"}
-)
 
 
 class SqlReportTable:
@@ -138,7 +122,7 @@ class SqlReportTable:
     # ---- the table ---------------------------------------------------------------------------
     def column_type(self, column: Column) -> str:
         """The SQL type of a report column in this dialect (without ``NOT NULL``)."""
-        return _DIALECT_TYPES.get(self.dialect, _DEFAULT_TYPES)[column.kind]
+        return dialect_named(self.dialect).column_type(column.kind)
 
     def create_table_sql(self) -> str:
         """The ``CREATE TABLE`` statement for this dialect (the current schema version)."""
@@ -147,7 +131,7 @@ class SqlReportTable:
             + (" NOT NULL" if c.not_null else "")
             for c in SCHEMA.columns()
         )
-        guard = "IF NOT EXISTS " if self.dialect in _IF_NOT_EXISTS else ""
+        guard = "IF NOT EXISTS " if dialect_named(self.dialect).if_not_exists else ""
         return f"CREATE TABLE {guard}{self.table} (\n  {columns}\n)"
 
     def prepare(self) -> None:

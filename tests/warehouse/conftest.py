@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -38,3 +39,66 @@ def pg_schema(pg_available: bool) -> Iterator[str]:
     finally:
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+@pytest.fixture(scope="session")
+def mariadb_available() -> bool:
+    from tests.warehouse.support import MYSQL_HOST, MYSQL_PORT, mysql_connect
+
+    try:
+        mysql_connect().close()
+    except Exception as exc:
+        where = f"{MYSQL_HOST}:{MYSQL_PORT}"
+        if os.environ.get("CI"):
+            pytest.fail(f"MariaDB is required in CI and not reachable at {where}: {exc}")
+        pytest.skip(f"MariaDB not reachable at {where}: {exc}")
+    return True
+
+
+@pytest.fixture
+def mysql_db(mariadb_available: bool) -> Iterator[str]:
+    """A throwaway database on the local MariaDB, dropped afterwards."""
+    from tests.warehouse.support import mysql_connect
+
+    name = f"polyv_dialect_{uuid.uuid4().hex[:10]}"
+    conn = mysql_connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    finally:
+        conn.close()
+    try:
+        yield name
+    finally:
+        conn = mysql_connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        finally:
+            conn.close()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+        "duckdb",
+    ]
+)
+def warehouse(request: pytest.FixtureRequest, tmp_path) -> Any:
+    """Each warehouse engine in turn: PostgreSQL (a throwaway schema), MariaDB (a throwaway
+    database) and DuckDB (a file)."""
+    from tests.warehouse.support import PG_DSN, Warehouse, mysql_connect
+
+    if request.param == "postgres":
+        import psycopg
+
+        schema = request.getfixturevalue("pg_schema")
+        return Warehouse("postgres", lambda: psycopg.connect(PG_DSN), f"{schema}.", '"{}"')
+    if request.param == "mariadb":
+        database = request.getfixturevalue("mysql_db")
+        return Warehouse("mariadb", lambda: mysql_connect(database), f"{database}.", "`{}`")
+    import duckdb
+
+    path = str(tmp_path / "warehouse.duckdb")
+    return Warehouse("duckdb", lambda: duckdb.connect(path), "", '"{}"')

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import os
 from typing import Any
@@ -58,3 +59,63 @@ def report_batch(run_id: str, n: int, start: int = 0) -> pa.RecordBatch:
         ],
         schema=report_schema(),
     )
+
+
+MYSQL_HOST = os.environ.get("POLYV_TEST_MYSQL_HOST", "127.0.0.1")
+MYSQL_PORT = int(os.environ.get("POLYV_TEST_MYSQL_PORT", "3306"))
+
+
+def mysql_connect(database: str | None = None) -> Any:
+    """A PyMySQL connection to the local MariaDB as root (utf8mb4: 4-byte characters survive)."""
+    import pymysql
+
+    return pymysql.connect(
+        host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", database=database, charset="utf8mb4"
+    )
+
+
+class Warehouse:
+    """One engine of the warehouse matrix: a connection factory, a table name, plain SQL access."""
+
+    def __init__(self, name: str, connect: Any, prefix: str, identifier_format: str) -> None:
+        self.name = name
+        self.connect = connect
+        self.prefix = prefix  # "schema." / "database." or ""
+        self.identifier_format = identifier_format
+
+    def table(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def q(self, name: str) -> str:
+        return self.identifier_format.format(name)
+
+    def run(self, sql: str, rows: list[tuple] | None = None) -> list[tuple]:
+        """Execute ``sql`` (with ``rows`` as executemany parameters) and commit; the rows read, if any."""
+        conn = self.connect()
+        try:
+            cur = conn.cursor()
+            if rows is not None:
+                cur.executemany(sql, rows)
+            else:
+                cur.execute(sql)
+            out = list(cur.fetchall()) if cur.description else []
+            conn.commit()
+            return [tuple(r) for r in out]
+        finally:
+            conn.close()
+
+    @property
+    def marker(self) -> str:
+        return "?" if self.name == "duckdb" else "%s"
+
+
+def indexed_columns(wh: Warehouse, table: str) -> list[str]:
+    """The columns of the indexes on ``table`` (its own name, in the warehouse's schema/database)."""
+    schema = wh.prefix.rstrip(".")
+    if wh.name == "postgres":
+        sql = f"SELECT indexdef FROM pg_indexes WHERE schemaname = '{schema}' AND tablename = '{table}'"
+        return [d.split("(", 1)[1].rstrip(")") for (d,) in wh.run(sql)]
+    if wh.name == "mariadb":
+        return [r[4] for r in wh.run(f"SHOW INDEX FROM {schema}.{table}")]
+    rows = wh.run(f"SELECT expressions FROM duckdb_indexes() WHERE table_name = '{table}'")
+    return [c.strip('"') for (e,) in rows for c in (e if isinstance(e, list) else ast.literal_eval(e))]
