@@ -52,12 +52,12 @@ def make_result(seconds: int, codes: int, problems: int, expectations: int) -> S
                 for i in range(expectations)
             ],
         }
-    result.counts_by_reason = {f"reason_code_{i}": rnd.randint(1, 10_000) for i in range(codes)}  # type: ignore[attr-defined]
-    result.problems = [  # type: ignore[attr-defined]
+    result.counts_by_reason = {f"reason_code_{i}": rnd.randint(1, 10_000) for i in range(codes)}
+    result.problems = [
         {"rowNumber": i * 13, "viewerId": f"viewer-{i}", "reasonCode": "reason_code_1", "reason": "a reason " * 8}
         for i in range(problems)
     ]
-    result.timeline = TimelineSummary(  # type: ignore[attr-defined]
+    result.timeline = TimelineSummary(
         seconds=list(range(seconds)),
         requests=[min(100, int(rnd.gauss(95, 4))) for _ in range(seconds)],
         retries=[rnd.choice((0,) * 30 + (1, 2)) for _ in range(seconds)],

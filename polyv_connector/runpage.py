@@ -117,10 +117,10 @@ def render_run_page(
     links = links or PageLinks()
     summary = result.to_dict()
     counts: dict[str, int] = {str(s): int(result.counts.get(s, 0)) for s in STATUSES}
-    by_reason: dict[str, int] = dict(getattr(result, "counts_by_reason", None) or {})
-    problems: list[dict[str, Any]] = list(getattr(result, "problems", None) or [])[:MAX_PROBLEM_ROWS]
+    by_reason = dict(result.counts_by_reason)
+    problems = list(result.problems)[:MAX_PROBLEM_ROWS]
     validation: dict[str, Any] = dict(result.extra.get("validation") or {})
-    timeline: TimelineSummary | None = getattr(result, "timeline", None)
+    timeline = result.timeline
     run_id_af = airflow_run_id or summary.get("airflowRunId")
     when = (generated_at or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d %H:%M:%S UTC")
 

@@ -38,13 +38,12 @@ def _result(seconds: int = 30, **extra: object) -> SyncResult:
         dry_run=False,
         extra=dict(extra),
     )
-    # Set as attributes: the fields come with the reason codes (branch `reasons`).
-    result.counts_by_reason = {"blank_viewer_id": 9, "unknown_field": 6, "polyv_rejected": 2, "unchanged": 100}  # type: ignore[attr-defined]
-    result.problems = [  # type: ignore[attr-defined]
+    result.counts_by_reason = {"blank_viewer_id": 9, "unknown_field": 6, "polyv_rejected": 2, "unchanged": 100}
+    result.problems = [
         {"rowNumber": 3, "viewerId": "viewer-<b>3</b>", "reasonCode": "blank_viewer_id", "reason": "viewerId is blank"},
         {"rowNumber": 8, "viewerId": "v8", "reasonCode": "polyv_rejected", "reason": "param validate error"},
     ]
-    result.timeline = TimelineSummary(  # type: ignore[attr-defined]
+    result.timeline = TimelineSummary(
         seconds=list(range(seconds)),
         requests=[90 + s % 10 for s in range(seconds)],
         retries=[1 if s % 7 == 0 else 0 for s in range(seconds)],
