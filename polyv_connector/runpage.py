@@ -356,6 +356,8 @@ def _svg(fig: Figure) -> str:
 
 
 def _hbar(labels: Sequence[str], values: Sequence[int], colours: Sequence[str], height: float) -> str:
+    from matplotlib.ticker import MaxNLocator
+
     fig = _new_figure(6.2, height)
     ax = fig.subplots()
     y = list(range(len(labels)))
@@ -366,6 +368,7 @@ def _hbar(labels: Sequence[str], values: Sequence[int], colours: Sequence[str], 
     for yi, v in zip(y, values, strict=True):
         ax.text(v + top * 0.01, yi, f"{v:,}", va="center", fontsize=9)
     ax.set_xlim(0, top * 1.15 if top else 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # item counts: no 0.2 ticks
     ax.spines[["top", "right"]].set_visible(False)
     ax.tick_params(axis="x", labelsize=8)
     return _svg(fig)
@@ -400,6 +403,8 @@ def _bucketed(timeline: TimelineSummary) -> tuple[int, list[float], list[float],
 
 
 def _timeline_chart(timeline: TimelineSummary) -> str:
+    from matplotlib.ticker import MaxNLocator
+
     width, starts, req, ret, spl = _bucketed(timeline)
     edges = [*starts, starts[-1] + width]
     fig = _new_figure(11, 3.2)
@@ -416,6 +421,7 @@ def _timeline_chart(timeline: TimelineSummary) -> str:
     ax.set_xlabel(f"seconds since sending started ({per})", fontsize=9)
     ax.set_ylabel("per second", fontsize=9)
     ax.set_xlim(0, edges[-1])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(0, max(max(req, default=0), timeline.budget_rps) * 1.15 or 1)
     ax.spines[["top", "right"]].set_visible(False)
     ax.tick_params(labelsize=8)
