@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SIM_PORT ?= 8750
-EXTRAS := airflow,gx,postgres,redis,dev
+EXTRAS := airflow,gx,postgres,redis,openlineage,dev
 FLOORS_VENV := .venv-floors
 # Only what the quick subset exercises: the Airflow extras' own requirements (Airflow 3.3
 # needs requests>=2.32, fsspec>=2023.10, ...) would pull the core floors up and hide them.

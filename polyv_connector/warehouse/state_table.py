@@ -45,7 +45,9 @@ import pyarrow as pa
 
 from polyv_connector.errors import ConfigError, StateError
 from polyv_connector.fingerprints import UNCONFIRMED, HashFamily
-from polyv_connector.locks import LeaseLock, LockMode, PgAdvisoryLock
+from polyv_connector.locks import LeaseLock, LockMode, PgAdvisoryLock, acquire_slice
+from polyv_connector.partitioning import WHOLE
+from polyv_connector.partitioning import Slice as PartitionSlice
 from polyv_connector.warehouse import dbapi
 from polyv_connector.warehouse.dialect import (
     BIGINT,
@@ -197,6 +199,7 @@ class SqlStateTable:
         self.load_for_local_diff = load_for_local_diff
         self._is_postgres = False
         self._lock: PgAdvisoryLock | LeaseLock | None = None
+        self._slice_lock: PgAdvisoryLock | LeaseLock | None = None  # a partition run's own slice
         self._run_seq: int | None = None
         self._in_flight: set[int] = set()  # keys this run deleted before sending, unconfirmed since
         self.prepare(create)
@@ -653,17 +656,40 @@ class SqlStateTable:
             dbapi.close_quietly(conn)
 
     # ---- one run at a time ---------------------------------------------------------------------
-    def lock(self, run_id: str, timeout_s: float = 0.0, mode: LockMode = "exclusive") -> int:
+    def lock(
+        self, run_id: str, timeout_s: float = 0.0, mode: LockMode = "exclusive", part: PartitionSlice = WHOLE
+    ) -> int:
         """Hold this account's state: a PostgreSQL advisory lock, elsewhere a lease row renewed
-        by a heartbeat (expiry 60 s). The lock tables live in the state table's schema."""
+        by a heartbeat (expiry 60 s). The lock tables live in the state table's schema.
+
+        A partition run passes ``mode="shared"`` and its slice ``part``: it also holds the lock
+        of its slice (``<table>|<appId>|slice-<k>-of-<N>``) exclusively, and is refused while
+        runs with another number of partitions hold the account."""
         schema = self.table.rsplit(".", 1)[0] + "." if "." in self.table else ""
         kind = PgAdvisoryLock if self._is_postgres else LeaseLock
         lock = kind(self._target.connect, self.table, self.app_id, run_id, mode=mode, lock_tables=f"{schema}polyv_lock")
-        lock.acquire(timeout_s)
+        if part.whole:
+            lock.acquire(timeout_s)
+        else:
+            slice_lock = kind(
+                self._target.connect,
+                self.table,
+                self.app_id,
+                run_id,
+                slice_=part.name,
+                mode="exclusive",
+                lock_tables=f"{schema}polyv_lock",
+                take_seq=False,
+            )
+            acquire_slice(lock, slice_lock, timeout_s, part.partitions, slice_lock.slice_holders)
+            self._slice_lock = slice_lock
         self._lock, self._run_seq = lock, lock.seq
         return int(lock.seq or 0)
 
     def unlock(self) -> None:
+        slice_lock, self._slice_lock = self._slice_lock, None
+        if slice_lock is not None:
+            slice_lock.release()
         lock, self._lock = self._lock, None
         if lock is not None:
             lock.release()
