@@ -623,7 +623,7 @@ class SqlStateTable:
             view = f"polyv_rows_{uuid.uuid4().hex[:8]}"
             cur.register(view, rows)
             try:
-                cur.execute(f"INSERT INTO {self.table} ({columns}) SELECT acct, key, fp FROM {view}")
+                cur.execute(f"INSERT INTO {self.table} ({columns}) SELECT {columns} FROM {view}")
             finally:
                 cur.unregister(view)
             return
