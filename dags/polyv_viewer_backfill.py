@@ -50,9 +50,12 @@ with DAG(
             pattern=TABLE_NAME,
             description="[schema.]table to resync (ignored when source_sql is given)",
         ),
+        # Nullable, so the trigger form does not require it (an empty "string" Param is required);
+        # a text area, since a query spans lines.
         "source_sql": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
+            format="multiline",
             description="a query to resync instead of a table: one read-only query (SELECT, "
             "WITH ... SELECT, VALUES), run in a read-only transaction with the connection's role",
         ),
@@ -84,7 +87,7 @@ with DAG(
         source_conn_id="{{ params.source_conn_id }}",
         # The trigger form may name any connection: only those the DAG author listed are read.
         allowed_source_conn_ids="{{ var.json.get('polyv_source_conn_ids', ['polyv_warehouse']) | tojson }}",
-        source_sql="{{ params.source_sql }}",
+        source_sql="{{ params.source_sql or '' }}",
         source_table="{% if not params.source_sql %}{{ params.source_table }}{% endif %}",
         viewer_id_column="viewer_id",
         field_id_column="custom_field_id",

@@ -59,15 +59,17 @@ with DAG(
     doc_md=__doc__,
     params={
         "input_path": Param(SAMPLE, type="string", description="Parquet file, directory or URL"),
+        # Optional values are nullable: the trigger form treats an empty "string" Param as
+        # required and keeps the Trigger button disabled.
         "report_path": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             description="report file name under the Variable polyv_report_dir (no absolute path, no '..'); "
-            "empty: <dag>/<run>.parquet",
+            "empty: <dag>/<run>.parquet (the run page goes next to it, .html)",
         ),
         "expectation_suite_path": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             description="Great Expectations suite to validate with ('default': the bundled one); empty: none",
         ),
         "full_refresh": Param(False, type="boolean", description="ignore the sync state, send everything"),
@@ -85,7 +87,7 @@ with DAG(
         lock_timeout=LOCK_TIMEOUT_S,
         input_path="{{ params.input_path }}",
         report_path="{% if params.report_path %}{{ params.report_path }}{% else %}" + DEFAULT_REPORT + "{% endif %}",
-        expectation_suite_path="{{ params.expectation_suite_path }}",
+        expectation_suite_path="{{ params.expectation_suite_path or '' }}",
         # Where the params above may point: the DAG author's choice, not the trigger's.
         report_dir=_variable("polyv_report_dir", REPORT_DIR),
         allowed_input_prefixes=_variable("polyv_input_prefixes", json.dumps(INPUT_PREFIXES)),

@@ -55,9 +55,12 @@ with DAG(
             pattern=TABLE_NAME,
             description="[schema.]table read by the default interval query",
         ),
+        # Nullable, so the trigger form does not require it (an empty "string" Param is required);
+        # a text area, since a query spans lines.
         "source_sql": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
+            format="multiline",
             description="a query replacing the default one: one read-only query (SELECT, "
             "WITH ... SELECT, VALUES), run in a read-only transaction with the connection's role",
         ),

@@ -25,6 +25,7 @@ from polyv_connector.errors import BusyError, ConfigError, DependencyUnavailable
 
 if TYPE_CHECKING:
     from polyv_connector.budget import SharedBudget
+    from polyv_connector.engine import SyncResult
     from polyv_connector.sender import Circuit
 
 # Flags the CLI shows in its own groups; every other setting with a flag goes under "run".
@@ -156,12 +157,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     for label, key in (("validation result", "resultJson"), ("data docs", "dataDocsPage")):
         if validation.get(key):
             print(f"{label}: {validation[key]}", flush=True)
+    page = _write_run_page(result, spec.report_path)
     if spec.summary_json:
+        summary = {**result.to_dict(), "runPage": page}
         with open(spec.summary_json, "w", encoding="utf-8") as f:
-            json.dump(result.to_dict(), f, indent=2, allow_nan=False)
+            json.dump(summary, f, indent=2, allow_nan=False)
     if received:
         return received[0].code
     return result.exit_code
+
+
+def _write_run_page(result: SyncResult, report_path: str) -> str | None:
+    """Write the run page next to the report (``run.parquet`` -> ``run.html``) and print where;
+    a page that cannot be written is a warning, never a failed run."""
+    from polyv_connector.runpage import page_path_for, write_run_page
+
+    try:
+        page = write_run_page(result, page_path_for(report_path), report_path=report_path)
+    except Exception as exc:
+        print(f"polyv-sync: could not write the run page: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
+    print(f"run page: {page}", flush=True)
+    return page
 
 
 def _check_outputs(spec: runspec.RunSpec, input_path: str, report_path: str) -> None:

@@ -114,7 +114,19 @@ class PolyvHook(BaseHook):
             self._client = None
 
     def test_connection(self) -> tuple[bool, str]:
-        """Sign one call to the custom-field list. Returns ``(ok, message)``; never the secret."""
+        """Sign one call to the custom-field list. Returns ``(ok, message)``; never the secret.
+
+        The message is also printed: ``airflow connections test`` shows only "Connection
+        success!" on success, so that line is where the CLI user sees what was reached.
+        """
+        ok, message = self._test_connection()
+        # Printed, not logged: `airflow connections test` shows only "Connection success!" on
+        # success, and its logging is configured to drop INFO records, so a log line never
+        # reaches the CLI user. (The API server's Test button shows the returned message.)
+        print(f"POLYV connection test: {message}", flush=True)
+        return ok, message
+
+    def _test_connection(self) -> tuple[bool, str]:
         from polyv_connector.transport.retry import RetryPolicy
 
         try:

@@ -10,7 +10,6 @@ neither pyarrow, pandas nor Great Expectations; ``execute`` imports them when a 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from polyv_connector.airflow.assets import (
     sync_report_asset,
 )
 from polyv_connector.airflow.hooks import PolyvHook
+from polyv_connector.airflow.links import DataDocsLink, ReportLink, RunPageLink
 from polyv_connector.errors import ConfigError, InputError, PolyvConnectorError, StateError
 from polyv_connector.jsonsafe import strict_json
 from polyv_connector.model import FIELD_ID, VALUE, VIEWER_ID
@@ -143,6 +143,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers: ClassVar[dict[str, str]] = {"source_sql": "sql", "source_parameters": "json"}
     ui_color = "#e8f4ff"
+    # Served by the plugin (polyv_connector.airflow.plugin); Airflow stores each link as an XCom
+    # when the task ends, read from the summary's runPage / reportPath / validation.
+    operator_extra_links = (RunPageLink(), ReportLink(), DataDocsLink())
 
     def __init__(
         self,
@@ -327,6 +330,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             credentials = hook.get_credentials()  # masks the secret before anything else
             # Trigger-time paths held to where the DAG author allows, before anything else.
             spec = confine(hook.resolve_run(self._given()))
+            # The report table and summary name the Airflow run this sync belongs to.
+            spec = _with_airflow_run_id(spec, context.get("run_id"))
             self._check_source(spec)
             self._lineage.update(
                 mapping=spec.options.mapping,
@@ -347,7 +352,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                 credentials.app_id,
                 credentials.base_url,
                 self._lineage.get("source_desc"),
-                report.location,
+                _absolute_location(report.location, spec.report_path),
                 " (dry run)" if spec.options.dry_run else "",
                 " (full refresh)" if spec.options.full_refresh else "",
             )
@@ -361,14 +366,10 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             self._warn_if_budget_unshared(budget_url or spec.budget_url)
             with spec.open_budget(credentials.base_url, run_id, url=budget_url) as budget:
                 client = hook.get_conn(spec.options.send, budget)
-                # Report rows name the DAG run they belong to (a retry's rows have their own runId).
-                options = dataclasses.replace(
-                    spec.options, airflow_run_id=_blank_to_none(str(context.get("run_id") or ""))
-                )
                 result = sync(
                     source,
                     credentials,
-                    options,
+                    spec.options,
                     report,
                     validator=validator,
                     state=state,
@@ -387,8 +388,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             if stopped is not None:
                 self._emit_metrics(stopped, credentials.app_id)
                 self.log.warning("%s", stopped.summary_line())
-                self.log.warning("report: %s", stopped.report_location)
-                summary = self._summary(stopped, context, credentials.app_secret.reveal())
+                self.log.warning("report: %s", _absolute_location(stopped.report_location, spec.report_path))
+                page = self._write_run_page(stopped, context, spec)
+                summary = self._summary(stopped, context, credentials.app_secret.reveal(), spec, page)
                 self._lineage["summary"] = summary
                 context["ti"].xcom_push(key="return_value", value=summary)
             raise
@@ -405,10 +407,13 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             for label, key in (("validation result", "resultJson"), ("data docs", "dataDocsPage")):
                 if validation.get(key):
                     self.log.info("%s: %s", label, validation[key])
-        summary = self._summary(result, context, credentials.app_secret.reveal())
+        page = self._write_run_page(result, context, spec)
+        summary = self._summary(result, context, credentials.app_secret.reveal(), spec, page)
         self._lineage["summary"] = summary
         self.log.info("%s", result.summary_line())
-        self.log.info("report: %s", result.report_location)
+        self.log.info("report: %s", _absolute_location(result.report_location, spec.report_path))
+        if page:
+            self.log.info("run page: %s", page)
         self._emit_metrics(result, credentials.app_id)
         self._emit_asset_events(context, summary)
         if not result.ok:
@@ -590,9 +595,55 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             self._lineage["report_path"] = path
         return sinks[0] if len(sinks) == 1 else MultiReport(sinks)
 
-    def _summary(self, result: SyncResult, context: Context, secret: str) -> dict[str, Any]:
+    def _run_page_path(self, context: Context, spec: RunSpec) -> str:
+        """Next to the Parquet report (``run.parquet`` -> ``run.html``); for a table-only report,
+        ``<report_dir or $AIRFLOW_HOME/polyv_reports>/<dag_id>/<run>__<task>[_<map index>].html``
+        (the plugin's default folder)."""
+        from polyv_connector.runpage import page_path_for
+
+        if spec.report_path:
+            return page_path_for(spec.report_path)
+        home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+        folder = spec.report_dir or os.path.join(home, "polyv_reports")
+        run = re.sub(r"[^A-Za-z0-9._-]", "_", str(context.get("run_id") or "run"))
+        dag = re.sub(r"[^A-Za-z0-9._-]", "_", self.dag_id if self.has_dag() else "dag")  # type: ignore[no-untyped-call]
+        # One page per task instance: a DAG may run several syncs (mapped partitions, tasks).
+        ti = context.get("ti")
+        map_index = getattr(ti, "map_index", -1)
+        task = re.sub(r"[^A-Za-z0-9._-]", "_", self.task_id)
+        name = f"{run}__{task}" + (f"_{map_index}" if isinstance(map_index, int) and map_index >= 0 else "")
+        return os.path.join(folder, dag, f"{name}.html")
+
+    def _write_run_page(self, result: SyncResult, context: Context, spec: RunSpec) -> str | None:
+        """Write the run page; its absolute path, or None when it could not be written (logged:
+        the page is a view of the run, never a reason to fail it)."""
+        try:
+            from polyv_connector.runpage import write_run_page
+
+            return write_run_page(
+                result,
+                self._run_page_path(context, spec),
+                report_path=spec.report_path,
+                airflow_run_id=context.get("run_id"),
+            )
+        except Exception as exc:
+            self.log.warning("could not write the run page: %s: %s", type(exc).__name__, exc)
+            return None
+
+    def _summary(
+        self,
+        result: SyncResult,
+        context: Context,
+        secret: str,
+        spec: RunSpec | None = None,
+        run_page: str | None = None,
+    ) -> dict[str, Any]:
         summary = result.to_dict()
         summary["airflowRunId"] = context.get("run_id")
+        # Absolute, so it means the same on every host that reads the XCom (the worker's working
+        # folder is nobody's business); None for a table-only report.
+        summary["reportPath"] = _absolute_path(spec.report_path) if spec and spec.report_path else None
+        summary["runPage"] = run_page
         # Defence in depth: nothing above should ever hold the secret; scrub the strings
         # themselves (not the JSON text, where escaping could hide it).
         scrubbed: dict[str, Any] = _scrub_secret(strict_json(summary), secret)
@@ -690,6 +741,30 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
 
 
 # ---- helpers -----------------------------------------------------------------------------------
+def _with_airflow_run_id(spec: RunSpec, run_id: Any) -> RunSpec:
+    import dataclasses
+
+    if not run_id:
+        return spec
+    return dataclasses.replace(spec, options=dataclasses.replace(spec.options, airflow_run_id=str(run_id)))
+
+
+def _absolute_path(path: str) -> str:
+    return path if is_url(path) else os.path.abspath(path)
+
+
+def _absolute_location(location: str | None, report_path: str | None) -> str | None:
+    """The report's location with the Parquet file's path made absolute."""
+    if not location or not report_path or is_url(report_path):
+        return location
+    from pathlib import Path
+
+    for written in (report_path, str(Path(report_path))):  # ParquetReport names it as a Path
+        if written in location:
+            return location.replace(written, _absolute_path(report_path), 1)
+    return location
+
+
 def _templated(*values: str) -> bool:
     return any("{{" in v or "{%" in v for v in values)
 

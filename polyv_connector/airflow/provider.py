@@ -18,6 +18,7 @@ _MAX_RPS, _TIMEOUT = DEFAULTS["budget_rps"], DEFAULTS["timeout"]
 PACKAGE_NAME = "polyv-connector"  # must equal the distribution name in setup.cfg
 CONN_TYPE = "polyv"
 HOOK_CLASS = "polyv_connector.airflow.hooks.PolyvHook"
+EXTRA_LINKS = ("RunPageLink", "ReportLink", "DataDocsLink")
 
 
 def _integer(label: str, description: str, minimum: int, maximum: int) -> dict[str, Any]:
@@ -43,6 +44,10 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [{"integration-name": "POLYV", "python-modules": ["polyv_connector.airflow.hooks"]}],
         "operators": [{"integration-name": "POLYV", "python-modules": ["polyv_connector.airflow.operators"]}],
+        # The operator's links (run page, report, Data Docs). The plugin serving their files is
+        # registered through the entry point ``airflow.plugins`` (setup.cfg), which Airflow
+        # always loads (a provider's "plugins" load only with lazy_discover_providers off).
+        "extra-links": [f"polyv_connector.airflow.links.{name}" for name in EXTRA_LINKS],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -64,6 +65,18 @@ def test_parquet_dag_on_the_bundled_sample(run_dag, sim, tmp_path):
     summary = run.xcom
     assert summary["ok"] is True and summary["counts"]["sent"] == 400 and summary["report"] == str(report)
     assert summary["airflowRunId"] == run.run_id
+    # The run page next to the report, absolute paths in the XCom, and the extra links' XComs.
+    assert summary["reportPath"] == str(report) and summary["runPage"] == str(tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert 'data-count="sent"><b>400</b>' in page and 'href="report.parquet"' in page
+    assert f"report: {report}" in run.log_text() and f"run page: {tmp_path / 'report.html'}" in run.log_text()
+    with sqlite3.connect(AIRFLOW_HOME / "airflow.db") as db:
+        links = dict(
+            db.execute("SELECT key, value FROM xcom WHERE run_id = ? AND key LIKE '_link_%'", (run.run_id,)).fetchall()
+        )
+    assert json.loads(links["_link_RunPageLink"]) == "/polyv/files" + str(tmp_path / "report.html")
+    assert json.loads(links["_link_ReportLink"]) == "/polyv/files" + str(report)
+    assert json.loads(links["_link_DataDocsLink"]) == ""  # no suite, no Data Docs
     stored = _stored(sim)
     assert len(stored) == 400 and stored[("viewer-0002", "VIP_LEVEL")] == "钻石会员"
     rows = pq.read_table(report).to_pylist()
@@ -81,6 +94,29 @@ def test_parquet_dag_on_the_bundled_sample(run_dag, sim, tmp_path):
             )
         ]
     assert any(e.get("runId") == summary["runId"] and e.get("report") == str(report) for e in extras)
+
+
+def test_parquet_dag_with_the_bundled_suite_links_its_data_docs(run_dag, sim, tmp_path):
+    """The Parquet DAG takes ``expectation_suite_path``; the run page shows the expectations and
+    the Data Docs link points at this run's validation page, served like the page."""
+    run = run_dag(
+        "polyv_viewer_sync_parquet",
+        "2025-03-05",
+        {"report_path": "suite/run.parquet", "expectation_suite_path": "default"},
+        env={**_polyv(sim), "AIRFLOW_VAR_POLYV_REPORT_DIR": str(tmp_path)},
+    )
+    summary = run.xcom
+    assert summary and summary["validation"]["suite"], run.output[-3000:]
+    docs = summary["validation"]["dataDocsPage"]
+    assert Path(docs).is_file() and Path(docs).is_relative_to(tmp_path / "suite")
+    page = Path(summary["runPage"]).read_text(encoding="utf-8")
+    assert 'id="expectations"' in page and summary["validation"]["expectations"][0]["type"] in page
+    assert 'id="link-data-docs" href="run.data_docs/' in page
+    with sqlite3.connect(AIRFLOW_HOME / "airflow.db") as db:
+        (link,) = db.execute(
+            "SELECT value FROM xcom WHERE run_id = ? AND key = '_link_DataDocsLink'", (run.run_id,)
+        ).fetchone()
+    assert json.loads(link) == "/polyv/files" + docs
 
 
 @pytest.mark.postgres
@@ -112,6 +148,11 @@ def test_warehouse_dag_syncs_the_data_interval(run_dag, sim, pg_schema):
     assert {(r[0], r[1]) for r in rows} == set(expected)
     assert {(r[2], r[3]) for r in rows} == {("sent", summary["runId"])}
     assert all(r[4] for r in rows)
+    # The Airflow run id in the report table; a table-only report's page under the plugin's folder.
+    assert pg_rows(f'SELECT DISTINCT "airflowRunId" FROM {report_table}') == [(run.run_id,)]
+    assert summary["reportPath"] is None
+    assert summary["runPage"].startswith(str(AIRFLOW_HOME / "polyv_reports" / "polyv_viewer_sync_warehouse"))
+    assert 'data-count="sent"><b>4</b>' in Path(summary["runPage"]).read_text(encoding="utf-8")
 
 
 @pytest.mark.postgres
@@ -183,6 +224,8 @@ def test_planted_secret_never_leaks(run_dag, sim, pg_schema, tmp_path):
     assert PLANTED_SECRET not in every_log
     assert PLANTED_SECRET not in run.output
     assert PLANTED_SECRET not in json.dumps(run.xcom)
+    page = Path(run.xcom["runPage"]).read_text(encoding="utf-8")
+    assert "POLYV sync" in page and PLANTED_SECRET not in page
     rows = pg_rows(f"SELECT * FROM {report_table}")
     assert rows and PLANTED_SECRET not in repr(rows)
     with sqlite3.connect(AIRFLOW_HOME / "airflow.db") as db:

@@ -132,3 +132,34 @@ def test_get_conn_is_one_pooled_client(sim, polyv_env, hook_cls):
     assert hook.get_conn() is client
     assert len(client.list_fields()) == 4
     hook.close()
+
+
+@pytest.mark.parametrize("secret", [PLANTED_SECRET, "a-wrong-secret-4711"])
+def test_airflow_connections_test_prints_the_providers_message(sim, secret):
+    """``airflow connections test`` (a real CLI subprocess, testing enabled) shows what was
+    reached, or why not; never the secret."""
+    import os
+    import subprocess
+
+    from tests.stack import BIN, REPO, subprocess_env
+
+    env = subprocess_env(
+        AIRFLOW__CORE__TEST_CONNECTION="Enabled", AIRFLOW_CONN_POLYV_CLI_TEST=conn_json(sim.base_url, secret=secret)
+    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    proc = subprocess.run(
+        [str(BIN / "airflow"), "connections", "test", "polyv_cli_test"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = proc.stdout + proc.stderr
+    if secret == PLANTED_SECRET:
+        assert proc.returncode == 0, out
+        assert f"POLYV connection test: Connected to {sim.base_url} as appId {APP_ID}: 4 custom field(s)" in out
+        assert "Connection success!" in out
+    else:
+        assert proc.returncode == 1, out
+        assert "Connection failed!" in out and "invalid signature" in out and "check the appId and appSecret" in out
+    assert secret not in out
