@@ -20,6 +20,7 @@ dropped at the end. Its processes' extra environment (connections) comes from th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -236,20 +237,55 @@ def scheduler_stack_env() -> dict[str, str]:
     return {}
 
 
+class _StackPool:
+    """At most one scheduler stack at a time, for one environment: a test folder that overrides
+    ``scheduler_stack_env`` (tests/e2e, tests/browser) gets a stack with *its* environment even
+    when another folder's tests started one earlier in the same session (a session-scoped stack
+    would have kept the first folder's connections and settings)."""
+
+    def __init__(self) -> None:
+        self.key: tuple[tuple[str, str], ...] | None = None
+        self.running: contextlib.AbstractContextManager[SchedulerStack] | None = None
+        self.stack: SchedulerStack | None = None
+
+    def get(self, env: dict[str, str]) -> SchedulerStack:
+        key = tuple(sorted(env.items()))
+        if self.stack is None or key != self.key:
+            self.close()
+            running = airflow_stack.running_stack(
+                env,
+                parallelism=SCHEDULER_PARALLELISM,
+                fail=pytest.fail,
+                keep_home=bool(os.environ.get("POLYV_KEEP_AIRFLOW_HOME")),
+            )
+            self.stack = running.__enter__()
+            self.running, self.key = running, key
+        return self.stack
+
+    def close(self) -> None:
+        running, self.running, self.stack, self.key = self.running, None, None, None
+        if running is not None:
+            running.__exit__(None, None, None)
+
+
 @pytest.fixture(scope="session")
-def scheduler_stack(scheduler_stack_env: dict[str, str]) -> Iterator[SchedulerStack]:
+def _scheduler_stacks() -> Iterator[_StackPool]:
+    pool = _StackPool()
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture
+def scheduler_stack(_scheduler_stacks: _StackPool, scheduler_stack_env: dict[str, str]) -> SchedulerStack:
     """api-server + scheduler (LocalExecutor, parallelism 3) + dag-processor on the repo's dags/.
 
     Its own AIRFLOW_HOME (not the SQLite stack's) and metadata DB ``polyv_af_<random>`` on the
-    local PostgreSQL, dropped at the end. The scheduler creates no scheduled runs
-    (``use_job_schedule`` off): only what a test asks for (backfills, triggered runs) runs, so
-    unpausing a DAG does not start its latest interval against default params.
+    local PostgreSQL, dropped at the end. Started once and shared by the tests of one
+    ``scheduler_stack_env`` (restarted when a test needs another). The scheduler creates no
+    scheduled runs (``use_job_schedule`` off): only what a test asks for (backfills, triggered
+    runs) runs, so unpausing a DAG does not start its latest interval against default params.
     """
     require_postgres("the scheduler stack")
-    with airflow_stack.running_stack(
-        scheduler_stack_env,
-        parallelism=SCHEDULER_PARALLELISM,
-        fail=pytest.fail,
-        keep_home=bool(os.environ.get("POLYV_KEEP_AIRFLOW_HOME")),
-    ) as stack:
-        yield stack
+    return _scheduler_stacks.get(scheduler_stack_env)
