@@ -2,7 +2,14 @@
 
 Each takes either an Airflow common-sql ``DbApiHook`` (anything with ``get_conn()``) or a
 zero-argument callable returning a DB-API connection; :func:`resolve` turns both into a
-:class:`Target`. PostgreSQL's ``COPY`` is the one database-specific fast path.
+:class:`Target`. Bulk writes take each engine's fast path (:func:`bulk_insert`): PostgreSQL's
+``COPY``, MySQL/MariaDB multi-row ``INSERT`` statements, DuckDB reading the Arrow data itself;
+any other database gets ``executemany`` in chunks.
+
+Errors are classified (:mod:`polyv_connector.warehouse.db_errors`): a database that cannot be
+reached now is :class:`~polyv_connector.errors.DependencyUnavailable` (exit 75, retried), bad
+credentials or an unknown database the caller's configuration error (exit 2). A MySQL
+connection whose character set is not utf8mb4 gets a warning when it opens (:func:`check_charset`).
 
 Cleanup never masks the error that made it necessary, and is never silent either: a cursor
 that will not close (:func:`cursor`, :func:`closing`), a rollback or a close that fails
@@ -16,7 +23,7 @@ import io
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -24,11 +31,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from polyv_connector.errors import ConfigError
-from polyv_connector.warehouse.dialect import PG_DRIVERS, driver_of
+from polyv_connector.warehouse.db_errors import database_error
+from polyv_connector.warehouse.dialect import PG_DRIVERS, dialect_of_connection, driver_of
 
 log = logging.getLogger("polyv_connector")
 
-__all__ = ["PG_DRIVERS", "Target", "driver_of", "resolve"]
+__all__ = ["PG_DRIVERS", "Target", "bulk_insert", "check_charset", "driver_of", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -39,13 +47,20 @@ class Target:
     placeholder: str = "%s"
     identifier_format: str = '"{}"'
     dialect: str = "default"
+    #: Settings whose connection's character set was checked already (one warning per run).
+    checked: set[str] = field(default_factory=set, compare=False, repr=False)
 
     def open(self, error: type[ConfigError], setting: str, what: str) -> Any:
-        """A new connection, or ``error(setting, ...)`` saying which database could not be reached."""
+        """A new connection; if it cannot be had, :class:`DependencyUnavailable` when the database
+        is unreachable for now, else ``error(setting, ...)`` (credentials, unknown database)."""
         try:
-            return self.connect()
+            conn = self.connect()
         except Exception as exc:
-            raise error(setting, f"cannot connect to the {what} database: {type(exc).__name__}: {exc}") from exc
+            raise database_error(exc, setting, f"cannot connect to the {what} database", config=error) from exc
+        if setting not in self.checked:
+            self.checked.add(setting)
+            check_charset(conn, setting)
+        return conn
 
 
 def _hook_attr(hook: Any, name: str) -> Any:
@@ -110,6 +125,116 @@ def copy_into(cur: Any, table: str, columns_sql: str, data: pa.Table | pa.Record
     else:  # psycopg 3
         with cur.copy(sql) as copy:
             copy.write(buf.getbuffer())
+
+
+#: MySQL character sets that hold every Unicode character (utf8/utf8mb3 stop at 3 bytes).
+_FULL_UNICODE = frozenset({"utf8mb4"})
+_MYSQL_DRIVERS = frozenset({"MySQLdb", "pymysql", "mysql", "mariadb"})
+
+
+def check_charset(conn: Any, setting: str) -> str | None:
+    """Warn when a MySQL/MariaDB connection does not speak utf8mb4; return its character set.
+
+    With ``charset=utf8`` (utf8mb3: the MySQL provider's own example) the server turns every
+    4-byte character (emoji, rarer CJK) into ``?`` without an error, in what is read and what
+    is written alike. Called when a connection opens, so the warning comes before anything is
+    sent. Other databases: ``None``, nothing checked.
+    """
+    if driver_of(conn) not in _MYSQL_DRIVERS:
+        return None
+    try:
+        with cursor(conn) as cur:
+            cur.execute("SELECT @@character_set_client, @@character_set_connection, @@character_set_results")
+            row = cur.fetchone()
+    except Exception as exc:
+        log.debug("could not read the MySQL connection's character set: %s", exc)
+        return None
+    names = [str(v).lower() if v is not None else "binary" for v in (row or ())]
+    bad = sorted({n for n in names if n not in _FULL_UNICODE})
+    if bad:
+        log.warning(
+            "%s: the MySQL connection's character set is %s, not utf8mb4: 4-byte characters (emoji, "
+            'rare CJK) would become \'?\'. Set the connection extra {"charset": "utf8mb4"}',
+            setting,
+            "/".join(bad),
+        )
+    return names[0] if names else None
+
+
+def bulk_insert(
+    conn: Any,
+    table: str,
+    columns: list[str],
+    data: pa.Table | pa.RecordBatch,
+    *,
+    identifier_format: str = '"{}"',
+    placeholder: str = "%s",
+    chunk_rows: int = 5_000,
+    use_copy: bool = True,
+) -> str:
+    """Append ``data`` (columns in the order of ``columns``) to ``table`` the engine's fastest way.
+
+    PostgreSQL (psycopg 3, psycopg2): ``COPY ... FROM STDIN``, NUL escaped (:func:`escape_nul`).
+    MySQL/MariaDB: multi-row ``INSERT`` statements of ``chunk_rows`` rows (time-zone-aware
+    timestamps written as UTC, since ``DATETIME`` has no zone). DuckDB: the Arrow data is
+    registered as a view and inserted with one ``INSERT ... SELECT``. Anything else:
+    ``executemany`` in chunks. Runs in the connection's transaction (the caller commits);
+    returns the path taken (``copy``, ``multirow``, ``arrow``, ``executemany``).
+    """
+    from polyv_connector.warehouse.identifiers import quote_identifier
+
+    columns_sql = ", ".join(quote_identifier(c, identifier_format) for c in columns)
+    engine = dialect_of_connection(conn).name
+    if engine == "postgresql":
+        data = escape_nul(data)
+        if use_copy and driver_of(conn) in PG_DRIVERS:
+            with cursor(conn) as cur:
+                copy_into(cur, table, columns_sql, data)
+            return "copy"
+    if engine == "duckdb" and hasattr(conn, "register"):
+        _duckdb_insert(conn, table, columns_sql, _naive_utc(data))
+        return "arrow"
+    if engine == "mysql":
+        with cursor(conn) as cur:
+            _multirow_insert(cur, table, columns_sql, placeholder, _naive_utc(data), chunk_rows)
+        return "multirow"
+    with cursor(conn) as cur:
+        insert_rows(cur, table, columns_sql, placeholder, data, chunk_rows)
+    return "executemany"
+
+
+def _naive_utc(data: pa.Table | pa.RecordBatch) -> pa.Table:
+    """``data`` as a table whose time-zone-aware timestamps are naive UTC (``DATETIME``/``TIMESTAMP``)."""
+    table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
+    for i, column in enumerate(table.columns):
+        if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+            table = table.set_column(i, table.field(i).name, column.cast(pa.timestamp(column.type.unit)))
+    return table
+
+
+def _duckdb_insert(conn: Any, table: str, columns_sql: str, data: pa.Table) -> None:
+    # DuckDB scans a registered Arrow table in place: no row ever becomes a Python object.
+    view = f"polyv_bulk_{id(data):x}"
+    positional = data.rename_columns([f"c{i}" for i in range(data.num_columns)])
+    conn.register(view, positional)
+    try:
+        select = ", ".join(f"c{i}" for i in range(data.num_columns))
+        conn.execute(f"INSERT INTO {table} ({columns_sql}) SELECT {select} FROM {view}")
+    finally:
+        conn.unregister(view)
+
+
+def _multirow_insert(cur: Any, table: str, columns_sql: str, placeholder: str, data: pa.Table, chunk_rows: int) -> None:
+    # One INSERT with many VALUES tuples per chunk: one round trip and one parse per chunk, not
+    # per row. (mysqlclient and PyMySQL rewrite executemany into this too, but mysql-connector
+    # only for simple statements; spelled out here it is the same on every driver.)
+    row_marks = "(" + ", ".join([placeholder] * data.num_columns) + ")"
+    for start in range(0, data.num_rows, chunk_rows):
+        part = data.slice(start, chunk_rows)
+        values: list[Any] = []
+        for row in zip(*(part.column(i).to_pylist() for i in range(part.num_columns)), strict=True):
+            values.extend(row)
+        cur.execute(f"INSERT INTO {table} ({columns_sql}) VALUES " + ", ".join([row_marks] * part.num_rows), values)
 
 
 def insert_rows(
