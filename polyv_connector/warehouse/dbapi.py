@@ -32,7 +32,7 @@ import pyarrow.csv as pa_csv
 
 from polyv_connector.errors import ConfigError
 from polyv_connector.warehouse.db_errors import database_error
-from polyv_connector.warehouse.dialect import PG_DRIVERS, dialect_of_connection, driver_of
+from polyv_connector.warehouse.dialect import PG_DRIVERS, dialect_named, dialect_of_connection, driver_of
 
 log = logging.getLogger("polyv_connector")
 
@@ -63,6 +63,10 @@ class Target:
         return conn
 
 
+#: Parameter markers of the dialects whose drivers do not take ``%s``.
+_PLACEHOLDERS = {"duckdb": "?", "sqlite": "?"}
+
+
 def _hook_attr(hook: Any, name: str) -> Any:
     # Some hooks compute these from the connection and may fail for exotic setups.
     try:
@@ -83,7 +87,15 @@ def resolve(
             (dialect or _hook_attr(connection, "dialect_name") or "default").lower(),
         )
     if callable(connection):
-        return Target(connection, placeholder or "%s", identifier_format or '"{}"', (dialect or "default").lower())
+        # A factory says nothing about its database until it connects: a named dialect gives
+        # its quoting (MySQL's backticks) and parameter marker (DuckDB's ``?``).
+        known = dialect_named(dialect) if dialect else None
+        return Target(
+            connection,
+            placeholder or (_PLACEHOLDERS.get(known.name, "%s") if known else "%s"),
+            identifier_format or (known.identifier_format if known else '"{}"'),
+            (dialect or "default").lower(),
+        )
     raise TypeError("connection must be a DbApiHook or a callable returning a DB-API connection")
 
 
