@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.warehouse.engines import engine, mariadb_database  # noqa: F401 (the engine matrix's fixtures)
 from tests.warehouse.support import PG_DSN
 
 

@@ -20,7 +20,7 @@ from polyv_connector.sources.sql import SqlSource
 from polyv_connector.warehouse.report_table import SqlReportTable
 from polyv_connector.warehouse.state_table import SqlStateTable
 from tests.conftest import APP_ID, FAST
-from tests.warehouse.engines import Engine, engine, mariadb_database  # noqa: F401 (fixtures)
+from tests.warehouse.engines import Engine
 
 MAPPING = ColumnMapping("viewer_id", "field_id", "value")
 N = 1_000
@@ -45,9 +45,15 @@ def _load(engine: Engine, n: int = N) -> str:
 
 def _run(engine: Engine, sim, creds, table: str, *, in_warehouse: bool = False):
     state = SqlStateTable(
-        engine.connect, engine.table("polyv_sync_state"), APP_ID, load_for_local_diff=not in_warehouse, **engine.table_kwargs()
+        engine.connect,
+        engine.table("polyv_sync_state"),
+        APP_ID,
+        load_for_local_diff=not in_warehouse,
+        **engine.table_kwargs(),
     )
-    source = SqlSource(engine.connect, table=table, skip_unchanged=state if in_warehouse else None, **engine.source_kwargs())
+    source = SqlSource(
+        engine.connect, table=table, skip_unchanged=state if in_warehouse else None, **engine.source_kwargs()
+    )
     report = SqlReportTable(engine.connect, engine.table("polyv_sync_report"), dialect=engine.dialect)
     options = SyncOptions(send=FAST, mapping=MAPPING, read_batch_rows=300)
     before = sim.stats.save_requests
@@ -133,7 +139,8 @@ def test_wide_form_types(engine: Engine, sim, creds) -> None:
         ],
     )
     mapping = ColumnMapping.wide(
-        "viewer_id", {"PAY_STATUS": "amount", "VIP_LEVEL": "paid_at", "COURSE_PROGRESS": "lessons", "MEMBER_TIER": "note"}
+        "viewer_id",
+        {"PAY_STATUS": "amount", "VIP_LEVEL": "paid_at", "COURSE_PROGRESS": "lessons", "MEMBER_TIER": "note"},
     )
     source = SqlSource(engine.connect, table=table, **engine.source_kwargs())
     report = SqlReportTable(engine.connect, engine.table("polyv_sync_report"), dialect=engine.dialect)
