@@ -35,7 +35,7 @@ from polyv_connector.batching import Batch, item_table, make_batches
 from polyv_connector.checks import check_items, merge_reasons
 from polyv_connector.config import ColumnMapping, Credentials, SyncOptions
 from polyv_connector.errors import InputError, RunAborted, StateError
-from polyv_connector.fingerprints import UNCONFIRMED, key_hashes, value_fingerprints
+from polyv_connector.fingerprints import UNCONFIRMED, HashFamily, key_hashes, value_fingerprints
 from polyv_connector.model import (
     FIELD_ID,
     PENDING,
@@ -347,7 +347,8 @@ def _locked_run(
                 circuit.open(abort)
         with spill_dir() as tmp:
             spill_path = tmp / "items.arrow"
-            ledger = _plan_pass(source, options, known_fields, validator, spill_path, progress, circuit)
+            family: HashFamily = getattr(state, "hash_family", "xxh3") if state is not None else "xxh3"
+            ledger = _plan_pass(source, options, known_fields, validator, spill_path, progress, circuit, family=family)
             # Give the Arrow pool's freed chunk buffers back to the OS before the long send phase.
             pa.default_memory_pool().release_unused()
             gate_failures = validator.finish() if validator else []
@@ -437,7 +438,10 @@ def _plan_pass(
     spill_path: Path,
     progress: Progress,
     circuit: Circuit,
+    *,
+    family: HashFamily = "xxh3",
 ) -> _Ledger:
+    """Read, check and hash the input (keys and values in the state's hash ``family``)."""
     key_a: list[np.ndarray] = []
     key_b: list[np.ndarray] = []
     fps: list[np.ndarray] = []
@@ -465,10 +469,10 @@ def _plan_pass(
             extra = validator.validate_chunk(items) if validator else None
             if extra is not None:
                 reasons = merge_reasons(reasons, extra)
-            a, b = key_hashes(items.column(VIEWER_ID).combine_chunks(), items.column(FIELD_ID).combine_chunks())
+            a, b = key_hashes(items.column(VIEWER_ID).combine_chunks(), items.column(FIELD_ID).combine_chunks(), family)
             key_a.append(a)
             key_b.append(b)
-            fps.append(value_fingerprints(items.column(VALUE).combine_chunks()))
+            fps.append(value_fingerprints(items.column(VALUE).combine_chunks(), family))
             rejected.append(reasons.is_valid().to_numpy(zero_copy_only=False))
             spill.write_table(items.append_column(_SPILL_SCHEMA.field(_REASON), reasons))
             progress.advance(items.num_rows)

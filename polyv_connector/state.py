@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from polyv_connector.errors import StateError
-from polyv_connector.fingerprints import FINGERPRINT_VERSION
+from polyv_connector.fingerprints import FINGERPRINT_VERSION, HashFamily
 from polyv_connector.locks import FileLock, LockMode, describe, fsync_dir, read_file_seq
 
 
@@ -51,9 +51,14 @@ class StateStore(Protocol):
     """Where confirmed fingerprints live: a folder (:class:`SyncState`) or a warehouse table."""
 
     app_id: str
+    #: How the store's keys and fingerprints are hashed (:mod:`polyv_connector.fingerprints`):
+    #: the engine hashes the input the same way.
+    hash_family: HashFamily
 
-    def load(self) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted unique uint64 keys and their uint64 fingerprints (last confirmation wins)."""
+    def load(self, slice: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted unique uint64 keys and their uint64 fingerprints (last confirmation wins).
+        With ``slice=(k, n)``, a store may return only the keys of viewer partition ``k`` of
+        ``n`` (it must return at least those)."""
 
     def begin(self, run_id: str) -> None:
         """Prepare to record a run's confirmations."""
@@ -127,6 +132,9 @@ class SyncState:
     state such a run loaded was not protected. With ``implicit_lock=False`` they raise
     :class:`StateError` instead.
     """
+
+    #: xxh3: fast, and the folder state's format since its first release (no forced resend).
+    hash_family: HashFamily = "xxh3"
 
     def __init__(self, directory: str | os.PathLike[str], app_id: str, *, implicit_lock: bool = True) -> None:
         self.app_id = app_id
@@ -209,11 +217,13 @@ class SyncState:
         self._require(op, exclusive=exclusive)
 
     # ---- reading -------------------------------------------------------------------------
-    def load(self) -> tuple[np.ndarray, np.ndarray]:
+    def load(self, slice: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Sorted unique keys and their fingerprints (last confirmation wins). Empty if none.
 
         Needs no lock: without one (a dry run) it reads a consistent snapshot, retrying if a
-        concurrent compaction replaces the files being read.
+        concurrent compaction replaces the files being read. ``slice`` is accepted and the
+        whole state returned: xxh3 keys hold no viewer hash to select a partition by (the
+        diff only looks up the keys it reads, so the others cost memory, never correctness).
         """
         keys, fps, _, _ = self._load(["key", "fp"])
         return keys, fps

@@ -54,6 +54,10 @@ class UnchangedFilter(Protocol):
         """A SQL condition on the source relation ``alias``: true for rows POLYV already has."""
         ...
 
+    def exact(self, expr: str) -> str:
+        """SQL: ``expr`` as a value that groups by its bytes (MySQL's collations fold case)."""
+        ...
+
 
 def resolve_columns(requested: Sequence[str], available: Sequence[str], where: str, setting: str) -> list[int]:
     """Positions in ``available`` of each ``requested`` column (exact, else unique case-insensitive)."""
@@ -199,9 +203,11 @@ class SqlSource:
         key the engine must see both, to report the duplicate or the conflict.
         """
         viewer, field, _ = self._diff_columns(columns)
+        # Byte-exact keys: under a case-insensitive collation u1 and U1 would count as one key.
+        exact = self.skip_unchanged.exact if self.skip_unchanged is not None else (lambda e: e)
         return (
-            f"SELECT polyv_base.*, COUNT(*) OVER (PARTITION BY polyv_base.{viewer}, polyv_base.{field}) "
-            f"AS polyv_n FROM ({base}\n) polyv_base"
+            f"SELECT polyv_base.*, COUNT(*) OVER (PARTITION BY {exact(f'polyv_base.{viewer}')}, "
+            f"{exact(f'polyv_base.{field}')}) AS polyv_n FROM ({base}\n) polyv_base"
         )
 
     def _diff_columns(self, columns: Sequence[str]) -> tuple[str, str, str]:

@@ -77,17 +77,22 @@ class Dialect:
         return quote_with(name, self.identifier_format)
 
     def column_type(self, kind: str) -> str:
-        """The SQL type of a column kind (:data:`TEXT`, :data:`BIGINT`, ...)."""
-        return self.types[kind]
+        """The SQL type of a column kind (:data:`TEXT`, :data:`BIGINT`, ...); any other kind is
+        taken as a SQL type already."""
+        return self.types.get(kind, kind)
 
     # ---- text and comparison -------------------------------------------------------------------
     def text(self, expr: str) -> str:
         """SQL: ``expr`` as text."""
         return f"CAST({expr} AS TEXT)"
 
+    def binary(self, expr: str) -> str:
+        """SQL: ``expr`` as a value that compares, groups and partitions by its bytes."""
+        return expr
+
     def binary_equal(self, a: str, b: str) -> str:
         """SQL: ``a`` and ``b`` (text) hold the same bytes (``'ABC'`` never equals ``'abc'``)."""
-        return f"{a} = {b}"
+        return f"{self.binary(a)} = {self.binary(b)}"
 
     def char_length(self, expr: str) -> str:
         """SQL: the number of characters (code points) of the text ``expr``."""
@@ -235,9 +240,9 @@ class MySQLDialect(Dialect):
         # 4-byte characters survive (utf8/utf8mb3 cannot hold them).
         return f"CONVERT(CAST({expr} AS CHAR) USING utf8mb4)"
 
-    def binary_equal(self, a: str, b: str) -> str:
+    def binary(self, expr: str) -> str:
         # Binary strings compare byte by byte: no case or accent folding, no PAD SPACE.
-        return f"CAST({a} AS BINARY) = CAST({b} AS BINARY)"
+        return f"CAST({expr} AS BINARY)"
 
     def char_length(self, expr: str) -> str:
         return f"CHAR_LENGTH({expr})"
@@ -413,8 +418,21 @@ def dialect_named(name: str | None) -> Dialect:
 
 
 def driver_of(conn: Any) -> str:
-    """The top-level module of a DB-API connection's class (``psycopg2``, ``sqlite3``...)."""
-    return type(conn).__module__.split(".")[0]
+    """The top-level module of a DB-API connection's class (``psycopg2``, ``sqlite3``...).
+
+    A driver whose connection class lives in its private extension module (DuckDB's
+    ``_duckdb``) is named by its public package."""
+    module = type(conn).__module__.split(".")[0]
+    public = module.lstrip("_")
+    return public if public != module and public in _DRIVERS else module
+
+
+def placeholder_of(conn: Any) -> str | None:
+    """The parameter marker of a connection's driver (its DB-API ``paramstyle``), if positional."""
+    import sys
+
+    style = getattr(sys.modules.get(driver_of(conn)), "paramstyle", None)
+    return {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(str(style))
 
 
 def driver_dialect_name(driver: str) -> str | None:

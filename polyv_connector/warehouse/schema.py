@@ -6,7 +6,7 @@ table is created with the current version's columns; an existing one is brought 
 :func:`ensure_schema`, which the table calls when it is opened (before the sync sends anything):
 
 1. The table's columns are read with a zero-row ``SELECT * ... WHERE 1=0`` (names compared
-   case-insensitively, as databases fold them). A table lacking a version-1 column is not ours:
+   case-insensitively, as databases fold them). A table lacking a first-version column is not ours:
    :class:`~polyv_connector.errors.ConfigError`.
 2. Columns of later versions that are missing are added with ``ALTER TABLE t ADD COLUMN c
    <type>`` (nullable: the rows already there have no value), all in one transaction. If the
@@ -67,16 +67,22 @@ class TableSchema:
     """The versions of one table's columns: ``[(1, [...]), (2, [columns added in 2]), ...]``.
 
     :param what: how messages name the table ("report", "state").
-    :param versions: consecutive versions from 1, each with the columns it appends.
+    :param versions: consecutive versions from ``first``, each with the columns it appends.
+    :param first: the first version of this layout (1; later when a table's layout was
+        rewritten wholesale, like the state table's version 3: the table's own code migrates
+        the versions before ``first``, and versions after it append columns as usual).
     """
 
     what: str
     versions: Sequence[tuple[int, Sequence[Column]]]
+    first: int = 1
 
     def __post_init__(self) -> None:
         numbers = [n for n, _ in self.versions]
-        if numbers != list(range(1, len(numbers) + 1)):
-            raise ValueError(f"schema versions must be 1, 2, 3...; got {numbers}")
+        if numbers != list(range(self.first, self.first + len(numbers))):
+            raise ValueError(
+                f"schema versions must be {self.first}, {self.first + 1}, {self.first + 2}...; got {numbers}"
+            )
         names = [c.name.casefold() for c in self.columns()]
         if len(names) != len(set(names)):
             raise ValueError("a column name appears twice in the schema versions")
@@ -200,7 +206,7 @@ def ensure_schema(
             f"polyv-connector knows ({schema.current}); upgrade polyv-connector",
         )
     present = {c.casefold() for c in columns}
-    lacking = [c.name for c in schema.columns(1) if c.name.casefold() not in present]
+    lacking = [c.name for c in schema.columns(schema.first) if c.name.casefold() not in present]
     if lacking:
         raise ConfigError(
             setting, f"table {table} exists but lacks the {schema.what} column(s) {', '.join(lacking)}; {hint}"
@@ -213,7 +219,7 @@ def ensure_schema(
         _add_columns(conn, target, table, schema, missing, column_type, setting, version)
         version = schema.current
     if recorded != version:
-        _record(conn, target, table, version)
+        record_version(conn, target, table, version)
     return version
 
 
@@ -254,8 +260,9 @@ def _add_columns(
     )
 
 
-def _record(conn: Any, target: dbapi.Target, table: str, version: int) -> None:
-    """Record ``version`` for ``table``, creating the version table if needed (best effort)."""
+def record_version(conn: Any, target: dbapi.Target, table: str, version: int) -> None:
+    """Record ``version`` for ``table``, creating the version table if needed (best effort; a
+    table whose layout changes wholesale, like the state table's version 3, records its own)."""
     meta = version_table(table)
     q = _quoter(target.identifier_format)
     try:

@@ -1,16 +1,32 @@
 """The sync state in a warehouse table, next to the report (a :class:`~polyv_connector.state.StateStore`).
 
-One row per record: ``appId``, ``key`` and ``fp`` (the engine's 64-bit key hash and value
-fingerprint, stored as signed BIGINT), ``syncedAt`` (epoch seconds), and, for confirmed
-items, ``viewerId``, ``customFieldId`` and ``valueMd5`` (MD5 of the value's UTF-8 text, so
-the warehouse can compute the diff itself: see :meth:`SqlStateTable.unchanged_filter`).
-``fp = 0`` marks a batch sent but not confirmed. The last record of a key wins; ``finish()``
-deletes the superseded ones.
+The table is compact (schema version 3): one row per confirmed item, three 64-bit integers,
+the primary key on the first two::
 
-Each confirmed batch is committed before the next is recorded, so a task killed at any
-point loses nothing: the retry resends at most the batches that were in flight. The table's
-schema is versioned: one made by an older release gains the newer columns when opened (see
-:mod:`polyv_connector.warehouse.schema`).
+    acct  BIGINT  the account: the first 64 bits of MD5(appId), so many accounts share a table
+    key   BIGINT  the item's key in the ``md5`` hash family (fingerprints.key_hashes): its high
+                  32 bits are the viewer's partition hash, so one partition's slice is
+                  ``((key >> 32) & 4294967295) % N = k`` for any N
+    fp    BIGINT  the first 64 bits of MD5(value): the value POLYV confirmed
+
+Every hash is one the database computes itself (:class:`~polyv_connector.warehouse.dialect.Dialect`),
+so the diff can run in the warehouse (:meth:`SqlStateTable.unchanged_filter`) and an older
+layout migrates in SQL. About 48 bytes a row plus its index entry on PostgreSQL
+(``bench/bench_state_size.py`` measures it), against 362 for the layout of versions 1 and 2.
+
+Writes follow the send: before a batch leaves, its keys' rows are deleted (an item in flight
+is not vouched for: a source reverting to the old value must not be skipped); once POLYV
+confirms a batch, its rows are written (delete and insert in one transaction, so the last
+confirmation of a key wins). Each batch is committed before the next is recorded, so a task
+killed at any point loses nothing: the retry resends at most the batches that were in flight.
+One run writes an account's state (or, with partitions, each partition its own slice: their
+keys are disjoint), under the run lock, so nothing needs ordering or compacting afterwards.
+
+A table in the layout of versions 1 and 2 (texts, xxh3 hashes, one record per send) is
+migrated when opened outside a dry run: the latest confirmed record of each key is rehashed
+in SQL from its viewerId, customFieldId and valueMd5 into a new table, which takes the old
+one's name; the old table is kept as ``<name>_v2`` (drop it once satisfied). A dry run reads
+an old table as it is, through the same SQL.
 """
 
 from __future__ import annotations
@@ -18,73 +34,127 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from polyv_connector.errors import ConfigError, StateError
+from polyv_connector.fingerprints import UNCONFIRMED, HashFamily
 from polyv_connector.locks import LeaseLock, LockMode, PgAdvisoryLock
-from polyv_connector.model import FIELD_ID, VALUE, VIEWER_ID
 from polyv_connector.warehouse import dbapi
-from polyv_connector.warehouse.identifiers import check_table_name, quote_identifier
-from polyv_connector.warehouse.schema import Column, TableSchema, ensure_schema, existing_columns
+from polyv_connector.warehouse.dialect import (
+    BIGINT,
+    DOUBLE,
+    TEXT,
+    Dialect,
+    dialect_named,
+    dialect_of_connection,
+    placeholder_of,
+)
+from polyv_connector.warehouse.identifiers import check_table_name, quote_identifier, split_table_name
+from polyv_connector.warehouse.schema import (
+    Column,
+    TableSchema,
+    ensure_schema,
+    existing_columns,
+    record_version,
+    recorded_version,
+    version_key,
+)
 
 log = logging.getLogger("polyv_connector")
 
-# The state table's columns by schema version (see polyv_connector.warehouse.schema); a column's
-# kind is its SQL type, the same on every database the state table supports.
-SCHEMA_VERSIONS: list[tuple[int, list[Column]]] = [
+#: The layout of versions 1 and 2 (kept to recognise and migrate such a table).
+LEGACY_VERSIONS: list[tuple[int, list[Column]]] = [
     (
         1,
         [
-            Column("appId", "TEXT", not_null=True),
-            Column("key", "BIGINT", not_null=True),
-            Column("fp", "BIGINT", not_null=True),
-            Column("syncedAt", "DOUBLE PRECISION", not_null=True),
-            Column("viewerId", "TEXT"),
-            Column("customFieldId", "TEXT"),
-            Column("valueMd5", "TEXT"),
-            Column("runId", "TEXT"),
+            Column("appId", TEXT, not_null=True),
+            Column("key", BIGINT, not_null=True),
+            Column("fp", BIGINT, not_null=True),
+            Column("syncedAt", DOUBLE, not_null=True),
+            Column("viewerId", TEXT),
+            Column("customFieldId", TEXT),
+            Column("valueMd5", TEXT),
+            Column("runId", TEXT),
         ],
     ),
-    # The run sequence number the lock handed out: records are ordered by it, never by a
-    # worker's clock (records of version 1 have none and count as older than any run).
-    (2, [Column("runSeq", "BIGINT")]),
+    (2, [Column("runSeq", BIGINT)]),
 ]
-SCHEMA = TableSchema("state", SCHEMA_VERSIONS)
+LEGACY_SCHEMA = TableSchema("state", LEGACY_VERSIONS)
+#: The compact layout, from schema version 3 (later versions may append columns as usual).
+SCHEMA_VERSIONS: list[tuple[int, list[Column]]] = [
+    (
+        3,
+        [
+            Column("acct", BIGINT, not_null=True),
+            Column("key", BIGINT, not_null=True),
+            Column("fp", BIGINT, not_null=True),
+        ],
+    )
+]
+SCHEMA = TableSchema("state", SCHEMA_VERSIONS, first=3)
 COLUMNS = tuple(c.name for c in SCHEMA.columns())
+#: The columns every record writes (the primary key is the first two).
+WRITTEN = ("acct", "key", "fp")
+_KEY = ("acct", "key")
+
 _FETCH_ROWS = 100_000
-
-
+#: Keys per DELETE ... IN (...) and rows per multi-row INSERT: integers written as literals.
+_CHUNK = 1_000
 _SAFE_APP_ID = re.compile(r"^[A-Za-z0-9._:@-]+$")
+_MASK32 = 4294967295
+
+Slice = tuple[int, int]
 
 
-def _column_type(column: Column) -> str:
-    return column.kind
+def account_hash(app_id: str) -> int:
+    """The ``acct`` of an appId: the first 64 bits of its MD5, as a signed 64-bit integer."""
+    return int.from_bytes(hashlib.md5(app_id.encode("utf-8")).digest()[:8], "big", signed=True)
 
 
-def _sql_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+def check_slice(slice: Slice | None) -> Slice | None:
+    """``slice`` as ``(k, n)`` with ``0 <= k < n``; else :class:`ConfigError` naming ``partition``."""
+    if slice is None:
+        return None
+    k, n = slice
+    if not (isinstance(n, int) and isinstance(k, int) and n >= 1 and 0 <= k < n):
+        raise ConfigError(
+            "partition", f"a slice is (partition, partitions) with 0 <= partition < partitions, not {slice}"
+        )
+    return (k, n)
+
+
+def _signed(values: np.ndarray) -> list[int]:
+    return [int(v) for v in np.asarray(values, np.uint64).view(np.int64)]
 
 
 class SqlStateTable:
-    """Confirmed fingerprints of one appId in ``table`` (created if absent).
+    """Confirmed fingerprints of one appId in ``table`` (created if absent; an old layout migrated).
 
     :param connection: a ``DbApiHook`` (anything with ``get_conn()``) or a connection factory.
     :param table: ``[schema.]table``, as the database expects it written.
     :param app_id: the POLYV appId whose records this instance reads and writes.
     :param placeholder: the driver's parameter marker (default: the hook's, else ``%s``).
-    :param identifier_format: quoting of column names (default: the hook's, else ``"{}"``).
+    :param identifier_format: quoting of column names (default: the hook's, else the dialect's).
     :param setting: the setting name error messages point at.
-    :param create: create the table if absent; ``False`` in a dry run, which creates, compacts
-        and writes nothing.
+    :param create: create (or migrate) the table if needed; ``False`` in a dry run, which
+        creates, migrates and writes nothing.
     :param load_for_local_diff: :meth:`load` returns the records, for the engine's diff. ``False``
         when the diff is done in the warehouse (this table is then the source's
         ``skip_unchanged``): only changed rows reach the engine, which needs no copy of the state.
-        Confirmations are recorded either way.
+        Confirmations are recorded either way. The database must be able to run that diff
+        (PostgreSQL, MySQL/MariaDB, DuckDB): elsewhere a :class:`ConfigError` naming
+        ``diff_in_warehouse``, before anything runs.
     """
+
+    #: The records' hash family: the engine hashes keys and values the same way.
+    hash_family: HashFamily = "md5"
 
     def __init__(
         self,
@@ -101,27 +171,139 @@ class SqlStateTable:
         self.setting = setting
         self.table = check_table_name(table, setting)
         if not _SAFE_APP_ID.match(app_id):
-            # The appId is written into the warehouse diff's SQL as a literal.
+            # The appId names the lock rows and the account; keep it to plain characters.
             raise ConfigError("login", "the appId may only hold letters, digits and . _ - : @ for the state table")
         self.app_id = app_id
+        self.acct = account_hash(app_id)
         self._target = dbapi.resolve(connection, placeholder=placeholder, identifier_format=identifier_format)
+        self._explicit_format = identifier_format
+        self._explicit_placeholder = placeholder
         self.placeholder = self._target.placeholder
         self.identifier_format = self._target.identifier_format
+        self.dialect: Dialect | None = None
         self._conn: Any = None
         self._run_id: str | None = None
-        self._q = {c: quote_identifier(c, self.identifier_format) for c in COLUMNS}
         self.exists = False
-        self.create = create  # False in a dry run: nothing is created, compacted or written
+        self.legacy = False  # a version 1/2 table a dry run reads as it is
+        self._legacy_version = 0
+        self.create = create  # False in a dry run: nothing is created, migrated or written
         self.load_for_local_diff = load_for_local_diff
-        self._compacted = False
         self._is_postgres = False
         self._lock: PgAdvisoryLock | LeaseLock | None = None
         self._run_seq: int | None = None
         self.prepare(create)
 
-    # ---- the table ---------------------------------------------------------------------------
+    # ---- connections and SQL pieces ------------------------------------------------------------
     def _open(self) -> Any:
-        return self._target.open(ConfigError, self.setting, "state")
+        conn = self._target.open(ConfigError, self.setting, "state")
+        if self.dialect is None:
+            self._learn(conn)
+        assert self.dialect is not None
+        self.dialect.prepare_connection(conn)
+        return conn
+
+    def _learn(self, conn: Any) -> None:
+        """Take the dialect from the first connection's driver (the hook's name otherwise)."""
+        dialect = dialect_of_connection(conn)
+        if dialect.name == "generic" and self._target.dialect not in ("", "default"):
+            dialect = dialect_named(self._target.dialect)
+        self.dialect = dialect
+        self._is_postgres = dbapi.driver_of(conn) in dbapi.PG_DRIVERS
+        if self._explicit_format is None and self._target.identifier_format == '"{}"':
+            # A connection factory says nothing of quoting: MySQL needs backticks.
+            self.identifier_format = dialect.identifier_format
+        if not self._explicit_placeholder:
+            # The driver knows its parameter marker better than a hook's default does.
+            self.placeholder = placeholder_of(conn) or self.placeholder
+        self._target = replace(self._target, identifier_format=self.identifier_format, placeholder=self.placeholder)
+
+    def _q(self, name: str) -> str:
+        return quote_identifier(name, self.identifier_format)
+
+    def _d(self) -> Dialect:
+        if self.dialect is None:
+            _close(self._open())
+        assert self.dialect is not None
+        return self.dialect
+
+    def _slice_sql(self, slice: Slice | None, key: str) -> str:
+        if slice is None:
+            return ""
+        k, n = slice
+        return f" AND ((({key} >> 32) & {_MASK32}) % {int(n)}) = {int(k)}"
+
+    def _relation(self) -> str:
+        """The records as a relation of (acct, key, fp): the table, or an old layout rehashed."""
+        return self._legacy_projection() if self.legacy else self.table
+
+    def _legacy_projection(self) -> str:
+        """SQL: the latest confirmed record of each key of a version 1/2 table, in the compact form."""
+        d, q = self._d(), self._q
+        acct_expr = d.hex_to_int64(f"SUBSTR({d.md5_hex(d.text(q('appId')))}, 1, 16)")
+        # Version 1 had no run sequence: its records count as older than any run's.
+        run_seq = f"COALESCE({q('runSeq')}, 0)" if self._legacy_version >= 2 else "0"
+        latest = (
+            f"SELECT {q('appId')}, {q('viewerId')}, {q('customFieldId')}, {q('valueMd5')}, {q('fp')}, "
+            f"ROW_NUMBER() OVER (PARTITION BY {q('appId')}, {q('key')} "
+            f"ORDER BY {run_seq} DESC, {q('syncedAt')} DESC) AS polyv_rn "
+            f"FROM {self.table}"
+        )
+        return (
+            f"(SELECT {acct_expr} AS {q('acct')}, {d.key_hash(q('viewerId'), q('customFieldId'))} AS {q('key')}, "
+            f"{d.value_hash_of_md5(q('valueMd5'))} AS {q('fp')} FROM ({latest}) polyv_latest "
+            f"WHERE polyv_rn = 1 AND {q('fp')} <> 0 AND {q('viewerId')} IS NOT NULL "
+            f"AND {q('customFieldId')} IS NOT NULL AND {q('valueMd5')} IS NOT NULL)"
+        )
+
+    # ---- the table -----------------------------------------------------------------------------
+    def create_table_sql(self, table: str | None = None) -> str:
+        """The ``CREATE TABLE`` statement of the compact layout (its primary key included)."""
+        d = self._d()
+        columns = ", ".join(
+            f"{self._q(c.name)} {d.column_type(c.kind)}" + (" NOT NULL" if c.not_null else "") for c in SCHEMA.columns()
+        )
+        guard = "IF NOT EXISTS " if d.if_not_exists and table is None else ""
+        key = ", ".join(self._q(c) for c in _KEY)
+        return f"CREATE TABLE {guard}{table or self.table} ({columns}, PRIMARY KEY ({key}))"
+
+    def prepare(self, create: bool = True) -> None:
+        """Check the table; create it if absent, migrate an old layout (not in a dry run).
+
+        A table that is neither layout is not ours: :class:`ConfigError`. So is one whose
+        recorded schema version is newer than this code knows.
+        """
+        conn = self._open()
+        try:
+            columns = existing_columns(conn, self.table)
+            if columns is not None:
+                self._check_existing(conn, columns, migrate=create)
+                return
+            if not create:
+                return
+            try:
+                with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
+                    cur.execute(self.create_table_sql())
+            except Exception as exc:
+                # Two first runs at once (a backfill's dates): PostgreSQL can refuse the loser's
+                # CREATE TABLE IF NOT EXISTS with a catalog unique violation. The table is there.
+                columns = existing_columns(conn, self.table)
+                if columns is None:
+                    raise ConfigError(
+                        self.setting, f"cannot create the state table {self.table}: {type(exc).__name__}: {exc}"
+                    ) from exc
+                log.info("the sync state table %s was created by another run meanwhile", self.table)
+                self._check_existing(conn, columns, migrate=True)
+                return
+            self.exists = True
+            log.info("created the sync state table %s (compact layout, schema version %d)", self.table, SCHEMA.current)
+            self._ensure_schema(conn, migrate=True)  # records the version of the new table
+        finally:
+            dbapi.close_quietly(conn)
+        if not self.load_for_local_diff:
+            self._d().check_warehouse_diff()  # before anything runs
+
+    def _column_type(self, column: Column) -> str:
+        return self._d().column_type(column.kind)
 
     def _ensure_schema(self, conn: Any, migrate: bool) -> None:
         ensure_schema(
@@ -129,98 +311,203 @@ class SqlStateTable:
             self._target,
             self.table,
             SCHEMA,
-            _column_type,
+            self._column_type,
             setting=self.setting,
             hint="choose another state_table",
             migrate=migrate,
         )
 
-    def prepare(self, create: bool = True) -> None:
-        """Check the table and bring it to the current schema version; create it and its index
-        if absent. Without ``create`` (a dry run) nothing is created or migrated, only checked."""
-        conn = self._open()
-        try:
-            self._is_postgres = dbapi.driver_of(conn) in dbapi.PG_DRIVERS
-            if existing_columns(conn, self.table) is not None:
-                self._ensure_schema(conn, migrate=create)
-                self.exists = True
-                return
-            if not create:
-                return
-            columns = ", ".join(
-                f"{quote_identifier(c.name, self.identifier_format)} {c.kind}" + (" NOT NULL" if c.not_null else "")
-                for c in SCHEMA.columns()
+    def _check_existing(self, conn: Any, columns: list[str], *, migrate: bool) -> None:
+        present = {c.casefold() for c in columns}
+        if "appid" not in present:
+            # The compact layout (or not ours: ensure_schema says so), migrated additively.
+            self._ensure_schema(conn, migrate)
+            self.exists, self.legacy = True, False
+            return
+        recorded = recorded_version(conn, self._target, self.table)
+        if recorded is not None and recorded > SCHEMA.current:
+            raise ConfigError(
+                self.setting,
+                f"the state table {self.table} has schema version {recorded}, newer than this "
+                f"polyv-connector knows ({SCHEMA.current}); upgrade polyv-connector",
             )
-            try:
-                with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
-                    cur.execute(f"CREATE TABLE IF NOT EXISTS {self.table} ({columns})")
-            except Exception as exc:
-                # Two first runs at once (a backfill's dates): PostgreSQL can refuse the loser's
-                # CREATE TABLE IF NOT EXISTS with a catalog unique violation. The table is there.
-                if existing_columns(conn, self.table) is None:
-                    raise ConfigError(
-                        self.setting, f"cannot create the state table {self.table}: {type(exc).__name__}: {exc}"
-                    ) from exc
-                log.info("the sync state table %s was created by another run meanwhile", self.table)
-                self._ensure_schema(conn, migrate=True)
-                self.exists = True
-                return
-            self.exists = True
-            log.info("created the sync state table %s", self.table)
-            self._ensure_schema(conn, migrate=True)  # records the version of the new table
-            # The index is an optimisation, in its own transaction: its failure must not undo
-            # the table. Its name is derived from the table's, reduced to word characters.
-            index = quote_identifier(re.sub(r"\W", "_", self.table)[:50] + "_key_idx", self.identifier_format)
-            try:
-                with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
-                    cur.execute(
-                        f"CREATE INDEX IF NOT EXISTS {index} ON {self.table} "
-                        f"({self._q['appId']}, {self._q['key']}, {self._q['syncedAt']})"
-                    )
-            except Exception as exc:
-                log.warning("could not index the sync state table %s: %s", self.table, type(exc).__name__)
-        finally:
-            dbapi.close_quietly(conn)
+        version = LEGACY_SCHEMA.version_of(columns)
+        if version == 0:
+            raise ConfigError(
+                self.setting,
+                f"table {self.table} exists but is not a sync state table (columns: {', '.join(columns)}); "
+                "choose another state_table",
+            )
+        self.exists = True
+        self._legacy_version = version
+        if not migrate:
+            self.legacy = True
+            log.info(
+                "the sync state table %s has the layout of schema version %d; a dry run reads it as it is, "
+                "the next run migrates it to version %d",
+                self.table,
+                version,
+                SCHEMA.current,
+            )
+            return
+        self._migrate(conn, version)
 
-    # ---- StateStore --------------------------------------------------------------------------
-    def load(self) -> tuple[np.ndarray, np.ndarray]:
+    def _names(self) -> tuple[str, str, str]:
+        """(schema prefix with its dot, or ''; the table's own name; a name for the old table)."""
+        parts = split_table_name(self.table)
+        prefix = ".".join(parts[:-1]) + "." if len(parts) > 1 else ""
+        own = version_key(self.table)
+        return prefix, own, f"{own}_v2"
+
+    def _migrate(self, conn: Any, version: int) -> None:
+        """Rewrite a version 1/2 table into the compact layout under the same name (see the module)."""
+        d = self._d()
+        prefix, own, old_name = self._names()
+        new_name = f"{own}_v3_{uuid.uuid4().hex[:8]}"
+        new_table = prefix + d.quote(new_name)
+        try:
+            with self._migration_lock(conn):
+                # Another task may have migrated it while this one waited for the lock.
+                now = existing_columns(conn, self.table) or []
+                if "appid" not in {c.casefold() for c in now}:
+                    self.exists, self.legacy = True, False
+                    return
+                if existing_columns(conn, prefix + d.quote(old_name)) is not None:
+                    old_name = f"{old_name}_{uuid.uuid4().hex[:8]}"
+                self.legacy = True  # for the projection below
+                q = self._q
+                # GROUP BY: two old keys hashing to one new key (odds 2^-64) keep one row.
+                insert = (
+                    f"INSERT INTO {new_table} ({', '.join(q(c) for c in WRITTEN)}) "
+                    f"SELECT {q('acct')}, {q('key')}, MIN({q('fp')}) FROM {self._legacy_projection()} "
+                    f"polyv_old GROUP BY {q('acct')}, {q('key')}"
+                )
+                with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
+                    cur.execute(self.create_table_sql(new_table))
+                    cur.execute(insert)
+                    cur.execute(f"SELECT COUNT(*) FROM {new_table}")
+                    kept = int(cur.fetchone()[0])
+                    self._swap(cur, new_table, new_name, own, old_name)
+                self.legacy = False
+                self.exists = True
+                record_version(conn, self._target, self.table, SCHEMA.current)
+                log.info("the state table %s now has the compact layout", self.table)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            dbapi.rollback_quietly(conn)
+            self._drop_quietly(conn, new_table)
+            raise ConfigError(
+                self.setting,
+                f"cannot migrate the state table {self.table} from schema version {version} to {SCHEMA.current}: "
+                f"{type(exc).__name__}: {str(exc).strip()}. Most often the role may not create or rename "
+                "tables there; or run once with full_refresh on a new state_table",
+            ) from exc
+        log.warning(
+            "migrated the sync state table %s to the compact layout (schema version %d): %s confirmed item(s) "
+            "kept; the old table is now %s%s: drop it once satisfied (DROP TABLE %s%s)",
+            self.table,
+            SCHEMA.current,
+            f"{kept:,}",
+            prefix,
+            old_name,
+            prefix,
+            d.quote(old_name),
+        )
+
+    def _swap(self, cur: Any, new_table: str, new_name: str, own: str, old_name: str) -> None:
+        d = self._d()
+        prefix = self._names()[0]
+        if d.name == "mysql":
+            # One statement, atomic: MySQL commits around DDL, so no transaction could hold both.
+            cur.execute(f"RENAME TABLE {self.table} TO {prefix}{d.quote(old_name)}, {new_table} TO {self.table}")
+            return
+        cur.execute(d.rename_table_sql(self.table, old_name))
+        cur.execute(d.rename_table_sql(new_table, own))
+
+    @contextmanager
+    def _migration_lock(self, conn: Any) -> Iterator[None]:
+        """One migration at a time per table (PostgreSQL and MySQL; elsewhere the database's own
+        write lock and the re-check of the columns do)."""
+        d = self._d()
+        name = f"polyv_state_migrate:{version_key(self.table)}"
+        if d.name == "postgresql":
+            key = int.from_bytes(hashlib.md5(name.encode()).digest()[:8], "big", signed=True)
+            with dbapi.cursor(conn) as cur:
+                cur.execute(f"SELECT pg_advisory_lock({key})")
+            try:
+                yield
+            finally:
+                with dbapi.cursor(conn) as cur:
+                    cur.execute(f"SELECT pg_advisory_unlock({key})")
+                conn.commit()
+            return
+        if d.name == "mysql":
+            lock = "polyv_" + hashlib.md5(name.encode()).hexdigest()[:40]
+            with dbapi.cursor(conn) as cur:
+                cur.execute(f"SELECT GET_LOCK('{lock}', 600)")
+            try:
+                yield
+            finally:
+                with dbapi.cursor(conn) as cur:
+                    cur.execute(f"SELECT RELEASE_LOCK('{lock}')")
+            return
+        yield
+
+    def _drop_quietly(self, conn: Any, table: str) -> None:
+        try:
+            with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
+                cur.execute(f"DROP TABLE IF EXISTS {table}")
+        except Exception as exc:
+            log.warning("could not drop the unfinished table %s: %s: %s", table, type(exc).__name__, exc)
+
+    # ---- StateStore ----------------------------------------------------------------------------
+    def load(self, slice: Slice | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted unique keys (uint64) of this account and their fingerprints; with ``slice=(k, n)``
+        only the keys whose viewer partition hash modulo ``n`` is ``k``."""
+        slice = check_slice(slice)
+        empty = np.empty(0, np.uint64), np.empty(0, np.uint64)
         if not self.exists or not self.load_for_local_diff:
-            return np.empty(0, np.uint64), np.empty(0, np.uint64)
-        conn = self._open()
+            return empty
+        q = self._q
+        sql = (
+            f"SELECT {q('key')}, {q('fp')} FROM {self._relation()} polyv_state "
+            f"WHERE {q('acct')} = {self.acct}{self._slice_sql(slice, q('key'))}"
+        )
         keys: list[np.ndarray] = []
         fps: list[np.ndarray] = []
-        at: list[np.ndarray] = []
-        seqs: list[np.ndarray] = []
+        conn = self._open()
         try:
-            with dbapi.cursor(conn) as cur:
-                cur.execute(
-                    f"SELECT {self._q['key']}, {self._q['fp']}, {self._q['syncedAt']}, "
-                    f"COALESCE({self._q['runSeq']}, 0) FROM {self.table} "
-                    f"WHERE {self._q['appId']} = {self.placeholder}",
-                    (self.app_id,),
-                )
+            with dbapi.closing(self._read_cursor(conn)) as cur:
+                cur.execute(sql)
                 while rows := cur.fetchmany(_FETCH_ROWS):
-                    k, f, s, r = zip(*rows, strict=True)
-                    keys.append(np.array(k, dtype=np.int64).view(np.uint64))
-                    fps.append(np.array(f, dtype=np.int64).view(np.uint64))
-                    at.append(np.array(s, dtype=np.float64))
-                    seqs.append(np.array(r, dtype=np.int64))
+                    pair = np.array(rows, dtype=np.int64).reshape(-1, 2)
+                    keys.append(pair[:, 0].copy())
+                    fps.append(pair[:, 1].copy())
         except Exception as exc:
             raise StateError(f"cannot read the sync state table {self.table}: {type(exc).__name__}: {exc}") from exc
         finally:
+            dbapi.rollback_quietly(conn)
             dbapi.close_quietly(conn)
         if not keys:
-            return np.empty(0, np.uint64), np.empty(0, np.uint64)
-        key, fp, when = np.concatenate(keys), np.concatenate(fps), np.concatenate(at)
-        # Oldest first, so the last record of a key wins below: by the run that held the lock,
-        # then (within one run, one process's clock) by time.
-        order = np.lexsort((when, np.concatenate(seqs)))
-        key, fp = key[order][::-1], fp[order][::-1]
+            return empty
+        key = np.concatenate(keys).view(np.uint64)
+        fp = np.concatenate(fps).view(np.uint64)
+        order = np.argsort(key, kind="stable")
+        key, fp = key[order], fp[order]
+        # Unique already (the primary key); an old layout's rare hash twins keep their first.
         uniq, first = np.unique(key, return_index=True)
         return uniq, fp[first]
 
+    def _read_cursor(self, conn: Any) -> Any:
+        if self._is_postgres:
+            # A named (server-side) cursor: the client holds one chunk, not the whole state.
+            return conn.cursor(name=f"polyv_state_{uuid.uuid4().hex[:12]}")
+        return conn.cursor()
+
     def begin(self, run_id: str) -> None:
-        if not self.exists:
+        if not self.exists or self.legacy:
+            self.legacy = False
             self.prepare(create=True)
         self._run_id = run_id
         self._conn = self._open()
@@ -228,87 +515,56 @@ class SqlStateTable:
     def record(
         self, keys: np.ndarray, fps: np.ndarray, synced_at: float | None = None, items: pa.Table | None = None
     ) -> None:
+        """Make one batch durable: its keys' rows replaced by ``(key, fp)`` where ``fp`` is a
+        confirmation, deleted where it is ``UNCONFIRMED`` (sent, not yet confirmed). ``keys`` and
+        ``fps`` are the ``md5`` family's; ``synced_at`` and ``items`` are not kept."""
         if self._conn is None:
             raise RuntimeError("SqlStateTable.begin() was not called")
         if isinstance(self._lock, LeaseLock):
             self._lock.check()  # a run whose lease was taken over must not write another's state
-        n = len(keys)
-        viewer = field = md5 = pa.nulls(n, pa.string())
-        if items is not None:
-            viewer, field = items.column(VIEWER_ID), items.column(FIELD_ID)
-            md5 = pa.array(
-                [hashlib.md5(v.encode("utf-8")).hexdigest() for v in items.column(VALUE).to_pylist()], pa.string()
-            )
-        table = pa.table(
-            {
-                "appId": pa.array([self.app_id] * n, pa.string()),
-                "key": pa.array(np.asarray(keys, np.uint64).view(np.int64)),
-                "fp": pa.array(np.asarray(fps, np.uint64).view(np.int64)),
-                "syncedAt": pa.array(np.full(n, synced_at or time.time())),
-                "viewerId": viewer,
-                "customFieldId": field,
-                "valueMd5": md5,
-                "runId": pa.array([self._run_id] * n, pa.string()),
-                "runSeq": pa.array([self._run_seq] * n, pa.int64()),
-            }
-        )
-        with dbapi.cursor(self._conn) as cur:
-            columns_sql = ", ".join(self._q.values())
-            if dbapi.driver_of(self._conn) in dbapi.PG_DRIVERS:
-                # viewerId is kept for people to read; PostgreSQL text cannot hold NUL.
-                dbapi.copy_into(cur, self.table, columns_sql, dbapi.escape_nul(table))
-            else:
-                dbapi.insert_rows(cur, self.table, columns_sql, self.placeholder, table)
-            self._conn.commit()  # durable before the next batch is sent or recorded
+        keys = np.asarray(keys, np.uint64)
+        fps = np.asarray(fps, np.uint64)
+        q = self._q
+        columns = ", ".join(q(c) for c in WRITTEN)
+        confirmed = fps != UNCONFIRMED
+        with dbapi.transaction(self._conn), dbapi.cursor(self._conn) as cur:
+            for start in range(0, len(keys), _CHUNK):
+                part = _signed(keys[start : start + _CHUNK])
+                cur.execute(
+                    f"DELETE FROM {self.table} WHERE {q('acct')} = {self.acct} "
+                    f"AND {q('key')} IN ({', '.join(map(str, part))})"
+                )
+            ck, cf = _signed(keys[confirmed]), _signed(fps[confirmed])
+            for start in range(0, len(ck), _CHUNK):
+                pairs = zip(ck[start : start + _CHUNK], cf[start : start + _CHUNK], strict=True)
+                rows = ", ".join(f"({self.acct}, {k}, {f})" for k, f in pairs)
+                cur.execute(f"INSERT INTO {self.table} ({columns}) VALUES {rows}")
+        # committed: durable before the next batch is sent or recorded
 
     def finish(self) -> None:
-        """Delete the records a later one of the same key superseded; release the connection."""
+        """End the run: release the connection (nothing to compact: a key has one row)."""
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            self.compact(conn)
-        except Exception as exc:  # an optimisation here: the records stay correct without it
-            log.warning("could not compact the sync state table %s: %s", self.table, type(exc).__name__)
-        finally:
+        if conn is not None:
             dbapi.close_quietly(conn)
 
     def compact(self, conn: Any = None) -> None:
-        """Keep only the last record of each key (raises if the database refuses)."""
-        own = conn is None
-        conn = conn or self._open()
-        q = self._q
-        try:
-            with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
-                cur.execute(
-                    f"DELETE FROM {self.table} WHERE {q['appId']} = {self.placeholder} AND EXISTS ("
-                    f"SELECT 1 FROM {self.table} newer WHERE newer.{q['appId']} = {self.table}.{q['appId']} "
-                    f"AND newer.{q['key']} = {self.table}.{q['key']} "
-                    f"AND {self._newer('newer', self.table)})",
-                    (self.app_id,),
-                )
-        finally:
-            if own:
-                dbapi.close_quietly(conn)
+        """Nothing to do: the compact layout keeps one row per key (kept for callers of old)."""
 
     def reset(self) -> None:
+        """Forget everything confirmed for this appId."""
         if not self.exists:
             return
+        if self.legacy:
+            self.legacy = False
+            self.prepare(create=True)
         conn = self._open()
         try:
-            with dbapi.cursor(conn) as cur:
-                cur.execute(f"DELETE FROM {self.table} WHERE {self._q['appId']} = {self.placeholder}", (self.app_id,))
-            conn.commit()
+            with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
+                cur.execute(f"DELETE FROM {self.table} WHERE {self._q('acct')} = {self.acct}")
         finally:
             dbapi.close_quietly(conn)
 
-    def _newer(self, a: str, b: str) -> str:
-        """SQL: the record aliased ``a`` supersedes ``b`` (a later run, or later within the run)."""
-        q = self._q
-        seq_a, seq_b = f"COALESCE({a}.{q['runSeq']}, 0)", f"COALESCE({b}.{q['runSeq']}, 0)"
-        return f"({seq_a} > {seq_b} OR ({seq_a} = {seq_b} AND {a}.{q['syncedAt']} > {b}.{q['syncedAt']}))"
-
-    # ---- one run at a time --------------------------------------------------------------------
+    # ---- one run at a time ---------------------------------------------------------------------
     def lock(self, run_id: str, timeout_s: float = 0.0, mode: LockMode = "exclusive") -> int:
         """Hold this account's state: a PostgreSQL advisory lock, elsewhere a lease row renewed
         by a heartbeat (expiry 60 s). The lock tables live in the state table's schema."""
@@ -324,50 +580,38 @@ class SqlStateTable:
         if lock is not None:
             lock.release()
 
-    # ---- the diff in the warehouse -----------------------------------------------------------
+    # ---- the diff in the warehouse -------------------------------------------------------------
     def prepare_warehouse_diff(self) -> None:
-        """Compact first, so that each key has one record and :meth:`unchanged_filter` can be a
-        plain semi-join (a killed run may have left superseded records behind). Not in a dry
-        run, which must not touch the state: the filter then checks for newer records itself."""
-        if not self.exists or not self.create:
-            return
-        try:
-            self.compact()
-        except Exception as exc:
-            raise StateError(
-                f"cannot compact the sync state table {self.table} before the diff in the "
-                f"warehouse: {type(exc).__name__}: {exc}"
-            ) from exc
-        self._compacted = True
+        """Check the database can run the diff (a no-op otherwise: each key has one row, so
+        :meth:`unchanged_filter` is a plain semi-join)."""
+        self._d().check_warehouse_diff()
+
+    def exact(self, expr: str) -> str:
+        """SQL: ``expr`` as a value that groups by its bytes (the source partitions keys by it)."""
+        return self._d().binary(expr)
 
     def unchanged_filter(self, alias: str, viewer: str, field: str, value: str) -> str:
         """A SQL condition, true for source rows whose value POLYV last confirmed (per this table).
 
         ``alias`` is the source relation's alias; ``viewer``/``field``/``value`` are its column
-        names (quoted here). Needs ``md5()`` and ``CAST(... AS TEXT)`` (tested on PostgreSQL). After
-        :meth:`prepare_warehouse_diff` every key has one record, so an item sent but unconfirmed
-        (its record has ``fp = 0`` and no ``valueMd5``) never matches.
+        names (quoted here). The database hashes the row's texts as the engine does (MD5 of the
+        UTF-8 bytes), so the match is byte-exact whatever the collation: ``ABC`` never matches
+        the state of ``abc``. An item sent but not confirmed has no row, so it never matches.
         """
-        q = self._q
         if not self.exists:
             return "1=0"
-        if not self._compacted:
-            self.prepare_warehouse_diff()
-        newer = (
-            ""
-            if self._compacted
-            else (
-                f" AND NOT EXISTS (SELECT 1 FROM {self.table} newer WHERE newer.{q['appId']} = st.{q['appId']} "
-                f"AND newer.{q['key']} = st.{q['key']} AND {self._newer('newer', 'st')})"
-            )
-        )
+        d, q = self._d(), self._q
 
         def col(name: str) -> str:
-            return f"{alias}.{quote_identifier(name, self.identifier_format)}"
+            return f"{alias}.{q(name)}"
 
         return (
-            f"EXISTS (SELECT 1 FROM {self.table} st WHERE st.{q['appId']} = {_sql_literal(self.app_id)} "
-            f"AND st.{q['viewerId']} = CAST({col(viewer)} AS TEXT) "
-            f"AND st.{q['customFieldId']} = CAST({col(field)} AS TEXT) "
-            f"AND st.{q['valueMd5']} = md5(CAST({col(value)} AS TEXT)){newer})"
+            f"EXISTS (SELECT 1 FROM {self._relation()} st WHERE st.{q('acct')} = {self.acct} "
+            f"AND st.{q('key')} = {d.key_hash(col(viewer), col(field))} "
+            f"AND st.{q('fp')} = {d.value_hash(col(value))})"
         )
+
+
+def _close(conn: Any) -> None:
+    dbapi.rollback_quietly(conn)
+    dbapi.close_quietly(conn)

@@ -95,7 +95,7 @@ def test_warehouse_diff_ignores_a_confirmation_superseded_by_an_unconfirmed_send
     st = SqlStateTable(_connect, f"{pg_schema}.polyv_sync_state", APP_ID)
     st.lock("killed")  # a run records under the lock, after every earlier run
     st.begin("killed")
-    key = key_hashes(pa.array(["u2"]), pa.array(["VIP_LEVEL"]))[0]
+    key = key_hashes(pa.array(["u2"]), pa.array(["VIP_LEVEL"]), st.hash_family)[0]
     st.record(key, np.zeros(1, np.uint64))  # the marker; the run died before confirmation
     st._conn.close()
     st.unlock()  # what the death of its process does to its session's advisory lock
@@ -126,13 +126,13 @@ def test_dry_run_with_the_warehouse_diff_does_not_touch_the_state(sim, polyv_env
     st = SqlStateTable(_connect, f"{pg_schema}.polyv_sync_state", APP_ID)
     st.lock("killed")
     st.begin("killed")
-    st.record(key_hashes(pa.array(["u2"]), pa.array(["VIP_LEVEL"]))[0], np.zeros(1, np.uint64))
+    st.record(key_hashes(pa.array(["u2"]), pa.array(["VIP_LEVEL"]), st.hash_family)[0], np.zeros(1, np.uint64))
     st._conn.close()
     st.unlock()
     before = pg_rows(f"SELECT count(*) FROM {pg_schema}.polyv_sync_state")
     dry = _sync(pg_schema, diff_in_warehouse=True, dry_run=True)
     assert dry["counts"]["dry_run"] == 1  # u2 is unconfirmed, so it would be sent
-    assert pg_rows(f"SELECT count(*) FROM {pg_schema}.polyv_sync_state") == before  # nothing compacted
+    assert pg_rows(f"SELECT count(*) FROM {pg_schema}.polyv_sync_state") == before  # nothing written
 
 
 def test_a_second_task_on_one_state_table_is_busy_and_retryable(sim, polyv_env, pg_schema, pg_warehouse_env) -> None:

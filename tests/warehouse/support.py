@@ -71,3 +71,38 @@ def mysql_connect(database: str | None = None) -> Any:
     return pymysql.connect(
         host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", database=database, charset="utf8mb4"
     )
+
+
+class Warehouse:
+    """One engine of the warehouse matrix: a connection factory, a table name, plain SQL access."""
+
+    def __init__(self, name: str, connect: Any, prefix: str, identifier_format: str) -> None:
+        self.name = name
+        self.connect = connect
+        self.prefix = prefix  # "schema." / "database." or ""
+        self.identifier_format = identifier_format
+
+    def table(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def q(self, name: str) -> str:
+        return self.identifier_format.format(name)
+
+    def run(self, sql: str, rows: list[tuple] | None = None) -> list[tuple]:
+        """Execute ``sql`` (with ``rows`` as executemany parameters) and commit; the rows read, if any."""
+        conn = self.connect()
+        try:
+            cur = conn.cursor()
+            if rows is not None:
+                cur.executemany(sql, rows)
+            else:
+                cur.execute(sql)
+            out = list(cur.fetchall()) if cur.description else []
+            conn.commit()
+            return [tuple(r) for r in out]
+        finally:
+            conn.close()
+
+    @property
+    def marker(self) -> str:
+        return "?" if self.name == "duckdb" else "%s"

@@ -22,10 +22,12 @@ from tests.warehouse.support import PG_DSN, pg_exec, pg_rows, psycopg2_connect, 
 
 # A release after this one, simulated: the current versions plus one more column each.
 NEXT_REPORT = len(report_table.SCHEMA_VERSIONS) + 1
-STATE_NOW = len(state_table.SCHEMA_VERSIONS)
+STATE_NOW = state_table.SCHEMA.current
 NEXT_STATE = STATE_NOW + 1
 V2_REPORT = TableSchema("report", [*report_table.SCHEMA_VERSIONS, (NEXT_REPORT, [Column("laterColumn", "text")])])
-V2_STATE = TableSchema("state", [*state_table.SCHEMA_VERSIONS, (NEXT_STATE, [Column("partition", "TEXT")])])
+V2_STATE = TableSchema(
+    "state", [*state_table.SCHEMA_VERSIONS, (NEXT_STATE, [Column("partition", "TEXT")])], first=state_table.SCHEMA.first
+)
 
 
 def _columns(schema: str, table: str) -> list[str]:
@@ -40,7 +42,9 @@ def _recorded(schema: str) -> dict[str, int]:
 # ---- the declarations ------------------------------------------------------------------------
 def test_the_report_schema_lists_the_report_columns_in_order() -> None:
     assert [c.name for c in report_table.SCHEMA.columns()] == list(REPORT_COLUMNS)
-    assert report_table.SCHEMA.current == 2 and state_table.SCHEMA.current == 2  # report 2: appId...; state 2: runSeq
+    # report 2: appId...; state 2: runSeq, 3: the compact layout (a rewrite: its own first version)
+    assert report_table.SCHEMA.current == 2 and state_table.SCHEMA.current == 3 == state_table.SCHEMA.first
+    assert state_table.LEGACY_SCHEMA.current == 2
     assert [c.name for c in state_table.SCHEMA.columns()] == list(state_table.COLUMNS)
 
 
@@ -52,6 +56,8 @@ def test_versions_append_and_are_numbered_from_one() -> None:
     assert V2_REPORT.version_of(["rowNumber"]) == 0
     with pytest.raises(ValueError, match="1, 2, 3"):
         TableSchema("x", [(1, [Column("a", "text")]), (3, [Column("b", "text")])])
+    with pytest.raises(ValueError, match="3, 4, 5"):
+        TableSchema("x", [(1, [Column("a", "text")])], first=3)
     with pytest.raises(ValueError, match="twice"):
         TableSchema("x", [(1, [Column("a", "text")]), (2, [Column("A", "text")])])
 
@@ -105,7 +111,7 @@ def test_an_older_report_table_is_migrated_and_keeps_its_rows(pg_schema, monkeyp
 
 
 @pytest.mark.postgres
-def test_a_version_1_state_table_is_migrated_and_keeps_its_records(pg_schema, monkeypatch) -> None:
+def test_a_compact_state_table_is_migrated_additively_and_keeps_its_records(pg_schema, monkeypatch) -> None:
     table = f"{pg_schema}.state"
     st = SqlStateTable(psycopg2_connect, table, "app")
     st.begin("r1")
@@ -223,7 +229,7 @@ def test_sqlite_tables_are_versioned_and_migrated(tmp_path, monkeypatch) -> None
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT table_name, version FROM polyv_schema_version ORDER BY 1").fetchall() == [
             ("report", NEXT_REPORT - 1),
-            ("state", len(state_table.SCHEMA_VERSIONS)),
+            ("state", STATE_NOW),
         ]
     monkeypatch.setattr(report_table, "SCHEMA", V2_REPORT)
     monkeypatch.setattr(state_table, "SCHEMA", V2_STATE)

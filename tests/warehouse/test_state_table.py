@@ -1,7 +1,8 @@
-"""The sync state in a warehouse table: PostgreSQL (COPY) and the generic path (SQLite)."""
+"""The sync state in a warehouse table: PostgreSQL and SQLite (the other engines: test_state_engines)."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -17,9 +18,10 @@ def _connect() -> Any:
 
 
 @pytest.mark.postgres
-def test_state_table_roundtrip_markers_compaction_and_apps(pg_schema) -> None:
+def test_state_table_roundtrip_markers_and_apps(pg_schema) -> None:
     import pyarrow as pa
 
+    from polyv_connector.warehouse.dialect import POSTGRESQL
     from polyv_connector.warehouse.state_table import SqlStateTable
 
     table = f"{pg_schema}.state"
@@ -27,14 +29,20 @@ def test_state_table_roundtrip_markers_compaction_and_apps(pg_schema) -> None:
     st.begin("run1")
     items = pa.table({"viewerId": ["v1", "v2"], "customFieldId": ["F", "F"], "customFieldValue": ["x", "y"]})
     st.record(np.array([1, 2**63 + 5], np.uint64), np.array([0, 0], np.uint64))  # in flight
-    st.record(np.array([1, 2**63 + 5], np.uint64), np.array([11, 22], np.uint64), items=items)  # confirmed
+    st.record(np.array([1, 2**63 + 5], np.uint64), np.array([11, 2**64 - 1], np.uint64), items=items)  # confirmed
     st.finish()
     keys, fps = SqlStateTable(_connect, table, "app-a").load()
-    assert keys.tolist() == [1, 2**63 + 5]
-    assert fps.tolist() == [11, 22]
-    # Compaction left one record per key; the value's MD5 is kept for the warehouse diff.
+    assert keys.tolist() == [1, 2**63 + 5]  # unsigned, whatever the sign BIGINT stores
+    assert fps.tolist() == [11, 2**64 - 1]
+    # One row per key.
     assert pg_rows(f"SELECT count(*) FROM {table}") == [(2,)]
-    assert pg_rows(f'SELECT "viewerId" FROM {table} WHERE "valueMd5" = md5(%s)', ("y",)) == [("v2",)]
+    st.begin("run2")
+    st.record(np.array([1], np.uint64), np.array([0], np.uint64))  # sent again, in flight
+    st.finish()
+    assert pg_rows(f"SELECT count(*) FROM {table}") == [(1,)]  # key 1 in flight again: not vouched for
+    # The database computes the fingerprints itself: the first 64 bits of MD5, two's complement.
+    value_fp = pg_rows(f"SELECT {POSTGRESQL.value_hash('%s')}", ("x",))[0][0]
+    assert value_fp == int(hashlib.md5(b"x").hexdigest()[:16], 16) - 2**64  # 9dd4...: the high bit set
     assert len(SqlStateTable(_connect, table, "app-b").load()[0]) == 0
     SqlStateTable(_connect, table, "app-a").reset()
     assert pg_rows(f"SELECT count(*) FROM {table}") == [(0,)]
@@ -63,25 +71,26 @@ def test_a_table_name_cannot_smuggle_sql_through_the_index(pg_schema) -> None:
 
 
 def test_state_table_generic_path_on_sqlite(tmp_path) -> None:
-    """Databases without COPY record through executemany; last record of a key wins."""
+    """SQLite (the generic SQL, no COPY): the last record of a key wins, one row per key."""
     import sqlite3
 
     import pyarrow as pa
 
-    from polyv_connector.warehouse.state_table import SqlStateTable
+    from polyv_connector.warehouse.state_table import SqlStateTable, account_hash
 
     path = tmp_path / "w.db"
-    st = SqlStateTable(lambda: sqlite3.connect(path), "state", "app", placeholder="?")
+    st = SqlStateTable(lambda: sqlite3.connect(path), "state", "app")
     st.begin("r1")
     items = pa.table({"viewerId": ["v1"], "customFieldId": ["F"], "customFieldValue": ["x"]})
     st.record(np.array([7], np.uint64), np.array([0], np.uint64), synced_at=1.0)
     st.record(np.array([7], np.uint64), np.array([70], np.uint64), synced_at=2.0, items=items)
+    st.record(np.array([7], np.uint64), np.array([71], np.uint64), synced_at=3.0, items=items)
     st.finish()
-    keys, fps = SqlStateTable(lambda: sqlite3.connect(path), "state", "app", placeholder="?").load()
+    keys, fps = SqlStateTable(lambda: sqlite3.connect(path), "state", "app").load()
     assert keys.tolist() == [7]
-    assert fps.tolist() == [70]
-    rows = sqlite3.connect(path).execute('SELECT "viewerId", "valueMd5" FROM state').fetchall()
-    assert rows == [("v1", "9dd4e461268c8034f5c8564e155c67a6")]  # compacted to the confirmation
+    assert fps.tolist() == [71]
+    rows = sqlite3.connect(path).execute('SELECT "acct", "key", "fp" FROM state').fetchall()
+    assert rows == [(account_hash("app"), 7, 71)]
 
 
 @pytest.mark.postgres
@@ -89,7 +98,7 @@ def test_the_warehouse_diff_is_wired_at_construction(pg_schema) -> None:
     """The state table is the source's ``skip_unchanged`` and loads nothing for a local diff."""
     import pyarrow as pa
 
-    from polyv_connector.fingerprints import key_hashes
+    from polyv_connector.fingerprints import key_hashes, value_fingerprints
     from polyv_connector.sources.sql import SqlSource
     from polyv_connector.warehouse.state_table import SqlStateTable
 
@@ -99,8 +108,8 @@ def test_the_warehouse_diff_is_wired_at_construction(pg_schema) -> None:
     st = SqlStateTable(_connect, table, "app")
     st.begin("r1")
     confirmed = pa.table({"viewerId": ["u1", "u2"], "customFieldId": ["F", "F"], "customFieldValue": ["a", "old"]})
-    keys = key_hashes(confirmed.column("viewerId"), confirmed.column("customFieldId"))[0]
-    st.record(keys, np.array([1, 2], np.uint64), items=confirmed)
+    keys = key_hashes(confirmed.column("viewerId"), confirmed.column("customFieldId"), st.hash_family)[0]
+    st.record(keys, value_fingerprints(confirmed.column("customFieldValue"), st.hash_family), items=confirmed)
     st.finish()
 
     st = SqlStateTable(_connect, table, "app", load_for_local_diff=False)
