@@ -26,6 +26,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -208,7 +209,7 @@ def bulk_insert(
         return "arrow"
     if engine == "mysql":
         with cursor(conn) as cur:
-            _multirow_insert(cur, table, columns_sql, placeholder, _naive_utc(data), chunk_rows)
+            _multirow_insert(cur, table, columns_sql, _naive_utc(data), chunk_rows)
         return "multirow"
     with cursor(conn) as cur:
         insert_rows(cur, table, columns_sql, placeholder, data, chunk_rows)
@@ -236,17 +237,55 @@ def _duckdb_insert(conn: Any, table: str, columns_sql: str, data: pa.Table) -> N
         conn.unregister(view)
 
 
-def _multirow_insert(cur: Any, table: str, columns_sql: str, placeholder: str, data: pa.Table, chunk_rows: int) -> None:
-    # One INSERT with many VALUES tuples per chunk: one round trip and one parse per chunk, not
-    # per row. (mysqlclient and PyMySQL rewrite executemany into this too, but mysql-connector
-    # only for simple statements; spelled out here it is the same on every driver.)
-    row_marks = "(" + ", ".join([placeholder] * data.num_columns) + ")"
-    for start in range(0, data.num_rows, chunk_rows):
-        part = data.slice(start, chunk_rows)
-        values: list[Any] = []
-        for row in zip(*(part.column(i).to_pylist() for i in range(part.num_columns)), strict=True):
-            values.extend(row)
-        cur.execute(f"INSERT INTO {table} ({columns_sql}) VALUES " + ", ".join([row_marks] * part.num_rows), values)
+def _multirow_insert(cur: Any, table: str, columns_sql: str, data: pa.Table, chunk_rows: int) -> None:
+    # One INSERT with many VALUES tuples per chunk: one round trip and one parse per chunk. The
+    # literals are written column-wise by Arrow (the drivers' own parameter binding escapes one
+    # Python object at a time: about 15k report rows/s against several times that here), with
+    # the escaping of mysql_real_escape_string for the session's sql_mode.
+    no_backslash = _no_backslash_escapes(cur)
+    literals = [_mysql_literals(column, no_backslash) for column in data.columns]
+    rows = pc.binary_join_element_wise(*literals, ",") if literals else pa.array([], pa.string())
+    sizes = pc.binary_length(rows).to_numpy(zero_copy_only=False).astype(np.int64) + 3
+    # Statements of at most chunk_rows rows and about 4 MB: under max_allowed_packet's 16 MB default.
+    cut = np.cumsum(sizes) // _MAX_STATEMENT_BYTES
+    start = 0
+    while start < len(rows):
+        stop = min(start + chunk_rows, len(rows))
+        stop = start + max(1, int(np.searchsorted(cut[start:stop], cut[start], side="right")))
+        values = "),(".join(rows.slice(start, stop - start).to_pylist())
+        cur.execute(f"INSERT INTO {table} ({columns_sql}) VALUES ({values})")
+        start = stop
+
+
+_MAX_STATEMENT_BYTES = 4 << 20
+
+
+def _no_backslash_escapes(cur: Any) -> bool:
+    cur.execute("SELECT @@SESSION.sql_mode")
+    row = cur.fetchone()
+    return "NO_BACKSLASH_ESCAPES" in str(row[0] if row else "").upper()
+
+
+def _mysql_literals(column: pa.ChunkedArray | pa.Array, no_backslash: bool) -> pa.Array:
+    """Each value of ``column`` as a MySQL SQL literal (``NULL`` for nulls)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    typ = column.type
+    if pa.types.is_integer(typ) or pa.types.is_boolean(typ):
+        text = column.cast(pa.int8()) if pa.types.is_boolean(typ) else column
+        return pc.fill_null(text.cast(pa.string()), "NULL")
+    if pa.types.is_timestamp(typ):
+        # Arrow writes a naive timestamp as 'YYYY-MM-DD HH:MM:SS.ffffff' (its unit's fraction),
+        # which DATETIME(6) reads whole; ten times faster than strftime.
+        text = column.cast(pa.string())
+        return pc.fill_null(pc.binary_join_element_wise("'", text, "'", ""), "NULL")
+    text = column.cast(pa.string())
+    if no_backslash:
+        text = pc.replace_substring(text, "'", "''")
+    else:
+        for plain, escaped in (("\\", "\\\\"), ("'", "\\'"), ("\x00", "\\0"), ("\x1a", "\\Z")):
+            text = pc.replace_substring(text, plain, escaped)
+    return pc.fill_null(pc.binary_join_element_wise("'", text, "'", ""), "NULL")
 
 
 def insert_rows(
