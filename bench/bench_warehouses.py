@@ -251,7 +251,9 @@ def run_engine(engine: str, rows: int, batch_rows: int, sample_rows: int) -> dic
             for mode in ("python", "warehouse"):
                 in_wh = mode == "warehouse"
                 st = SqlStateTable(place.connect, place.table("polyv_sync_state"), APP, load_for_local_diff=not in_wh)
-                src = SqlSource(place.connect, table=source_table, dialect=place.dialect, skip_unchanged=st if in_wh else None)
+                src = SqlSource(
+                    place.connect, table=source_table, dialect=place.dialect, skip_unchanged=st if in_wh else None
+                )
                 rep = SqlReportTable(place.connect, place.table("polyv_sync_report"), dialect=place.dialect)
                 t = time.perf_counter()
                 res = sync(src, creds, options, rep, state=st, progress=Progress(interval_s=1e9))
@@ -292,13 +294,15 @@ def main() -> None:
             f"read        : {r['read_rps']:>10,.0f} rows/s, peak RSS growth {r['read_rss_mb']:6.1f} MB "
             f"({r['read_rss_mb'] * per_m:.0f} MB per 1M rows; goal < {GOAL_RSS_MB_PER_M:.0f})"
         )
+        memory_ratio = r["base_read_rss_mb"] / max(r["read_rss_mb"], 0.1)
         print(
             f"read  base  : driver's default cursor {args.rows / r['base_read_s']:>10,.0f} rows/s, peak RSS growth "
-            f"{r['base_read_rss_mb']:6.1f} MB; ratio {r['base_read_rss_mb'] / max(r['read_rss_mb'], 0.1):.1f}x the memory"
+            f"{r['base_read_rss_mb']:6.1f} MB; ratio {memory_ratio:.1f}x the memory"
         )
+        write_ratio = r["report_rps"] / r["base_report_rps"]
         print(
             f"report write: {r['report_rps']:>10,.0f} rows/s ({r['report_path']}; goal >= {GOAL_WRITE_RPS:,.0f}); "
-            f"executemany baseline {r['base_report_rps']:,.0f} rows/s, ratio {r['report_rps'] / r['base_report_rps']:.1f}x"
+            f"executemany baseline {r['base_report_rps']:,.0f} rows/s, ratio {write_ratio:.1f}x"
         )
         print(f"state write : {r['state_rps']:>10,.0f} rows/s (goal >= {GOAL_WRITE_RPS:,.0f})")
         print(

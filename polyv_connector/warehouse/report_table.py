@@ -27,7 +27,7 @@ from polyv_connector.errors import ConfigError
 from polyv_connector.model import REPORT_COLUMNS
 from polyv_connector.warehouse import dbapi
 from polyv_connector.warehouse.db_errors import database_error
-from polyv_connector.warehouse.dialect import BIGINT, TEXT, TIMESTAMP, dialect_named
+from polyv_connector.warehouse.dialect import BIGINT, TEXT, TIMESTAMP, dialect_named, dialect_of_connection
 from polyv_connector.warehouse.identifiers import check_table_name, quote_identifier
 from polyv_connector.warehouse.schema import Column, TableSchema, ensure_schema, existing_columns
 
@@ -183,6 +183,10 @@ class SqlReportTable:
         if self._conn is None:
             # Opened on the first write: the report comes after sending, which may take hours.
             self._conn = self._open()
+            if dialect_of_connection(self._conn).name == "duckdb":
+                # DuckDB's Python connection commits each statement unless a transaction is
+                # open: the run's rows must stand or fall together (close commits, abort rolls back).
+                self._conn.execute("BEGIN TRANSACTION")
         if self.dialect in ("postgresql", "redshift"):
             # PostgreSQL text cannot hold NUL: stored escaped (README, The report), so the
             # report of items POLYV confirmed can always be written (a psycopg connection is

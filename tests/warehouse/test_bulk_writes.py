@@ -87,3 +87,20 @@ def _round_trip(engine: Engine, sql_mode: str) -> None:
     got = engine.rows(f"SELECT n, txt, big, {engine.q('at')} FROM {table} ORDER BY n")
     got = [(r[0], r[1], r[2], r[3].replace(tzinfo=None) if r[3] else None) for r in got]
     assert got == _expected(engine)
+
+
+def test_report_table_is_one_transaction(engine: Engine) -> None:
+    """A run that fails leaves no report rows behind; a run that closes leaves all of them."""
+    from polyv_connector.warehouse.report_table import SqlReportTable
+    from tests.warehouse.support import report_batch
+
+    table = engine.table("polyv_sync_report")
+    failed = SqlReportTable(engine.connect, table, dialect=engine.dialect)
+    failed.write(report_batch("run-failed", 5))
+    failed.write(report_batch("run-failed", 5, start=5))
+    failed.abort()
+    done = SqlReportTable(engine.connect, table, dialect=engine.dialect)
+    done.write(report_batch("run-done", 7))
+    done.close()
+    q = engine.q
+    assert engine.rows(f"SELECT {q('runId')}, COUNT(*) FROM {table} GROUP BY {q('runId')}") == [("run-done", 7)]
