@@ -107,6 +107,8 @@ _KEY = ("acct", "key")
 _FETCH_ROWS = 100_000
 #: Keys per DELETE ... IN (...) and rows per multi-row INSERT: integers written as literals.
 _CHUNK = 1_000
+#: PostgreSQL: ANALYZE the state table once this many rows were written, then each time doubled.
+_ANALYZE_ROWS = 50_000
 _SAFE_APP_ID = re.compile(r"^[A-Za-z0-9._:@-]+$")
 _MASK32 = 4294967295
 
@@ -189,6 +191,8 @@ class SqlStateTable:
         self.create = create  # False in a dry run: nothing is created, migrated or written
         self.load_for_local_diff = load_for_local_diff
         self._is_postgres = False
+        self._written = 0  # confirmations written by this instance (see record: ANALYZE)
+        self._analyzed_at = 0
         self._lock: PgAdvisoryLock | LeaseLock | None = None
         self._run_seq: int | None = None
         self.prepare(create)
@@ -535,13 +539,33 @@ class SqlStateTable:
             }
         )
         with dbapi.transaction(self._conn):
-            with dbapi.cursor(self._conn) as cur:
-                for start in range(0, len(keys), _CHUNK):
-                    part = _signed(keys[start : start + _CHUNK])
+            if hasattr(self._conn, "register") and self._d().name == "duckdb":
+                # DuckDB joins against the Arrow keys: twice as fast as literal IN lists.
+                view = f"polyv_keys_{uuid.uuid4().hex[:12]}"
+                self._conn.register(view, pa.table({"k": pa.array(keys.view(np.int64))}))
+                try:
+                    self._conn.execute(
+                        f"DELETE FROM {self.table} WHERE {q('acct')} = {self.acct} "
+                        f"AND {q('key')} IN (SELECT k FROM {view})"
+                    )
+                finally:
+                    self._conn.unregister(view)
+            elif self._is_postgres:
+                # One statement for the whole batch: an array of keys, probed in the primary key.
+                array = "{" + ",".join(map(str, keys.view(np.int64).tolist())) + "}"
+                with dbapi.cursor(self._conn) as cur:
                     cur.execute(
                         f"DELETE FROM {self.table} WHERE {q('acct')} = {self.acct} "
-                        f"AND {q('key')} IN ({', '.join(map(str, part))})"
+                        f"AND {q('key')} = ANY(CAST('{array}' AS BIGINT[]))"
                     )
+            else:
+                with dbapi.cursor(self._conn) as cur:
+                    for start in range(0, len(keys), _CHUNK):
+                        part = _signed(keys[start : start + _CHUNK])
+                        cur.execute(
+                            f"DELETE FROM {self.table} WHERE {q('acct')} = {self.acct} "
+                            f"AND {q('key')} IN ({', '.join(map(str, part))})"
+                        )
             if rows.num_rows:
                 # Each engine's bulk path (COPY, multi-row INSERT, DuckDB reading Arrow): a
                 # confirmed batch is written at the rate POLYV confirms, never row by row.
@@ -555,6 +579,18 @@ class SqlStateTable:
                     chunk_rows=20_000,
                 )
         # committed: durable before the next batch is sent or recorded
+        self._written += rows.num_rows
+        if self._is_postgres and self._written >= 2 * self._analyzed_at + _ANALYZE_ROWS:
+            # A table that grew in this run has no statistics for its keys: PostgreSQL then
+            # scans every row of the account for each DELETE above (its time grows with the
+            # table: 7k rows/s at 1M). ANALYZE samples at most 30k rows, each time the run's
+            # writes double, so a handful of times per run.
+            self._analyzed_at = self._written
+            try:
+                with dbapi.transaction(self._conn), dbapi.cursor(self._conn) as cur:
+                    cur.execute(f"ANALYZE {self.table}")
+            except Exception as exc:  # an optimisation: the records are committed already
+                log.info("could not ANALYZE the sync state table %s: %s", self.table, exc)
 
     def finish(self) -> None:
         """End the run: release the connection (nothing to compact: a key has one row)."""
