@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SIM_PORT ?= 8750
-EXTRAS := airflow,gx,postgres,mysql,duckdb,redis,dev
+EXTRAS := airflow,gx,postgres,mysql,duckdb,redis,openlineage,dev
 # Debian packages the `mysql` extra needs to build mysqlclient (installed by `make install`
 # where missing: apt-get as root, else a message saying what to install).
 MYSQL_DEB := default-libmysqlclient-dev pkg-config

@@ -59,7 +59,8 @@ def main() -> None:
             field = pa.array(["VIP_LEVEL"] * len(i))
             value = pc.binary_join_element_wise("L", pa.array([x % 1000 for x in i.to_pylist()]).cast(pa.string()), "")
             items = pa.table({"viewerId": viewer, "customFieldId": field, "customFieldValue": value})
-            state.record(key_hashes(viewer, field)[0], value_fingerprints(value), items=items)
+            family = state.hash_family
+            state.record(key_hashes(viewer, field, family)[0], value_fingerprints(value, family), items=items)
         state.finish()
         every = max(1, round(1 / args.changed))
         cur.execute(f"UPDATE {schema}.attrs SET value = value || '-new' WHERE substr(viewer_id, 8)::int % {every} = 0")

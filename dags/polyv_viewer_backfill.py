@@ -19,6 +19,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Param
 
+from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
 from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 
 # Seconds a run waits for another run of the same account to release its sync state.
@@ -72,6 +73,9 @@ with DAG(
     },
 ) as dag:
     PolyvViewerFieldSyncOperator(
+        # An alert with the counts by reason and the run page: POSTed to the connection
+        # polyv_alerts (an incoming webhook) when it is defined, else written to the task log.
+        on_failure_callback=PolyvSyncFailureNotifier("polyv_alerts"),
         task_id="resync_viewer_fields",
         # Another run of this account (a backfill date, the nightly run) may hold the sync state:
         # wait for it rather than fail as busy. The lock makes overlapping runs safe; this makes

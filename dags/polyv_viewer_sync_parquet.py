@@ -1,8 +1,9 @@
 """Nightly: sync a Parquet input (the bundled sample by default) into POLYV viewer custom fields.
 
-Runs as is against the local simulator (``polyv-sync simulator``) with the connection
-``AIRFLOW_CONN_POLYV_DEFAULT='{"conn_type": "polyv", "login": "demo-app", "password":
-"demo-secret", "host": "http://127.0.0.1:8750"}'``.
+Runs as is against the local simulator (``polyv-sync simulator``) with a ``polyv`` connection
+``polyv_default`` (login: the appId, password: the appSecret, host: ``http://127.0.0.1:8750``;
+the README's quick start has the simulator's demo values). This text is the DAG's documentation
+in the UI and in OpenLineage events: never put a credential here.
 
 Whoever may trigger this DAG chooses its params, so they point only where the DAG author allows:
 
@@ -27,6 +28,7 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
+from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
 from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 
 # Seconds a run waits for another run of the same account to release its sync state.
@@ -73,6 +75,9 @@ with DAG(
     },
 ) as dag:
     PolyvViewerFieldSyncOperator(
+        # An alert with the counts by reason and the run page: POSTed to the connection
+        # polyv_alerts (an incoming webhook) when it is defined, else written to the task log.
+        on_failure_callback=PolyvSyncFailureNotifier("polyv_alerts"),
         task_id="sync_viewer_fields",
         # Another run of this account (a backfill date, the nightly run) may hold the sync state:
         # wait for it rather than fail as busy. The lock makes overlapping runs safe; this makes

@@ -1,7 +1,7 @@
 """Nightly: sync the viewer attributes changed in the data interval from a SQL warehouse.
 
-Source connection ``polyv_warehouse`` (any common-sql database; e.g.
-``AIRFLOW_CONN_POLYV_WAREHOUSE='postgresql://user:pass@host:5432/db'``). By default it reads
+Source connection ``polyv_warehouse`` (any common-sql database, e.g. a ``postgres``
+connection; its password belongs in a secrets backend, not in this text). By default it reads
 the long-form table ``polyv_viewer_attributes``::
 
     viewer_id text, custom_field_id text, custom_field_value text, updated_at timestamptz
@@ -22,6 +22,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
+from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
 from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 
 # Seconds a run waits for another run of the same account to release its sync state.
@@ -77,6 +78,9 @@ with DAG(
     },
 ) as dag:
     PolyvViewerFieldSyncOperator(
+        # An alert with the counts by reason and the run page: POSTed to the connection
+        # polyv_alerts (an incoming webhook) when it is defined, else written to the task log.
+        on_failure_callback=PolyvSyncFailureNotifier("polyv_alerts"),
         task_id="sync_viewer_fields",
         # Another run of this account (a backfill date, the nightly run) may hold the sync state:
         # wait for it rather than fail as busy. The lock makes overlapping runs safe; this makes

@@ -11,6 +11,7 @@ from collections.abc import Collection
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from polyv_connector import reasons as codes
 from polyv_connector.model import FIELD_ID, MAX_FIELD_ID_LENGTH, VALUE, VIEWER_ID
 
 REASON_SEPARATOR = "; "
@@ -21,14 +22,14 @@ def _reason_where(mask: pa.Array, reason: str) -> pa.Array:
     return pc.if_else(pc.fill_null(mask, False), pa.scalar(reason), pa.scalar(None, pa.string()))
 
 
-def _id_checks(ids: pa.Array, name: str) -> list[pa.Array]:
+def _id_checks(ids: pa.Array, name: str, blank_code: str, padded_code: str) -> list[tuple[str, pa.Array]]:
     trimmed = pc.utf8_trim_whitespace(ids)
     blank = pc.equal(trimmed, "")
     padded = pc.and_(pc.invert(blank), pc.not_equal(trimmed, ids))
     return [
-        _reason_where(pc.is_null(ids), f"{name} is null"),
-        _reason_where(blank, f"{name} is blank"),
-        _reason_where(padded, f"{name} has leading or trailing whitespace (trim it in the source)"),
+        (blank_code, _reason_where(pc.is_null(ids), f"{name} is null")),
+        (blank_code, _reason_where(blank, f"{name} is blank")),
+        (padded_code, _reason_where(padded, f"{name} has leading or trailing whitespace (trim it in the source)")),
     ]
 
 
@@ -38,14 +39,23 @@ def check_items(items: pa.Table, known_fields: Collection[str] | None) -> pa.Arr
     ``known_fields`` are the account's customFieldIds from the preflight field list;
     ``None`` skips that check (e.g. ``--no-check-fields``).
     """
+    return check_items_coded(items, known_fields)[0]
+
+
+def check_items_coded(items: pa.Table, known_fields: Collection[str] | None) -> tuple[pa.Array, pa.Array]:
+    """:func:`check_items` plus, per item, the reason code of its first failing check."""
     viewer = items.column(VIEWER_ID).combine_chunks()
     field_id = items.column(FIELD_ID).combine_chunks()
     value = items.column(VALUE).combine_chunks()
-    reasons = _id_checks(viewer, VIEWER_ID) + _id_checks(field_id, FIELD_ID)
-    reasons.append(
-        _reason_where(
-            pc.greater(pc.utf8_length(field_id), MAX_FIELD_ID_LENGTH),
-            f"{FIELD_ID} is longer than {MAX_FIELD_ID_LENGTH} characters",
+    checks = _id_checks(viewer, VIEWER_ID, codes.BLANK_VIEWER_ID.code, codes.PADDED_VIEWER_ID.code)
+    checks += _id_checks(field_id, FIELD_ID, codes.BLANK_FIELD_ID.code, codes.PADDED_FIELD_ID.code)
+    checks.append(
+        (
+            codes.FIELD_ID_TOO_LONG.code,
+            _reason_where(
+                pc.greater(pc.utf8_length(field_id), MAX_FIELD_ID_LENGTH),
+                f"{FIELD_ID} is longer than {MAX_FIELD_ID_LENGTH} characters",
+            ),
         )
     )
     if known_fields is not None:
@@ -53,14 +63,22 @@ def check_items(items: pa.Table, known_fields: Collection[str] | None) -> pa.Arr
             pc.invert(pc.is_in(field_id, value_set=pa.array(sorted(known_fields), pa.string()))),
             pc.invert(pc.is_null(field_id)),
         )
-        reasons.append(
-            _reason_where(
-                unknown,
-                f"{FIELD_ID} does not exist in this POLYV account (create the field in POLYV or fix the id)",
+        checks.append(
+            (
+                codes.UNKNOWN_FIELD.code,
+                _reason_where(
+                    unknown,
+                    f"{FIELD_ID} does not exist in this POLYV account (create the field in POLYV or fix the id)",
+                ),
             )
         )
-    reasons.append(_reason_where(pc.is_null(value), f"{VALUE} is null"))
-    return merge_reasons(*reasons)
+    checks.append((codes.NULL_VALUE.code, _reason_where(pc.is_null(value), f"{VALUE} is null")))
+    return merge_reasons(*(r for _, r in checks)), pc.coalesce(*(code_where(r, c) for c, r in checks))
+
+
+def code_where(reasons: pa.Array, code: str) -> pa.Array:
+    """``code`` where ``reasons`` holds a reason, null elsewhere."""
+    return _reason_where(pc.is_valid(reasons), code)
 
 
 def merge_reasons(*reason_arrays: pa.Array) -> pa.Array:

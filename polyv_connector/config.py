@@ -18,6 +18,7 @@ from polyv_connector.model import (
     VALUE,
     VIEWER_ID,
 )
+from polyv_connector.partitioning import Slice
 
 DEFAULT_BASE_URL = "https://api.polyv.net"
 #: The longest appId accepted (POLYV's are about ten characters).
@@ -211,3 +212,9 @@ class SyncOptions:
             raise ConfigError("read_batch_rows", "must be >= 1")
         if not 0 <= self.lock_timeout_s <= 86_400 or math.isnan(self.lock_timeout_s):
             raise ConfigError("lock_timeout", f"must be between 0 and 86400 seconds, got {self.lock_timeout_s}")
+        self.slice.validate()
+
+    @property
+    def slice(self) -> Slice:
+        """The part of the account this run handles (``Slice(0, 1)``: all of it)."""
+        return Slice(self.partition, self.partitions)

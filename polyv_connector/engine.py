@@ -31,8 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from polyv_connector import exit_codes
+from polyv_connector import reasons as reason_codes
 from polyv_connector.batching import Batch, item_table, make_batches
-from polyv_connector.checks import check_items, merge_reasons
+from polyv_connector.checks import check_items_coded, code_where, merge_reasons
 from polyv_connector.config import ColumnMapping, Credentials, SyncOptions
 from polyv_connector.errors import InputError, RunAborted, StateError
 from polyv_connector.fingerprints import UNCONFIRMED, HashFamily, key_hashes, value_fingerprints
@@ -48,6 +49,7 @@ from polyv_connector.model import (
     VIEWER_ID,
     report_schema,
 )
+from polyv_connector.partitioning import WHOLE, Slice
 from polyv_connector.planner import PlanNotes, plan_duplicates, plan_unchanged
 from polyv_connector.progress import Progress
 from polyv_connector.report import ReportSink
@@ -56,6 +58,7 @@ from polyv_connector.sources.items import ITEM_SCHEMA, convert_items
 from polyv_connector.sources.text import UnsupportedColumn
 from polyv_connector.spill import create_file, spill_dir
 from polyv_connector.state import StateStore, SyncState
+from polyv_connector.timeline import TimelineRecorder, TimelineSummary
 from polyv_connector.transport.client import PolyvClient
 from polyv_connector.transport.ratelimit import RequestBudget, TokenBucket
 from polyv_connector.transport.retry import RetryPolicy
@@ -69,11 +72,23 @@ EXIT_ABORTED = exit_codes.ABORTED.code
 EXIT_GATE = exit_codes.GATE.code
 
 _REASON = "_reason"
-_SPILL_SCHEMA = ITEM_SCHEMA.append(pa.field(_REASON, pa.string()))
+_REASON_CODE = "_reason_code"
+_SPILL_SCHEMA = ITEM_SCHEMA.append(pa.field(_REASON, pa.string())).append(pa.field(_REASON_CODE, pa.string()))
+#: Statuses whose items are listed in ``problems`` and logged at WARNING.
+PROBLEM_STATUSES = ("rejected", "failed", "in_doubt", "not_attempted")
+#: How many problem items the result lists, and example rows per reason code in the log.
+MAX_PROBLEMS = 20
+EXAMPLE_ROWS = 3
 
 DEFAULT_REASONS = {
     "unchanged": "unchanged since the last confirmed sync; not sent (use full refresh to resend)",
     "dry_run": "dry run: would be sent",
+}
+DEFAULT_CODES = {
+    "unchanged": reason_codes.UNCHANGED.code,
+    "dry_run": reason_codes.DRY_RUN.code,
+    "duplicate": reason_codes.DUPLICATE.code,
+    "not_attempted": reason_codes.RUN_STOPPED.code,
 }
 
 
@@ -89,11 +104,16 @@ class Source(Protocol):
 
     def check_columns(self, mapping: ColumnMapping) -> None: ...
 
-    def unchanged_in_source(self, columns: list[str]) -> int | None:
+    def unchanged_in_source(self, columns: list[str], part: Slice = WHOLE) -> int | None:
         """Items the source itself leaves out as unchanged (a diff run in the warehouse), or
-        ``None`` when the source has no such diff. Called once, under the state's lock."""
+        ``None`` when the source has no such diff. Called once, under the state's lock;
+        ``part``: count within that slice only."""
 
-    def batches(self, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]: ...
+    def batches(self, columns: list[str], batch_rows: int, part: Slice = WHOLE) -> Iterator[pa.RecordBatch]:
+        """The source's rows; with ``part``, only the rows whose viewerId (``columns[0]``) falls
+        in that slice (:mod:`polyv_connector.partitioning`), each exactly once. The engine
+        passes ``part`` only to a partition run, so a source written for whole runs still works
+        for them."""
 
 
 class Validator(Protocol):
@@ -127,6 +147,13 @@ class SyncResult:
     abort_cause: str | None = None
     gate_failures: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Items per ``reasonCode`` (every item not sent has one); see :mod:`polyv_connector.reasons`.
+    counts_by_reason: dict[str, int] = field(default_factory=dict)
+    #: The first :data:`MAX_PROBLEMS` items rejected, failed, in doubt or not attempted, in input
+    #: order: ``rowNumber``, ``viewerId``, ``reasonCode``, ``reason`` (never the value).
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    #: Requests, retries and splits per second of the send phase, for the run page (not XCom).
+    timeline: TimelineSummary | None = None
 
     @property
     def ok(self) -> bool:
@@ -172,6 +199,8 @@ class SyncResult:
             "aborted": self.aborted,
             "abortCause": self.abort_cause,
             "gateFailures": list(self.gate_failures),
+            "countsByReason": dict(sorted(self.counts_by_reason.items())),
+            "problems": [dict(p) for p in self.problems],
             **self.extra,
         }
 
@@ -289,14 +318,22 @@ def sync(
 
 @contextmanager
 def _holding(state: StateStore | None, options: SyncOptions, run_id: str, app_id: str) -> Iterator[None]:
-    """One run per state: the lock is held from before the state is read until after it is
-    compacted, so no other run's confirmations can interleave with ours. A dry run writes
+    """One run per state (or per slice of it, for a partition run): the lock is held from before
+    the state is read until after it is compacted, so no other run's confirmations can
+    interleave with ours. A dry run writes
     nothing and reads a consistent snapshot without the lock."""
     if state is None or options.dry_run:
         yield
         return
-    seq = state.lock(run_id, options.lock_timeout_s)
-    log.info("sync state for appId %s locked by run %s (run sequence %s)", app_id, run_id, seq)
+    part = options.slice
+    if part.whole:
+        seq = state.lock(run_id, options.lock_timeout_s)
+        log.info("sync state for appId %s locked by run %s (run sequence %s)", app_id, run_id, seq)
+    else:
+        # Partitions of one account run side by side (their items are disjoint), never beside a
+        # whole-account run: the account's lock shared, the slice's exclusive.
+        seq = state.lock(run_id, options.lock_timeout_s, "shared", part)
+        log.info("sync state for appId %s locked shared by run %s for %s (run sequence %s)", app_id, run_id, part, seq)
     try:
         yield
     finally:
@@ -326,9 +363,16 @@ def _locked_run(
     source.check_columns(options.mapping)
     state_keys, state_fps = _load_state(state, options)
     # Counted before sending: afterwards the rows this run sends are unchanged too.
-    unchanged_in_source = None if options.full_refresh else source.unchanged_in_source(options.mapping.source_columns)
+    columns = options.mapping.source_columns
+    if options.full_refresh:
+        unchanged_in_source = None
+    elif options.slice.whole:
+        unchanged_in_source = source.unchanged_in_source(columns)
+    else:
+        unchanged_in_source = source.unchanged_in_source(columns, options.slice)
 
     own_client = client is None
+    timeline: TimelineRecorder | None = None
     if client is None:
         client = PolyvClient(credentials, options.send, budget=budget or TokenBucket(options.send.max_rps), clock=clock)
     circuit = stop if stop is not None else Circuit()
@@ -360,24 +404,30 @@ def _locked_run(
                 ]
             pending_count = int(np.count_nonzero(ledger.status == PENDING))
             requests_planned = math.ceil(pending_count / options.send.batch_size)
-            closing: dict[str, str] = {}
+            closing = _Closing()
             if gate_failures:
-                closing["not_attempted"] = "not sent: a data-quality gate failed: " + " | ".join(gate_failures)
-                ledger.status[ledger.status != STATUS_CODE["not_attempted"]] = STATUS_CODE["not_attempted"]
+                log.warning("data-quality gate failed, nothing is sent: %s", " | ".join(gate_failures))
+                closing.gate = "not sent: a data-quality gate failed: " + " | ".join(gate_failures)
+                closing.reasons["not_attempted"] = closing.gate
+                closing.codes["not_attempted"] = reason_codes.GATE_FAILED.code
+                # Items that failed a check or an expectation stay rejected (they would be even
+                # if the gate passed); every other item is not attempted because of the gate.
+                ledger.status[ledger.status != STATUS_CODE["rejected"]] = STATUS_CODE["not_attempted"]
             elif options.dry_run:
                 ledger.status[ledger.status == PENDING] = STATUS_CODE["dry_run"]
             elif not circuit.is_open and pending_count:
+                timeline = TimelineRecorder(_budget_rps(client, options))
                 interrupted = _send_pass(
-                    spill_path, ledger, options, client, circuit, state, run_id, progress, clock, sleep, seed
+                    spill_path, ledger, options, client, circuit, state, run_id, progress, clock, sleep, seed, timeline
                 )
             if circuit.abort is not None:
-                closing["not_attempted"] = f"not sent: the run was stopped: {circuit.abort}"
+                closing.reasons["not_attempted"] = f"not sent: the run was stopped: {circuit.abort}"
+                closing.codes["not_attempted"] = reason_codes.for_abort_cause(circuit.abort.cause)
             ledger.status[ledger.status == PENDING] = STATUS_CODE["not_attempted"]
-            if report is not None:
-                tags = ReportTags.of(credentials.app_id, options)
-                fallback = _report_with_fallback(
-                    spill_path, ledger, report, run_id, closing, clock(), bool(gate_failures), report_fallback_dir, tags
-                )
+            tags = ReportTags.of(credentials.app_id, options)
+            fallback, tally = _report_with_fallback(
+                spill_path, ledger, report, run_id, closing, clock(), report_fallback_dir, tags
+            )
         if state is not None and not options.dry_run:
             state.finish()
     finally:
@@ -398,8 +448,16 @@ def _locked_run(
         aborted=str(stopped) if stopped else None,
         abort_cause=stopped.cause if stopped else None,
         gate_failures=gate_failures,
-        extra={**({} if unchanged_in_source is None else {"unchangedInWarehouse": unchanged_in_source}), **fallback},
+        extra={
+            **({} if unchanged_in_source is None else {"unchangedInWarehouse": unchanged_in_source}),
+            **({} if options.slice.whole else {"partition": options.partition, "partitions": options.partitions}),
+            **fallback,
+        },
+        counts_by_reason=tally.counts,
+        problems=tally.problems,
+        timeline=timeline.summary() if timeline is not None else None,
     )
+    tally.log_problems()
     if interrupted is not None:
         # The report and the state are complete: now let the caller's stop take its course.
         interrupted.polyv_sync_result = result  # type: ignore[attr-defined]
@@ -419,7 +477,10 @@ def _load_state(state: StateStore | None, options: SyncOptions) -> tuple[np.ndar
     if state is None:
         return empty
     try:
-        loaded = state.load()
+        # A partition run needs only its slice's keys (a store may return more: the folder state
+        # returns all, its keys do not carry the viewer's partition).
+        part = options.slice
+        loaded = state.load() if part.whole else state.load((part.partition, part.partitions))
     except StateError:
         if not options.reset_corrupt_state:
             raise
@@ -450,7 +511,15 @@ def _plan_pass(
     progress.start("planning", 0)
     create_file(spill_path)  # a full copy of the input: readable by the owner only
     with pa.OSFile(str(spill_path), "wb") as sink, pa.ipc.new_file(sink, _SPILL_SCHEMA) as spill:
-        for batch in source.batches(options.mapping.source_columns, options.read_batch_rows):
+        columns, part = options.mapping.source_columns, options.slice
+        # Only a partition run passes its slice: a source written for whole runs still works.
+        read = (
+            source.batches(columns, options.read_batch_rows)
+            if part.whole
+            else source.batches(columns, options.read_batch_rows, part)
+        )
+        # rowNumber counts the rows of this run's own read (its slice), from 0.
+        for batch in read:
             abort = circuit.abort
             if abort is not None and abort.cause == "stopped":
                 # Stopped before anything was sent: no report (the input was not read whole).
@@ -463,18 +532,24 @@ def _plan_pass(
                     f"rows {first_row}-{first_row + batch.num_rows - 1}: cannot turn a value into text: {exc}",
                 ) from exc
             first_row += batch.num_rows
-            reasons = check_items(items, known_fields)
+            reasons, codes = check_items_coded(items, known_fields)
             if unsendable is not None:  # invalid UTF-8, inf/NaN, dates past 9999: rejected, named
                 reasons = merge_reasons(unsendable, reasons)
+                codes = pc.coalesce(code_where(unsendable, reason_codes.UNSENDABLE_TEXT.code), codes)
             extra = validator.validate_chunk(items) if validator else None
             if extra is not None:
                 reasons = merge_reasons(reasons, extra)
+                codes = pc.coalesce(codes, code_where(extra, reason_codes.EXPECTATION_FAILED.code))
             a, b = key_hashes(items.column(VIEWER_ID).combine_chunks(), items.column(FIELD_ID).combine_chunks(), family)
             key_a.append(a)
             key_b.append(b)
             fps.append(value_fingerprints(items.column(VALUE).combine_chunks(), family))
             rejected.append(reasons.is_valid().to_numpy(zero_copy_only=False))
-            spill.write_table(items.append_column(_SPILL_SCHEMA.field(_REASON), reasons))
+            spill.write_table(
+                items.append_column(_SPILL_SCHEMA.field(_REASON), reasons).append_column(
+                    _SPILL_SCHEMA.field(_REASON_CODE), codes
+                )
+            )
             progress.advance(items.num_rows)
     progress.finish()
 
@@ -544,6 +619,7 @@ def _send_pass(
     clock: Callable[[], float],
     sleep: Callable[[float], None],
     seed: int | None,
+    timeline: TimelineRecorder,
 ) -> BaseException | None:
     """Send the pending items. Returns what interrupted sending (to re-raise after the report)."""
     send = options.send
@@ -554,10 +630,12 @@ def _send_pass(
         seed=seed,
         sleep=sleep,
         clock=clock,
+        timeline=timeline,
     )
     if state is not None:
         state.begin(run_id)
-    progress.start("sending", int(np.count_nonzero(ledger.status == PENDING)))
+    timeline.start()
+    progress.start("sending", int(np.count_nonzero(ledger.status == PENDING)), detail=timeline.status_text)
 
     def on_done(batch: Batch, results: list[ItemsResult]) -> None:
         for result in results:
@@ -586,7 +664,7 @@ def _send_pass(
     try:
         # send_all opens the circuit for whatever it raises, after recording every answer
         # received and reporting the requests still in flight in_doubt.
-        send_all(marked(batches), sender, circuit, send.concurrency, on_done)
+        send_all(marked(batches), sender, circuit, send.concurrency, on_done, on_tick=progress.tick)
     except Exception:
         # Whatever broke (a full disk under the state, a bug): still write the report; the
         # items not confirmed so far are reported in_doubt or not_attempted.
@@ -640,59 +718,148 @@ class ReportTags:
         ]
 
 
+@dataclass
+class _Closing:
+    """The reasons (text and code) of items the run left unsent, by status, and the gate's text."""
+
+    reasons: dict[str, str] = field(default_factory=dict)
+    codes: dict[str, str] = field(default_factory=dict)
+    gate: str | None = None  # set when a data-quality gate failed
+
+
+class _Tally:
+    """Counts by reason code, the first problem items, and example rows per problem code."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.problems: list[dict[str, Any]] = []
+        # (status, code) -> [count, example rowNumbers, an example reason]
+        self._groups: dict[tuple[str, str], list[Any]] = {}
+
+    def add(self, rb: pa.RecordBatch) -> None:
+        """Take one report batch into account (pure bookkeeping, a few vector operations)."""
+        code = rb.column("reasonCode")
+        if code.null_count == len(code):
+            return
+        for entry in pc.value_counts(code.drop_null()).to_pylist():
+            self.counts[entry["values"]] = self.counts.get(entry["values"], 0) + int(entry["counts"])
+        status = rb.column("status")
+        problem = pc.is_in(status, value_set=pa.array(PROBLEM_STATUSES, pa.string()))
+        where = pc.indices_nonzero(problem)
+        if len(where) == 0:
+            return
+        rows = rb.column(ROW_NUMBER)
+        picked = rb.select([ROW_NUMBER, VIEWER_ID, "status", "reasonCode", "reason"]).take(where)
+        for key in pc.unique(
+            pc.binary_join_element_wise(picked.column("status"), picked.column("reasonCode"), "\0")
+        ).to_pylist():
+            if key is None:
+                continue  # a problem item always has a code; never let a gap break the tally
+            st, cd = str(key).split("\0", 1)
+            mask = pc.and_(pc.equal(status, st), pc.equal(code, cd))
+            hits = pc.indices_nonzero(pc.fill_null(mask, False))
+            group = self._groups.setdefault((st, cd), [0, [], None])
+            group[0] += len(hits)
+            if len(group[1]) < EXAMPLE_ROWS:
+                first = hits.slice(0, EXAMPLE_ROWS - len(group[1]))
+                group[1].extend(rows.take(first).to_pylist())
+                if group[2] is None:
+                    group[2] = rb.column("reason").take(first.slice(0, 1)).to_pylist()[0]
+        room = MAX_PROBLEMS - len(self.problems)
+        if room > 0:
+            for row in picked.slice(0, room).to_pylist():
+                # Never the value: the problem list goes to XCom, logs and notifications.
+                self.problems.append(
+                    {
+                        "rowNumber": row[ROW_NUMBER],
+                        "viewerId": row[VIEWER_ID],
+                        "reasonCode": row["reasonCode"],
+                        "reason": row["reason"],
+                    }
+                )
+
+    def log_problems(self) -> None:
+        """One WARNING per (status, reason code): count, example rows, one example reason."""
+        for (st, cd), (count, rows, reason) in sorted(self._groups.items(), key=lambda kv: -kv[1][0]):
+            shown = ", ".join(str(r) for r in rows)
+            log.warning(
+                "%s: %s item(s) %s (e.g. rows %s): %s",
+                st,
+                f"{count:,}",
+                cd,
+                shown,
+                reason,
+            )
+
+
+def _budget_rps(client: PolyvClient, options: SyncOptions) -> float:
+    """The rate the run drew on: its own cap, or the shared budget's rate when that is lower."""
+    shared = client.budget_rps
+    return min(options.send.max_rps, shared) if shared else options.send.max_rps
+
+
 def _report_with_fallback(
     spill_path: Path,
     ledger: _Ledger,
-    report: ReportSink,
+    report: ReportSink | None,
     run_id: str,
-    closing: dict[str, str],
+    closing: _Closing,
     now: float,
-    gate_failed: bool,
     fallback_dir: str | os.PathLike[str] | None,
     tags: ReportTags,
-) -> dict[str, str]:
+) -> tuple[dict[str, str], _Tally]:
     """Write the report; if its sink fails, write it whole to a Parquet file instead.
 
     The run's sends and its state are already settled: a report table that is down must not
     lose the only record of them, nor fail a run whose rerun would resend nothing.
-    Returns ``{"reportFallback": path, "reportError": why}`` when the fallback was used.
+    Returns ``{"reportFallback": path, "reportError": why}`` when the fallback was used, and the
+    tally of reasons (made even without a report: the summary carries it).
     """
     from polyv_connector.report import ParquetReport
 
     try:
-        _write_report(spill_path, ledger, report, run_id, closing, now, tags, gate_failed)
-        return {}
+        return {}, _write_report(spill_path, ledger, report, run_id, closing, now, tags)
     except Exception as exc:
+        if report is None:
+            raise
         error = f"{type(exc).__name__}: {exc}"
         report.abort()
     folder = Path(fallback_dir) if fallback_dir is not None else default_report_fallback_dir()
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # the report holds the items' values
     path = folder / f"polyv-report-{run_id}.parquet"
     fallback_sink = ParquetReport(path, setting="report fallback")
-    _write_report(spill_path, ledger, fallback_sink, run_id, closing, now, tags, gate_failed)
+    tally = _write_report(spill_path, ledger, fallback_sink, run_id, closing, now, tags)
     log.error("could not write the report to %s (%s); the report is kept in %s", report.location, error, path)
-    return {"reportFallback": str(path), "reportError": f"could not write the report to {report.location}: {error}"}
+    return {
+        "reportFallback": str(path),
+        "reportError": f"could not write the report to {report.location}: {error}",
+    }, tally
 
 
 def _write_report(
     spill_path: Path,
     ledger: _Ledger,
-    report: ReportSink,
+    report: ReportSink | None,
     run_id: str,
-    closing: dict[str, str],
+    closing: _Closing,
     now: float,
     tags: ReportTags,
-    gate_failed: bool = False,
-) -> None:
+) -> _Tally:
+    """Write one report row per item (to ``report`` when there is one) and tally the reasons."""
+    tally = _Tally()
     res = ledger.results
     r_reason = pa.array([r.reason for r in res], pa.string())
+    r_code = pa.array([r.reason_code for r in res], pa.string())
     r_error = pa.array([r.error_code for r in res], pa.int64())
     r_http = pa.array([r.http_status for r in res], pa.int64())
     r_request = pa.array([r.request_id for r in res], pa.string())
     r_batch = pa.array([r.batch_id for r in res], pa.string())
     r_time = pa.array([r.synced_at for r in res], pa.float64())
     status_names = pa.array(["pending", *STATUSES], pa.string())
-    defaults = pa.array([None, *(closing.get(s, DEFAULT_REASONS.get(s)) for s in STATUSES)], pa.string())
+    defaults = pa.array([None, *(closing.reasons.get(s, DEFAULT_REASONS.get(s)) for s in STATUSES)], pa.string())
+    default_codes = pa.array([None, *(closing.codes.get(s, DEFAULT_CODES.get(s)) for s in STATUSES)], pa.string())
+    note_codes = {1: reason_codes.DUPLICATE.code, 2: reason_codes.CONFLICTING_DUPLICATE.code}
+    no_text = pa.scalar(None, pa.string())
     schema = report_schema()
     for offset, rb in _spill_batches(spill_path):
         n = rb.num_rows
@@ -707,40 +874,56 @@ def _write_report(
 
         noted, texts = ledger.notes.texts_between(offset, offset + n)
         notes: list[str | None] = [None] * n
-        for p, text in zip(noted, texts, strict=True):
+        note_code: list[str | None] = [None] * n
+        lo = int(np.searchsorted(ledger.notes.positions, offset))
+        for i, (p, text) in enumerate(zip(noted, texts, strict=True)):
             notes[int(p) - offset] = text
+            note_code[int(p) - offset] = note_codes[int(ledger.notes.kind[lo + i])]
         status = status_names.take(codes)
         own = pc.coalesce(per_result(r_reason), pa.array(notes, pa.string()), rb.column(_REASON))
-        if gate_failed:
-            # Every row carries the gate's reason first, then its own if it had one.
-            reason = merge_reasons(defaults.take(codes), own)
+        own_code = pc.coalesce(per_result(r_code), pa.array(note_code, pa.string()), rb.column(_REASON_CODE))
+        if closing.gate is not None:
+            # Rejected items keep their own reason and code, the gate's text after it; every
+            # other item carries the gate first (code gate_failed), then its own note if any.
+            rejected = pc.equal(status, "rejected")
+            reason = pc.if_else(
+                rejected,
+                merge_reasons(own, pa.array([closing.gate] * n, pa.string())),
+                merge_reasons(defaults.take(codes), own),
+            )
+            code = pc.if_else(rejected, own_code, pc.coalesce(default_codes.take(codes), own_code))
         else:
             reason = pc.coalesce(own, defaults.take(codes))
+            code = pc.coalesce(own_code, default_codes.take(codes))
         sent = pc.equal(status, "sent")
-        reason = pc.if_else(sent, pa.scalar(None, pa.string()), reason)
+        reason = pc.if_else(sent, no_text, reason)
+        code = pc.if_else(sent, no_text, code)
         synced = pc.coalesce(per_result(r_time), pa.scalar(now))
         synced_ts = pc.round(pc.multiply(synced, 1e6)).cast(pa.int64()).cast(pa.timestamp("us", tz="UTC"))
-        report.write(
-            pa.record_batch(
-                [
-                    rb.column(ROW_NUMBER),
-                    rb.column(VIEWER_ID),
-                    rb.column(FIELD_ID),
-                    rb.column(VALUE),
-                    status,
-                    reason,
-                    per_result(r_error),
-                    per_result(r_http),
-                    per_result(r_request),
-                    pa.array(ledger.attempts[sl].astype(np.int64)),
-                    per_result(r_batch),
-                    pa.array(np.full(n, run_id, dtype=object), pa.string()),
-                    synced_ts,
-                    pa.array(np.full(n, tags.app_id, dtype=object), pa.string()),
-                    pa.nulls(n, pa.string()),  # reasonCode
-                    *tags.columns(n),
-                ],
-                schema=schema,
-            )
+        batch = pa.record_batch(
+            [
+                rb.column(ROW_NUMBER),
+                rb.column(VIEWER_ID),
+                rb.column(FIELD_ID),
+                rb.column(VALUE),
+                status,
+                reason,
+                per_result(r_error),
+                per_result(r_http),
+                per_result(r_request),
+                pa.array(ledger.attempts[sl].astype(np.int64)),
+                per_result(r_batch),
+                pa.array(np.full(n, run_id, dtype=object), pa.string()),
+                synced_ts,
+                pa.array(np.full(n, tags.app_id, dtype=object), pa.string()),
+                code,
+                *tags.columns(n),
+            ],
+            schema=schema,
         )
-    report.close()
+        tally.add(batch)
+        if report is not None:
+            report.write(batch)
+    if report is not None:
+        report.close()
+    return tally

@@ -6,6 +6,7 @@ Each code says what the caller should do next, and whether retrying the same run
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -63,13 +64,43 @@ ALL: tuple[ExitCode, ...] = (
 BY_CODE: dict[int, ExitCode] = {e.code: e for e in ALL}
 
 # POLYV refusals a retry cannot fix (exit 3 with these causes): a person must fix the
-# credentials, the clock or the URL. A block ("blocked") ends after 5 minutes: retryable.
-NOT_RETRYABLE_ABORT_CAUSES = frozenset({"auth", "clock", "endpoint"})
+# credentials, the clock or the URL, or the data POLYV refused item by item ("rejected").
+# A block ("blocked") ends after 5 minutes: retryable.
+NOT_RETRYABLE_ABORT_CAUSES = frozenset({"auth", "clock", "endpoint", "rejected"})
 
 
 def abort_is_retryable(cause: str | None) -> bool:
     """Whether a run POLYV stopped for ``cause`` may succeed when run again later."""
     return cause not in NOT_RETRYABLE_ABORT_CAUSES
+
+
+def failure_is_retryable(
+    code: int, abort_cause: str | None = None, counts_by_reason: Mapping[str, int] | None = None
+) -> bool:
+    """Whether running the same input again later may succeed, for a run that ended with ``code``.
+
+    The one decision behind the Airflow split (retryable ``AirflowException`` or
+    ``AirflowFailException``): the exit code's own ``retryable``, refined by what stopped the run
+    (exit 3: :func:`abort_is_retryable`) and, for exit 1, by the reason codes of the unsuccessful
+    items: retryable when any of them may pass on a rerun (a timeout, a block, a stop, in doubt),
+    not when POLYV refused every one of them for its value (``polyv_rejected``). Without reason
+    counts (an older caller), the exit code alone decides.
+    """
+    from polyv_connector import reasons
+    from polyv_connector.model import UNSUCCESSFUL
+
+    exit_code = BY_CODE[code]
+    if exit_code is ABORTED:
+        return abort_is_retryable(abort_cause)
+    if exit_code is ITEMS_UNSUCCESSFUL and counts_by_reason:
+        unsuccessful = [
+            c
+            for c, n in counts_by_reason.items()
+            if n and (c not in reasons.BY_CODE or reasons.BY_CODE[c].status in UNSUCCESSFUL)
+        ]
+        if unsuccessful:
+            return any(reasons.is_retryable(c) for c in unsuccessful)
+    return exit_code.retryable
 
 
 def for_error(exc: BaseException) -> ExitCode:

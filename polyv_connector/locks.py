@@ -395,6 +395,17 @@ class FileLock(_PollingLock):
         return sorted(found, key=lambda h: str(h.get("since", "")))
 
 
+def file_slice_holders(directory: str | os.PathLike[str], prefix: str = "lock-") -> dict[str, list[dict[str, object]]]:
+    """Live holders of every slice lock (``<prefix>slice-<k>-of-<N>``) in ``directory``, by slice name."""
+    found: dict[str, list[dict[str, object]]] = {}
+    for holders_dir in sorted(Path(directory).glob(f"{prefix}slice-*-of-*.holders")):
+        name = holders_dir.name.removesuffix(".holders")
+        holders = FileLock(directory, "", name=name).holders()
+        if holders:
+            found[name.removeprefix(prefix)] = holders
+    return found
+
+
 def _is_flocked(path: Path) -> bool:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -691,6 +702,32 @@ class PgAdvisoryLock(_PollingLock):
         finally:
             _close(conn)
 
+    def slice_holders(self) -> dict[str, list[dict[str, object]]]:
+        """Live holders of every slice lock of this lock's account, by slice name."""
+        prefix = self.seq_name + "|"
+        conn = self._connect()
+        try:
+            self._ready(conn)
+            cur = conn.cursor()
+            try:
+                cur.execute(
+                    f"SELECT DISTINCT name, lock_key FROM {self.tables.holder} WHERE name LIKE %s", (prefix + "%",)
+                )
+                rows = cur.fetchall()
+                conn.commit()
+            finally:
+                with contextlib.suppress(Exception):
+                    cur.close()
+            found: dict[str, list[dict[str, object]]] = {}
+            for name, key in rows:
+                if str(name).startswith(prefix):
+                    live = [h for h in pg_advisory_holders(conn, int(key), self.tables) if h.get("lock") == name]
+                    if live:
+                        found[str(name).removeprefix(prefix)] = live
+            return found
+        finally:
+            _close(conn)
+
 
 def pg_advisory_holders(conn: Any, key: int, tables: _Tables) -> list[dict[str, object]]:
     """Sessions holding advisory lock ``key`` in this database, described, oldest first."""
@@ -919,6 +956,34 @@ class LeaseLock(_PollingLock):
         finally:
             _close(conn)
 
+    def slice_holders(self) -> dict[str, list[dict[str, object]]]:
+        """Live holders of every slice lease of this lease's account, by slice name."""
+        prefix = self.seq_name + "|"
+        conn = self._connect()
+        try:
+            if not self._tables_ready:
+                self.tables.ensure(conn, lease_table=True)
+                self._tables_ready = True
+            cur = conn.cursor()
+            try:
+                cur.execute(
+                    f"SELECT DISTINCT name FROM {self.tables.lease} WHERE name LIKE {_marker(conn)}", (prefix + "%",)
+                )
+                names = [str(r[0]) for r in cur.fetchall()]
+                conn.commit()
+            finally:
+                with contextlib.suppress(Exception):
+                    cur.close()
+            found: dict[str, list[dict[str, object]]] = {}
+            for name in names:
+                if name.startswith(prefix):
+                    live = lease_holders(conn, name, self.tables)
+                    if live:
+                        found[name.removeprefix(prefix)] = live
+            return found
+        finally:
+            _close(conn)
+
 
 def lease_holders(conn: Any, name: str, tables: _Tables, *, expired: bool = False) -> list[dict[str, object]]:
     """Leases on ``name``, oldest first: the live ones, or (``expired=True``) all with an ``expired`` flag."""
@@ -1051,3 +1116,52 @@ def table_lock_unlock(
             f"{min(float(str(h['expiresInS'])) for h in left):g} s after its last heartbeat; force removes it)"
         )
     return text
+
+
+# ---- partition runs ----------------------------------------------------------------------------
+def refuse_other_partitionings(partitions: int, slice_holders: dict[str, list[dict[str, object]]]) -> None:
+    """Raise :class:`BusyError` if a live slice lock of the account belongs to another number of partitions.
+
+    Called by a partition run *after* it holds its own slice lock: of two runs with different
+    N that start together, at least one sees the other (both may, then both stop), so slices
+    that overlap (k of 2 and j of 4 share items) are never planned and sent at once.
+    """
+    from polyv_connector.partitioning import parse_slice_name
+
+    for name, holders in sorted(slice_holders.items()):
+        other = parse_slice_name(name)
+        if other is None or other.partitions == partitions or not holders:
+            continue
+        raise BusyError(
+            f"runs with {other.partitions} partitions hold this account now ({describe(holders[0])} holds "
+            f"{other}), and this run has {partitions} partitions: slices of different partition counts "
+            "overlap, so they never run at once; nothing was sent: retry when those runs have ended, "
+            f"or run with partitions={other.partitions}",
+            holder=dict(holders[0]),
+        )
+
+
+def acquire_slice(
+    account: _PollingLock,
+    slice_lock: _PollingLock,
+    timeout_s: float,
+    partitions: int,
+    slice_holders: Callable[[], dict[str, list[dict[str, object]]]],
+) -> None:
+    """A partition run's locks: the account's (``shared``), then its slice's (``exclusive``),
+    within ``timeout_s`` in all; then :func:`refuse_other_partitionings`. On any failure
+    nothing stays held."""
+    if account.mode != "shared" or slice_lock.mode != "exclusive":
+        raise ValueError("a partition run holds the account's lock shared and its slice's exclusively")
+    started = time.monotonic()
+    account.acquire(timeout_s)
+    try:
+        slice_lock.acquire(max(0.0, timeout_s - (time.monotonic() - started)))
+        try:
+            refuse_other_partitionings(partitions, slice_holders())
+        except BaseException:
+            slice_lock.release()
+            raise
+    except BaseException:
+        account.release()
+        raise

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from polyv_connector.config import ColumnMapping, Credentials, SendOptions, SyncOptions
 from polyv_connector.errors import ConfigError
 from polyv_connector.model import DEFAULT_BUDGET_RPS, FIELD_ID, MAX_RPS_CEILING, VALUE, VIEWER_ID
+from polyv_connector.partitioning import MAX_PARTITIONS
 
 if TYPE_CHECKING:
     from polyv_connector.budget import SharedBudget
@@ -321,6 +322,14 @@ SETTINGS: dict[str, Setting] = {
             "seconds to wait while another run holds the sync state, then exit 5 (busy)",
         ),
         _s("read_batch_rows", SyncOptions.read_batch_rows, _int, "rows read per chunk"),
+        _s(
+            "partitions",
+            SyncOptions.partitions,
+            _int,
+            f"split the account into N slices by viewerId (1-{MAX_PARTITIONS}); "
+            "run each slice with its own --partition, at the same time if you like",
+        ),
+        _s("partition", SyncOptions.partition, _int, "the slice this run handles, 0 to N-1 (with --partitions)"),
         _s("seed", None, _any, "seed of the retry jitter (tests)", operator=False),
     )
 }
@@ -473,6 +482,8 @@ def resolve(
         expectations_path=suite,
         read_batch_rows=values["read_batch_rows"],
         lock_timeout_s=values["lock_timeout"],
+        partitions=values["partitions"],
+        partition=values["partition"],
     )
     try:
         options.validate()

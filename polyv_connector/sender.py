@@ -18,8 +18,10 @@ from typing import Literal
 
 import numpy as np
 
+from polyv_connector import reasons as codes
 from polyv_connector.batching import Batch
 from polyv_connector.errors import RunAborted
+from polyv_connector.timeline import TimelineRecorder, retry_cause
 from polyv_connector.transport.classify import Outcome
 from polyv_connector.transport.client import PolyvClient, abort_for
 from polyv_connector.transport.retry import RetryPolicy, call_with_retry
@@ -54,6 +56,7 @@ class ItemsResult:
     http_status: int | None = None
     error_code: int | None = None
     request_id: str | None = None
+    reason_code: str | None = None  # see polyv_connector.reasons; None when sent
 
 
 class Circuit:
@@ -67,8 +70,11 @@ class Circuit:
 
     def open(self, abort: RunAborted) -> None:
         with self._lock:
-            if self._abort is None:
-                self._abort = abort
+            if self._abort is not None:
+                return
+            self._abort = abort
+        # Once per run, whoever opens it: the one line that says why sending stops.
+        log.warning("sending stops (%s): %s", abort.cause, abort)
 
     def stop(self, why: str) -> None:
         """Stop the run from any thread or a signal handler: no new request leaves after this.
@@ -103,8 +109,10 @@ class BatchSender:
         seed: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        timeline: TimelineRecorder | None = None,
     ) -> None:
         self._client = client
+        self._timeline = timeline
         self._retry = retry
         self._circuit = circuit
         self._sleep = sleep
@@ -172,6 +180,7 @@ class BatchSender:
                         "in doubt: the request was sent but no answer came back before the run stopped "
                         f"({self._circuit.abort}); POLYV may or may not hold this value; the next run sends it again"
                     ),
+                    reason_code=codes.IN_DOUBT.code,
                 )
             )
         return known
@@ -189,6 +198,7 @@ class BatchSender:
             http_status=outcome.http_status if outcome else None,
             error_code=outcome.error_code if outcome else None,
             request_id=outcome.request_id if outcome else None,
+            reason_code=codes.for_abort_cause(abort.cause if abort else None),
         )
 
     def _send(self, batch: Batch, carried: int, answered: list[ItemsResult]) -> list[ItemsResult]:
@@ -200,7 +210,7 @@ class BatchSender:
     def _decide(self, batch: Batch, carried: int, answered: list[ItemsResult]) -> list[ItemsResult]:
         body = batch.body()
         done = call_with_retry(
-            lambda: self._client.save(body),
+            self._attempts(body),
             self._retry,
             self._rng(),
             self._sleep,
@@ -225,6 +235,7 @@ class BatchSender:
                     ),
                     http_status=outcome.http_status,
                     request_id=outcome.request_id,
+                    reason_code=codes.IN_DOUBT.code,
                 )
             ]
         if done.stopped or outcome is None:
@@ -262,9 +273,12 @@ class BatchSender:
                         http_status=outcome.http_status,
                         error_code=outcome.error_code,
                         request_id=outcome.request_id,
+                        reason_code=codes.POLYV_REJECTED.code,
                     )
                 ]
             # One bad item fails the whole request: split to find it, send the rest.
+            if self._timeline is not None:
+                self._timeline.split()
             left, right = batch.halves()
             return self._send(left, tries, answered) + self._send(right, tries, answered)
         # Transient to the last try: the policy's attempts are spent.
@@ -279,8 +293,31 @@ class BatchSender:
                 http_status=outcome.http_status,
                 error_code=outcome.error_code,
                 request_id=outcome.request_id,
+                reason_code=codes.RETRIES_EXHAUSTED.code,
             )
         ]
+
+    def _attempts(self, body: bytes) -> Callable[[], Outcome]:
+        """One save per call, each recorded on the timeline: a call after a transient answer is a
+        retry, counted under that answer's cause."""
+        timeline = self._timeline
+        if timeline is None:
+            return lambda: self._client.save(body)
+        previous: list[Outcome] = []
+        take_wait = getattr(self._client, "take_budget_wait_s", None)
+
+        def attempt() -> Outcome:
+            last = previous[-1] if previous else None
+            retry_of = retry_cause(last.http_status, last.desc) if last is not None else None
+            timeline.request(retry_of)
+            began = time.monotonic()
+            outcome = self._client.save(body)
+            waited = take_wait() if callable(take_wait) else 0.0
+            timeline.answered(time.monotonic() - began, waited)
+            previous.append(outcome)
+            return outcome
+
+        return attempt
 
 
 def _unanswered(outcome: Outcome) -> bool:
@@ -351,6 +388,7 @@ def send_all(
     on_done: Callable[[Batch, list[ItemsResult]], None],
     *,
     grace_s: float = STOP_GRACE_S,
+    on_tick: Callable[[], None] | None = None,
 ) -> None:
     """Send ``batches`` with ``concurrency`` requests in flight; ``on_done`` runs in this thread.
 
@@ -361,7 +399,8 @@ def send_all(
     opens the circuit and is re-raised after the same accounting, so the caller can still write
     a report that records every answer received. ``on_done`` must be idempotent: a call that
     such an exception interrupted is made again. At most ``2 * concurrency`` batches are held
-    in memory.
+    in memory. ``on_tick`` runs in this thread about every 0.2 s while answers are awaited (for
+    a progress line that keeps coming when nothing completes).
     """
     pool = _DaemonPool(concurrency, "polyv-send")
     in_flight: dict[Future[list[ItemsResult]], tuple[Batch, list[ItemsResult]]] = {}
@@ -385,6 +424,8 @@ def send_all(
             else:
                 timeout = _POLL_S
             done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
+            if on_tick is not None:
+                on_tick()  # progress while nothing completes (retries backing off, a slow POLYV)
             for fut in done:
                 batch, answered = in_flight.pop(fut)
                 try:

@@ -42,9 +42,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from polyv_connector.errors import StateError
+from polyv_connector.errors import BusyError, StateError
 from polyv_connector.fingerprints import FINGERPRINT_VERSION, HashFamily
-from polyv_connector.locks import FileLock, LockMode, describe, fsync_dir, read_file_seq
+from polyv_connector.locks import (
+    FileLock,
+    LockMode,
+    acquire_slice,
+    describe,
+    file_slice_holders,
+    fsync_dir,
+    read_file_seq,
+)
+from polyv_connector.partitioning import WHOLE, Slice
 
 
 class StateStore(Protocol):
@@ -75,10 +84,14 @@ class StateStore(Protocol):
     def reset(self) -> None:
         """Forget everything confirmed for this appId."""
 
-    def lock(self, run_id: str, timeout_s: float = 0.0, mode: LockMode = "exclusive") -> int:
+    def lock(self, run_id: str, timeout_s: float = 0.0, mode: LockMode = "exclusive", part: Slice = WHOLE) -> int:
         """Hold this state for the run's whole life (waiting up to ``timeout_s``); raises
         :class:`BusyError` naming the holder. Returns the run's sequence number, which orders
-        its records after every earlier run's (never a worker's clock)."""
+        its records after every earlier run's (never a worker's clock).
+
+        A partition run passes ``mode="shared"`` and its slice ``part``: it holds the account
+        shared and its slice exclusively, and is refused (:class:`BusyError`) while runs with
+        another number of partitions hold the account."""
 
     def unlock(self) -> None:
         """Release the lock (idempotent)."""
@@ -144,20 +157,27 @@ class SyncState:
         self._log_file: BinaryIO | None = None
         self._log_path: Path | None = None
         self._lock: FileLock | None = None
+        self._slice_lock: FileLock | None = None  # a partition run's own slice
         self._implicit = False  # the lock was taken by begin()/finish()/reset() themselves
 
     # ---- the lock ----------------------------------------------------------------------------
-    def lock(self, run_id: str, timeout_s: float = 0.0, mode: LockMode = "exclusive") -> int:
+    def lock(self, run_id: str, timeout_s: float = 0.0, mode: LockMode = "exclusive", part: Slice = WHOLE) -> int:
         """Take the state's lock for run ``run_id``, waiting up to ``timeout_s``; return its run sequence number.
 
         Call before :meth:`load`. Raises :class:`~polyv_connector.errors.BusyError` naming the
-        holder if another run keeps it. ``shared``: partition runs (each also locking its own
-        slice); they record but leave compaction to the next exclusive run.
+        holder if another run keeps it. ``shared``: partition runs, each also locking its own
+        slice ``part`` (``lock-slice-<k>-of-<N>``) and refused while runs with another number
+        of partitions hold the state; they record, and the last one to finish compacts.
         """
         if self._lock is not None:
             raise RuntimeError(f"the sync state {self.path} is already locked by run {self._lock.run_id}")
         lock = FileLock(self.path, run_id, mode=mode, seq_floor=self._max_log_seq)
-        lock.acquire(timeout_s)
+        if part.whole:
+            lock.acquire(timeout_s)
+        else:
+            slice_lock = FileLock(self.path, run_id, mode="exclusive", name=f"lock-{part.name}", take_seq=False)
+            acquire_slice(lock, slice_lock, timeout_s, part.partitions, lambda: file_slice_holders(self.path))
+            self._slice_lock = slice_lock
         self._lock = lock
         assert lock.seq is not None  # a FileLock that takes a number always has one once held
         return lock.seq
@@ -166,6 +186,9 @@ class SyncState:
         """Release the lock (closing this run's log first, if still open). A no-op if not locked."""
         self._close_log()
         lock, self._lock = self._lock, None
+        slice_lock, self._slice_lock = self._slice_lock, None
+        if slice_lock is not None:
+            slice_lock.release()
         self._implicit = False
         if lock is not None:
             lock.release()
@@ -378,10 +401,30 @@ class SyncState:
             if self.lock_mode == "exclusive":
                 self.compact()
             else:
-                log.debug("%s is locked shared: its logs are compacted by the next exclusive run", self.path)
+                self._compact_if_last()
         finally:
             if self._implicit:
                 self.unlock()
+
+    def _compact_if_last(self) -> None:
+        """A partition run that finishes last compacts: it gives up its shared lock and, if no
+        other run holds the state then, takes it exclusively for the compaction. Otherwise the
+        logs wait for the next run that finishes alone (a partitioned account never runs whole)."""
+        assert self._lock is not None
+        run_id = self._lock.run_id
+        self.unlock()
+        alone = FileLock(self.path, run_id, mode="exclusive", take_seq=False)
+        try:
+            alone.acquire(0.0)
+        except BusyError:
+            log.debug("%s is held by other runs: its logs are compacted by the last one to finish", self.path)
+            return
+        self._lock = alone
+        try:
+            self.compact()
+        finally:
+            self._lock = None
+            alone.release()
 
     def compact(self) -> None:
         """Fold every log into ``base.parquet`` (atomically, by rename). Needs the exclusive lock."""

@@ -29,6 +29,31 @@ def test_bench_engine_runs_on_tiny_sizes() -> None:
 
 
 @pytest.mark.slow
+def test_bench_partitions_runs_on_tiny_sizes(tmp_path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "bench_partitions.py"),
+            "--items",
+            "3000",
+            "--cache",
+            str(tmp_path),
+            "--state-items",
+            "0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ratios against N=1" in proc.stdout
+    # Every N's partitions together planned every item (the script checks, and prints each).
+    assert proc.stdout.count("3,000") >= 1 and "  4   3 " in proc.stdout
+
+
+@pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.mariadb
 def test_bench_warehouses_runs_on_tiny_sizes() -> None:

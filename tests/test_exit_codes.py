@@ -46,3 +46,25 @@ def test_codes_are_unique_and_the_airflow_split_follows_the_contract():
 
 def test_readme_shows_the_table():
     assert exit_codes.markdown_table() in README.read_text()
+
+
+@pytest.mark.parametrize(
+    ("code", "cause", "by_reason", "retryable"),
+    [
+        (4, None, {"gate_failed": 5, "expectation_failed": 2}, False),  # a gate: fix the source
+        (2, None, None, False),
+        (3, "auth", {"polyv_refused": 3}, False),  # credentials or signature
+        (3, "clock", None, False),
+        (3, "rejected", {"too_many_rejected": 9, "polyv_rejected": 50}, False),
+        (3, "blocked", {"blocked": 7}, True),  # the block ends after 5 minutes
+        (1, None, {"polyv_rejected": 2, "unknown_field": 1}, False),  # param validate error
+        (1, None, {"polyv_rejected": 2, "retries_exhausted": 1}, True),  # a rerun retries the 5XX
+        (1, None, {"in_doubt": 1, "unchanged": 4}, True),
+        (1, None, {"run_stopped": 1}, True),
+        (1, None, {}, True),  # no reasons known: the exit code decides
+        (5, None, None, True),
+        (75, None, None, True),
+    ],
+)
+def test_one_table_splits_deterministic_from_transient_failures(code, cause, by_reason, retryable):
+    assert exit_codes.failure_is_retryable(code, cause, by_reason) is retryable

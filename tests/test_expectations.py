@@ -219,12 +219,20 @@ def test_mostly_below_one_rejects_the_rows_and_gates_the_run_when_exceeded() -> 
 def assert_stopped_before_sending(
     res: SyncResult, report: list[dict], sim, text: str, rejected: dict[int, list[str]] | None = None
 ) -> None:
+    rejected = rejected or {}
     assert sim.stats.save_requests == 0
-    assert {r["status"] for r in report} == {"not_attempted"}
     for row in report:
-        # The engine keeps a row's own rejection reason (more specific) over the gate's.
-        wanted = (rejected or {}).get(row["rowNumber"]) or [text]
-        assert all(w in row["reason"] for w in wanted), row
+        if row["rowNumber"] in rejected:
+            # Failed the suite: stays rejected, its own reason first, then the gate's.
+            assert row["status"] == "rejected" and row["reasonCode"] == "expectation_failed", row
+            assert all(w in row["reason"] for w in rejected[row["rowNumber"]]), row
+            assert row["reason"].index(rejected[row["rowNumber"]][0]) < row["reason"].index(text), row
+        else:
+            assert row["status"] == "not_attempted" and row["reasonCode"] == "gate_failed", row
+            assert row["reason"].startswith("not sent: a data-quality gate failed: ") and text in row["reason"], row
+    assert res.counts["rejected"] == len(rejected)
+    assert res.counts["not_attempted"] == res.counts_by_reason["gate_failed"] == len(report) - len(rejected)
+    assert res.to_dict()["counts"]["rejected"] == len(rejected)
     assert res.exit_code == EXIT_GATE and any(text in g for g in res.gate_failures)
 
 
@@ -244,9 +252,21 @@ def test_failing_table_level_expectation_stops_the_run_before_any_request(tmp_pa
     assert validator.summary()["validation"]["expectations"][1]["success"] is False
 
 
-def test_rejected_fraction_above_the_ceiling_stops_the_run(tmp_path, sim, creds, user_suite_file) -> None:
+def test_rejected_fraction_above_the_ceiling_stops_the_run(tmp_path, sim, creds, user_suite_file, caplog) -> None:
+    caplog.set_level("INFO", logger="polyv_connector")
     res, report, _ = run_sync(tmp_path, creds, ROWS, user_suite_file, max_rejected_fraction=0.05)
     assert_stopped_before_sending(res, report, sim, "max_rejected_fraction", EXPECTED_FAILURES)
+    # One consistent story in the log: the suite's own gates passed, the run's ceiling failed.
+    assert "0 gate failure(s)" not in caplog.text
+    assert "3 item(s) rejected by row expectations; the suite's gates passed" in caplog.text
+    gate_lines = [r for r in caplog.records if "data-quality gate failed, nothing is sent" in r.getMessage()]
+    assert len(gate_lines) == 1 and gate_lines[0].levelname == "WARNING"
+    assert [(p["rowNumber"], p["reasonCode"]) for p in res.problems[:3]] == [
+        (0, "gate_failed"),
+        (1, "expectation_failed"),
+        (2, "expectation_failed"),
+    ]
+    assert all("customFieldValue" not in p for p in res.problems)
 
 
 @pytest.mark.slow

@@ -350,19 +350,20 @@ def test_a_lost_run_counter_cannot_reorder_runs(tmp_path) -> None:
     assert SyncState(tmp_path, "app").load()[1].tolist() == [99]
 
 
-def test_shared_holders_record_and_leave_compaction_to_an_exclusive_run(tmp_path) -> None:
+def test_shared_holders_record_and_the_last_to_finish_compacts(tmp_path) -> None:
     p1, p2 = SyncState(tmp_path, "app", implicit_lock=False), SyncState(tmp_path, "app", implicit_lock=False)
     with p1.locked("p1", mode="shared"), p2.locked("p2", mode="shared"):
-        for st, key in ((p1, 1), (p2, 2)):
-            st.begin(f"p{key}")
-            st.record(np.array([key], np.uint64), np.array([key * 10], np.uint64))
-            st.finish()
-        assert len(list((tmp_path / "app").glob("log-*"))) == 2
+        p1.begin("p1")
+        p1.record(np.array([1], np.uint64), np.array([10], np.uint64))
+        p1.finish()  # p2 still holds the state: p1's log waits
+        assert len(list((tmp_path / "app").glob("log-*"))) == 1
+        p2.begin("p2")
+        p2.record(np.array([2], np.uint64), np.array([20], np.uint64))
+        p2.finish()  # the last holder: it takes the state exclusively and compacts
+        assert not list((tmp_path / "app").glob("log-*"))
     whole = SyncState(tmp_path, "app", implicit_lock=False)
     with whole.locked("whole"):
         assert whole.load()[1].tolist() == [10, 20]
-        whole.compact()
-    assert not list((tmp_path / "app").glob("log-*"))
 
 
 def test_reset_keeps_the_lock_and_the_run_counter(tmp_path) -> None:

@@ -35,3 +35,28 @@ def test_a_circuit_opened_during_the_backoff_stops_the_retry(sim, creds) -> None
     assert result.status == "not_attempted" and result.attempts == 1
     assert "another worker hit the block" in (result.reason or "")
     assert sim.stats.save_requests == 1
+
+
+def test_the_circuit_warns_once_for_its_stop_cause(caplog) -> None:
+    circuit = Circuit()
+    with caplog.at_level("WARNING", logger="polyv_connector"):
+        circuit.open(RunAborted("blocked", "POLYV rate limit hit"))
+        circuit.open(RunAborted("blocked", "POLYV rate limit hit"))  # another worker, same block
+        circuit.stop("SIGTERM")
+    assert [r.getMessage() for r in caplog.records] == ["sending stops (blocked): POLYV rate limit hit"]
+
+
+def test_retries_are_recorded_per_request_without_logging(sim, creds, caplog) -> None:
+    from polyv_connector.timeline import TimelineRecorder
+
+    sim.set_faults(FaultConfig(error_rate=1.0))
+    timeline = TimelineRecorder(budget_rps=140.0)
+    batch = Batch("b", np.arange(1), item_table(pa.array(["v"]), pa.array(["PAY_STATUS"]), pa.array(["x"])))
+    with caplog.at_level("DEBUG", logger="polyv_connector"), PolyvClient(creds, FAST) as client:
+        [result] = BatchSender(
+            client, RetryPolicy(max_attempts=4), Circuit(), sleep=lambda s: None, timeline=timeline
+        ).send(batch)
+    assert result.status == "failed" and result.reason_code == "retries_exhausted"
+    assert timeline.requests_total == 4 and timeline.retries_by_cause() == {"http_500": 3}
+    # No per-request line from the client side (the simulator's own access log aside).
+    assert not [r for r in caplog.records if r.name.startswith("polyv_connector") and ".simulator" not in r.name]

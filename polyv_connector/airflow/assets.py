@@ -1,20 +1,168 @@
-"""Asset identities of sync reports, so downstream DAGs can schedule on them.
+"""Where a sync reads and writes, named once for Airflow assets and OpenLineage alike.
 
-A downstream DAG uses the same helper as the operator, e.g.
-``schedule=[report_table_asset("polyv_warehouse", "polyv_sync_report")]``. Each asset event
-carries the run's summary (runId, counts, report location) in its ``extra``.
+Each location is a :class:`Location`: an OpenLineage dataset identity (``namespace`` +
+``name``, following OpenLineage's dataset naming conventions) and the Airflow asset URI of the
+same place, so the asset graph in Airflow and the lineage graph of an OpenLineage consumer
+show the same nodes. The naming functions are pure: the operator reads the connection, these
+only format.
+
+Report assets by identity (for downstream ``schedule=[...]``): a downstream DAG uses the same
+helper as the operator, e.g. ``schedule=[report_table_asset("polyv_warehouse",
+"polyv_sync_report")]``. Each asset event carries the run's summary (runId, counts, report
+location) in its ``extra``.
 """
 
 from __future__ import annotations
 
 import posixpath
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, AssetAlias
 
 # "x-" schemes are the documented way to use a URI scheme Airflow has no handler for.
 TABLE_SCHEME = "x-polyv-report-table"
 FILE_SCHEME = "x-polyv-report-file"
 TASK_SCHEME = "x-polyv-report"
+
+# Object stores: the bucket (or container) is the namespace, the key (no leading slash) the name.
+OBJECT_STORES = frozenset({"s3", "gs", "abfs", "abfss", "wasb", "wasbs", "az", "adl", "r2", "oss", "cos"})
+AZURE = frozenset({"abfs", "abfss", "wasb", "wasbs", "az", "adl"})
+# Spellings of one scheme that name the same store (Hadoop's s3a/s3n are S3, fsspec's gcs is GCS).
+SCHEME_ALIASES = {"s3a": "s3", "s3n": "s3", "gcs": "gs", "postgresql": "postgres", "mariadb": "mysql"}
+DEFAULT_PORTS = {"http": 80, "https": 443, "postgres": 5432, "mysql": 3306}
+# The POLYV endpoint the sync writes to, per appId (the "dataset" is the account's viewer values).
+POLYV_DATASET = "live/v4/user/custom-field/viewer-value"
+
+
+@dataclass(frozen=True)
+class Location:
+    """A dataset's identity: OpenLineage ``namespace`` and ``name``, and its Airflow asset ``uri``."""
+
+    namespace: str
+    name: str
+    uri: str
+
+    def asset(self, **extra: Any) -> Asset:
+        """The Airflow asset of this location (its name is its URI: one identity per place)."""
+        return Asset(name=self.uri, uri=self.uri, extra=extra or None)
+
+
+def _authority(scheme: str, host: str | None, port: int | None, *, keep_default_port: bool) -> str:
+    """``host[:port]``, lower-case, without credentials; the scheme's default port dropped unless
+    the naming convention keeps it (databases name ``host:port`` always)."""
+    host = (host or "").lower()
+    if ":" in host and not host.startswith("["):  # an IPv6 literal
+        host = f"[{host}]"
+    default = DEFAULT_PORTS.get(scheme)
+    if port is None and keep_default_port and default is not None:
+        port = default
+    if port is None or (port == default and not keep_default_port):
+        return host
+    return f"{host}:{port}"
+
+
+def file_location(path: str) -> Location:
+    """A file, directory or object-store URL, named as OpenLineage names files.
+
+    Local paths become absolute (namespace ``file``); object stores give ``scheme://bucket``
+    and the key (``s3a://b/k`` is ``s3://b`` + ``k``); other URLs keep their port
+    (``hdfs://nn:8020`` + ``/path``). Credentials and query strings never reach a name.
+    """
+    if "://" not in path or path.startswith("file:"):
+        local = path[len("file://") :] if path.startswith("file://") else path
+        if path.startswith("file:") and not path.startswith("file://"):
+            local = "/" + path[len("file:") :].lstrip("/")
+        # file://host/path names a file on another host: keep the host in the namespace.
+        host = ""
+        if path.startswith("file://") and not local.startswith("/"):
+            host, _, rest = local.partition("/")
+            local = "/" + rest
+        absolute = posixpath.normpath(posixpath.abspath(unquote(local)))
+        if host and host.lower() != "localhost":
+            return Location(f"file://{host.lower()}", absolute, f"file://{host.lower()}{absolute}")
+        return Location("file", absolute, f"file://{absolute}")
+    parts = urlsplit(path)
+    scheme = SCHEME_ALIASES.get(parts.scheme.lower(), parts.scheme.lower())
+    if scheme in OBJECT_STORES:
+        # Azure's authority is container@account (no credentials); elsewhere drop any user info.
+        bucket = parts.netloc if scheme in AZURE else parts.netloc.rpartition("@")[2]
+        key = posixpath.normpath(parts.path).lstrip("/") if parts.path.strip("/") else "/"
+        return Location(f"{scheme}://{bucket}", key, f"{scheme}://{bucket}/{key.lstrip('/')}")
+    authority = _authority(scheme, parts.hostname, parts.port, keep_default_port=False)
+    name = posixpath.normpath(parts.path) if parts.path else "/"
+    return Location(f"{scheme}://{authority}", name, f"{scheme}://{authority}{name}")
+
+
+def _identifier_parts(table: str) -> list[str]:
+    """``schema.table`` as its parts, quotes removed (``"My Schema".t`` -> ``My Schema``, ``t``)."""
+    parts = re.findall(r'"((?:[^"]|"")*)"|`((?:[^`]|``)*)`|\[([^\]]*)\]|([^.]+)', table.strip())
+    return [next(p for p in groups if p).strip() for groups in parts if any(groups)]
+
+
+def table_location(
+    conn_type: str,
+    table: str,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    database: str | None = None,
+    default_schema: str | None = None,
+) -> Location:
+    """A warehouse table reached through a connection, named as OpenLineage names tables.
+
+    PostgreSQL: ``postgres://host:port`` + ``database.schema.table`` (schema ``public`` unless
+    given); MySQL/MariaDB: ``mysql://host:port`` + ``database.table``; DuckDB and SQLite (the
+    host is the database file): ``duckdb:///abs/file.duckdb`` + ``catalog.schema.table``. The
+    asset URI is the same place in Airflow's form (``postgres://host:port/db/schema/table``,
+    what Airflow's PostgreSQL provider turns back into the same OpenLineage name).
+    """
+    kind = SCHEME_ALIASES.get(conn_type.lower(), conn_type.lower())
+    parts = _identifier_parts(table) or [table]
+    if kind in {"duckdb", "sqlite"}:
+        raw = host or database or ":memory:"
+        path = raw if raw.startswith(":memory:") else posixpath.normpath(posixpath.abspath(raw))
+        catalog = posixpath.splitext(posixpath.basename(path))[0] if kind == "duckdb" else "main"
+        if kind == "duckdb":
+            # DuckDB's catalog is the file's stem; its default schema is "main".
+            full = (
+                parts[-3:]
+                if len(parts) >= 3
+                else [catalog, *parts]
+                if len(parts) == 2
+                else [catalog, default_schema or "main", parts[0]]
+            )
+        else:
+            full = parts[-2:] if len(parts) > 1 else ["main", parts[0]]
+        namespace = f"{kind}://{path}"
+        return Location(namespace, ".".join(full), f"{namespace}/{'/'.join(full)}")
+    keep_port = kind in DEFAULT_PORTS or port is not None
+    authority = _authority(kind, host or "localhost", port, keep_default_port=keep_port)
+    namespace = f"{kind}://{authority}"
+    if kind == "mysql":
+        # MySQL has no schemas: a database and a table (``db.table`` names another database).
+        full = parts[-2:] if len(parts) > 1 else [database or "default", parts[0]]
+    else:
+        if len(parts) >= 3:
+            full = parts[-3:]
+        elif len(parts) == 2:
+            full = [database or "default", *parts]
+        else:
+            full = [database or "default", default_schema or ("public" if kind == "postgres" else "default"), parts[0]]
+    return Location(namespace, ".".join(full), f"{namespace}/{'/'.join(full)}")
+
+
+def polyv_location(base_url: str, app_id: str) -> Location:
+    """The viewer values of ``app_id`` at POLYV: the API's origin (lower-case host, no default
+    port) as namespace, the save endpoint's dataset path and the appId as name."""
+    parts = urlsplit(base_url.strip())
+    scheme = parts.scheme.lower() or "https"
+    namespace = f"{scheme}://{_authority(scheme, parts.hostname, parts.port, keep_default_port=False)}"
+    prefix = parts.path.strip("/")
+    name = "/".join(p for p in (prefix, POLYV_DATASET, app_id) if p)
+    return Location(namespace, name, f"{namespace}/{name}")
 
 
 def report_table_asset(conn_id: str, table: str) -> Asset:
@@ -23,16 +171,32 @@ def report_table_asset(conn_id: str, table: str) -> Asset:
 
 
 def report_file_asset(path: str) -> Asset:
-    """A Parquet report file: ``file://`` for absolute paths, the URL itself for URLs.
+    """A Parquet report file, named by its location: ``file:///abs/path`` for absolute paths,
+    the normalised URL for URLs (``s3://bucket/key``), as in the OpenLineage events.
 
     A relative path only means something on the worker that resolves it, so it gets a
     scheme of its own rather than a ``file://`` URI that would point elsewhere.
     """
-    if "://" in path:
-        return Asset(name=f"polyv_report_file/{path}", uri=path)
-    if posixpath.isabs(path):
-        return Asset(name=f"polyv_report_file/{path}", uri=f"file://{posixpath.normpath(path)}")
+    if "://" in path or posixpath.isabs(path):
+        return file_location(path).asset()
     return Asset(name=f"polyv_report_file/{path}", uri=f"{FILE_SCHEME}:///{path}")
+
+
+def input_asset(path: str) -> Asset | None:
+    """The Parquet input as an inlet, when its location is known where the DAG is parsed (an
+    absolute path or a URL); ``None`` for a relative path."""
+    if "://" in path or posixpath.isabs(path):
+        return file_location(path).asset()
+    return None
+
+
+def sync_alias(dag_id: str, task_id: str) -> AssetAlias:
+    """The alias through which a sync task names, at run time, the real locations it wrote: the
+    report (its file, or its table with the connection's host and database), the sync state
+    table and POLYV's viewer values of the appId (when something was sent). A downstream DAG can
+    schedule on the alias or on any of those assets, e.g.
+    ``Asset("postgres://db:5432/wh/public/polyv_sync_report")``."""
+    return AssetAlias(name=f"polyv_sync/{dag_id}/{task_id}")
 
 
 def sync_report_asset(dag_id: str, task_id: str) -> Asset:

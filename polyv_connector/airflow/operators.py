@@ -16,11 +16,17 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import Asset, BaseHook, BaseOperator
+from airflow.sdk import Asset, AssetAlias, BaseHook, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from polyv_connector import exit_codes
-from polyv_connector.airflow.assets import report_file_asset, report_table_asset, sync_report_asset
+from polyv_connector.airflow.assets import (
+    input_asset,
+    report_file_asset,
+    report_table_asset,
+    sync_alias,
+    sync_report_asset,
+)
 from polyv_connector.airflow.hooks import PolyvHook
 from polyv_connector.errors import ConfigError, InputError, PolyvConnectorError, StateError
 from polyv_connector.jsonsafe import strict_json
@@ -30,6 +36,8 @@ from polyv_connector.paths import check_output_dir, confine, is_url
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from polyv_connector.airflow.assets import Location
+    from polyv_connector.airflow.lineage import RunLineage
     from polyv_connector.engine import SyncResult
     from polyv_connector.report import ReportSink
     from polyv_connector.runspec import RunSpec
@@ -51,12 +59,15 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     **Report** (at least one): ``report_path`` (Parquet) and/or ``report_table`` on
     ``report_conn_id`` (default: the source connection), created if absent, appended per run.
 
-    **Result**: returns a strict-JSON summary (counts per status, requests, duration, report
-    location, runId) as XCom. Raises ``AirflowException`` after the report is written when any
-    item is ``failed``, ``in_doubt`` or ``not_attempted`` (a stopped run or a failed data-quality
-    gate), and
-    ``AirflowFailException`` (no retry) when POLYV refused the credentials or the URL, or a
-    setting is invalid.
+    **Result**: returns a strict-JSON summary (counts per status and per reason code, the first
+    problem items, requests, duration, report location, runId) as XCom; it is pushed too when
+    the task fails. After the report is written, a run with items ``failed``, ``in_doubt`` or
+    ``not_attempted`` fails the task: ``AirflowFailException`` (no retry) when a rerun cannot
+    help (a failed data-quality gate, POLYV refusing the credentials, the URL or every failed
+    value), a retryable ``AirflowException`` otherwise (a block, timeouts, a stop); see
+    :func:`polyv_connector.exit_codes.failure_is_retryable`. An invalid setting is
+    ``AirflowFailException`` before anything is sent. Metrics go through Airflow's ``Stats``
+    (:mod:`polyv_connector.airflow.metrics`).
 
     :param polyv_conn_id: the ``polyv`` connection (appId, appSecret, base URL, sending extras).
     :param dry_run: plan and report, send nothing. Templated; "true"/"false" strings accepted.
@@ -122,6 +133,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         "budget_url",
         "budget_conn_id",
         "budget_rps",
+        "partitions",
+        "partition",
     )
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers: ClassVar[dict[str, str]] = {"source_sql": "sql", "source_parameters": "json"}
@@ -168,9 +181,12 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         budget_url: str | None = None,
         budget_conn_id: str | None = None,
         budget_rps: float | str | None = None,
+        partitions: int | str | None = None,
+        partition: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         explicit_outlets = "outlets" in kwargs
+        explicit_inlets = "inlets" in kwargs
         super().__init__(**kwargs)
         self.polyv_conn_id = polyv_conn_id
         self.input_path = input_path
@@ -211,19 +227,25 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         self.budget_url = budget_url
         self.budget_conn_id = budget_conn_id
         self.budget_rps = budget_rps
+        # Slice ``partition`` of ``partitions`` (templated; map over range(partitions)).
+        self.partitions = partitions
+        self.partition = partition
         self._lineage: dict[str, Any] = {}
         self._stop: Circuit | None = None  # set while execute() runs: on_kill() stops through it
         if not explicit_outlets:
             self.outlets = self.default_outlets()
+        if not explicit_inlets and input_path and not _templated(input_path):
+            located = input_asset(input_path.strip())
+            self.inlets = [located] if located else []
 
     # ---- parse time ---------------------------------------------------------------------------
-    def default_outlets(self) -> list[Asset]:
+    def default_outlets(self) -> list[Asset | AssetAlias]:
         """The report's asset(s), from the arguments as written in the DAG file.
 
         Templated names are unknown at parse time, so a templated report gets the task's own
         report asset instead; each asset event's ``extra`` names the concrete location.
         """
-        outlets: list[Asset] = []
+        outlets: list[Asset | AssetAlias] = []
         table_conn = self.report_conn_id or self.source_conn_id
         if self.report_table and table_conn and not _templated(self.report_table, table_conn):
             outlets.append(report_table_asset(table_conn, self.report_table.strip()))
@@ -231,8 +253,11 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             # With report_dir, report_path is a name under it (checked when the task runs).
             where = os.path.join(self.report_dir.strip(), self.report_path.strip()) if self.report_dir else None
             outlets.append(report_file_asset(where or self.report_path.strip()))
-        if not outlets and (self.report_table or self.report_path) and self.has_dag():  # type: ignore[no-untyped-call]
-            outlets.append(sync_report_asset(self.dag_id, self.task_id))
+        if self.has_dag():  # type: ignore[no-untyped-call]
+            if not outlets and (self.report_table or self.report_path):
+                outlets.append(sync_report_asset(self.dag_id, self.task_id))
+            # The real locations (known when the task runs) come as events through the alias.
+            outlets.append(sync_alias(self.dag_id, self.task_id))
         return outlets
 
     # ---- run time -----------------------------------------------------------------------------
@@ -277,6 +302,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             "budget_url": self.budget_url,
             "budget_conn_id": self.budget_conn_id,
             "budget_rps": self.budget_rps,
+            "partitions": self.partitions,
+            "partition": self.partition,
         }
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -290,6 +317,12 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             # Trigger-time paths held to where the DAG author allows, before anything else.
             spec = confine(hook.resolve_run(self._given()))
             self._check_source(spec)
+            self._lineage.update(
+                mapping=spec.options.mapping,
+                max_rejected_fraction=spec.options.max_rejected_fraction,
+                app_id=credentials.app_id,
+                base_url=credentials.base_url,
+            )
             self._check_outputs(context, spec)
             pushdown = self._pushdown(spec)  # checked before any connection is opened
             state = self._state(credentials.app_id, spec, pushdown)
@@ -335,9 +368,11 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
 
             stopped = interrupted_result(exc)
             if stopped is not None:
+                self._emit_metrics(stopped, credentials.app_id)
                 self.log.warning("%s", stopped.summary_line())
                 self.log.warning("report: %s", stopped.report_location)
                 summary = self._summary(stopped, context, credentials.app_secret.reveal())
+                self._lineage["summary"] = summary
                 context["ti"].xcom_push(key="return_value", value=summary)
             raise
         finally:
@@ -345,24 +380,26 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             hook.close()
 
         validation = result.extra.get("validation") or {}
+        if validator is not None:
+            from polyv_connector.airflow.lineage import expectation_facts
+
+            self._lineage["expectations"] = expectation_facts(validator)
         if validation:
-            self._lineage["validation"] = validation
             for label, key in (("validation result", "resultJson"), ("data docs", "dataDocsPage")):
                 if validation.get(key):
                     self.log.info("%s: %s", label, validation[key])
         summary = self._summary(result, context, credentials.app_secret.reveal())
-        self._lineage["app_id"] = credentials.app_id
-        self._lineage["base_url"] = credentials.base_url
+        self._lineage["summary"] = summary
         self.log.info("%s", result.summary_line())
         self.log.info("report: %s", result.report_location)
+        self._emit_metrics(result, credentials.app_id)
         self._emit_asset_events(context, summary)
         if not result.ok:
             # The return value is lost when a task raises: keep the summary for alerting.
             context["ti"].xcom_push(key="return_value", value=summary)
-            code = exit_codes.BY_CODE[result.exit_code]
-            retryable = code.retryable or (
-                code is exit_codes.ABORTED and exit_codes.abort_is_retryable(result.abort_cause)
-            )
+            # Deterministic failures (a gate, POLYV refusing the credentials or every failed value)
+            # fail at once; transient ones (a block, timeouts, a stop) are left to Airflow's retries.
+            retryable = exit_codes.failure_is_retryable(result.exit_code, result.abort_cause, result.counts_by_reason)
             failure = AirflowException if retryable else AirflowFailException
             raise failure(_scrub_secret(_failure_message(result), credentials.app_secret.reveal()))
         return summary
@@ -395,12 +432,16 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     def _state(self, app_id: str, spec: RunSpec, pushdown: bool) -> Any:
         """The warehouse state table, when there is no state_dir and a connection to keep it on."""
         conn_id = spec.state_conn
+        if spec.options.state_dir:
+            self._lineage["state_dir"] = spec.options.state_dir
         if spec.options.state_dir or not spec.state_table or not conn_id:
             return None
         from polyv_connector.warehouse.state_table import SqlStateTable
 
+        state_hook = _db_hook(conn_id, "state_conn_id")
+        self._lineage.update(state_hook=state_hook, state_table=spec.state_table)
         return SqlStateTable(
-            _db_hook(conn_id, "state_conn_id"),
+            state_hook,
             spec.state_table,
             app_id,
             create=not spec.options.dry_run,
@@ -530,70 +571,97 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         json.dumps(scrubbed, ensure_ascii=False, allow_nan=False)  # the XCom contract: fail here
         return scrubbed
 
+    def _emit_metrics(self, result: SyncResult, app_id: str) -> None:
+        """``polyv.*`` metrics through Airflow's ``Stats`` (a no-op unless ``[metrics]`` is on)."""
+        from polyv_connector.airflow import metrics
+
+        dag_id = self.dag_id if self.has_dag() else ""  # type: ignore[no-untyped-call]
+        metrics.emit(result, {"dag_id": dag_id, "task_id": self.task_id, "app_id": app_id})
+
     def _emit_asset_events(self, context: Context, summary: dict[str, Any]) -> None:
         events = context.get("outlet_events")
         if events is None:
             return
         extra = {k: summary.get(k) for k in ("runId", "ok", "items", "counts", "report", "dryRun")}
         for outlet in self.outlets or []:
-            if isinstance(outlet, Asset):
-                try:
+            try:
+                if isinstance(outlet, Asset):
                     events[outlet].extra.update(extra)
-                except Exception as exc:  # an event extra is a nicety, never a reason to fail
-                    self.log.debug("could not annotate asset event %s: %s", outlet.uri, exc)
+                elif isinstance(outlet, AssetAlias):
+                    for located in self._written_locations(summary):
+                        events[outlet].add(located.asset(), extra=extra)
+            except Exception as exc:  # an event is a nicety, never a reason to fail
+                self.log.debug("could not record an asset event for %s: %s", outlet, exc)
+
+    def _written_locations(self, summary: dict[str, Any]) -> list[Location]:
+        """Where this run wrote, named as in its OpenLineage events (the same :class:`Location`)."""
+        from polyv_connector.airflow.lineage import polyv_written
+
+        run = self._run_lineage()
+        written: list[Location] = [r for r in run.reports if hasattr(r, "uri")]
+        if run.state is not None and not summary.get("dryRun"):
+            written.append(run.state)
+        if run.polyv is not None and polyv_written(summary):
+            written.append(run.polyv)
+        return written
 
     # ---- lineage ------------------------------------------------------------------------------
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """OpenLineage inputs (Parquet input or SQL tables) and outputs (POLYV, the report).
+        """OpenLineage inputs (the source, the sync state) and outputs (the report, the state,
+        POLYV when something was sent), with the data-quality and run facets: see
+        :mod:`polyv_connector.airflow.lineage`. ``None`` without the OpenLineage provider."""
+        from polyv_connector.airflow.lineage import operator_lineage
 
-        The OpenLineage provider is optional: without it this returns ``None``.
-        """
-        try:
-            from airflow.providers.openlineage.extractors import OperatorLineage
-            from openlineage.client.event_v2 import Dataset
-        except ImportError:
-            return None
+        return operator_lineage(self._run_lineage())
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """As on completion: a failed gate or a stopped run still read its source and wrote its
+        report (and POLYV is declared only if something was sent)."""
+        return self.get_openlineage_facets_on_complete(task_instance)
+
+    def _run_lineage(self) -> RunLineage:
+        """Where this run read and wrote, and what it found, as plain values (no OpenLineage
+        import: the asset events use it too)."""
+        from polyv_connector.airflow.assets import file_location, polyv_location
+        from polyv_connector.airflow.lineage import RunLineage, source_columns
+
         info = self._lineage
-        inputs: list[Any] = []
-        outputs: list[Any] = []
+        run = RunLineage(
+            summary=info.get("summary"),
+            expectations=info.get("expectations") or [],
+            max_rejected_fraction=info.get("max_rejected_fraction"),
+        )
         if info.get("source_kind") == "file":
-            inputs.append(_file_dataset(Dataset, info["source_path"]))
+            run.source = [file_location(info["source_path"])]
         elif info.get("source_kind") == "sql":
             table = info.get("source_table")
-            statement = f"SELECT * FROM {table}" if table else info.get("source_sql") or ""
-            inputs.extend(_sql_datasets(info["source_hook"], statement, "inputs", self.log))
-        if info.get("validation"):
-            inputs = [_with_quality_facet(Dataset, d, info["validation"]) for d in inputs]
-        if info.get("app_id"):
-            outputs.append(
-                Dataset(namespace=info["base_url"], name=f"live/v4/user/custom-field/viewer-value/{info['app_id']}")
+            where = _table_location(info["source_hook"], table) if table else None
+            run.source = (
+                [where]
+                if where
+                else _sql_datasets(info["source_hook"], info.get("source_sql") or "", "inputs", self.log)
             )
-        if info.get("report_path"):
-            outputs.append(_file_dataset(Dataset, info["report_path"]))
+        mapping = info.get("mapping")
+        if mapping is not None:
+            run.fields = dict(mapping.fields) or None
+            run.columns = source_columns(
+                mapping.viewer_id_column, mapping.field_id_column, mapping.value_column, run.fields
+            )
+        if info.get("state_dir"):
+            run.state = file_location(info["state_dir"])
+        elif info.get("state_table"):
+            run.state = _table_location(info["state_hook"], info["state_table"])
         if info.get("report_table"):
-            statement = f"INSERT INTO {info['report_table']} SELECT 1"
-            outputs.extend(_sql_datasets(info["report_hook"], statement, "outputs", self.log))
-        return OperatorLineage(inputs=inputs, outputs=outputs)
+            located = _table_location(info["report_hook"], info["report_table"])
+            run.reports.extend([located] if located else [])
+        if info.get("report_path"):
+            run.reports.append(file_location(info["report_path"]))
+        if info.get("app_id"):
+            run.polyv = polyv_location(info["base_url"], info["app_id"])
+        return run
 
 
 # ---- helpers -----------------------------------------------------------------------------------
-def _with_quality_facet(dataset_cls: Any, dataset: Any, validation: dict[str, Any]) -> Any:
-    """``dataset`` with an OpenLineage data-quality assertions facet built from the validation."""
-    try:
-        from openlineage.client.facet_v2 import data_quality_assertions_dataset as dq
-    except ImportError:
-        return dataset
-    facet = dq.DataQualityAssertionsDatasetFacet(
-        assertions=[
-            dq.Assertion(assertion=e["type"], success=bool(e["success"]), column=e.get("column"))
-            for e in validation.get("expectations") or []
-            if e.get("success") is not None
-        ]
-    )
-    facets = {**(getattr(dataset, "facets", None) or {}), "dataQuality": facet}
-    return dataset_cls(namespace=dataset.namespace, name=dataset.name, facets=facets)
-
-
 def _templated(*values: str) -> bool:
     return any("{{" in v or "{%" in v for v in values)
 
@@ -687,6 +755,10 @@ def _scrub_secret(value: Any, secret: str) -> Any:
     return value
 
 
+# Reason codes of items that are fine as they are: left out of a failure message.
+_NOT_PROBLEMS = frozenset({"unchanged", "duplicate", "dry_run"})
+
+
 def _failure_message(result: SyncResult) -> str:
     counts = result.counts
     parts = [
@@ -698,19 +770,25 @@ def _failure_message(result: SyncResult) -> str:
         parts.append(f"stopped ({result.abort_cause}): {result.aborted}")
     if result.gate_failures:
         parts.append("data-quality gate failed: " + " | ".join(result.gate_failures))
+    by_reason = sorted(
+        ((c, n) for c, n in result.counts_by_reason.items() if c not in _NOT_PROBLEMS),
+        key=lambda cn: -cn[1],
+    )
+    if by_reason:
+        parts.append("by reason: " + ", ".join(f"{c} {n:,}" for c, n in by_reason))
     parts.append(f"report: {result.report_location}")
     return "; ".join(parts)
 
 
-def _file_dataset(dataset_cls: Any, path: str) -> Any:
-    from urllib.parse import urlsplit
+def _table_location(hook: Any, table: str) -> Any:
+    """The OpenLineage/asset location of ``table`` on ``hook``'s connection (None if unreadable)."""
+    from polyv_connector.airflow.assets import table_location
 
-    if "://" in path:
-        parts = urlsplit(path)
-        return dataset_cls(namespace=f"{parts.scheme}://{parts.hostname or ''}", name=parts.path or "/")
-    import os
-
-    return dataset_cls(namespace="file", name=os.path.abspath(path))
+    try:
+        conn = hook.get_connection(hook.get_conn_id())
+        return table_location(conn.conn_type or "", table, host=conn.host, port=conn.port, database=conn.schema or None)
+    except Exception:  # lineage is best effort: never fail a finished sync over it
+        return None
 
 
 def _sql_datasets(hook: Any, statement: str, side: str, log: Any) -> list[Any]:

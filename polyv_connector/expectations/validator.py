@@ -150,10 +150,13 @@ class SuiteValidator:
             self.result_json_path, self.data_docs_path, self.data_docs_page = results.write_outputs(
                 self._result, self.suite, self.output_dir, self.output_stem, run_time
             )
+            # Only this suite's verdict: the run's own gates (the rejected-fraction ceiling) are
+            # judged after it, and the engine logs the outcome of every gate once.
             log.info(
-                "expectations %s: %d gate failure(s); result JSON %s; Data Docs %s",
+                "expectations %s: %s item(s) rejected by row expectations; %s; result JSON %s; Data Docs %s",
                 self.suite.name,
-                len(self._gates),
+                f"{self._rejected_items:,}",
+                f"{len(self._gates)} suite gate(s) failed" if self._gates else "the suite's gates passed",
                 self.result_json_path,
                 self.data_docs_page,
             )

@@ -7,8 +7,10 @@ import pyarrow as pa
 
 from polyv_connector.checks import merge_reasons
 from polyv_connector.config import ColumnMapping
+from polyv_connector.errors import InputError
 from polyv_connector.model import FIELD_ID, ROW_NUMBER, VALUE, VIEWER_ID
-from polyv_connector.sources.text import checked_text
+from polyv_connector.partitioning import Slice, in_slice
+from polyv_connector.sources.text import UnsupportedColumn, checked_text
 
 # Items are a pa.Table with exactly these columns, in this order.
 ITEM_SCHEMA = pa.schema(
@@ -77,3 +79,18 @@ def convert_items(
     found = [pa.concat_arrays([viewer_why] * k)] if viewer_why is not None else []
     reasons = merge_reasons(*found, value_why)
     return field_major.take(row_major), reasons.take(row_major)
+
+
+def rows_in_slice(batch: pa.RecordBatch, viewer_column: str, part: Slice, setting: str) -> pa.RecordBatch:
+    """The rows of ``batch`` whose viewerId falls in ``part``: a source's filter while reading.
+
+    The viewerId is hashed as the text its items get (:func:`convert_items`' conversion), so
+    this agrees with what a database computes from the same text.
+    """
+    if part.whole:
+        return batch
+    try:
+        viewer, _ = checked_text(batch.column(viewer_column), _named(VIEWER_ID, viewer_column))
+    except (pa.ArrowInvalid, UnsupportedColumn) as exc:
+        raise InputError(setting, f"column {viewer_column!r}: cannot turn a viewerId into text: {exc}") from exc
+    return batch.filter(pa.array(in_slice(viewer, part)))

@@ -37,9 +37,17 @@ import pyarrow.types as pat
 
 from polyv_connector.config import ColumnMapping
 from polyv_connector.errors import ConfigError, DependencyUnavailable, InputError
+from polyv_connector.partitioning import WHOLE, Slice
+from polyv_connector.sources.items import rows_in_slice
 from polyv_connector.warehouse import dbapi, readonly
 from polyv_connector.warehouse.db_errors import classify, database_error, describe
-from polyv_connector.warehouse.dialect import dialect_of_connection
+from polyv_connector.warehouse.dialect import (
+    Dialect,
+    dialect_named,
+    dialect_of_connection,
+    driver_dialect_name,
+    driver_of,
+)
 from polyv_connector.warehouse.identifiers import check_table_name, quote_identifier
 
 log = logging.getLogger("polyv_connector")
@@ -137,6 +145,8 @@ class SqlSource:
         self.server_side_cursor = server_side_cursor
         self.skip_unchanged = skip_unchanged
         self._columns: list[str] | None = None  # the relation's column names, once known
+        self._text_columns: set[str] = set()  # those the database holds as text
+        self._partition_dialect: Dialect | None = None
 
     @property
     def location(self) -> str:
@@ -162,6 +172,11 @@ class SqlSource:
             with dbapi.cursor(conn) as cur:
                 cur.execute(self._probe_sql(), *self._params())
                 self._columns = [d[0] for d in cur.description or ()]
+                # What a partition run needs to filter in the query (see _partition_sql).
+                # DuckDB's connection class lives in its C module ``_duckdb``.
+                driver = driver_of(conn).removeprefix("_")
+                self._text_columns = {d[0] for d in cur.description or () if _is_text_type(driver, d[1])}
+                self._partition_dialect = dialect_named(driver_dialect_name(driver))
         except Exception as exc:
             if classify(exc) == "temporary":
                 raise database_error(exc, self.setting, "cannot read the source") from exc
@@ -189,8 +204,8 @@ class SqlSource:
         # The table form binds nothing; some drivers reject an empty parameter list.
         return () if self.parameters is None or self.table else (self.parameters,)
 
-    def _select(self, columns: Sequence[str]) -> str:
-        base = self._base_select(columns)
+    def _select(self, columns: Sequence[str], part: Slice = WHOLE) -> str:
+        base = self._sliced(self._base_select(columns), columns, part)
         if self.skip_unchanged is None:
             return base
         counted = self._counted(base, columns)
@@ -228,9 +243,9 @@ class SqlSource:
         viewer, field, value = (names[i] for i in resolve_columns(columns, names, self.location, self.setting))
         return f"(polyv_src.polyv_n = 1 AND {self.skip_unchanged.unchanged_filter('polyv_src', viewer, field, value)})"
 
-    def count_unchanged(self, columns: Sequence[str]) -> int:
+    def count_unchanged(self, columns: Sequence[str], part: Slice = WHOLE) -> int:
         """How many source rows the warehouse diff leaves out (they never leave the warehouse)."""
-        base = self._counted(self._base_select(columns), columns)
+        base = self._counted(self._sliced(self._base_select(columns), columns, part), columns)
         sql = f"SELECT COUNT(*) FROM ({base}) polyv_src WHERE {self._unchanged_condition(columns)}"
         conn = self._open()
         try:
@@ -243,9 +258,9 @@ class SqlSource:
         finally:
             _close(conn)
 
-    def unchanged_in_source(self, columns: Sequence[str]) -> int | None:
+    def unchanged_in_source(self, columns: Sequence[str], part: Slice = WHOLE) -> int | None:
         """Rows the warehouse diff leaves out, or ``None`` when the diff is not in the warehouse."""
-        return None if self.skip_unchanged is None else self.count_unchanged(columns)
+        return None if self.skip_unchanged is None else self.count_unchanged(columns, part)
 
     def _base_select(self, columns: Sequence[str]) -> str:
         if not self.table:
@@ -301,16 +316,60 @@ class SqlSource:
             return mysql_streaming_cursor(conn)
         return conn.cursor()
 
-    def batches(self, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """Yield record batches of at most ``batch_rows`` rows holding ``columns``, in read order."""
+    # ---- partitions --------------------------------------------------------------------------
+    def _partition_sql(self, columns: Sequence[str], part: Slice) -> str | None:
+        """A condition on ``polyv_part``'s viewerId column that keeps the rows of ``part``, or
+        ``None`` when this database cannot compute the partition as the connector does (then
+        rows are filtered as they are read).
+
+        Only for a text viewerId column (the text hashed must be the text sent: a number or a
+        date may print differently in SQL) on an engine with ``md5()`` (PostgreSQL,
+        MySQL/MariaDB, DuckDB). Null or blank (``TRIM() = ''``): partition 0, as in Python.
+        """
+        names = self.columns()
+        dialect = self._partition_dialect
+        if part.whole or names is None or dialect is None or dialect.name not in _PARTITION_DIALECTS:
+            return None
+        viewer = names[resolve_columns(columns[:1], names, self.location, self.setting)[0]]
+        if viewer not in self._text_columns:
+            return None
+        v = "polyv_part." + dialect.quote(viewer)  # the connection's quoting (a factory names none)
+        return (
+            f"(CASE WHEN {v} IS NULL OR TRIM({v}) = '' THEN 0 "
+            f"ELSE {dialect.partition_hash(v)} % {part.partitions} END) = {part.partition}"
+        )
+
+    def _sliced(self, base: str, columns: Sequence[str], part: Slice) -> str:
+        """``base`` limited to the rows of ``part`` in the database, when it can."""
+        condition = None if part.whole else self._partition_sql(columns, part)
+        if condition is None:
+            if not part.whole and self.skip_unchanged is not None:
+                raise ConfigError(
+                    self.setting,
+                    "the diff in the warehouse of a partition run needs a database that computes "
+                    "the partition itself (PostgreSQL, MySQL/MariaDB or DuckDB, a text viewerId column)",
+                )
+            return base
+        return f"SELECT polyv_part.* FROM ({base}\n) polyv_part WHERE {condition}"
+
+    def batches(self, columns: list[str], batch_rows: int, part: Slice = WHOLE) -> Iterator[pa.RecordBatch]:
+        """Yield record batches of at most ``batch_rows`` rows holding ``columns``, in read order.
+
+        With ``part``, only that slice's rows: filtered in the query where the database can
+        compute the partition (a text viewerId column on PostgreSQL, MySQL/MariaDB or DuckDB),
+        else filtered here as each chunk is read.
+        """
+        in_query = not part.whole and self._partition_sql(columns, part) is not None
         conn = self._open()
         try:
             if dialect_of_connection(conn).name == "duckdb" and hasattr(conn, "sql"):
-                yield from self._arrow_batches(conn, columns, batch_rows)
+                for batch in self._arrow_batches(conn, columns, batch_rows, part):
+                    if batch := self._in_slice(batch, columns, part, in_query):
+                        yield batch
                 return
             with dbapi.closing(self._cursor(conn, batch_rows)) as cur:
                 try:
-                    cur.execute(self._select(columns), *self._params())
+                    cur.execute(self._select(columns, part), *self._params())
                     rows = cur.fetchmany(batch_rows)
                 except InputError:
                     raise
@@ -320,16 +379,34 @@ class SqlSource:
                 names = [d[0] for d in cur.description or ()]
                 positions = resolve_columns(columns, names, self.location, self.setting)
                 while rows:
-                    yield rows_to_batch(rows, positions, columns)
+                    if batch := self._in_slice(rows_to_batch(rows, positions, columns), columns, part, in_query):
+                        yield batch
                     rows = cur.fetchmany(batch_rows)
         finally:
             _close(conn)
 
-    def _arrow_batches(self, conn: Any, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    def _in_slice(
+        self, batch: pa.RecordBatch, columns: list[str], part: Slice, in_query: bool
+    ) -> pa.RecordBatch | None:
+        """The rows of ``batch`` in ``part`` (``None`` if none)."""
+        if not part.whole:
+            kept = rows_in_slice(batch, columns[0], part, self.setting)
+            if in_query and kept.num_rows != batch.num_rows:
+                # The database's partition disagrees with ours: rows of this slice
+                # may be missing from every partition's read. Stop, do not guess.
+                raise InputError(
+                    self.setting,
+                    "the database computed a different partition than the connector for "
+                    f"{batch.num_rows - kept.num_rows} viewerId(s); nothing was sent",
+                )
+            batch = kept
+        return batch if batch.num_rows else None
+
+    def _arrow_batches(self, conn: Any, columns: list[str], batch_rows: int, part: Slice) -> Iterator[pa.RecordBatch]:
         """DuckDB: the result as Arrow record batches, straight from the engine."""
         params = None if self.table or self.parameters is None else self.parameters
         try:
-            reader = conn.sql(self._select(columns), params=params).to_arrow_reader(batch_rows)
+            reader = conn.sql(self._select(columns, part), params=params).to_arrow_reader(batch_rows)
         except InputError:
             raise
         except Exception as exc:
@@ -376,6 +453,25 @@ def arrow_column_to_source(array: pa.Array) -> pa.Array:
     ):
         return _as_text(array.to_pylist())
     return array
+
+
+#: Engines whose md5() the partition filter is pushed into (their Dialect.partition_hash).
+_PARTITION_DIALECTS = frozenset({"postgresql", "mysql", "duckdb"})
+#: Type codes of text columns in cursor.description, per driver: PostgreSQL type OIDs (text,
+#: varchar; not char(n), whose padding SQL and the driver treat differently), MySQL field types
+#: (VARCHAR, VAR_STRING, STRING), DuckDB type names.
+_PG_TEXT_OIDS = frozenset({25, 1043})
+_MYSQL_TEXT_TYPES = frozenset({15, 253, 254})
+
+
+def _is_text_type(driver: str, type_code: Any) -> bool:
+    if driver in ("psycopg", "psycopg2"):
+        return type_code in _PG_TEXT_OIDS
+    if driver in ("pymysql", "MySQLdb"):
+        return type_code in _MYSQL_TEXT_TYPES
+    if driver == "duckdb":
+        return str(type_code).upper() == "VARCHAR"
+    return False
 
 
 def rows_to_batch(rows: Sequence[Sequence[Any]], positions: Sequence[int], names: Sequence[str]) -> pa.RecordBatch:

@@ -99,6 +99,21 @@ class PolyvClient:
         self._clock_lock = threading.Lock()
         self._offset_s = 0.0
         self._clock_corrected = False
+        # Seconds this thread's requests waited for the budget since it last asked (the sender
+        # takes it after each save to tell latency from queueing).
+        self._local = threading.local()
+
+    @property
+    def budget_rps(self) -> float | None:
+        """The rate of the request budget this client draws on, when it has one (requests/s)."""
+        rate = getattr(self._budget, "rate", None)
+        return float(rate) if isinstance(rate, int | float) else None
+
+    def take_budget_wait_s(self) -> float:
+        """Seconds the calling thread waited for the budget since its last call (then reset)."""
+        waited: float = getattr(self._local, "budget_wait_s", 0.0)
+        self._local.budget_wait_s = 0.0
+        return waited
 
     @property
     def requests_sent(self) -> int:
@@ -177,6 +192,7 @@ class PolyvClient:
     ) -> tuple[Outcome, bytes, str | None]:
         """One request, signed with the corrected clock: its outcome, body and ``Date`` header."""
         if self._budget is not None:
+            waiting = time.monotonic()
             try:
                 self._budget.acquire()
             except RunAborted as exc:
@@ -185,6 +201,9 @@ class PolyvClient:
                 # A shared budget says POLYV blocked this IP (recorded by this run or another):
                 # answer as POLYV would, without sending anything.
                 return Outcome("blocked", None, None, str(exc)), b"", None
+            finally:
+                waited = time.monotonic() - waiting
+                self._local.budget_wait_s = getattr(self._local, "budget_wait_s", 0.0) + waited
         headers = {"Content-Type": "application/json; charset=utf-8"} if body is not None else None
         with self._count_lock:
             self._counts[method] += 1

@@ -59,6 +59,8 @@ class Dialect:
     :param if_not_exists: ``CREATE TABLE/INDEX IF NOT EXISTS`` is understood.
     :param can_diff: the diff can run in the warehouse (MD5 and the casts below exist).
     :param max_key_bytes: the longest index key, where the engine has a limit that matters.
+    :param clustered: the table is stored in its primary key (InnoDB): a primary key costs no
+        extra index there, while elsewhere it is one more index beside the table.
     """
 
     name: str = "generic"
@@ -70,6 +72,7 @@ class Dialect:
     if_not_exists: bool = False
     can_diff: bool = False
     max_key_bytes: int | None = None
+    clustered: bool = False
 
     # ---- identifiers and types -----------------------------------------------------------------
     def quote(self, name: str) -> str:
@@ -234,6 +237,7 @@ class MySQLDialect(Dialect):
     if_not_exists: bool = True
     can_diff: bool = True
     max_key_bytes: int | None = MYSQL_MAX_KEY_BYTES
+    clustered: bool = True
 
     def text(self, expr: str) -> str:
         # CONVERT ... USING utf8mb4: MD5 then hashes UTF-8 bytes even for a latin1 column, and

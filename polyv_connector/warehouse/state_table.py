@@ -45,7 +45,9 @@ import pyarrow as pa
 
 from polyv_connector.errors import ConfigError, StateError
 from polyv_connector.fingerprints import UNCONFIRMED, HashFamily
-from polyv_connector.locks import LeaseLock, LockMode, PgAdvisoryLock
+from polyv_connector.locks import LeaseLock, LockMode, PgAdvisoryLock, acquire_slice
+from polyv_connector.partitioning import WHOLE
+from polyv_connector.partitioning import Slice as PartitionSlice
 from polyv_connector.warehouse import dbapi
 from polyv_connector.warehouse.dialect import (
     BIGINT,
@@ -56,7 +58,12 @@ from polyv_connector.warehouse.dialect import (
     dialect_of_connection,
     placeholder_of,
 )
-from polyv_connector.warehouse.identifiers import check_table_name, quote_identifier, split_table_name
+from polyv_connector.warehouse.identifiers import (
+    check_table_name,
+    quote_identifier,
+    split_table_name,
+    unquote_identifier,
+)
 from polyv_connector.warehouse.schema import (
     Column,
     TableSchema,
@@ -107,8 +114,8 @@ _KEY = ("acct", "key")
 _FETCH_ROWS = 100_000
 #: Keys per DELETE ... IN (...) and rows per multi-row INSERT: integers written as literals.
 _CHUNK = 1_000
-#: PostgreSQL: ANALYZE the state table once this many rows were written, then each time doubled.
-_ANALYZE_ROWS = 50_000
+#: Keys remembered as deleted-and-unconfirmed at most (beyond: forgotten, deleted again if seen).
+_MAX_IN_FLIGHT = 1_000_000
 _SAFE_APP_ID = re.compile(r"^[A-Za-z0-9._:@-]+$")
 _MASK32 = 4294967295
 
@@ -191,10 +198,10 @@ class SqlStateTable:
         self.create = create  # False in a dry run: nothing is created, migrated or written
         self.load_for_local_diff = load_for_local_diff
         self._is_postgres = False
-        self._written = 0  # confirmations written by this instance (see record: ANALYZE)
-        self._analyzed_at = 0
         self._lock: PgAdvisoryLock | LeaseLock | None = None
+        self._slice_lock: PgAdvisoryLock | LeaseLock | None = None  # a partition run's own slice
         self._run_seq: int | None = None
+        self._in_flight: set[int] = set()  # keys this run deleted before sending, unconfirmed since
         self.prepare(create)
 
     # ---- connections and SQL pieces ------------------------------------------------------------
@@ -260,15 +267,35 @@ class SqlStateTable:
         )
 
     # ---- the table -----------------------------------------------------------------------------
-    def create_table_sql(self, table: str | None = None) -> str:
-        """The ``CREATE TABLE`` statement of the compact layout (its primary key included)."""
+    def create_table_sql(self, table: str | None = None) -> list[str]:
+        """The statements creating the compact layout as ``table`` (default: this table and its index).
+
+        Where the table is stored in its primary key (InnoDB) it is ``PRIMARY KEY (acct, key)``.
+        Elsewhere an index on ``key`` alone: 20 bytes an entry on PostgreSQL against 28 for
+        ``(acct, key)``, and every lookup gives the account too. Writes to a key are serialised
+        by the run lock and delete before they insert, so no key has two rows of one account.
+        """
         d = self._d()
         columns = ", ".join(
             f"{self._q(c.name)} {d.column_type(c.kind)}" + (" NOT NULL" if c.not_null else "") for c in SCHEMA.columns()
         )
         guard = "IF NOT EXISTS " if d.if_not_exists and table is None else ""
-        key = ", ".join(self._q(c) for c in _KEY)
-        return f"CREATE TABLE {guard}{table or self.table} ({columns}, PRIMARY KEY ({key}))"
+        target = table or self.table
+        if d.clustered:
+            key = ", ".join(self._q(c) for c in _KEY)
+            return [f"CREATE TABLE {guard}{target} ({columns}, PRIMARY KEY ({key}))"]
+        create = f"CREATE TABLE {guard}{target} ({columns})"
+        return [create] if table is not None else [create, *self.create_index_sql()]
+
+    def create_index_sql(self) -> list[str]:
+        """The index of this table on ``key`` (none where the primary key is the table)."""
+        d = self._d()
+        if d.clustered:
+            return []
+        # Named after the table's own name reduced to word characters ("keyhash": the old
+        # layout's index may still be called <name>_key_idx, beside it in the schema).
+        index = re.sub(r"\W", "_", version_key(self.table))[:50] + "_keyhash_idx"
+        return [d.create_index_sql(self.table, index, [("key", BIGINT)])]
 
     def prepare(self, create: bool = True) -> None:
         """Check the table; create it if absent, migrate an old layout (not in a dry run).
@@ -286,7 +313,8 @@ class SqlStateTable:
                 return
             try:
                 with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
-                    cur.execute(self.create_table_sql())
+                    for statement in self.create_table_sql():
+                        cur.execute(statement)
             except Exception as exc:
                 # Two first runs at once (a backfill's dates): PostgreSQL can refuse the loser's
                 # CREATE TABLE IF NOT EXISTS with a catalog unique violation. The table is there.
@@ -387,11 +415,15 @@ class SqlStateTable:
                     f"polyv_old GROUP BY {q('acct')}, {q('key')}"
                 )
                 with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
-                    cur.execute(self.create_table_sql(new_table))
+                    for statement in self.create_table_sql(new_table):
+                        cur.execute(statement)
                     cur.execute(insert)
                     cur.execute(f"SELECT COUNT(*) FROM {new_table}")
                     kept = int(cur.fetchone()[0])
-                    self._swap(cur, new_table, new_name, own, old_name)
+                    self._swap(cur, new_table, own, old_name)
+                    # Indexed once filled: one bulk build, and DuckDB renames no indexed table.
+                    for statement in self.create_index_sql():
+                        cur.execute(statement)
                 self.legacy = False
                 self.exists = True
                 record_version(conn, self._target, self.table, SCHEMA.current)
@@ -419,13 +451,22 @@ class SqlStateTable:
             d.quote(old_name),
         )
 
-    def _swap(self, cur: Any, new_table: str, new_name: str, own: str, old_name: str) -> None:
+    def _swap(self, cur: Any, new_table: str, own: str, old_name: str) -> None:
         d = self._d()
         prefix = self._names()[0]
         if d.name == "mysql":
             # One statement, atomic: MySQL commits around DDL, so no transaction could hold both.
             cur.execute(f"RENAME TABLE {self.table} TO {prefix}{d.quote(old_name)}, {new_table} TO {self.table}")
             return
+        if d.name == "duckdb":
+            # DuckDB renames no table an index depends on: the old table's index goes first.
+            parts = split_table_name(self.table)
+            where = f"table_name = {d.literal(own)}"
+            if len(parts) > 1:
+                where += f" AND schema_name = {d.literal(unquote_identifier(parts[-2]))}"
+            cur.execute(f"SELECT schema_name, index_name FROM duckdb_indexes() WHERE {where}")
+            for schema, index in cur.fetchall():
+                cur.execute(f"DROP INDEX {d.quote(schema)}.{d.quote(index)}")
         cur.execute(d.rename_table_sql(self.table, old_name))
         cur.execute(d.rename_table_sql(new_table, own))
 
@@ -435,10 +476,14 @@ class SqlStateTable:
         write lock and the re-check of the columns do)."""
         d = self._d()
         name = f"polyv_state_migrate:{version_key(self.table)}"
+        # End the transaction the probes opened: its share lock on the old table would deadlock
+        # with the task that holds the migration lock and renames that table.
+        dbapi.rollback_quietly(conn)
         if d.name == "postgresql":
             key = int.from_bytes(hashlib.md5(name.encode()).digest()[:8], "big", signed=True)
             with dbapi.cursor(conn) as cur:
                 cur.execute(f"SELECT pg_advisory_lock({key})")
+            conn.commit()  # a session lock: it outlives this transaction
             try:
                 yield
             finally:
@@ -515,6 +560,13 @@ class SqlStateTable:
             self.prepare(create=True)
         self._run_id = run_id
         self._conn = self._open()
+        self._in_flight = set()
+        if self._is_postgres:
+            # This connection only deletes and inserts by key. A table that grew during the run
+            # has no statistics yet, and PostgreSQL then scans it whole for every batch
+            # (quadratic: 1M items took 5 minutes); by the index it is milliseconds.
+            with dbapi.transaction(self._conn), dbapi.cursor(self._conn) as cur:
+                cur.execute("SET enable_seqscan = off")
 
     def record(
         self, keys: np.ndarray, fps: np.ndarray, synced_at: float | None = None, items: pa.Table | None = None
@@ -528,69 +580,57 @@ class SqlStateTable:
             self._lock.check()  # a run whose lease was taken over must not write another's state
         keys = np.asarray(keys, np.uint64)
         fps = np.asarray(fps, np.uint64)
-        q = self._q
         confirmed = fps != UNCONFIRMED
-        ck = keys[confirmed].view(np.int64)
+        signed = _signed(keys)
+        # Keys this run deleted before sending them have no row: no need to delete them again.
+        gone = self._in_flight
+        to_delete = [k for k in signed if k not in gone]
+        with dbapi.transaction(self._conn), dbapi.cursor(self._conn) as cur:
+            for start in range(0, len(to_delete), _CHUNK):
+                part = to_delete[start : start + _CHUNK]
+                cur.execute(
+                    f"DELETE FROM {self.table} WHERE {self._q('acct')} = {self.acct} "
+                    f"AND {self._q('key')} IN ({', '.join(map(str, part))})"
+                )
+            if confirmed.any():
+                self._insert(cur, keys[confirmed], fps[confirmed])
+        # Committed: durable before the next batch is sent or recorded.
+        if len(gone) > _MAX_IN_FLIGHT:
+            gone.clear()  # batches that failed for good: forget them (deleting again is harmless)
+        for k, ok in zip(signed, confirmed.tolist(), strict=True):
+            if ok:
+                gone.discard(k)
+            else:
+                gone.add(k)
+
+    def _insert(self, cur: Any, keys: np.ndarray, fps: np.ndarray) -> None:
+        """Append rows (this account, ``keys``, ``fps``) by the engine's fastest path."""
+        d, q = self._d(), self._q
+        columns = ", ".join(q(c) for c in WRITTEN)
         rows = pa.table(
             {
-                "acct": pa.array(np.full(len(ck), self.acct, np.int64)),
-                "key": pa.array(ck),
-                "fp": pa.array(fps[confirmed].view(np.int64)),
+                "acct": pa.array(np.full(len(keys), self.acct, np.int64)),
+                "key": pa.array(keys.view(np.int64)),
+                "fp": pa.array(fps.view(np.int64)),
             }
         )
-        with dbapi.transaction(self._conn):
-            if hasattr(self._conn, "register") and self._d().name == "duckdb":
-                # DuckDB joins against the Arrow keys: twice as fast as literal IN lists.
-                view = f"polyv_keys_{uuid.uuid4().hex[:12]}"
-                self._conn.register(view, pa.table({"k": pa.array(keys.view(np.int64))}))
-                try:
-                    self._conn.execute(
-                        f"DELETE FROM {self.table} WHERE {q('acct')} = {self.acct} "
-                        f"AND {q('key')} IN (SELECT k FROM {view})"
-                    )
-                finally:
-                    self._conn.unregister(view)
-            elif self._is_postgres:
-                # One statement for the whole batch: an array of keys, probed in the primary key.
-                array = "{" + ",".join(map(str, keys.view(np.int64).tolist())) + "}"
-                with dbapi.cursor(self._conn) as cur:
-                    cur.execute(
-                        f"DELETE FROM {self.table} WHERE {q('acct')} = {self.acct} "
-                        f"AND {q('key')} = ANY(CAST('{array}' AS BIGINT[]))"
-                    )
-            else:
-                with dbapi.cursor(self._conn) as cur:
-                    for start in range(0, len(keys), _CHUNK):
-                        part = _signed(keys[start : start + _CHUNK])
-                        cur.execute(
-                            f"DELETE FROM {self.table} WHERE {q('acct')} = {self.acct} "
-                            f"AND {q('key')} IN ({', '.join(map(str, part))})"
-                        )
-            if rows.num_rows:
-                # Each engine's bulk path (COPY, multi-row INSERT, DuckDB reading Arrow): a
-                # confirmed batch is written at the rate POLYV confirms, never row by row.
-                dbapi.bulk_insert(
-                    self._conn,
-                    self.table,
-                    list(WRITTEN),
-                    rows,
-                    identifier_format=self.identifier_format,
-                    placeholder=self.placeholder,
-                    chunk_rows=20_000,
-                )
-        # committed: durable before the next batch is sent or recorded
-        self._written += rows.num_rows
-        if self._is_postgres and self._written >= 2 * self._analyzed_at + _ANALYZE_ROWS:
-            # A table that grew in this run has no statistics for its keys: PostgreSQL then
-            # scans every row of the account for each DELETE above (its time grows with the
-            # table: 7k rows/s at 1M). ANALYZE samples at most 30k rows, each time the run's
-            # writes double, so a handful of times per run.
-            self._analyzed_at = self._written
+        if self._is_postgres:
+            dbapi.copy_into(cur, self.table, columns, rows)
+            return
+        if d.name == "duckdb" and hasattr(cur, "register"):
+            # DuckDB reads the Arrow table in place: no SQL text, no row-by-row binding.
+            view = f"polyv_rows_{uuid.uuid4().hex[:8]}"
+            cur.register(view, rows)
             try:
-                with dbapi.transaction(self._conn), dbapi.cursor(self._conn) as cur:
-                    cur.execute(f"ANALYZE {self.table}")
-            except Exception as exc:  # an optimisation: the records are committed already
-                log.info("could not ANALYZE the sync state table %s: %s", self.table, exc)
+                cur.execute(f"INSERT INTO {self.table} ({columns}) SELECT acct, key, fp FROM {view}")
+            finally:
+                cur.unregister(view)
+            return
+        ck, cf = _signed(keys), _signed(fps)
+        for start in range(0, len(ck), _CHUNK):
+            pairs = zip(ck[start : start + _CHUNK], cf[start : start + _CHUNK], strict=True)
+            values = ", ".join(f"({self.acct}, {k}, {f})" for k, f in pairs)
+            cur.execute(f"INSERT INTO {self.table} ({columns}) VALUES {values}")
 
     def finish(self) -> None:
         """End the run: release the connection (nothing to compact: a key has one row)."""
@@ -616,17 +656,40 @@ class SqlStateTable:
             dbapi.close_quietly(conn)
 
     # ---- one run at a time ---------------------------------------------------------------------
-    def lock(self, run_id: str, timeout_s: float = 0.0, mode: LockMode = "exclusive") -> int:
+    def lock(
+        self, run_id: str, timeout_s: float = 0.0, mode: LockMode = "exclusive", part: PartitionSlice = WHOLE
+    ) -> int:
         """Hold this account's state: a PostgreSQL advisory lock, elsewhere a lease row renewed
-        by a heartbeat (expiry 60 s). The lock tables live in the state table's schema."""
+        by a heartbeat (expiry 60 s). The lock tables live in the state table's schema.
+
+        A partition run passes ``mode="shared"`` and its slice ``part``: it also holds the lock
+        of its slice (``<table>|<appId>|slice-<k>-of-<N>``) exclusively, and is refused while
+        runs with another number of partitions hold the account."""
         schema = self.table.rsplit(".", 1)[0] + "." if "." in self.table else ""
         kind = PgAdvisoryLock if self._is_postgres else LeaseLock
         lock = kind(self._target.connect, self.table, self.app_id, run_id, mode=mode, lock_tables=f"{schema}polyv_lock")
-        lock.acquire(timeout_s)
+        if part.whole:
+            lock.acquire(timeout_s)
+        else:
+            slice_lock = kind(
+                self._target.connect,
+                self.table,
+                self.app_id,
+                run_id,
+                slice_=part.name,
+                mode="exclusive",
+                lock_tables=f"{schema}polyv_lock",
+                take_seq=False,
+            )
+            acquire_slice(lock, slice_lock, timeout_s, part.partitions, slice_lock.slice_holders)
+            self._slice_lock = slice_lock
         self._lock, self._run_seq = lock, lock.seq
         return int(lock.seq or 0)
 
     def unlock(self) -> None:
+        slice_lock, self._slice_lock = self._slice_lock, None
+        if slice_lock is not None:
+            slice_lock.release()
         lock, self._lock = self._lock, None
         if lock is not None:
             lock.release()

@@ -8,11 +8,17 @@ import sys
 
 import pytest
 
+from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 from tests.airflow.support import DAGS, SAMPLE, subprocess_env
 
 pytestmark = pytest.mark.airflow
 
-DAG_IDS = {"polyv_viewer_sync_parquet", "polyv_viewer_sync_warehouse", "polyv_viewer_backfill"}
+DAG_IDS = {
+    "polyv_viewer_sync_parquet",
+    "polyv_viewer_sync_warehouse",
+    "polyv_viewer_backfill",
+    "polyv_viewer_sync_partitioned",
+}
 HEAVY = ("pandas", "pyarrow", "great_expectations")
 
 # Runs in a fresh interpreter: Airflow itself is imported first (its own cost is not ours),
@@ -39,10 +45,23 @@ def test_dagbag_imports_every_example_without_errors():
     assert set(bag.dag_ids) == DAG_IDS
     for dag_id in DAG_IDS:
         dag = bag.dags[dag_id]
-        (task,) = dag.tasks
-        assert type(task).__name__ == "PolyvViewerFieldSyncOperator"
+        # A mapped task is a MappedOperator of the operator's class.
+        (task,) = [t for t in dag.tasks if getattr(t, "operator_class", type(t)) is PolyvViewerFieldSyncOperator]
         assert {"full_refresh", "dry_run"} <= set(dag.params)
         assert "polyv" in dag.tags
+
+
+def test_partitioned_dag_maps_the_operator_over_the_partitions():
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(DAGS)).dags["polyv_viewer_sync_partitioned"]
+    assert dag.params["partitions"] == 4
+    warehouse = DagBag(dag_folder=str(DAGS)).dags["polyv_viewer_sync_warehouse"]
+    assert set(warehouse.params) | {"partitions"} == set(dag.params)
+    (mapped,) = [t for t in dag.tasks if type(t).__name__ == "MappedOperator"]
+    assert mapped.partial_kwargs["partitions"] == "{{ params.partitions }}"
+    assert set(mapped.expand_input.value) == {"partition"}
+    assert [t.task_id for t in mapped.upstream_list] == ["partition_numbers"]
 
 
 def test_dag_params_and_schedules():

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -106,22 +105,61 @@ def test_state_dir_and_full_refresh(sim, polyv_env, tmp_path):
     assert forced["counts"]["sent"] == 2
 
 
-def test_failed_rows_fail_the_task_after_the_report(sim, polyv_env, tmp_path):
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+def test_values_polyv_refuses_fail_the_task_without_retry_after_the_report(sim, polyv_env, tmp_path):
+    # 'param validate error' is about the value: a retry would be refused the same way.
+    from airflow.sdk.exceptions import AirflowFailException
 
     sim.set_faults(FaultConfig(poison_values=("POISON",)))
     src = _write(tmp_path / "in.parquet", [("v1", "PAY_STATUS", "ok"), ("v2", "PAY_STATUS", "POISON")])
     report = tmp_path / "r.parquet"
     context = _context()
-    with pytest.raises(AirflowException) as raised:
+    with pytest.raises(AirflowFailException) as raised:
         _op(input_path=src, report_path=str(report), max_attempts=1).execute(context)
-    assert not isinstance(raised.value, AirflowFailException)  # retryable
     assert "failed 1" in str(raised.value) and str(report) in str(raised.value)
+    assert "by reason: polyv_rejected 1" in str(raised.value)
     statuses = {r["viewerId"]: r["status"] for r in pq.read_table(report).to_pylist()}
     assert statuses == {"v1": "sent", "v2": "failed"}
     summary = context["ti"].pushed["return_value"]  # kept for alerting although the task failed
     assert summary["ok"] is False and summary["counts"]["failed"] == 1
-    _strict(summary)
+    assert summary["countsByReason"] == {"polyv_rejected": 1}
+    assert summary["problems"] == [
+        {
+            "rowNumber": 1,
+            "viewerId": "v2",
+            "reasonCode": "polyv_rejected",
+            "reason": summary["problems"][0]["reason"],
+        }
+    ]
+    assert "param validate error" in summary["problems"][0]["reason"]
+    assert "POISON" not in _strict(summary)
+
+
+def test_items_failed_after_their_retries_fail_the_task_retryably(sim, polyv_env, tmp_path):
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    sim.set_faults(FaultConfig(error_rate=1.0))
+    src = _write(tmp_path / "in.parquet", [("v1", "PAY_STATUS", "ok")])
+    context = _context()
+    try:
+        with pytest.raises(AirflowException) as raised:
+            _op(input_path=src, report_path=str(tmp_path / "r.parquet"), max_attempts=2).execute(context)
+    finally:
+        sim.set_faults(FaultConfig())  # the simulator is shared by the session: faults outlive reset()
+    assert not isinstance(raised.value, AirflowFailException)  # a 5XX may pass later
+    assert context["ti"].pushed["return_value"]["countsByReason"] == {"retries_exhausted": 1}
+
+
+def test_a_failed_gate_fails_the_task_without_retry_counting_the_rejected(sim, polyv_env, tmp_path):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    src = _write(tmp_path / "in.parquet", [("v1", "PAY_STATUS", None), ("v2", "PAY_STATUS", "ok")])
+    context = _context()
+    with pytest.raises(AirflowFailException, match="data-quality gate failed"):
+        _op(input_path=src, report_path=str(tmp_path / "r.parquet"), max_rejected_fraction=0.1).execute(context)
+    summary = context["ti"].pushed["return_value"]
+    assert summary["counts"]["rejected"] == 1 and summary["counts"]["not_attempted"] == 1
+    assert summary["countsByReason"] == {"gate_failed": 1, "null_value": 1}
+    assert sim.stats.save_requests == 0
 
 
 def test_refused_credentials_fail_without_retry_and_without_the_secret(sim, monkeypatch, tmp_path):
@@ -259,11 +297,13 @@ def test_default_outlets():
 
 
 def test_templated_report_gets_the_task_asset():
-    from airflow.sdk import DAG
+    from airflow.sdk import DAG, Asset, AssetAlias
 
     with DAG("d", schedule=None):
         op = _op(input_path="x", report_path="out/{{ ds }}.parquet")
-    assert [a.uri for a in op.outlets] == ["x-polyv-report://d/sync"]
+    assert [a.uri for a in op.outlets if isinstance(a, Asset)] == ["x-polyv-report://d/sync"]
+    # The real locations come at run time through the task's alias (tests/airflow/test_lineage.py).
+    assert [a.name for a in op.outlets if isinstance(a, AssetAlias)] == ["polyv_sync/d/sync"]
 
 
 def test_template_fields_cover_sql_tables_and_paths():
@@ -282,95 +322,15 @@ def test_template_fields_cover_sql_tables_and_paths():
     } <= set(PolyvViewerFieldSyncOperator.template_fields)
 
 
-def test_openlineage_is_optional(sim, polyv_env, tmp_path):
+def test_openlineage_is_optional(sim, polyv_env, tmp_path, monkeypatch):
+    """Without the OpenLineage provider the operator runs and reports no lineage (None)."""
+    monkeypatch.setitem(sys.modules, "airflow.providers.openlineage.extractors", None)  # import fails
     op = _op(input_path=str(SAMPLE), report_path=str(tmp_path / "r.parquet"))
     op.execute(_context())
-    assert op.get_openlineage_facets_on_complete(None) is None  # the provider is not installed here
+    assert op.get_openlineage_facets_on_complete(None) is None
 
 
-def test_openlineage_facets_with_the_provider(sim, polyv_env, tmp_path, monkeypatch):
-    from dataclasses import dataclass, field
-
-    @dataclass
-    class Dataset:
-        namespace: str
-        name: str
-
-    @dataclass
-    class OperatorLineage:
-        inputs: list = field(default_factory=list)
-        outputs: list = field(default_factory=list)
-
-    for name, attrs in {
-        "airflow.providers.openlineage": {},
-        "airflow.providers.openlineage.extractors": {"OperatorLineage": OperatorLineage},
-        "openlineage": {},
-        "openlineage.client": {},
-        "openlineage.client.event_v2": {"Dataset": Dataset},
-    }.items():
-        module = types.ModuleType(name)
-        module.__dict__.update(attrs)
-        monkeypatch.setitem(sys.modules, name, module)
-    report = tmp_path / "r.parquet"
-    op = _op(input_path=str(SAMPLE), report_path=str(report))
-    op.execute(_context())
-    lineage = op.get_openlineage_facets_on_complete(None)
-    assert lineage.inputs == [Dataset("file", str(SAMPLE))]
-    assert lineage.outputs == [
-        Dataset(sim.base_url, f"live/v4/user/custom-field/viewer-value/{APP_ID}"),
-        Dataset("file", str(report)),
-    ]
-
-
-def test_openlineage_data_quality_facet_from_the_suite(sim, polyv_env, tmp_path, monkeypatch):
-    from dataclasses import dataclass, field
-
-    @dataclass
-    class Dataset:
-        namespace: str
-        name: str
-        facets: dict = field(default_factory=dict)
-
-    @dataclass
-    class OperatorLineage:
-        inputs: list = field(default_factory=list)
-        outputs: list = field(default_factory=list)
-
-    @dataclass
-    class Assertion:
-        assertion: str
-        success: bool
-        column: str | None = None
-
-    @dataclass
-    class DataQualityAssertionsDatasetFacet:
-        assertions: list
-
-    dq = {"Assertion": Assertion, "DataQualityAssertionsDatasetFacet": DataQualityAssertionsDatasetFacet}
-    modules = {
-        "airflow.providers.openlineage": {},
-        "airflow.providers.openlineage.extractors": {"OperatorLineage": OperatorLineage},
-        "openlineage": {},
-        "openlineage.client": {},
-        "openlineage.client.event_v2": {"Dataset": Dataset},
-        "openlineage.client.facet_v2": {},
-        "openlineage.client.facet_v2.data_quality_assertions_dataset": dq,
-    }
-    for name, attrs in modules.items():
-        module = types.ModuleType(name)
-        module.__dict__.update(attrs)
-        monkeypatch.setitem(sys.modules, name, module)
-    sys.modules["openlineage.client.facet_v2"].data_quality_assertions_dataset = sys.modules[
-        "openlineage.client.facet_v2.data_quality_assertions_dataset"
-    ]
-    op = _op(input_path=str(SAMPLE), report_path=str(tmp_path / "r.parquet"), expectation_suite_path="default")
-    op.execute(_context())
-    [source] = op.get_openlineage_facets_on_complete(None).inputs
-    assertions = source.facets["dataQuality"].assertions
-    assert ("expect_column_values_to_not_be_null", False, "customFieldValue") in {
-        (a.assertion, a.success, a.column) for a in assertions
-    }
-    assert all(isinstance(a.success, bool) for a in assertions)
+# The lineage with the real provider and client: tests/airflow/test_lineage.py.
 
 
 def test_validation_results_are_written_without_a_parquet_report(sim, polyv_env, tmp_path, pg_schema, pg_warehouse_env):

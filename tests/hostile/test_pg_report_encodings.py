@@ -6,12 +6,14 @@ report's COPY failed: no report, and every rerun sent nothing ("unchanged") and 
 
 from __future__ import annotations
 
+import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from polyv_connector import Credentials, SyncOptions, sync
+from polyv_connector.fingerprints import key_hashes
 from polyv_connector.report import MultiReport, ParquetReport
 from polyv_connector.sources.parquet import ParquetSource
 from polyv_connector.warehouse.report_table import SqlReportTable
@@ -68,7 +70,7 @@ def test_nul_and_invalid_bytes_reach_the_postgresql_report_and_state(
         rows = conn.execute(
             f'SELECT "viewerId", "customFieldValue", status, reason FROM {table} ORDER BY "runId", "rowNumber"'
         ).fetchall()
-        state_ids = sorted(r[0] for r in conn.execute(f'SELECT "viewerId" FROM {pg_schema}.polyv_state').fetchall())
+        state_keys = sorted(r[0] for r in conn.execute(f'SELECT "key" FROM {pg_schema}.polyv_state').fetchall())
     assert len(rows) == 8
     first = rows[:4]
     # NUL is stored as the four characters \x00; invalid bytes as backslashreplace shows them.
@@ -79,4 +81,7 @@ def test_nul_and_invalid_bytes_reach_the_postgresql_report_and_state(
         ("v3", "\\x00 typed by hand"),  # indistinguishable here: the Parquet report has the truth
     ]
     assert "customFieldValue is not valid UTF-8 text (byte \\xc3 at byte 0)" in first[2][3]
-    assert state_ids == ["v0", "v3", "v\\x001"]
+    # The state holds hashes of the ids as sent, NUL included (no text: nothing to escape).
+    sent = pa.array(["v0", "v\x001", "v3"])
+    keys = key_hashes(sent, pa.array(["PAY_STATUS"] * 3), "md5")[0].view(np.int64)
+    assert state_keys == sorted(keys.tolist())

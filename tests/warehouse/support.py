@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import os
 from typing import Any
@@ -106,3 +107,15 @@ class Warehouse:
     @property
     def marker(self) -> str:
         return "?" if self.name == "duckdb" else "%s"
+
+
+def indexed_columns(wh: Warehouse, table: str) -> list[str]:
+    """The columns of the indexes on ``table`` (its own name, in the warehouse's schema/database)."""
+    schema = wh.prefix.rstrip(".")
+    if wh.name == "postgres":
+        sql = f"SELECT indexdef FROM pg_indexes WHERE schemaname = '{schema}' AND tablename = '{table}'"
+        return [d.split("(", 1)[1].rstrip(")") for (d,) in wh.run(sql)]
+    if wh.name == "mariadb":
+        return [r[4] for r in wh.run(f"SHOW INDEX FROM {schema}.{table}")]
+    rows = wh.run(f"SELECT expressions FROM duckdb_indexes() WHERE table_name = '{table}'")
+    return [c.strip('"') for (e,) in rows for c in (e if isinstance(e, list) else ast.literal_eval(e))]

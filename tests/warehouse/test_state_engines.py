@@ -13,7 +13,7 @@ from polyv_connector.fingerprints import UNCONFIRMED, key_hashes, partitions_of,
 from polyv_connector.sources.sql import SqlSource
 from polyv_connector.warehouse.schema import existing_columns
 from polyv_connector.warehouse.state_table import COLUMNS, SqlStateTable, account_hash
-from tests.warehouse.support import Warehouse
+from tests.warehouse.support import Warehouse, indexed_columns
 
 
 def _hashed(viewers: list[str], fields: list[str], values: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -48,6 +48,9 @@ def test_the_compact_state_keeps_one_row_per_confirmed_key(warehouse: Warehouse)
     finally:
         conn.close()
     assert warehouse.run(f"SELECT DISTINCT {warehouse.q('acct')} FROM {table}") == [(account_hash("app-a"),)]
+    # Indexed for the lookups by key: MariaDB's primary key is the table; elsewhere key alone.
+    expected = {"mariadb": ["acct", "key"], "postgres": ["key"], "duckdb": ["key"]}[warehouse.name]
+    assert [c.strip('"') for c in indexed_columns(warehouse, "state")] == expected
     # Accounts share the table, never their rows.
     assert len(SqlStateTable(warehouse.connect, table, "app-b").load()[0]) == 0
     SqlStateTable(warehouse.connect, table, "app-b").reset()

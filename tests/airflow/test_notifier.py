@@ -1,0 +1,176 @@
+"""The example failure notifier: what its message says, where it goes, and that a real failed
+task calls it with the summary the operator left in XCom."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+
+from tests.airflow.support import PLANTED_SECRET, SAMPLE, conn_json
+
+pytestmark = pytest.mark.airflow
+
+SUMMARY = {
+    "runId": "20261130T010203Z-abcd1234",
+    "items": 10,
+    "counts": {"sent": 5, "unchanged": 0, "duplicate": 1, "rejected": 2, "failed": 2, "in_doubt": 0},
+    "countsByReason": {"polyv_rejected": 2, "null_value": 2, "duplicate": 1},
+    "problems": [
+        {"rowNumber": 3, "viewerId": "v3", "reasonCode": "null_value", "reason": "customFieldValue is null"},
+        {"rowNumber": 7, "viewerId": "v7", "reasonCode": "polyv_rejected", "reason": "POLYV rejected this item"},
+    ],
+    "report": "/data/reports/r.parquet",
+    "runPage": "/polyv/runs/20261130T010203Z-abcd1234.html",
+    "gateFailures": [],
+    "aborted": None,
+}
+
+
+class FakeTI:
+    dag_id = "polyv_viewer_sync_parquet"
+    task_id = "sync_viewer_fields"
+    run_id = "manual__1"
+    try_number = 2
+    log_url = "http://airflow/log"
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def xcom_pull(self, task_ids: str, key: str) -> Any:
+        assert (task_ids, key) == (self.task_id, "return_value")
+        return self.value
+
+
+class Webhook(http.server.BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).received.append({"path": self.path, "json": json.loads(body)})
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *a: object) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    received: ClassVar[list[dict[str, Any]]] = []
+    handler = type("Hook", (Webhook,), {"received": received})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", received
+    srv.shutdown()
+
+
+def test_the_message_carries_counts_by_reason_problems_and_the_run_page():
+    from polyv_connector.airflow.notifier import failure_message
+
+    text = failure_message(SUMMARY, {"dag_id": "d", "task_id": "t", "run_id": "r", "error": "boom", "try_number": 1})
+    assert text.splitlines()[0] == "POLYV sync failed: d.t, run r (try 1)"
+    assert "items: 10 (sent 5, rejected 2, failed 2)" in text
+    assert "by reason: null_value 2, polyv_rejected 2" in text  # duplicates are no problem
+    assert "  row 3 viewer v3: null_value: customFieldValue is null" in text
+    assert "run page: /polyv/runs/20261130T010203Z-abcd1234.html" in text
+    assert "report: /data/reports/r.parquet" in text and "error: boom" in text
+    # The run page is optional (another part of the provider adds it).
+    without = failure_message({**SUMMARY, "runPage": None}, {})
+    assert "run page" not in without and "by reason" in without
+    assert "no run summary" in failure_message(None, {"error": "input_path: give exactly one source"})
+
+
+def test_posts_to_the_webhook_connection(webhook, monkeypatch):
+    from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
+
+    url, received = webhook
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_POLYV_ALERTS",
+        json.dumps({"conn_type": "http", "host": url, "extra": {"endpoint": "/hooks/T0KEN"}}),
+    )
+    notifier = PolyvSyncFailureNotifier("polyv_alerts")
+    notifier({"ti": FakeTI(SUMMARY), "run_id": "manual__1", "exception": RuntimeError("failed 2")})
+    [post] = received
+    assert post["path"] == "/hooks/T0KEN"
+    assert post["json"]["countsByReason"] == SUMMARY["countsByReason"]
+    assert post["json"]["runPage"] == SUMMARY["runPage"]
+    assert "by reason: null_value 2, polyv_rejected 2" in post["json"]["text"]
+    assert post["json"]["text"] == notifier.last_message
+
+
+def test_without_a_connection_the_alert_is_logged(capsys):
+    from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
+
+    notifier = PolyvSyncFailureNotifier("no_such_connection_here")
+    notifier({"ti": FakeTI(SUMMARY)})
+    out = capsys.readouterr().out  # Airflow's task logging (structlog) writes it
+    assert "'no_such_connection_here' is not defined: the alert is only logged" in out
+    assert "by reason: null_value 2, polyv_rejected 2" in out and notifier.last_message
+
+
+def test_a_webhook_that_fails_is_an_error_without_its_url(monkeypatch):
+    from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_POLYV_ALERTS", json.dumps({"conn_type": "http", "host": "http://127.0.0.1:9/secret-T0KEN"})
+    )
+    with pytest.raises(RuntimeError) as raised:
+        PolyvSyncFailureNotifier("polyv_alerts")({"ti": FakeTI(SUMMARY)})
+    assert "T0KEN" not in str(raised.value) and "polyv_alerts" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("host", "schema", "port", "endpoint", "url"),
+    [
+        ("hooks.example.com", None, None, "/services/x", "https://hooks.example.com/services/x"),
+        ("127.0.0.1", "http", 8080, "a", "http://127.0.0.1:8080/a"),
+        ("http://h/base/", None, None, "/x", "http://h/base/x"),
+        ("http://h/full", None, None, None, "http://h/full"),
+    ],
+)
+def test_webhook_url_from_an_http_connection(host, schema, port, endpoint, url):
+    from polyv_connector.airflow.notifier import webhook_url
+
+    assert webhook_url(host, schema, port, endpoint) == url
+
+
+def test_every_example_dag_alerts_on_failure():
+    from airflow.dag_processing.dagbag import DagBag
+
+    from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
+    from tests.airflow.support import DAGS
+
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.dags
+    for dag in bag.dags.values():
+        for task in dag.tasks:
+            callbacks = task.on_failure_callback
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert any(isinstance(c, PolyvSyncFailureNotifier) for c in callbacks), (dag.dag_id, task.task_id)
+
+
+@pytest.mark.slow
+def test_a_failed_dag_run_posts_the_alert_with_the_xcom_summary(run_dag, sim, tmp_path, webhook):
+    # Wrong credentials: POLYV refuses the run, the task fails for good, the callback alerts.
+    url, received = webhook
+    env = {
+        "AIRFLOW_CONN_POLYV_DEFAULT": conn_json(sim.base_url, secret="WRONG-planted-secret-77aa"),
+        "AIRFLOW_CONN_POLYV_ALERTS": json.dumps({"conn_type": "http", "host": url, "extra": {"endpoint": "/alert"}}),
+        "AIRFLOW_VAR_POLYV_REPORT_DIR": str(tmp_path),
+    }
+    run = run_dag(
+        "polyv_viewer_sync_parquet", "2025-03-05", {"report_path": "r.parquet", "input_path": str(SAMPLE)}, env=env
+    )
+    assert run.state == "failed", run.output[-3000:]
+    assert len(received) == 1, run.output[-3000:]
+    alert = received[0]["json"]
+    assert alert["countsByReason"]["polyv_refused"] > 0 and alert["runId"] == run.xcom["runId"]
+    assert (
+        "by reason: polyv_refused" in alert["text"] and "polyv_viewer_sync_parquet.sync_viewer_fields" in alert["text"]
+    )
+    assert "WRONG-planted-secret-77aa" not in json.dumps(alert) and PLANTED_SECRET not in json.dumps(alert)
