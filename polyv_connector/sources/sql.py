@@ -314,6 +314,12 @@ class SqlSource:
             return cur
         if self.server_side_cursor and dialect_of_connection(conn).name == "mysql":
             return mysql_streaming_cursor(conn)
+        log.info(
+            "reading %s through the generic DB-API cursor (fetchmany): no streaming path is known for "
+            "the %s driver, whose cursor may hold the whole result in memory",
+            self.location,
+            dbapi.driver_of(conn),
+        )
         return conn.cursor()
 
     # ---- partitions --------------------------------------------------------------------------
