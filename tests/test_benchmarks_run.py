@@ -53,6 +53,19 @@ def test_bench_partitions_runs_on_tiny_sizes(tmp_path) -> None:
     assert proc.stdout.count("3,000") >= 1 and "  4   3 " in proc.stdout
 
 
+def test_bench_hash_families_runs_on_a_tiny_size() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_hash_families.py"), "--items", "2000"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "xxh3 :" in proc.stdout and "md5  :" in proc.stdout and "ratio: md5 takes" in proc.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.mariadb

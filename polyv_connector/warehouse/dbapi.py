@@ -140,38 +140,24 @@ def copy_into(cur: Any, table: str, columns_sql: str, data: pa.Table | pa.Record
             copy.write(buf.getbuffer())
 
 
-#: MySQL character sets that hold every Unicode character (utf8/utf8mb3 stop at 3 bytes).
-_FULL_UNICODE = frozenset({"utf8mb4"})
-_MYSQL_DRIVERS = frozenset({"MySQLdb", "pymysql", "mysql", "mariadb"})
-
-
 def check_charset(conn: Any, setting: str) -> str | None:
-    """Warn when a MySQL/MariaDB connection does not speak utf8mb4; return its character set.
+    """Warn when ``conn`` would lose characters (:meth:`Dialect.charset_problem
+    <polyv_connector.warehouse.dialect.Dialect.charset_problem>`: a MySQL/MariaDB connection
+    that does not speak utf8mb4); return the problem, ``None`` if there is none.
 
     With ``charset=utf8`` (utf8mb3: the MySQL provider's own example) the server turns every
     4-byte character (emoji, rarer CJK) into ``?`` without an error, in what is read and what
     is written alike. Called when a connection opens, so the warning comes before anything is
-    sent. Other databases: ``None``, nothing checked.
+    sent; a failure to check is logged at debug level and sends nothing astray.
     """
-    if driver_of(conn) not in _MYSQL_DRIVERS:
-        return None
     try:
-        with cursor(conn) as cur:
-            cur.execute("SELECT @@character_set_client, @@character_set_connection, @@character_set_results")
-            row = cur.fetchone()
+        problem = dialect_of_connection(conn).charset_problem(conn)
     except Exception as exc:
-        log.debug("could not read the MySQL connection's character set: %s", exc)
+        log.debug("could not read the connection's character set: %s", exc)
         return None
-    names = [str(v).lower() if v is not None else "binary" for v in (row or ())]
-    bad = sorted({n for n in names if n not in _FULL_UNICODE})
-    if bad:
-        log.warning(
-            "%s: the MySQL connection's character set is %s, not utf8mb4: 4-byte characters (emoji, "
-            'rare CJK) would become \'?\'. Set the connection extra {"charset": "utf8mb4"}',
-            setting,
-            "/".join(bad),
-        )
-    return names[0] if names else None
+    if problem:
+        log.warning("%s: %s", setting, problem)
+    return problem
 
 
 def bulk_insert(

@@ -195,6 +195,10 @@ class Dialect:
     def prepare_connection(self, conn: Any) -> None:
         """Make ``conn`` able to run this dialect's SQL (a no-op except on SQLite)."""
 
+    def charset_problem(self, conn: Any) -> str | None:
+        """Why ``conn`` would lose characters, if it would (MySQL: a charset other than utf8mb4)."""
+        return None
+
 
 def quote_with(name: str, identifier_format: str) -> str:
     """``name`` quoted with ``identifier_format`` (e.g. ``"{}"`` or ```{}```), closing char doubled."""
@@ -286,6 +290,24 @@ class MySQLDialect(Dialect):
     def rename_table_sql(self, table: str, new_name: str) -> str:
         schema = table.rsplit(".", 1)[0] + "." if "." in table else ""
         return f"RENAME TABLE {table} TO {schema}{self.quote(new_name)}"
+
+    def charset_problem(self, conn: Any) -> str | None:
+        # utf8 (utf8mb3) holds 3 bytes a character at most: a 4-byte one (an emoji, rare CJK)
+        # silently becomes '?' on the way in or out.
+        cur = conn.cursor()
+        try:
+            cur.execute("SELECT @@character_set_client, @@character_set_connection, @@character_set_results")
+            row = cur.fetchone()
+        finally:
+            cur.close()
+        names = [str(v.decode() if isinstance(v, bytes) else v) for v in (row or ())]
+        wrong = sorted({n for n in names if not n.lower().startswith("utf8mb4")})
+        if not wrong:
+            return None
+        return (
+            f"the MySQL connection's character set is {', '.join(wrong)}, not utf8mb4: 4-byte characters "
+            "(emoji, some CJK) would become '?'; set charset utf8mb4 in the connection's extras"
+        )
 
 
 @dataclass(frozen=True)

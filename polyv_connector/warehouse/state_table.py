@@ -1,7 +1,8 @@
 """The sync state in a warehouse table, next to the report (a :class:`~polyv_connector.state.StateStore`).
 
 The table is compact (schema version 3): one row per confirmed item, three 64-bit integers,
-the primary key on the first two::
+indexed on ``key`` (on MySQL/MariaDB, whose tables are stored in their primary key, the
+primary key ``(acct, key)``)::
 
     acct  BIGINT  the account: the first 64 bits of MD5(appId), so many accounts share a table
     key   BIGINT  the item's key in the ``md5`` hash family (fingerprints.key_hashes): its high
@@ -11,8 +12,8 @@ the primary key on the first two::
 
 Every hash is one the database computes itself (:class:`~polyv_connector.warehouse.dialect.Dialect`),
 so the diff can run in the warehouse (:meth:`SqlStateTable.unchanged_filter`) and an older
-layout migrates in SQL. About 48 bytes a row plus its index entry on PostgreSQL
-(``bench/bench_state_size.py`` measures it), against 362 for the layout of versions 1 and 2.
+layout migrates in SQL. 83 bytes an item with its index on PostgreSQL, against 251 for the
+layout of versions 1 and 2 (``bench/bench_state_size.py``, 1M items).
 
 Writes follow the send: before a batch leaves, its keys' rows are deleted (an item in flight
 is not vouched for: a source reverting to the old value must not be skipped); once POLYV
@@ -634,7 +635,7 @@ class SqlStateTable:
             view = f"polyv_rows_{uuid.uuid4().hex[:8]}"
             cur.register(view, rows)
             try:
-                cur.execute(f"INSERT INTO {self.table} ({columns}) SELECT acct, key, fp FROM {view}")
+                cur.execute(f"INSERT INTO {self.table} ({columns}) SELECT {columns} FROM {view}")
             finally:
                 cur.unregister(view)
             return

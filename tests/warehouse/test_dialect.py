@@ -216,3 +216,21 @@ def test_sqlite_connections_we_open_compute_the_python_hashes() -> None:
     conn = sqlite3.connect(":memory:")
     SQLITE.prepare_connection(conn)
     assert _engine_hashes(SQLITE, lambda sql: conn.execute(sql).fetchone(), SAMPLES) == _python_hashes(SAMPLES)
+
+
+@pytest.mark.mariadb
+def test_a_mysql_connection_without_utf8mb4_is_named(mariadb_available: bool) -> None:
+    import pymysql
+
+    from tests.warehouse.support import MYSQL_HOST, MYSQL_PORT
+
+    good = mysql_connect()
+    bad = pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", charset="utf8")
+    try:
+        assert MYSQL.charset_problem(good) is None
+        problem = MYSQL.charset_problem(bad)
+        assert problem is not None and "utf8mb3" in problem and "utf8mb4" in problem
+        assert POSTGRESQL.charset_problem(good) is None  # only MySQL has the problem
+    finally:
+        good.close()
+        bad.close()
