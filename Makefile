@@ -8,7 +8,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SIM_PORT ?= 8750
-EXTRAS := airflow,gx,postgres,redis,celery,openlineage,dev
+EXTRAS := airflow,gx,postgres,mysql,duckdb,redis,celery,openlineage,dev
+# Debian packages the `mysql` extra needs to build mysqlclient (installed by `make install`
+# where missing: apt-get as root, else a message saying what to install).
+MYSQL_DEB := default-libmysqlclient-dev pkg-config
 FLOORS_VENV := .venv-floors
 # Only what the quick subset exercises: the Airflow extras' own requirements (Airflow 3.3
 # needs requests>=2.32, fsspec>=2023.10, ...) would pull the core floors up and hide them.
@@ -18,15 +21,27 @@ comma := ,
 # of setup.cfg's [tool:pytest] exclude the rest of what needs Airflow, PostgreSQL or time.
 FAST_ARGS := -q -p no:cacheprovider --ignore=tests/airflow -m "not airflow and not postgres and not slow" --durations=5
 
-.PHONY: install demo demo-cli demo-distributed test test-fast lint typecheck check-floors bench clean
+.PHONY: install system-deps demo demo-cli demo-distributed test test-fast lint typecheck check-floors bench clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
+	$(MAKE) --no-print-directory system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+system-deps:
+	@missing=$$(for p in $(MYSQL_DEB); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ] || ! command -v dpkg-query >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "make install: installing $$missing (mysqlclient is built against them)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else \
+	  echo "make install: mysqlclient (the mysql extra) needs the Debian packages: $$missing" >&2; \
+	  echo "  run as root: apt-get install $$missing   (or drop mysql from EXTRAS)" >&2; exit 1; \
+	fi
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo_airflow.sh

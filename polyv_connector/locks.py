@@ -690,7 +690,7 @@ class PgAdvisoryLock(_PollingLock):
             )
         except Exception as exc:
             # Closing the session below releases the lock anyway.
-            log.warning("could not unlock %s cleanly: %s", self.what, type(exc).__name__)
+            log.warning("could not unlock %s cleanly: %s: %s", self.what, type(exc).__name__, exc)
         finally:
             self._drop_conn()
 

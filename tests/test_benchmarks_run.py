@@ -64,3 +64,21 @@ def test_bench_hash_families_runs_on_a_tiny_size() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "xxh3 :" in proc.stdout and "md5  :" in proc.stdout and "ratio: md5 takes" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.mariadb
+def test_bench_warehouses_runs_on_tiny_sizes() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_warehouses.py"), "--rows", "2000", "--sample-rows", "200"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for engine in ("postgresql", "mariadb", "duckdb"):
+        assert f"== {engine}" in proc.stdout
+    assert proc.stdout.count("report write:") == 3 and proc.stdout.count("rerun       :") == 3

@@ -2,10 +2,13 @@
 
 Works with anything that hands out a DB-API connection: a plain factory (``lambda:
 psycopg2.connect(...)``) or an Airflow common-sql ``DbApiHook`` (its ``get_conn``). Rows are
-read with ``cursor.fetchmany(batch_rows)``; for PostgreSQL drivers (psycopg 3 and psycopg2)
-a *named* cursor is used, so the server keeps the result and sends one chunk per fetch
-(without it, both drivers would pull the whole result into client memory on ``execute``).
-That is the only database-specific code here, and it is an optional fast path.
+read with ``cursor.fetchmany(batch_rows)``, streamed where the driver would otherwise hold
+the whole result in client memory on ``execute``: PostgreSQL drivers (psycopg 3 and psycopg2)
+get a *named* cursor, so the server keeps the result and sends one chunk per fetch; MySQL and
+MariaDB drivers an unbuffered cursor (mysqlclient and PyMySQL ``SSCursor``,
+mysql-connector-python ``buffered=False``), which reads rows off the socket as they are fetched.
+DuckDB hands its result over as Arrow record batches (a relation's ``to_arrow_reader``), so
+no row becomes a Python object there. Other drivers stream as far as their cursor does.
 
 Each chunk becomes an Arrow record batch holding the requested columns, named as requested.
 Column names are matched exactly, else case-insensitively when that is unambiguous, because
@@ -33,11 +36,18 @@ import pyarrow as pa
 import pyarrow.types as pat
 
 from polyv_connector.config import ColumnMapping
-from polyv_connector.errors import ConfigError, InputError
+from polyv_connector.errors import ConfigError, DependencyUnavailable, InputError
 from polyv_connector.partitioning import WHOLE, Slice
 from polyv_connector.sources.items import rows_in_slice
 from polyv_connector.warehouse import dbapi, readonly
-from polyv_connector.warehouse.dialect import Dialect, dialect_named, driver_dialect_name, driver_of
+from polyv_connector.warehouse.db_errors import classify, database_error, describe
+from polyv_connector.warehouse.dialect import (
+    Dialect,
+    dialect_named,
+    dialect_of_connection,
+    driver_dialect_name,
+    driver_of,
+)
 from polyv_connector.warehouse.identifiers import check_table_name, quote_identifier
 
 log = logging.getLogger("polyv_connector")
@@ -168,8 +178,10 @@ class SqlSource:
                 self._text_columns = {d[0] for d in cur.description or () if _is_text_type(driver, d[1])}
                 self._partition_dialect = dialect_named(driver_dialect_name(driver))
         except Exception as exc:
+            if classify(exc) == "temporary":
+                raise database_error(exc, self.setting, "cannot read the source") from exc
             if self.table:
-                raise InputError(self.setting, f"cannot read table {self.table}: {exc}") from exc
+                raise InputError(self.setting, f"cannot read table {self.table}: {describe(exc)}") from exc
             if readonly.is_read_only_violation(exc):
                 raise self._failed(exc) from exc
             log.info(
@@ -258,15 +270,18 @@ class SqlSource:
         select_list = ", ".join(quote_identifier(n, self.identifier_format) for n in picked)
         return f"SELECT {select_list} FROM {self.table}"
 
-    def _failed(self, exc: Exception) -> InputError:
-        """The error of a source query the database refused; a write gets its own message."""
+    def _failed(self, exc: Exception) -> InputError | DependencyUnavailable:
+        """The error of a source query the database refused (a write gets its own message), or
+        :class:`DependencyUnavailable` when the database failed for now (lost, locked, busy)."""
+        if classify(exc) == "temporary":
+            return DependencyUnavailable(self.setting, f"the source query failed, retry later: {describe(exc)}")
         if readonly.is_read_only_violation(exc):
             return InputError(
                 self.setting,
                 "the source query tried to write, and the source is read in a read-only "
                 f"transaction: {type(exc).__name__}: {exc}".rstrip(),
             )
-        return InputError(self.setting, f"the source query failed: {type(exc).__name__}: {exc}")
+        return InputError(self.setting, f"the source query failed: {describe(exc)}")
 
     def _query(self) -> str:
         """The checked query; with a plain factory, a first connection names the dialect to check it in."""
@@ -297,6 +312,14 @@ class SqlSource:
             with suppress(AttributeError):
                 cur.itersize = batch_rows
             return cur
+        if self.server_side_cursor and dialect_of_connection(conn).name == "mysql":
+            return mysql_streaming_cursor(conn)
+        log.info(
+            "reading %s through the generic DB-API cursor (fetchmany): no streaming path is known for "
+            "the %s driver, whose cursor may hold the whole result in memory",
+            self.location,
+            dbapi.driver_of(conn),
+        )
         return conn.cursor()
 
     # ---- partitions --------------------------------------------------------------------------
@@ -345,6 +368,11 @@ class SqlSource:
         in_query = not part.whole and self._partition_sql(columns, part) is not None
         conn = self._open()
         try:
+            if dialect_of_connection(conn).name == "duckdb" and hasattr(conn, "sql"):
+                for batch in self._arrow_batches(conn, columns, batch_rows, part):
+                    if batch := self._in_slice(batch, columns, part, in_query):
+                        yield batch
+                return
             with dbapi.closing(self._cursor(conn, batch_rows)) as cur:
                 try:
                     cur.execute(self._select(columns, part), *self._params())
@@ -357,23 +385,80 @@ class SqlSource:
                 names = [d[0] for d in cur.description or ()]
                 positions = resolve_columns(columns, names, self.location, self.setting)
                 while rows:
-                    batch = rows_to_batch(rows, positions, columns)
-                    if not part.whole:
-                        kept = rows_in_slice(batch, columns[0], part, self.setting)
-                        if in_query and kept.num_rows != batch.num_rows:
-                            # The database's partition disagrees with ours: rows of this slice
-                            # may be missing from every partition's read. Stop, do not guess.
-                            raise InputError(
-                                self.setting,
-                                "the database computed a different partition than the connector for "
-                                f"{batch.num_rows - kept.num_rows} viewerId(s); nothing was sent",
-                            )
-                        batch = kept
-                    if batch.num_rows:
+                    if batch := self._in_slice(rows_to_batch(rows, positions, columns), columns, part, in_query):
                         yield batch
                     rows = cur.fetchmany(batch_rows)
         finally:
             _close(conn)
+
+    def _in_slice(
+        self, batch: pa.RecordBatch, columns: list[str], part: Slice, in_query: bool
+    ) -> pa.RecordBatch | None:
+        """The rows of ``batch`` in ``part`` (``None`` if none)."""
+        if not part.whole:
+            kept = rows_in_slice(batch, columns[0], part, self.setting)
+            if in_query and kept.num_rows != batch.num_rows:
+                # The database's partition disagrees with ours: rows of this slice
+                # may be missing from every partition's read. Stop, do not guess.
+                raise InputError(
+                    self.setting,
+                    "the database computed a different partition than the connector for "
+                    f"{batch.num_rows - kept.num_rows} viewerId(s); nothing was sent",
+                )
+            batch = kept
+        return batch if batch.num_rows else None
+
+    def _arrow_batches(self, conn: Any, columns: list[str], batch_rows: int, part: Slice) -> Iterator[pa.RecordBatch]:
+        """DuckDB: the result as Arrow record batches, straight from the engine."""
+        params = None if self.table or self.parameters is None else self.parameters
+        try:
+            reader = conn.sql(self._select(columns, part), params=params).to_arrow_reader(batch_rows)
+        except InputError:
+            raise
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        positions = resolve_columns(columns, reader.schema.names, self.location, self.setting)
+        for batch in reader:
+            if batch.num_rows:
+                arrays = [arrow_column_to_source(batch.column(p)) for p in positions]
+                yield pa.RecordBatch.from_arrays(arrays, names=list(columns))
+
+
+def mysql_streaming_cursor(conn: Any) -> Any:
+    """An unbuffered cursor of a MySQL/MariaDB connection: rows stay on the server's socket
+    until fetched (the drivers' default cursors read the whole result on ``execute``)."""
+    driver = dbapi.driver_of(conn)
+    if driver == "MySQLdb":
+        import MySQLdb.cursors
+
+        return conn.cursor(MySQLdb.cursors.SSCursor)
+    if driver == "pymysql":
+        import pymysql.cursors
+
+        return conn.cursor(pymysql.cursors.SSCursor)
+    if driver == "mysql":  # mysql-connector-python
+        return conn.cursor(buffered=False)
+    log.info("no unbuffered cursor known for the MySQL driver %s: its default cursor is used", driver)
+    return conn.cursor()
+
+
+def arrow_column_to_source(array: pa.Array) -> pa.Array:
+    """An Arrow column a database produced, as :func:`column_to_arrow` would have built it."""
+    typ = array.type
+    if pat.is_large_string(typ) or pat.is_string_view(typ):
+        return array.cast(pa.string())
+    if pat.is_decimal(typ):
+        # A column's decimals share its declared scale, so Arrow's text is each value's own.
+        return array.cast(pa.string())
+    if (
+        pat.is_nested(typ)
+        or isinstance(typ, pa.BaseExtensionType)
+        or pat.is_time(typ)
+        or pat.is_duration(typ)
+        or pat.is_interval(typ)
+    ):
+        return _as_text(array.to_pylist())
+    return array
 
 
 #: Engines whose md5() the partition filter is pushed into (their Dialect.partition_hash).

@@ -414,6 +414,7 @@ _DRIVERS: dict[str, str] = {
     "mysql": "mysql",  # mysql-connector-python
     "mariadb": "mysql",  # MariaDB Connector/Python
     "duckdb": "duckdb",
+    "_duckdb": "duckdb",  # DuckDB 1.1+ defines its connection class in its _duckdb extension module
     "sqlite3": "sqlite",
     "pymssql": "mssql",
     "oracledb": "oracle",

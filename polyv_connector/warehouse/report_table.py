@@ -26,7 +26,8 @@ import pyarrow as pa
 from polyv_connector.errors import ConfigError
 from polyv_connector.model import REPORT_COLUMNS
 from polyv_connector.warehouse import dbapi
-from polyv_connector.warehouse.dialect import BIGINT, TEXT, TIMESTAMP, dialect_named
+from polyv_connector.warehouse.db_errors import database_error
+from polyv_connector.warehouse.dialect import BIGINT, TEXT, TIMESTAMP, dialect_named, dialect_of_connection
 from polyv_connector.warehouse.identifiers import check_table_name, quote_identifier
 from polyv_connector.warehouse.schema import Column, TableSchema, ensure_schema, existing_columns
 
@@ -72,6 +73,15 @@ SCHEMA_VERSIONS: list[tuple[int, list[Column]]] = [
 SCHEMA = TableSchema("report", SCHEMA_VERSIONS)
 
 
+#: What each bulk-write path of :func:`~polyv_connector.warehouse.dbapi.bulk_insert` is, for the log.
+_PATHS = {
+    "copy": "PostgreSQL COPY",
+    "multirow": "multi-row INSERT statements",
+    "arrow": "DuckDB reading the Arrow batches",
+    "executemany": "the generic path: executemany in chunks; no bulk path is known for this database",
+}
+
+
 class SqlReportTable:
     """Appends the report to ``table`` through a ``DbApiHook`` or a DB-API connection factory.
 
@@ -113,10 +123,10 @@ class SqlReportTable:
         self.location = location or self.table
         self.rows_written = 0
         self._conn: Any = None
-        self._copy: bool | None = None
-        self._pg_driver = False
+        #: How rows were last written: ``copy``, ``multirow``, ``arrow`` or ``executemany``
+        #: (see :func:`~polyv_connector.warehouse.dbapi.bulk_insert`); ``None`` before the first.
+        self.write_path: str | None = None
         self._closed = False
-        self._columns_sql = ", ".join(quote_identifier(c, self.identifier_format) for c in REPORT_COLUMNS)
         self.prepare()
 
     # ---- the table ---------------------------------------------------------------------------
@@ -147,9 +157,7 @@ class SqlReportTable:
                 except Exception as exc:
                     # Another task may have created it between our probe and our CREATE.
                     if existing_columns(conn, self.table) is None:
-                        raise ConfigError(
-                            self.setting, f"cannot create the report table {self.table}: {type(exc).__name__}: {exc}"
-                        ) from exc
+                        raise database_error(exc, self.setting, f"cannot create the report table {self.table}") from exc
             # Quoted identifiers keep their case, but some databases report them folded: the
             # check is case-insensitive.
             ensure_schema(
@@ -175,28 +183,30 @@ class SqlReportTable:
         if self._conn is None:
             # Opened on the first write: the report comes after sending, which may take hours.
             self._conn = self._open()
-            self._pg_driver = dbapi.driver_of(self._conn) in dbapi.PG_DRIVERS
-            self._copy = self.use_copy and self._pg_driver
-        if self._pg_driver or self.dialect in ("postgresql", "redshift"):
+            if dialect_of_connection(self._conn).name == "duckdb":
+                # DuckDB's Python connection commits each statement unless a transaction is
+                # open: the run's rows must stand or fall together (close commits, abort rolls back).
+                self._conn.execute("BEGIN TRANSACTION")
+        if self.dialect in ("postgresql", "redshift"):
             # PostgreSQL text cannot hold NUL: stored escaped (README, The report), so the
-            # report of items POLYV confirmed can always be written.
+            # report of items POLYV confirmed can always be written (a psycopg connection is
+            # escaped by bulk_insert itself).
             batch = dbapi.escape_nul(batch)
-        if self._copy:
-            self._write_copy(batch)
-        else:
-            self._write_rows(batch)
+        path = dbapi.bulk_insert(
+            self._conn,
+            self.table,
+            list(REPORT_COLUMNS),
+            batch,
+            identifier_format=self.identifier_format,
+            placeholder=self.placeholder,
+            chunk_rows=self.chunk_rows,
+            use_copy=self.use_copy,
+        )
+        if path != self.write_path:
+            self.write_path = path
+            level = logging.INFO if path != "executemany" else logging.WARNING
+            log.log(level, "writing the report table %s with %s (%s)", self.table, path, _PATHS[path])
         self.rows_written += batch.num_rows
-
-    def _write_copy(self, batch: pa.RecordBatch) -> None:
-        cur = self._conn.cursor()
-        try:
-            dbapi.copy_into(cur, self.table, self._columns_sql, batch)
-        finally:
-            cur.close()
-
-    def _write_rows(self, batch: pa.RecordBatch) -> None:
-        with dbapi.cursor(self._conn) as cur:
-            dbapi.insert_rows(cur, self.table, self._columns_sql, self.placeholder, batch, self.chunk_rows)
 
     def close(self) -> None:
         """Commit the run's rows (one transaction) and release the connection."""

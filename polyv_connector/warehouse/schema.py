@@ -148,7 +148,7 @@ def recorded_version(conn: Any, target: dbapi.Target, table: str) -> int | None:
             row = cur.fetchone()
     except Exception as exc:
         dbapi.rollback_quietly(conn)
-        log.debug("no schema version recorded for %s: %s", table, type(exc).__name__)
+        log.debug("no schema version recorded for %s: %s: %s", table, type(exc).__name__, exc)
         return None
     return None if row is None else int(row[0])
 

@@ -180,7 +180,7 @@ def test_postgres_report_table_uses_copy(pg_schema, pg_warehouse_env, driver):
     sink = SqlReportTable(conn, table, dialect="postgresql")
     sink.write(_report_batch("run-pg", 6))
     sink.write(_report_batch("run-pg", 4, start=6))
-    assert sink._copy is True
+    assert sink.write_path == "copy"
     sink.close()
     rows = pg_rows(
         f'SELECT "rowNumber", "customFieldValue", "errorCode", "syncedAt", "runId" FROM {table} ORDER BY "rowNumber"'
@@ -206,7 +206,7 @@ def test_postgres_report_table_generic_fallback(pg_schema, pg_warehouse_env):
     table = f"{pg_schema}.report_generic"
     sink = SqlReportTable(PostgresHook(postgres_conn_id="polyv_warehouse"), table, use_copy=False, chunk_rows=3)
     sink.write(_report_batch("run-x", 7))
-    assert sink._copy is False
+    assert sink.write_path == "executemany"
     sink.close()
     assert pg_rows(f'SELECT count(*), count(DISTINCT "runId") FROM {table}') == [(7, 1)]
 

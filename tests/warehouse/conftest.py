@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.warehouse.engines import engine, mariadb_database  # noqa: F401 (the engine matrix's fixtures)
 from tests.warehouse.support import PG_DSN
 
 

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from polyv_connector.warehouse.state_table import SqlStateTable
 from tests.warehouse.support import Warehouse
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-
 
 def _reset_sql(engine: str) -> str:
-    """The statement under ``-- <engine>`` in the README's reset block."""
-    text = README.read_text(encoding="utf-8")
-    found = re.search(rf"^-- {re.escape(engine)}\n(DELETE FROM polyv_sync_state WHERE acct = .*;)$", text, re.M)
-    assert found, f"no reset SQL for {engine} in the README"
-    return found.group(1)
+    """The reset statement of the README's SQL per engine (tests/warehouse/test_readme_sql.py
+    runs those blocks whole, on DuckDB too)."""
+    from tests.warehouse.test_readme_sql import readme_sql
+
+    return readme_sql({"PostgreSQL": "postgresql", "MySQL / MariaDB": "mysql"}[engine])[0]
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ from tests.warehouse.support import report_batch
 def test_report_table_generic_executemany(tmp_path):
     path = tmp_path / "r.db"
     sink = SqlReportTable(lambda: sqlite3.connect(path), "report", dialect="sqlite", placeholder="?", chunk_rows=2)
-    assert sink._columns_sql.startswith('"rowNumber"')
     sink.write(report_batch("run-1", 5))
+    assert sink.write_path == "executemany"  # SQLite has no bulk path of its own
     sink.write(report_batch("run-1", 3, start=5))
     sink.close()
     with sqlite3.connect(path) as conn:
