@@ -28,6 +28,7 @@ import pendulum
 from airflow.sdk import DAG, Param, task
 
 from polyv_connector.airflow.assets import sync_report_asset
+from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
 from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 
 # Seconds a run waits for another run of the same account to release its sync state.
@@ -56,6 +57,9 @@ with DAG(
     max_active_runs=1,
     tags=["polyv"],
     doc_md=__doc__,
+    # Every task alerts on failure (also the small task that prepares the mapping): the message
+    # carries the counts by reason and the run page when the sync task got that far.
+    default_args={"on_failure_callback": PolyvSyncFailureNotifier("polyv_alerts")},
     params={
         "accounts": Param(
             [{"polyv_conn_id": "polyv_default", "source_table": "polyv_viewer_attributes"}],

@@ -19,6 +19,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
 
+from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
 from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 from polyv_connector.partitioning import MAX_PARTITIONS
 
@@ -43,6 +44,9 @@ with DAG(
     max_active_runs=1,
     tags=["polyv"],
     doc_md=__doc__,
+    # Every task alerts on failure (also the small task that prepares the mapping): the message
+    # carries the counts by reason and the run page when the sync task got that far.
+    default_args={"on_failure_callback": PolyvSyncFailureNotifier("polyv_alerts")},
     params={
         "partitions": Param(
             4,
