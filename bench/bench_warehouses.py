@@ -162,6 +162,38 @@ def report_rows(n: int, start: int = 0) -> Any:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def adbc_read(table: str, columns: list[str], batch_rows: int, rows: int) -> dict[str, float]:
+    """The same table through ADBC (adbc-driver-postgresql), if installed: Arrow record batches
+    streamed in a read-only transaction, each column made what the connector would send. Not the
+    connector's path (issue 13: its results differ from psycopg's, see the README); measured to
+    show what it would gain."""
+    try:
+        import adbc_driver_postgresql.dbapi as adbc
+    except ImportError:
+        return {}
+    import pyarrow as pa
+
+    from polyv_connector.sources.sql import arrow_column_to_source
+
+    with peak_rss_growth() as rss:
+        conn = adbc.connect(PG_DSN)
+        try:
+            cur = conn.cursor()
+            cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_rows * 64)})
+            t = time.perf_counter()
+            cur.execute("SET TRANSACTION READ ONLY")
+            cur.execute(f"SELECT {', '.join(columns)} FROM {table}")
+            n = 0
+            for b in cur.fetch_record_batch():
+                n += pa.RecordBatch.from_arrays([arrow_column_to_source(c) for c in b.columns], names=columns).num_rows
+            elapsed = time.perf_counter() - t
+            conn.rollback()
+        finally:
+            conn.close()
+    assert n == rows, (n, rows)
+    return {"adbc_read_s": elapsed, "adbc_read_rss_mb": rss["mb"]}
+
+
 def run_engine(engine: str, rows: int, batch_rows: int, sample_rows: int) -> dict[str, float]:
     import pyarrow as pa
 
@@ -207,6 +239,8 @@ def run_engine(engine: str, rows: int, batch_rows: int, sample_rows: int) -> dic
                 finally:
                     conn.close()
             out["base_read_rss_mb"] = rss["mb"]
+            if engine == "postgresql":
+                out.update(adbc_read(source_table, columns, batch_rows, rows))
 
             # -- report write: the bulk path, then the generic executemany on a sample (baseline)
             report = SqlReportTable(place.connect, place.table("polyv_sync_report"), dialect=place.dialect)
@@ -299,6 +333,12 @@ def main() -> None:
             f"read  base  : driver's default cursor {args.rows / r['base_read_s']:>10,.0f} rows/s, peak RSS growth "
             f"{r['base_read_rss_mb']:6.1f} MB; ratio {memory_ratio:.1f}x the memory"
         )
+        if "adbc_read_s" in r:
+            adbc_rps = args.rows / r["adbc_read_s"]
+            print(
+                f"read  adbc  : {adbc_rps:>10,.0f} rows/s, peak RSS growth {r['adbc_read_rss_mb']:6.1f} MB; "
+                f"ratio {adbc_rps / r['read_rps']:.2f}x the psycopg read (not the connector's path)"
+            )
         write_ratio = r["report_rps"] / r["base_report_rps"]
         print(
             f"report write: {r['report_rps']:>10,.0f} rows/s ({r['report_path']}; goal >= {GOAL_WRITE_RPS:,.0f}); "

@@ -11,8 +11,11 @@ Two layers, because neither is enough alone:
   ``SELECT ... INTO``, ``FOR UPDATE``). A second statement is what a read-only transaction
   cannot stop: ``...; COMMIT; DROP TABLE t`` ends the transaction first.
 * :func:`begin_read_only` puts the connection in a read-only transaction where the database has
-  one (PostgreSQL: ``SET TRANSACTION READ ONLY``, then checked; SQLite: ``PRAGMA query_only``),
-  so what no parser can see (a function that writes, ``nextval()``) is refused by the server.
+  one (PostgreSQL: ``SET TRANSACTION READ ONLY``; MySQL/MariaDB: ``SET SESSION TRANSACTION READ
+  ONLY``; SQLite: ``PRAGMA query_only``; each then checked), so what no parser can see (a
+  function that writes, ``nextval()``) is refused by the server. DuckDB has no read-only
+  transaction (only a read-only *database*, chosen when it is opened): a DuckDB source relies on
+  the parser check and on being opened with ``read_only=True``.
 
 A read-only role for the source connection is the third layer: see the README.
 """
@@ -34,8 +37,10 @@ log = logging.getLogger("polyv_connector")
 #: and a text that is one statement under all of them is one statement wherever it runs.
 _UNKNOWN_DIALECTS: tuple[str | None, ...] = (None, "postgres", "mysql")
 
-# SQLSTATE 25006: PostgreSQL refused a write inside a read-only transaction.
+# SQLSTATE 25006: PostgreSQL (and mysql-connector-python) refused a write inside a read-only transaction.
 READ_ONLY_SQLSTATE = "25006"
+# MySQL/MariaDB ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION; mysqlclient and PyMySQL give the code as args[0].
+MYSQL_READ_ONLY_ERRNO = 1792
 
 
 def sqlglot_dialect(name: str | None) -> str | None:
@@ -186,7 +191,11 @@ def begin_read_only(conn: Any, setting: str) -> bool:
     PostgreSQL (psycopg 3, psycopg2, pg8000): ``SET TRANSACTION READ ONLY`` as the transaction's
     first statement, then ``SHOW transaction_read_only`` must say ``on`` (an autocommit connection
     or a proxy that drops the setting fails here, before the query runs). SQLite: ``PRAGMA
-    query_only``. Other databases: ``False``; the parser check and the role's grants remain.
+    query_only``. MySQL/MariaDB: ``SET SESSION TRANSACTION READ ONLY`` (every transaction the
+    connection starts after it, autocommit or not, is read-only; the streaming ``SSCursor`` runs
+    on the same session), then the session's ``transaction_read_only`` (``tx_read_only`` on
+    MariaDB) must be 1. Other databases (DuckDB among them): ``False``; the parser check and the
+    role's grants remain.
     """
     driver = dbapi.driver_of(conn)
     try:
@@ -206,6 +215,16 @@ def begin_read_only(conn: Any, setting: str) -> bool:
                     f"the source connection did not enter a read-only transaction (transaction_read_only={state})",
                 )
             return True
+        if dialect_of_driver(conn) == "mysql":
+            # SESSION, not the next-transaction form: a later implicit transaction (autocommit
+            # on, or a driver that commits between statements) stays read-only too.
+            with dbapi.cursor(conn) as cur:
+                cur.execute("SET SESSION TRANSACTION READ ONLY")
+                cur.execute(_MYSQL_READ_ONLY_STATE)
+                values = {str(v).upper() for _, v in cur.fetchall()}
+            if values != {"ON"}:
+                raise InputError(setting, "the MySQL/MariaDB source connection did not become read-only")
+            return True
         if driver == "sqlite3":
             with dbapi.cursor(conn) as cur:
                 cur.execute("PRAGMA query_only = ON")
@@ -224,10 +243,21 @@ def begin_read_only(conn: Any, setting: str) -> bool:
     return False
 
 
+# MySQL 8 names the variable transaction_read_only (tx_read_only is gone since 8.0.3); MariaDB
+# 10.x knows only tx_read_only (transaction_read_only came in 11.1). A SELECT of an unknown
+# @@variable fails, SHOW lists whichever exist: every one of them must be ON.
+_MYSQL_READ_ONLY_STATE = "SHOW SESSION VARIABLES WHERE Variable_name IN ('tx_read_only', 'transaction_read_only')"
+
+
 def is_read_only_violation(exc: BaseException) -> bool:
     """Whether ``exc`` is the database refusing a write in a read-only transaction."""
     code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
     if code == READ_ONLY_SQLSTATE:
+        return True
+    errno = getattr(exc, "errno", None)
+    if errno is None and exc.args and isinstance(exc.args[0], int):
+        errno = exc.args[0]
+    if errno == MYSQL_READ_ONLY_ERRNO:
         return True
     # SQLite's query_only refusal carries no code, only its message.
     return "attempt to write a readonly database" in str(exc)
