@@ -246,15 +246,18 @@ class SqlSource:
         viewer, field, value = (names[i] for i in resolve_columns(columns, names, self.location, self.setting))
         return self.skip_unchanged.with_unchanged(self._counted(base, columns), viewer, field, value)
 
+    def count_unchanged_sql(self, columns: Sequence[str], part: Slice = WHOLE) -> str:
+        """The query of :meth:`count_unchanged` (one join of the hashed rows and the state)."""
+        base = self._diffed(self._sliced(self._base_select(columns), columns, part), columns)
+        return f"SELECT COUNT(*) FROM ({base}) polyv_src WHERE {_UNCHANGED}"
+
     def count_unchanged(self, columns: Sequence[str], part: Slice = WHOLE) -> int:
         """How many source rows the warehouse diff leaves out (they never leave the warehouse)."""
-        base = self._diffed(self._sliced(self._base_select(columns), columns, part), columns)
-        sql = f"SELECT COUNT(*) FROM ({base}) polyv_src WHERE {_UNCHANGED}"
         conn = self._open()
         try:
             with dbapi.cursor(conn) as cur:
                 try:
-                    cur.execute(sql, *self._params())
+                    cur.execute(self.count_unchanged_sql(columns, part), *self._params())
                 except Exception as exc:
                     raise self._failed(exc) from exc
                 return int(cur.fetchone()[0])
