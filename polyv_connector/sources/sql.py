@@ -54,12 +54,15 @@ log = logging.getLogger("polyv_connector")
 
 Parameters = Sequence[Any] | Mapping[str, Any] | None
 
+# A row the diff in the warehouse leaves out: its key appears once and POLYV has its value.
+_UNCHANGED = "(polyv_src.polyv_n = 1 AND polyv_src.polyv_seen = 1)"
+
 
 class UnchangedFilter(Protocol):
     """What the diff in the warehouse needs of the sync state (``SqlStateTable`` has it)."""
 
-    def unchanged_filter(self, alias: str, viewer: str, field: str, value: str) -> str:
-        """A SQL condition on the source relation ``alias``: true for rows POLYV already has."""
+    def with_unchanged(self, rows: str, viewer: str, field: str, value: str) -> str:
+        """SQL: the query ``rows`` plus ``polyv_seen`` (1 for rows POLYV already has, else 0)."""
         ...
 
     def exact(self, expr: str) -> str:
@@ -208,8 +211,7 @@ class SqlSource:
         base = self._sliced(self._base_select(columns), columns, part)
         if self.skip_unchanged is None:
             return base
-        counted = self._counted(base, columns)
-        return f"SELECT * FROM ({counted}) polyv_src WHERE NOT {self._unchanged_condition(columns)}"
+        return f"SELECT * FROM ({self._diffed(base, columns)}) polyv_src WHERE NOT {_UNCHANGED}"
 
     def _counted(self, base: str, columns: Sequence[str]) -> str:
         """``base`` plus ``polyv_n``: how many source rows share the row's (viewer, field).
@@ -236,22 +238,26 @@ class SqlSource:
         viewer, field, value = (names[i] for i in resolve_columns(columns, names, self.location, self.setting))
         return tuple(quote_identifier(n, self.identifier_format) for n in (viewer, field, value))  # type: ignore[return-value]
 
-    def _unchanged_condition(self, columns: Sequence[str]) -> str:
+    def _diffed(self, base: str, columns: Sequence[str]) -> str:
+        """``base`` with ``polyv_n`` (see :meth:`_counted`) and ``polyv_seen`` (the state has it)."""
         if self.skip_unchanged is None:
             raise ConfigError(self.setting, "the diff in the warehouse needs skip_unchanged (the state table)")
         names = self.columns() or []
         viewer, field, value = (names[i] for i in resolve_columns(columns, names, self.location, self.setting))
-        return f"(polyv_src.polyv_n = 1 AND {self.skip_unchanged.unchanged_filter('polyv_src', viewer, field, value)})"
+        return self.skip_unchanged.with_unchanged(self._counted(base, columns), viewer, field, value)
+
+    def count_unchanged_sql(self, columns: Sequence[str], part: Slice = WHOLE) -> str:
+        """The query of :meth:`count_unchanged` (one join of the hashed rows and the state)."""
+        base = self._diffed(self._sliced(self._base_select(columns), columns, part), columns)
+        return f"SELECT COUNT(*) FROM ({base}) polyv_src WHERE {_UNCHANGED}"
 
     def count_unchanged(self, columns: Sequence[str], part: Slice = WHOLE) -> int:
         """How many source rows the warehouse diff leaves out (they never leave the warehouse)."""
-        base = self._counted(self._sliced(self._base_select(columns), columns, part), columns)
-        sql = f"SELECT COUNT(*) FROM ({base}) polyv_src WHERE {self._unchanged_condition(columns)}"
         conn = self._open()
         try:
             with dbapi.cursor(conn) as cur:
                 try:
-                    cur.execute(sql, *self._params())
+                    cur.execute(self.count_unchanged_sql(columns, part), *self._params())
                 except Exception as exc:
                     raise self._failed(exc) from exc
                 return int(cur.fetchone()[0])

@@ -11,7 +11,7 @@ primary key ``(acct, key)``)::
     fp    BIGINT  the first 64 bits of MD5(value): the value POLYV confirmed
 
 Every hash is one the database computes itself (:class:`~polyv_connector.warehouse.dialect.Dialect`),
-so the diff can run in the warehouse (:meth:`SqlStateTable.unchanged_filter`) and an older
+so the diff can run in the warehouse (:meth:`SqlStateTable.with_unchanged`) and an older
 layout migrates in SQL. 83 bytes an item with its index on PostgreSQL, against 251 for the
 layout of versions 1 and 2 (``bench/bench_state_size.py``, 1M items).
 
@@ -710,32 +710,44 @@ class SqlStateTable:
     # ---- the diff in the warehouse -------------------------------------------------------------
     def prepare_warehouse_diff(self) -> None:
         """Check the database can run the diff (a no-op otherwise: each key has one row, so
-        :meth:`unchanged_filter` is a plain semi-join)."""
+        :meth:`with_unchanged` is a plain join)."""
         self._d().check_warehouse_diff()
 
     def exact(self, expr: str) -> str:
         """SQL: ``expr`` as a value that groups by its bytes (the source partitions keys by it)."""
         return self._d().binary(expr)
 
-    def unchanged_filter(self, alias: str, viewer: str, field: str, value: str) -> str:
-        """A SQL condition, true for source rows whose value POLYV last confirmed (per this table).
+    def with_unchanged(self, rows: str, viewer: str, field: str, value: str) -> str:
+        """SQL: the rows of the query ``rows``, each plus ``polyv_seen``: 1 where POLYV last
+        confirmed its value (per this table), else 0.
 
-        ``alias`` is the source relation's alias; ``viewer``/``field``/``value`` are its column
-        names (quoted here). The database hashes the row's texts as the engine does (MD5 of the
-        UTF-8 bytes), so the match is byte-exact whatever the collation: ``ABC`` never matches
-        the state of ``abc``. An item sent but not confirmed has no row, so it never matches.
+        ``viewer``/``field``/``value`` are column names of ``rows`` (quoted here). The database
+        hashes the row's texts as the engine does (MD5 of the UTF-8 bytes), so the match is
+        byte-exact whatever the collation: ``ABC`` never matches the state of ``abc``. An item
+        sent but not confirmed has no row, so it never matches.
+
+        Why a join on hashes computed once per row: a correlated ``EXISTS`` hashed each row in
+        its condition and looked the state up row by row through the index (issue #13: 1M
+        lookups were most of a rerun); a join lets the database hash-join the account's state
+        instead. No key has two rows of one account (see :meth:`create_table_sql`), so the
+        ``LEFT JOIN`` keeps each source row exactly once.
         """
         if not self.exists:
-            return "1=0"
+            return f"SELECT polyv_rows.*, 0 AS polyv_seen FROM ({rows}\n) polyv_rows"
         d, q = self._d(), self._q
 
         def col(name: str) -> str:
-            return f"{alias}.{q(name)}"
+            return f"polyv_in.{q(name)}"
 
+        hashed = (
+            f"SELECT polyv_in.*, {d.key_hash(col(viewer), col(field))} AS polyv_key, "
+            f"{d.value_hash(col(value))} AS polyv_fp FROM ({rows}\n) polyv_in"
+        )
+        state = f"SELECT {q('key')}, {q('fp')} FROM {self._relation()} polyv_all WHERE {q('acct')} = {self.acct}"
         return (
-            f"EXISTS (SELECT 1 FROM {self._relation()} st WHERE st.{q('acct')} = {self.acct} "
-            f"AND st.{q('key')} = {d.key_hash(col(viewer), col(field))} "
-            f"AND st.{q('fp')} = {d.value_hash(col(value))})"
+            f"SELECT polyv_rows.*, CASE WHEN polyv_st.{q('key')} IS NULL THEN 0 ELSE 1 END AS polyv_seen "
+            f"FROM ({hashed}) polyv_rows LEFT JOIN ({state}) polyv_st "
+            f"ON polyv_st.{q('key')} = polyv_rows.polyv_key AND polyv_st.{q('fp')} = polyv_rows.polyv_fp"
         )
 
 
