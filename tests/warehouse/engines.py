@@ -8,8 +8,7 @@ Use the ``engine`` fixture (import it into the test module) to run a test on all
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,22 +79,10 @@ def mysql_connect(database: str | None = None, charset: str = "utf8mb4") -> Any:
 
 
 @pytest.fixture
-def mariadb_database(mariadb_available: bool) -> Iterator[str]:
-    """A throwaway utf8mb4 database on the local MariaDB (default collation: case-insensitive)."""
-    name = f"polyv_engines_{uuid.uuid4().hex[:10]}"
-    conn = mysql_connect()
-    try:
-        conn.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-    finally:
-        conn.close()
-    try:
-        yield name
-    finally:
-        conn = mysql_connect()
-        try:
-            conn.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
-        finally:
-            conn.close()
+def mariadb_database(mysql_db: str) -> str:
+    """A throwaway utf8mb4 database on the local MariaDB (default collation: case-insensitive):
+    the warehouse tests' ``mysql_db``, under the name the engine matrix uses."""
+    return mysql_db
 
 
 def make_engine(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
