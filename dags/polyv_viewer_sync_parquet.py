@@ -93,6 +93,9 @@ with DAG(
         allowed_input_prefixes=_variable("polyv_input_prefixes", json.dumps(INPUT_PREFIXES)),
         allowed_suite_prefixes=json.dumps(SUITE_PREFIXES),
         state_dir="{{ var.value.get('polyv_state_dir', '') }}",
+        # A Parquet run keeps its state in the folder above or nowhere: no state table, so the
+        # rendered templates do not show one the run never uses.
+        state_table=None,
         full_refresh="{{ params.full_refresh }}",
         dry_run="{{ params.dry_run }}",
     )

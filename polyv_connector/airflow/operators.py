@@ -467,6 +467,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         conn_id = spec.state_conn
         if spec.options.state_dir:
             self._lineage["state_dir"] = spec.options.state_dir
+            if spec.state_table:
+                self.log.info("sync state: the folder %s (state_dir wins over state_table)", spec.options.state_dir)
         if spec.options.state_dir or not spec.state_table or not conn_id:
             return None
         from polyv_connector.warehouse.state_table import SqlStateTable

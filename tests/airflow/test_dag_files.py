@@ -52,6 +52,17 @@ def test_dagbag_imports_every_example_without_errors():
         assert "polyv" in dag.tags
 
 
+def test_the_parquet_dag_names_no_state_table_it_would_not_use():
+    # Its state is the folder of the Variable polyv_state_dir or nothing; before, the rendered
+    # templates showed the operator's default state table, which a Parquet run never opens.
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(DAGS)).dags["polyv_viewer_sync_parquet"]
+    (task,) = [t for t in dag.tasks if isinstance(t, PolyvViewerFieldSyncOperator)]
+    assert task.state_table is None
+    assert "state_dir" in task.template_fields
+
+
 def test_partitioned_dag_maps_the_operator_over_the_partitions():
     from airflow.dag_processing.dagbag import DagBag
 
