@@ -1,0 +1,182 @@
+"""What a deployment of the connector in Airflow sets: Variables, config settings, connections
+and environment variables, declared once.
+
+The example DAGs take their Variable names (and defaults) from here, and the README's
+deployment table is generated from :data:`DEPLOYMENT` by ``make docs``: a name typed in one
+place cannot drift from the other. A leaf module: it imports nothing from Airflow, so reading it
+costs nothing at DAG-parse time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["variable", "config", "connection", "environment"]
+
+
+@dataclass(frozen=True)
+class DeploymentSetting:
+    """One thing a deployment may set.
+
+    ``name`` is what a person types: a Variable or connection id, ``[section] key`` for an
+    Airflow config setting, an environment variable's name. ``default`` is shown as text ("" when
+    there is none); ``without`` says what goes wrong, or what happens, when it is not set.
+    """
+
+    name: str
+    kind: Kind
+    default: str
+    required: bool
+    meaning: str
+    without: str
+
+
+# Variables (Airflow Variables the example DAGs read at run time).
+VAR_REPORT_DIR = "polyv_report_dir"
+VAR_INPUT_PREFIXES = "polyv_input_prefixes"
+VAR_SOURCE_CONN_IDS = "polyv_source_conn_ids"
+VAR_CONN_IDS = "polyv_conn_ids"
+VAR_REPORT_CONN_ID = "polyv_report_conn_id"
+VAR_STATE_CONN_ID = "polyv_state_conn_id"
+VAR_STATE_DIR = "polyv_state_dir"
+VAR_DIFF_IN_WAREHOUSE = "polyv_diff_in_warehouse"
+
+# Connections.
+CONN_POLYV = "polyv_default"
+CONN_WAREHOUSE = "polyv_warehouse"
+CONN_ALERTS = "polyv_alerts"
+
+# Airflow config settings (section, key).
+CONFIG_SERVED_DIRS = ("polyv", "served_dirs")
+
+# Environment variables read by the connector itself.
+ENV_BUDGET_URL = "POLYV_BUDGET_URL"
+
+#: Defaults of the Variables that hold a list, as the DAGs' templates give them.
+DEFAULT_SOURCE_CONN_IDS = [CONN_WAREHOUSE]
+DEFAULT_CONN_IDS = [CONN_POLYV]
+
+
+DEPLOYMENT: tuple[DeploymentSetting, ...] = (
+    DeploymentSetting(
+        CONN_POLYV,
+        "connection",
+        "",
+        True,
+        "the POLYV account: type `polyv`, login the appId, password the appSecret, host the API "
+        "base URL (empty: POLYV's own)",
+        "every example DAG fails before sending, naming `polyv_conn_id`",
+    ),
+    DeploymentSetting(
+        CONN_WAREHOUSE,
+        "connection",
+        "",
+        False,
+        "the SQL warehouse the warehouse, backfill, accounts and partitioned DAGs read (PostgreSQL, "
+        "MySQL/MariaDB or DuckDB); a read-only role is the first defence",
+        "those DAGs fail before sending, naming `source_conn_id`; the Parquet DAG does not need it",
+    ),
+    DeploymentSetting(
+        CONN_ALERTS,
+        "connection",
+        "",
+        False,
+        "an HTTP endpoint (host: the webhook URL) that the failure notifier POSTs its alert to",
+        "alerts are logged in the task log only",
+    ),
+    DeploymentSetting(
+        VAR_REPORT_DIR,
+        "variable",
+        "$AIRFLOW_HOME/polyv_reports",
+        False,
+        "the folder reports and run pages are written under; a trigger names a report only inside it",
+        "reports go to the default folder (keep it on storage every worker and the API server share)",
+    ),
+    DeploymentSetting(
+        VAR_INPUT_PREFIXES,
+        "variable",
+        "the bundled sample's folder",
+        False,
+        "JSON list of folders or URLs a trigger's `input_path` must lie under (Parquet DAG)",
+        "only the bundled sample can be read: any other `input_path` is refused",
+    ),
+    DeploymentSetting(
+        VAR_SOURCE_CONN_IDS,
+        "variable",
+        json.dumps(DEFAULT_SOURCE_CONN_IDS),
+        False,
+        "JSON list of the SQL connections a trigger may name as `source_conn_id` (backfill DAG)",
+        "only `polyv_warehouse` can be read",
+    ),
+    DeploymentSetting(
+        VAR_CONN_IDS,
+        "variable",
+        json.dumps(DEFAULT_CONN_IDS),
+        False,
+        "JSON list of the POLYV connections a trigger may send through (accounts DAG)",
+        "only `polyv_default` can be sent to",
+    ),
+    DeploymentSetting(
+        VAR_REPORT_CONN_ID,
+        "variable",
+        "the source connection",
+        False,
+        "the SQL connection the report table is written through",
+        "the report table goes to the source database (needs a role that may write there)",
+    ),
+    DeploymentSetting(
+        VAR_STATE_CONN_ID,
+        "variable",
+        "the source connection",
+        False,
+        "the SQL connection the sync state and lock tables live in",
+        "the state goes to the source database (needs a role that may write there)",
+    ),
+    DeploymentSetting(
+        VAR_STATE_DIR,
+        "variable",
+        "",
+        False,
+        "a folder for a file-based sync state instead of a state table (Parquet DAG: the only state)",
+        "the Parquet DAG keeps no state and resends every value on every run",
+    ),
+    DeploymentSetting(
+        VAR_DIFF_IN_WAREHOUSE,
+        "variable",
+        "false",
+        False,
+        "`true`: unchanged rows are dropped by a join in the warehouse (source and state in one "
+        "database) instead of in the worker",
+        "the diff runs in the worker (every source row is read)",
+    ),
+    DeploymentSetting(
+        "[polyv] served_dirs",
+        "config",
+        "$AIRFLOW_HOME/polyv_reports, $AIRFLOW_HOME/polyv_validation",
+        False,
+        "comma-separated folders the plugin may serve run pages, reports and Data Docs from",
+        "the default folders are served; links to files elsewhere answer 404",
+    ),
+    DeploymentSetting(
+        ENV_BUDGET_URL,
+        "environment",
+        "machine-wide (a file on the worker)",
+        False,
+        "`redis://host:port/db`: the request budget every run through one IP shares (or the "
+        "operator's `budget_conn_id`, a Redis connection)",
+        "on Celery or Kubernetes, each worker keeps its own budget and together they can exceed "
+        "POLYV's per-IP limit (each task logs a WARNING)",
+    ),
+)
+
+
+def variable_template(name: str, default: str) -> str:
+    """A Jinja template reading Variable ``name`` as text, ``default`` when it is unset."""
+    return "{{ var.value.get(%r, %s) }}" % (name, json.dumps(default))  # noqa: UP031 - braces are Jinja's
+
+
+def json_variable_template(name: str, default: list[str]) -> str:
+    """A Jinja template reading the JSON Variable ``name`` as JSON text, ``default`` when unset."""
+    return "{{ var.json.get(%r, %s) | tojson }}" % (name, json.dumps(default))  # noqa: UP031
