@@ -2,8 +2,11 @@
 # The main job on the embedded default, through real Airflow:
 #   1. an AIRFLOW_HOME under the repo (.airflow/, SQLite metadata DB), migrated;
 #   2. the POLYV simulator in the background (killed on exit);
-#   3. `airflow dags test polyv_viewer_sync_parquet` on the bundled sample;
-#   4. the run's summary (its XCom) and the report location.
+#   3. `airflow dags test polyv_viewer_sync_parquet` on the bundled sample, with the DAG conf in
+#      scripts/demo_airflow_conf.json (tests/test_demo_conf.py holds it to the trigger-time rules);
+#   4. that run's summary (its XCom, found by the run's id) and where its report and run page are.
+# Exits non-zero when the sync fails. Reports go under out/ (the Variable polyv_report_dir), one
+# per run: the demo runs again and again on the same tree.
 # Expects `airflow` and `polyv-sync` on PATH (the Makefile puts the venv's bin first).
 # Environment: SIM_PORT (default 8750, a free port if taken), POLYV_APP_ID / POLYV_APP_SECRET
 # (default: the public demo credentials demo-app / demo-secret).
@@ -21,25 +24,16 @@ export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
 APP_ID="${POLYV_APP_ID:-demo-app}"
 APP_SECRET="${POLYV_APP_SECRET:-demo-secret}"
 OUT="$REPO/out"
-REPORT="$OUT/demo_airflow_report.parquet"
 LOG="$OUT/demo_airflow.log"
+CONF_FILE="$REPO/scripts/demo_airflow_conf.json"
 mkdir -p "$AIRFLOW_HOME" "$OUT"
 
 for tool in airflow polyv-sync python; do
   command -v "$tool" >/dev/null || { echo "demo: '$tool' is not on PATH (run through 'make demo')" >&2; exit 2; }
 done
 
-port_free() { python - "$1" <<'EOF'
-import socket, sys
-with socket.socket() as s:
-    sys.exit(0 if s.connect_ex(("127.0.0.1", int(sys.argv[1]))) else 1)
-EOF
-}
-PORT="${SIM_PORT:-8750}"
-if ! port_free "$PORT"; then
-  PORT="$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  echo "demo: port ${SIM_PORT:-8750} is taken; the simulator uses $PORT"
-fi
+PORT="$(python -m scripts.demo_support port "${SIM_PORT:-8750}")"
+[ "$PORT" = "${SIM_PORT:-8750}" ] || echo "demo: port ${SIM_PORT:-8750} is taken; the simulator uses $PORT"
 
 echo "==> airflow db migrate ($AIRFLOW_HOME, SQLite)"
 airflow db migrate >"$OUT/demo_airflow_migrate.log" 2>&1 || {
@@ -58,13 +52,17 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-# The connection, the way users define it (JSON in AIRFLOW_CONN_<ID>); the report path as DAG conf.
+# The connection, the way users define it (JSON in AIRFLOW_CONN_<ID>); the report folder, the way
+# a deployment sets it (the Variable polyv_report_dir): the conf may only name a report under it.
 AIRFLOW_CONN_POLYV_DEFAULT="$(APP_ID="$APP_ID" APP_SECRET="$APP_SECRET" PORT="$PORT" python -c '
 import json, os
 print(json.dumps({"conn_type": "polyv", "login": os.environ["APP_ID"], "password": os.environ["APP_SECRET"],
                   "host": "http://127.0.0.1:" + os.environ["PORT"]}))')"
 export AIRFLOW_CONN_POLYV_DEFAULT
-CONF="{\"report_path\": \"$REPORT\"}"
+export AIRFLOW_VAR_POLYV_REPORT_DIR="$OUT"
+CONF="$(cat "$CONF_FILE")"
+# The newest run before this one: the summary shown is that of the run made below, never an older one.
+MARK="$(python -m scripts.demo_support mark "$AIRFLOW_HOME/airflow.db")"
 
 echo "==> airflow dags test polyv_viewer_sync_parquet (bundled sample; full log: $LOG)"
 set +e
@@ -74,18 +72,14 @@ set -e
 # The task's own lines (the full Airflow chatter stays in the log file).
 grep -E "POLYV sync|\] (planning|sending):|items: |report: |ERROR|Error" "$LOG" \
   | sed -E 's/^[0-9T:.Z+ -]+\[[a-z ]+\] //; s/ \[[a-zA-Z_.]+\].*$//' | cut -c1-220 || true
-echo "dag run: $(grep -o "DagRun Finished: .*" "$LOG" | grep -o "state=[a-z_]*" | tail -1 | cut -d= -f2)"
 
 echo "==> summary (the task's XCom)"
-python - "$AIRFLOW_HOME/airflow.db" <<'EOF'
-import json, sqlite3, sys
-row = sqlite3.connect(sys.argv[1]).execute(
-    "SELECT value FROM xcom WHERE dag_id = 'polyv_viewer_sync_parquet' AND key = 'return_value' "
-    "ORDER BY timestamp DESC LIMIT 1").fetchone()
-if row is None:
-    sys.exit("no summary found: the task did not get far enough; see the log above")
-value = json.loads(row[0]) if isinstance(row[0], str) else row[0]
-print(json.dumps(value, indent=2, ensure_ascii=False))
-EOF
-echo "report: $REPORT"
-exit "$STATUS"
+set +e
+python -m scripts.demo_support show "$AIRFLOW_HOME/airflow.db" "$MARK"
+SHOWN=$?
+set -e
+echo "full log: $LOG"
+if [ "$STATUS" -ne 0 ] || [ "$SHOWN" -ne 0 ]; then
+  echo "demo: the sync failed (airflow dags test exit $STATUS); see the log above and $LOG" >&2
+  exit $((STATUS ? STATUS : SHOWN))
+fi

@@ -248,8 +248,9 @@ def stack_environment(base_url: str, app_secrets: dict[str, str], wh_db: str, cf
     return env
 
 
-def trigger(stack: AirflowStack, cfg: DemoConfig) -> dict[str, str]:
-    """Unpause and trigger the DAGs at once; dag_id -> run_id."""
+def demo_confs(cfg: DemoConfig) -> dict[str, dict[str, Any]]:
+    """dag_id -> the conf the demo triggers it with (tests/test_demo_conf.py holds each to its
+    DAG's params and trigger-time rules)."""
     confs: dict[str, dict[str, Any]] = {
         ACCOUNTS_DAG: {
             "accounts": [
@@ -267,6 +268,12 @@ def trigger(stack: AirflowStack, cfg: DemoConfig) -> dict[str, str]:
             "report_table": "report_partitioned",
             "state_table": "state_partitioned",
         }
+    return confs
+
+
+def trigger(stack: AirflowStack, cfg: DemoConfig) -> dict[str, str]:
+    """Unpause and trigger the DAGs at once; dag_id -> run_id."""
+    confs = demo_confs(cfg)
     for dag_id in confs:
         stack.wait_for_dag(dag_id, timeout=120)
         stack.airflow("dags", "unpause", dag_id, timeout=90)
