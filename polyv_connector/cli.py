@@ -48,7 +48,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         if not setting.cli:
             continue
         group = next((groups[g] for g, keys in _GROUPS.items() if key in keys), groups["run"])
-        shown = setting.help + (f" (default {setting.default})" if setting.default not in (None, False, True) else "")
+        shown = setting.help_for("cli")
+        if setting.default not in (None, False, True):
+            shown += f" (default {setting.default})"
         if setting.env:
             shown += f"; env {setting.env}"
         help_text = argparse.SUPPRESS if key in _HIDDEN else shown

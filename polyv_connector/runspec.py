@@ -179,11 +179,21 @@ class Setting:
     extra: str | None = None  # a key of the ``polyv`` connection's extras
     operator: bool = True  # whether the operator takes it as an argument
     blank_is_off: bool = False  # "" (or None given explicitly) switches the feature off
+    # The flag's own help when the flag does the opposite of ``help`` (``--no-check-fields``
+    # switches off what ``check_fields`` describes); None: ``help`` fits the flag too.
+    flag_help: str | None = None
 
     def label(self, front: Front) -> str:
         if front == "cli" and self.cli:
             return self.cli
         return self.key
+
+    def help_for(self, front: Front) -> str:
+        """What this setting does, as the front end names it: the flag's help on the command
+        line, the argument's (and connection extra's) for the operator."""
+        if front == "cli" and self.flag_help:
+            return self.flag_help
+        return self.help
 
 
 def _s(key: str, default: Any, parse: Parser, help: str, **kw: Any) -> Setting:
@@ -285,8 +295,11 @@ SETTINGS: dict[str, Setting] = {
             "check_fields",
             True,
             _bool,
-            "preflight the customFieldIds against the account's field list",
+            "preflight the customFieldIds against the account's field list (GET custom-field/list), "
+            "rejecting the items that name a field the account does not have",
             cli="--no-check-fields",
+            flag_help="skip the preflight of the customFieldIds against the account's field list "
+            "(one request fewer; items naming a field the account lacks are sent, not rejected first)",
         ),
         # the run
         _s("dry_run", False, _bool, "plan and report, send nothing"),

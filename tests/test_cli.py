@@ -201,3 +201,47 @@ def test_input_that_breaks_mid_run_leaves_no_partial_report(tmp_path, env, sim, 
     assert code == 2
     assert "corrupt Parquet data" in capsys.readouterr().err
     assert list(tmp_path.glob("r.parquet*")) == []
+
+
+def _run_help() -> str:
+    import argparse
+
+    from polyv_connector.cli import add_run_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="polyv-sync run", formatter_class=lambda prog: argparse.HelpFormatter(prog, width=1000)
+    )
+    add_run_arguments(parser)
+    return parser.format_help()
+
+
+def _flag_help(help_text: str, flag: str) -> str:
+    line = next(line for line in help_text.splitlines() if line.strip().startswith(flag + " "))
+    return line.strip()[len(flag) :].strip()
+
+
+def test_no_check_fields_help_says_the_flag_skips_the_check() -> None:
+    from polyv_connector import runspec
+    from polyv_connector.cli import add_run_arguments, spec_from_args
+
+    text = _flag_help(_run_help(), "--no-check-fields")
+    assert text.startswith("skip the preflight of the customFieldIds"), text
+    # ... and the flag does what its help says: the check is off.
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    args = parser.parse_args(["--input", "in.parquet", "--report", "r.parquet", "--no-check-fields"])
+    assert spec_from_args(args).options.check_fields is False
+    assert runspec.SETTINGS["check_fields"].default is True  # the operator argument keeps the positive text
+    assert runspec.SETTINGS["check_fields"].help_for("operator").startswith("preflight")
+
+
+def test_every_switch_that_turns_a_default_on_setting_off_says_so() -> None:
+    from polyv_connector import runspec
+
+    help_text = _run_help()
+    for setting in runspec.SETTINGS.values():
+        if setting.cli and setting.default is True:
+            text = _flag_help(help_text, setting.cli)
+            assert text.split()[0] in ("skip", "do", "don't", "turn", "never"), (setting.cli, text)
