@@ -21,7 +21,7 @@ comma := ,
 # of setup.cfg's [tool:pytest] exclude the rest of what needs Airflow, PostgreSQL or time.
 FAST_ARGS := -q -p no:cacheprovider --ignore=tests/airflow -m "not airflow and not postgres and not slow" --durations=5
 
-.PHONY: install system-deps demo demo-cli demo-distributed test test-fast lint typecheck check-floors bench clean
+.PHONY: install system-deps demo demo-cli demo-distributed wheel test test-fast lint typecheck check-floors bench clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(MAKE) --no-print-directory system-deps
@@ -52,6 +52,16 @@ demo-cli: $(STAMP)
 # Airflow's CeleryExecutor with two workers, three accounts and (if present) partitions.
 demo-distributed: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo_distributed.sh
+
+# The wheel (pure Python; the sample, the bundled suite and the OpenLineage facet schema inside)
+# into dist/, built by pip in an isolated build environment from pyproject.toml's setuptools (no
+# .venv needed). Install it where Airflow runs: pip install 'dist/<wheel>[airflow]' -c <Airflow's
+# constraints file>. The example DAGs stay in the repository's dags/ (not in the wheel).
+wheel:
+	# build/ is setuptools' in-tree staging: a module deleted since the last build must not linger.
+	rm -rf build dist/polyv_connector-*.whl
+	$(PYTHON) -m pip wheel -q --no-deps -w dist .
+	@ls dist/polyv_connector-*.whl
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
@@ -85,4 +95,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_engine.py
 
 clean:
-	rm -rf $(VENV) $(FLOORS_VENV) out .airflow *.egg-info
+	rm -rf $(VENV) $(FLOORS_VENV) out .airflow *.egg-info build dist
