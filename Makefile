@@ -1,7 +1,8 @@
 # Two commands: `make demo` runs the main job on the bundled sample against the bundled
 # simulator; `make test` runs the whole suite. Both create .venv and install first.
-# `make lint`, `make typecheck` and `make test` are what .ci/run runs; `make test-fast` is the
-# quick subset (no Airflow, no PostgreSQL, nothing marked slow); `make check-floors` runs that
+# `make lint`, `make typecheck`, `make demo`, `make demo-cli` and `make test` are what .ci/run
+# runs; `make wheel` builds the package into dist/; `make test-fast` is the
+# quick subset (no Airflow run, no PostgreSQL, nothing marked slow); `make check-floors` runs that
 # subset with every dependency at the oldest version setup.cfg allows (not run by CI).
 PYTHON ?= python3
 VENV := .venv
