@@ -279,12 +279,20 @@ def _add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         p.set_defaults(func=func)
 
 
+def _plain(text: str) -> str:
+    """A docstring as a terminal shows it: reST roles (:mod:`x`) and literals (``x``) as plain text."""
+    import re
+
+    return re.sub(r":\w+:`([^`]*)`", r"\1", text).replace("``", "")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    doc = _plain(__doc__ or "")
     parser = argparse.ArgumentParser(
         prog="polyv-sync",
-        description=__doc__.split("\n")[0].strip("`"),
+        description=doc.split("\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
+        epilog=doc.split("\n", 1)[1].strip(),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)

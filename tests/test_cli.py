@@ -245,3 +245,11 @@ def test_every_switch_that_turns_a_default_on_setting_off_says_so() -> None:
         if setting.cli and setting.default is True:
             text = _flag_help(help_text, setting.cli)
             assert text.split()[0] in ("skip", "do", "don't", "turn", "never"), (setting.cli, text)
+
+
+def test_top_level_help_shows_no_rest_markup() -> None:
+    from polyv_connector.cli import build_parser
+
+    text = build_parser().format_help()
+    assert "polyv-sync: the command line over polyv_connector.sync." in text
+    assert "``" not in text and ":mod:" not in text and ":func:" not in text
