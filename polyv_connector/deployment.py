@@ -2,9 +2,9 @@
 and environment variables, declared once.
 
 The example DAGs take their Variable names (and defaults) from here, and the README's
-deployment table is generated from :data:`DEPLOYMENT` by ``make docs``: a name typed in one
-place cannot drift from the other. A leaf module: it imports nothing from Airflow, so reading it
-costs nothing at DAG-parse time.
+deployment table (README.md#what-a-deployment-sets) is generated from :data:`DEPLOYMENT` by
+``make docs``: a name typed in one place cannot drift from the other. A leaf module: it imports
+nothing from Airflow, so reading it costs nothing at DAG-parse time.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ DEPLOYMENT: tuple[DeploymentSetting, ...] = (
     DeploymentSetting(
         VAR_STATE_CONN_ID,
         "variable",
-        "the source connection",
+        "`polyv_report_conn_id`, else the source connection",
         False,
         "the SQL connection the sync state and lock tables live in",
         "the state goes to the source database (needs a role that may write there)",
