@@ -132,15 +132,17 @@ DEPLOYMENT: tuple[DeploymentSetting, ...] = (
         "`polyv_report_conn_id`, else the source connection",
         False,
         "the SQL connection the sync state and lock tables live in",
-        "the state goes to the source database (needs a role that may write there)",
+        "the state goes where the report goes (needs a role that may write there)",
     ),
     DeploymentSetting(
         VAR_STATE_DIR,
         "variable",
         "",
         False,
-        "a folder for a file-based sync state instead of a state table (Parquet DAG: the only state)",
-        "the Parquet DAG keeps no state and resends every value on every run",
+        "a folder for a file-based sync state; when set it wins over the state table of the warehouse, "
+        "backfill and partitioned DAGs (the Parquet DAG's only state)",
+        "the Parquet DAG keeps no state and resends every value on every run; the warehouse DAGs use "
+        "their state table",
     ),
     DeploymentSetting(
         VAR_DIFF_IN_WAREHOUSE,
@@ -156,7 +158,8 @@ DEPLOYMENT: tuple[DeploymentSetting, ...] = (
         "config",
         "$AIRFLOW_HOME/polyv_reports, $AIRFLOW_HOME/polyv_validation",
         False,
-        "comma-separated folders the plugin may serve run pages, reports and Data Docs from",
+        "comma-separated folders the plugin may serve run pages, reports and Data Docs from "
+        "(environment: `AIRFLOW__POLYV__SERVED_DIRS`)",
         "the default folders are served; links to files elsewhere answer 404",
     ),
     DeploymentSetting(

@@ -335,10 +335,10 @@ def deployment_table() -> str:
     from polyv_connector.deployment import DEPLOYMENT
 
     rows = [
-        (f"`{s.name}`", s.kind, "**required**" if s.required else "", s.default or "—", s.meaning, s.without)
+        (f"`{s.name}`", s.kind, "**yes**" if s.required else "no", s.default or "—", s.meaning, s.without)
         for s in DEPLOYMENT
     ]
-    return _table(("name", "kind", "", "default", "what it is", "without it"), rows)
+    return _table(("name", "kind", "required", "default", "what it is", "without it"), rows)
 
 
 REGIONS: dict[str, Callable[[], str]] = {
