@@ -141,8 +141,7 @@ DEPLOYMENT: tuple[DeploymentSetting, ...] = (
         False,
         "a folder for a file-based sync state; when set it wins over the state table of the warehouse, "
         "backfill and partitioned DAGs (the Parquet DAG's only state)",
-        "the Parquet DAG keeps no state and resends every value on every run; the warehouse DAGs use "
-        "their state table",
+        "the Parquet DAG keeps no state and resends every value on every run; the warehouse DAGs use their state table",
     ),
     DeploymentSetting(
         VAR_DIFF_IN_WAREHOUSE,
