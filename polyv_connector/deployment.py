@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
+from polyv_connector.model import DEFAULT_BUDGET_RPS, MAX_RPS_CEILING
+
 Kind = Literal["variable", "config", "connection", "environment"]
 
 
@@ -51,8 +53,11 @@ CONN_ALERTS = "polyv_alerts"
 # Airflow config settings (section, key).
 CONFIG_SERVED_DIRS = ("polyv", "served_dirs")
 
-# Environment variables read by the connector itself.
+# Environment variables read by the connector itself (the same names as in runspec.SETTINGS and
+# budget.machine; a test checks they agree).
 ENV_BUDGET_URL = "POLYV_BUDGET_URL"
+ENV_BUDGET_RPS = "POLYV_BUDGET_RPS"
+ENV_RUNTIME_DIR = "POLYV_RUNTIME_DIR"
 
 #: Defaults of the Variables that hold a list, as the DAGs' templates give them.
 DEFAULT_SOURCE_CONN_IDS = [CONN_WAREHOUSE]
@@ -170,6 +175,23 @@ DEPLOYMENT: tuple[DeploymentSetting, ...] = (
         "operator's `budget_conn_id`, a Redis connection)",
         "on Celery or Kubernetes, each worker keeps its own budget and together they can exceed "
         "POLYV's per-IP limit (each task logs a WARNING)",
+    ),
+    DeploymentSetting(
+        ENV_BUDGET_RPS,
+        "environment",
+        f"{DEFAULT_BUDGET_RPS:g}",
+        False,
+        f"the egress IP's total requests per second for POLYV (at most {MAX_RPS_CEILING:g}); set the same "
+        "value on every worker (the operator's `budget_rps` overrides it)",
+        f"{DEFAULT_BUDGET_RPS:g} requests/s; runs that disagree on one budget use the lowest and warn",
+    ),
+    DeploymentSetting(
+        ENV_RUNTIME_DIR,
+        "environment",
+        "/tmp/polyv-connector-<uid>",
+        False,
+        "the folder of the machine-wide budget (a SQLite file shared by every process of the user)",
+        "the default folder; a folder that cannot be written fails the run before sending (exit 2)",
     ),
 )
 
