@@ -331,6 +331,18 @@ def dag_params_table() -> str:
     return _table(("DAG", "param", "default", "meaning"), rows)
 
 
+def connection_extras() -> str:
+    """The ``polyv`` connection's extras: the settings that name one (a per-account default)."""
+    from polyv_connector import runspec
+
+    rows = [
+        (f"`{s.extra}`", _default_text(s.default), f"`{key}`", s.help)
+        for key, s in runspec.SETTINGS.items()
+        if s.extra
+    ]
+    return _table(("extra", "default", "operator argument", "meaning"), rows)
+
+
 def deployment_table() -> str:
     from polyv_connector.deployment import DEPLOYMENT
 
@@ -354,6 +366,7 @@ REGIONS: dict[str, Callable[[], str]] = {
     "report-table": report_table,
     "state-table": state_table,
     "operator-arguments": operator_arguments,
+    "connection-extras": connection_extras,
     "dag-params": dag_params_table,
     "deployment": deployment_table,
 }
