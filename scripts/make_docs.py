@@ -336,9 +336,7 @@ def connection_extras() -> str:
     from polyv_connector import runspec
 
     rows = [
-        (f"`{s.extra}`", _default_text(s.default), f"`{key}`", s.help)
-        for key, s in runspec.SETTINGS.items()
-        if s.extra
+        (f"`{s.extra}`", _default_text(s.default), f"`{key}`", s.help) for key, s in runspec.SETTINGS.items() if s.extra
     ]
     return _table(("extra", "default", "operator argument", "meaning"), rows)
 
