@@ -1,6 +1,8 @@
 """Names in README.md and docs/ exist in the code.
 
 Checked in the prose (tables included; code blocks are tests/docs/test_commands.py's): every
+backticked snake_case or camelCase identifier (arguments, settings, params, columns, summary
+keys) occurs in the code, but for a short list of other systems' names; every
 backticked ``--flag`` is an option of ``polyv-sync`` (any subcommand) or on the short list of
 other tools' flags below; every backticked ``polyv_*`` name occurs in the code (Variables,
 connections, tables, DAG ids, arguments), and one shaped like a DAG id is one; every
@@ -31,6 +33,8 @@ PACKAGE = ROOT / "polyv_connector"
 OTHER_FLAGS = frozenset(
     {"--conf", "--dag-id", "--from-date", "--to-date", "--use-executor", "--check", "--constraint", "--durations"}
 )
+#: Other systems' names the docs mention (GX, Kubernetes, PostgreSQL): not ours to find in the code.
+OTHER_NAMES = frozenset({"partial_unexpected_index_list", "pod_template_file", "search_path"})
 #: Folders whose backticked paths must exist.
 PATH_ROOTS = ("polyv_connector/", "dags/", "scripts/", "tests/", "bench/", "expectations/", "docs/")
 #: Files other branches add (drop once merged): the security guide.
@@ -73,7 +77,13 @@ def _all_options(parser: argparse.ArgumentParser) -> set[str]:
 
 @cache
 def _code_text() -> str:
-    files = [*PACKAGE.rglob("*.py"), *(ROOT / "dags").glob("*.py"), *(ROOT / "scripts").glob("*.py")]
+    files = [
+        *PACKAGE.rglob("*.py"),
+        *(ROOT / "dags").glob("*.py"),
+        *(ROOT / "scripts").glob("*.py"),
+        *(ROOT / "bench").glob("*.py"),
+        *(ROOT / "expectations").glob("*.json"),
+    ]
     return "\n".join(p.read_text(encoding="utf-8") for p in files)
 
 
@@ -144,6 +154,18 @@ def test_polyv_names_exist() -> None:
                 bad.add((p.name, name, "not a DAG id"))
             elif name not in _derived_names() and not re.search(rf"\b{name}\b", _code_text()):
                 bad.add((p.name, name, "not in the code"))
+    assert bad == set()
+
+
+def test_identifiers_exist() -> None:
+    """Every backticked snake_case name (an argument, a setting, a param, a column, a table) and
+    camelCase name (a summary key, a report column) occurs in the code."""
+    bad = set()
+    for p, span in _spans():
+        for name in re.findall(r"^(?:[a-z][a-z0-9]*_[a-z0-9_]+|[a-z]+[A-Z][A-Za-z0-9]*)$", span):
+            known = name in OTHER_NAMES or name in _derived_names()
+            if not known and not re.search(rf"\b{name}\b", _code_text()):
+                bad.add((p.name, name))
     assert bad == set()
 
 
