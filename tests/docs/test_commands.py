@@ -30,7 +30,7 @@ import pytest
 
 from polyv_connector.cli import build_parser
 from scripts.make_docs import dag_params
-from tests.docs.markdown import DOC_FILES, ROOT, SHELL_LANGUAGES, Block, blocks
+from tests.docs.markdown import DOC_FILES, ROOT, SHELL_LANGUAGES, Block, blocks, prose
 
 ENGINES = frozenset({"postgresql", "mysql", "duckdb"})
 #: Programs whose lines are run as written and checked no further.
@@ -181,6 +181,9 @@ def _check(tokens: list[str], dags: dict[str, dict[str, tuple[str, str]]], targe
             raise AssertionError(f"does not parse: {shlex.join(tokens)}") from exc
     elif program == "airflow":
         _check_airflow(tokens, dags)
+    elif program == "pip":
+        unpublished = [t for t in tokens if re.match(r"['\"]?polyv[-_]connector\b", t)]
+        assert not unpublished, "polyv-connector is not on PyPI: install the wheel (make wheel) or a clone"
     elif program == "make":
         for target in tokens[1:]:
             assert target in targets | PENDING_MAKE_TARGETS, f"no make target {target!r}"
@@ -216,6 +219,16 @@ def test_every_sql_block_names_its_engine_or_is_an_illustration() -> None:
     assert bad == [], f"```sql <engine>``` (one of {sorted(ENGINES)}) or <!-- illustration -->: {bad}"
 
 
+def test_no_prose_installs_the_package_by_name() -> None:
+    """The package is not published: a `pip install polyv-connector…` in a sentence fails too."""
+    bad = [
+        (p.name, m.group(0))
+        for p in DOC_FILES
+        for m in re.finditer(r"pip install ['\"]?polyv[-_]connector\b[^`]*", prose(p))
+    ]
+    assert bad == []
+
+
 def test_a_wrong_command_is_caught() -> None:
     dags, targets = dag_params(), _make_targets()
     for wrong in (
@@ -225,6 +238,7 @@ def test_a_wrong_command_is_caught() -> None:
         ["airflow", "dags", "test", "polyv_viewer_sync_warehouse", "-c", '{"source_table": "t; DROP TABLE x"}'],
         ["airflow", "dags", "trigger", "polyv_viewer_sync_partitioned", "--conf", '{"partitions": 0}'],
         ["make", "no-such-target"],
+        ["pip", "install", "polyv-connector[airflow]"],
         ["rm", "-rf", "/"],
     ):
         with pytest.raises(AssertionError):
