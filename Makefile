@@ -22,7 +22,7 @@ comma := ,
 # of setup.cfg's [tool:pytest] exclude the rest of what needs Airflow, PostgreSQL or time.
 FAST_ARGS := -q -p no:cacheprovider --ignore=tests/airflow -m "not airflow and not postgres and not slow" --durations=5
 
-.PHONY: install system-deps demo demo-cli demo-distributed wheel test test-fast lint typecheck check-floors bench clean
+.PHONY: install system-deps docs demo demo-cli demo-distributed wheel test test-fast lint typecheck check-floors bench clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(MAKE) --no-print-directory system-deps
@@ -43,6 +43,11 @@ system-deps:
 	  echo "make install: mysqlclient (the mysql extra) needs the Debian packages: $$missing" >&2; \
 	  echo "  run as root: apt-get install $$missing   (or drop mysql from EXTRAS)" >&2; exit 1; \
 	fi
+
+# The reference tables inside README.md and docs/*.md (marked regions), regenerated from the code;
+# tests/docs fails when a committed file differs from what this writes.
+docs: $(STAMP)
+	$(BIN)/python scripts/make_docs.py
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo_airflow.sh

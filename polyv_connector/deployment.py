@@ -2,9 +2,9 @@
 and environment variables, declared once.
 
 The example DAGs take their Variable names (and defaults) from here, and the README's
-deployment table is generated from :data:`DEPLOYMENT` by ``make docs``: a name typed in one
-place cannot drift from the other. A leaf module: it imports nothing from Airflow, so reading it
-costs nothing at DAG-parse time.
+deployment table (README.md#what-a-deployment-sets) is generated from :data:`DEPLOYMENT` by
+``make docs``: a name typed in one place cannot drift from the other. A leaf module: it imports
+nothing from Airflow, so reading it costs nothing at DAG-parse time.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Literal
+
+from polyv_connector.model import DEFAULT_BUDGET_RPS, MAX_RPS_CEILING
 
 Kind = Literal["variable", "config", "connection", "environment"]
 
@@ -51,8 +53,11 @@ CONN_ALERTS = "polyv_alerts"
 # Airflow config settings (section, key).
 CONFIG_SERVED_DIRS = ("polyv", "served_dirs")
 
-# Environment variables read by the connector itself.
+# Environment variables read by the connector itself (the same names as in runspec.SETTINGS and
+# budget.machine; a test checks they agree).
 ENV_BUDGET_URL = "POLYV_BUDGET_URL"
+ENV_BUDGET_RPS = "POLYV_BUDGET_RPS"
+ENV_RUNTIME_DIR = "POLYV_RUNTIME_DIR"
 
 #: Defaults of the Variables that hold a list, as the DAGs' templates give them.
 DEFAULT_SOURCE_CONN_IDS = [CONN_WAREHOUSE]
@@ -129,18 +134,19 @@ DEPLOYMENT: tuple[DeploymentSetting, ...] = (
     DeploymentSetting(
         VAR_STATE_CONN_ID,
         "variable",
-        "the source connection",
+        "`polyv_report_conn_id`, else the source connection",
         False,
         "the SQL connection the sync state and lock tables live in",
-        "the state goes to the source database (needs a role that may write there)",
+        "the state goes where the report goes (needs a role that may write there)",
     ),
     DeploymentSetting(
         VAR_STATE_DIR,
         "variable",
         "",
         False,
-        "a folder for a file-based sync state instead of a state table (Parquet DAG: the only state)",
-        "the Parquet DAG keeps no state and resends every value on every run",
+        "a folder for a file-based sync state; when set it wins over the state table of the warehouse, "
+        "backfill and partitioned DAGs (the Parquet DAG's only state)",
+        "the Parquet DAG keeps no state and resends every value on every run; the warehouse DAGs use their state table",
     ),
     DeploymentSetting(
         VAR_DIFF_IN_WAREHOUSE,
@@ -156,7 +162,8 @@ DEPLOYMENT: tuple[DeploymentSetting, ...] = (
         "config",
         "$AIRFLOW_HOME/polyv_reports, $AIRFLOW_HOME/polyv_validation",
         False,
-        "comma-separated folders the plugin may serve run pages, reports and Data Docs from",
+        "comma-separated folders the plugin may serve run pages, reports and Data Docs from "
+        "(environment: `AIRFLOW__POLYV__SERVED_DIRS`)",
         "the default folders are served; links to files elsewhere answer 404",
     ),
     DeploymentSetting(
@@ -168,6 +175,23 @@ DEPLOYMENT: tuple[DeploymentSetting, ...] = (
         "operator's `budget_conn_id`, a Redis connection)",
         "on Celery or Kubernetes, each worker keeps its own budget and together they can exceed "
         "POLYV's per-IP limit (each task logs a WARNING)",
+    ),
+    DeploymentSetting(
+        ENV_BUDGET_RPS,
+        "environment",
+        f"{DEFAULT_BUDGET_RPS:g}",
+        False,
+        f"the egress IP's total requests per second for POLYV (at most {MAX_RPS_CEILING:g}); set the same "
+        "value on every worker (the operator's `budget_rps` overrides it)",
+        f"{DEFAULT_BUDGET_RPS:g} requests/s; runs that disagree on one budget use the lowest and warn",
+    ),
+    DeploymentSetting(
+        ENV_RUNTIME_DIR,
+        "environment",
+        "/tmp/polyv-connector-<uid>",
+        False,
+        "the folder of the machine-wide budget (a SQLite file shared by every process of the user)",
+        "the default folder; a folder that cannot be written fails the run before sending (exit 2)",
     ),
 )
 

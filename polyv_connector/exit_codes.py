@@ -1,5 +1,5 @@
 """The one table of exit codes: the CLI returns them, the operator maps them to Airflow errors,
-the README documents them (a test checks the README against this table).
+docs/troubleshooting.md shows them (generated from this table by ``make docs``).
 
 Each code says what the caller should do next, and whether retrying the same run can help.
 """
@@ -127,7 +127,7 @@ def for_error(exc: BaseException) -> ExitCode:
 
 
 def markdown_table() -> str:
-    """The table as the README shows it."""
+    """The table as docs/troubleshooting.md shows it."""
     lines = ["| exit | meaning |", "| --- | --- |"]
     lines += [f"| {e.code} | {e.meaning} |" for e in ALL]
     return "\n".join(lines)

@@ -66,6 +66,44 @@ REPORT_COLUMNS: Final[tuple[str, ...]] = (
 )
 
 
+#: What each report column holds, in :data:`REPORT_COLUMNS` order (the docs' table is generated
+#: from it by ``make docs``; a test keeps the two lists equal).
+REPORT_COLUMN_MEANINGS: Final[dict[str, str]] = {
+    "rowNumber": "0-based position of the source row in the input (repeated for the items of a wide row; "
+    "within the partition's own read for a partition run)",
+    "viewerId": "the viewerId as sent (after the text conversion)",
+    "customFieldId": "the customFieldId as sent",
+    "customFieldValue": "the value as sent (its text form)",
+    "status": "what happened to the item (the statuses below)",
+    "reason": "what to do about it, in words; null when `sent`",
+    "errorCode": "POLYV's error code of the deciding answer, when any",
+    "httpStatus": "the HTTP status of the deciding request, when any",
+    "requestId": "POLYV's requestId, for support",
+    "attempts": "requests that carried this item (retries and split halves included)",
+    "batchId": "`<runId>-<n>`; `.0`/`.1` suffixes mark the halves of a split batch",
+    "runId": "the run",
+    "syncedAt": "when POLYV confirmed or refused it (UTC); the planning time for items not sent",
+    "appId": "the POLYV account (many accounts share one report table)",
+    "reasonCode": "the reason as a stable code (the reason codes); null when `sent`",
+    "partition": "the slice of a partition run; null for a whole run",
+    "partitions": "the number of slices of a partition run; null for a whole run",
+    "airflowRunId": "the DAG run that produced the row (null from the command line)",
+}
+
+#: What each status means (the docs' table is generated from it).
+STATUS_MEANINGS: Final[dict[str, str]] = {
+    "sent": "POLYV confirmed it",
+    "unchanged": "POLYV already holds this value (sync state); not sent",
+    "duplicate": "the same viewerId, field and value appear in an earlier row, which was sent",
+    "rejected": "failed a check or an expectation, or conflicts with another row; never sent",
+    "failed": "POLYV refused the item, or every retry failed; rerun to retry",
+    "in_doubt": "its request was sent but no answer came before the run stopped (a signal, a block, a timeout): "
+    "POLYV may or may not hold it; unsuccessful (exit 1), resent by the next run",
+    "not_attempted": "the run stopped (block, credentials, gate, a signal) before sending it",
+    "dry_run": "would be sent",
+}
+
+
 def report_schema() -> pa.Schema:
     """The Arrow schema of the per-item report (one row per input item)."""
     import pyarrow as pa

@@ -207,8 +207,14 @@ SETTINGS: dict[str, Setting] = {
     s.key: s
     for s in (
         # where rows come from and where the report goes
-        _s("input_path", None, _text, "Parquet file, directory or URL (s3://, gs://, memory://...)", cli="--input"),
-        _s("report_path", None, _text, "where to write the per-item report (Parquet)", cli="--report"),
+        _s(
+            "input_path",
+            None,
+            _text,
+            "Parquet file, directory (files read in name order) or URL (s3://, gs://, any fsspec URL)",
+            cli="--input",
+        ),
+        _s("report_path", None, _text, "the per-item report (Parquet, written atomically)", cli="--report"),
         _s("summary_json", None, _text, "also write the JSON summary to this file", operator=False),
         _s("source_conn_id", None, _text, "Airflow connection of a SQL source (a common-sql DbApiHook)", cli=None),
         _s("source_sql", None, _text, "the query that reads the source rows", cli=None),
@@ -302,19 +308,33 @@ SETTINGS: dict[str, Setting] = {
             "(one request fewer; items naming a field the account lacks are sent, not rejected first)",
         ),
         # the run
-        _s("dry_run", False, _bool, "plan and report, send nothing"),
-        _s("full_refresh", False, _bool, "ignore the state and send everything"),
+        _s("dry_run", False, _bool, "plan and report, send nothing, touch no state"),
+        _s("full_refresh", False, _bool, "ignore the state and send everything (the state is refreshed)"),
         _s("state_dir", None, _text, "keep the sync state here; unchanged items are not resent"),
         _s(
             "state_table",
             "polyv_sync_state",
             _text,
-            "warehouse table of the sync state; empty keeps no state",
+            "warehouse table of the sync state (used without state_dir, on state_conn_id, else "
+            "report_conn_id, else source_conn_id); empty keeps no state",
             cli=None,
             blank_is_off=True,
         ),
-        _s("state_conn_id", None, _text, "connection of the state table", cli=None),
-        _s("diff_in_warehouse", False, _bool, "compute the diff against the state in the warehouse", cli=None),
+        _s(
+            "state_conn_id",
+            None,
+            _text,
+            "connection of the state table (default: report_conn_id, else the source's)",
+            cli=None,
+        ),
+        _s(
+            "diff_in_warehouse",
+            False,
+            _bool,
+            "compute the diff against the state table in the warehouse: only changed rows leave it "
+            "(long form; PostgreSQL, MySQL/MariaDB, DuckDB)",
+            cli=None,
+        ),
         _s(
             "reset_corrupt_state",
             False,

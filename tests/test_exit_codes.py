@@ -1,4 +1,4 @@
-"""The one table of exit codes: every error has one, and the README shows the table as it is."""
+"""The one table of exit codes: every error has one, and the troubleshooting guide shows it as it is."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from polyv_connector.errors import (
     StateError,
 )
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+TROUBLESHOOTING = Path(__file__).resolve().parents[1] / "docs" / "troubleshooting.md"
 
 
 @pytest.mark.parametrize(
@@ -44,8 +44,8 @@ def test_codes_are_unique_and_the_airflow_split_follows_the_contract():
     assert exit_codes.abort_is_retryable("blocked")
 
 
-def test_readme_shows_the_table():
-    assert exit_codes.markdown_table() in README.read_text()
+def test_the_docs_show_the_table():
+    assert exit_codes.markdown_table() in TROUBLESHOOTING.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(

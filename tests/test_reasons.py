@@ -1,5 +1,5 @@
 """Reason codes: every item not sent carries one; the summary counts them and lists the first
-problems; the log groups them; the README shows the vocabulary as the module defines it."""
+problems; the log groups them; the troubleshooting guide shows the vocabulary as the module defines it."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from polyv_connector.sources.parquet import ParquetSource
 from polyv_connector.state import SyncState
 from tests.conftest import APP_ID, APP_SECRET, FAST, FIELDS, read_report, write_items
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+TROUBLESHOOTING = Path(__file__).resolve().parents[1] / "docs" / "troubleshooting.md"
 
 
 def run(tmp_path: Path, creds: Credentials, rows: list, **kw: object):
@@ -44,10 +44,10 @@ def assert_every_unsent_row_has_a_known_code(res, rep: list[dict]) -> None:
     assert res.to_dict()["countsByReason"] == dict(sorted(counted.items()))
 
 
-def test_the_vocabulary_is_unique_and_the_readme_shows_it() -> None:
+def test_the_vocabulary_is_unique_and_the_docs_show_it() -> None:
     assert len(reasons.BY_CODE) == len(reasons.ALL)
     assert all(r.code == r.code.lower() and " " not in r.code for r in reasons.ALL)
-    assert reasons.markdown_table() in README.read_text(encoding="utf-8")
+    assert reasons.markdown_table() in TROUBLESHOOTING.read_text(encoding="utf-8")
 
 
 def test_abort_causes_map_to_codes() -> None:

@@ -9,7 +9,8 @@ exists outside. Only logged-in Airflow users get an answer (the UI's session coo
 bearer token), and only those allowed to read task instances.
 
 The folders must be the workers' report folders as the API server sees them: one machine, or a
-shared mount. For several hosts, write reports to object storage instead (see the README).
+shared mount. For several hosts, write reports to object storage instead (see
+docs/airflow.md#extra-links-and-the-plugin-that-serves-them).
 
 Registered through the entry point ``airflow.plugins`` (setup.cfg).
 """

@@ -17,7 +17,8 @@ Two layers, because neither is enough alone:
   transaction (only a read-only *database*, chosen when it is opened): a DuckDB source relies on
   the parser check and on being opened with ``read_only=True``.
 
-A read-only role for the source connection is the third layer: see the README.
+A read-only role for the source connection is the third layer: see
+docs/warehouses.md#roles-a-read-only-source-connection.
 """
 
 from __future__ import annotations

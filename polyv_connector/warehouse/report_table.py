@@ -188,7 +188,7 @@ class SqlReportTable:
                 # open: the run's rows must stand or fall together (close commits, abort rolls back).
                 self._conn.execute("BEGIN TRANSACTION")
         if self.dialect in ("postgresql", "redshift"):
-            # PostgreSQL text cannot hold NUL: stored escaped (README, The report), so the
+            # PostgreSQL text cannot hold NUL: stored escaped (docs/report.md#text-in-the-report), so the
             # report of items POLYV confirmed can always be written (a psycopg connection is
             # escaped by bulk_insert itself).
             batch = dbapi.escape_nul(batch)

@@ -1,4 +1,4 @@
-"""The text form of every supported Arrow type (README: How values become text)."""
+"""The text form of every supported Arrow type (docs/report.md#how-values-become-text)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 Arrow batches, even after :func:`arrow_column_to_source`, are not what the psycopg path gives.
 
 If a future adbc-driver-postgresql makes these equal, this test fails: then the ADBC path can
-be reconsidered (see the README, "No ADBC read path").
+be reconsidered (see docs/warehouses.md#no-adbc-read-path-yet).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The README's SQL resetting one account of the state table runs as written, on each engine it names."""
+"""The guide's SQL resetting one account of the state table (docs/warehouses.md) runs as written,
+on each engine it names."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from tests.warehouse.support import Warehouse
 
 
 def _reset_sql(engine: str) -> str:
-    """The reset statement of the README's SQL per engine (tests/warehouse/test_readme_sql.py
+    """The reset statement of the guide's SQL per engine (tests/warehouse/test_docs_sql.py
     runs those blocks whole, on DuckDB too)."""
-    from tests.warehouse.test_readme_sql import readme_sql
+    from tests.warehouse.test_docs_sql import docs_sql
 
-    return readme_sql({"PostgreSQL": "postgresql", "MySQL / MariaDB": "mysql"}[engine])[0]
+    return docs_sql({"PostgreSQL": "postgresql", "MySQL / MariaDB": "mysql"}[engine])[0]
 
 
 @pytest.mark.parametrize(
@@ -24,7 +25,7 @@ def _reset_sql(engine: str) -> str:
         pytest.param("MySQL / MariaDB", marks=pytest.mark.mariadb),
     ],
 )
-def test_the_readme_resets_one_account(engine: str, request: pytest.FixtureRequest) -> None:
+def test_the_guide_resets_one_account(engine: str, request: pytest.FixtureRequest) -> None:
     if engine == "PostgreSQL":
         import psycopg
 

@@ -1,0 +1,89 @@
+"""Every key of a run's summary, declared once with what it means.
+
+The summary is what a run hands back: :meth:`polyv_connector.engine.SyncResult.to_dict` (the
+CLI's ``--summary-json``), plus the keys the front ends add (the Airflow operator's XCom adds
+``airflowRunId``, ``reportPath`` and ``runPage``; the CLI adds ``runPage``). ``make docs``
+generates the troubleshooting guide's table from :data:`SUMMARY_KEYS`, and a test checks that
+a real summary holds no key missing here. A leaf module: it imports nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+#: Who puts a key in the summary: every run, only some runs, or one front end.
+Where = Literal["always", "sometimes", "airflow", "cli and airflow"]
+
+
+@dataclass(frozen=True)
+class SummaryKey:
+    """One key of the summary: its name, when it is there, and what it holds."""
+
+    name: str
+    where: Where
+    meaning: str
+
+
+SUMMARY_KEYS: tuple[SummaryKey, ...] = (
+    SummaryKey("runId", "always", "the connector's run id (`<UTC time>-<8 hex>`): the report rows' `runId`"),
+    SummaryKey("appId", "always", "the POLYV account (appId) the run sent to"),
+    SummaryKey(
+        "ok", "always", "`true` when no item is `failed`, `in_doubt` or `not_attempted` and nothing stopped the run"
+    ),
+    SummaryKey(
+        "exitCode",
+        "always",
+        "the run's exit status (the table of exit codes); the CLI exits with it, the operator fails the task on any "
+        "but 0",
+    ),
+    SummaryKey("items", "always", "items planned (a wide row is one item per mapped field)"),
+    SummaryKey("counts", "always", "items per status (every status, 0 included)"),
+    SummaryKey("requestsSent", "always", "save requests sent, retries and split halves included"),
+    SummaryKey("apiRequests", "always", "every HTTP request to POLYV, the preflight field list included"),
+    SummaryKey("requestsPlanned", "always", "save requests the plan needed (what a dry run would have sent)"),
+    SummaryKey("durationSeconds", "always", "the run's wall time"),
+    SummaryKey(
+        "report", "always", "where the report went (file, table, or both; the fallback file when the table failed)"
+    ),
+    SummaryKey("dryRun", "always", "whether this was a dry run"),
+    SummaryKey("aborted", "always", "`null`, or why sending stopped (the message a person reads)"),
+    SummaryKey(
+        "abortCause",
+        "always",
+        "`null`, or what stopped the run as a code: `auth`, `clock`, `endpoint`, `blocked`, `rejected`, "
+        "`unavailable`, `stopped`, `internal`",
+    ),
+    SummaryKey("gateFailures", "always", "the data-quality gates that failed (nothing was sent when any did)"),
+    SummaryKey("countsByReason", "always", "items per `reasonCode` (every item not sent has one)"),
+    SummaryKey(
+        "problems",
+        "always",
+        "the first 20 items rejected, failed, in doubt or not attempted: `rowNumber`, `viewerId`, `reasonCode`, "
+        "`reason` (never the value)",
+    ),
+    SummaryKey(
+        "unchangedInWarehouse",
+        "sometimes",
+        "with `diff_in_warehouse`: rows the database found unchanged (counted here, not listed in the report)",
+    ),
+    SummaryKey("partition", "sometimes", "a partition run: the slice it handled"),
+    SummaryKey("partitions", "sometimes", "a partition run: the number of slices"),
+    SummaryKey(
+        "reportFallback",
+        "sometimes",
+        "the report table could not be written: the Parquet file the whole report went to instead",
+    ),
+    SummaryKey("reportError", "sometimes", "with `reportFallback`: why the report table could not be written"),
+    SummaryKey(
+        "validation",
+        "sometimes",
+        "with a suite: its name and file, success, items rejected, gate failures, each expectation's result, "
+        "the validation JSON and Data Docs paths",
+    ),
+    SummaryKey("airflowRunId", "airflow", "the DAG run's `run_id`"),
+    SummaryKey("reportPath", "airflow", "the Parquet report's absolute path (`null` for a table-only report)"),
+    SummaryKey("runPage", "cli and airflow", "the run page's absolute path (`null` when it could not be written)"),
+)
+
+BY_NAME: dict[str, SummaryKey] = {k.name: k for k in SUMMARY_KEYS}
