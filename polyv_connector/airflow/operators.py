@@ -623,7 +623,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             dag_dir = folders.dag_folder(spec.report_dir, self._dag_id(), spec.label("report_dir"))
             spec = dataclasses.replace(spec, report_dir=dag_dir)
         spec = confine(spec)
-        if spec.report_dir and spec.report_path:
+        # A local report only: an object-store name is the bucket's to guard (no owner file there).
+        if spec.report_dir and spec.report_path and not is_url(spec.report_path):
             ti = context.get("ti")
             map_index = getattr(ti, "map_index", -1)
             writer = folders.Writer(
