@@ -902,10 +902,13 @@ def _failure_message(result: SyncResult) -> str:
         f"in_doubt {counts.get('in_doubt', 0):,}, not_attempted {counts.get('not_attempted', 0):,} "
         f"of {result.items:,}"
     ]
+    from polyv_connector.bounds import ERROR_CHARS, REASON_CHARS, cut
+
+    # Cut: the message goes to the task log, the exception and the notifier's alert.
     if result.aborted:
-        parts.append(f"stopped ({result.abort_cause}): {result.aborted}")
+        parts.append(f"stopped ({result.abort_cause}): {cut(result.aborted, ERROR_CHARS)}")
     if result.gate_failures:
-        parts.append("data-quality gate failed: " + " | ".join(result.gate_failures))
+        parts.append("data-quality gate failed: " + " | ".join(cut(g, REASON_CHARS) for g in result.gate_failures))
     by_reason = sorted(
         ((c, n) for c, n in result.counts_by_reason.items() if c not in _NOT_PROBLEMS),
         key=lambda cn: -cn[1],
