@@ -253,3 +253,45 @@ def test_dotdot_login_is_refused_naming_the_login(sim, monkeypatch, tmp_path):
     )
     assert str(len(PLANTED_SECRET)) not in message
     assert not (tmp_path / "s").exists() and not (tmp_path / "meta.json").exists()
+
+
+@pytest.mark.postgres
+def test_the_fallback_report_lands_in_the_dag_s_folder(
+    sim, polyv_env, pg_schema, pg_warehouse_env, tmp_path, monkeypatch
+):
+    """The report table goes away while the run sends: the engine keeps the report in a Parquet
+    fallback, in this DAG's own folder (served to this DAG's readers only), not a shared one."""
+    import threading
+    import time
+
+    import psycopg
+
+    from polyv_connector.simulator import FaultConfig
+    from tests.airflow.support import PG_DSN
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))
+    sim.set_faults(FaultConfig(latency_s=0.3))
+    table = f"{pg_schema}.polyv_sync_report"
+
+    def drop_while_sending() -> None:
+        deadline = time.monotonic() + 30
+        while not sim.values and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE {table}")  # type: ignore[arg-type]
+
+    dropper = threading.Thread(target=drop_while_sending, daemon=True)
+    dropper.start()
+    summary = _op(
+        input_path=str(SAMPLE),
+        report_table=table,
+        report_conn_id="polyv_warehouse",
+        state_table=None,
+        max_rps=50,
+        batch_size=20,
+    ).execute(_context())
+    dropper.join(timeout=5)
+    fallback = Path(summary["reportFallback"])
+    # Outside a DAG the operator's DAG folder is "dag".
+    assert fallback.parent == tmp_path / "home" / "polyv_reports" / "dag", summary
+    assert pq.read_table(fallback).num_rows == pq.read_metadata(SAMPLE).num_rows
