@@ -9,7 +9,8 @@ Whoever may trigger this DAG chooses its params, so they point only where the DA
 
 * ``report_path`` is a *name* under the report folder (Airflow Variable ``polyv_report_dir``,
   e.g. ``AIRFLOW_VAR_POLYV_REPORT_DIR``, default ``$AIRFLOW_HOME/polyv_reports``): no absolute
-  path, no ``..``. Empty: ``polyv_viewer_sync_parquet/<run>.parquet`` there.
+  path, no ``..``, ending in ``.parquet``; it lands in this DAG's folder there
+  (``polyv_viewer_sync_parquet/<name>``) and may not exist already. Empty: ``<run>.parquet``.
 * ``input_path`` lies under a prefix of the Variable ``polyv_input_prefixes`` (a JSON list of
   folders or URLs; default: the bundled sample's folder).
 * ``expectation_suite_path`` (``default`` for the bundled suite) lies under the package's or the
@@ -40,7 +41,8 @@ INPUT_PREFIXES = [os.path.dirname(SAMPLE)]
 # The bundled suite: package data when installed, expectations/ in a source checkout.
 SUITE_PREFIXES = [str(files("polyv_connector") / "data"), str(Path(__file__).resolve().parents[1] / "expectations")]
 # The per-run default report name: a run id holds ':' and '+', awkward in file names.
-DEFAULT_REPORT = "polyv_viewer_sync_parquet/{{ run_id | replace(':', '') | replace('+', '') }}.parquet"
+# The operator puts it in this DAG's own folder under the report folder.
+DEFAULT_REPORT = "{{ run_id | replace(':', '') | replace('+', '') }}.parquet"
 
 
 def _variable(name: str, default: str) -> str:
@@ -64,8 +66,9 @@ with DAG(
         "report_path": Param(
             None,
             type=["null", "string"],
-            description="report file name under the Variable polyv_report_dir (no absolute path, no '..'); "
-            "empty: <dag>/<run>.parquet (the run page goes next to it, .html)",
+            description="report file name (.parquet) in this DAG's folder under the Variable polyv_report_dir "
+            "(no absolute path, no '..', not an existing file); empty: <run>.parquet (the run page goes next "
+            "to it, .html)",
         ),
         "expectation_suite_path": Param(
             None,

@@ -96,7 +96,8 @@ DEPLOYMENT: tuple[DeploymentSetting, ...] = (
         "variable",
         "$AIRFLOW_HOME/polyv_reports",
         False,
-        "the folder reports and run pages are written under; a trigger names a report only inside it",
+        "the folder reports and run pages are written under, each DAG in `<folder>/<dag_id>/`; a trigger "
+        "names a `.parquet` report only inside its DAG's folder; the plugin serves it without further setting",
         "reports go to the default folder (keep it on storage every worker and the API server share)",
     ),
     DeploymentSetting(
@@ -162,9 +163,10 @@ DEPLOYMENT: tuple[DeploymentSetting, ...] = (
         "config",
         "$AIRFLOW_HOME/polyv_reports, $AIRFLOW_HOME/polyv_validation",
         False,
-        "comma-separated folders the plugin may serve run pages, reports and Data Docs from "
-        "(environment: `AIRFLOW__POLYV__SERVED_DIRS`)",
-        "the default folders are served; links to files elsewhere answer 404",
+        "comma-separated extra folders the plugin may serve run pages, reports and Data Docs from "
+        "(joined by the default folders and `polyv_report_dir`; only `<folder>/<dag_id>/` of a link's DAG; "
+        "environment: `AIRFLOW__POLYV__SERVED_DIRS`)",
+        "the default folders and `polyv_report_dir` are served; links to files elsewhere answer 404",
     ),
     DeploymentSetting(
         ENV_BUDGET_URL,

@@ -305,11 +305,16 @@ def _problems_html(problems: Sequence[Mapping[str, Any]], total: int) -> str:
         )
     if not problems:
         return '<p class="muted" id="problems-none">No rejected, failed, in-doubt or unattempted items.</p>'
+    from polyv_connector.bounds import REASON_CHARS, VIEWER_ID_CHARS, cut
+
     e = html.escape
+    # Cut before escaping: the data decides a viewerId's length, the page's size must not follow.
     rows = "".join(
         "<tr>"
-        f'<td class="n">{e(str(p.get("rowNumber", "")))}</td><td><code>{e(str(p.get("viewerId", "")))}</code></td>'
-        f"<td><code>{e(str(p.get('reasonCode', '')))}</code></td><td>{e(str(p.get('reason', '')))}</td></tr>"
+        f'<td class="n">{e(str(p.get("rowNumber", "")))}</td>'
+        f"<td><code>{e(cut(p.get('viewerId', ''), VIEWER_ID_CHARS))}</code></td>"
+        f"<td><code>{e(str(p.get('reasonCode', '')))}</code></td>"
+        f"<td>{e(cut(p.get('reason', ''), REASON_CHARS))}</td></tr>"
         for p in problems
     )
     more = f'<p class="muted">The first {len(problems)} of {total:,}; the report has them all.</p>'

@@ -244,7 +244,8 @@ SETTINGS: dict[str, Setting] = {
             "report_dir",
             None,
             _text,
-            "the folder reports go to; report_path is then a relative name under it (no absolute path, no '..')",
+            "the folder reports go to; report_path is then a name ending in .parquet, resolved under "
+            "<report_dir>/<dag_id>/ (no absolute path, no '..'; an existing name is refused)",
             cli=None,
         ),
         _s(

@@ -1,7 +1,8 @@
 """A whole Airflow on this machine, started and stopped from Python: the one copy of that code.
 
-:func:`running_stack` starts the api-server, the scheduler and the dag-processor on the repo's
-``dags/`` with their own ``AIRFLOW_HOME`` and a metadata database of their own on the local
+:func:`running_stack` starts the api-server, the scheduler, the dag-processor and the triggerer
+(deferred tasks, such as an approval, need it) on the repo's ``dags/`` with their own
+``AIRFLOW_HOME`` and a metadata database of their own on the local
 PostgreSQL (created, then dropped), and, with ``executor="CeleryExecutor"``, Celery workers as
 separate processes with Redis as the broker. The test suite (``scheduler_stack`` in
 tests/stack.py, the ``distributed`` tests) and ``scripts/demo_distributed.sh`` both use it.
@@ -347,13 +348,16 @@ def running_stack(
     prefix: str = "polyv_af",
     fail: Callable[[str], NoReturn] = _raise,
     keep_home: bool = False,
+    auth_manager: str | None = None,
 ) -> Iterator[AirflowStack]:
-    """api-server + scheduler + dag-processor (+ one Celery worker per name in ``workers`` when
-    ``executor`` is ``CeleryExecutor``) on the repo's dags/, until the block ends.
+    """api-server + scheduler + dag-processor + triggerer (+ one Celery worker per name in
+    ``workers`` when ``executor`` is ``CeleryExecutor``) on the repo's dags/, until the block ends.
 
     Its own AIRFLOW_HOME and metadata DB ``<prefix>_<random>`` on the local PostgreSQL, dropped
     at the end (the home too, unless ``keep_home``). ``extra_env`` goes to every process
-    (connections, Variables, ``POLYV_BUDGET_URL``).
+    (connections, Variables, ``POLYV_BUDGET_URL``). ``auth_manager`` is the class path set as
+    ``[core] auth_manager`` (default: Airflow's SimpleAuthManager); the processes are started one
+    by one, not through ``airflow standalone``, which would force the simple one.
     """
     import psycopg
 
@@ -366,6 +370,8 @@ def running_stack(
     port = free_port()
     api_url = f"http://127.0.0.1:{port}"
     extra = dict(extra_env or {})
+    if auth_manager:
+        extra["AIRFLOW__CORE__AUTH_MANAGER"] = auth_manager
     if celery:
         extra = {**celery_env(db_name, redis_db=redis_db, queue=f"{prefix}_{token}", concurrency=concurrency), **extra}
     env = stack_env(home, db_name, api_url, executor=executor, parallelism=parallelism, extra=extra)
@@ -380,6 +386,7 @@ def running_stack(
             stack.start("api-server", "--port", str(port), "--workers", "1")
             stack.start("scheduler")
             stack.start("dag-processor")
+            stack.start("triggerer")
             for name in workers if celery else ():
                 stack.start(
                     f"worker-{name}",

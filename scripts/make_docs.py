@@ -76,7 +76,7 @@ def cli_options() -> str:
             default = "on (the flag turns it off)"
         else:
             default = _default_text(setting.default)
-        rows.append((flag, default, f"`{setting.env}`" if setting.env else "", setting.help))
+        rows.append((flag, default, f"`{setting.env}`" if setting.env else "", setting.help_for("cli")))
     return _table(("flag", "default", "environment", "meaning"), rows)
 
 
@@ -277,7 +277,7 @@ def operator_arguments() -> str:
         setting = runspec.SETTINGS.get(name)
         if setting is not None:
             shown = _default_text(setting.default)
-            meaning = setting.help
+            meaning = setting.help_for("operator")
             also = ", ".join(
                 x
                 for x in (

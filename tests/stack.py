@@ -38,6 +38,7 @@ from typing import Any
 import pytest
 
 from scripts import airflow_stack
+from tests.dag_readers import AUTH_MANAGER, stack_users
 
 REPO = Path(__file__).resolve().parents[1]
 DAGS = REPO / "dags"
@@ -214,7 +215,10 @@ def _read_run(dag_id: str, logical_date: str, returncode: int, output: str) -> D
 SCHEDULER_PG = airflow_stack.PG
 SCHEDULER_PARALLELISM = 3
 # The processes a scheduler stack runs, each in its own process group (stopped as a group).
-SCHEDULER_PROCESSES = ("api-server", "scheduler", "dag-processor")
+SCHEDULER_PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
+#: Every scheduler stack runs the simple auth manager plus users who may read one DAG each
+#: (tests/auth_manager.py): ``admin`` is unchanged, the per-DAG checks can be tried.
+STACK_AUTH_ENV = {"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": stack_users()}
 SchedulerStack = airflow_stack.AirflowStack
 StackProcessDied = airflow_stack.StackProcessDied
 
@@ -253,7 +257,8 @@ class _StackPool:
         if self.stack is None or key != self.key:
             self.close()
             running = airflow_stack.running_stack(
-                env,
+                {**STACK_AUTH_ENV, **env},
+                auth_manager=AUTH_MANAGER,
                 parallelism=SCHEDULER_PARALLELISM,
                 fail=pytest.fail,
                 keep_home=bool(os.environ.get("POLYV_KEEP_AIRFLOW_HOME")),
@@ -279,7 +284,9 @@ def _scheduler_stacks() -> Iterator[_StackPool]:
 
 @pytest.fixture
 def scheduler_stack(_scheduler_stacks: _StackPool, scheduler_stack_env: dict[str, str]) -> SchedulerStack:
-    """api-server + scheduler (LocalExecutor, parallelism 3) + dag-processor on the repo's dags/.
+    """api-server + scheduler (LocalExecutor, parallelism 3) + dag-processor + triggerer on the
+    repo's dags/, with the auth manager of tests/auth_manager.py (``admin``, and users who may
+    read one DAG each: :data:`tests.dag_readers.DAG_READERS`).
 
     Its own AIRFLOW_HOME (not the SQLite stack's) and metadata DB ``polyv_af_<random>`` on the
     local PostgreSQL, dropped at the end. Started once and shared by the tests of one

@@ -10,8 +10,10 @@ first problem rows, the run page and the report. With ``webhook_conn_id`` naming
 connection (an ``http`` connection: host, optional schema/port, the path in ``endpoint`` or in
 the connection's extra ``endpoint``) it POSTs ``{"text": message, ...}`` there, the shape Slack,
 Mattermost and Teams incoming webhooks take; otherwise, or when that connection is not defined,
-it logs the message. Never the appSecret nor an item's value; the webhook URL (it often holds a
-token) is never logged.
+it logs the message. Never the appSecret nor an item's value: the text is scrubbed of the
+task's POLYV secret as the XCom summary is (the exception's text is quoted too, and Airflow's log
+masker never sees a webhook's body), and viewerIds, reasons and the error are cut to the lengths
+of :mod:`polyv_connector.bounds`. The webhook URL (it often holds a token) is never logged.
 
 Parse-time cost: imports nothing heavy (DAG files import it).
 """
@@ -22,6 +24,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.sdk.bases.notifier import BaseNotifier
+
+from polyv_connector.bounds import ERROR_CHARS, REASON_CHARS, VIEWER_ID_CHARS, cut
+from polyv_connector.transport.redact import scrub_secret
 
 #: Problem rows quoted in a message: enough to see the pattern, short enough for a chat line.
 MAX_PROBLEMS_SHOWN = 5
@@ -43,7 +48,7 @@ def failure_message(summary: Mapping[str, Any] | None, where: Mapping[str, Any])
         head += f" (try {where['try_number']})"
     lines = [head]
     if where.get("error"):
-        lines.append(f"error: {where['error']}")
+        lines.append(f"error: {cut(where['error'], ERROR_CHARS)}")
     if summary:
         counts = summary.get("counts") or {}
         shown = [f"{s} {int(counts[s]):,}" for s in ("sent", *_BAD_STATUSES) if counts.get(s)]
@@ -55,14 +60,13 @@ def failure_message(summary: Mapping[str, Any] | None, where: Mapping[str, Any])
         if by_reason:
             lines.append("by reason: " + ", ".join(f"{c} {n:,}" for c, n in by_reason))
         if summary.get("gateFailures"):
-            lines.append("gate failed: " + " | ".join(str(g) for g in summary["gateFailures"]))
+            lines.append("gate failed: " + " | ".join(cut(g, REASON_CHARS) for g in summary["gateFailures"]))
         if summary.get("aborted"):
-            lines.append(f"stopped ({summary.get('abortCause')}): {summary['aborted']}")
+            lines.append(f"stopped ({summary.get('abortCause')}): {cut(summary['aborted'], ERROR_CHARS)}")
         problems: Sequence[Mapping[str, Any]] = summary.get("problems") or []
         for p in problems[:MAX_PROBLEMS_SHOWN]:
-            lines.append(
-                f"  row {p.get('rowNumber')} viewer {p.get('viewerId')}: {p.get('reasonCode')}: {p.get('reason')}"
-            )
+            viewer, reason = cut(p.get("viewerId"), VIEWER_ID_CHARS), cut(p.get("reason"), REASON_CHARS)
+            lines.append(f"  row {p.get('rowNumber')} viewer {viewer}: {p.get('reasonCode')}: {reason}")
         if summary.get("runPage"):
             lines.append(f"run page: {summary['runPage']}")
         if summary.get("report"):
@@ -95,15 +99,17 @@ class PolyvSyncFailureNotifier(BaseNotifier):
         ti = context.get("ti") or context.get("task_instance")
         summary = _pulled_summary(ti)
         exception = context.get("exception")
+        # Scrubbed before it is cut: a cut could leave a piece of the secret no scrub would find.
+        secret = _polyv_secret(context)
         where = {
             "dag_id": getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", None),
             "task_id": getattr(ti, "task_id", None),
             "run_id": context.get("run_id") or getattr(ti, "run_id", None),
             "try_number": getattr(ti, "try_number", None),
-            "error": str(exception) if exception else None,
+            "error": scrub_secret(str(exception), secret) if exception else None,
             "log_url": getattr(ti, "log_url", None),
         }
-        message = failure_message(summary, where)
+        message: str = scrub_secret(failure_message(summary, where), secret)
         self.last_message = message
         url = self._webhook_url()
         if url is None:
@@ -111,12 +117,15 @@ class PolyvSyncFailureNotifier(BaseNotifier):
             return
         import requests
 
-        payload = {
-            "text": message,
-            "runId": summary.get("runId") if summary else None,
-            "countsByReason": (summary or {}).get("countsByReason") or {},
-            "runPage": (summary or {}).get("runPage"),
-        }
+        payload = scrub_secret(
+            {
+                "text": message,
+                "runId": summary.get("runId") if summary else None,
+                "countsByReason": (summary or {}).get("countsByReason") or {},
+                "runPage": (summary or {}).get("runPage"),
+            },
+            secret,
+        )
         try:
             response = requests.post(url, json=payload, timeout=WEBHOOK_TIMEOUT_S)
         except requests.RequestException as exc:
@@ -157,6 +166,19 @@ def webhook_url(host: str | None, schema: str | None, port: int | None, endpoint
     if endpoint:
         base = base.rstrip("/") + "/" + endpoint.lstrip("/")
     return base
+
+
+def _polyv_secret(context: Any) -> str:
+    """The appSecret of the failed task's POLYV connection ("" when there is none to read)."""
+    conn_id = getattr(context.get("task"), "polyv_conn_id", None)
+    if not isinstance(conn_id, str) or not conn_id:
+        return ""
+    from airflow.sdk import BaseHook
+
+    try:
+        return BaseHook.get_connection(conn_id).password or ""
+    except Exception:  # no such connection: the task could not have read a secret through it
+        return ""
 
 
 def _pulled_summary(ti: Any) -> dict[str, Any] | None:

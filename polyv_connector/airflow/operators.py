@@ -33,6 +33,7 @@ from polyv_connector.errors import ConfigError, InputError, PolyvConnectorError,
 from polyv_connector.jsonsafe import strict_json
 from polyv_connector.model import FIELD_ID, VALUE, VIEWER_ID
 from polyv_connector.paths import check_output_dir, confine, is_url
+from polyv_connector.transport.redact import scrub_secret as _scrub_secret
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -259,8 +260,12 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         if self.report_table and table_conn and not _templated(self.report_table, table_conn):
             outlets.append(report_table_asset(table_conn, self.report_table.strip()))
         if self.report_path and not _templated(self.report_path, self.report_dir or ""):
-            # With report_dir, report_path is a name under it (checked when the task runs).
-            where = os.path.join(self.report_dir.strip(), self.report_path.strip()) if self.report_dir else None
+            # With report_dir, report_path is a name under its DAG folder (checked when the task runs).
+            where = (
+                os.path.join(self.report_dir.strip(), self._dag_id(), self.report_path.strip())
+                if self.report_dir
+                else None
+            )
             outlets.append(report_file_asset(where or self.report_path.strip()))
         if self.has_dag():  # type: ignore[no-untyped-call]
             if not outlets and (self.report_table or self.report_path):
@@ -329,7 +334,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             runspec.check_polyv_conn_id(self.polyv_conn_id, self.allowed_polyv_conn_ids)
             credentials = hook.get_credentials()  # masks the secret before anything else
             # Trigger-time paths held to where the DAG author allows, before anything else.
-            spec = confine(hook.resolve_run(self._given()))
+            spec = self._confine(hook.resolve_run(self._given()), context)
             # The report table and summary name the Airflow run this sync belongs to.
             spec = _with_airflow_run_id(spec, context.get("run_id"))
             self._check_source(spec)
@@ -376,6 +381,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                     client=client,
                     run_id=run_id,
                     stop=self._stop,
+                    # A report the sink could not take lands in this DAG's own folder.
+                    report_fallback_dir=self._dag_report_dir(spec),
                 )
         except PolyvConnectorError as exc:
             raise _airflow_error(exc) from exc
@@ -555,10 +562,10 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             return spec.report_path
         if spec.validation_dir:
             return spec.validation_dir
-        home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+        from polyv_connector.airflow import folders
+
         run = re.sub(r"[^A-Za-z0-9._-]", "_", str(context.get("run_id") or "run"))
-        dag = re.sub(r"[^A-Za-z0-9._-]", "_", self.dag_id if self.has_dag() else "dag")  # type: ignore[no-untyped-call]
-        return os.path.join(home, "polyv_validation", dag, f"{run}.parquet")
+        return os.path.join(folders.dag_folder(folders.default_validation_dir(), self._dag_id()), f"{run}.parquet")
 
     def _validator(self, context: Context, spec: RunSpec) -> Any:
         if not spec.suite_path:
@@ -597,24 +604,61 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             self._lineage["report_path"] = path
         return sinks[0] if len(sinks) == 1 else MultiReport(sinks)
 
+    def _dag_id(self) -> str:
+        return self.dag_id if self.has_dag() else "dag"  # type: ignore[no-untyped-call]
+
+    def _confine(self, spec: RunSpec, context: Context) -> RunSpec:
+        """``spec`` with its trigger-time paths held to where the DAG author allows. With a report
+        folder, the report name must end in ``.parquet``, lands in ``<report folder>/<dag_id>/``
+        and is refused if it exists, unless an earlier try of this task instance wrote it: a
+        trigger cannot name (overwrite, or plant a page in) another DAG's or another run's files."""
+        import dataclasses
+
+        from polyv_connector.airflow import folders
+        from polyv_connector.runpage import page_path_for
+
+        if spec.report_dir:
+            if spec.report_path:
+                folders.check_report_name(spec.report_path, spec.label("report_path"))
+            dag_dir = folders.dag_folder(spec.report_dir, self._dag_id(), spec.label("report_dir"))
+            spec = dataclasses.replace(spec, report_dir=dag_dir)
+        spec = confine(spec)
+        # A local report only: an object-store name is the bucket's to guard (no owner file there).
+        if spec.report_dir and spec.report_path and not is_url(spec.report_path):
+            ti = context.get("ti")
+            map_index = getattr(ti, "map_index", -1)
+            writer = folders.Writer(
+                self._dag_id(),
+                str(context.get("run_id") or ""),
+                self.task_id,
+                map_index if isinstance(map_index, int) else -1,
+            )
+            page = page_path_for(spec.report_path)
+            folders.claim_report_name(spec.report_path, writer, spec.label("report_path"), also=(page,))
+        return spec
+
+    def _dag_report_dir(self, spec: RunSpec) -> str:
+        """This DAG's report folder: ``<report_dir>/<dag_id>`` (``report_dir`` is made per DAG by
+        :meth:`_confine`), else ``$AIRFLOW_HOME/polyv_reports/<dag_id>``."""
+        from polyv_connector.airflow import folders
+
+        return spec.report_dir or folders.dag_folder(folders.default_report_dir(), self._dag_id())
+
     def _run_page_path(self, context: Context, spec: RunSpec) -> str:
         """Next to the Parquet report (``run.parquet`` -> ``run.html``); for a table-only report,
-        ``<report_dir or $AIRFLOW_HOME/polyv_reports>/<dag_id>/<run>__<task>[_<map index>].html``
-        (the plugin's default folder)."""
+        ``<the DAG's report folder>/<run>__<task>[_<map index>].html`` (served by the plugin)."""
         from polyv_connector.runpage import page_path_for
 
         if spec.report_path:
             return page_path_for(spec.report_path)
-        home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-        folder = spec.report_dir or os.path.join(home, "polyv_reports")
+        folder = self._dag_report_dir(spec)
         run = re.sub(r"[^A-Za-z0-9._-]", "_", str(context.get("run_id") or "run"))
-        dag = re.sub(r"[^A-Za-z0-9._-]", "_", self.dag_id if self.has_dag() else "dag")  # type: ignore[no-untyped-call]
         # One page per task instance: a DAG may run several syncs (mapped partitions, tasks).
         ti = context.get("ti")
         map_index = getattr(ti, "map_index", -1)
         task = re.sub(r"[^A-Za-z0-9._-]", "_", self.task_id)
         name = f"{run}__{task}" + (f"_{map_index}" if isinstance(map_index, int) and map_index >= 0 else "")
-        return os.path.join(folder, dag, f"{name}.html")
+        return os.path.join(folder, f"{name}.html")
 
     def _write_run_page(self, result: SyncResult, context: Context, spec: RunSpec) -> str | None:
         """Write the run page; its absolute path, or None when it could not be written (logged:
@@ -847,19 +891,6 @@ def _airflow_error(exc: PolyvConnectorError) -> Exception:
     return AirflowException(message) if code.retryable else AirflowFailException(message)
 
 
-def _scrub_secret(value: Any, secret: str) -> Any:
-    """``value`` (strings, lists, dicts) with every occurrence of ``secret`` replaced."""
-    if not secret:
-        return value
-    if isinstance(value, str):
-        return value.replace(secret, "***")
-    if isinstance(value, dict):
-        return {_scrub_secret(k, secret): _scrub_secret(v, secret) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub_secret(v, secret) for v in value]
-    return value
-
-
 # Reason codes of items that are fine as they are: left out of a failure message.
 _NOT_PROBLEMS = frozenset({"unchanged", "duplicate", "dry_run"})
 
@@ -871,10 +902,13 @@ def _failure_message(result: SyncResult) -> str:
         f"in_doubt {counts.get('in_doubt', 0):,}, not_attempted {counts.get('not_attempted', 0):,} "
         f"of {result.items:,}"
     ]
+    from polyv_connector.bounds import ERROR_CHARS, REASON_CHARS, cut
+
+    # Cut: the message goes to the task log, the exception and the notifier's alert.
     if result.aborted:
-        parts.append(f"stopped ({result.abort_cause}): {result.aborted}")
+        parts.append(f"stopped ({result.abort_cause}): {cut(result.aborted, ERROR_CHARS)}")
     if result.gate_failures:
-        parts.append("data-quality gate failed: " + " | ".join(result.gate_failures))
+        parts.append("data-quality gate failed: " + " | ".join(cut(g, REASON_CHARS) for g in result.gate_failures))
     by_reason = sorted(
         ((c, n) for c, n in result.counts_by_reason.items() if c not in _NOT_PROBLEMS),
         key=lambda cn: -cn[1],

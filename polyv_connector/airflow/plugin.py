@@ -1,15 +1,22 @@
 """The Airflow plugin that serves run pages, reports and Data Docs from the API server.
 
-``GET /polyv/files/<absolute path>`` answers with that file when it lies under one of the
-configured folders (``[polyv] served_dirs``, comma-separated; default
-``$AIRFLOW_HOME/polyv_reports`` and ``$AIRFLOW_HOME/polyv_validation``, the operator's default
-report and validation folders), and 404 otherwise: a path with ``..``, a symlink leading out,
-a folder, or a file anywhere else are all "not found", so the answer says nothing about what
-exists outside. Only logged-in Airflow users get an answer (the UI's session cookie or a
-bearer token), and only those allowed to read task instances.
+One route per task instance and kind, in the shape of Airflow's own task-instance routes
+(:data:`polyv_connector.airflow.links.TASK_FILE_ROUTE`)::
 
-The folders must be the workers' report folders as the API server sees them: one machine, or a
-shared mount. For several hosts, write reports to object storage instead (see
+    GET /polyv/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/{kind}/{subpath}
+
+Access is Airflow's own check on the DAG in the path: ``requires_access_dag("GET",
+DagAccessEntity.TASK_INSTANCE)``, so a user who may read DAG A's task instances gets nothing of
+DAG B, whatever ``?dag_id=`` they add. The file comes from that task instance's summary XCom,
+and is served only from ``<served folder>/<dag_id>/`` with headers that let nothing run on the
+Airflow origin (:mod:`polyv_connector.airflow.served`); anything else is 404, so the answer says
+nothing about what exists elsewhere.
+
+The served folders, read per request (a changed setting needs no restart): ``[polyv]
+served_dirs`` (comma-separated), the operator's default folders (``$AIRFLOW_HOME/polyv_reports``
+and ``$AIRFLOW_HOME/polyv_validation``) and the Variable ``polyv_report_dir`` (the report folder
+the example DAGs write to). They must be the workers' folders as the API server sees them: one
+machine, or a shared mount; for several hosts, write reports to object storage instead (see
 docs/airflow.md#extra-links-and-the-plugin-that-serves-them).
 
 Registered through the entry point ``airflow.plugins`` (setup.cfg).
@@ -17,60 +24,80 @@ Registered through the entry point ``airflow.plugins`` (setup.cfg).
 
 from __future__ import annotations
 
-import mimetypes
-import os
-from collections.abc import Sequence
-from pathlib import Path
+import json
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
 from polyv_connector.airflow.conntest import PolyvConnectionTestMiddleware
-from polyv_connector.airflow.links import FILES_ROUTE, URL_PREFIX
+from polyv_connector.airflow.folders import default_report_dir, default_validation_dir
+from polyv_connector.airflow.links import TASK_FILE_ROUTE, URL_PREFIX
+from polyv_connector.airflow.served import resolve
+from polyv_connector.deployment import CONFIG_SERVED_DIRS, VAR_REPORT_DIR
 
-#: Served as a download rather than shown (a browser cannot show Parquet).
-_DOWNLOAD = {".parquet": "application/vnd.apache.parquet"}
+log = logging.getLogger(__name__)
+
+#: (dag_id, run_id, task_id, map_index) -> that task instance's summary XCom (None: none).
+SummaryLookup = Callable[[str, str, str, int], "dict[str, Any] | None"]
 
 
 def default_served_dirs() -> list[str]:
-    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-    return [os.path.join(home, "polyv_reports"), os.path.join(home, "polyv_validation")]
+    """The operator's default report and validation folders."""
+    return [default_report_dir(), default_validation_dir()]
 
 
 def served_dirs_from_config() -> list[str]:
-    """``[polyv] served_dirs`` (``AIRFLOW__POLYV__SERVED_DIRS``), else the defaults."""
+    """``[polyv] served_dirs`` ∪ the default folders ∪ the Variable ``polyv_report_dir``."""
     from airflow.configuration import conf
 
-    raw = conf.get("polyv", "served_dirs", fallback="") or ""
+    raw = conf.get(*CONFIG_SERVED_DIRS, fallback="") or ""
     dirs = [d.strip() for d in raw.split(",") if d.strip()]
-    return dirs or default_served_dirs()
+    dirs += default_served_dirs()
+    report_dir = _report_dir_variable()
+    if report_dir:
+        dirs.append(report_dir)
+    return list(dict.fromkeys(dirs))
 
 
-def resolve_served_file(requested: str, roots: Sequence[str]) -> Path | None:
-    """The file ``requested`` (an absolute path, leading ``/`` optional) if it lies under one of
-    ``roots`` once every symlink and ``..`` is resolved, and is a regular file; else None."""
-    if "\x00" in requested or not requested.strip("/"):
-        return None
-    candidate = Path("/" + requested.lstrip("/"))
-    if any(part == ".." for part in candidate.parts):
-        return None
+def _report_dir_variable() -> str | None:
     try:
-        real = candidate.resolve(strict=True)
-    except (OSError, RuntimeError):
+        from airflow.models.variable import Variable
+
+        value = Variable.get(VAR_REPORT_DIR, default_var=None)
+    except Exception as exc:  # the metadata DB unreachable: serve from the other folders
+        log.warning("cannot read the Variable %s: %s", VAR_REPORT_DIR, type(exc).__name__)
         return None
-    for root in roots:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def summary_from_xcom(dag_id: str, run_id: str, task_id: str, map_index: int) -> dict[str, Any] | None:
+    """The task instance's ``return_value`` XCom from the metadata DB, when it is a dict."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    query = XComModel.get_many(
+        run_id=run_id, key="return_value", task_ids=task_id, dag_ids=dag_id, map_indexes=map_index, limit=1
+    )
+    with create_session() as session:
+        row: Any = session.scalars(query).first()
+        row = row[0] if isinstance(row, tuple) else row  # as Airflow's own XCom route reads it
+        value = row.value if row is not None else None
+    if isinstance(value, str | bytes):
         try:
-            real_root = Path(root).resolve(strict=True)
-        except (OSError, RuntimeError):
-            continue
-        if real.is_relative_to(real_root) and real != real_root and real.is_file():
-            return real
-    return None
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, dict) else None
 
 
-def create_app(roots: Sequence[str] | None = None, *, authenticate: bool = True) -> Any:
-    """The FastAPI app mounted at ``/polyv``. ``roots`` default to the configuration, read per
-    request (so a changed setting needs no restart); ``authenticate=False`` for unit tests."""
+def create_app(
+    roots: Sequence[str] | None = None, *, summaries: SummaryLookup | None = None, authenticate: bool = True
+) -> Any:
+    """The FastAPI app mounted at ``/polyv``. ``roots`` default to the served folders and
+    ``summaries`` to the metadata DB's XComs, both read per request; ``authenticate=False``
+    for unit tests."""
     from fastapi import Depends, FastAPI, HTTPException
     from fastapi.responses import FileResponse
 
@@ -79,26 +106,27 @@ def create_app(roots: Sequence[str] | None = None, *, authenticate: bool = True)
         from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
         from airflow.api_fastapi.core_api.security import requires_access_dag
 
-        # Reading a report is reading task results: the permission to read task instances
-        # (of every DAG: the path does not tell which DAG a file belongs to).
+        # The DAG id comes from the path: Airflow reads the query string only when the path has
+        # none, so "?dag_id=" changes nothing here.
         dependencies.append(Depends(requires_access_dag("GET", DagAccessEntity.TASK_INSTANCE)))
+    lookup = summaries or summary_from_xcom
 
     app = FastAPI(title="POLYV run pages", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.get(FILES_ROUTE + "/{requested:path}", dependencies=dependencies)
-    def serve(requested: str) -> FileResponse:
-        path = resolve_served_file(requested, roots if roots is not None else served_dirs_from_config())
-        if path is None:
+    @app.get(TASK_FILE_ROUTE, dependencies=dependencies)
+    def serve(dag_id: str, run_id: str, task_id: str, map_index: int, kind: str, subpath: str) -> FileResponse:
+        # "~" means "every DAG" to Airflow's access check: never a task instance of ours.
+        if dag_id == "~" or map_index < -1:
             raise HTTPException(status_code=404, detail="not found")
-        suffix = path.suffix.lower()
-        if suffix in _DOWNLOAD:
-            return FileResponse(path, media_type=_DOWNLOAD[suffix], filename=path.name)
-        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        headers = {"X-Content-Type-Options": "nosniff"}
-        if media == "text/html":
-            # Our page loads nothing; GX's Data Docs load their CSS/JS from CDNs: no tighter here.
-            headers["Cache-Control"] = "no-cache"
-        return FileResponse(path, media_type=media, headers=headers)
+        summary = lookup(dag_id, run_id, task_id, map_index)
+        served = resolve(summary, kind, subpath, dag_id, roots if roots is not None else served_dirs_from_config())
+        if served is None:
+            raise HTTPException(status_code=404, detail="not found")
+        if served.download_name is not None:
+            return FileResponse(
+                served.path, media_type=served.media_type, headers=served.headers, filename=served.download_name
+            )
+        return FileResponse(served.path, media_type=served.media_type, headers=served.headers)
 
     return app
 

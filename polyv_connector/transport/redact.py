@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from typing import Any
 
 #: urllib3 loggers whose records can hold a request URL (request lines, retries, redirects).
 URL_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry", "urllib3.poolmanager")
@@ -49,3 +50,17 @@ def install_log_redaction(*, quiet: bool = True) -> None:
                 logger.addFilter(_FILTER)
     if quiet:
         logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def scrub_secret(value: Any, secret: str) -> Any:
+    """``value`` (strings, lists, dicts, nested) with every occurrence of ``secret`` replaced by
+    ``***``: the XCom summary, failure messages and alerts pass through it."""
+    if not secret:
+        return value
+    if isinstance(value, str):
+        return value.replace(secret, "***")
+    if isinstance(value, dict):
+        return {scrub_secret(k, secret): scrub_secret(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_secret(v, secret) for v in value]
+    return value

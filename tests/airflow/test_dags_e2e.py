@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 import pyarrow.parquet as pq
 import pytest
@@ -48,13 +49,20 @@ def _stored(sim) -> dict[tuple[str, str], str]:
     return {(v, f): value for (app, v, f), value in sim.values.items() if app == APP_ID}
 
 
+def _ti_url(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
+    """Where the plugin serves a task instance's files (its extra links start so)."""
+    return f"/polyv/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/{map_index}"
+
+
 def _assert_success(run) -> None:
     assert run.returncode == 0 and run.state == "success", run.output[-5000:]
 
 
 def test_parquet_dag_on_the_bundled_sample(run_dag, sim, tmp_path):
-    report = tmp_path / "report.parquet"
-    # report_path is a name under the Variable polyv_report_dir (a trigger cannot aim it elsewhere).
+    # report_path is a name in the DAG's folder under the Variable polyv_report_dir (a trigger
+    # cannot aim it elsewhere).
+    folder = tmp_path / "polyv_viewer_sync_parquet"
+    report = folder / "report.parquet"
     run = run_dag(
         "polyv_viewer_sync_parquet",
         "2025-03-02",
@@ -66,16 +74,17 @@ def test_parquet_dag_on_the_bundled_sample(run_dag, sim, tmp_path):
     assert summary["ok"] is True and summary["counts"]["sent"] == 400 and summary["report"] == str(report)
     assert summary["airflowRunId"] == run.run_id
     # The run page next to the report, absolute paths in the XCom, and the extra links' XComs.
-    assert summary["reportPath"] == str(report) and summary["runPage"] == str(tmp_path / "report.html")
-    page = (tmp_path / "report.html").read_text()
+    assert summary["reportPath"] == str(report) and summary["runPage"] == str(folder / "report.html")
+    page = (folder / "report.html").read_text()
     assert 'data-count="sent"><b>400</b>' in page and 'href="report.parquet"' in page
-    assert f"report: {report}" in run.log_text() and f"run page: {tmp_path / 'report.html'}" in run.log_text()
+    assert f"report: {report}" in run.log_text() and f"run page: {folder / 'report.html'}" in run.log_text()
     with sqlite3.connect(AIRFLOW_HOME / "airflow.db") as db:
         links = dict(
             db.execute("SELECT key, value FROM xcom WHERE run_id = ? AND key LIKE '_link_%'", (run.run_id,)).fetchall()
         )
-    assert json.loads(links["_link_RunPageLink"]) == "/polyv/files" + str(tmp_path / "report.html")
-    assert json.loads(links["_link_ReportLink"]) == "/polyv/files" + str(report)
+    ti = _ti_url("polyv_viewer_sync_parquet", run.run_id, "sync_viewer_fields")
+    assert json.loads(links["_link_RunPageLink"]) == f"{ti}/run-page/report.html"
+    assert json.loads(links["_link_ReportLink"]) == f"{ti}/report/report.parquet"
     assert json.loads(links["_link_DataDocsLink"]) == ""  # no suite, no Data Docs
     stored = _stored(sim)
     assert len(stored) == 400 and stored[("viewer-0002", "VIP_LEVEL")] == "钻石会员"
@@ -108,7 +117,7 @@ def test_parquet_dag_with_the_bundled_suite_links_its_data_docs(run_dag, sim, tm
     summary = run.xcom
     assert summary and summary["validation"]["suite"], run.output[-3000:]
     docs = summary["validation"]["dataDocsPage"]
-    assert Path(docs).is_file() and Path(docs).is_relative_to(tmp_path / "suite")
+    assert Path(docs).is_file() and Path(docs).is_relative_to(tmp_path / "polyv_viewer_sync_parquet" / "suite")
     page = Path(summary["runPage"]).read_text(encoding="utf-8")
     assert 'id="expectations"' in page and summary["validation"]["expectations"][0]["type"] in page
     assert 'id="link-data-docs" href="run.data_docs/' in page
@@ -116,7 +125,9 @@ def test_parquet_dag_with_the_bundled_suite_links_its_data_docs(run_dag, sim, tm
         (link,) = db.execute(
             "SELECT value FROM xcom WHERE run_id = ? AND key = '_link_DataDocsLink'", (run.run_id,)
         ).fetchone()
-    assert json.loads(link) == "/polyv/files" + docs
+    ti = _ti_url("polyv_viewer_sync_parquet", run.run_id, "sync_viewer_fields")
+    site = Path(summary["validation"]["dataDocs"]).parent
+    assert json.loads(link) == f"{ti}/data-docs/{Path(docs).relative_to(site).as_posix()}"
 
 
 @pytest.mark.postgres
@@ -188,7 +199,7 @@ def test_a_trigger_cannot_aim_the_report_outside_the_report_dir(run_dag, sim, tm
 
 def test_refused_credentials_fail_the_run_after_the_report(run_dag, sim, tmp_path):
     wrong = "WRONG-planted-s3cr3t-e2e-0b9d"
-    report = tmp_path / "report.parquet"
+    report = tmp_path / "polyv_viewer_sync_parquet" / "report.parquet"
     run = run_dag(
         "polyv_viewer_sync_parquet",
         "2025-03-05",
@@ -291,7 +302,7 @@ def test_execution_timeout_fails_the_task_after_writing_the_whole_report(run_dag
         ),
         src,
     )
-    report = tmp_path / "report.parquet"
+    report = tmp_path / "polyv_viewer_sync_parquet" / "report.parquet"
     env = {
         "AIRFLOW_CONN_POLYV_DEFAULT": conn_json(sim.base_url, batch_size=10, concurrency=2),
         "AIRFLOW__CORE__DEFAULT_TASK_EXECUTION_TIMEOUT": "10",

@@ -103,6 +103,38 @@ def test_posts_to_the_webhook_connection(webhook, monkeypatch):
     assert post["json"]["text"] == notifier.last_message
 
 
+def test_the_alert_is_scrubbed_of_the_secret_and_cut(webhook, monkeypatch):
+    """The exception's text reaches the webhook, which Airflow's log masker never sees: the
+    task's POLYV secret is scrubbed from it, and hostile viewerIds, reasons and errors are cut."""
+    from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
+    from polyv_connector.bounds import ERROR_CHARS, REASON_CHARS, VIEWER_ID_CHARS
+
+    url, received = webhook
+    monkeypatch.setenv("AIRFLOW_CONN_POLYV_ALERTS", json.dumps({"conn_type": "http", "host": url}))
+    monkeypatch.setenv("AIRFLOW_CONN_POLYV_DEFAULT", conn_json("http://127.0.0.1:9"))
+
+    class Task:
+        polyv_conn_id = "polyv_default"
+
+    long_viewer, long_reason = "v" * 50_000, "POLYV said: " + "r" * 50_000
+    summary = {
+        **SUMMARY,
+        "problems": [{"rowNumber": 1, "viewerId": long_viewer, "reasonCode": "polyv_rejected", "reason": long_reason}],
+        "aborted": f"stopped with {PLANTED_SECRET}",
+    }
+    # The secret straddling the cut point: scrubbed before cutting, no piece of it is left.
+    error = RuntimeError("x" * (ERROR_CHARS - 10) + PLANTED_SECRET + " and " + PLANTED_SECRET)
+    notifier = PolyvSyncFailureNotifier("polyv_alerts")
+    notifier({"ti": FakeTI(summary), "task": Task(), "run_id": "manual__1", "exception": error})
+    [post] = received
+    sent = json.dumps(post["json"])
+    assert PLANTED_SECRET not in sent and PLANTED_SECRET[:8] not in sent
+    text = post["json"]["text"]
+    assert "v" * VIEWER_ID_CHARS not in text and "v" * (VIEWER_ID_CHARS - 1) + "…" in text
+    assert "r" * REASON_CHARS not in text
+    assert len(text) < ERROR_CHARS * 3
+
+
 def test_without_a_connection_the_alert_is_logged(capsys):
     from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
 

@@ -59,15 +59,33 @@ def _refused(sim: Any, match: str, **kwargs: Any) -> str:
 
 @pytest.mark.parametrize(
     "name",
-    ["/etc/passwd", "../escape.parquet", "a/../../escape.parquet", "~/x.parquet", "s3://b/k.parquet", "a\\..\\b"],
+    [
+        "/etc/passwd",
+        "../escape.parquet",
+        "a/../../escape.parquet",
+        "~/x.parquet",
+        "s3://b/k.parquet",
+        "https://evil.example/k.parquet",
+        "a\\..\\b.parquet",
+        "x\x00.parquet",
+        # Another DAG's folder: out of this DAG's folder only through "..".
+        "../polyv_viewer_sync_warehouse/manual__1__sync_viewer_fields.parquet",
+        # Not a report: a browser would run these.
+        "evil.html",
+        "x.svg",
+        "polyv_viewer_sync_warehouse/run__sync_viewer_fields.html",
+        "x.parquet.html",
+        "folder.parquet/",
+    ],
 )
-def test_report_path_must_be_a_name_under_report_dir(sim, polyv_env, tmp_path, name):
+def test_report_path_must_be_a_parquet_name_under_the_dag_folder(sim, polyv_env, tmp_path, name):
     reports = tmp_path / "reports"
     _refused(sim, "report_path", input_path=str(SAMPLE), report_path=name, report_dir=str(reports))
     assert not (tmp_path / "escape.parquet").exists()
+    assert not any(p.suffix in (".html", ".svg") for p in tmp_path.rglob("*"))
 
 
-def test_report_name_lands_under_report_dir(sim, polyv_env, tmp_path):
+def test_report_name_lands_in_the_dag_folder_under_report_dir(sim, polyv_env, tmp_path):
     reports = tmp_path / "reports"
     src = _input(tmp_path)
     summary = _op(
@@ -76,9 +94,38 @@ def test_report_name_lands_under_report_dir(sim, polyv_env, tmp_path):
         report_dir=str(reports),
         allowed_input_prefixes=json.dumps([str(src.parent)]),
     ).execute(_context())
-    assert summary["ok"] is True and summary["report"] == str(reports / "nightly" / "run-1.parquet")
-    assert (reports / "nightly" / "run-1.parquet").is_file()
+    # The operator runs outside a DAG here: its DAG folder is "dag".
+    where = reports / "dag" / "nightly" / "run-1.parquet"
+    assert summary["ok"] is True and summary["report"] == str(where)
+    assert where.is_file() and summary["runPage"] == str(where.with_suffix(".html"))
     assert (APP_ID, "a", "PAY_STATUS") in sim.values
+
+
+def test_an_existing_report_name_is_refused_unless_this_task_instance_wrote_it(sim, polyv_env, tmp_path):
+    """Another run's (or a file planted before) report cannot be overwritten by naming it; a
+    retry of the same task instance may write its own report again."""
+    reports = tmp_path / "reports"
+    src = _input(tmp_path)
+    args = {
+        "input_path": str(src),
+        "report_path": "mine.parquet",
+        "report_dir": str(reports),
+        "allowed_input_prefixes": json.dumps([str(src.parent)]),
+    }
+    first = _op(**args).execute(_context())
+    assert first["ok"] is True
+    again = _op(**args).execute(_context())  # the same run and task: a retry
+    assert again["ok"] is True
+    other_run = {**_context(), "run_id": "manual__other"}
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="exists already"):
+        _op(**args).execute(other_run)
+    planted = reports / "dag" / "planted.parquet"
+    planted.write_bytes(b"PAR1")
+    with pytest.raises(AirflowFailException, match="exists already"):
+        _op(**{**args, "report_path": "planted.parquet"}).execute(_context())
+    assert planted.read_bytes() == b"PAR1"
 
 
 @pytest.mark.parametrize(
@@ -206,3 +253,45 @@ def test_dotdot_login_is_refused_naming_the_login(sim, monkeypatch, tmp_path):
     )
     assert str(len(PLANTED_SECRET)) not in message
     assert not (tmp_path / "s").exists() and not (tmp_path / "meta.json").exists()
+
+
+@pytest.mark.postgres
+def test_the_fallback_report_lands_in_the_dag_s_folder(
+    sim, polyv_env, pg_schema, pg_warehouse_env, tmp_path, monkeypatch
+):
+    """The report table goes away while the run sends: the engine keeps the report in a Parquet
+    fallback, in this DAG's own folder (served to this DAG's readers only), not a shared one."""
+    import threading
+    import time
+
+    import psycopg
+
+    from polyv_connector.simulator import FaultConfig
+    from tests.airflow.support import PG_DSN
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))
+    sim.set_faults(FaultConfig(latency_s=0.3))
+    table = f"{pg_schema}.polyv_sync_report"
+
+    def drop_while_sending() -> None:
+        deadline = time.monotonic() + 30
+        while not sim.values and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE {table}")  # type: ignore[arg-type]
+
+    dropper = threading.Thread(target=drop_while_sending, daemon=True)
+    dropper.start()
+    summary = _op(
+        input_path=str(SAMPLE),
+        report_table=table,
+        report_conn_id="polyv_warehouse",
+        state_table=None,
+        max_rps=50,
+        batch_size=20,
+    ).execute(_context())
+    dropper.join(timeout=5)
+    fallback = Path(summary["reportFallback"])
+    # Outside a DAG the operator's DAG folder is "dag".
+    assert fallback.parent == tmp_path / "home" / "polyv_reports" / "dag", summary
+    assert pq.read_table(fallback).num_rows == pq.read_metadata(SAMPLE).num_rows

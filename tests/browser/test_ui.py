@@ -141,7 +141,10 @@ def test_every_example_dag_triggers_from_the_ui_and_shows_its_run_page(
         assert str(summary["runPage"]).startswith(str(stack.home / "polyv_reports" / dag_id))
 
         _open_run_page(browser, api, dag_id, run_id, task_id, artifacts)
-        assert browser.current_url.startswith(f"{api}/polyv/files/")
+        # Served per task instance (the plugin checks this DAG's permission, finds the file
+        # in this task instance's summary).
+        ti_path = f"{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/{0 if dag_id in MAPPED else -1}"
+        assert browser.current_url.startswith(f"{api}/polyv/dags/{ti_path}/run-page/"), browser.current_url
         shown = _shown_counts(browser)
         assert shown["items"] == summary["items"]
         for status, n in summary["counts"].items():

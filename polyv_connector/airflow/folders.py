@@ -1,0 +1,110 @@
+"""Where the operator writes, per DAG, and who may write a report name again.
+
+* Every DAG writes under ``<report folder>/<dag_id>/`` (run pages, reports named at trigger
+  time, the engine's fallback report) and ``$AIRFLOW_HOME/polyv_validation/<dag_id>/``: the
+  plugin serves a DAG's files only from its own folders, so one DAG's trigger can neither
+  overwrite nor expose another DAG's files.
+* A report name given under a report folder must end in ``.parquet`` (nothing a browser would
+  run), and a name that already exists is refused unless an earlier try of the same task
+  instance wrote it: a hidden owner file next to the report records which task instance did.
+
+Cheap to import (the plugin and the operator module import it); nothing here imports Airflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Final
+
+from polyv_connector.errors import ConfigError
+
+#: The operator's default report and validation folders, under ``$AIRFLOW_HOME``.
+REPORTS_FOLDER: Final = "polyv_reports"
+VALIDATION_FOLDER: Final = "polyv_validation"
+#: The only suffix a report name given at trigger time may have.
+REPORT_SUFFIX: Final = ".parquet"
+
+
+def airflow_home() -> str:
+    return os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+
+
+def default_report_dir() -> str:
+    return os.path.join(airflow_home(), REPORTS_FOLDER)
+
+
+def default_validation_dir() -> str:
+    return os.path.join(airflow_home(), VALIDATION_FOLDER)
+
+
+def dag_folder_name(dag_id: str) -> str | None:
+    """``dag_id`` as a folder name (Airflow allows letters, digits, ``_.-``), None for one that
+    is no single folder name (``.``, ``..``, a separator, NUL)."""
+    if not dag_id or dag_id in (".", "..") or any(c in dag_id for c in "/\\\x00"):
+        return None
+    return dag_id
+
+
+def dag_folder(root: str, dag_id: str, setting: str = "report_dir") -> str:
+    """``root/<dag_id>``: the DAG's own folder under a report or validation folder."""
+    name = dag_folder_name(dag_id)
+    if name is None:
+        raise ConfigError(setting, f"the DAG id {dag_id!r} cannot name a folder")
+    return os.path.join(root, name)
+
+
+def check_report_name(name: str, setting: str) -> None:
+    """Refuse a report name that does not end in ``.parquet`` (``evil.html``, ``x.svg``)."""
+    if not name.lower().endswith(REPORT_SUFFIX) or name.endswith("/"):
+        raise ConfigError(setting, f"a report name must end in {REPORT_SUFFIX}: {name!r}")
+
+
+@dataclass(frozen=True)
+class Writer:
+    """The task instance writing a report (its tries share the report's name)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int = -1
+
+
+def owner_file(report_path: str) -> Path:
+    """The hidden file naming the task instance that wrote ``report_path`` (a leading dot: Arrow
+    datasets and most readers skip it when they read the folder)."""
+    path = Path(report_path)
+    return path.with_name(f".{path.name}.owner")
+
+
+def _owner(marker: Path) -> Writer | None:
+    try:
+        raw = json.loads(marker.read_text(encoding="utf-8"))
+        return Writer(str(raw["dag_id"]), str(raw["run_id"]), str(raw["task_id"]), int(raw["map_index"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def claim_report_name(report_path: str, writer: Writer, setting: str, *, also: tuple[str, ...] = ()) -> None:
+    """Record ``writer`` as the owner of ``report_path``; refuse it when the report (or one of the
+    files ``also`` names, such as its run page) exists and was not written by ``writer``."""
+    marker = owner_file(report_path)
+    owner = _owner(marker) if marker.exists() else None
+    if owner is not None and owner != writer:
+        raise ConfigError(setting, f"{os.path.basename(report_path)!r} exists already (another run wrote it)")
+    if owner is None and any(os.path.lexists(p) for p in (report_path, *also)):
+        raise ConfigError(setting, f"{os.path.basename(report_path)!r} exists already; choose another name")
+    if owner == writer:
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: of two runs claiming one new name at once, exactly one wins.
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if _owner(marker) != writer:
+            raise ConfigError(setting, f"{os.path.basename(report_path)!r} is being written by another run") from None
+        return
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(asdict(writer), f)
