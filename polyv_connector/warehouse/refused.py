@@ -91,8 +91,8 @@ def refusal(statement: Any, dialect: str | None) -> str | None:
         if isinstance(node, exp.PropertyEQ) and isinstance(node.this, exp.Parameter | exp.SessionParameter):
             return f"a user variable assignment ({node.sql(dialect=dialect)[:80]})"
         if isinstance(node, exp.Func):
-            if isinstance(node, exp.Anonymous) and not _PLAIN_NAME.fullmatch(str(node.this)):
-                return f"a function whose name is not a plain identifier ({str(node.this)[:80]!r})"
+            if isinstance(node, exp.Anonymous) and not _PLAIN_NAME.fullmatch(node.name):
+                return f"a function whose name is not a plain identifier ({node.name[:80]!r})"
             for name in _names(node, dialect):
                 if any(fnmatchcase(name.lower(), p) for p in patterns):
                     return f"the function {name.lower()}() (it reaches outside the query's data)"
@@ -119,7 +119,7 @@ def _names(node: Any, dialect: str | None) -> list[str]:
     from sqlglot import exp
 
     if isinstance(node, exp.Anonymous):
-        return [str(node.this)]
+        return [node.name]
     names = [str(n) for n in node.sql_names()]
     written = node.sql(dialect=dialect).split("(", 1)[0].strip().strip('"`')
     if written and _PLAIN_NAME.fullmatch(written):
