@@ -32,13 +32,13 @@ REFUSED = [
     ("postgres", "SELECT query_to_xml_and_xmlschema('SELECT 1', true, true, '')", "query_to_xml_and_xmlschema()"),
     # known bypasses: schema-qualified, quoted, mixed case, a function in a subquery or a CTE
     ("postgres", "SELECT pg_catalog.pg_read_file('/etc/passwd')", "pg_read_file()"),
-    ("postgres", 'SELECT pg_catalog."pg_read_file"(\'/etc/passwd\')', "pg_read_file()"),
+    ("postgres", "SELECT pg_catalog.\"pg_read_file\"('/etc/passwd')", "pg_read_file()"),
     ("postgres", "SELECT PG_Read_File('/etc/passwd')", "pg_read_file()"),
     ("postgres", "WITH x AS (SELECT pg_sleep(5) AS s) SELECT * FROM x", "pg_sleep()"),
     ("postgres", "SELECT a FROM t WHERE a IN (SELECT pg_ls_dir('.'))", "pg_ls_dir()"),
     ("postgres", "SELECT * FROM ROWS FROM (pg_ls_dir('.')) AS d", "pg_ls_dir()"),
     # U&"..." spells any name with escapes: a function name must be a plain identifier
-    ("postgres", 'SELECT U&"pg\\0072ead_file"(\'/etc/passwd\')', "not a plain identifier"),
+    ("postgres", "SELECT U&\"pg\\0072ead_file\"('/etc/passwd')", "not a plain identifier"),
     ("mysql", "SELECT LOAD_FILE('/etc/passwd')", "load_file()"),
     ("mysql", "SELECT SLEEP(5)", "sleep()"),
     ("mysql", "SELECT `sleep`(5)", "sleep()"),
