@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ import pytest
 
 from polyv_connector import exit_codes
 from polyv_connector.errors import ConfigError, InputError
-from tests.airflow.support import APP_ID, FIELDS, PG_DSN, PG_URI, PLANTED_SECRET, conn_json, in_ci, pg_exec, pg_rows
+from tests.airflow.support import APP_ID, FIELDS, PG_URI, PLANTED_SECRET, conn_json, pg_exec, pg_rows
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
 
@@ -142,20 +141,10 @@ def corpus_sim() -> Iterator[Any]:
 
 
 @pytest.fixture
-def warehouse(corpus_sim: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def warehouse(corpus_sim: Any, monkeypatch: pytest.MonkeyPatch, pg_schema: str) -> str:
     """A throwaway schema with the source rows and a victim (a table, a sequence, a function and
     a procedure that write); the connections of the operator in the environment."""
-    import psycopg
-
-    try:
-        with psycopg.connect(PG_DSN, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        if in_ci():
-            pytest.fail(f"PostgreSQL is required in CI and not reachable at {PG_DSN!r}: {exc}")
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    s = f"polyv_hostile_{uuid.uuid4().hex[:10]}"
-    pg_exec(f"CREATE SCHEMA {s}")
+    s = pg_schema
     pg_exec(f"CREATE TABLE {s}.attrs (viewer_id text, custom_field_id text, custom_field_value text)")
     pg_exec(f"INSERT INTO {s}.attrs VALUES ('v1', 'PAY_STATUS', 'a'), ('v2', 'PAY_STATUS', 'b')")
     pg_exec(f"CREATE TABLE {s}.victim (n int)")
@@ -166,10 +155,7 @@ def warehouse(corpus_sim: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
     corpus_sim.reset()
     monkeypatch.setenv("AIRFLOW_CONN_POLYV_DEFAULT", conn_json(corpus_sim.base_url))
     monkeypatch.setenv("AIRFLOW_CONN_POLYV_WAREHOUSE", PG_URI)
-    try:
-        yield s
-    finally:
-        pg_exec(f"DROP SCHEMA IF EXISTS {s} CASCADE")
+    return s
 
 
 class _TI:
@@ -308,32 +294,19 @@ def engine_warehouse(
         monkeypatch.setenv("AIRFLOW_CONN_POLYV_DUCKDB", json.dumps({"conn_type": "duckdb", "host": path}))
         yield "polyv_duckdb", lambda: duckdb.connect(path)
         return
-    from tests.warehouse.support import mysql_connect
+    from tests.services import mysql_connect
 
-    try:
-        mysql_connect().close()
-    except Exception as exc:
-        if in_ci():
-            pytest.fail(f"MariaDB is required in CI and not reachable: {exc}")
-        pytest.skip(f"MariaDB not reachable: {exc}")
-    name = f"polyv_hostile_{uuid.uuid4().hex[:10]}"
-    conn = mysql_connect()
+    name = request.getfixturevalue("mysql_db")
+    conn = mysql_connect(name)
     with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-        cur.execute(f"CREATE TABLE {name}.attrs (uid VARCHAR(32), field VARCHAR(32), val VARCHAR(64))")
-        cur.execute(f"INSERT INTO {name}.attrs VALUES ('u1', 'PAY_STATUS', 'a'), ('u2', 'PAY_STATUS', 'b')")
+        cur.execute("CREATE TABLE attrs (uid VARCHAR(32), field VARCHAR(32), val VARCHAR(64))")
+        cur.execute("INSERT INTO attrs VALUES ('u1', 'PAY_STATUS', 'a'), ('u2', 'PAY_STATUS', 'b')")
     conn.commit()
     conn.close()
     extra = json.dumps({"charset": "utf8mb4"})
     value = {"conn_type": "mysql", "host": "127.0.0.1", "port": 3306, "login": "root", "schema": name, "extra": extra}
     monkeypatch.setenv("AIRFLOW_CONN_POLYV_MYSQL", json.dumps(value))
-    try:
-        yield "polyv_mysql", lambda: mysql_connect(name)
-    finally:
-        conn = mysql_connect()
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.close()
+    yield "polyv_mysql", lambda: mysql_connect(name)
 
 
 def _tables(connect: Any) -> set[str]:
