@@ -113,6 +113,9 @@ def _check_in(sql: str, dialect: str | None, setting: str) -> str:
         raise ConfigError(setting, f"cannot be parsed as SQL{where}: {detail}{line}") from None
     except TokenError as exc:
         raise ConfigError(setting, f"cannot be parsed as SQL{where}: {exc}") from None
+    except RecursionError:
+        # Thousands of nested parentheses or calls: refused, never a crash of the task.
+        raise ConfigError(setting, f"nests too deeply to be checked{where}") from None
     found = [s for s in statements if s is not None and not isinstance(s, exp.Semicolon)]
     if len(found) != 1:
         raise ConfigError(

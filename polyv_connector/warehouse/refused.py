@@ -18,7 +18,8 @@ any parser: the source role's grants are the defence there (see the trust model 
 from __future__ import annotations
 
 import re
-from fnmatch import fnmatchcase
+from fnmatch import translate
+from functools import cache
 from typing import Any, Final
 
 #: PostgreSQL: server files, large objects (server-side file import/export), other connections
@@ -86,19 +87,26 @@ def refusal(statement: Any, dialect: str | None) -> str | None:
     """
     from sqlglot import exp
 
-    patterns = refused_in(dialect)
+    matcher = _matcher(dialect)
     for node in statement.walk():
         if isinstance(node, exp.PropertyEQ) and isinstance(node.this, exp.Parameter | exp.SessionParameter):
             return f"a user variable assignment ({node.sql(dialect=dialect)[:80]})"
         if isinstance(node, exp.Func):
             if isinstance(node, exp.Anonymous) and not _PLAIN_NAME.fullmatch(node.name):
                 return f"a function whose name is not a plain identifier ({node.name[:80]!r})"
-            for name in _names(node, dialect):
-                if any(fnmatchcase(name.lower(), p) for p in patterns):
+            for name in _names(node):
+                if matcher is not None and matcher.match(name.lower()):
                     return f"the function {name.lower()}() (it reaches outside the query's data)"
         if _is_path_table(node, dialect):
             return f"a file or URL as a table ({node.this.name[:80]!r})"
     return None
+
+
+@cache
+def _matcher(dialect: str | None) -> re.Pattern[str] | None:
+    """One expression for a dialect's patterns (a query may call thousands of functions)."""
+    patterns = refused_in(dialect)
+    return re.compile("|".join(translate(p) for p in patterns)) if patterns else None
 
 
 def _is_path_table(node: Any, dialect: str | None) -> bool:
@@ -113,15 +121,11 @@ def _is_path_table(node: Any, dialect: str | None) -> bool:
     )
 
 
-def _names(node: Any, dialect: str | None) -> list[str]:
+def _names(node: Any) -> list[str]:
     """The names a function call may go by: as written (an unknown function keeps its name) or,
-    for a function sqlglot knows, every name it has plus the one it writes in ``dialect``."""
+    for a function sqlglot knows, every name sqlglot has for it (``READ_CSV`` for ``read_csv``)."""
     from sqlglot import exp
 
     if isinstance(node, exp.Anonymous):
         return [node.name]
-    names = [str(n) for n in node.sql_names()]
-    written = node.sql(dialect=dialect).split("(", 1)[0].strip().strip('"`')
-    if written and _PLAIN_NAME.fullmatch(written):
-        names.append(written)
-    return names
+    return [str(n) for n in node.sql_names()]

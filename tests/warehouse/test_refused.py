@@ -133,3 +133,9 @@ def test_the_lists_hold_what_the_issue_names() -> None:
     assert mysql <= set(MYSQL_REFUSED)
     assert duckdb <= set(DUCKDB_REFUSED)
     assert refused_in("postgres") == POSTGRES_REFUSED and refused_in("sqlite") == ()
+
+
+def test_a_query_nested_too_deeply_is_refused_not_a_crash() -> None:
+    sql = "SELECT " + "upper(" * 3000 + "a" + ")" * 3000 + " FROM t"
+    with pytest.raises(ConfigError, match="nests too deeply"):
+        check_read_query(sql, "postgres")
