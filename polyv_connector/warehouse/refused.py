@@ -30,7 +30,7 @@ POSTGRES_REFUSED: Final[tuple[str, ...]] = (
     *("lo_*", "loread", "lowrite", "dblink*"),
     *("pg_terminate_backend", "pg_cancel_backend", "pg_signal_backend", "pg_advisory*", "pg_try_advisory*"),
     *("pg_sleep*", "pg_notify", "set_config"),
-    *("query_to_xml*", "query_to_xmlschema", "cursor_to_xml*"),
+    *("query_to_xml*", "cursor_to_xml*"),
     *("pg_reload_conf", "pg_rotate_logfile*", "pg_current_logfile", "pg_promote", "pg_switch_wal"),
     *("pg_create_restore_point", "pg_backup_*", "pg_start_backup", "pg_stop_backup", "pg_wal_replay_*"),
     *("pg_*replication_slot*", "pg_replication_origin_*", "pg_logical_*", "pg_export_snapshot"),
@@ -49,7 +49,7 @@ MYSQL_REFUSED: Final[tuple[str, ...]] = (
 #: DuckDB: readers of files and URLs, scanners of other databases and lakes, functions that run
 #: a string (or a plan) as a query, secrets, data generators and sequences (they write), Arrow
 #: scans of raw memory pointers, the UI's web server. The engine refuses most of these too once
-#: external access is off (:func:`polyv_connector.warehouse.readonly.lock_down`).
+#: external access is off (:func:`polyv_connector.warehouse.confine.lock_down_duckdb`).
 DUCKDB_REFUSED: Final[tuple[str, ...]] = (
     *("read_*", "glob", "sniff_csv", "parquet_*", "iceberg_*", "delta_*", "ducklake_*", "st_read*"),
     *("postgres_*", "mysql_*", "sqlite_*", "query", "query_table", "from_substrait*", "json_execute_serialized_sql"),
