@@ -308,7 +308,7 @@ class BatchSender:
 
         def attempt() -> Outcome:
             last = previous[-1] if previous else None
-            retry_of = retry_cause(last.http_status, last.desc) if last is not None else None
+            retry_of = (last.reason_code or retry_cause(last.http_status, last.desc)) if last is not None else None
             timeline.request(retry_of)
             began = time.monotonic()
             outcome = self._client.save(body)

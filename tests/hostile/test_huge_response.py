@@ -100,6 +100,8 @@ def test_saves_answered_with_50_mb_end_failed_as_response_too_large(hostile: str
         assert "HOSTILE-BODY" not in (row["reason"] or "") and len(row["reason"]) < 300, row["reason"]
         assert "1 MiB" in row["reason"]
     assert result.counts_by_reason == {"response_too_large": 3}
+    # The run page's retries are counted under the code, not under the status (a 200).
+    assert result.timeline is not None and set(result.timeline.retries_by_cause) == {"response_too_large"}
     assert "HOSTILE-BODY" not in str(result.to_dict())
     # 3 attempts of 50 MB were offered; what the run held at once stayed a few times the cap.
     assert peak < 8 * MAX_RESPONSE_BYTES, f"peak traced memory {peak / 2**20:.1f} MiB"
