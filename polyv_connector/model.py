@@ -39,6 +39,10 @@ MAX_FIELD_ID_LENGTH: Final = 64
 MAX_BATCH_SIZE: Final = 1000
 #: POLYV blocks an IP past 1500 requests per 10 s (150/s): no budget or cap may reach it.
 MAX_RPS_CEILING: Final = 140.0
+#: The most of a POLYV answer read, the field list included (1 MiB): a larger body is not read,
+#: and the attempt fails as ``response_too_large`` (retried like a 5XX). A hostile or broken
+#: endpoint cannot make the connector hold more than this per request in flight.
+MAX_RESPONSE_BYTES: Final = 1 << 20
 #: The default request budget of one egress IP (requests/s), shared by every run through it.
 DEFAULT_BUDGET_RPS: Final = 100.0
 

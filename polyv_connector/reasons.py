@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from polyv_connector.model import MAX_RESPONSE_BYTES
+
 
 @dataclass(frozen=True)
 class ReasonCode:
@@ -50,6 +52,13 @@ DRY_RUN = ReasonCode("dry_run", "dry_run", "dry run: would be sent")
 POLYV_REJECTED = ReasonCode("polyv_rejected", "failed", "POLYV refused the value (e.g. 'param validate error')")
 RETRIES_EXHAUSTED = ReasonCode(
     "retries_exhausted", "failed", "every try failed (5XX, timeouts, resets); a rerun retries", retryable=True
+)
+RESPONSE_TOO_LARGE = ReasonCode(
+    "response_too_large",
+    "failed",
+    f"every try got an answer larger than the {MAX_RESPONSE_BYTES >> 20} MiB cap (not read; retried like a 5XX); "
+    "a rerun retries",
+    retryable=True,
 )
 IN_DOUBT = ReasonCode(
     "in_doubt", "in_doubt", "sent, but no answer came before the run stopped; resent next run", retryable=True
@@ -90,6 +99,7 @@ ALL: Final[tuple[ReasonCode, ...]] = (
     DRY_RUN,
     POLYV_REJECTED,
     RETRIES_EXHAUSTED,
+    RESPONSE_TOO_LARGE,
     IN_DOUBT,
     GATE_FAILED,
     RUN_STOPPED,

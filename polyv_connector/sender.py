@@ -293,7 +293,7 @@ class BatchSender:
                 http_status=outcome.http_status,
                 error_code=outcome.error_code,
                 request_id=outcome.request_id,
-                reason_code=codes.RETRIES_EXHAUSTED.code,
+                reason_code=outcome.reason_code or codes.RETRIES_EXHAUSTED.code,
             )
         ]
 
@@ -308,7 +308,7 @@ class BatchSender:
 
         def attempt() -> Outcome:
             last = previous[-1] if previous else None
-            retry_of = retry_cause(last.http_status, last.desc) if last is not None else None
+            retry_of = (last.reason_code or retry_cause(last.http_status, last.desc)) if last is not None else None
             timeline.request(retry_of)
             began = time.monotonic()
             outcome = self._client.save(body)
@@ -324,7 +324,8 @@ def _unanswered(outcome: Outcome) -> bool:
     """A transient outcome after which POLYV may still have applied the request: no HTTP answer
     (a timeout, a reset connection) or a gateway that lost the backend's answer. A plain 500 or
     429 is POLYV's own answer: not applied."""
-    return outcome.kind == "transient" and outcome.http_status in (None, 502, 504)
+    # An answer too large to read is still an answer: failed, like the 5XX it is retried as.
+    return outcome.kind == "transient" and outcome.http_status in (None, 502, 504) and outcome.reason_code is None
 
 
 def abort_for_exception(exc: BaseException) -> RunAborted:

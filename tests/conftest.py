@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,12 +11,16 @@ import pytest
 
 from polyv_connector.config import Credentials, Secret, SendOptions
 from polyv_connector.simulator import PolyvSimulator
+from tests.services import in_ci
+
+__all__ = ["in_ci"]
 
 APP_ID = "test-app"
 # Planted secret: long and recognisable, so a scan for it in outputs is meaningful.
 APP_SECRET = "PLANTED-s3cr3t-7f1c9a2b"
 # The shared Airflow test stack (airflow_db, api_server, run_dag): one per session, for any folder.
-pytest_plugins = ["tests.stack"]
+# The test services (PostgreSQL, MariaDB, Redis: DSNs, availability, throwaway schemas) too.
+pytest_plugins = ["tests.stack", "tests.services"]
 
 FIELDS = ["PAY_STATUS", "VIP_LEVEL", "COURSE_PROGRESS", "MEMBER_TIER"]
 # Send options for tests: near-zero backoff, a rate the simulator accepts, a short timeout.
@@ -58,7 +61,3 @@ def write_items(path: Path, rows: list[tuple[str | None, str | None, str | None]
 
 def read_report(path: Path | str) -> list[dict]:
     return pq.read_table(path).to_pylist()
-
-
-def in_ci() -> bool:
-    return bool(os.environ.get("CI"))

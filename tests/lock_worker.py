@@ -22,8 +22,8 @@ import numpy as np
 from polyv_connector.errors import BusyError
 from polyv_connector.locks import FileLock, LeaseLock, PgAdvisoryLock
 from polyv_connector.state import SyncState
+from tests.services import PG_DSN
 
-PG_DSN = os.environ.get("POLYV_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 STATE_TABLE = "polyv_state"
 APP = "app-1"
 

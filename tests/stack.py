@@ -70,7 +70,10 @@ def use_airflow_env() -> None:
 
 
 def in_ci() -> bool:
-    return bool(os.environ.get("CI"))
+    """Whether this is a CI run (tests/services.py holds the rule; named here for this module's users)."""
+    from tests.services import in_ci as ci
+
+    return ci()
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +19,7 @@ import pytest
 from polyv_connector.errors import BusyError, StateError
 from polyv_connector.locks import FileLock, LeaseLock, lock_key, table_lock_status, table_lock_unlock
 from polyv_connector.state import SyncState, state_status, state_unlock
-from tests.conftest import in_ci
-from tests.lock_worker import APP, PG_DSN, STATE_TABLE, make_lock, pg_connect
+from tests.lock_worker import APP, STATE_TABLE, make_lock, pg_connect
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = [
@@ -98,29 +96,6 @@ def lock_worker(
 
 
 # ---- where the lock lives ---------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def pg_ok() -> bool:
-    try:
-        pg_connect().close()
-    except Exception as exc:
-        if in_ci():
-            pytest.fail(f"PostgreSQL is required in CI and not reachable at {PG_DSN!r}: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_DSN!r}: {exc}")
-    return True
-
-
-@pytest.fixture
-def pg_schema(pg_ok: bool) -> Iterator[str]:
-    name = f"polyv_lk_{uuid.uuid4().hex[:10]}"
-    with pg_connect() as conn:
-        conn.execute(f"CREATE SCHEMA {name}")
-    try:
-        yield name
-    finally:
-        with pg_connect() as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-
-
 @pytest.fixture
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     kind = request.node.callspec.params["kind"]
@@ -218,7 +193,7 @@ def test_lease_expiry_is_capped_at_60_s(tmp_path) -> None:
 
 
 @pytest.mark.postgres
-def test_advisory_keys_are_stable_and_distinct(pg_ok) -> None:
+def test_advisory_keys_are_stable_and_distinct(pg_available) -> None:
     assert lock_key("t", "app") == lock_key("t", "app")
     assert len({lock_key("t", "app"), lock_key("t", "app2"), lock_key("t2", "app"), lock_key("t", "app", "0")}) == 4
     assert -(2**63) <= lock_key("t", "app") < 2**63

@@ -109,6 +109,11 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     ``source_sql`` must be one read-only query (checked with a SQL parser before any connection
     is opened), and is read inside a read-only transaction where the database has one: see
     :mod:`polyv_connector.warehouse.readonly`.
+
+    :param duckdb_external_access: let a DuckDB source connection read files, URLs and extensions
+        (views over object storage need it). Off by default: the source's DuckDB is confined to
+        its database (:mod:`polyv_connector.warehouse.confine`). Not templated, and no RunSpec
+        setting: only the DAG file sets it, never a trigger's params or conf.
     """
 
     template_fields: Sequence[str] = (
@@ -192,6 +197,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         budget_rps: float | str | None = None,
         partitions: int | str | None = None,
         partition: int | str | None = None,
+        duckdb_external_access: bool = False,
         **kwargs: Any,
     ) -> None:
         explicit_outlets = "outlets" in kwargs
@@ -240,6 +246,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         # Slice ``partition`` of ``partitions`` (templated; map over range(partitions)).
         self.partitions = partitions
         self.partition = partition
+        # Author-only: not templated and not a RunSpec setting, so no trigger can turn it on.
+        self.duckdb_external_access = duckdb_external_access is True
         self._lineage: dict[str, Any] = {}
         self._stop: Circuit | None = None  # set while execute() runs: on_kill() stops through it
         if not explicit_outlets:
@@ -553,6 +561,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             parameters=spec.source_parameters,
             setting="source_sql" if sql else "source_table",
             skip_unchanged=skip_unchanged,
+            duckdb_external_access=self.duckdb_external_access,
         )
 
     def _validation_dir(self, context: Context, spec: RunSpec) -> str | None:

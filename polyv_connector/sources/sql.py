@@ -20,7 +20,8 @@ text); JSON values become JSON text and other Python objects (UUIDs, intervals, 
 A query is untrusted text (a DAG param may carry it): it must parse as one read-only query
 (:func:`polyv_connector.warehouse.readonly.check_read_query`), checked before any connection
 is opened, and every connection the source opens reads inside a read-only transaction where
-the database has one (:func:`~polyv_connector.warehouse.readonly.begin_read_only`).
+the database has one (:func:`~polyv_connector.warehouse.readonly.begin_read_only`), confined to
+its database by the engine's own settings (:mod:`polyv_connector.warehouse.confine`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from polyv_connector.config import ColumnMapping
 from polyv_connector.errors import ConfigError, DependencyUnavailable, InputError
 from polyv_connector.partitioning import WHOLE, Slice
 from polyv_connector.sources.items import rows_in_slice
-from polyv_connector.warehouse import dbapi, readonly
+from polyv_connector.warehouse import confine, dbapi, readonly
 from polyv_connector.warehouse.db_errors import classify, database_error, describe
 from polyv_connector.warehouse.dialect import (
     Dialect,
@@ -114,6 +115,9 @@ class SqlSource:
         ``load_for_local_diff=False``): rows it calls unchanged are filtered out in the database,
         so only changed rows leave the warehouse (long form only); :meth:`count_unchanged`
         counts them. ``None`` (default): every row is read.
+    :param duckdb_external_access: leave a DuckDB connection able to read files, URLs and
+        extensions (the DAG author's opt-out; never from a trigger). Default: every connection
+        the source opens is confined to its database (:mod:`polyv_connector.warehouse.confine`).
     """
 
     def __init__(
@@ -128,6 +132,7 @@ class SqlSource:
         setting: str | None = None,
         skip_unchanged: UnchangedFilter | None = None,
         dialect: str | None = None,
+        duckdb_external_access: bool = False,
     ) -> None:
         sql = (sql or "").strip() or None
         table = (table or "").strip() or None
@@ -146,6 +151,7 @@ class SqlSource:
             self.sql = readonly.check_read_query(sql, dialect_name, self.setting)
         self.identifier_format = self._target.identifier_format
         self.server_side_cursor = server_side_cursor
+        self.duckdb_external_access = duckdb_external_access
         self.skip_unchanged = skip_unchanged
         self._columns: list[str] | None = None  # the relation's column names, once known
         self._text_columns: set[str] = set()  # those the database holds as text
@@ -301,6 +307,7 @@ class SqlSource:
         """A new connection in a read-only transaction, the query checked (nothing run yet)."""
         conn = self._target.open(InputError, self.setting, "source")
         try:
+            confine.confine(conn, self.setting, duckdb_external_access=self.duckdb_external_access)
             if self._raw_sql and self.sql is None:
                 dialect_name = readonly.dialect_of_driver(conn)
                 self.sql = readonly.check_read_query(self._raw_sql, dialect_name, self.setting)

@@ -24,6 +24,9 @@ from typing import Literal
 
 import requests
 
+from polyv_connector.model import MAX_RESPONSE_BYTES
+from polyv_connector.reasons import RESPONSE_TOO_LARGE
+
 OutcomeKind = Literal["ok", "transient", "data", "fatal", "blocked"]
 
 BLOCK_MESSAGE = "qps exceeds number of calls"
@@ -42,6 +45,9 @@ class Outcome:
     #: Seconds the server asked us to wait (``Retry-After``), on ``transient`` outcomes only:
     #: a block stays a block whatever it says. Unbounded here; the retry policy bounds it.
     retry_after_s: float | None = None
+    #: The reason code of items this outcome leaves failed when it is the last try, where it
+    #: is more precise than ``retries_exhausted`` (``response_too_large``).
+    reason_code: str | None = None
 
 
 def _error_fields(doc: dict[str, object]) -> tuple[int | None, str | None]:
@@ -101,20 +107,34 @@ def parse_retry_after(value: str, date: str | None = None, now: float | None = N
 
 
 def classify_response(
-    http_status: int, body: bytes, headers: Mapping[str, str] | None = None, *, now: float | None = None
+    http_status: int, body: bytes | None, headers: Mapping[str, str] | None = None, *, now: float | None = None
 ) -> Outcome:
     """Classify an HTTP answer by its status and body (never by headers alone).
 
-    ``headers`` only add ``retry_after_s`` to a ``transient`` outcome; ``now`` (epoch seconds)
-    measures a ``Retry-After`` HTTP-date when the answer carries no ``Date``.
+    ``body`` ``None`` is a body larger than :data:`~polyv_connector.model.MAX_RESPONSE_BYTES`,
+    left unread: a failed attempt (``response_too_large``), retried like a 5XX, whatever the
+    status said (a 200 whose answer cannot be read confirms nothing). ``headers`` only add
+    ``retry_after_s`` to a ``transient`` outcome; ``now`` (epoch seconds) measures a
+    ``Retry-After`` HTTP-date when the answer carries no ``Date``.
     """
-    outcome = _classify(http_status, body)
+    outcome = _too_large(http_status) if body is None else _classify(http_status, body)
     if outcome.kind != "transient" or not headers:
         return outcome
     retry_after = _header(headers, "retry-after")
     if retry_after is None:
         return outcome
     return replace(outcome, retry_after_s=parse_retry_after(retry_after, _header(headers, "date"), now))
+
+
+def _too_large(http_status: int) -> Outcome:
+    # Our words only: nothing of the body (which was not read) reaches a reason or a log.
+    return Outcome(
+        "transient",
+        http_status,
+        None,
+        f"HTTP {http_status} with a body larger than {MAX_RESPONSE_BYTES >> 20} MiB (not read)",
+        reason_code=RESPONSE_TOO_LARGE.code,
+    )
 
 
 def _classify(http_status: int, body: bytes) -> Outcome:

@@ -16,6 +16,7 @@ from requests.adapters import HTTPAdapter
 
 from polyv_connector.config import Credentials, SendOptions
 from polyv_connector.errors import RunAborted
+from polyv_connector.model import MAX_RESPONSE_BYTES
 from polyv_connector.signing import signed_params
 from polyv_connector.transport.classify import Outcome, classify_exception, classify_response, http_date
 from polyv_connector.transport.ratelimit import RequestBudget
@@ -68,6 +69,23 @@ def abort_for(outcome: Outcome) -> RunAborted:
         error_code=outcome.error_code,
         request_id=outcome.request_id,
     )
+
+
+def read_capped(resp: requests.Response, limit: int) -> bytes | None:
+    """The body of a streamed response, or ``None`` as soon as it proves longer than ``limit``
+    bytes (a ``Content-Length`` over it, or ``limit + 1`` bytes read): memory stays bounded
+    whatever the server sends. Counted after decompression, so a small gzip bomb is cut too."""
+    declared = resp.headers.get("Content-Length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in resp.iter_content(chunk_size=64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class PolyvClient:
@@ -218,14 +236,19 @@ class PolyvClient:
                 # A redirect would turn the POST into a bodiless GET and carry the signed
                 # query to another host: never follow one.
                 allow_redirects=False,
+                # Streamed, so that no more than the cap is ever read (see read_capped).
+                stream=True,
             )
-            content = resp.content
+            try:
+                content = read_capped(resp, MAX_RESPONSE_BYTES)
+            finally:
+                resp.close()
         except requests.RequestException as exc:
             return classify_exception(exc), b"", None
         outcome = classify_response(resp.status_code, content, resp.headers, now=self._clock())
         if outcome.kind == "blocked":
             self._share_block()
-        return outcome, content, resp.headers.get("Date")
+        return outcome, content or b"", resp.headers.get("Date")
 
     def _share_block(self) -> None:
         """Tell every run on a shared budget that POLYV blocked the IP, so none of them sends more."""

@@ -13,9 +13,13 @@ Two layers, because neither is enough alone:
 * :func:`begin_read_only` puts the connection in a read-only transaction where the database has
   one (PostgreSQL: ``SET TRANSACTION READ ONLY``; MySQL/MariaDB: ``SET SESSION TRANSACTION READ
   ONLY``; SQLite: ``PRAGMA query_only``; each then checked), so what no parser can see (a
-  function that writes, ``nextval()``) is refused by the server. DuckDB has no read-only
-  transaction (only a read-only *database*, chosen when it is opened): a DuckDB source relies on
-  the parser check and on being opened with ``read_only=True``.
+  function that writes, ``nextval()``) is refused by the server (DuckDB: ``BEGIN TRANSACTION
+  READ ONLY``).
+
+The parser check also refuses what reaches outside the query's data without writing (a server
+file, another connection, another session, a sleep): :mod:`polyv_connector.warehouse.refused`;
+and the engine is told to refuse it too (DuckDB without external access, MySQL one statement per
+query): :mod:`polyv_connector.warehouse.confine`.
 
 A read-only role for the source connection is the third layer: see
 docs/warehouses.md#roles-a-read-only-source-connection.
@@ -28,7 +32,7 @@ from itertools import pairwise
 from typing import Any
 
 from polyv_connector.errors import ConfigError, InputError
-from polyv_connector.warehouse import dbapi
+from polyv_connector.warehouse import dbapi, refused
 from polyv_connector.warehouse.dialect import dialect_named, driver_dialect_name
 
 log = logging.getLogger("polyv_connector")
@@ -99,6 +103,9 @@ def _check_in(sql: str, dialect: str | None, setting: str) -> str:
     where = f" ({dialect} dialect)" if dialect else ""
     try:
         tokens = sqlglot.tokenize(sql, read=dialect)
+        hidden = _hidden_from_the_parser(tokens)
+        if hidden:
+            raise ConfigError(setting, f"must be a read-only query that stays in the database: it contains {hidden}")
         statements = sqlglot.parse(_neutral_placeholders(sql, tokens), read=dialect)
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
@@ -107,6 +114,9 @@ def _check_in(sql: str, dialect: str | None, setting: str) -> str:
         raise ConfigError(setting, f"cannot be parsed as SQL{where}: {detail}{line}") from None
     except TokenError as exc:
         raise ConfigError(setting, f"cannot be parsed as SQL{where}: {exc}") from None
+    except RecursionError:
+        # Thousands of nested parentheses or calls: refused, never a crash of the task.
+        raise ConfigError(setting, f"nests too deeply to be checked{where}") from None
     found = [s for s in statements if s is not None and not isinstance(s, exp.Semicolon)]
     if len(found) != 1:
         raise ConfigError(
@@ -128,10 +138,33 @@ def _check_in(sql: str, dialect: str | None, setting: str) -> str:
                 f"must be a read-only query: it contains {_kind(node)} "
                 "(a data-modifying WITH, SELECT ... INTO or a locking clause is refused)",
             )
+    outside = refused.refusal(statement, dialect)
+    if outside:
+        raise ConfigError(setting, f"must be a read-only query that stays in the database: it calls {outside}{where}")
     # Cut after the last token: a trailing ';' or comment would break the subquery the source
     # wraps the query in (a line comment would swallow the closing parenthesis).
     real = [t for t in tokens if t.token_type != TokenType.SEMICOLON]
     return sql[: real[-1].end + 1] if real else sql
+
+
+def _hidden_from_the_parser(tokens: list[Any]) -> str | None:
+    """What in ``tokens`` the server would run but the parser cannot see, if anything.
+
+    MySQL and MariaDB run the text of a ``/*! ... */`` (``/*M! ... */``) comment, which sqlglot
+    keeps as a comment: ``SELECT 1 /*! INTO OUTFILE '/tmp/x' */`` writes a file on the server.
+    Refused in every dialect (no other engine gives such a comment a meaning, so nothing real is
+    lost). ``INTO OUTFILE``/``DUMPFILE``, which sqlglot cannot parse, is named here too.
+    """
+    previous = ""
+    for token in tokens:
+        for comment in token.comments or ():
+            if comment.startswith("!") or comment[:2].upper() == "M!":
+                return "a MySQL executable comment (/*! ... */ or /*M! ... */)"
+        word = token.text.upper()
+        if previous == "INTO" and word in ("OUTFILE", "DUMPFILE"):
+            return f"INTO {word} (it writes a file on the database server)"
+        previous = word
+    return None
 
 
 def _neutral_placeholders(sql: str, tokens: list[Any]) -> str:
@@ -195,8 +228,8 @@ def begin_read_only(conn: Any, setting: str) -> bool:
     query_only``. MySQL/MariaDB: ``SET SESSION TRANSACTION READ ONLY`` (every transaction the
     connection starts after it, autocommit or not, is read-only; the streaming ``SSCursor`` runs
     on the same session), then the session's ``transaction_read_only`` (``tx_read_only`` on
-    MariaDB) must be 1. Other databases (DuckDB among them): ``False``; the parser check and the
-    role's grants remain.
+    MariaDB) must be 1. DuckDB: ``BEGIN TRANSACTION READ ONLY`` (a write, ``nextval()`` among them,
+    then fails). Other databases: ``False``; the parser check and the role's grants remain.
     """
     driver = dbapi.driver_of(conn)
     try:
@@ -225,6 +258,11 @@ def begin_read_only(conn: Any, setting: str) -> bool:
                 values = {str(v).upper() for _, v in cur.fetchall()}
             if values != {"ON"}:
                 raise InputError(setting, "the MySQL/MariaDB source connection did not become read-only")
+            return True
+        if dialect_of_driver(conn) == "duckdb" and hasattr(conn, "execute"):
+            # Only the connection's own statements (conn.sql / conn.execute) run in it: a
+            # DuckDB cursor is another connection. The source reads through conn.sql.
+            conn.execute("BEGIN TRANSACTION READ ONLY")
             return True
         if driver == "sqlite3":
             with dbapi.cursor(conn) as cur:

@@ -8,19 +8,14 @@ once, at first import).
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
 import pytest
 
 from tests.airflow.support import (
     APP_ID,
     FIELDS,
-    PG_DSN,
     PG_URI,
     PLANTED_SECRET,
     conn_json,
-    in_ci,
 )
 
 
@@ -49,36 +44,7 @@ def polyv_env(sim, monkeypatch: pytest.MonkeyPatch) -> str:
     return value
 
 
-# ---- PostgreSQL -------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def pg_available() -> bool:
-    import psycopg
-
-    try:
-        with psycopg.connect(PG_DSN, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        if in_ci():
-            pytest.fail(f"PostgreSQL is required in CI and not reachable at {PG_DSN!r}: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_DSN!r}: {exc}")
-    return True
-
-
-@pytest.fixture
-def pg_schema(pg_available: bool) -> Iterator[str]:
-    """A throwaway schema in database ``test``, dropped afterwards."""
-    import psycopg
-
-    name = f"polyv_it_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {name}")
-    try:
-        yield name
-    finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-
-
+# ---- PostgreSQL (pg_available, pg_schema: tests/services.py) -----------------------------------
 @pytest.fixture
 def pg_warehouse_env(pg_available: bool, monkeypatch: pytest.MonkeyPatch) -> str:
     """``AIRFLOW_CONN_POLYV_WAREHOUSE`` (a postgresql:// URI) for in-process tests."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 # The Airflow stack (AIRFLOW_HOME, environment, api-server fixtures) is shared by every test
 # folder: tests/stack.py. Names re-exported here for the tests of this folder.
+from tests.services import PG_DSN, PG_URI, in_ci, pg_exec, pg_rows
 from tests.stack import (
     AIRFLOW_ENV,
     AIRFLOW_HOME,
@@ -15,7 +15,6 @@ from tests.stack import (
     DAGS,
     REPO,
     free_port,
-    in_ci,
     subprocess_env,
     use_airflow_env,
 )
@@ -46,8 +45,6 @@ APP_ID = "af-test-app"
 # Planted secret: long and recognisable, so finding it anywhere is meaningful.
 PLANTED_SECRET = "PLANTED-airflow-s3cr3t-4c7e91"
 FIELDS = ["PAY_STATUS", "VIP_LEVEL", "COURSE_PROGRESS", "MEMBER_TIER"]
-PG_DSN = os.environ.get("POLYV_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
-PG_URI = os.environ.get("POLYV_TEST_PG_URI", "postgresql://postgres@127.0.0.1:5432/test")
 
 use_airflow_env()
 
@@ -58,17 +55,3 @@ def conn_json(host: str, secret: str = PLANTED_SECRET, login: str = APP_ID, **ex
     if extra:
         value["extra"] = extra
     return json.dumps(value)
-
-
-def pg_rows(sql: str, params: tuple = ()) -> list[tuple]:
-    import psycopg
-
-    with psycopg.connect(PG_DSN) as conn:
-        return conn.execute(sql, params or None).fetchall()
-
-
-def pg_exec(sql: str, params: tuple = ()) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(sql, params or None)

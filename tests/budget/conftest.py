@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
+from tests.services import REDIS_HOST, REDIS_PORT
+from tests.services import redis_url as redis_url_of
+
 REDIS_DB = 13  # dedicated to these tests; only keys of the fake API hosts below are touched
-REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+REDIS_URL = redis_url_of(REDIS_DB)
 CTX = mp.get_context("spawn")
 
 
@@ -39,23 +42,16 @@ def api() -> str:
 
 
 @pytest.fixture
-def redis_url(api: str) -> Iterator[str]:
-    redis = pytest.importorskip("redis")
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-    try:
-        client.ping()
-    except redis.RedisError:
-        pytest.skip("no Redis on 127.0.0.1:6379")
+def redis_url(api: str, redis_available: bool) -> Iterator[str]:
     yield REDIS_URL
     drop_redis_keys(api)
-    client.close()
 
 
 def drop_redis_keys(api: str) -> None:
     """Delete the budget keys of the API host ``api`` from the test database."""
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
     host_key = api.removeprefix("http://")
     for key in client.scan_iter(match=f"polyv-connector:budget:{host_key}:*"):
         client.delete(key)

@@ -12,8 +12,6 @@ import pytest
 from tests.docs.markdown import DOC_FILES, ROOT, anchor, anchors, headings, prose
 
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-#: Files another branch adds (drop once merged): the security guide.
-PENDING: frozenset[Path] = frozenset()
 CODE_FILES = sorted(
     p
     for p in [
@@ -30,8 +28,6 @@ def _check(target: str, base: Path) -> str | None:
     """Why ``target`` (a relative link from a file in ``base``) is broken, or None."""
     path_part, _, frag = target.partition("#")
     path = (base / path_part).resolve() if path_part else None
-    if path is not None and path in PENDING:
-        return None
     if path is not None and not path.exists():
         return "no such file"
     md = path if path is not None else None

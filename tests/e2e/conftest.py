@@ -1,24 +1,21 @@
 """Fixtures of the end-to-end tests: a whole Airflow with a scheduler (``scheduler_stack``, from
 :mod:`tests.stack`), whose task processes reach a POLYV simulator started here and the local
-PostgreSQL warehouse through connections in their environment."""
+PostgreSQL warehouse through connections in their environment (``pg_schema``: tests/services.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from polyv_connector.simulator import PolyvSimulator
+from tests.services import PG_URI
 
 APP_ID = "e2e-app"
 # Planted secret: long and recognisable, so finding it anywhere is meaningful.
 PLANTED_SECRET = "PLANTED-e2e-s3cr3t-91d3a7"
 FIELDS = ["PAY_STATUS", "VIP_LEVEL", "COURSE_PROGRESS", "MEMBER_TIER"]
-PG_DSN = os.environ.get("POLYV_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
-PG_URI = os.environ.get("POLYV_TEST_PG_URI", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="session")
@@ -39,18 +36,3 @@ def scheduler_stack_env(e2e_sim: PolyvSimulator) -> dict[str, str]:
 def sim(e2e_sim: PolyvSimulator) -> PolyvSimulator:
     e2e_sim.reset()
     return e2e_sim
-
-
-@pytest.fixture
-def pg_schema() -> Iterator[str]:
-    """A throwaway schema in database ``test``, dropped afterwards."""
-    import psycopg
-
-    name = f"polyv_e2e_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {name}")  # type: ignore[arg-type]
-    try:
-        yield name
-    finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")  # type: ignore[arg-type]

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import APP_ID, PG_DSN, PLANTED_SECRET
+from tests.e2e.conftest import APP_ID, PLANTED_SECRET
+from tests.services import PG_DSN
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.slow, pytest.mark.e2e]
 

@@ -1,7 +1,1 @@
-"""The hostile-input tests reuse the warehouse tests' throwaway PostgreSQL schema."""
-
-from __future__ import annotations
-
-from tests.warehouse.conftest import pg_available, pg_schema
-
-__all__ = ["pg_available", "pg_schema"]
+"""The hostile-input tests use the services plugin's throwaway PostgreSQL schema (tests/services.py)."""

@@ -58,11 +58,22 @@ def test_token_bucket_holds_the_rate_without_real_sleeping() -> None:
         (502, b"<html>Bad Gateway</html>", "transient", None),
         (200, b"<html>captive portal</html>", "transient", None),
         (404, b"<html>not found</html>", "fatal", "endpoint"),
+        # a body larger than the cap, left unread (None): a failed attempt, retried like a 5XX
+        (200, None, "transient", None),
+        (500, None, "transient", None),
+        (403, None, "transient", None),
     ],
 )
-def test_classify_response(status: int, body: bytes, kind: str, cause: str | None) -> None:
+def test_classify_response(status: int, body: bytes | None, kind: str, cause: str | None) -> None:
     out = classify_response(status, body)
     assert out.kind == kind and out.fatal_cause == cause
+    assert out.reason_code == ("response_too_large" if body is None else None)
+
+
+def test_a_body_too_large_is_named_in_our_words_only() -> None:
+    out = classify_response(200, None, {"Retry-After": "3"})
+    assert out.desc == "HTTP 200 with a body larger than 1 MiB (not read)"
+    assert out.retry_after_s == 3.0  # honoured as for any transient answer
 
 
 def test_classify_exceptions() -> None:

@@ -4,28 +4,26 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
-import os
 from typing import Any
 
 import pyarrow as pa
 
 from polyv_connector.model import report_schema
+from tests.services import MYSQL_HOST, MYSQL_PORT, PG_DSN, mysql_connect, pg_exec, pg_rows
 
-PG_DSN = os.environ.get("POLYV_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test")
-
-
-def pg_rows(sql: str, params: tuple = ()) -> list[tuple]:
-    import psycopg
-
-    with psycopg.connect(PG_DSN) as conn:
-        return conn.execute(sql, params or None).fetchall()
-
-
-def pg_exec(sql: str, params: tuple = ()) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(sql, params or None)
+# The services' addresses and helpers live in tests/services.py; re-exported for this folder.
+__all__ = [
+    "MYSQL_HOST",
+    "MYSQL_PORT",
+    "PG_DSN",
+    "Warehouse",
+    "indexed_columns",
+    "mysql_connect",
+    "pg_exec",
+    "pg_rows",
+    "psycopg2_connect",
+    "report_batch",
+]
 
 
 def psycopg2_connect() -> Any:
@@ -58,19 +56,6 @@ def report_batch(run_id: str, n: int, start: int = 0) -> pa.RecordBatch:
             pa.array(["manual__2025-05-06"] * n),
         ],
         schema=report_schema(),
-    )
-
-
-MYSQL_HOST = os.environ.get("POLYV_TEST_MYSQL_HOST", "127.0.0.1")
-MYSQL_PORT = int(os.environ.get("POLYV_TEST_MYSQL_PORT", "3306"))
-
-
-def mysql_connect(database: str | None = None) -> Any:
-    """A PyMySQL connection to the local MariaDB as root (utf8mb4: 4-byte characters survive)."""
-    import pymysql
-
-    return pymysql.connect(
-        host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", database=database, charset="utf8mb4"
     )
 
 
