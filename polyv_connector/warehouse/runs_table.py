@@ -35,7 +35,7 @@ from typing import Any
 from polyv_connector.errors import ConfigError
 from polyv_connector.warehouse import dbapi
 from polyv_connector.warehouse.db_errors import database_error
-from polyv_connector.warehouse.dialect import BIGINT, DOUBLE, TEXT, TIMESTAMP, dialect_named
+from polyv_connector.warehouse.dialect import BIGINT, DOUBLE, TEXT, TIMESTAMP, dialect_named, dialect_of_connection
 from polyv_connector.warehouse.identifiers import (
     check_table_name,
     identifier_too_long,
@@ -300,6 +300,8 @@ class RunsTable:
         """Create the table and its indexes if absent; check and migrate an existing one."""
         conn = self._open()
         try:
+            if self.dialect == "generic":  # a connection factory named no dialect: its driver tells
+                self.dialect = dialect_of_connection(conn).name
             if existing_columns(conn, self.table) is None:
                 if not migrate:
                     return
@@ -328,14 +330,8 @@ class RunsTable:
     def _write(self, what: str, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
         """Run ``statements`` in one short transaction of their own; their row counts."""
         conn = self._open()
-        counts: list[int] = []
         try:
-            if self.dialect == "duckdb":
-                conn.execute("BEGIN TRANSACTION")  # else DuckDB commits each statement alone
-            with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
-                for sql, params in statements:
-                    cur.execute(sql, params)
-                    counts.append(_rowcount(cur, self.dialect))
+            counts = execute_each(conn, dialect_of_connection(conn).name, statements)
         except Exception as exc:
             raise database_error(exc, self.setting, f"cannot {what} in the runs table {self.table}") from exc
         finally:
@@ -432,12 +428,26 @@ class RunsTable:
         return places
 
 
-def _rowcount(cur: Any, dialect: str) -> int:
-    """Rows a DML statement touched (DuckDB answers with a result row rather than rowcount)."""
-    if dialect == "duckdb":
+def execute_each(conn: Any, engine: str, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+    """Run ``statements`` in one transaction of their own (committed, or rolled back on error);
+    the rows each touched. DuckDB runs them on the connection itself: its cursors are separate
+    connections with transactions of their own, and it answers a count row instead of rowcount."""
+    if engine == "duckdb":
+        counts = []
+        conn.execute("BEGIN TRANSACTION")
         try:
-            row = cur.fetchone()
+            for sql, params in statements:
+                conn.execute(sql, params)
+                row = conn.fetchone()
+                counts.append(int(row[0]) if row and row[0] is not None else 0)
+            conn.commit()
         except Exception:
-            return 0
-        return int(row[0]) if row and row[0] is not None else 0
-    return max(int(getattr(cur, "rowcount", 0) or 0), 0)
+            dbapi.rollback_quietly(conn)
+            raise
+        return counts
+    with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
+        counts = []
+        for sql, params in statements:
+            cur.execute(sql, params)
+            counts.append(max(int(getattr(cur, "rowcount", 0) or 0), 0))
+    return counts
