@@ -122,11 +122,14 @@ class _Sql:
         )
 
     def delete_report_batch(self, limit: int) -> str:
-        """Delete at most ``limit`` report rows of one run (``runId`` bound)."""
+        """Delete about ``limit`` report rows of one run (``runId`` bound :meth:`batch_params`
+        times)."""
         run, n = self.q("runId"), int(limit)
         if self.engine == "postgresql":
+            # ctid is a row's address within its own partition: the same address in another
+            # partition is another row, so the run is named outside the subquery too.
             return (
-                f"DELETE FROM {self.report} WHERE ctid = ANY(ARRAY("
+                f"DELETE FROM {self.report} WHERE {run} = {self.p} AND ctid = ANY(ARRAY("
                 f"SELECT ctid FROM {self.report} WHERE {run} = {self.p} LIMIT {n}))"
             )
         if self.engine == "mysql":
@@ -137,6 +140,9 @@ class _Sql:
                 f"LIMIT {n})"
             )
         return f"DELETE FROM {self.report} WHERE {run} = {self.p}"  # one statement: no portable LIMIT
+
+    def batch_params(self, run_id: str) -> tuple[str, ...]:
+        return (run_id, run_id) if self.engine == "postgresql" else (run_id,)
 
     def mark_purged(self) -> str:
         return f"UPDATE {self.runs} SET {self.q('reportPurgedAt')} = {self.p} WHERE {self.q('runId')} = {self.p}"
@@ -250,7 +256,7 @@ def _purge_report_rows(
             while True:
                 if _out_of_time(deadline, clock, result):
                     return
-                deleted = _execute(conn, sql.engine, sql.delete_report_batch(batch_rows), (run_id,))
+                deleted = _execute(conn, sql.engine, sql.delete_report_batch(batch_rows), sql.batch_params(run_id))
                 result.report_rows_deleted += deleted
                 if deleted < batch_rows:
                     break

@@ -227,3 +227,31 @@ def test_a_report_folder_never_follows_symlinks_out(tmp_path):
     (tmp_path / "root_link").symlink_to(outside, target_is_directory=True)
     assert purge_report_folder(tmp_path / "root_link", 30, now=NOW) == []
     assert (outside / "precious.parquet").exists()
+
+
+@pytest.mark.postgres
+def test_batched_deletes_on_a_partitioned_table_touch_no_other_run(pg_schema):
+    """Row addresses (ctid) repeat from one partition to the next: a batch must still delete
+    only the rows of its own run."""
+    import psycopg
+
+    def connect():
+        return psycopg.connect(PG_DSN)
+
+    report, runs_name = f"{pg_schema}.report", f"{pg_schema}.report_runs"
+    SqlReportTable(connect, report, day_partitions=True)
+    runs = RunsTable(connect, runs_name)
+    today = dt.datetime.now(dt.UTC).date()
+    # A run started long ago that wrote its report today, and a recent one that wrote yesterday.
+    for run_id, days, written in (("old", 40, today), ("new", 1, today - dt.timedelta(days=1))):
+        runs.start(RunStart(run_id=run_id, started_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=days)))
+        with psycopg.connect(PG_DSN) as c:
+            c.execute(
+                f'INSERT INTO {report} ("rowNumber", status, attempts, "runId", "runDate") '
+                "SELECT g, 'unchanged', 0, %s, %s FROM generate_series(1, 50) g",
+                (run_id, written),
+            )
+    result = apply_retention(connect, runs_name, report, report_retention_days=30, batch_rows=7)
+    assert result.partitions_dropped == [] and result.report_rows_deleted == 50
+    with psycopg.connect(PG_DSN) as c:
+        assert dict(c.execute(f'SELECT "runId", count(*) FROM {report} GROUP BY 1').fetchall()) == {"new": 50}
