@@ -53,6 +53,9 @@ from polyv_connector.warehouse.runs_table import db_time, execute_each
 
 log = logging.getLogger("polyv_connector")
 
+#: What the example DAGs set (retention itself is off unless set).
+DAG_REPORT_RETENTION_DAYS = 30
+DAG_RUNS_RETENTION_DAYS = 400
 #: Report rows deleted per statement (and per transaction).
 DEFAULT_BATCH_ROWS = 10_000
 #: Runs taken per look-up of old runs.
