@@ -96,6 +96,8 @@ INDEXES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("run", (("runId", _TEXT),)),
     ("viewer", (("appId", _TEXT), ("viewerId", _TEXT))),
 )
+#: Engines without secondary indexes (they prune by storage metadata instead): none is created.
+NO_INDEXES = frozenset({"redshift", "snowflake", "bigquery", "databricks", "trino"})
 #: The day-partition column of a report table made with ``day_partitions`` (PostgreSQL only):
 #: the UTC date the run wrote its report, filled by the column's default.
 RUN_DATE = "runDate"
@@ -250,6 +252,9 @@ class SqlReportTable:
         the table stays recorded at the version before, so the next run tries again."""
         from polyv_connector.warehouse.runs_table import create_index
 
+        if self.dialect in NO_INDEXES:
+            log.debug("the report table %s: %s has no secondary indexes; none created", self.table, self.dialect)
+            return
         statements = self.create_index_sql()
         try:
             for (suffix, _), statement in zip(INDEXES, statements, strict=True):

@@ -187,3 +187,24 @@ def test_day_partition_names_must_fit_postgresql(pg_schema):
 
     with pytest.raises(ConfigError, match="report_table"):
         SqlReportTable(lambda: psycopg.connect(PG_DSN), f"{pg_schema}.{'r' * 55}", day_partitions=True)
+
+
+def test_engines_without_secondary_indexes_get_none(tmp_path):
+    """A warehouse without CREATE INDEX (Snowflake, BigQuery, Redshift...) is not asked for one,
+    so it does not warn on every run: SQLite stands in, its dialect named snowflake."""
+    import sqlite3
+
+    path = tmp_path / "r.db"
+    SqlReportTable(lambda: sqlite3.connect(path), "report", dialect="snowflake", placeholder="?").close()
+    with sqlite3.connect(path) as conn:
+        assert (
+            conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'").fetchall()
+            == []
+        )
+    SqlReportTable(lambda: sqlite3.connect(path), "report2", dialect="sqlite", placeholder="?").close()
+    with sqlite3.connect(path) as conn:
+        names = {
+            r[0]
+            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'")
+        }
+    assert names == {"report2_run_idx", "report2_viewer_idx"}
