@@ -144,16 +144,37 @@ def history_from_reports(
 
 
 # ---- the report table ------------------------------------------------------------------------------
-def history_sql(table: str, identifier_format: str, placeholder: str, *, with_field: bool) -> str:
-    """The query of one viewer's rows in ``table`` (a checked name), the viewer id (and field)
-    bound through ``placeholder``."""
+def history_sql(table: str, engine: str, identifier_format: str, placeholder: str, *, with_field: bool) -> str:
+    """The query of one viewer's rows in ``table`` (a checked name); its parameters are
+    :func:`history_params`. On MySQL/MariaDB, whose default collations compare
+    case-insensitively, each value is compared twice: as text (the index finds the candidates)
+    and as bytes (only the exact id is kept)."""
+    from polyv_connector.warehouse.dialect import dialect_named
     from polyv_connector.warehouse.identifiers import quote_identifier
 
     def q(name: str) -> str:
         return quote_identifier(name, identifier_format)
 
-    where = f"{q('viewerId')} = {placeholder}" + (f" AND {q('customFieldId')} = {placeholder}" if with_field else "")
+    def same(column: str) -> str:
+        text = f"{q(column)} = {placeholder}"
+        if engine == "mysql":
+            text += " AND " + dialect_named(engine).binary_equal(q(column), placeholder)
+        return text
+
+    where = same("viewerId") + (" AND " + same("customFieldId") if with_field else "")
     return f"SELECT {', '.join(q(c) for c in READ)} FROM {table} WHERE {where} ORDER BY {q('runId')}, {q('rowNumber')}"
+
+
+def history_params(engine: str, viewer_id: str, field: str | None) -> tuple[str, ...]:
+    """The parameters of :func:`history_sql`, in its order. PostgreSQL text cannot hold NUL: the
+    report stores it escaped (``\\x00``), and so the values are escaped the same way."""
+    from polyv_connector.warehouse.dbapi import NUL_ESCAPE
+
+    values = [viewer_id] + ([field] if field is not None else [])
+    if engine == "postgresql":
+        values = [v.replace("\x00", NUL_ESCAPE) for v in values]
+    twice = 2 if engine == "mysql" else 1
+    return tuple(v for v in values for _ in range(twice))
 
 
 def history_from_table(
@@ -167,10 +188,8 @@ def history_from_table(
     identifier_format: str | None = None,
     setting: str = "--report-table",
 ) -> list[HistoryEntry]:
-    """The viewer's rows in the report table ``table`` (a ``DbApiHook`` or connection factory).
-
-    On PostgreSQL, whose text cannot hold NUL, the report stores NUL escaped (``\\x00``): the
-    viewer id and field are escaped the same way, so they match what was stored."""
+    """The viewer's rows in the report table ``table`` (a ``DbApiHook`` or connection factory),
+    the viewer id and field matched exactly (:func:`history_sql`)."""
     from polyv_connector.warehouse import dbapi
     from polyv_connector.warehouse.dialect import dialect_of_connection
     from polyv_connector.warehouse.identifiers import check_table_name
@@ -180,12 +199,9 @@ def history_from_table(
     conn = target.open(ConfigError, setting, "report")
     try:
         engine = dialect_of_connection(conn).name
-        params = [viewer_id] + ([field] if field is not None else [])
-        if engine == "postgresql":
-            params = [p.replace("\x00", dbapi.NUL_ESCAPE) for p in params]
-        sql = history_sql(table, target.identifier_format, target.placeholder, with_field=field is not None)
+        sql = history_sql(table, engine, target.identifier_format, target.placeholder, with_field=field is not None)
         with dbapi.cursor(conn) as cur:
-            cur.execute(sql, tuple(params))
+            cur.execute(sql, history_params(engine, viewer_id, field))
             rows = cur.fetchall()
     except ConfigError:
         raise

@@ -63,6 +63,15 @@ def test_history_lists_each_run_of_the_viewer(engine: Engine):
     assert history_from_table(engine.connect, table, "v-2", "OTHER", **kw) == []
 
 
+def test_ids_match_exactly_even_where_the_collation_folds_case(engine: Engine):
+    """MariaDB's default collation finds 'V-1' for 'v-1': history compares the bytes too."""
+    table = _seed(engine)
+    kw = {"dialect": engine.dialect, **engine.table_kwargs()}
+    assert history_from_table(engine.connect, table, "V-1", **kw) == []
+    assert history_from_table(engine.connect, table, "v-2", "pay_status", **kw) == []
+    assert history_from_table(engine.connect, table, "v-1 ", **kw) == []  # PAD SPACE would ignore it
+
+
 @pytest.mark.parametrize("index", range(len(HOSTILE)))
 def test_hostile_viewer_ids_match_themselves_only(engine: Engine, index: int):
     table = _seed(engine)
@@ -96,6 +105,10 @@ def test_the_docs_sql_runs_on_each_engine(engine: Engine, request):
     else:
         connect = engine.connect  # MariaDB: the database; DuckDB: the file's main schema
     params = {"viewer_id": "v-2", "field": "PAY_STATUS"}
+    if engine.name == "mariadb":  # the docs' queries match exactly there too
+        cur = engine.connect().cursor()
+        cur.execute(queries[0].strip().rstrip(";"), {"viewer_id": "V-2"})
+        assert cur.fetchall() == ()
     conn = connect()
     try:
         results = []
