@@ -256,6 +256,25 @@ def cmd_state_unlock(args: argparse.Namespace) -> int:
     return exit_codes.OK.code
 
 
+def _add_history_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from polyv_connector.history import run_history_command
+    from polyv_connector.warehouse.db_url import DB_URL_ENV
+
+    p = sub.add_parser(
+        "history",
+        help="what each run did to one viewer (run, time, field, status, reason, value as sent)",
+        description="Reads a folder of Parquet reports (--reports) or a report table (--report-table "
+        f"with --db-url; the URL's password, or the whole URL, may come from {DB_URL_ENV}).",
+    )
+    p.add_argument("--viewer-id", required=True, help="the viewer (matched exactly: never a pattern)")
+    p.add_argument("--field", help="one customFieldId only")
+    p.add_argument("--reports", help="a folder of Parquet reports (subfolders included)")
+    p.add_argument("--report-table", help="a report table, [schema.]table")
+    p.add_argument("--db-url", help=f"postgresql://, mysql:// or duckdb:/// URL of the report table (or {DB_URL_ENV})")
+    p.add_argument("--json", action="store_true", help="one JSON object a line")
+    p.set_defaults(func=run_history_command)
+
+
 def _add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     budget = sub.add_parser("budget", help="the request budget shared by every run through this IP")
     budget_sub = budget.add_subparsers(dest="budget_command", required=True)
@@ -305,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(run)
     run.set_defaults(func=cmd_run)
     _add_admin_commands(sub)
+    _add_history_command(sub)
     sim = sub.add_parser("simulator", help="run a local POLYV API simulator for rehearsals and tests")
     from polyv_connector.simulator import cli as sim_cli
 

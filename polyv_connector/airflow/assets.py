@@ -202,3 +202,56 @@ def sync_alias(dag_id: str, task_id: str) -> AssetAlias:
 def sync_report_asset(dag_id: str, task_id: str) -> Asset:
     """The report of one sync task, wherever it is written (each event's extra says where)."""
     return Asset(name=f"polyv_report/{dag_id}/{task_id}", uri=f"{TASK_SCHEME}://{dag_id}/{task_id}")
+
+
+# ---- the report as a place ---------------------------------------------------------------------
+#: The summary keys an asset event carries in its ``extra`` (beside ``reportFile``).
+EVENT_KEYS = ("runId", "airflowRunId", "appId", "ok", "exitCode", "items", "counts", "dryRun", "report", "runPage")
+
+
+def report_folder(dag_id: str, *, report_dir: str | None = None, report_path: str | None = None) -> str | None:
+    """The folder of a DAG's Parquet reports, when it is known where the DAG is parsed:
+    ``<report_dir>/<dag_id>`` (the example DAGs' layout: ``report_path`` is a name under
+    ``report_dir``), else the folder of an absolute (or URL) ``report_path``; ``None`` for a
+    relative path without ``report_dir`` (it names a place only on the worker that resolves it).
+    Templated arguments are the caller's to leave out."""
+    if report_dir and report_dir.strip():
+        return posixpath.join(report_dir.strip(), dag_id)
+    path = (report_path or "").strip()
+    if path and ("://" in path or posixpath.isabs(path)):
+        return posixpath.dirname(path.rstrip("/")) or "/"
+    return None
+
+
+def report_place_assets(
+    dag_id: str,
+    *,
+    report_dir: str | None = None,
+    report_path: str | None = None,
+    report_table: str | None = None,
+    conn_id: str | None = None,
+) -> list[Asset]:
+    """The report's place(s) as assets: the report table (through its connection), and the DAG's
+    report folder (:func:`report_folder`). One asset per place, not per run: every run's event
+    goes to the same asset, and the run's own file rides in the event's extra
+    (:func:`report_event_extra`), so a downstream DAG schedules on the place
+    (``schedule=[report_place_assets("my_dag", report_dir=...)[0]]``)."""
+    places: list[Asset] = []
+    if report_table and report_table.strip() and conn_id:
+        places.append(report_table_asset(conn_id, report_table.strip()))
+    folder = report_folder(dag_id, report_dir=report_dir, report_path=report_path)
+    if folder is not None:
+        places.append(file_location(folder).asset())
+    return places
+
+
+def report_event_extra(summary: dict[str, Any], *, report_file: str | None = None) -> dict[str, Any]:
+    """What an asset event of the report's place carries: the run (``runId``, ``airflowRunId``,
+    ``appId``), how it went (``ok``, ``exitCode``, ``items``, ``counts``, ``dryRun``), where its
+    report and run page are, and ``reportFile``: this run's Parquet file as a URI (``None`` for a
+    table-only report). ``summary`` is the operator's strict-JSON summary (secret already
+    scrubbed); the extra is strict JSON too."""
+    extra = {key: summary.get(key) for key in EVENT_KEYS}
+    path = report_file or summary.get("reportPath")
+    extra["reportFile"] = file_location(path).uri if path else None
+    return extra

@@ -60,3 +60,39 @@ def unquote_identifier(part: str) -> str:
     if part[:1] in ("`", "["):
         return part[1:-1]
     return part.lower()
+
+
+#: The longest identifier each engine keeps (PostgreSQL: 63 bytes, NAMEDATALEN - 1, silently
+#: truncating longer ones; MySQL/MariaDB: 64 characters); engines not named have no limit that
+#: our names reach.
+IDENTIFIER_LIMITS: dict[str, tuple[int, str]] = {
+    "postgresql": (63, "bytes"),
+    "redshift": (127, "bytes"),
+    "mysql": (64, "characters"),
+    "mssql": (128, "characters"),
+    "oracle": (128, "bytes"),
+}
+
+
+def identifier_too_long(name: str, dialect: str) -> str | None:
+    """Why ``name`` (one unquoted identifier) is over ``dialect``'s limit, or ``None`` if it fits."""
+    limit = IDENTIFIER_LIMITS.get(dialect)
+    if limit is None:
+        return None
+    most, unit = limit
+    size = len(name.encode("utf-8")) if unit == "bytes" else len(name)
+    if size <= most:
+        return None
+    return f"{name!r} is {size} {unit} long; {dialect} keeps identifiers of at most {most} {unit}"
+
+
+def with_suffix(table: str, suffix: str) -> str:
+    """``table`` (a checked name) with ``suffix`` appended to its last part, quoting kept:
+    ``s.report`` -> ``s.report_runs``, ``"My Report"`` -> ``"My Report_runs"``."""
+    parts = split_table_name(table)
+    last = parts[-1]
+    if last[:1] in ('"', "`", "["):
+        last = last[:-1] + suffix + last[-1]
+    else:
+        last = last + suffix
+    return ".".join([*parts[:-1], last])

@@ -42,8 +42,9 @@ def _recorded(schema: str) -> dict[str, int]:
 # ---- the declarations ------------------------------------------------------------------------
 def test_the_report_schema_lists_the_report_columns_in_order() -> None:
     assert [c.name for c in report_table.SCHEMA.columns()] == list(REPORT_COLUMNS)
-    # report 2: appId...; state 2: runSeq, 3: the compact layout (a rewrite: its own first version)
-    assert report_table.SCHEMA.current == 2 and state_table.SCHEMA.current == 3 == state_table.SCHEMA.first
+    # report 2: appId..., 3: indexes (no column); state 2: runSeq, 3: the compact layout (a
+    # rewrite: its own first version)
+    assert report_table.SCHEMA.current == 3 and state_table.SCHEMA.current == 3 == state_table.SCHEMA.first
     assert state_table.LEGACY_SCHEMA.current == 2
     assert [c.name for c in state_table.SCHEMA.columns()] == list(state_table.COLUMNS)
 
