@@ -34,7 +34,7 @@ from tests.docs.markdown import DOC_FILES, ROOT, SHELL_LANGUAGES, Block, blocks,
 
 ENGINES = frozenset({"postgresql", "mysql", "duckdb"})
 #: Programs whose lines are run as written and checked no further.
-PLAIN_PROGRAMS = frozenset({"export", "pip", "git", "cd", "cp", "python", "ls", "grep", "mkdir"})
+PLAIN_PROGRAMS = frozenset({"export", "pip", "git", "cd", "cp", "python", ".venv/bin/python", "ls", "grep", "mkdir"})
 #: ``airflow`` subcommands a reader runs as is (``dags`` and ``backfill`` are checked).
 AIRFLOW_PLAIN = frozenset({"db", "providers", "connections", "variables", "version", "config", "standalone"})
 OPERATORS = frozenset({"&&", "||", "|", ";", "&"})

@@ -34,7 +34,9 @@ OTHER_FLAGS = frozenset(
     {"--conf", "--dag-id", "--from-date", "--to-date", "--use-executor", "--check", "--constraint", "--durations"}
 )
 #: Other systems' names the docs mention (GX, Kubernetes, PostgreSQL): not ours to find in the code.
-OTHER_NAMES = frozenset({"partial_unexpected_index_list", "pod_template_file", "search_path", "pg_read_server_files"})
+OTHER_NAMES = frozenset(
+    {"partial_unexpected_index_list", "pod_template_file", "search_path", "pg_read_server_files", "union_by_name"}
+)
 #: Folders whose backticked paths must exist.
 PATH_ROOTS = ("polyv_connector/", "dags/", "scripts/", "tests/", "bench/", "expectations/", "docs/")
 SPAN = re.compile(r"`([^`\n]+)`")
@@ -52,7 +54,8 @@ def _derived_names() -> frozenset[str]:
     from polyv_connector.locks import LOCK_TABLES
 
     state = runspec.SETTINGS["state_table"].default
-    return frozenset({*(f"{LOCK_TABLES}_{s}" for s in ("seq", "lease", "holder")), f"{state}_v2"})
+    report = runspec.SETTINGS["report_table"].default or "polyv_sync_report"
+    return frozenset({*(f"{LOCK_TABLES}_{s}" for s in ("seq", "lease", "holder")), f"{state}_v2", f"{report}_runs"})
 
 
 def _refused_function(name: str) -> bool:

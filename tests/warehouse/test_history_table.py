@@ -85,7 +85,8 @@ def test_hostile_viewer_ids_match_themselves_only(engine: Engine, index: int):
 
 def _doc_queries(engine: str) -> list[str]:
     text = DOC.read_text(encoding="utf-8")
-    return re.findall(rf"<!-- engine: {engine} -->\s*```sql\n(.*?)```", text, re.S)
+    dialect = {"mariadb": "mysql"}.get(engine, engine)
+    return re.findall(rf"^```sql {dialect}\n(.*?)```", text, re.S | re.M)
 
 
 def test_the_docs_sql_runs_on_each_engine(engine: Engine, request):

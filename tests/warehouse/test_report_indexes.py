@@ -208,3 +208,44 @@ def test_engines_without_secondary_indexes_get_none(tmp_path):
             for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'")
         }
     assert names == {"report2_run_idx", "report2_viewer_idx"}
+
+
+@pytest.mark.postgres
+def test_the_guides_concurrent_index_statements_run_and_the_migration_takes_them(pg_schema):
+    """docs/retention.md tells the owner of a large version-2 table to build the indexes with
+    ``CREATE INDEX CONCURRENTLY`` beforehand: those statements run as written, and the next run's
+    migration finds the indexes instead of building them again."""
+    import re
+    from pathlib import Path
+
+    import psycopg
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "retention.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"^```sql postgresql\n(.*?)^```", guide, re.S | re.M)
+    v2 = TableSchema("report", report_table.SCHEMA_VERSIONS[:2])
+    table = f"{pg_schema}.polyv_sync_report"
+    orig = report_table.SCHEMA
+    report_table.SCHEMA = v2
+    try:
+        SqlReportTable(lambda: psycopg.connect(PG_DSN), table).close()
+    finally:
+        report_table.SCHEMA = orig
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:  # CONCURRENTLY runs outside a transaction
+        conn.execute(f"SET search_path TO {pg_schema}")
+        for statement in (s.strip() for s in block.split(";")):
+            if statement:
+                conn.execute(statement)
+    SqlReportTable(lambda: psycopg.connect(PG_DSN), table).close()
+    with psycopg.connect(PG_DSN) as conn:
+        assert conn.execute(f"SELECT version FROM {pg_schema}.polyv_schema_version").fetchone() == (3,)
+        defs = [
+            r[0]
+            for r in conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = 'polyv_sync_report'",
+                (pg_schema,),
+            )
+        ]
+    # Each index once, under the guide's name: the migration built no second copy.
+    assert len([d for d in defs if d.endswith('("runId")')]) == 1
+    assert len([d for d in defs if d.endswith('("appId", "viewerId")')]) == 1
+    assert any("polyv_sync_report_run_idx" in d for d in defs)
