@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from polyv_connector.config import ColumnMapping, Credentials, SendOptions, SyncOptions
+from polyv_connector.config import ColumnMapping, SendOptions, SyncOptions
 from polyv_connector.errors import ConfigError
 from polyv_connector.model import DEFAULT_BUDGET_RPS, FIELD_ID, MAX_RPS_CEILING, VALUE, VIEWER_ID
 from polyv_connector.partitioning import MAX_PARTITIONS
@@ -573,11 +573,6 @@ def _pick(
     if setting.env and env.get(setting.env, "").strip():
         return env[setting.env], setting.env
     return None, setting.label(front)
-
-
-def credentials_from_env(env: Mapping[str, str] | None = None) -> Credentials:
-    """The CLI's credentials: ``POLYV_APP_ID``, ``POLYV_APP_SECRET``, ``POLYV_API_BASE_URL``."""
-    return Credentials.from_env(env)
 
 
 def cli_error_label(setting: str) -> str:

@@ -771,12 +771,6 @@ def _templated(*values: str) -> bool:
     return any("{{" in v or "{%" in v for v in values)
 
 
-def _blank_to_none(value: Any) -> Any:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return value.strip() if isinstance(value, str) else value
-
-
 def _db_hook(conn_id: str, setting: str) -> Any:
     """The common-sql hook of ``conn_id`` (anything exposing DB-API ``get_conn``)."""
     try:
