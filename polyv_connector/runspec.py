@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,6 +26,7 @@ from polyv_connector.config import ColumnMapping, SendOptions, SyncOptions
 from polyv_connector.errors import ConfigError
 from polyv_connector.model import DEFAULT_BUDGET_RPS, FIELD_ID, MAX_RPS_CEILING, VALUE, VIEWER_ID
 from polyv_connector.partitioning import MAX_PARTITIONS
+from polyv_connector.paths import name_under, require_under
 
 if TYPE_CHECKING:
     from polyv_connector.budget import SharedBudget
@@ -157,10 +158,23 @@ def _names(raw: Any, label: str) -> tuple[str, ...] | None:
     return tuple(item.strip() for item in items)
 
 
-def _prefixes(raw: Any, label: str) -> tuple[str, ...] | None:
-    from polyv_connector.paths import parse_prefixes
+def parse_prefixes(raw: Any, label: str) -> tuple[str, ...] | None:
+    """A list of path prefixes: a list, or its JSON text (as an Airflow Variable renders)."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        text = raw.strip()
+        if not text:
+            return None
+        import json
 
-    return parse_prefixes(raw, label)
+        try:
+            raw = json.loads(text)
+        except ValueError:
+            raise ConfigError(label, f"expected a JSON list of path prefixes, got {text!r}") from None
+    if isinstance(raw, str) or not isinstance(raw, Sequence) or not all(isinstance(p, str) and p for p in raw):
+        raise ConfigError(label, "expected a list of non-empty path prefixes")
+    return tuple(raw)
 
 
 Parser = Callable[[Any, str], Any]
@@ -234,14 +248,14 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "allowed_input_prefixes",
             None,
-            _prefixes,
+            parse_prefixes,
             "input_path must lie under one of these paths or URLs (a list, or its JSON text)",
             cli=None,
         ),
         _s(
             "allowed_suite_prefixes",
             None,
-            _prefixes,
+            parse_prefixes,
             "expectation_suite_path must lie under one of these paths (a list, or its JSON text)",
             cli=None,
         ),
@@ -367,7 +381,7 @@ class RunSpec:
     state_conn_id: str | None = None
     diff_in_warehouse: bool = False
     validation_dir: str | None = None
-    #: Where trigger-time paths may point (None: anywhere; see :func:`polyv_connector.paths.confine`).
+    #: Where trigger-time paths may point (None: anywhere; see :func:`confine`).
     report_dir: str | None = None
     allowed_input_prefixes: tuple[str, ...] | None = None
     allowed_suite_prefixes: tuple[str, ...] | None = None
@@ -523,6 +537,35 @@ def resolve(
         seed=None if seed is None else _int(seed, labels["seed"]),
         labels=labels,
     )
+
+
+def confine(spec: RunSpec) -> RunSpec:
+    """``spec`` with its trigger-time paths held to where the DAG author allows.
+
+    With ``report_dir`` set, ``report_path`` is a name under it; with ``allowed_input_prefixes``
+    / ``allowed_suite_prefixes`` set, the input / the suite must lie under one of them.
+    Raises :class:`ConfigError` naming the argument.
+    """
+    import dataclasses
+
+    report_path = spec.report_path
+    if spec.report_dir and report_path:
+        report_path = name_under(spec.report_dir, report_path, spec.label("report_path"))
+    if spec.allowed_input_prefixes is not None and spec.input_path:
+        require_under(
+            spec.input_path,
+            spec.allowed_input_prefixes,
+            spec.label("input_path"),
+            spec.label("allowed_input_prefixes"),
+        )
+    if spec.allowed_suite_prefixes is not None and spec.suite_path:
+        require_under(
+            spec.suite_path,
+            spec.allowed_suite_prefixes,
+            spec.label("expectation_suite_path"),
+            spec.label("allowed_suite_prefixes"),
+        )
+    return dataclasses.replace(spec, report_path=report_path)
 
 
 def check_polyv_conn_id(conn_id: str, allowed: Any, front: Front = "operator") -> None:

@@ -32,7 +32,8 @@ from polyv_connector.airflow.links import DataDocsLink, ReportLink, RunPageLink
 from polyv_connector.errors import ConfigError, InputError, PolyvConnectorError, StateError
 from polyv_connector.jsonsafe import strict_json
 from polyv_connector.model import FIELD_ID, VALUE, VIEWER_ID
-from polyv_connector.paths import check_output_dir, confine, is_url
+from polyv_connector.paths import check_output_dir, is_url
+from polyv_connector.runspec import confine
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
