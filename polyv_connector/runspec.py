@@ -126,8 +126,9 @@ def _fields(raw: Any, label: str) -> dict[str, str]:
     return mapping
 
 
-def _any(raw: Any, label: str) -> Any:
-    return raw
+def _parameters(raw: Any, label: str) -> Any:
+    """Bound query parameters as given (a sequence or a mapping); empty ones are none."""
+    return raw or None
 
 
 def _names(raw: Any, label: str) -> tuple[str, ...] | None:
@@ -178,16 +179,22 @@ def parse_prefixes(raw: Any, label: str) -> tuple[str, ...] | None:
 
 
 Parser = Callable[[Any, str], Any]
+#: The resolved values by target object and field: ``{"send": {"batch_size": 1000}, ...}``.
+Parts = dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting of a run: its canonical name (the operator argument), default and sources."""
+    """One setting of a run: its canonical name (the operator argument), default, sources, and
+    the field it fills: ``target`` is ``<object>.<field>``, the object one of ``spec``
+    (:class:`RunSpec`), ``sync`` (:class:`SyncOptions`), ``send`` (:class:`SendOptions`) and
+    ``mapping`` (:class:`ColumnMapping`)."""
 
     key: str
     default: Any
     parse: Parser
     help: str
+    target: str
     cli: str | None = None  # the flag, or None when the CLI does not offer it
     env: str | None = None  # an environment variable that supplies a worker-wide default
     extra: str | None = None  # a key of the ``polyv`` connection's extras
@@ -202,6 +209,7 @@ class Setting:
 
 def _s(key: str, default: Any, parse: Parser, help: str, **kw: Any) -> Setting:
     kw.setdefault("cli", "--" + key.replace("_", "-"))
+    kw.setdefault("target", "spec." + key)
     return Setting(key, default, parse, help, **kw)
 
 
@@ -217,7 +225,7 @@ SETTINGS: dict[str, Setting] = {
         _s("source_conn_id", None, _text, "Airflow connection of a SQL source (a common-sql DbApiHook)", cli=None),
         _s("source_sql", None, _text, "the query that reads the source rows", cli=None),
         _s("source_table", None, _text, "a table to read the source rows from", cli=None),
-        _s("source_parameters", None, _any, "bound parameters of source_sql", cli=None),
+        _s("source_parameters", None, _parameters, "bound parameters of source_sql", cli=None),
         _s(
             "allowed_source_conn_ids",
             None,
@@ -260,19 +268,47 @@ SETTINGS: dict[str, Setting] = {
             cli=None,
         ),
         # columns
-        _s("viewer_id_column", VIEWER_ID, _text, "column holding the viewerId"),
-        _s("field_id_column", FIELD_ID, _text, "long form: column holding customFieldId"),
-        _s("value_column", VALUE, _text, "long form: column holding customFieldValue"),
-        _s("fields", None, _fields, "wide form: send COLUMN as customFieldId FIELD_ID (repeatable)", cli="--field"),
+        _s("viewer_id_column", VIEWER_ID, _text, "column holding the viewerId", target="mapping.viewer_id_column"),
+        _s(
+            "field_id_column",
+            FIELD_ID,
+            _text,
+            "long form: column holding customFieldId",
+            target="mapping.field_id_column",
+        ),
+        _s("value_column", VALUE, _text, "long form: column holding customFieldValue", target="mapping.value_column"),
+        _s(
+            "fields",
+            None,
+            _fields,
+            "wide form: send COLUMN as customFieldId FIELD_ID (repeatable)",
+            cli="--field",
+            target="mapping.fields",
+        ),
         # sending
-        _s("batch_size", SendOptions.batch_size, _int, "items per request (max 1000)", extra="batch_size"),
-        _s("concurrency", SendOptions.concurrency, _int, "requests in flight", extra="concurrency"),
+        _s(
+            "batch_size",
+            SendOptions.batch_size,
+            _int,
+            "items per request (max 1000)",
+            extra="batch_size",
+            target="send.batch_size",
+        ),
+        _s(
+            "concurrency",
+            SendOptions.concurrency,
+            _int,
+            "requests in flight",
+            extra="concurrency",
+            target="send.concurrency",
+        ),
         _s(
             "max_rps",
             None,
             _float,
             "a cap on this run's requests per second (default: the budget's rate)",
             extra="max_rps",
+            target="send.max_rps",
         ),
         _s(
             "budget_url",
@@ -292,20 +328,46 @@ SETTINGS: dict[str, Setting] = {
             "(POLYV blocks an IP past 1500 per 10 s); runs on one budget share it fairly",
             env="POLYV_BUDGET_RPS",
         ),
-        _s("max_attempts", SendOptions.max_attempts, _int, "tries per request on transient errors"),
-        _s("timeout", SendOptions.timeout_s, _float, "seconds to wait for an answer", extra="timeout"),
-        _s("signature_method", SendOptions.signature_method, _signature_method, "MD5 or SHA256"),
+        _s(
+            "max_attempts",
+            SendOptions.max_attempts,
+            _int,
+            "tries per request on transient errors",
+            target="send.max_attempts",
+        ),
+        _s(
+            "timeout",
+            SendOptions.timeout_s,
+            _float,
+            "seconds to wait for an answer",
+            extra="timeout",
+            target="send.timeout_s",
+        ),
+        _s(
+            "signature_method",
+            SendOptions.signature_method,
+            _signature_method,
+            "MD5 or SHA256",
+            target="send.signature_method",
+        ),
         _s(
             "check_fields",
             True,
             _bool,
             "preflight the customFieldIds against the account's field list",
             cli="--no-check-fields",
+            target="sync.check_fields",
         ),
         # the run
-        _s("dry_run", False, _bool, "plan and report, send nothing"),
-        _s("full_refresh", False, _bool, "ignore the state and send everything"),
-        _s("state_dir", None, _text, "keep the sync state here; unchanged items are not resent"),
+        _s("dry_run", False, _bool, "plan and report, send nothing", target="sync.dry_run"),
+        _s("full_refresh", False, _bool, "ignore the state and send everything", target="sync.full_refresh"),
+        _s(
+            "state_dir",
+            None,
+            _text,
+            "keep the sync state here; unchanged items are not resent",
+            target="sync.state_dir",
+        ),
         _s(
             "state_table",
             "polyv_sync_state",
@@ -322,6 +384,7 @@ SETTINGS: dict[str, Setting] = {
             _bool,
             "if the state is corrupt or from another fingerprint version, start over",
             cli="--reset-state",
+            target="sync.reset_corrupt_state",
         ),
         _s(
             "expectation_suite_path",
@@ -329,6 +392,7 @@ SETTINGS: dict[str, Setting] = {
             _text,
             "Great Expectations suite (JSON) to validate the items with; 'default' for the bundled one",
             cli="--expectations",
+            target="spec.suite_path",
         ),
         _s(
             "max_rejected_fraction",
@@ -336,23 +400,32 @@ SETTINGS: dict[str, Setting] = {
             _fraction,
             "a gate: send nothing if a larger share of the items is rejected (default "
             f"{DEFAULT_SUITE_MAX_REJECTED} with a suite, no ceiling otherwise)",
+            target="sync.max_rejected_fraction",
         ),
         _s(
             "lock_timeout",
             SyncOptions.lock_timeout_s,
             _float,
             "seconds to wait while another run holds the sync state, then exit 5 (busy)",
+            target="sync.lock_timeout_s",
         ),
-        _s("read_batch_rows", SyncOptions.read_batch_rows, _int, "rows read per chunk"),
+        _s("read_batch_rows", SyncOptions.read_batch_rows, _int, "rows read per chunk", target="sync.read_batch_rows"),
         _s(
             "partitions",
             SyncOptions.partitions,
             _int,
             f"split the account into N slices by viewerId (1-{MAX_PARTITIONS}); "
             "run each slice with its own --partition, at the same time if you like",
+            target="sync.partitions",
         ),
-        _s("partition", SyncOptions.partition, _int, "the slice this run handles, 0 to N-1 (with --partitions)"),
-        _s("seed", None, _any, "seed of the retry jitter (tests)", operator=False),
+        _s(
+            "partition",
+            SyncOptions.partition,
+            _int,
+            "the slice this run handles, 0 to N-1 (with --partitions)",
+            target="sync.partition",
+        ),
+        _s("seed", None, _int, "seed of the retry jitter (tests)", operator=False),
     )
 }
 
@@ -455,88 +528,68 @@ def resolve(
         else:
             values[key] = setting.default if parsed is None else parsed
 
-    def fail(key: str, message: str) -> ConfigError:
-        return ConfigError(labels.get(key, key), message)
-
-    fields = values["fields"] or {}
-    mapping = (
-        ColumnMapping.wide(values["viewer_id_column"], fields)
-        if fields
-        else ColumnMapping(values["viewer_id_column"], values["field_id_column"], values["value_column"])
-    )
     allowed = values["allowed_source_conn_ids"]
     source_conn_id = values["source_conn_id"]
     if allowed is not None and source_conn_id and source_conn_id not in allowed:
         # Checked before any connection is looked up: a trigger-time connection id must not
         # reach a database the DAG author did not choose (pg_read_file through another role).
-        raise fail("source_conn_id", _not_allowed(source_conn_id, "source", "allowed_source_conn_ids", allowed))
-    suite = values["expectation_suite_path"]
-    max_rejected = values["max_rejected_fraction"]
-    if max_rejected is None and suite:
-        # A suite is how a team says what a good table looks like: with it comes the gate that
-        # stops a broken upstream table from overwriting good data. Without one, rejected rows
-        # (often null values of a wide table) are reported, not a reason to stop.
-        max_rejected = DEFAULT_SUITE_MAX_REJECTED
-    if suite == BUNDLED_SUITE:
-        from polyv_connector.expectations.suite import bundled_suite_path
-
-        suite = str(bundled_suite_path())
-    options = SyncOptions(
-        send=SendOptions(
-            batch_size=values["batch_size"],
-            concurrency=values["concurrency"],
-            # A run's cap defaults to the budget's whole rate: alone, it may use all of it.
-            max_rps=values["budget_rps"] if values["max_rps"] is None else values["max_rps"],
-            max_attempts=values["max_attempts"],
-            timeout_s=values["timeout"],
-            signature_method=values["signature_method"],
-        ),
-        mapping=mapping,
-        dry_run=values["dry_run"],
-        full_refresh=values["full_refresh"],
-        check_fields=values["check_fields"],
-        state_dir=values["state_dir"],
-        reset_corrupt_state=values["reset_corrupt_state"],
-        max_rejected_fraction=max_rejected,
-        expectations_path=suite,
-        read_batch_rows=values["read_batch_rows"],
-        lock_timeout_s=values["lock_timeout"],
-        partitions=values["partitions"],
-        partition=values["partition"],
-    )
+        raise ConfigError(
+            labels["source_conn_id"], _not_allowed(source_conn_id, "source", "allowed_source_conn_ids", allowed)
+        )
+    parts: Parts = {"spec": {}, "sync": {}, "send": {}, "mapping": {}}
+    for key, setting in SETTINGS.items():
+        owner, name = setting.target.split(".")
+        parts[owner][name] = values[key]
+    for derive in DERIVATIONS:
+        derive(parts)
+    options = SyncOptions(send=SendOptions(**parts["send"]), mapping=_column_mapping(parts["mapping"]), **parts["sync"])
     try:
         options.validate()
     except ConfigError as exc:
         # The options name settings canonically ("max_rps"); say it as the user gave it.
-        raise fail(_CANONICAL.get(exc.setting, exc.setting), _message_of(exc)) from None
-    seed = values["seed"]
-    return RunSpec(
-        options=options,
-        input_path=values["input_path"],
-        report_path=values["report_path"],
-        summary_json=values["summary_json"],
-        suite_path=suite,
-        source_conn_id=values["source_conn_id"],
-        source_sql=values["source_sql"],
-        source_table=values["source_table"],
-        source_parameters=values["source_parameters"] or None,
-        allowed_source_conn_ids=allowed,
-        allowed_polyv_conn_ids=values["allowed_polyv_conn_ids"],
-        report_conn_id=values["report_conn_id"],
-        report_table=values["report_table"],
-        state_table=values["state_table"],
-        state_conn_id=values["state_conn_id"],
-        diff_in_warehouse=values["diff_in_warehouse"],
-        validation_dir=values["validation_dir"],
-        report_dir=values["report_dir"],
-        allowed_input_prefixes=values["allowed_input_prefixes"],
-        allowed_suite_prefixes=values["allowed_suite_prefixes"],
-        budget_url=values["budget_url"],
-        budget_conn_id=values["budget_conn_id"],
-        budget_rps=values["budget_rps"],
-        seed=None if seed is None else _int(seed, labels["seed"]),
-        labels=labels,
-    )
+        key = _CANONICAL.get(exc.setting, exc.setting)
+        raise ConfigError(labels.get(key, key), _message_of(exc)) from None
+    return RunSpec(options=options, labels=labels, **parts["spec"])
+
+
+# ---- derivations: defaults that depend on another setting ----------------------------------------
+
+
+def _cap_from_budget(parts: Parts) -> None:
+    """A run's cap defaults to the budget's whole rate: alone, it may use all of it."""
+    if parts["send"]["max_rps"] is None:
+        parts["send"]["max_rps"] = parts["spec"]["budget_rps"]
+
+
+def _gate_with_suite(parts: Parts) -> None:
+    """A suite brings the rejected-fraction gate (unless one is given).
+
+    A suite is how a team says what a good table looks like: with it comes the gate that stops a
+    broken upstream table from overwriting good data. Without one, rejected rows (often null
+    values of a wide table) are reported, not a reason to stop.
+    """
+    if parts["sync"]["max_rejected_fraction"] is None and parts["spec"]["suite_path"]:
+        parts["sync"]["max_rejected_fraction"] = DEFAULT_SUITE_MAX_REJECTED
+
+
+def _bundled_suite(parts: Parts) -> None:
+    """``default`` names the suite bundled with the package; the options validate with the file."""
+    if parts["spec"]["suite_path"] == BUNDLED_SUITE:
+        from polyv_connector.expectations.suite import bundled_suite_path
+
+        parts["spec"]["suite_path"] = str(bundled_suite_path())
+    parts["sync"]["expectations_path"] = parts["spec"]["suite_path"]
+
+
+#: Applied in order after every setting has its value (the gate reads the suite as given).
+DERIVATIONS: tuple[Callable[[Parts], None], ...] = (_cap_from_budget, _gate_with_suite, _bundled_suite)
+
+
+def _column_mapping(given: Mapping[str, Any]) -> ColumnMapping:
+    """Wide form when fields are mapped, else the long form's three columns."""
+    if given["fields"]:
+        return ColumnMapping.wide(given["viewer_id_column"], given["fields"])
+    return ColumnMapping(given["viewer_id_column"], given["field_id_column"], given["value_column"])
 
 
 def confine(spec: RunSpec) -> RunSpec:
