@@ -95,7 +95,7 @@ with DAG(
         state_dir="{{ var.value.get('polyv_state_dir', '') }}",
         # A Parquet run keeps its state in the folder above or nowhere: no state table, so the
         # rendered templates do not show one the run never uses.
-        state_table=None,
+        state_table="",
         full_refresh="{{ params.full_refresh }}",
         dry_run="{{ params.dry_run }}",
     )

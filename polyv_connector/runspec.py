@@ -349,6 +349,7 @@ SETTINGS: dict[str, Setting] = {
             _signature_method,
             "MD5 or SHA256",
             target="send.signature_method",
+            operator=False,  # the operator never took it: a CLI-only setting
         ),
         _s(
             "check_fields",
@@ -430,6 +431,8 @@ SETTINGS: dict[str, Setting] = {
 }
 
 DEFAULTS: dict[str, Any] = {k: s.default for k, s in SETTINGS.items()}
+#: The settings the Airflow operator takes as arguments, in the table's order.
+OPERATOR_SETTINGS: tuple[str, ...] = tuple(k for k, s in SETTINGS.items() if s.operator)
 
 
 @dataclass(frozen=True)

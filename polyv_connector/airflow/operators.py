@@ -31,9 +31,8 @@ from polyv_connector.airflow.hooks import PolyvHook
 from polyv_connector.airflow.links import DataDocsLink, ReportLink, RunPageLink
 from polyv_connector.errors import ConfigError, InputError, PolyvConnectorError, StateError
 from polyv_connector.jsonsafe import strict_json
-from polyv_connector.model import FIELD_ID, VALUE, VIEWER_ID
 from polyv_connector.paths import check_output_dir, is_url
-from polyv_connector.runspec import confine
+from polyv_connector.runspec import OPERATOR_SETTINGS, confine
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -71,13 +70,17 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     ``AirflowFailException`` before anything is sent. Metrics go through Airflow's ``Stats``
     (:mod:`polyv_connector.airflow.metrics`).
 
+    Every argument but ``polyv_conn_id`` is a setting of :data:`polyv_connector.runspec.SETTINGS`
+    and defaults to ``None``, "not given": the connection's extra, the environment or the
+    setting's default applies (the help of ``polyv-sync run`` lists the defaults).
+
     :param polyv_conn_id: the ``polyv`` connection (appId, appSecret, base URL, sending extras).
     :param dry_run: plan and report, send nothing. Templated; "true"/"false" strings accepted.
     :param full_refresh: ignore the sync state and send every valid item. Templated.
     :param state_dir: folder of the sync state (unchanged items are not resent); templated.
     :param state_table: warehouse table of the sync state (default ``polyv_sync_state``), used
         when there is no ``state_dir`` and a database connection: ``state_conn_id``, else
-        ``report_conn_id``, else ``source_conn_id``. ``None`` or "" keeps no state.
+        ``report_conn_id``, else ``source_conn_id``. ``""`` keeps no state.
     :param diff_in_warehouse: with a SQL source and the state table on the source connection,
         compute the diff in the database (an anti-join against the state table) so that only
         changed rows leave the warehouse. Unchanged rows are then counted in the summary
@@ -147,6 +150,14 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     # Served by the plugin (polyv_connector.airflow.plugin); Airflow stores each link as an XCom
     # when the task ends, read from the summary's runPage / reportPath / validation.
     operator_extra_links = (RunPageLink(), ReportLink(), DataDocsLink())
+    # The run settings read before the run is resolved (the outlets at parse time, the account
+    # check): the others reach the RunSpec through _given() only.
+    source_conn_id: str | None
+    report_conn_id: str | None
+    report_table: str | None
+    report_path: str | None
+    report_dir: str | None
+    allowed_polyv_conn_ids: Sequence[str] | str | None
 
     def __init__(
         self,
@@ -159,27 +170,27 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         source_parameters: Sequence[Any] | Mapping[str, Any] | None = None,
         allowed_source_conn_ids: Sequence[str] | str | None = None,
         allowed_polyv_conn_ids: Sequence[str] | str | None = None,
-        viewer_id_column: str = VIEWER_ID,
-        field_id_column: str = FIELD_ID,
-        value_column: str = VALUE,
+        viewer_id_column: str | None = None,
+        field_id_column: str | None = None,
+        value_column: str | None = None,
         fields: Mapping[str, str] | None = None,
         report_path: str | None = None,
         report_conn_id: str | None = None,
         report_table: str | None = None,
-        dry_run: bool | str = False,
-        full_refresh: bool | str = False,
+        dry_run: bool | str | None = None,
+        full_refresh: bool | str | None = None,
         state_dir: str | None = None,
-        state_table: str | None = "polyv_sync_state",
+        state_table: str | None = None,
         state_conn_id: str | None = None,
-        diff_in_warehouse: bool | str = False,
-        reset_corrupt_state: bool = False,
+        diff_in_warehouse: bool | str | None = None,
+        reset_corrupt_state: bool | None = None,
         expectation_suite_path: str | None = None,
         validation_dir: str | None = None,
         report_dir: str | None = None,
         allowed_input_prefixes: Sequence[str] | str | None = None,
         allowed_suite_prefixes: Sequence[str] | str | None = None,
         max_rejected_fraction: float | str | None = None,
-        check_fields: bool = True,
+        check_fields: bool | None = None,
         max_rps: float | None = None,
         batch_size: int | None = None,
         concurrency: int | None = None,
@@ -194,52 +205,15 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         partition: int | str | None = None,
         **kwargs: Any,
     ) -> None:
+        arguments = locals()  # the settings as written in the signature above, read in a loop below
         explicit_outlets = "outlets" in kwargs
         explicit_inlets = "inlets" in kwargs
         super().__init__(**kwargs)
         self.polyv_conn_id = polyv_conn_id
-        self.input_path = input_path
-        self.source_conn_id = source_conn_id
-        self.source_sql = source_sql
-        self.source_table = source_table
-        self.source_parameters = source_parameters
-        self.allowed_source_conn_ids = allowed_source_conn_ids
-        self.allowed_polyv_conn_ids = allowed_polyv_conn_ids
-        self.viewer_id_column = viewer_id_column
-        self.field_id_column = field_id_column
-        self.value_column = value_column
-        self.fields = dict(fields) if fields else None
-        self.report_path = report_path
-        self.report_conn_id = report_conn_id
-        self.report_table = report_table
-        # Not ``self.dry_run``: that would hide BaseOperator.dry_run(), Airflow's template check.
-        self.dry_run_setting = dry_run
-        self.full_refresh = full_refresh
-        self.state_dir = state_dir
-        self.state_table = state_table
-        self.state_conn_id = state_conn_id
-        self.diff_in_warehouse = diff_in_warehouse
-        self.reset_corrupt_state = reset_corrupt_state
-        self.expectation_suite_path = expectation_suite_path
-        self.validation_dir = validation_dir
-        self.report_dir = report_dir
-        self.allowed_input_prefixes = allowed_input_prefixes
-        self.allowed_suite_prefixes = allowed_suite_prefixes
-        self.max_rejected_fraction = max_rejected_fraction
-        self.check_fields = check_fields
-        self.max_rps = max_rps
-        self.batch_size = batch_size
-        self.concurrency = concurrency
-        self.timeout = timeout
-        self.max_attempts = max_attempts
-        self.read_batch_rows = read_batch_rows
-        self.lock_timeout = lock_timeout
-        self.budget_url = budget_url
-        self.budget_conn_id = budget_conn_id
-        self.budget_rps = budget_rps
-        # Slice ``partition`` of ``partitions`` (templated; map over range(partitions)).
-        self.partitions = partitions
-        self.partition = partition
+        # Every run setting the operator takes (runspec.SETTINGS) is stored as given, None for
+        # "not given": the RunSpec applies the connection's extras and the defaults at run time.
+        for key in OPERATOR_SETTINGS:
+            setattr(self, _attribute(key), arguments[key])
         self._lineage: dict[str, Any] = {}
         self._stop: Circuit | None = None  # set while execute() runs: on_kill() stops through it
         if not explicit_outlets:
@@ -273,49 +247,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     # ---- run time -----------------------------------------------------------------------------
     def _given(self) -> dict[str, Any]:
         """The operator's arguments as RunSpec settings (``None`` = not given)."""
-        return {
-            "input_path": self.input_path,
-            "source_conn_id": self.source_conn_id,
-            "source_sql": self.source_sql,
-            "source_table": self.source_table,
-            "source_parameters": self.source_parameters,
-            "allowed_source_conn_ids": self.allowed_source_conn_ids,
-            "allowed_polyv_conn_ids": self.allowed_polyv_conn_ids,
-            "viewer_id_column": self.viewer_id_column,
-            "field_id_column": self.field_id_column,
-            "value_column": self.value_column,
-            "fields": self.fields,
-            "report_path": self.report_path,
-            "report_conn_id": self.report_conn_id,
-            "report_table": self.report_table,
-            "dry_run": self.dry_run_setting,
-            "full_refresh": self.full_refresh,
-            "state_dir": self.state_dir,
-            # None keeps no state (as documented): say so explicitly, "" is "off" to the RunSpec.
-            "state_table": "" if self.state_table is None else self.state_table,
-            "state_conn_id": self.state_conn_id,
-            "diff_in_warehouse": self.diff_in_warehouse,
-            "reset_corrupt_state": self.reset_corrupt_state,
-            "expectation_suite_path": self.expectation_suite_path,
-            "validation_dir": self.validation_dir,
-            "report_dir": self.report_dir,
-            "allowed_input_prefixes": self.allowed_input_prefixes,
-            "allowed_suite_prefixes": self.allowed_suite_prefixes,
-            "max_rejected_fraction": self.max_rejected_fraction,
-            "check_fields": self.check_fields,
-            "max_rps": self.max_rps,
-            "batch_size": self.batch_size,
-            "concurrency": self.concurrency,
-            "timeout": self.timeout,
-            "max_attempts": self.max_attempts,
-            "read_batch_rows": self.read_batch_rows,
-            "lock_timeout": self.lock_timeout,
-            "budget_url": self.budget_url,
-            "budget_conn_id": self.budget_conn_id,
-            "budget_rps": self.budget_rps,
-            "partitions": self.partitions,
-            "partition": self.partition,
-        }
+        return {key: getattr(self, _attribute(key)) for key in OPERATOR_SETTINGS}
 
     def execute(self, context: Context) -> dict[str, Any]:
         # urllib3 logs request URLs at DEBUG; they carry the signature: keep them out of task logs.
@@ -766,6 +698,15 @@ def _absolute_location(location: str | None, report_path: str | None) -> str | N
         if written in location:
             return location.replace(written, _absolute_path(report_path), 1)
     return location
+
+
+# Not ``self.dry_run``: that would hide BaseOperator.dry_run(), Airflow's template check.
+_ATTRIBUTES = {"dry_run": "dry_run_setting"}
+
+
+def _attribute(key: str) -> str:
+    """The operator attribute that holds run setting ``key`` (a template field when templated)."""
+    return _ATTRIBUTES.get(key, key)
 
 
 def _templated(*values: str) -> bool:

@@ -322,6 +322,36 @@ def test_template_fields_cover_sql_tables_and_paths():
     } <= set(PolyvViewerFieldSyncOperator.template_fields)
 
 
+def test_the_signature_takes_the_operator_settings_each_defaulting_to_not_given():
+    """The signature is written out (Airflow's partial/expand read it) but follows the table."""
+    import inspect
+
+    from polyv_connector import runspec
+    from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
+
+    parameters = inspect.signature(PolyvViewerFieldSyncOperator.__init__).parameters
+    settings = {name: p for name, p in parameters.items() if name not in ("self", "polyv_conn_id", "kwargs")}
+    assert set(settings) == set(runspec.OPERATOR_SETTINGS)
+    assert {name: p.default for name, p in settings.items() if p.default is not None} == {}
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in settings.values())
+    # Each template field holds a setting (dry_run lives in dry_run_setting).
+    attributes = {"dry_run_setting" if k == "dry_run" else k for k in runspec.OPERATOR_SETTINGS}
+    assert set(PolyvViewerFieldSyncOperator.template_fields) <= attributes
+
+
+def test_arguments_pass_on_as_given_and_a_blank_state_table_keeps_no_state():
+    from polyv_connector import runspec
+
+    op = _op(input_path="x", report_path="r.parquet", batch_size=7, dry_run="true")
+    given = op._given()
+    assert set(given) == set(runspec.OPERATOR_SETTINGS)
+    assert given["batch_size"] == 7 and given["dry_run"] == "true" and given["state_table"] is None
+    spec = runspec.resolve(given, front="operator", env={})
+    assert spec.options.send.batch_size == 7 and spec.options.dry_run
+    assert spec.state_table == "polyv_sync_state"  # None: not given, the default applies
+    assert runspec.resolve(_op(state_table="")._given(), front="operator", env={}).state_table is None
+
+
 def test_openlineage_is_optional(sim, polyv_env, tmp_path, monkeypatch):
     """Without the OpenLineage provider the operator runs and reports no lineage (None)."""
     monkeypatch.setitem(sys.modules, "airflow.providers.openlineage.extractors", None)  # import fails
@@ -343,7 +373,7 @@ def test_validation_results_are_written_without_a_parquet_report(sim, polyv_env,
         field_id_column="field",
         value_column="val",
         report_table=f"{pg_schema}.report",
-        state_table=None,
+        state_table="",
         expectation_suite_path="default",
         validation_dir=str(tmp_path / "dq"),
     ).execute(_context())
