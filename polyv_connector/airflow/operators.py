@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import Asset, AssetAlias, BaseHook, BaseOperator
+from airflow.sdk import Asset, AssetAlias, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from polyv_connector import exit_codes
@@ -27,9 +27,15 @@ from polyv_connector.airflow.assets import (
     sync_alias,
     sync_report_asset,
 )
+from polyv_connector.airflow.failures import airflow_error as _airflow_error
+from polyv_connector.airflow.failures import failure_message as _failure_message
+from polyv_connector.airflow.failures import scrub_secret as _scrub_secret
 from polyv_connector.airflow.hooks import PolyvHook
+from polyv_connector.airflow.hooks import db_hook as _db_hook
+from polyv_connector.airflow.hooks import redis_url as _redis_url
+from polyv_connector.airflow.hooks import same_database as _same_database
 from polyv_connector.airflow.links import DataDocsLink, ReportLink, RunPageLink
-from polyv_connector.errors import ConfigError, InputError, PolyvConnectorError, StateError
+from polyv_connector.errors import ConfigError, PolyvConnectorError
 from polyv_connector.jsonsafe import strict_json
 from polyv_connector.paths import check_output_dir, is_url
 from polyv_connector.runspec import OPERATOR_SETTINGS, confine
@@ -38,7 +44,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from polyv_connector.airflow.assets import Location
-    from polyv_connector.airflow.lineage import RunLineage
     from polyv_connector.engine import SyncResult
     from polyv_connector.report import ReportSink
     from polyv_connector.runspec import RunSpec
@@ -609,70 +614,23 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
 
     def _written_locations(self, summary: dict[str, Any]) -> list[Location]:
         """Where this run wrote, named as in its OpenLineage events (the same :class:`Location`)."""
-        from polyv_connector.airflow.lineage import polyv_written
+        from polyv_connector.airflow.lineage import run_lineage, written_locations
 
-        run = self._run_lineage()
-        written: list[Location] = [r for r in run.reports if hasattr(r, "uri")]
-        if run.state is not None and not summary.get("dryRun"):
-            written.append(run.state)
-        if run.polyv is not None and polyv_written(summary):
-            written.append(run.polyv)
-        return written
+        return written_locations(run_lineage(self._lineage, self.log), summary)
 
     # ---- lineage ------------------------------------------------------------------------------
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage inputs (the source, the sync state) and outputs (the report, the state,
         POLYV when something was sent), with the data-quality and run facets: see
         :mod:`polyv_connector.airflow.lineage`. ``None`` without the OpenLineage provider."""
-        from polyv_connector.airflow.lineage import operator_lineage
+        from polyv_connector.airflow.lineage import operator_lineage, run_lineage
 
-        return operator_lineage(self._run_lineage())
+        return operator_lineage(run_lineage(self._lineage, self.log))
 
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
         """As on completion: a failed gate or a stopped run still read its source and wrote its
         report (and POLYV is declared only if something was sent)."""
         return self.get_openlineage_facets_on_complete(task_instance)
-
-    def _run_lineage(self) -> RunLineage:
-        """Where this run read and wrote, and what it found, as plain values (no OpenLineage
-        import: the asset events use it too)."""
-        from polyv_connector.airflow.assets import file_location, polyv_location
-        from polyv_connector.airflow.lineage import RunLineage, source_columns
-
-        info = self._lineage
-        run = RunLineage(
-            summary=info.get("summary"),
-            expectations=info.get("expectations") or [],
-            max_rejected_fraction=info.get("max_rejected_fraction"),
-        )
-        if info.get("source_kind") == "file":
-            run.source = [file_location(info["source_path"])]
-        elif info.get("source_kind") == "sql":
-            table = info.get("source_table")
-            where = _table_location(info["source_hook"], table) if table else None
-            run.source = (
-                [where]
-                if where
-                else _sql_datasets(info["source_hook"], info.get("source_sql") or "", "inputs", self.log)
-            )
-        mapping = info.get("mapping")
-        if mapping is not None:
-            run.fields = dict(mapping.fields) or None
-            run.columns = source_columns(
-                mapping.viewer_id_column, mapping.field_id_column, mapping.value_column, run.fields
-            )
-        if info.get("state_dir"):
-            run.state = file_location(info["state_dir"])
-        elif info.get("state_table"):
-            run.state = _table_location(info["state_hook"], info["state_table"])
-        if info.get("report_table"):
-            located = _table_location(info["report_hook"], info["report_table"])
-            run.reports.extend([located] if located else [])
-        if info.get("report_path"):
-            run.reports.append(file_location(info["report_path"]))
-        if info.get("app_id"):
-            run.polyv = polyv_location(info["base_url"], info["app_id"])
-        return run
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -711,144 +669,3 @@ def _attribute(key: str) -> str:
 
 def _templated(*values: str) -> bool:
     return any("{{" in v or "{%" in v for v in values)
-
-
-def _db_hook(conn_id: str, setting: str) -> Any:
-    """The common-sql hook of ``conn_id`` (anything exposing DB-API ``get_conn``)."""
-    try:
-        hook = BaseHook.get_hook(conn_id)
-    except Exception as exc:
-        raise ConfigError(setting, f"cannot use connection {conn_id!r}: {type(exc).__name__}: {exc}") from exc
-    if not callable(getattr(hook, "get_conn", None)) or not hasattr(hook, "placeholder"):
-        raise ConfigError(
-            setting,
-            f"connection {conn_id!r} ({type(hook).__name__}) is not a SQL database connection (a common-sql DbApiHook)",
-        )
-    return hook
-
-
-def _same_database(conn_a: str | None, conn_b: str | None) -> bool:
-    """Whether two connections reach the same database (perhaps as different roles): the diff in
-    the warehouse reads the state table through the source connection, and writes it through
-    the state connection, so both must see the same table."""
-    if not conn_a or not conn_b:
-        return False
-    if conn_a == conn_b:
-        return True
-    try:
-        a, b = BaseHook.get_connection(conn_a), BaseHook.get_connection(conn_b)
-    except Exception as exc:
-        raise ConfigError("state_conn_id", f"cannot use connection: {type(exc).__name__}") from exc
-
-    def where(conn: Any) -> tuple[Any, ...]:
-        return (conn.conn_type, (conn.host or "").lower(), conn.port, conn.schema)
-
-    return where(a) == where(b)
-
-
-def _redis_url(conn_id: str | None) -> str | None:
-    """``redis://[:password@]host:port/db`` from an Airflow Redis connection (None without one)."""
-    if not conn_id:
-        return None
-    from urllib.parse import quote
-
-    try:
-        conn = BaseHook.get_connection(conn_id)
-    except Exception as exc:
-        raise ConfigError("budget_conn_id", f"cannot use connection {conn_id!r}: {type(exc).__name__}") from exc
-    if conn.password:
-        from airflow.sdk.log import mask_secret
-
-        mask_secret(conn.password)
-    auth = f":{quote(conn.password, safe='')}@" if conn.password else ""
-    db = (conn.extra_dejson or {}).get("db", 0)
-    return f"redis://{auth}{conn.host or '127.0.0.1'}:{conn.port or 6379}/{db}"
-
-
-def _airflow_error(exc: PolyvConnectorError) -> Exception:
-    """The Airflow exception for an error the run raised: retryable only where a retry can help."""
-    code = exit_codes.for_error(exc)
-    kinds = {
-        exit_codes.CONFIG: "configuration error",
-        exit_codes.BUSY: "busy",
-        exit_codes.UNAVAILABLE: "unavailable, will retry",
-    }
-    if isinstance(exc, StateError):
-        kind = "sync state error"
-    elif isinstance(exc, InputError):
-        kind = "input error"
-    else:
-        kind = kinds.get(code, code.name)
-    message = f"POLYV sync: {kind}: {exc}"
-    return AirflowException(message) if code.retryable else AirflowFailException(message)
-
-
-def _scrub_secret(value: Any, secret: str) -> Any:
-    """``value`` (strings, lists, dicts) with every occurrence of ``secret`` replaced."""
-    if not secret:
-        return value
-    if isinstance(value, str):
-        return value.replace(secret, "***")
-    if isinstance(value, dict):
-        return {_scrub_secret(k, secret): _scrub_secret(v, secret) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub_secret(v, secret) for v in value]
-    return value
-
-
-# Reason codes of items that are fine as they are: left out of a failure message.
-_NOT_PROBLEMS = frozenset({"unchanged", "duplicate", "dry_run"})
-
-
-def _failure_message(result: SyncResult) -> str:
-    counts = result.counts
-    parts = [
-        f"POLYV sync {result.run_id} did not sync every item: failed {counts.get('failed', 0):,}, "
-        f"in_doubt {counts.get('in_doubt', 0):,}, not_attempted {counts.get('not_attempted', 0):,} "
-        f"of {result.items:,}"
-    ]
-    if result.aborted:
-        parts.append(f"stopped ({result.abort_cause}): {result.aborted}")
-    if result.gate_failures:
-        parts.append("data-quality gate failed: " + " | ".join(result.gate_failures))
-    by_reason = sorted(
-        ((c, n) for c, n in result.counts_by_reason.items() if c not in _NOT_PROBLEMS),
-        key=lambda cn: -cn[1],
-    )
-    if by_reason:
-        parts.append("by reason: " + ", ".join(f"{c} {n:,}" for c, n in by_reason))
-    parts.append(f"report: {result.report_location}")
-    return "; ".join(parts)
-
-
-def _table_location(hook: Any, table: str) -> Any:
-    """The OpenLineage/asset location of ``table`` on ``hook``'s connection (None if unreadable)."""
-    from polyv_connector.airflow.assets import table_location
-
-    try:
-        conn = hook.get_connection(hook.get_conn_id())
-        return table_location(conn.conn_type or "", table, host=conn.host, port=conn.port, database=conn.schema or None)
-    except Exception:  # lineage is best effort: never fail a finished sync over it
-        return None
-
-
-def _sql_datasets(hook: Any, statement: str, side: str, log: Any) -> list[Any]:
-    """Datasets of ``statement`` as the OpenLineage SQL parser sees them (no database round trip)."""
-    try:
-        from airflow.providers.openlineage.sqlparser import SQLParser
-
-        connection = hook.get_connection(hook.get_conn_id())
-        database_info = hook.get_openlineage_database_info(connection)
-        if database_info is None:
-            return []
-        parser = SQLParser(
-            dialect=hook.get_openlineage_database_dialect(connection),
-            default_schema=hook.get_openlineage_default_schema(),
-        )
-        lineage = parser.generate_openlineage_metadata_from_sql(
-            sql=statement, hook=hook, database_info=database_info, use_connection=False
-        )
-        return list(getattr(lineage, side, None) or [])
-    except Exception as exc:  # lineage is best effort: never fail a finished sync over it
-        log.debug("OpenLineage SQL parsing skipped: %s", exc)
-        return []

@@ -456,17 +456,3 @@ def test_execution_timeout_writes_the_report_then_lets_the_timeout_fail_the_task
     summary = ctx["ti"].pushed["return_value"]
     assert summary["abortCause"] == "stopped" and "AirflowTaskTimeout" in summary["aborted"]
     assert summary["counts"]["sent"] == statuses.count("sent")
-
-
-def test_diff_in_warehouse_state_connection_must_reach_the_source_database(monkeypatch):
-    """Another role on the same database may keep the state (a read-only source); a state table
-    in another database would be a different (perhaps stale) table: refused."""
-    from polyv_connector.airflow.operators import _same_database
-
-    monkeypatch.setenv("AIRFLOW_CONN_SRC_READER", "postgresql://reader@db.example:5432/dwh")
-    monkeypatch.setenv("AIRFLOW_CONN_SRC_WRITER", "postgresql://writer:pw@DB.example:5432/dwh")
-    monkeypatch.setenv("AIRFLOW_CONN_OTHER_DB", "postgresql://writer@db.example:5432/staging")
-    assert _same_database("src_reader", "src_reader")
-    assert _same_database("src_writer", "src_reader")
-    assert not _same_database("other_db", "src_reader")
-    assert not _same_database(None, "src_reader")
