@@ -26,14 +26,14 @@ from airflow.plugins_manager import AirflowPlugin
 
 from polyv_connector.airflow.conntest import PolyvConnectionTestMiddleware
 from polyv_connector.airflow.links import FILES_ROUTE, URL_PREFIX
+from polyv_connector.deployment import VALIDATION_FOLDER, airflow_home, default_report_dir
 
 #: Served as a download rather than shown (a browser cannot show Parquet).
 _DOWNLOAD = {".parquet": "application/vnd.apache.parquet"}
 
 
 def default_served_dirs() -> list[str]:
-    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-    return [os.path.join(home, "polyv_reports"), os.path.join(home, "polyv_validation")]
+    return [default_report_dir(), os.path.join(airflow_home(), VALIDATION_FOLDER)]
 
 
 def served_dirs_from_config() -> list[str]:
