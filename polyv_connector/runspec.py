@@ -199,6 +199,7 @@ class Setting:
     env: str | None = None  # an environment variable that supplies a worker-wide default
     extra: str | None = None  # a key of the ``polyv`` connection's extras
     operator: bool = True  # whether the operator takes it as an argument
+    templated: bool = True  # whether the operator renders it as a Jinja template (a template field)
     blank_is_off: bool = False  # "" (or None given explicitly) switches the feature off
 
     def label(self, front: Front) -> str:
@@ -268,15 +269,30 @@ SETTINGS: dict[str, Setting] = {
             cli=None,
         ),
         # columns
-        _s("viewer_id_column", VIEWER_ID, _text, "column holding the viewerId", target="mapping.viewer_id_column"),
+        _s(
+            "viewer_id_column",
+            VIEWER_ID,
+            _text,
+            "column holding the viewerId",
+            target="mapping.viewer_id_column",
+            templated=False,
+        ),
         _s(
             "field_id_column",
             FIELD_ID,
             _text,
             "long form: column holding customFieldId",
             target="mapping.field_id_column",
+            templated=False,
         ),
-        _s("value_column", VALUE, _text, "long form: column holding customFieldValue", target="mapping.value_column"),
+        _s(
+            "value_column",
+            VALUE,
+            _text,
+            "long form: column holding customFieldValue",
+            target="mapping.value_column",
+            templated=False,
+        ),
         _s(
             "fields",
             None,
@@ -284,6 +300,7 @@ SETTINGS: dict[str, Setting] = {
             "wide form: send COLUMN as customFieldId FIELD_ID (repeatable)",
             cli="--field",
             target="mapping.fields",
+            templated=False,
         ),
         # sending
         _s(
@@ -293,6 +310,7 @@ SETTINGS: dict[str, Setting] = {
             "items per request (max 1000)",
             extra="batch_size",
             target="send.batch_size",
+            templated=False,
         ),
         _s(
             "concurrency",
@@ -301,6 +319,7 @@ SETTINGS: dict[str, Setting] = {
             "requests in flight",
             extra="concurrency",
             target="send.concurrency",
+            templated=False,
         ),
         _s(
             "max_rps",
@@ -309,6 +328,7 @@ SETTINGS: dict[str, Setting] = {
             "a cap on this run's requests per second (default: the budget's rate)",
             extra="max_rps",
             target="send.max_rps",
+            templated=False,
         ),
         _s(
             "budget_url",
@@ -334,6 +354,7 @@ SETTINGS: dict[str, Setting] = {
             _int,
             "tries per request on transient errors",
             target="send.max_attempts",
+            templated=False,
         ),
         _s(
             "timeout",
@@ -342,6 +363,7 @@ SETTINGS: dict[str, Setting] = {
             "seconds to wait for an answer",
             extra="timeout",
             target="send.timeout_s",
+            templated=False,
         ),
         _s(
             "signature_method",
@@ -358,6 +380,7 @@ SETTINGS: dict[str, Setting] = {
             "preflight the customFieldIds against the account's field list",
             cli="--no-check-fields",
             target="sync.check_fields",
+            templated=False,
         ),
         # the run
         _s("dry_run", False, _bool, "plan and report, send nothing", target="sync.dry_run"),
@@ -386,6 +409,7 @@ SETTINGS: dict[str, Setting] = {
             "if the state is corrupt or from another fingerprint version, start over",
             cli="--reset-state",
             target="sync.reset_corrupt_state",
+            templated=False,
         ),
         _s(
             "expectation_suite_path",
@@ -410,7 +434,14 @@ SETTINGS: dict[str, Setting] = {
             "seconds to wait while another run holds the sync state, then exit 5 (busy)",
             target="sync.lock_timeout_s",
         ),
-        _s("read_batch_rows", SyncOptions.read_batch_rows, _int, "rows read per chunk", target="sync.read_batch_rows"),
+        _s(
+            "read_batch_rows",
+            SyncOptions.read_batch_rows,
+            _int,
+            "rows read per chunk",
+            target="sync.read_batch_rows",
+            templated=False,
+        ),
         _s(
             "partitions",
             SyncOptions.partitions,

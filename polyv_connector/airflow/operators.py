@@ -38,7 +38,7 @@ from polyv_connector.airflow.links import DataDocsLink, ReportLink, RunPageLink
 from polyv_connector.errors import ConfigError, PolyvConnectorError
 from polyv_connector.jsonsafe import strict_json
 from polyv_connector.paths import check_output_dir, is_url
-from polyv_connector.runspec import OPERATOR_SETTINGS, confine
+from polyv_connector.runspec import OPERATOR_SETTINGS, SETTINGS, confine
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -48,6 +48,15 @@ if TYPE_CHECKING:
     from polyv_connector.report import ReportSink
     from polyv_connector.runspec import RunSpec
     from polyv_connector.sender import Circuit
+
+
+# Not ``self.dry_run``: that would hide BaseOperator.dry_run(), Airflow's template check.
+_ATTRIBUTES = {"dry_run": "dry_run_setting"}
+
+
+def _attribute(key: str) -> str:
+    """The operator attribute that holds run setting ``key`` (a template field when templated)."""
+    return _ATTRIBUTES.get(key, key)
 
 
 class PolyvViewerFieldSyncOperator(BaseOperator):
@@ -119,36 +128,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     :mod:`polyv_connector.warehouse.readonly`.
     """
 
-    template_fields: Sequence[str] = (
-        "input_path",
-        "source_conn_id",
-        "source_sql",
-        "source_table",
-        "source_parameters",
-        "allowed_source_conn_ids",
-        "allowed_polyv_conn_ids",
-        "report_path",
-        "report_conn_id",
-        "report_table",
-        "state_dir",
-        "state_table",
-        "state_conn_id",
-        "diff_in_warehouse",
-        "expectation_suite_path",
-        "validation_dir",
-        "report_dir",
-        "allowed_input_prefixes",
-        "allowed_suite_prefixes",
-        "dry_run_setting",
-        "full_refresh",
-        "max_rejected_fraction",
-        "lock_timeout",
-        "budget_url",
-        "budget_conn_id",
-        "budget_rps",
-        "partitions",
-        "partition",
-    )
+    # The run settings rendered as Jinja templates: runspec.SETTINGS says which.
+    template_fields: Sequence[str] = tuple(_attribute(k) for k in OPERATOR_SETTINGS if SETTINGS[k].templated)
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers: ClassVar[dict[str, str]] = {"source_sql": "sql", "source_parameters": "json"}
     ui_color = "#e8f4ff"
@@ -656,15 +637,6 @@ def _absolute_location(location: str | None, report_path: str | None) -> str | N
         if written in location:
             return location.replace(written, _absolute_path(report_path), 1)
     return location
-
-
-# Not ``self.dry_run``: that would hide BaseOperator.dry_run(), Airflow's template check.
-_ATTRIBUTES = {"dry_run": "dry_run_setting"}
-
-
-def _attribute(key: str) -> str:
-    """The operator attribute that holds run setting ``key`` (a template field when templated)."""
-    return _ATTRIBUTES.get(key, key)
 
 
 def _templated(*values: str) -> bool:

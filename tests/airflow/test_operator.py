@@ -334,9 +334,16 @@ def test_the_signature_takes_the_operator_settings_each_defaulting_to_not_given(
     assert set(settings) == set(runspec.OPERATOR_SETTINGS)
     assert {name: p.default for name, p in settings.items() if p.default is not None} == {}
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in settings.values())
-    # Each template field holds a setting (dry_run lives in dry_run_setting).
-    attributes = {"dry_run_setting" if k == "dry_run" else k for k in runspec.OPERATOR_SETTINGS}
-    assert set(PolyvViewerFieldSyncOperator.template_fields) <= attributes
+    # The template fields come from the table too (dry_run lives in dry_run_setting), the same
+    # as when they were written out here.
+    assert set(PolyvViewerFieldSyncOperator.template_fields) == {
+        *("input_path", "source_conn_id", "source_sql", "source_table", "source_parameters"),
+        *("allowed_source_conn_ids", "allowed_polyv_conn_ids", "report_path", "report_conn_id"),
+        *("report_table", "state_dir", "state_table", "state_conn_id", "diff_in_warehouse"),
+        *("expectation_suite_path", "validation_dir", "report_dir", "allowed_input_prefixes"),
+        *("allowed_suite_prefixes", "dry_run_setting", "full_refresh", "max_rejected_fraction"),
+        *("lock_timeout", "budget_url", "budget_conn_id", "budget_rps", "partitions", "partition"),
+    }
 
 
 def test_arguments_pass_on_as_given_and_a_blank_state_table_keeps_no_state():
