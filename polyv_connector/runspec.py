@@ -4,6 +4,10 @@ in each front end; and :func:`resolve`, which turns what a front end was given i
 
 The CLI (flags), the Airflow operator (arguments) and the ``polyv`` connection (extras) only
 *translate* into this module: none of them holds a default or parses a value of its own.
+Each :class:`Setting` names the field it fills (``target``, e.g. ``send.batch_size``), so
+:func:`resolve` fills the :class:`RunSpec` and the option objects in one loop; the few defaults
+that depend on another setting are named functions (:data:`DERIVATIONS`). The operator's
+arguments and template fields come from this table too (:data:`OPERATOR_SETTINGS`).
 Precedence for every setting: the front end's explicit value (flag or argument), then the
 connection's extra (operator only), then the environment variable, then the built-in default.
 
