@@ -20,15 +20,27 @@ Nothing here does I/O or imports anything heavy: DAG files import it at parse ti
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from polyv_connector.config import ColumnMapping, SendOptions, SyncOptions
 from polyv_connector.errors import ConfigError
 from polyv_connector.model import DEFAULT_BUDGET_RPS, FIELD_ID, MAX_RPS_CEILING, VALUE, VIEWER_ID
+from polyv_connector.parsers import (
+    Parser,
+    field_map,
+    flag,
+    fraction,
+    integer,
+    names,
+    number,
+    parameters,
+    parse_prefixes,
+    signature_method,
+    text,
+)
 from polyv_connector.partitioning import MAX_PARTITIONS
 from polyv_connector.paths import name_under, require_under
 
@@ -43,146 +55,6 @@ DEFAULT_SUITE_MAX_REJECTED = 0.05
 BUNDLED_SUITE = "default"
 
 
-# ---- value parsers: (raw value, label) -> typed value; raise ConfigError(label, ...) -------------
-def _text(raw: Any, label: str) -> str | None:
-    if raw is None:
-        return None
-    text = str(raw).strip()
-    return text or None
-
-
-def _bool(raw: Any, label: str) -> bool:
-    """A flag that may arrive as a rendered template or environment string ("True", "0", ...)."""
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in ("true", "1", "yes", "y", "on"):
-        return True
-    if text in ("false", "0", "no", "n", "off", "", "none"):
-        return False
-    raise ConfigError(label, f"expected true or false, got {raw!r}")
-
-
-def _int(raw: Any, label: str) -> int:
-    try:
-        if isinstance(raw, bool):
-            raise ValueError(raw)
-        if isinstance(raw, float):
-            if not raw.is_integer():
-                raise ValueError(raw)
-            return int(raw)
-        return int(str(raw).strip())
-    except (TypeError, ValueError):
-        raise ConfigError(label, f"expected an integer, got {raw!r}") from None
-
-
-def _float(raw: Any, label: str) -> float:
-    try:
-        if isinstance(raw, bool):
-            raise ValueError(raw)
-        value = float(str(raw).strip()) if isinstance(raw, str) else float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(label, f"expected a number, got {raw!r}") from None
-    if not math.isfinite(value):
-        raise ConfigError(label, f"expected a finite number, got {raw!r}")
-    return value
-
-
-def _fraction(raw: Any, label: str) -> float | None:
-    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none")):
-        return None
-    try:
-        value = _float(raw, label)
-    except ConfigError:
-        raise ConfigError(label, f"expected a number between 0 and 1, got {raw!r}") from None
-    if not 0 <= value <= 1:
-        raise ConfigError(label, f"expected a number between 0 and 1, got {raw!r}")
-    return value
-
-
-def _signature_method(raw: Any, label: str) -> str:
-    text = str(raw).strip().upper()
-    if text not in ("MD5", "SHA256"):
-        raise ConfigError(label, f"must be MD5 or SHA256, got {raw!r}")
-    return text
-
-
-def _fields(raw: Any, label: str) -> dict[str, str]:
-    """Wide form: ``{"FIELD_ID": "column"}``, or CLI's repeated ``FIELD_ID=COLUMN`` strings."""
-    if raw is None or raw == [] or raw == {}:
-        return {}
-    if isinstance(raw, Mapping):
-        pairs = [(str(k).strip(), str(v).strip()) for k, v in raw.items()]
-    else:
-        pairs = []
-        for item in raw:
-            field_id, sep, column = str(item).partition("=")
-            if not sep:
-                raise ConfigError(label, f"expected FIELD_ID=COLUMN, got {item!r}")
-            pairs.append((field_id.strip(), column.strip()))
-    mapping: dict[str, str] = {}
-    for field_id, column in pairs:
-        if not field_id or not column:
-            raise ConfigError(label, "expected FIELD_ID=COLUMN with both parts non-empty")
-        if field_id in mapping:
-            raise ConfigError(label, f"customFieldId {field_id!r} is mapped twice")
-        mapping[field_id] = column
-    return mapping
-
-
-def _parameters(raw: Any, label: str) -> Any:
-    """Bound query parameters as given (a sequence or a mapping); empty ones are none."""
-    return raw or None
-
-
-def _names(raw: Any, label: str) -> tuple[str, ...] | None:
-    """A list of names: a list, a JSON list, the Python repr of a list (what a Jinja template
-    renders from ``var.json``), or comma-separated text."""
-    if raw is None:
-        return None
-    items: Any = raw
-    if isinstance(raw, str):
-        text = raw.strip()
-        if text.startswith("["):
-            import ast
-            import json
-
-            try:
-                items = json.loads(text)
-            except ValueError:
-                try:
-                    items = ast.literal_eval(text)  # literals only: never evaluates code
-                except (ValueError, SyntaxError):
-                    raise ConfigError(label, f"expected a list of names, got {raw!r}") from None
-        else:
-            items = [part for part in text.split(",") if part.strip()]
-    if isinstance(items, str) or not isinstance(items, list | tuple | set | frozenset):
-        raise ConfigError(label, f"expected a list of names, got {raw!r}")
-    if not all(isinstance(item, str) and item.strip() for item in items):
-        raise ConfigError(label, f"expected a list of non-empty names, got {raw!r}")
-    return tuple(item.strip() for item in items)
-
-
-def parse_prefixes(raw: Any, label: str) -> tuple[str, ...] | None:
-    """A list of path prefixes: a list, or its JSON text (as an Airflow Variable renders)."""
-    if raw is None:
-        return None
-    if isinstance(raw, str):
-        text = raw.strip()
-        if not text:
-            return None
-        import json
-
-        try:
-            raw = json.loads(text)
-        except ValueError:
-            raise ConfigError(label, f"expected a JSON list of path prefixes, got {text!r}") from None
-    if isinstance(raw, str) or not isinstance(raw, Sequence) or not all(isinstance(p, str) and p for p in raw):
-        raise ConfigError(label, "expected a list of non-empty path prefixes")
-    return tuple(raw)
-
-
-Parser = Callable[[Any, str], Any]
 #: The resolved values by target object and field: ``{"send": {"batch_size": 1000}, ...}``.
 Parts = dict[str, dict[str, Any]]
 
@@ -224,17 +96,17 @@ SETTINGS: dict[str, Setting] = {
     s.key: s
     for s in (
         # where rows come from and where the report goes
-        _s("input_path", None, _text, "Parquet file, directory or URL (s3://, gs://, memory://...)", cli="--input"),
-        _s("report_path", None, _text, "where to write the per-item report (Parquet)", cli="--report"),
-        _s("summary_json", None, _text, "also write the JSON summary to this file", operator=False),
-        _s("source_conn_id", None, _text, "Airflow connection of a SQL source (a common-sql DbApiHook)", cli=None),
-        _s("source_sql", None, _text, "the query that reads the source rows", cli=None),
-        _s("source_table", None, _text, "a table to read the source rows from", cli=None),
-        _s("source_parameters", None, _parameters, "bound parameters of source_sql", cli=None),
+        _s("input_path", None, text, "Parquet file, directory or URL (s3://, gs://, memory://...)", cli="--input"),
+        _s("report_path", None, text, "where to write the per-item report (Parquet)", cli="--report"),
+        _s("summary_json", None, text, "also write the JSON summary to this file", operator=False),
+        _s("source_conn_id", None, text, "Airflow connection of a SQL source (a common-sql DbApiHook)", cli=None),
+        _s("source_sql", None, text, "the query that reads the source rows", cli=None),
+        _s("source_table", None, text, "a table to read the source rows from", cli=None),
+        _s("source_parameters", None, parameters, "bound parameters of source_sql", cli=None),
         _s(
             "allowed_source_conn_ids",
             None,
-            _names,
+            names,
             "the connections source_conn_id may name (set by the DAG author: a trigger-time "
             "source_conn_id outside it is refused); unset: any",
             cli=None,
@@ -242,19 +114,19 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "allowed_polyv_conn_ids",
             None,
-            _names,
+            names,
             "the polyv connections polyv_conn_id may name (set by the DAG author: a trigger-time "
             "polyv_conn_id outside it is refused before the connection is read); unset: any",
             cli=None,
         ),
-        _s("report_conn_id", None, _text, "connection of the report table (default: the source's)", cli=None),
-        _s("report_table", None, _text, "warehouse table the report is appended to", cli=None),
-        _s("validation_dir", None, _text, "where the validation JSON and Data Docs go", cli=None),
+        _s("report_conn_id", None, text, "connection of the report table (default: the source's)", cli=None),
+        _s("report_table", None, text, "warehouse table the report is appended to", cli=None),
+        _s("validation_dir", None, text, "where the validation JSON and Data Docs go", cli=None),
         # where trigger-time values may point (a DAG's params are anyone-who-may-trigger's input)
         _s(
             "report_dir",
             None,
-            _text,
+            text,
             "the folder reports go to; report_path is then a relative name under it (no absolute path, no '..')",
             cli=None,
         ),
@@ -276,7 +148,7 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "viewer_id_column",
             VIEWER_ID,
-            _text,
+            text,
             "column holding the viewerId",
             target="mapping.viewer_id_column",
             templated=False,
@@ -284,7 +156,7 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "field_id_column",
             FIELD_ID,
-            _text,
+            text,
             "long form: column holding customFieldId",
             target="mapping.field_id_column",
             templated=False,
@@ -292,7 +164,7 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "value_column",
             VALUE,
-            _text,
+            text,
             "long form: column holding customFieldValue",
             target="mapping.value_column",
             templated=False,
@@ -300,7 +172,7 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "fields",
             None,
-            _fields,
+            field_map,
             "wide form: send COLUMN as customFieldId FIELD_ID (repeatable)",
             cli="--field",
             target="mapping.fields",
@@ -310,7 +182,7 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "batch_size",
             SendOptions.batch_size,
-            _int,
+            integer,
             "items per request (max 1000)",
             extra="batch_size",
             target="send.batch_size",
@@ -319,7 +191,7 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "concurrency",
             SendOptions.concurrency,
-            _int,
+            integer,
             "requests in flight",
             extra="concurrency",
             target="send.concurrency",
@@ -328,7 +200,7 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "max_rps",
             None,
-            _float,
+            number,
             "a cap on this run's requests per second (default: the budget's rate)",
             extra="max_rps",
             target="send.max_rps",
@@ -337,17 +209,17 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "budget_url",
             None,
-            _text,
+            text,
             "where the request budget shared by every run through this IP lives: redis://host:port/db "
             "across hosts (default: machine-wide, a file in POLYV_RUNTIME_DIR or /tmp)",
             cli="--budget",
             env="POLYV_BUDGET_URL",
         ),
-        _s("budget_conn_id", None, _text, "an Airflow Redis connection holding the budget", cli=None),
+        _s("budget_conn_id", None, text, "an Airflow Redis connection holding the budget", cli=None),
         _s(
             "budget_rps",
             DEFAULT_BUDGET_RPS,
-            _float,
+            number,
             f"the egress IP's total requests per second for POLYV, at most {MAX_RPS_CEILING:g} "
             "(POLYV blocks an IP past 1500 per 10 s); runs on one budget share it fairly",
             env="POLYV_BUDGET_RPS",
@@ -355,7 +227,7 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "max_attempts",
             SendOptions.max_attempts,
-            _int,
+            integer,
             "tries per request on transient errors",
             target="send.max_attempts",
             templated=False,
@@ -363,7 +235,7 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "timeout",
             SendOptions.timeout_s,
-            _float,
+            number,
             "seconds to wait for an answer",
             extra="timeout",
             target="send.timeout_s",
@@ -372,7 +244,7 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "signature_method",
             SendOptions.signature_method,
-            _signature_method,
+            signature_method,
             "MD5 or SHA256",
             target="send.signature_method",
             operator=False,  # the operator never took it: a CLI-only setting
@@ -380,36 +252,36 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "check_fields",
             True,
-            _bool,
+            flag,
             "preflight the customFieldIds against the account's field list",
             cli="--no-check-fields",
             target="sync.check_fields",
             templated=False,
         ),
         # the run
-        _s("dry_run", False, _bool, "plan and report, send nothing", target="sync.dry_run"),
-        _s("full_refresh", False, _bool, "ignore the state and send everything", target="sync.full_refresh"),
+        _s("dry_run", False, flag, "plan and report, send nothing", target="sync.dry_run"),
+        _s("full_refresh", False, flag, "ignore the state and send everything", target="sync.full_refresh"),
         _s(
             "state_dir",
             None,
-            _text,
+            text,
             "keep the sync state here; unchanged items are not resent",
             target="sync.state_dir",
         ),
         _s(
             "state_table",
             "polyv_sync_state",
-            _text,
+            text,
             "warehouse table of the sync state; empty keeps no state",
             cli=None,
             blank_is_off=True,
         ),
-        _s("state_conn_id", None, _text, "connection of the state table", cli=None),
-        _s("diff_in_warehouse", False, _bool, "compute the diff against the state in the warehouse", cli=None),
+        _s("state_conn_id", None, text, "connection of the state table", cli=None),
+        _s("diff_in_warehouse", False, flag, "compute the diff against the state in the warehouse", cli=None),
         _s(
             "reset_corrupt_state",
             False,
-            _bool,
+            flag,
             "if the state is corrupt or from another fingerprint version, start over",
             cli="--reset-state",
             target="sync.reset_corrupt_state",
@@ -418,7 +290,7 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "expectation_suite_path",
             None,
-            _text,
+            text,
             "Great Expectations suite (JSON) to validate the items with; 'default' for the bundled one",
             cli="--expectations",
             target="spec.suite_path",
@@ -426,7 +298,7 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "max_rejected_fraction",
             None,
-            _fraction,
+            fraction,
             "a gate: send nothing if a larger share of the items is rejected (default "
             f"{DEFAULT_SUITE_MAX_REJECTED} with a suite, no ceiling otherwise)",
             target="sync.max_rejected_fraction",
@@ -434,14 +306,14 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "lock_timeout",
             SyncOptions.lock_timeout_s,
-            _float,
+            number,
             "seconds to wait while another run holds the sync state, then exit 5 (busy)",
             target="sync.lock_timeout_s",
         ),
         _s(
             "read_batch_rows",
             SyncOptions.read_batch_rows,
-            _int,
+            integer,
             "rows read per chunk",
             target="sync.read_batch_rows",
             templated=False,
@@ -449,7 +321,7 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "partitions",
             SyncOptions.partitions,
-            _int,
+            integer,
             f"split the account into N slices by viewerId (1-{MAX_PARTITIONS}); "
             "run each slice with its own --partition, at the same time if you like",
             target="sync.partitions",
@@ -457,11 +329,11 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "partition",
             SyncOptions.partition,
-            _int,
+            integer,
             "the slice this run handles, 0 to N-1 (with --partitions)",
             target="sync.partition",
         ),
-        _s("seed", None, _int, "seed of the retry jitter (tests)", operator=False),
+        _s("seed", None, integer, "seed of the retry jitter (tests)", operator=False),
     )
 }
 
