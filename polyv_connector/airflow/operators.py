@@ -10,7 +10,6 @@ neither pyarrow, pandas nor Great Expectations; ``execute`` imports them when a 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -35,8 +34,8 @@ from polyv_connector.airflow.hooks import db_hook as _db_hook
 from polyv_connector.airflow.hooks import redis_url as _redis_url
 from polyv_connector.airflow.hooks import same_database as _same_database
 from polyv_connector.airflow.links import DataDocsLink, ReportLink, RunPageLink
+from polyv_connector.airflow.summary import absolute_location as _absolute_location
 from polyv_connector.errors import ConfigError, PolyvConnectorError
-from polyv_connector.jsonsafe import strict_json
 from polyv_connector.paths import check_output_dir, is_url
 from polyv_connector.runspec import OPERATOR_SETTINGS, SETTINGS, confine
 
@@ -559,17 +558,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         spec: RunSpec | None = None,
         run_page: str | None = None,
     ) -> dict[str, Any]:
-        summary = result.to_dict()
-        summary["airflowRunId"] = context.get("run_id")
-        # Absolute, so it means the same on every host that reads the XCom (the worker's working
-        # folder is nobody's business); None for a table-only report.
-        summary["reportPath"] = _absolute_path(spec.report_path) if spec and spec.report_path else None
-        summary["runPage"] = run_page
-        # Defence in depth: nothing above should ever hold the secret; scrub the strings
-        # themselves (not the JSON text, where escaping could hide it).
-        scrubbed: dict[str, Any] = _scrub_secret(strict_json(summary), secret)
-        json.dumps(scrubbed, ensure_ascii=False, allow_nan=False)  # the XCom contract: fail here
-        return scrubbed
+        from polyv_connector.airflow.summary import task_summary
+
+        return task_summary(result, context.get("run_id"), secret, spec.report_path if spec else None, run_page)
 
     def _emit_metrics(self, result: SyncResult, app_id: str) -> None:
         """``polyv.*`` metrics through Airflow's ``Stats`` (a no-op unless ``[metrics]`` is on)."""
@@ -621,22 +612,6 @@ def _with_airflow_run_id(spec: RunSpec, run_id: Any) -> RunSpec:
     if not run_id:
         return spec
     return dataclasses.replace(spec, options=dataclasses.replace(spec.options, airflow_run_id=str(run_id)))
-
-
-def _absolute_path(path: str) -> str:
-    return path if is_url(path) else os.path.abspath(path)
-
-
-def _absolute_location(location: str | None, report_path: str | None) -> str | None:
-    """The report's location with the Parquet file's path made absolute."""
-    if not location or not report_path or is_url(report_path):
-        return location
-    from pathlib import Path
-
-    for written in (report_path, str(Path(report_path))):  # ParquetReport names it as a Path
-        if written in location:
-            return location.replace(written, _absolute_path(report_path), 1)
-    return location
 
 
 def _templated(*values: str) -> bool:
