@@ -570,21 +570,11 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         metrics.emit(result, {"dag_id": dag_id, "task_id": self.task_id, "app_id": app_id})
 
     def _emit_asset_events(self, context: Context, summary: dict[str, Any]) -> None:
-        events = context.get("outlet_events")
-        if events is None:
-            return
-        extra = {k: summary.get(k) for k in ("runId", "ok", "items", "counts", "report", "dryRun")}
-        for outlet in self.outlets or []:
-            try:
-                if isinstance(outlet, Asset):
-                    events[outlet].extra.update(extra)
-                elif isinstance(outlet, AssetAlias):
-                    for located in self._written_locations(summary):
-                        events[outlet].add(located.asset(), extra=extra)
-            except Exception as exc:  # an event is a nicety, never a reason to fail
-                self.log.debug("could not record an asset event for %s: %s", outlet, exc)
+        from polyv_connector.airflow.assets import emit_asset_events
 
-    def _written_locations(self, summary: dict[str, Any]) -> list[Location]:
+        emit_asset_events(context.get("outlet_events"), self.outlets or [], summary, self._written_locations, self.log)
+
+    def _written_locations(self, summary: Mapping[str, Any]) -> list[Location]:
         """Where this run wrote, named as in its OpenLineage events (the same :class:`Location`)."""
         from polyv_connector.airflow.lineage import run_lineage, written_locations
 
