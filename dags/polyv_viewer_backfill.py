@@ -16,77 +16,54 @@ connection), so the source connection may use a role that can only read.
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import DAG, Param
 
 from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
 from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
-
-# Seconds a run waits for another run of the same account to release its sync state.
-LOCK_TIMEOUT_S = 3600
-
-# Table params are spliced into SQL text: accept [schema.]table names only.
-TABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}$"
+from polyv_connector.airflow.params import (
+    LOCK_TIMEOUT_S,
+    REPORT_CONN_ID,
+    SOURCE_CONN_IDS,
+    STATE_CONN_ID,
+    STATE_DIR,
+    dag_settings,
+    run_params,
+    source_params,
+    table_params,
+)
+from polyv_connector.deployment import CONN_ALERTS, CONN_WAREHOUSE, VAR_SOURCE_CONN_IDS
 
 with DAG(
     dag_id="polyv_viewer_backfill",
     description="Full resync of a warehouse table or query into POLYV (manual)",
     schedule=None,
-    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["polyv"],
     doc_md=__doc__,
+    **dag_settings(),
     params={
         "source_conn_id": Param(
-            "polyv_warehouse",
+            CONN_WAREHOUSE,
             type="string",
-            description="SQL connection to read: one of the Airflow Variable polyv_source_conn_ids "
-            '(a JSON list, default ["polyv_warehouse"])',
+            description=f"SQL connection to read: one of the Airflow Variable {VAR_SOURCE_CONN_IDS} "
+            f'(a JSON list, default ["{CONN_WAREHOUSE}"])',
         ),
-        "source_table": Param(
-            "polyv_viewer_attributes",
-            type="string",
-            pattern=TABLE_NAME,
-            description="[schema.]table to resync (ignored when source_sql is given)",
+        **source_params(
+            "[schema.]table to resync (ignored when source_sql is given)", "a query to resync instead of a table"
         ),
-        # Nullable, so the trigger form does not require it (an empty "string" Param is required);
-        # a text area, since a query spans lines.
-        "source_sql": Param(
-            None,
-            type=["null", "string"],
-            format="multiline",
-            description="a query to resync instead of a table: one read-only query (SELECT, "
-            "WITH ... SELECT, VALUES), run in a read-only transaction with the connection's role",
-        ),
-        "report_table": Param(
-            "polyv_sync_report",
-            type="string",
-            pattern=TABLE_NAME,
-            description="[schema.]table the per-item report is appended to",
-        ),
-        "state_table": Param(
-            "polyv_sync_state",
-            type="string",
-            pattern=TABLE_NAME,
-            description="[schema.]table of the sync state (unchanged values are not resent)",
-        ),
-        "full_refresh": Param(True, type="boolean", description="ignore the sync state, send everything"),
-        "dry_run": Param(False, type="boolean", description="plan and report only, send nothing"),
+        **table_params(),
+        **run_params(full_refresh=True),
     },
 ) as dag:
     PolyvViewerFieldSyncOperator(
         # An alert with the counts by reason and the run page: POSTed to the connection
         # polyv_alerts (an incoming webhook) when it is defined, else written to the task log.
-        on_failure_callback=PolyvSyncFailureNotifier("polyv_alerts"),
+        on_failure_callback=PolyvSyncFailureNotifier(CONN_ALERTS),
         task_id="resync_viewer_fields",
         # Another run of this account (a backfill date, the nightly run) may hold the sync state:
-        # wait for it rather than fail as busy. The lock makes overlapping runs safe; this makes
-        # them succeed. (Or queue them through a pool of one slot.)
+        # wait for it rather than fail as busy. (Or queue them through a pool of one slot.)
         lock_timeout=LOCK_TIMEOUT_S,
         source_conn_id="{{ params.source_conn_id }}",
         # The trigger form may name any connection: only those the DAG author listed are read.
-        allowed_source_conn_ids="{{ var.json.get('polyv_source_conn_ids', ['polyv_warehouse']) | tojson }}",
+        allowed_source_conn_ids=SOURCE_CONN_IDS,
         source_sql="{{ params.source_sql or '' }}",
         source_table="{% if not params.source_sql %}{{ params.source_table }}{% endif %}",
         viewer_id_column="viewer_id",
@@ -95,9 +72,9 @@ with DAG(
         report_table="{{ params.report_table }}",
         state_table="{{ params.state_table }}",
         # Writers of their own, so the source connection's role may be read-only ("" = the source's).
-        report_conn_id="{{ var.value.get('polyv_report_conn_id', '') }}",
-        state_conn_id="{{ var.value.get('polyv_state_conn_id', '') }}",
-        state_dir="{{ var.value.get('polyv_state_dir', '') }}",
+        report_conn_id=REPORT_CONN_ID,
+        state_conn_id=STATE_CONN_ID,
+        state_dir=STATE_DIR,
         full_refresh="{{ params.full_refresh }}",
         dry_run="{{ params.dry_run }}",
     )

@@ -24,65 +24,37 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, task
 
 from polyv_connector.airflow.assets import sync_report_asset
 from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
 from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
-
-# Seconds a run waits for another run of the same account to release its sync state.
-LOCK_TIMEOUT_S = 3600
-
-# Table params are spliced into SQL text: accept [schema.]table names only.
-TABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}$"
-
-ACCOUNT_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "polyv_conn_id": {"type": "string", "minLength": 1},
-        "source_table": {"type": "string", "pattern": TABLE_NAME},
-        "source_sql": {"type": "string", "minLength": 1},
-    },
-    "required": ["polyv_conn_id"],
-    "additionalProperties": False,
-}
+from polyv_connector.airflow.params import (
+    DIFF_IN_WAREHOUSE,
+    LOCK_TIMEOUT_S,
+    POLYV_CONN_IDS,
+    REPORT_CONN_ID,
+    STATE_CONN_ID,
+    accounts_param,
+    dag_settings,
+    run_params,
+    table_params,
+)
+from polyv_connector.deployment import CONN_ALERTS, CONN_WAREHOUSE
 
 with DAG(
     dag_id="polyv_viewer_sync_accounts",
     description="Sync viewer custom fields of several POLYV accounts, one mapped task per account",
     schedule="0 2 * * *",
-    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["polyv"],
     doc_md=__doc__,
+    **dag_settings(),
     # Every task alerts on failure (also the small task that prepares the mapping): the message
     # carries the counts by reason and the run page when the sync task got that far.
-    default_args={"on_failure_callback": PolyvSyncFailureNotifier("polyv_alerts")},
+    default_args={"on_failure_callback": PolyvSyncFailureNotifier(CONN_ALERTS)},
     params={
-        "accounts": Param(
-            [{"polyv_conn_id": "polyv_default", "source_table": "polyv_viewer_attributes"}],
-            type="array",
-            minItems=1,
-            items=ACCOUNT_SCHEMA,
-            description='one object per account: {"polyv_conn_id": ..., "source_table": ...} or '
-            '{"polyv_conn_id": ..., "source_sql": ...}; polyv_conn_id one of the Variable polyv_conn_ids',
-        ),
-        "report_table": Param(
-            "polyv_sync_report",
-            type="string",
-            pattern=TABLE_NAME,
-            description="[schema.]table every account's per-item report is appended to (rows tagged with appId)",
-        ),
-        "state_table": Param(
-            "polyv_sync_state",
-            type="string",
-            pattern=TABLE_NAME,
-            description="[schema.]table of the sync state, keyed by appId (unchanged values are not resent)",
-        ),
-        "full_refresh": Param(False, type="boolean", description="ignore the sync state, send everything"),
-        "dry_run": Param(False, type="boolean", description="plan and report only, send nothing"),
+        "accounts": accounts_param(),
+        **table_params(report=" (rows tagged with appId)", state=", keyed by appId"),
+        **run_params(),
     },
 ) as dag:
 
@@ -106,18 +78,18 @@ with DAG(
         # The report's asset, declared here: a mapped operator's arguments are unknown at parse time.
         outlets=[sync_report_asset("polyv_viewer_sync_accounts", "sync_account")],
         # A trigger-time polyv_conn_id reaches only the accounts the DAG author listed.
-        allowed_polyv_conn_ids="{{ var.json.get('polyv_conn_ids', ['polyv_default']) | tojson }}",
+        allowed_polyv_conn_ids=POLYV_CONN_IDS,
         lock_timeout=LOCK_TIMEOUT_S,
-        source_conn_id="polyv_warehouse",
+        source_conn_id=CONN_WAREHOUSE,
         viewer_id_column="viewer_id",
         field_id_column="custom_field_id",
         value_column="custom_field_value",
         report_table="{{ params.report_table }}",
         state_table="{{ params.state_table }}",
         # Writers of their own, so polyv_warehouse's role may be read-only ("" = the source's).
-        report_conn_id="{{ var.value.get('polyv_report_conn_id', '') }}",
-        state_conn_id="{{ var.value.get('polyv_state_conn_id', '') }}",
-        diff_in_warehouse="{{ var.value.get('polyv_diff_in_warehouse', 'false') }}",
+        report_conn_id=REPORT_CONN_ID,
+        state_conn_id=STATE_CONN_ID,
+        diff_in_warehouse=DIFF_IN_WAREHOUSE,
         full_refresh="{{ params.full_refresh }}",
         dry_run="{{ params.dry_run }}",
     ).expand_kwargs(accounts_to_sync())

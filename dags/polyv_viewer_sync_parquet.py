@@ -22,83 +22,70 @@ Set the Variable ``polyv_state_dir`` to keep a sync state, so unchanged values a
 from __future__ import annotations
 
 import json
-import os
 from importlib.resources import files
 from pathlib import Path
 
-import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param
+from airflow.sdk import DAG, Param
 
 from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
 from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
+from polyv_connector.airflow.params import (
+    INPUT_PREFIXES,
+    LOCK_TIMEOUT_S,
+    REPORT_DIR,
+    SAMPLE_INPUT,
+    STATE_DIR,
+    dag_settings,
+    nightly,
+    optional_text_param,
+    run_params,
+)
+from polyv_connector.deployment import CONN_ALERTS, VAR_REPORT_DIR
 
-# Seconds a run waits for another run of the same account to release its sync state.
-LOCK_TIMEOUT_S = 3600
-
-SAMPLE = str(files("polyv_connector") / "data" / "sample_viewers.parquet")
-REPORT_DIR = os.path.join(os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow"), "polyv_reports")
-INPUT_PREFIXES = [os.path.dirname(SAMPLE)]
 # The bundled suite: package data when installed, expectations/ in a source checkout.
 SUITE_PREFIXES = [str(files("polyv_connector") / "data"), str(Path(__file__).resolve().parents[1] / "expectations")]
 # The per-run default report name: a run id holds ':' and '+', awkward in file names.
 # The operator puts it in this DAG's own folder under the report folder.
 DEFAULT_REPORT = "{{ run_id | replace(':', '') | replace('+', '') }}.parquet"
 
-
-def _variable(name: str, default: str) -> str:
-    """A template reading Variable ``name``, ``default`` when unset (json.dumps quotes it for Jinja)."""
-    return "{{ var.value.get(%r, %s) }}" % (name, json.dumps(default))  # noqa: UP031 - braces are Jinja's
-
-
 with DAG(
     dag_id="polyv_viewer_sync_parquet",
     description="Sync viewer custom fields from Parquet into POLYV",
-    schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["polyv"],
+    schedule=nightly(),
     doc_md=__doc__,
+    **dag_settings(),
     params={
-        "input_path": Param(SAMPLE, type="string", description="Parquet file, directory or URL"),
-        # Optional values are nullable: the trigger form treats an empty "string" Param as
-        # required and keeps the Trigger button disabled.
-        "report_path": Param(
-            None,
-            type=["null", "string"],
-            description="report file name (.parquet) in this DAG's folder under the Variable polyv_report_dir "
+        "input_path": Param(SAMPLE_INPUT, type="string", description="Parquet file, directory or URL"),
+        "report_path": optional_text_param(
+            f"report file name (.parquet) in this DAG's folder under the Variable {VAR_REPORT_DIR} "
             "(no absolute path, no '..', not an existing file); empty: <run>.parquet (the run page goes next "
-            "to it, .html)",
+            "to it, .html)"
         ),
-        "expectation_suite_path": Param(
-            None,
-            type=["null", "string"],
-            description="Great Expectations suite to validate with ('default': the bundled one); empty: none",
+        "expectation_suite_path": optional_text_param(
+            "Great Expectations suite to validate with ('default': the bundled one); empty: none"
         ),
-        "full_refresh": Param(False, type="boolean", description="ignore the sync state, send everything"),
-        "dry_run": Param(False, type="boolean", description="plan and report only, send nothing"),
+        **run_params(),
     },
 ) as dag:
     PolyvViewerFieldSyncOperator(
         # An alert with the counts by reason and the run page: POSTed to the connection
         # polyv_alerts (an incoming webhook) when it is defined, else written to the task log.
-        on_failure_callback=PolyvSyncFailureNotifier("polyv_alerts"),
+        on_failure_callback=PolyvSyncFailureNotifier(CONN_ALERTS),
         task_id="sync_viewer_fields",
         # Another run of this account (a backfill date, the nightly run) may hold the sync state:
-        # wait for it rather than fail as busy. The lock makes overlapping runs safe; this makes
-        # them succeed. (Or queue them through a pool of one slot.)
+        # wait for it rather than fail as busy. (Or queue them through a pool of one slot.)
         lock_timeout=LOCK_TIMEOUT_S,
         input_path="{{ params.input_path }}",
         report_path="{% if params.report_path %}{{ params.report_path }}{% else %}" + DEFAULT_REPORT + "{% endif %}",
         expectation_suite_path="{{ params.expectation_suite_path or '' }}",
         # Where the params above may point: the DAG author's choice, not the trigger's.
-        report_dir=_variable("polyv_report_dir", REPORT_DIR),
-        allowed_input_prefixes=_variable("polyv_input_prefixes", json.dumps(INPUT_PREFIXES)),
+        report_dir=REPORT_DIR,
+        allowed_input_prefixes=INPUT_PREFIXES,
         allowed_suite_prefixes=json.dumps(SUITE_PREFIXES),
-        state_dir="{{ var.value.get('polyv_state_dir', '') }}",
-        # A Parquet run keeps its state in the folder above or nowhere: no state table, so the
-        # rendered templates do not show one the run never uses.
-        state_table=None,
+        state_dir=STATE_DIR,
+        # A Parquet run keeps its state in the folder above or nowhere: "" names no state table,
+        # so the rendered templates do not show one the run never uses.
+        state_table="",
         full_refresh="{{ params.full_refresh }}",
         dry_run="{{ params.dry_run }}",
     )

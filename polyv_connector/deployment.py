@@ -10,6 +10,7 @@ nothing from Airflow, so reading it costs nothing at DAG-parse time.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -58,6 +59,11 @@ CONFIG_SERVED_DIRS = ("polyv", "served_dirs")
 ENV_BUDGET_URL = "POLYV_BUDGET_URL"
 ENV_BUDGET_RPS = "POLYV_BUDGET_RPS"
 ENV_RUNTIME_DIR = "POLYV_RUNTIME_DIR"
+
+# Folders under $AIRFLOW_HOME: the operator's default report and validation folders, which the
+# plugin serves unless [polyv] served_dirs says otherwise.
+REPORTS_FOLDER = "polyv_reports"
+VALIDATION_FOLDER = "polyv_validation"
 
 #: Defaults of the Variables that hold a list, as the DAGs' templates give them.
 DEFAULT_SOURCE_CONN_IDS = [CONN_WAREHOUSE]
@@ -206,3 +212,13 @@ def variable_template(name: str, default: str) -> str:
 def json_variable_template(name: str, default: list[str]) -> str:
     """A Jinja template reading the JSON Variable ``name`` as JSON text, ``default`` when unset."""
     return "{{ var.json.get(%r, %s) | tojson }}" % (name, json.dumps(default))  # noqa: UP031
+
+
+def airflow_home() -> str:
+    """``$AIRFLOW_HOME``, else ``~/airflow`` (Airflow's own default)."""
+    return os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+
+
+def default_report_dir() -> str:
+    """Where reports and run pages go when no folder is named: ``$AIRFLOW_HOME/polyv_reports``."""
+    return os.path.join(airflow_home(), REPORTS_FOLDER)

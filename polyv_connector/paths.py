@@ -7,23 +7,21 @@
 * :func:`name_under`: a trigger-time report *name* joined to the folder the DAG author chose.
 * :func:`require_under`: a trigger-time input or suite path inside a prefix the DAG author allows.
 
+A leaf: it knows paths, not settings (:func:`polyv_connector.runspec.confine` applies these
+checks to a run).
+
 Nothing here writes anything. Errors are :class:`ConfigError` naming the setting as given.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from polyv_connector.errors import ConfigError
-
-if TYPE_CHECKING:
-    from polyv_connector.runspec import RunSpec
 
 
 def is_url(path: str) -> bool:
@@ -113,23 +111,6 @@ def name_under(folder: str, name: str, setting: str) -> str:
     return os.path.join(folder, *pure.parts)
 
 
-def parse_prefixes(raw: Any, label: str) -> tuple[str, ...] | None:
-    """A list of path prefixes: a list, or its JSON text (as an Airflow Variable renders)."""
-    if raw is None:
-        return None
-    if isinstance(raw, str):
-        text = raw.strip()
-        if not text:
-            return None
-        try:
-            raw = json.loads(text)
-        except ValueError:
-            raise ConfigError(label, f"expected a JSON list of path prefixes, got {text!r}") from None
-    if isinstance(raw, str) or not isinstance(raw, Sequence) or not all(isinstance(p, str) and p for p in raw):
-        raise ConfigError(label, "expected a list of non-empty path prefixes")
-    return tuple(raw)
-
-
 def require_under(path: str, prefixes: Sequence[str], setting: str, allowed_setting: str) -> None:
     """Refuse ``path`` unless it lies under one of ``prefixes`` (local paths with symlinks
     resolved, URLs by scheme, host and path segments)."""
@@ -152,32 +133,3 @@ def require_under(path: str, prefixes: Sequence[str], setting: str, allowed_sett
         if any(not is_url(prefix) and _inside(target, local_path(prefix)) for prefix in prefixes):
             return
     raise ConfigError(setting, f"{path!r} is not under a location {allowed_setting} allows")
-
-
-def confine(spec: RunSpec) -> RunSpec:
-    """``spec`` with its trigger-time paths held to where the DAG author allows.
-
-    With ``report_dir`` set, ``report_path`` is a name under it; with ``allowed_input_prefixes``
-    / ``allowed_suite_prefixes`` set, the input / the suite must lie under one of them.
-    Raises :class:`ConfigError` naming the argument.
-    """
-    import dataclasses
-
-    report_path = spec.report_path
-    if spec.report_dir and report_path:
-        report_path = name_under(spec.report_dir, report_path, spec.label("report_path"))
-    if spec.allowed_input_prefixes is not None and spec.input_path:
-        require_under(
-            spec.input_path,
-            spec.allowed_input_prefixes,
-            spec.label("input_path"),
-            spec.label("allowed_input_prefixes"),
-        )
-    if spec.allowed_suite_prefixes is not None and spec.suite_path:
-        require_under(
-            spec.suite_path,
-            spec.allowed_suite_prefixes,
-            spec.label("expectation_suite_path"),
-            spec.label("allowed_suite_prefixes"),
-        )
-    return dataclasses.replace(spec, report_path=report_path)

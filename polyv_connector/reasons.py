@@ -110,6 +110,8 @@ ALL: Final[tuple[ReasonCode, ...]] = (
     INTERNAL_ERROR,
 )
 BY_CODE: Final[dict[str, ReasonCode]] = {r.code: r for r in ALL}
+#: Codes of items that are fine as they are: left out of failure messages and alerts.
+NOT_PROBLEMS: Final[frozenset[str]] = frozenset({DUPLICATE.code, UNCHANGED.code, DRY_RUN.code})
 
 #: The code of the items a run did not send because it stopped, by ``RunAborted.cause``.
 _FOR_ABORT_CAUSE: Final[dict[str, ReasonCode]] = {

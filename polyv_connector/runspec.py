@@ -4,6 +4,10 @@ in each front end; and :func:`resolve`, which turns what a front end was given i
 
 The CLI (flags), the Airflow operator (arguments) and the ``polyv`` connection (extras) only
 *translate* into this module: none of them holds a default or parses a value of its own.
+Each :class:`Setting` names the field it fills (``target``, e.g. ``send.batch_size``), so
+:func:`resolve` fills the :class:`RunSpec` and the option objects in one loop; the few defaults
+that depend on another setting are named functions (:data:`DERIVATIONS`). The operator's
+arguments and template fields come from this table too (:data:`OPERATOR_SETTINGS`).
 Precedence for every setting: the front end's explicit value (flag or argument), then the
 connection's extra (operator only), then the environment variable, then the built-in default.
 
@@ -16,16 +20,29 @@ Nothing here does I/O or imports anything heavy: DAG files import it at parse ti
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from polyv_connector.config import ColumnMapping, Credentials, SendOptions, SyncOptions
+from polyv_connector.config import ColumnMapping, SendOptions, SyncOptions
 from polyv_connector.errors import ConfigError
 from polyv_connector.model import DEFAULT_BUDGET_RPS, FIELD_ID, MAX_RPS_CEILING, VALUE, VIEWER_ID
+from polyv_connector.parsers import (
+    Parser,
+    field_map,
+    flag,
+    fraction,
+    integer,
+    names,
+    number,
+    parameters,
+    parse_prefixes,
+    signature_method,
+    text,
+)
 from polyv_connector.partitioning import MAX_PARTITIONS
+from polyv_connector.paths import name_under, require_under
 
 if TYPE_CHECKING:
     from polyv_connector.budget import SharedBudget
@@ -38,146 +55,27 @@ DEFAULT_SUITE_MAX_REJECTED = 0.05
 BUNDLED_SUITE = "default"
 
 
-# ---- value parsers: (raw value, label) -> typed value; raise ConfigError(label, ...) -------------
-def _text(raw: Any, label: str) -> str | None:
-    if raw is None:
-        return None
-    text = str(raw).strip()
-    return text or None
-
-
-def _bool(raw: Any, label: str) -> bool:
-    """A flag that may arrive as a rendered template or environment string ("True", "0", ...)."""
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in ("true", "1", "yes", "y", "on"):
-        return True
-    if text in ("false", "0", "no", "n", "off", "", "none"):
-        return False
-    raise ConfigError(label, f"expected true or false, got {raw!r}")
-
-
-def _int(raw: Any, label: str) -> int:
-    try:
-        if isinstance(raw, bool):
-            raise ValueError(raw)
-        if isinstance(raw, float):
-            if not raw.is_integer():
-                raise ValueError(raw)
-            return int(raw)
-        return int(str(raw).strip())
-    except (TypeError, ValueError):
-        raise ConfigError(label, f"expected an integer, got {raw!r}") from None
-
-
-def _float(raw: Any, label: str) -> float:
-    try:
-        if isinstance(raw, bool):
-            raise ValueError(raw)
-        value = float(str(raw).strip()) if isinstance(raw, str) else float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(label, f"expected a number, got {raw!r}") from None
-    if not math.isfinite(value):
-        raise ConfigError(label, f"expected a finite number, got {raw!r}")
-    return value
-
-
-def _fraction(raw: Any, label: str) -> float | None:
-    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none")):
-        return None
-    try:
-        value = _float(raw, label)
-    except ConfigError:
-        raise ConfigError(label, f"expected a number between 0 and 1, got {raw!r}") from None
-    if not 0 <= value <= 1:
-        raise ConfigError(label, f"expected a number between 0 and 1, got {raw!r}")
-    return value
-
-
-def _signature_method(raw: Any, label: str) -> str:
-    text = str(raw).strip().upper()
-    if text not in ("MD5", "SHA256"):
-        raise ConfigError(label, f"must be MD5 or SHA256, got {raw!r}")
-    return text
-
-
-def _fields(raw: Any, label: str) -> dict[str, str]:
-    """Wide form: ``{"FIELD_ID": "column"}``, or CLI's repeated ``FIELD_ID=COLUMN`` strings."""
-    if raw is None or raw == [] or raw == {}:
-        return {}
-    if isinstance(raw, Mapping):
-        pairs = [(str(k).strip(), str(v).strip()) for k, v in raw.items()]
-    else:
-        pairs = []
-        for item in raw:
-            field_id, sep, column = str(item).partition("=")
-            if not sep:
-                raise ConfigError(label, f"expected FIELD_ID=COLUMN, got {item!r}")
-            pairs.append((field_id.strip(), column.strip()))
-    mapping: dict[str, str] = {}
-    for field_id, column in pairs:
-        if not field_id or not column:
-            raise ConfigError(label, "expected FIELD_ID=COLUMN with both parts non-empty")
-        if field_id in mapping:
-            raise ConfigError(label, f"customFieldId {field_id!r} is mapped twice")
-        mapping[field_id] = column
-    return mapping
-
-
-def _any(raw: Any, label: str) -> Any:
-    return raw
-
-
-def _names(raw: Any, label: str) -> tuple[str, ...] | None:
-    """A list of names: a list, a JSON list, the Python repr of a list (what a Jinja template
-    renders from ``var.json``), or comma-separated text."""
-    if raw is None:
-        return None
-    items: Any = raw
-    if isinstance(raw, str):
-        text = raw.strip()
-        if text.startswith("["):
-            import ast
-            import json
-
-            try:
-                items = json.loads(text)
-            except ValueError:
-                try:
-                    items = ast.literal_eval(text)  # literals only: never evaluates code
-                except (ValueError, SyntaxError):
-                    raise ConfigError(label, f"expected a list of names, got {raw!r}") from None
-        else:
-            items = [part for part in text.split(",") if part.strip()]
-    if isinstance(items, str) or not isinstance(items, list | tuple | set | frozenset):
-        raise ConfigError(label, f"expected a list of names, got {raw!r}")
-    if not all(isinstance(item, str) and item.strip() for item in items):
-        raise ConfigError(label, f"expected a list of non-empty names, got {raw!r}")
-    return tuple(item.strip() for item in items)
-
-
-def _prefixes(raw: Any, label: str) -> tuple[str, ...] | None:
-    from polyv_connector.paths import parse_prefixes
-
-    return parse_prefixes(raw, label)
-
-
-Parser = Callable[[Any, str], Any]
+#: The resolved values by target object and field: ``{"send": {"batch_size": 1000}, ...}``.
+Parts = dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting of a run: its canonical name (the operator argument), default and sources."""
+    """One setting of a run: its canonical name (the operator argument), default, sources, and
+    the field it fills: ``target`` is ``<object>.<field>``, the object one of ``spec``
+    (:class:`RunSpec`), ``sync`` (:class:`SyncOptions`), ``send`` (:class:`SendOptions`) and
+    ``mapping`` (:class:`ColumnMapping`)."""
 
     key: str
     default: Any
     parse: Parser
     help: str
+    target: str
     cli: str | None = None  # the flag, or None when the CLI does not offer it
     env: str | None = None  # an environment variable that supplies a worker-wide default
     extra: str | None = None  # a key of the ``polyv`` connection's extras
     operator: bool = True  # whether the operator takes it as an argument
+    templated: bool = True  # whether the operator renders it as a Jinja template (a template field)
     blank_is_off: bool = False  # "" (or None given explicitly) switches the feature off
     # The flag's own help when the flag does the opposite of ``help`` (``--no-check-fields``
     # switches off what ``check_fields`` describes); None: ``help`` fits the flag too.
@@ -198,6 +96,7 @@ class Setting:
 
 def _s(key: str, default: Any, parse: Parser, help: str, **kw: Any) -> Setting:
     kw.setdefault("cli", "--" + key.replace("_", "-"))
+    kw.setdefault("target", "spec." + key)
     return Setting(key, default, parse, help, **kw)
 
 
@@ -210,20 +109,20 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "input_path",
             None,
-            _text,
+            text,
             "Parquet file, directory (files read in name order) or URL (s3://, gs://, any fsspec URL)",
             cli="--input",
         ),
-        _s("report_path", None, _text, "the per-item report (Parquet, written atomically)", cli="--report"),
-        _s("summary_json", None, _text, "also write the JSON summary to this file", operator=False),
-        _s("source_conn_id", None, _text, "Airflow connection of a SQL source (a common-sql DbApiHook)", cli=None),
-        _s("source_sql", None, _text, "the query that reads the source rows", cli=None),
-        _s("source_table", None, _text, "a table to read the source rows from", cli=None),
-        _s("source_parameters", None, _any, "bound parameters of source_sql", cli=None),
+        _s("report_path", None, text, "the per-item report (Parquet, written atomically)", cli="--report"),
+        _s("summary_json", None, text, "also write the JSON summary to this file", operator=False),
+        _s("source_conn_id", None, text, "Airflow connection of a SQL source (a common-sql DbApiHook)", cli=None),
+        _s("source_sql", None, text, "the query that reads the source rows", cli=None),
+        _s("source_table", None, text, "a table to read the source rows from", cli=None),
+        _s("source_parameters", None, parameters, "bound parameters of source_sql", cli=None),
         _s(
             "allowed_source_conn_ids",
             None,
-            _names,
+            names,
             "the connections source_conn_id may name (set by the DAG author: a trigger-time "
             "source_conn_id outside it is refused); unset: any",
             cli=None,
@@ -231,19 +130,19 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "allowed_polyv_conn_ids",
             None,
-            _names,
+            names,
             "the polyv connections polyv_conn_id may name (set by the DAG author: a trigger-time "
             "polyv_conn_id outside it is refused before the connection is read); unset: any",
             cli=None,
         ),
-        _s("report_conn_id", None, _text, "connection of the report table (default: the source's)", cli=None),
-        _s("report_table", None, _text, "warehouse table the report is appended to", cli=None),
-        _s("validation_dir", None, _text, "where the validation JSON and Data Docs go", cli=None),
+        _s("report_conn_id", None, text, "connection of the report table (default: the source's)", cli=None),
+        _s("report_table", None, text, "warehouse table the report is appended to", cli=None),
+        _s("validation_dir", None, text, "where the validation JSON and Data Docs go", cli=None),
         # where trigger-time values may point (a DAG's params are anyone-who-may-trigger's input)
         _s(
             "report_dir",
             None,
-            _text,
+            text,
             "the folder reports go to; report_path is then a name ending in .parquet, resolved under "
             "<report_dir>/<dag_id>/ (no absolute path, no '..'; an existing name is refused)",
             cli=None,
@@ -251,71 +150,154 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "allowed_input_prefixes",
             None,
-            _prefixes,
+            parse_prefixes,
             "input_path must lie under one of these paths or URLs (a list, or its JSON text)",
             cli=None,
         ),
         _s(
             "allowed_suite_prefixes",
             None,
-            _prefixes,
+            parse_prefixes,
             "expectation_suite_path must lie under one of these paths (a list, or its JSON text)",
             cli=None,
         ),
         # columns
-        _s("viewer_id_column", VIEWER_ID, _text, "column holding the viewerId"),
-        _s("field_id_column", FIELD_ID, _text, "long form: column holding customFieldId"),
-        _s("value_column", VALUE, _text, "long form: column holding customFieldValue"),
-        _s("fields", None, _fields, "wide form: send COLUMN as customFieldId FIELD_ID (repeatable)", cli="--field"),
+        _s(
+            "viewer_id_column",
+            VIEWER_ID,
+            text,
+            "column holding the viewerId",
+            target="mapping.viewer_id_column",
+            templated=False,
+        ),
+        _s(
+            "field_id_column",
+            FIELD_ID,
+            text,
+            "long form: column holding customFieldId",
+            target="mapping.field_id_column",
+            templated=False,
+        ),
+        _s(
+            "value_column",
+            VALUE,
+            text,
+            "long form: column holding customFieldValue",
+            target="mapping.value_column",
+            templated=False,
+        ),
+        _s(
+            "fields",
+            None,
+            field_map,
+            "wide form: send COLUMN as customFieldId FIELD_ID (repeatable)",
+            cli="--field",
+            target="mapping.fields",
+            templated=False,
+        ),
         # sending
-        _s("batch_size", SendOptions.batch_size, _int, "items per request (max 1000)", extra="batch_size"),
-        _s("concurrency", SendOptions.concurrency, _int, "requests in flight", extra="concurrency"),
+        _s(
+            "batch_size",
+            SendOptions.batch_size,
+            integer,
+            "items per request (max 1000)",
+            extra="batch_size",
+            target="send.batch_size",
+            templated=False,
+        ),
+        _s(
+            "concurrency",
+            SendOptions.concurrency,
+            integer,
+            "requests in flight",
+            extra="concurrency",
+            target="send.concurrency",
+            templated=False,
+        ),
         _s(
             "max_rps",
             None,
-            _float,
+            number,
             "a cap on this run's requests per second (default: the budget's rate)",
             extra="max_rps",
+            target="send.max_rps",
+            templated=False,
         ),
         _s(
             "budget_url",
             None,
-            _text,
+            text,
             "where the request budget shared by every run through this IP lives: redis://host:port/db "
             "across hosts (default: machine-wide, a file in POLYV_RUNTIME_DIR or /tmp)",
             cli="--budget",
             env="POLYV_BUDGET_URL",
         ),
-        _s("budget_conn_id", None, _text, "an Airflow Redis connection holding the budget", cli=None),
+        _s("budget_conn_id", None, text, "an Airflow Redis connection holding the budget", cli=None),
         _s(
             "budget_rps",
             DEFAULT_BUDGET_RPS,
-            _float,
+            number,
             f"the egress IP's total requests per second for POLYV, at most {MAX_RPS_CEILING:g} "
             "(POLYV blocks an IP past 1500 per 10 s); runs on one budget share it fairly",
             env="POLYV_BUDGET_RPS",
         ),
-        _s("max_attempts", SendOptions.max_attempts, _int, "tries per request on transient errors"),
-        _s("timeout", SendOptions.timeout_s, _float, "seconds to wait for an answer", extra="timeout"),
-        _s("signature_method", SendOptions.signature_method, _signature_method, "MD5 or SHA256"),
+        _s(
+            "max_attempts",
+            SendOptions.max_attempts,
+            integer,
+            "tries per request on transient errors",
+            target="send.max_attempts",
+            templated=False,
+        ),
+        _s(
+            "timeout",
+            SendOptions.timeout_s,
+            number,
+            "seconds to wait for an answer",
+            extra="timeout",
+            target="send.timeout_s",
+            templated=False,
+        ),
+        _s(
+            "signature_method",
+            SendOptions.signature_method,
+            signature_method,
+            "MD5 or SHA256",
+            target="send.signature_method",
+            operator=False,  # the operator never took it: a CLI-only setting
+        ),
         _s(
             "check_fields",
             True,
-            _bool,
+            flag,
             "preflight the customFieldIds against the account's field list (GET custom-field/list), "
             "rejecting the items that name a field the account does not have",
             cli="--no-check-fields",
+            target="sync.check_fields",
+            templated=False,
             flag_help="skip the preflight of the customFieldIds against the account's field list "
             "(one request fewer; items naming a field the account lacks are sent, not rejected first)",
         ),
         # the run
-        _s("dry_run", False, _bool, "plan and report, send nothing, touch no state"),
-        _s("full_refresh", False, _bool, "ignore the state and send everything (the state is refreshed)"),
-        _s("state_dir", None, _text, "keep the sync state here; unchanged items are not resent"),
+        _s("dry_run", False, flag, "plan and report, send nothing, touch no state", target="sync.dry_run"),
+        _s(
+            "full_refresh",
+            False,
+            flag,
+            "ignore the state and send everything (the state is refreshed)",
+            target="sync.full_refresh",
+        ),
+        _s(
+            "state_dir",
+            None,
+            text,
+            "keep the sync state here; unchanged items are not resent",
+            target="sync.state_dir",
+        ),
         _s(
             "state_table",
             "polyv_sync_state",
-            _text,
+            text,
             "warehouse table of the sync state (used without state_dir, on state_conn_id, else "
             "report_conn_id, else source_conn_id); empty keeps no state",
             cli=None,
@@ -324,14 +306,14 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "state_conn_id",
             None,
-            _text,
+            text,
             "connection of the state table (default: report_conn_id, else the source's)",
             cli=None,
         ),
         _s(
             "diff_in_warehouse",
             False,
-            _bool,
+            flag,
             "compute the diff against the state table in the warehouse: only changed rows leave it "
             "(long form; PostgreSQL, MySQL/MariaDB, DuckDB)",
             cli=None,
@@ -339,44 +321,65 @@ SETTINGS: dict[str, Setting] = {
         _s(
             "reset_corrupt_state",
             False,
-            _bool,
+            flag,
             "if the state is corrupt or from another fingerprint version, start over",
             cli="--reset-state",
+            target="sync.reset_corrupt_state",
+            templated=False,
         ),
         _s(
             "expectation_suite_path",
             None,
-            _text,
+            text,
             "Great Expectations suite (JSON) to validate the items with; 'default' for the bundled one",
             cli="--expectations",
+            target="spec.suite_path",
         ),
         _s(
             "max_rejected_fraction",
             None,
-            _fraction,
+            fraction,
             "a gate: send nothing if a larger share of the items is rejected (default "
             f"{DEFAULT_SUITE_MAX_REJECTED} with a suite, no ceiling otherwise)",
+            target="sync.max_rejected_fraction",
         ),
         _s(
             "lock_timeout",
             SyncOptions.lock_timeout_s,
-            _float,
+            number,
             "seconds to wait while another run holds the sync state, then exit 5 (busy)",
+            target="sync.lock_timeout_s",
         ),
-        _s("read_batch_rows", SyncOptions.read_batch_rows, _int, "rows read per chunk"),
+        _s(
+            "read_batch_rows",
+            SyncOptions.read_batch_rows,
+            integer,
+            "rows read per chunk",
+            target="sync.read_batch_rows",
+            templated=False,
+        ),
         _s(
             "partitions",
             SyncOptions.partitions,
-            _int,
+            integer,
             f"split the account into N slices by viewerId (1-{MAX_PARTITIONS}); "
             "run each slice with its own --partition, at the same time if you like",
+            target="sync.partitions",
         ),
-        _s("partition", SyncOptions.partition, _int, "the slice this run handles, 0 to N-1 (with --partitions)"),
-        _s("seed", None, _any, "seed of the retry jitter (tests)", operator=False),
+        _s(
+            "partition",
+            SyncOptions.partition,
+            integer,
+            "the slice this run handles, 0 to N-1 (with --partitions)",
+            target="sync.partition",
+        ),
+        _s("seed", None, integer, "seed of the retry jitter (tests)", operator=False),
     )
 }
 
 DEFAULTS: dict[str, Any] = {k: s.default for k, s in SETTINGS.items()}
+#: The settings the Airflow operator takes as arguments, in the table's order.
+OPERATOR_SETTINGS: tuple[str, ...] = tuple(k for k, s in SETTINGS.items() if s.operator)
 
 
 @dataclass(frozen=True)
@@ -401,7 +404,7 @@ class RunSpec:
     state_conn_id: str | None = None
     diff_in_warehouse: bool = False
     validation_dir: str | None = None
-    #: Where trigger-time paths may point (None: anywhere; see :func:`polyv_connector.paths.confine`).
+    #: Where trigger-time paths may point (None: anywhere; see :func:`confine`).
     report_dir: str | None = None
     allowed_input_prefixes: tuple[str, ...] | None = None
     allowed_suite_prefixes: tuple[str, ...] | None = None
@@ -475,88 +478,97 @@ def resolve(
         else:
             values[key] = setting.default if parsed is None else parsed
 
-    def fail(key: str, message: str) -> ConfigError:
-        return ConfigError(labels.get(key, key), message)
-
-    fields = values["fields"] or {}
-    mapping = (
-        ColumnMapping.wide(values["viewer_id_column"], fields)
-        if fields
-        else ColumnMapping(values["viewer_id_column"], values["field_id_column"], values["value_column"])
-    )
     allowed = values["allowed_source_conn_ids"]
     source_conn_id = values["source_conn_id"]
     if allowed is not None and source_conn_id and source_conn_id not in allowed:
         # Checked before any connection is looked up: a trigger-time connection id must not
         # reach a database the DAG author did not choose (pg_read_file through another role).
-        raise fail("source_conn_id", _not_allowed(source_conn_id, "source", "allowed_source_conn_ids", allowed))
-    suite = values["expectation_suite_path"]
-    max_rejected = values["max_rejected_fraction"]
-    if max_rejected is None and suite:
-        # A suite is how a team says what a good table looks like: with it comes the gate that
-        # stops a broken upstream table from overwriting good data. Without one, rejected rows
-        # (often null values of a wide table) are reported, not a reason to stop.
-        max_rejected = DEFAULT_SUITE_MAX_REJECTED
-    if suite == BUNDLED_SUITE:
-        from polyv_connector.expectations.suite import bundled_suite_path
-
-        suite = str(bundled_suite_path())
-    options = SyncOptions(
-        send=SendOptions(
-            batch_size=values["batch_size"],
-            concurrency=values["concurrency"],
-            # A run's cap defaults to the budget's whole rate: alone, it may use all of it.
-            max_rps=values["budget_rps"] if values["max_rps"] is None else values["max_rps"],
-            max_attempts=values["max_attempts"],
-            timeout_s=values["timeout"],
-            signature_method=values["signature_method"],
-        ),
-        mapping=mapping,
-        dry_run=values["dry_run"],
-        full_refresh=values["full_refresh"],
-        check_fields=values["check_fields"],
-        state_dir=values["state_dir"],
-        reset_corrupt_state=values["reset_corrupt_state"],
-        max_rejected_fraction=max_rejected,
-        expectations_path=suite,
-        read_batch_rows=values["read_batch_rows"],
-        lock_timeout_s=values["lock_timeout"],
-        partitions=values["partitions"],
-        partition=values["partition"],
-    )
+        raise ConfigError(
+            labels["source_conn_id"], _not_allowed(source_conn_id, "source", "allowed_source_conn_ids", allowed)
+        )
+    parts: Parts = {"spec": {}, "sync": {}, "send": {}, "mapping": {}}
+    for key, setting in SETTINGS.items():
+        owner, name = setting.target.split(".")
+        parts[owner][name] = values[key]
+    for derive in DERIVATIONS:
+        derive(parts)
+    options = SyncOptions(send=SendOptions(**parts["send"]), mapping=_column_mapping(parts["mapping"]), **parts["sync"])
     try:
         options.validate()
     except ConfigError as exc:
         # The options name settings canonically ("max_rps"); say it as the user gave it.
-        raise fail(_CANONICAL.get(exc.setting, exc.setting), _message_of(exc)) from None
-    seed = values["seed"]
-    return RunSpec(
-        options=options,
-        input_path=values["input_path"],
-        report_path=values["report_path"],
-        summary_json=values["summary_json"],
-        suite_path=suite,
-        source_conn_id=values["source_conn_id"],
-        source_sql=values["source_sql"],
-        source_table=values["source_table"],
-        source_parameters=values["source_parameters"] or None,
-        allowed_source_conn_ids=allowed,
-        allowed_polyv_conn_ids=values["allowed_polyv_conn_ids"],
-        report_conn_id=values["report_conn_id"],
-        report_table=values["report_table"],
-        state_table=values["state_table"],
-        state_conn_id=values["state_conn_id"],
-        diff_in_warehouse=values["diff_in_warehouse"],
-        validation_dir=values["validation_dir"],
-        report_dir=values["report_dir"],
-        allowed_input_prefixes=values["allowed_input_prefixes"],
-        allowed_suite_prefixes=values["allowed_suite_prefixes"],
-        budget_url=values["budget_url"],
-        budget_conn_id=values["budget_conn_id"],
-        budget_rps=values["budget_rps"],
-        seed=None if seed is None else _int(seed, labels["seed"]),
-        labels=labels,
-    )
+        key = _CANONICAL.get(exc.setting, exc.setting)
+        raise ConfigError(labels.get(key, key), _message_of(exc)) from None
+    return RunSpec(options=options, labels=labels, **parts["spec"])
+
+
+# ---- derivations: defaults that depend on another setting ----------------------------------------
+
+
+def _cap_from_budget(parts: Parts) -> None:
+    """A run's cap defaults to the budget's whole rate: alone, it may use all of it."""
+    if parts["send"]["max_rps"] is None:
+        parts["send"]["max_rps"] = parts["spec"]["budget_rps"]
+
+
+def _gate_with_suite(parts: Parts) -> None:
+    """A suite brings the rejected-fraction gate (unless one is given).
+
+    A suite is how a team says what a good table looks like: with it comes the gate that stops a
+    broken upstream table from overwriting good data. Without one, rejected rows (often null
+    values of a wide table) are reported, not a reason to stop.
+    """
+    if parts["sync"]["max_rejected_fraction"] is None and parts["spec"]["suite_path"]:
+        parts["sync"]["max_rejected_fraction"] = DEFAULT_SUITE_MAX_REJECTED
+
+
+def _bundled_suite(parts: Parts) -> None:
+    """``default`` names the suite bundled with the package; the options validate with the file."""
+    if parts["spec"]["suite_path"] == BUNDLED_SUITE:
+        from polyv_connector.expectations.suite import bundled_suite_path
+
+        parts["spec"]["suite_path"] = str(bundled_suite_path())
+    parts["sync"]["expectations_path"] = parts["spec"]["suite_path"]
+
+
+#: Applied in order after every setting has its value (the gate reads the suite as given).
+DERIVATIONS: tuple[Callable[[Parts], None], ...] = (_cap_from_budget, _gate_with_suite, _bundled_suite)
+
+
+def _column_mapping(given: Mapping[str, Any]) -> ColumnMapping:
+    """Wide form when fields are mapped, else the long form's three columns."""
+    if given["fields"]:
+        return ColumnMapping.wide(given["viewer_id_column"], given["fields"])
+    return ColumnMapping(given["viewer_id_column"], given["field_id_column"], given["value_column"])
+
+
+def confine(spec: RunSpec) -> RunSpec:
+    """``spec`` with its trigger-time paths held to where the DAG author allows.
+
+    With ``report_dir`` set, ``report_path`` is a name under it; with ``allowed_input_prefixes``
+    / ``allowed_suite_prefixes`` set, the input / the suite must lie under one of them.
+    Raises :class:`ConfigError` naming the argument.
+    """
+    import dataclasses
+
+    report_path = spec.report_path
+    if spec.report_dir and report_path:
+        report_path = name_under(spec.report_dir, report_path, spec.label("report_path"))
+    if spec.allowed_input_prefixes is not None and spec.input_path:
+        require_under(
+            spec.input_path,
+            spec.allowed_input_prefixes,
+            spec.label("input_path"),
+            spec.label("allowed_input_prefixes"),
+        )
+    if spec.allowed_suite_prefixes is not None and spec.suite_path:
+        require_under(
+            spec.suite_path,
+            spec.allowed_suite_prefixes,
+            spec.label("expectation_suite_path"),
+            spec.label("allowed_suite_prefixes"),
+        )
+    return dataclasses.replace(spec, report_path=report_path)
 
 
 def check_polyv_conn_id(conn_id: str, allowed: Any, front: Front = "operator") -> None:
@@ -607,11 +619,6 @@ def _pick(
     if setting.env and env.get(setting.env, "").strip():
         return env[setting.env], setting.env
     return None, setting.label(front)
-
-
-def credentials_from_env(env: Mapping[str, str] | None = None) -> Credentials:
-    """The CLI's credentials: ``POLYV_APP_ID``, ``POLYV_APP_SECRET``, ``POLYV_API_BASE_URL``."""
-    return Credentials.from_env(env)
 
 
 def cli_error_label(setting: str) -> str:

@@ -81,7 +81,8 @@ def _trigger_checked(task: Any, context: dict[str, Any]) -> Any:
     """The operator's own resolution and trigger-time checks, in execute()'s order, up to the
     point where it would read the input."""
     from polyv_connector.airflow.hooks import PolyvHook
-    from polyv_connector.paths import check_output_file, confine
+    from polyv_connector.paths import check_output_file
+    from polyv_connector.runspec import confine
 
     spec = confine(PolyvHook(task.polyv_conn_id).resolve_run(task._given()))
     task._check_outputs(context, spec)

@@ -9,7 +9,11 @@ from polyv_connector import deployment, runspec
 from polyv_connector.budget import machine
 
 ROOT = Path(__file__).resolve().parents[1]
-DAG_TEXT = "\n".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "dags").glob("*.py")))
+# The DAG files and the module that holds their shared params and Variable templates.
+DAG_TEXT = "\n".join(
+    p.read_text(encoding="utf-8")
+    for p in [*sorted((ROOT / "dags").glob("*.py")), ROOT / "polyv_connector" / "airflow" / "params.py"]
+)
 
 
 def _by_kind(kind: str) -> set[str]:

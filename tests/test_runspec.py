@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from polyv_connector import runspec
-from polyv_connector.config import SendOptions, SyncOptions
+from polyv_connector.config import ColumnMapping, SendOptions, SyncOptions
 from polyv_connector.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,6 +72,26 @@ def test_a_suite_brings_the_gate_default_and_default_means_the_bundled_suite():
 def test_blank_state_table_keeps_no_state_but_unset_means_the_default():
     assert runspec.resolve({"state_table": ""}, front="operator", env={}).state_table is None
     assert runspec.resolve({"state_table": None}, front="operator", env={}).state_table == "polyv_sync_state"
+
+
+def test_every_setting_fills_a_field_of_its_target_object():
+    objects = {"spec": runspec.RunSpec, "sync": SyncOptions, "send": SendOptions, "mapping": ColumnMapping}
+    for key, setting in runspec.SETTINGS.items():
+        owner, name = setting.target.split(".")
+        assert name in {f.name for f in dataclasses.fields(objects[owner])}, key
+    # Each field of the spec (but the options and the labels) comes from exactly one setting.
+    spec_targets = [s.target for s in runspec.SETTINGS.values() if s.target.startswith("spec.")]
+    assert len(spec_targets) == len(set(spec_targets))
+    spec_fields = {f.name for f in dataclasses.fields(runspec.RunSpec)} - {"options", "labels"}
+    assert {t.split(".")[1] for t in spec_targets} == spec_fields
+
+
+def test_derived_defaults_follow_the_setting_they_depend_on():
+    assert runspec.resolve({"budget_rps": "20"}, front="cli", env={}).options.send.max_rps == 20
+    assert runspec.resolve({"budget_rps": "20", "max_rps": "5"}, front="cli", env={}).options.send.max_rps == 5
+    spec = runspec.resolve({"expectation_suite_path": "s.json"}, front="cli", env={})
+    assert spec.options.expectations_path == spec.suite_path == "s.json"
+    assert runspec.resolve({}, front="cli", env={}).options.expectations_path is None
 
 
 def test_unknown_setting_is_a_bug_not_a_user_error():

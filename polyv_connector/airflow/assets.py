@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -255,3 +256,31 @@ def report_event_extra(summary: dict[str, Any], *, report_file: str | None = Non
     path = report_file or summary.get("reportPath")
     extra["reportFile"] = file_location(path).uri if path else None
     return extra
+
+
+#: The summary's keys each asset event carries in its ``extra``.
+EVENT_EXTRA_KEYS = ("runId", "ok", "items", "counts", "report", "dryRun")
+
+
+def emit_asset_events(
+    events: Any,
+    outlets: Sequence[Any],
+    summary: Mapping[str, Any],
+    written: Callable[[Mapping[str, Any]], Sequence[Location]],
+    log: Any,
+) -> None:
+    """Record a finished run's asset events in ``events`` (the task context's ``outlet_events``):
+    the run's counts on each declared asset, and one event per location the run wrote (from
+    ``written(summary)``) through each alias. Best effort: an event never fails a run."""
+    if events is None:
+        return
+    extra = {k: summary.get(k) for k in EVENT_EXTRA_KEYS}
+    for outlet in outlets:
+        try:
+            if isinstance(outlet, Asset):
+                events[outlet].extra.update(extra)
+            elif isinstance(outlet, AssetAlias):
+                for located in written(summary):
+                    events[outlet].add(located.asset(), extra=extra)
+        except Exception as exc:  # an event is a nicety, never a reason to fail
+            log.debug("could not record an asset event for %s: %s", outlet, exc)

@@ -19,24 +19,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
+from polyv_connector.deployment import VALIDATION_FOLDER, airflow_home
 from polyv_connector.errors import ConfigError
 
-#: The operator's default report and validation folders, under ``$AIRFLOW_HOME``.
-REPORTS_FOLDER: Final = "polyv_reports"
-VALIDATION_FOLDER: Final = "polyv_validation"
 #: The only suffix a report name given at trigger time may have.
 REPORT_SUFFIX: Final = ".parquet"
 
 
-def airflow_home() -> str:
-    return os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-
-
-def default_report_dir() -> str:
-    return os.path.join(airflow_home(), REPORTS_FOLDER)
-
-
 def default_validation_dir() -> str:
+    """Where validation results and Data Docs go when no folder is named."""
     return os.path.join(airflow_home(), VALIDATION_FOLDER)
 
 

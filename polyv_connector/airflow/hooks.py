@@ -5,6 +5,10 @@ Connection fields: login = appId, password = appSecret, host = API base URL (opt
 ``batch_size``, ``concurrency``, ``timeout``. The secret is registered with Airflow's secret
 masker the moment the connection is read, before anything could log it.
 
+The other connections a run uses are resolved here too: :func:`db_hook` (a SQL source, report
+or state table: any common-sql ``DbApiHook``), :func:`same_database` and :func:`redis_url` (the
+shared request budget).
+
 Importing this module is cheap (no pyarrow, pandas or requests): the operator module imports
 it, and DAG files import the operator at parse time.
 """
@@ -21,7 +25,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from polyv_connector.config import DEFAULT_BASE_URL, Credentials, Secret, SendOptions
-from polyv_connector.errors import PolyvConnectorError
+from polyv_connector.errors import ConfigError, PolyvConnectorError
 
 if TYPE_CHECKING:
     from polyv_connector.runspec import RunSpec
@@ -149,6 +153,57 @@ class PolyvHook(BaseHook):
         )
 
 
+# ---- the other connections a run uses ------------------------------------------------------------
+def db_hook(conn_id: str, setting: str) -> Any:
+    """The common-sql hook of ``conn_id`` (anything exposing DB-API ``get_conn``)."""
+    try:
+        hook = BaseHook.get_hook(conn_id)
+    except Exception as exc:
+        raise ConfigError(setting, f"cannot use connection {conn_id!r}: {type(exc).__name__}: {exc}") from exc
+    if not callable(getattr(hook, "get_conn", None)) or not hasattr(hook, "placeholder"):
+        raise ConfigError(
+            setting,
+            f"connection {conn_id!r} ({type(hook).__name__}) is not a SQL database connection (a common-sql DbApiHook)",
+        )
+    return hook
+
+
+def same_database(conn_a: str | None, conn_b: str | None) -> bool:
+    """Whether two connections reach the same database (perhaps as different roles): the diff in
+    the warehouse reads the state table through the source connection, and writes it through
+    the state connection, so both must see the same table."""
+    if not conn_a or not conn_b:
+        return False
+    if conn_a == conn_b:
+        return True
+    try:
+        a, b = BaseHook.get_connection(conn_a), BaseHook.get_connection(conn_b)
+    except Exception as exc:
+        raise ConfigError("state_conn_id", f"cannot use connection: {type(exc).__name__}") from exc
+
+    def where(conn: Any) -> tuple[Any, ...]:
+        return (conn.conn_type, (conn.host or "").lower(), conn.port, conn.schema)
+
+    return where(a) == where(b)
+
+
+def redis_url(conn_id: str | None) -> str | None:
+    """``redis://[:password@]host:port/db`` from an Airflow Redis connection (None without one)."""
+    if not conn_id:
+        return None
+    from urllib.parse import quote
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception as exc:
+        raise ConfigError("budget_conn_id", f"cannot use connection {conn_id!r}: {type(exc).__name__}") from exc
+    if conn.password:
+        mask_secret(conn.password)
+    auth = f":{quote(conn.password, safe='')}@" if conn.password else ""
+    db = (conn.extra_dejson or {}).get("db", 0)
+    return f"redis://{auth}{conn.host or '127.0.0.1'}:{conn.port or 6379}/{db}"
+
+
 def _base_url(host: str | None, port: int | None) -> str:
     """The API base URL from the connection's host (and port, as a URI connection sets it)."""
     base_url = (host or "").strip()
@@ -165,5 +220,8 @@ def _base_url(host: str | None, port: int | None) -> str:
 
 def _scrub(text: str, hook: PolyvHook) -> str:
     """Belt and braces: the engine never puts the secret in a message, but a driver might."""
+    from polyv_connector.airflow.failures import scrub_secret
+
     secret = hook._connection_fields[0].app_secret.reveal() if "_connection_fields" in hook.__dict__ else ""
-    return text.replace(secret, "***") if secret else text
+    text_scrubbed: str = scrub_secret(text, secret)
+    return text_scrubbed

@@ -17,7 +17,8 @@ What a consumer reading the standard keys sees (the spec's facet keys, not ours)
   ``_schemaURL`` names the schema shipped in ``polyv_connector/data``.
 
 Everything here is pure except :func:`expectation_facts`, which reads Great Expectations'
-result objects, and the lazy imports of the OpenLineage client.
+result objects, :func:`run_lineage`, which asks the run's database hooks where their
+connections point, and the lazy imports of the OpenLineage client.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from polyv_connector.airflow.assets import Location
+from polyv_connector.airflow.assets import Location, file_location, polyv_location, table_location
 from polyv_connector.model import FIELD_ID, VALUE, VIEWER_ID
 
 # The custom run facet's key: prefixed with the producer's name, as the spec asks of custom facets.
@@ -235,6 +236,85 @@ class RunLineage:
     expectations: list[ExpectationFact] = field(default_factory=list)
     max_rejected_fraction: float | None = None
     summary: dict[str, Any] | None = None
+
+
+def run_lineage(info: Mapping[str, Any], log: Any) -> RunLineage:
+    """Where a run read and wrote, and what it found, as plain values (no OpenLineage import:
+    the asset events use it too). ``info`` is what the operator recorded while running: the
+    source (``source_kind`` ``file`` or ``sql``, its hook, table or query), the mapping, the
+    state and report locations and hooks, the summary and the suite's facts."""
+    run = RunLineage(
+        summary=info.get("summary"),
+        expectations=info.get("expectations") or [],
+        max_rejected_fraction=info.get("max_rejected_fraction"),
+    )
+    if info.get("source_kind") == "file":
+        run.source = [file_location(info["source_path"])]
+    elif info.get("source_kind") == "sql":
+        table = info.get("source_table")
+        where = hook_table_location(info["source_hook"], table) if table else None
+        run.source = (
+            [where] if where else sql_datasets(info["source_hook"], info.get("source_sql") or "", "inputs", log)
+        )
+    mapping = info.get("mapping")
+    if mapping is not None:
+        run.fields = dict(mapping.fields) or None
+        run.columns = source_columns(
+            mapping.viewer_id_column, mapping.field_id_column, mapping.value_column, run.fields
+        )
+    if info.get("state_dir"):
+        run.state = file_location(info["state_dir"])
+    elif info.get("state_table"):
+        run.state = hook_table_location(info["state_hook"], info["state_table"])
+    if info.get("report_table"):
+        located = hook_table_location(info["report_hook"], info["report_table"])
+        run.reports.extend([located] if located else [])
+    if info.get("report_path"):
+        run.reports.append(file_location(info["report_path"]))
+    if info.get("app_id"):
+        run.polyv = polyv_location(info["base_url"], info["app_id"])
+    return run
+
+
+def written_locations(run: RunLineage, summary: Mapping[str, Any]) -> list[Location]:
+    """Where the run wrote (its asset events), named as in its OpenLineage events."""
+    written: list[Location] = [r for r in run.reports if hasattr(r, "uri")]
+    if run.state is not None and not summary.get("dryRun"):
+        written.append(run.state)
+    if run.polyv is not None and polyv_written(summary):
+        written.append(run.polyv)
+    return written
+
+
+def hook_table_location(hook: Any, table: str) -> Location | None:
+    """The OpenLineage/asset location of ``table`` on ``hook``'s connection (None if unreadable)."""
+    try:
+        conn = hook.get_connection(hook.get_conn_id())
+        return table_location(conn.conn_type or "", table, host=conn.host, port=conn.port, database=conn.schema or None)
+    except Exception:  # lineage is best effort: never fail a finished sync over it
+        return None
+
+
+def sql_datasets(hook: Any, statement: str, side: str, log: Any) -> list[Any]:
+    """Datasets of ``statement`` as the OpenLineage SQL parser sees them (no database round trip)."""
+    try:
+        from airflow.providers.openlineage.sqlparser import SQLParser
+
+        connection = hook.get_connection(hook.get_conn_id())
+        database_info = hook.get_openlineage_database_info(connection)
+        if database_info is None:
+            return []
+        parser = SQLParser(
+            dialect=hook.get_openlineage_database_dialect(connection),
+            default_schema=hook.get_openlineage_default_schema(),
+        )
+        lineage = parser.generate_openlineage_metadata_from_sql(
+            sql=statement, hook=hook, database_info=database_info, use_connection=False
+        )
+        return list(getattr(lineage, side, None) or [])
+    except Exception as exc:  # lineage is best effort: never fail a finished sync over it
+        log.debug("OpenLineage SQL parsing skipped: %s", exc)
+        return []
 
 
 def operator_lineage(info: RunLineage) -> Any:

@@ -26,13 +26,13 @@ from typing import Any
 from airflow.sdk.bases.notifier import BaseNotifier
 
 from polyv_connector.bounds import ERROR_CHARS, REASON_CHARS, VIEWER_ID_CHARS, cut
+from polyv_connector.reasons import NOT_PROBLEMS
 from polyv_connector.transport.redact import scrub_secret
 
 #: Problem rows quoted in a message: enough to see the pattern, short enough for a chat line.
 MAX_PROBLEMS_SHOWN = 5
-# Statuses that make a run unsuccessful, and reason codes that are no problem at all.
+# Statuses that make a run unsuccessful.
 _BAD_STATUSES = ("rejected", "failed", "in_doubt", "not_attempted")
-_NOT_PROBLEMS = frozenset({"unchanged", "duplicate", "dry_run"})
 WEBHOOK_TIMEOUT_S = 10.0
 
 
@@ -54,7 +54,7 @@ def failure_message(summary: Mapping[str, Any] | None, where: Mapping[str, Any])
         shown = [f"{s} {int(counts[s]):,}" for s in ("sent", *_BAD_STATUSES) if counts.get(s)]
         lines.append(f"items: {int(summary.get('items') or 0):,}" + (f" ({', '.join(shown)})" if shown else ""))
         by_reason = sorted(
-            ((c, int(n)) for c, n in (summary.get("countsByReason") or {}).items() if c not in _NOT_PROBLEMS and n),
+            ((c, int(n)) for c, n in (summary.get("countsByReason") or {}).items() if c not in NOT_PROBLEMS and n),
             key=lambda cn: (-cn[1], cn[0]),
         )
         if by_reason:

@@ -10,13 +10,12 @@ neither pyarrow, pandas nor Great Expectations; ``execute`` imports them when a 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import Asset, AssetAlias, BaseHook, BaseOperator
+from airflow.sdk import Asset, AssetAlias, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from polyv_connector import exit_codes
@@ -27,23 +26,36 @@ from polyv_connector.airflow.assets import (
     sync_alias,
     sync_report_asset,
 )
+from polyv_connector.airflow.failures import airflow_error as _airflow_error
+from polyv_connector.airflow.failures import failure_message as _failure_message
+from polyv_connector.airflow.failures import scrub_secret as _scrub_secret
 from polyv_connector.airflow.hooks import PolyvHook
+from polyv_connector.airflow.hooks import db_hook as _db_hook
+from polyv_connector.airflow.hooks import redis_url as _redis_url
+from polyv_connector.airflow.hooks import same_database as _same_database
 from polyv_connector.airflow.links import DataDocsLink, ReportLink, RunPageLink
-from polyv_connector.errors import ConfigError, InputError, PolyvConnectorError, StateError
-from polyv_connector.jsonsafe import strict_json
-from polyv_connector.model import FIELD_ID, VALUE, VIEWER_ID
-from polyv_connector.paths import check_output_dir, confine, is_url
-from polyv_connector.transport.redact import scrub_secret as _scrub_secret
+from polyv_connector.airflow.summary import absolute_location as _absolute_location
+from polyv_connector.errors import ConfigError, PolyvConnectorError
+from polyv_connector.paths import check_output_dir, is_url
+from polyv_connector.runspec import OPERATOR_SETTINGS, SETTINGS, confine
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from polyv_connector.airflow.assets import Location
-    from polyv_connector.airflow.lineage import RunLineage
     from polyv_connector.engine import SyncResult
     from polyv_connector.report import ReportSink
     from polyv_connector.runspec import RunSpec
     from polyv_connector.sender import Circuit
+
+
+# Not ``self.dry_run``: that would hide BaseOperator.dry_run(), Airflow's template check.
+_ATTRIBUTES = {"dry_run": "dry_run_setting"}
+
+
+def _attribute(key: str) -> str:
+    """The operator attribute that holds run setting ``key`` (a template field when templated)."""
+    return _ATTRIBUTES.get(key, key)
 
 
 class PolyvViewerFieldSyncOperator(BaseOperator):
@@ -71,13 +83,17 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     ``AirflowFailException`` before anything is sent. Metrics go through Airflow's ``Stats``
     (:mod:`polyv_connector.airflow.metrics`).
 
+    Every argument but ``polyv_conn_id`` is a setting of :data:`polyv_connector.runspec.SETTINGS`
+    and defaults to ``None``, "not given": the connection's extra, the environment or the
+    setting's default applies (the help of ``polyv-sync run`` lists the defaults).
+
     :param polyv_conn_id: the ``polyv`` connection (appId, appSecret, base URL, sending extras).
     :param dry_run: plan and report, send nothing. Templated; "true"/"false" strings accepted.
     :param full_refresh: ignore the sync state and send every valid item. Templated.
     :param state_dir: folder of the sync state (unchanged items are not resent); templated.
     :param state_table: warehouse table of the sync state (default ``polyv_sync_state``), used
         when there is no ``state_dir`` and a database connection: ``state_conn_id``, else
-        ``report_conn_id``, else ``source_conn_id``. ``None`` or "" keeps no state.
+        ``report_conn_id``, else ``source_conn_id``. ``""`` keeps no state.
     :param diff_in_warehouse: with a SQL source and the state table on the source connection,
         compute the diff in the database (an anti-join against the state table) so that only
         changed rows leave the warehouse. Unchanged rows are then counted in the summary
@@ -116,42 +132,22 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         setting: only the DAG file sets it, never a trigger's params or conf.
     """
 
-    template_fields: Sequence[str] = (
-        "input_path",
-        "source_conn_id",
-        "source_sql",
-        "source_table",
-        "source_parameters",
-        "allowed_source_conn_ids",
-        "allowed_polyv_conn_ids",
-        "report_path",
-        "report_conn_id",
-        "report_table",
-        "state_dir",
-        "state_table",
-        "state_conn_id",
-        "diff_in_warehouse",
-        "expectation_suite_path",
-        "validation_dir",
-        "report_dir",
-        "allowed_input_prefixes",
-        "allowed_suite_prefixes",
-        "dry_run_setting",
-        "full_refresh",
-        "max_rejected_fraction",
-        "lock_timeout",
-        "budget_url",
-        "budget_conn_id",
-        "budget_rps",
-        "partitions",
-        "partition",
-    )
+    # The run settings rendered as Jinja templates: runspec.SETTINGS says which.
+    template_fields: Sequence[str] = tuple(_attribute(k) for k in OPERATOR_SETTINGS if SETTINGS[k].templated)
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers: ClassVar[dict[str, str]] = {"source_sql": "sql", "source_parameters": "json"}
     ui_color = "#e8f4ff"
     # Served by the plugin (polyv_connector.airflow.plugin); Airflow stores each link as an XCom
     # when the task ends, read from the summary's runPage / reportPath / validation.
     operator_extra_links = (RunPageLink(), ReportLink(), DataDocsLink())
+    # The run settings read before the run is resolved (the outlets at parse time, the account
+    # check): the others reach the RunSpec through _given() only.
+    source_conn_id: str | None
+    report_conn_id: str | None
+    report_table: str | None
+    report_path: str | None
+    report_dir: str | None
+    allowed_polyv_conn_ids: Sequence[str] | str | None
 
     def __init__(
         self,
@@ -164,27 +160,27 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         source_parameters: Sequence[Any] | Mapping[str, Any] | None = None,
         allowed_source_conn_ids: Sequence[str] | str | None = None,
         allowed_polyv_conn_ids: Sequence[str] | str | None = None,
-        viewer_id_column: str = VIEWER_ID,
-        field_id_column: str = FIELD_ID,
-        value_column: str = VALUE,
+        viewer_id_column: str | None = None,
+        field_id_column: str | None = None,
+        value_column: str | None = None,
         fields: Mapping[str, str] | None = None,
         report_path: str | None = None,
         report_conn_id: str | None = None,
         report_table: str | None = None,
-        dry_run: bool | str = False,
-        full_refresh: bool | str = False,
+        dry_run: bool | str | None = None,
+        full_refresh: bool | str | None = None,
         state_dir: str | None = None,
-        state_table: str | None = "polyv_sync_state",
+        state_table: str | None = None,
         state_conn_id: str | None = None,
-        diff_in_warehouse: bool | str = False,
-        reset_corrupt_state: bool = False,
+        diff_in_warehouse: bool | str | None = None,
+        reset_corrupt_state: bool | None = None,
         expectation_suite_path: str | None = None,
         validation_dir: str | None = None,
         report_dir: str | None = None,
         allowed_input_prefixes: Sequence[str] | str | None = None,
         allowed_suite_prefixes: Sequence[str] | str | None = None,
         max_rejected_fraction: float | str | None = None,
-        check_fields: bool = True,
+        check_fields: bool | None = None,
         max_rps: float | None = None,
         batch_size: int | None = None,
         concurrency: int | None = None,
@@ -200,52 +196,15 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         duckdb_external_access: bool = False,
         **kwargs: Any,
     ) -> None:
+        arguments = locals()  # the settings as written in the signature above, read in a loop below
         explicit_outlets = "outlets" in kwargs
         explicit_inlets = "inlets" in kwargs
         super().__init__(**kwargs)
         self.polyv_conn_id = polyv_conn_id
-        self.input_path = input_path
-        self.source_conn_id = source_conn_id
-        self.source_sql = source_sql
-        self.source_table = source_table
-        self.source_parameters = source_parameters
-        self.allowed_source_conn_ids = allowed_source_conn_ids
-        self.allowed_polyv_conn_ids = allowed_polyv_conn_ids
-        self.viewer_id_column = viewer_id_column
-        self.field_id_column = field_id_column
-        self.value_column = value_column
-        self.fields = dict(fields) if fields else None
-        self.report_path = report_path
-        self.report_conn_id = report_conn_id
-        self.report_table = report_table
-        # Not ``self.dry_run``: that would hide BaseOperator.dry_run(), Airflow's template check.
-        self.dry_run_setting = dry_run
-        self.full_refresh = full_refresh
-        self.state_dir = state_dir
-        self.state_table = state_table
-        self.state_conn_id = state_conn_id
-        self.diff_in_warehouse = diff_in_warehouse
-        self.reset_corrupt_state = reset_corrupt_state
-        self.expectation_suite_path = expectation_suite_path
-        self.validation_dir = validation_dir
-        self.report_dir = report_dir
-        self.allowed_input_prefixes = allowed_input_prefixes
-        self.allowed_suite_prefixes = allowed_suite_prefixes
-        self.max_rejected_fraction = max_rejected_fraction
-        self.check_fields = check_fields
-        self.max_rps = max_rps
-        self.batch_size = batch_size
-        self.concurrency = concurrency
-        self.timeout = timeout
-        self.max_attempts = max_attempts
-        self.read_batch_rows = read_batch_rows
-        self.lock_timeout = lock_timeout
-        self.budget_url = budget_url
-        self.budget_conn_id = budget_conn_id
-        self.budget_rps = budget_rps
-        # Slice ``partition`` of ``partitions`` (templated; map over range(partitions)).
-        self.partitions = partitions
-        self.partition = partition
+        # Every run setting the operator takes (runspec.SETTINGS) is stored as given, None for
+        # "not given": the RunSpec applies the connection's extras and the defaults at run time.
+        for key in OPERATOR_SETTINGS:
+            setattr(self, _attribute(key), arguments[key])
         # Author-only: not templated and not a RunSpec setting, so no trigger can turn it on.
         self.duckdb_external_access = duckdb_external_access is True
         self._lineage: dict[str, Any] = {}
@@ -285,49 +244,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     # ---- run time -----------------------------------------------------------------------------
     def _given(self) -> dict[str, Any]:
         """The operator's arguments as RunSpec settings (``None`` = not given)."""
-        return {
-            "input_path": self.input_path,
-            "source_conn_id": self.source_conn_id,
-            "source_sql": self.source_sql,
-            "source_table": self.source_table,
-            "source_parameters": self.source_parameters,
-            "allowed_source_conn_ids": self.allowed_source_conn_ids,
-            "allowed_polyv_conn_ids": self.allowed_polyv_conn_ids,
-            "viewer_id_column": self.viewer_id_column,
-            "field_id_column": self.field_id_column,
-            "value_column": self.value_column,
-            "fields": self.fields,
-            "report_path": self.report_path,
-            "report_conn_id": self.report_conn_id,
-            "report_table": self.report_table,
-            "dry_run": self.dry_run_setting,
-            "full_refresh": self.full_refresh,
-            "state_dir": self.state_dir,
-            # None keeps no state (as documented): say so explicitly, "" is "off" to the RunSpec.
-            "state_table": "" if self.state_table is None else self.state_table,
-            "state_conn_id": self.state_conn_id,
-            "diff_in_warehouse": self.diff_in_warehouse,
-            "reset_corrupt_state": self.reset_corrupt_state,
-            "expectation_suite_path": self.expectation_suite_path,
-            "validation_dir": self.validation_dir,
-            "report_dir": self.report_dir,
-            "allowed_input_prefixes": self.allowed_input_prefixes,
-            "allowed_suite_prefixes": self.allowed_suite_prefixes,
-            "max_rejected_fraction": self.max_rejected_fraction,
-            "check_fields": self.check_fields,
-            "max_rps": self.max_rps,
-            "batch_size": self.batch_size,
-            "concurrency": self.concurrency,
-            "timeout": self.timeout,
-            "max_attempts": self.max_attempts,
-            "read_batch_rows": self.read_batch_rows,
-            "lock_timeout": self.lock_timeout,
-            "budget_url": self.budget_url,
-            "budget_conn_id": self.budget_conn_id,
-            "budget_rps": self.budget_rps,
-            "partitions": self.partitions,
-            "partition": self.partition,
-        }
+        return {key: getattr(self, _attribute(key)) for key in OPERATOR_SETTINGS}
 
     def execute(self, context: Context) -> dict[str, Any]:
         # urllib3 logs request URLs at DEBUG; they carry the signature: keep them out of task logs.
@@ -650,8 +567,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         """This DAG's report folder: ``<report_dir>/<dag_id>`` (``report_dir`` is made per DAG by
         :meth:`_confine`), else ``$AIRFLOW_HOME/polyv_reports/<dag_id>``."""
         from polyv_connector.airflow import folders
+        from polyv_connector.deployment import default_report_dir
 
-        return spec.report_dir or folders.dag_folder(folders.default_report_dir(), self._dag_id())
+        return spec.report_dir or folders.dag_folder(default_report_dir(), self._dag_id())
 
     def _run_page_path(self, context: Context, spec: RunSpec) -> str:
         """Next to the Parquet report (``run.parquet`` -> ``run.html``); for a table-only report,
@@ -693,17 +611,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         spec: RunSpec | None = None,
         run_page: str | None = None,
     ) -> dict[str, Any]:
-        summary = result.to_dict()
-        summary["airflowRunId"] = context.get("run_id")
-        # Absolute, so it means the same on every host that reads the XCom (the worker's working
-        # folder is nobody's business); None for a table-only report.
-        summary["reportPath"] = _absolute_path(spec.report_path) if spec and spec.report_path else None
-        summary["runPage"] = run_page
-        # Defence in depth: nothing above should ever hold the secret; scrub the strings
-        # themselves (not the JSON text, where escaping could hide it).
-        scrubbed: dict[str, Any] = _scrub_secret(strict_json(summary), secret)
-        json.dumps(scrubbed, ensure_ascii=False, allow_nan=False)  # the XCom contract: fail here
-        return scrubbed
+        from polyv_connector.airflow.summary import task_summary
+
+        return task_summary(result, context.get("run_id"), secret, spec.report_path if spec else None, run_page)
 
     def _emit_metrics(self, result: SyncResult, app_id: str) -> None:
         """``polyv.*`` metrics through Airflow's ``Stats`` (a no-op unless ``[metrics]`` is on)."""
@@ -713,86 +623,29 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         metrics.emit(result, {"dag_id": dag_id, "task_id": self.task_id, "app_id": app_id})
 
     def _emit_asset_events(self, context: Context, summary: dict[str, Any]) -> None:
-        events = context.get("outlet_events")
-        if events is None:
-            return
-        extra = {k: summary.get(k) for k in ("runId", "ok", "items", "counts", "report", "dryRun")}
-        for outlet in self.outlets or []:
-            try:
-                if isinstance(outlet, Asset):
-                    events[outlet].extra.update(extra)
-                elif isinstance(outlet, AssetAlias):
-                    for located in self._written_locations(summary):
-                        events[outlet].add(located.asset(), extra=extra)
-            except Exception as exc:  # an event is a nicety, never a reason to fail
-                self.log.debug("could not record an asset event for %s: %s", outlet, exc)
+        from polyv_connector.airflow.assets import emit_asset_events
 
-    def _written_locations(self, summary: dict[str, Any]) -> list[Location]:
+        emit_asset_events(context.get("outlet_events"), self.outlets or [], summary, self._written_locations, self.log)
+
+    def _written_locations(self, summary: Mapping[str, Any]) -> list[Location]:
         """Where this run wrote, named as in its OpenLineage events (the same :class:`Location`)."""
-        from polyv_connector.airflow.lineage import polyv_written
+        from polyv_connector.airflow.lineage import run_lineage, written_locations
 
-        run = self._run_lineage()
-        written: list[Location] = [r for r in run.reports if hasattr(r, "uri")]
-        if run.state is not None and not summary.get("dryRun"):
-            written.append(run.state)
-        if run.polyv is not None and polyv_written(summary):
-            written.append(run.polyv)
-        return written
+        return written_locations(run_lineage(self._lineage, self.log), summary)
 
     # ---- lineage ------------------------------------------------------------------------------
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage inputs (the source, the sync state) and outputs (the report, the state,
         POLYV when something was sent), with the data-quality and run facets: see
         :mod:`polyv_connector.airflow.lineage`. ``None`` without the OpenLineage provider."""
-        from polyv_connector.airflow.lineage import operator_lineage
+        from polyv_connector.airflow.lineage import operator_lineage, run_lineage
 
-        return operator_lineage(self._run_lineage())
+        return operator_lineage(run_lineage(self._lineage, self.log))
 
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
         """As on completion: a failed gate or a stopped run still read its source and wrote its
         report (and POLYV is declared only if something was sent)."""
         return self.get_openlineage_facets_on_complete(task_instance)
-
-    def _run_lineage(self) -> RunLineage:
-        """Where this run read and wrote, and what it found, as plain values (no OpenLineage
-        import: the asset events use it too)."""
-        from polyv_connector.airflow.assets import file_location, polyv_location
-        from polyv_connector.airflow.lineage import RunLineage, source_columns
-
-        info = self._lineage
-        run = RunLineage(
-            summary=info.get("summary"),
-            expectations=info.get("expectations") or [],
-            max_rejected_fraction=info.get("max_rejected_fraction"),
-        )
-        if info.get("source_kind") == "file":
-            run.source = [file_location(info["source_path"])]
-        elif info.get("source_kind") == "sql":
-            table = info.get("source_table")
-            where = _table_location(info["source_hook"], table) if table else None
-            run.source = (
-                [where]
-                if where
-                else _sql_datasets(info["source_hook"], info.get("source_sql") or "", "inputs", self.log)
-            )
-        mapping = info.get("mapping")
-        if mapping is not None:
-            run.fields = dict(mapping.fields) or None
-            run.columns = source_columns(
-                mapping.viewer_id_column, mapping.field_id_column, mapping.value_column, run.fields
-            )
-        if info.get("state_dir"):
-            run.state = file_location(info["state_dir"])
-        elif info.get("state_table"):
-            run.state = _table_location(info["state_hook"], info["state_table"])
-        if info.get("report_table"):
-            located = _table_location(info["report_hook"], info["report_table"])
-            run.reports.extend([located] if located else [])
-        if info.get("report_path"):
-            run.reports.append(file_location(info["report_path"]))
-        if info.get("app_id"):
-            run.polyv = polyv_location(info["base_url"], info["app_id"])
-        return run
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -804,158 +657,5 @@ def _with_airflow_run_id(spec: RunSpec, run_id: Any) -> RunSpec:
     return dataclasses.replace(spec, options=dataclasses.replace(spec.options, airflow_run_id=str(run_id)))
 
 
-def _absolute_path(path: str) -> str:
-    return path if is_url(path) else os.path.abspath(path)
-
-
-def _absolute_location(location: str | None, report_path: str | None) -> str | None:
-    """The report's location with the Parquet file's path made absolute."""
-    if not location or not report_path or is_url(report_path):
-        return location
-    from pathlib import Path
-
-    for written in (report_path, str(Path(report_path))):  # ParquetReport names it as a Path
-        if written in location:
-            return location.replace(written, _absolute_path(report_path), 1)
-    return location
-
-
 def _templated(*values: str) -> bool:
     return any("{{" in v or "{%" in v for v in values)
-
-
-def _blank_to_none(value: Any) -> Any:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return value.strip() if isinstance(value, str) else value
-
-
-def _db_hook(conn_id: str, setting: str) -> Any:
-    """The common-sql hook of ``conn_id`` (anything exposing DB-API ``get_conn``)."""
-    try:
-        hook = BaseHook.get_hook(conn_id)
-    except Exception as exc:
-        raise ConfigError(setting, f"cannot use connection {conn_id!r}: {type(exc).__name__}: {exc}") from exc
-    if not callable(getattr(hook, "get_conn", None)) or not hasattr(hook, "placeholder"):
-        raise ConfigError(
-            setting,
-            f"connection {conn_id!r} ({type(hook).__name__}) is not a SQL database connection (a common-sql DbApiHook)",
-        )
-    return hook
-
-
-def _same_database(conn_a: str | None, conn_b: str | None) -> bool:
-    """Whether two connections reach the same database (perhaps as different roles): the diff in
-    the warehouse reads the state table through the source connection, and writes it through
-    the state connection, so both must see the same table."""
-    if not conn_a or not conn_b:
-        return False
-    if conn_a == conn_b:
-        return True
-    try:
-        a, b = BaseHook.get_connection(conn_a), BaseHook.get_connection(conn_b)
-    except Exception as exc:
-        raise ConfigError("state_conn_id", f"cannot use connection: {type(exc).__name__}") from exc
-
-    def where(conn: Any) -> tuple[Any, ...]:
-        return (conn.conn_type, (conn.host or "").lower(), conn.port, conn.schema)
-
-    return where(a) == where(b)
-
-
-def _redis_url(conn_id: str | None) -> str | None:
-    """``redis://[:password@]host:port/db`` from an Airflow Redis connection (None without one)."""
-    if not conn_id:
-        return None
-    from urllib.parse import quote
-
-    try:
-        conn = BaseHook.get_connection(conn_id)
-    except Exception as exc:
-        raise ConfigError("budget_conn_id", f"cannot use connection {conn_id!r}: {type(exc).__name__}") from exc
-    if conn.password:
-        from airflow.sdk.log import mask_secret
-
-        mask_secret(conn.password)
-    auth = f":{quote(conn.password, safe='')}@" if conn.password else ""
-    db = (conn.extra_dejson or {}).get("db", 0)
-    return f"redis://{auth}{conn.host or '127.0.0.1'}:{conn.port or 6379}/{db}"
-
-
-def _airflow_error(exc: PolyvConnectorError) -> Exception:
-    """The Airflow exception for an error the run raised: retryable only where a retry can help."""
-    code = exit_codes.for_error(exc)
-    kinds = {
-        exit_codes.CONFIG: "configuration error",
-        exit_codes.BUSY: "busy",
-        exit_codes.UNAVAILABLE: "unavailable, will retry",
-    }
-    if isinstance(exc, StateError):
-        kind = "sync state error"
-    elif isinstance(exc, InputError):
-        kind = "input error"
-    else:
-        kind = kinds.get(code, code.name)
-    message = f"POLYV sync: {kind}: {exc}"
-    return AirflowException(message) if code.retryable else AirflowFailException(message)
-
-
-# Reason codes of items that are fine as they are: left out of a failure message.
-_NOT_PROBLEMS = frozenset({"unchanged", "duplicate", "dry_run"})
-
-
-def _failure_message(result: SyncResult) -> str:
-    counts = result.counts
-    parts = [
-        f"POLYV sync {result.run_id} did not sync every item: failed {counts.get('failed', 0):,}, "
-        f"in_doubt {counts.get('in_doubt', 0):,}, not_attempted {counts.get('not_attempted', 0):,} "
-        f"of {result.items:,}"
-    ]
-    from polyv_connector.bounds import ERROR_CHARS, REASON_CHARS, cut
-
-    # Cut: the message goes to the task log, the exception and the notifier's alert.
-    if result.aborted:
-        parts.append(f"stopped ({result.abort_cause}): {cut(result.aborted, ERROR_CHARS)}")
-    if result.gate_failures:
-        parts.append("data-quality gate failed: " + " | ".join(cut(g, REASON_CHARS) for g in result.gate_failures))
-    by_reason = sorted(
-        ((c, n) for c, n in result.counts_by_reason.items() if c not in _NOT_PROBLEMS),
-        key=lambda cn: -cn[1],
-    )
-    if by_reason:
-        parts.append("by reason: " + ", ".join(f"{c} {n:,}" for c, n in by_reason))
-    parts.append(f"report: {result.report_location}")
-    return "; ".join(parts)
-
-
-def _table_location(hook: Any, table: str) -> Any:
-    """The OpenLineage/asset location of ``table`` on ``hook``'s connection (None if unreadable)."""
-    from polyv_connector.airflow.assets import table_location
-
-    try:
-        conn = hook.get_connection(hook.get_conn_id())
-        return table_location(conn.conn_type or "", table, host=conn.host, port=conn.port, database=conn.schema or None)
-    except Exception:  # lineage is best effort: never fail a finished sync over it
-        return None
-
-
-def _sql_datasets(hook: Any, statement: str, side: str, log: Any) -> list[Any]:
-    """Datasets of ``statement`` as the OpenLineage SQL parser sees them (no database round trip)."""
-    try:
-        from airflow.providers.openlineage.sqlparser import SQLParser
-
-        connection = hook.get_connection(hook.get_conn_id())
-        database_info = hook.get_openlineage_database_info(connection)
-        if database_info is None:
-            return []
-        parser = SQLParser(
-            dialect=hook.get_openlineage_database_dialect(connection),
-            default_schema=hook.get_openlineage_default_schema(),
-        )
-        lineage = parser.generate_openlineage_metadata_from_sql(
-            sql=statement, hook=hook, database_info=database_info, use_connection=False
-        )
-        return list(getattr(lineage, side, None) or [])
-    except Exception as exc:  # lineage is best effort: never fail a finished sync over it
-        log.debug("OpenLineage SQL parsing skipped: %s", exc)
-        return []

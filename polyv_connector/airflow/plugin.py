@@ -32,10 +32,10 @@ from typing import Any
 from airflow.plugins_manager import AirflowPlugin
 
 from polyv_connector.airflow.conntest import PolyvConnectionTestMiddleware
-from polyv_connector.airflow.folders import default_report_dir, default_validation_dir
+from polyv_connector.airflow.folders import default_validation_dir
 from polyv_connector.airflow.links import TASK_FILE_ROUTE, URL_PREFIX
 from polyv_connector.airflow.served import resolve
-from polyv_connector.deployment import CONFIG_SERVED_DIRS, VAR_REPORT_DIR
+from polyv_connector.deployment import CONFIG_SERVED_DIRS, VAR_REPORT_DIR, default_report_dir
 
 log = logging.getLogger(__name__)
 

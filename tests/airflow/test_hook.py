@@ -163,3 +163,17 @@ def test_airflow_connections_test_prints_the_providers_message(sim, secret):
         assert proc.returncode == 1, out
         assert "Connection failed!" in out and "invalid signature" in out and "check the appId and appSecret" in out
     assert secret not in out
+
+
+def test_diff_in_warehouse_state_connection_must_reach_the_source_database(monkeypatch):
+    """Another role on the same database may keep the state (a read-only source); a state table
+    in another database would be a different (perhaps stale) table: refused."""
+    from polyv_connector.airflow.hooks import same_database
+
+    monkeypatch.setenv("AIRFLOW_CONN_SRC_READER", "postgresql://reader@db.example:5432/dwh")
+    monkeypatch.setenv("AIRFLOW_CONN_SRC_WRITER", "postgresql://writer:pw@DB.example:5432/dwh")
+    monkeypatch.setenv("AIRFLOW_CONN_OTHER_DB", "postgresql://writer@db.example:5432/staging")
+    assert same_database("src_reader", "src_reader")
+    assert same_database("src_writer", "src_reader")
+    assert not same_database("other_db", "src_reader")
+    assert not same_database(None, "src_reader")

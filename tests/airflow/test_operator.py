@@ -322,6 +322,46 @@ def test_template_fields_cover_sql_tables_and_paths():
     } <= set(PolyvViewerFieldSyncOperator.template_fields)
 
 
+def test_the_signature_takes_the_operator_settings_each_defaulting_to_not_given():
+    """The signature is written out (Airflow's partial/expand read it) but follows the table."""
+    import inspect
+
+    from polyv_connector import runspec
+    from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
+
+    parameters = inspect.signature(PolyvViewerFieldSyncOperator.__init__).parameters
+    # polyv_conn_id and duckdb_external_access are the DAG author's alone: no run settings.
+    author_only = ("polyv_conn_id", "duckdb_external_access")
+    settings = {name: p for name, p in parameters.items() if name not in ("self", *author_only, "kwargs")}
+    assert set(settings) == set(runspec.OPERATOR_SETTINGS)
+    assert parameters["duckdb_external_access"].default is False
+    assert {name: p.default for name, p in settings.items() if p.default is not None} == {}
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in settings.values())
+    # The template fields come from the table too (dry_run lives in dry_run_setting), the same
+    # as when they were written out here.
+    assert set(PolyvViewerFieldSyncOperator.template_fields) == {
+        *("input_path", "source_conn_id", "source_sql", "source_table", "source_parameters"),
+        *("allowed_source_conn_ids", "allowed_polyv_conn_ids", "report_path", "report_conn_id"),
+        *("report_table", "state_dir", "state_table", "state_conn_id", "diff_in_warehouse"),
+        *("expectation_suite_path", "validation_dir", "report_dir", "allowed_input_prefixes"),
+        *("allowed_suite_prefixes", "dry_run_setting", "full_refresh", "max_rejected_fraction"),
+        *("lock_timeout", "budget_url", "budget_conn_id", "budget_rps", "partitions", "partition"),
+    }
+
+
+def test_arguments_pass_on_as_given_and_a_blank_state_table_keeps_no_state():
+    from polyv_connector import runspec
+
+    op = _op(input_path="x", report_path="r.parquet", batch_size=7, dry_run="true")
+    given = op._given()
+    assert set(given) == set(runspec.OPERATOR_SETTINGS)
+    assert given["batch_size"] == 7 and given["dry_run"] == "true" and given["state_table"] is None
+    spec = runspec.resolve(given, front="operator", env={})
+    assert spec.options.send.batch_size == 7 and spec.options.dry_run
+    assert spec.state_table == "polyv_sync_state"  # None: not given, the default applies
+    assert runspec.resolve(_op(state_table="")._given(), front="operator", env={}).state_table is None
+
+
 def test_openlineage_is_optional(sim, polyv_env, tmp_path, monkeypatch):
     """Without the OpenLineage provider the operator runs and reports no lineage (None)."""
     monkeypatch.setitem(sys.modules, "airflow.providers.openlineage.extractors", None)  # import fails
@@ -343,7 +383,7 @@ def test_validation_results_are_written_without_a_parquet_report(sim, polyv_env,
         field_id_column="field",
         value_column="val",
         report_table=f"{pg_schema}.report",
-        state_table=None,
+        state_table="",
         expectation_suite_path="default",
         validation_dir=str(tmp_path / "dq"),
     ).execute(_context())
@@ -426,17 +466,3 @@ def test_execution_timeout_writes_the_report_then_lets_the_timeout_fail_the_task
     summary = ctx["ti"].pushed["return_value"]
     assert summary["abortCause"] == "stopped" and "AirflowTaskTimeout" in summary["aborted"]
     assert summary["counts"]["sent"] == statuses.count("sent")
-
-
-def test_diff_in_warehouse_state_connection_must_reach_the_source_database(monkeypatch):
-    """Another role on the same database may keep the state (a read-only source); a state table
-    in another database would be a different (perhaps stale) table: refused."""
-    from polyv_connector.airflow.operators import _same_database
-
-    monkeypatch.setenv("AIRFLOW_CONN_SRC_READER", "postgresql://reader@db.example:5432/dwh")
-    monkeypatch.setenv("AIRFLOW_CONN_SRC_WRITER", "postgresql://writer:pw@DB.example:5432/dwh")
-    monkeypatch.setenv("AIRFLOW_CONN_OTHER_DB", "postgresql://writer@db.example:5432/staging")
-    assert _same_database("src_reader", "src_reader")
-    assert _same_database("src_writer", "src_reader")
-    assert not _same_database("other_db", "src_reader")
-    assert not _same_database(None, "src_reader")

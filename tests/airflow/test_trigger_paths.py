@@ -286,7 +286,7 @@ def test_the_fallback_report_lands_in_the_dag_s_folder(
         input_path=str(SAMPLE),
         report_table=table,
         report_conn_id="polyv_warehouse",
-        state_table=None,
+        state_table="",  # no state table (None would mean "not given": the default one)
         max_rps=50,
         batch_size=20,
     ).execute(_context())

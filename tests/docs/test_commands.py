@@ -9,27 +9,22 @@ tests/warehouse/test_docs_sql.py runs on their engine. A shell or SQL block that
 be run as written carries the one illustration marker: ``<!-- illustration -->`` on the line
 right before its fence (tests/docs/markdown.py).
 
-The DAG files are read with ``ast`` (scripts/make_docs.py's reader), never imported: no Airflow.
-A conf's values are validated against the params' JSON schemas (types, patterns, bounds), as
-Airflow validates a trigger.
+The DAG files are imported as Airflow's DAG processor would (scripts/make_docs.py's reader): their
+params are built by shared functions. A conf's values are validated against the params' JSON
+schemas (types, patterns, bounds), as Airflow validates a trigger.
 """
 
 from __future__ import annotations
 
-import ast
-import contextlib
-import importlib
 import json
 import re
 import shlex
-from functools import cache
-from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
 from polyv_connector.cli import build_parser
-from scripts.make_docs import dag_params
+from scripts.make_docs import dag_params, param_schemas
 from tests.docs.markdown import DOC_FILES, ROOT, SHELL_LANGUAGES, Block, blocks, prose
 
 ENGINES = frozenset({"postgresql", "mysql", "duckdb"})
@@ -93,43 +88,6 @@ def _commands(block: Block) -> list[list[str]]:
                 current.append(token)
         out.append(current)
     return [[t for t in c] for c in out if c]
-
-
-@cache
-def param_schemas() -> dict[str, dict[str, dict[str, Any]]]:
-    """Each example DAG's params as the JSON schemas their ``Param(...)`` declare (what the
-    trigger form and ``airflow dags trigger`` validate a conf against). The DAG file's
-    module-level constants are evaluated, and its imports from the connector's leaf modules
-    followed; nothing from Airflow is imported."""
-    schemas: dict[str, dict[str, dict[str, Any]]] = {}
-    for path in sorted((ROOT / "dags").glob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        namespace: dict[str, Any] = {}
-        for node in tree.body:
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("polyv_connector"):
-                if not node.module.startswith("polyv_connector.airflow"):  # type: ignore[union-attr]
-                    module = importlib.import_module(node.module)  # type: ignore[arg-type]
-                    namespace.update({a.asname or a.name: getattr(module, a.name) for a in node.names})
-            elif isinstance(node, ast.Assign):
-                with contextlib.suppress(Exception):  # a constant built from Airflow objects: not a schema's
-                    value = eval(compile(ast.Expression(node.value), str(path), "eval"), dict(namespace))
-                    namespace.update({t.id: value for t in node.targets if isinstance(t, ast.Name)})
-        for call in ast.walk(tree):
-            if not (isinstance(call, ast.Call) and getattr(call.func, "id", "") == "DAG"):
-                continue
-            kw = {k.arg: k.value for k in call.keywords}
-            params = kw.get("params")
-            dag: dict[str, dict[str, Any]] = {}
-            if isinstance(params, ast.Dict):
-                for key, value in zip(params.keys, params.values, strict=True):
-                    assert isinstance(key, ast.Constant) and isinstance(value, ast.Call)
-                    dag[str(key.value)] = {
-                        k.arg: eval(compile(ast.Expression(k.value), str(path), "eval"), dict(namespace))
-                        for k in value.keywords
-                        if k.arg not in (None, "description", "title", "format")
-                    }
-            schemas[ast.literal_eval(kw["dag_id"])] = dag
-    return schemas
 
 
 def _make_targets() -> set[str]:

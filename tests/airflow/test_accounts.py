@@ -1,4 +1,5 @@
-"""The accounts DAG's ``accounts`` param → one operator kwargs dict per account (pure)."""
+"""``polyv_connector.airflow.accounts``: the accounts DAG's ``accounts`` param → one operator
+kwargs dict per account (pure)."""
 
 from __future__ import annotations
 

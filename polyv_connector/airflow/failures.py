@@ -1,0 +1,69 @@
+"""How a sync's failures reach Airflow: the exception type (retry or not) and a message that
+never holds the appSecret.
+
+* :func:`airflow_error`: an error the run raised, as ``AirflowException`` (Airflow retries) or
+  ``AirflowFailException`` (no retry), by its exit code (:mod:`polyv_connector.exit_codes`).
+* :func:`failure_message`: one line for a finished run that did not sync every item.
+* :func:`scrub_secret` (from :mod:`polyv_connector.transport.redact`): strings, lists and dicts
+  with every occurrence of the secret replaced.
+
+Cheap to import (DAG files import the operator at parse time).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from polyv_connector import exit_codes
+from polyv_connector.bounds import ERROR_CHARS, REASON_CHARS, cut
+from polyv_connector.errors import InputError, PolyvConnectorError, StateError
+from polyv_connector.reasons import NOT_PROBLEMS
+from polyv_connector.transport.redact import scrub_secret
+
+__all__ = ["airflow_error", "failure_message", "scrub_secret"]
+
+if TYPE_CHECKING:
+    from polyv_connector.engine import SyncResult
+
+
+def airflow_error(exc: PolyvConnectorError) -> Exception:
+    """The Airflow exception for an error the run raised: retryable only where a retry can help."""
+    code = exit_codes.for_error(exc)
+    kinds = {
+        exit_codes.CONFIG: "configuration error",
+        exit_codes.BUSY: "busy",
+        exit_codes.UNAVAILABLE: "unavailable, will retry",
+    }
+    if isinstance(exc, StateError):
+        kind = "sync state error"
+    elif isinstance(exc, InputError):
+        kind = "input error"
+    else:
+        kind = kinds.get(code, code.name)
+    message = f"POLYV sync: {kind}: {exc}"
+    return AirflowException(message) if code.retryable else AirflowFailException(message)
+
+
+def failure_message(result: SyncResult) -> str:
+    """Why a finished run failed its task: the unsynced counts, a stop, the gates, the reasons."""
+    counts = result.counts
+    parts = [
+        f"POLYV sync {result.run_id} did not sync every item: failed {counts.get('failed', 0):,}, "
+        f"in_doubt {counts.get('in_doubt', 0):,}, not_attempted {counts.get('not_attempted', 0):,} "
+        f"of {result.items:,}"
+    ]
+    # Cut: the message goes to the task log, the exception and the notifier's alert.
+    if result.aborted:
+        parts.append(f"stopped ({result.abort_cause}): {cut(result.aborted, ERROR_CHARS)}")
+    if result.gate_failures:
+        parts.append("data-quality gate failed: " + " | ".join(cut(g, REASON_CHARS) for g in result.gate_failures))
+    by_reason = sorted(
+        ((c, n) for c, n in result.counts_by_reason.items() if c not in NOT_PROBLEMS),
+        key=lambda cn: -cn[1],
+    )
+    if by_reason:
+        parts.append("by reason: " + ", ".join(f"{c} {n:,}" for c, n in by_reason))
+    parts.append(f"report: {result.report_location}")
+    return "; ".join(parts)

@@ -1,0 +1,57 @@
+"""The summary a sync task returns as XCom: strict JSON, paths absolute, never the appSecret.
+
+Cheap to import (DAG files import the operator at parse time): the result type is only named.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from polyv_connector.airflow.failures import scrub_secret
+from polyv_connector.jsonsafe import strict_json
+from polyv_connector.paths import is_url
+
+if TYPE_CHECKING:
+    from polyv_connector.engine import SyncResult
+
+
+def task_summary(
+    result: SyncResult,
+    airflow_run_id: Any,
+    secret: str,
+    report_path: str | None = None,
+    run_page: str | None = None,
+) -> dict[str, Any]:
+    """``result`` as the task's XCom: the run's summary plus the Airflow run id, the Parquet
+    report's absolute path and the run page. Raises if it would not be strict JSON (the XCom
+    contract: better here than in Airflow's serializer)."""
+    summary = result.to_dict()
+    summary["airflowRunId"] = airflow_run_id
+    # Absolute, so it means the same on every host that reads the XCom (the worker's working
+    # folder is nobody's business); None for a table-only report.
+    summary["reportPath"] = absolute_path(report_path) if report_path else None
+    summary["runPage"] = run_page
+    # Defence in depth: nothing above should ever hold the secret; scrub the strings
+    # themselves (not the JSON text, where escaping could hide it).
+    scrubbed: dict[str, Any] = scrub_secret(strict_json(summary), secret)
+    json.dumps(scrubbed, ensure_ascii=False, allow_nan=False)
+    return scrubbed
+
+
+def absolute_path(path: str) -> str:
+    """A local path made absolute; a URL as it is."""
+    return path if is_url(path) else os.path.abspath(path)
+
+
+def absolute_location(location: str | None, report_path: str | None) -> str | None:
+    """The report's location with the Parquet file's path made absolute."""
+    if not location or not report_path or is_url(report_path):
+        return location
+    from pathlib import Path
+
+    for written in (report_path, str(Path(report_path))):  # ParquetReport names it as a Path
+        if written in location:
+            return location.replace(written, absolute_path(report_path), 1)
+    return location

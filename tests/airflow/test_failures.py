@@ -1,0 +1,40 @@
+"""``polyv_connector.airflow.failures``: which errors Airflow retries, and secret scrubbing."""
+
+from __future__ import annotations
+
+import pytest
+
+from polyv_connector.errors import BusyError, ConfigError, DependencyUnavailable, InputError, StateError
+
+pytestmark = pytest.mark.airflow
+
+
+@pytest.mark.parametrize(
+    ("error", "retried", "text"),
+    [
+        (ConfigError("batch_size", "must be between 1 and 1000"), False, "configuration error: batch_size"),
+        (InputError("input_path", "no such file"), False, "input error: input_path"),
+        (StateError("corrupt"), False, "sync state error: corrupt"),
+        (BusyError("held by run r1"), True, "busy: held by run r1"),
+        (DependencyUnavailable("budget_url", "refused"), True, "unavailable, will retry: budget_url"),
+    ],
+)
+def test_only_errors_a_retry_can_help_are_retried(error, retried, text) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from polyv_connector.airflow.failures import airflow_error
+
+    raised = airflow_error(error)
+    assert isinstance(raised, AirflowFailException) is not retried
+    assert str(raised).startswith(f"POLYV sync: {text}")
+
+
+def test_the_secret_is_scrubbed_from_keys_values_and_nested_lists() -> None:
+    from polyv_connector.airflow.failures import scrub_secret
+
+    secret = "planted-s3cret"
+    value = {"a": f"x {secret} y", secret: [secret, 3, {"b": secret}], "n": None}
+    scrubbed = scrub_secret(value, secret)
+    assert secret not in repr(scrubbed)
+    assert scrubbed == {"a": "x *** y", "***": ["***", 3, {"b": "***"}], "n": None}
+    assert scrub_secret(value, "") is value  # no secret: nothing to do
