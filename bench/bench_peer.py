@@ -127,16 +127,13 @@ def summarize(
     items: int,
     latency_ms: float,
     pair: int,
-    started: float,
-    exited: float,
-    status: int,
-    usage: resource.struct_rusage,
-    child_cpu_s: float,
+    child: ChildRun,
     server_cpu_s: float,
     saves: list[tuple[float, float, int]],
     peak_in_flight: int,
 ) -> RunFigures:
-    """The figures of one run from its times (epoch seconds), its rusage and the server's log."""
+    """The figures of one run from the child's times and rusage and the server's log."""
+    started, exited = child.started, child.exited
     first = min((s[0] for s in saves), default=None)
     last = max((s[1] for s in saves), default=None)
     span = None if first is None or last is None else last - first
@@ -146,10 +143,10 @@ def summarize(
         items=items,
         latency_ms=latency_ms,
         pair=pair,
-        exit_code=os.waitstatus_to_exitcode(status),
+        exit_code=os.waitstatus_to_exitcode(child.status),
         wall_s=exited - started,
-        cpu_s=child_cpu_s,
-        peak_rss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
+        cpu_s=child.cpu_s,
+        peak_rss_mb=child.maxrss_kib / 1024,
         start_to_first_save_s=None if first is None else first - started,
         last_answer_to_exit_s=None if last is None else exited - last,
         saves=len(saves),
@@ -165,23 +162,45 @@ def _cpu(usage: resource.struct_rusage) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_child(
-    cmd: list[str], env: dict[str, str], log: Path
-) -> tuple[float, float, int, resource.struct_rusage, float]:
-    """Run ``cmd``; return (started, exited, wait status, its rusage, CPU of all it waited for).
+#: Runs the command and reports its times and rusage. A child's peak RSS on Linux counts the
+#: memory of the process it was forked from (exec keeps the old image's high-water mark), so the
+#: children are started from this small interpreter (-I -S: no site, about 10 MB), not from the
+#: benchmark, which holds the simulator and grows run after run.
+LAUNCHER = """
+import json, os, resource, sys, time
+out, cmd = sys.argv[1], sys.argv[2:]
+started = time.time()
+pid = os.posix_spawn(cmd[0], cmd, os.environ)
+_, status, usage = os.wait4(pid, 0)
+exited = time.time()
+waited = resource.getrusage(resource.RUSAGE_CHILDREN)  # the child and whatever it waited for
+with open(out, "w") as f:
+    json.dump({"started": started, "exited": exited, "status": status, "maxrss_kib": usage.ru_maxrss,
+               "cpu_s": waited.ru_utime + waited.ru_stime}, f)
+"""
 
-    ``os.wait4`` gives the child's own peak RSS; the RUSAGE_CHILDREN difference adds the CPU of
-    any process it started and waited for (dlt can normalize in a process pool).
-    """
-    children_before = _cpu(resource.getrusage(resource.RUSAGE_CHILDREN))
-    with log.open("wb") as out:
-        started = time.time()
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        exited = time.time()
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    children_cpu = _cpu(resource.getrusage(resource.RUSAGE_CHILDREN)) - children_before
-    return started, exited, status, usage, children_cpu
+
+@dataclass(frozen=True)
+class ChildRun:
+    started: float  # epoch seconds, just before the spawn
+    exited: float  # epoch seconds, just after the wait
+    status: int  # wait status
+    maxrss_kib: int
+    cpu_s: float  # user + system of the child and of any process it waited for
+
+
+def run_child(cmd: list[str], env: dict[str, str], run_dir: Path) -> ChildRun:
+    """Run ``cmd`` (an absolute program path first) through :data:`LAUNCHER`; output to ``run_dir/log``."""
+    figures = run_dir / "child.json"
+    with (run_dir / "log").open("wb") as out:
+        subprocess.run(
+            [sys.executable, "-I", "-S", "-c", LAUNCHER, str(figures), *cmd],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
+    return ChildRun(**json.loads(figures.read_text()))
 
 
 def command(
@@ -253,15 +272,11 @@ def run_one(
     sim.reset()  # values, counters and the rate-limit window start empty
     sim.clear_log()
     cmd = command(tool, mode, args, input_path, run_dir, sim.base_url)
+    # The benchmark process only serves while the child runs: its CPU is the server's.
     server_before = _cpu(resource.getrusage(resource.RUSAGE_SELF))
-    started, exited, status, usage, child_cpu = run_child(
-        cmd, child_env(run_dir, sim.base_url, args.rps), run_dir / "log"
-    )
+    child = run_child(cmd, child_env(run_dir, sim.base_url, args.rps), run_dir)
     server_cpu = _cpu(resource.getrusage(resource.RUSAGE_SELF)) - server_before
-    figures = summarize(
-        tool, mode, items, latency_ms, pair, started, exited, status, usage, child_cpu, server_cpu,
-        list(sim.saves), sim.peak_in_flight,
-    )  # fmt: skip
+    figures = summarize(tool, mode, items, latency_ms, pair, child, server_cpu, list(sim.saves), sim.peak_in_flight)
     if figures.exit_code != 0 or sim.stats.items_stored < items:
         tail = (run_dir / "log").read_text(errors="replace")[-2000:]
         print(f"  !! {tool} exit {figures.exit_code}, {sim.stats.items_stored:,} of {items:,} items stored:\n{tail}")

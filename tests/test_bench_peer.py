@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import resource
 from pathlib import Path
 
 import pytest
 
-from bench.bench_peer import MATCHED_IN_FLIGHT, RunFigures, command, medians, parse_args, ratios, summarize
-
-
-def _usage(maxrss_kib: int) -> resource.struct_rusage:
-    fields = [0] * 16
-    fields[2] = maxrss_kib  # ru_maxrss
-    return resource.struct_rusage(fields)
+from bench.bench_peer import (
+    MATCHED_IN_FLIGHT,
+    ChildRun,
+    RunFigures,
+    command,
+    medians,
+    parse_args,
+    ratios,
+    run_child,
+    summarize,
+)
 
 
 def test_a_subset_is_picked_by_its_options() -> None:
@@ -53,7 +56,8 @@ def test_defaults_leave_polyv_sync_alone_and_give_dlt_its_set_up_workers() -> No
 def test_a_run_is_measured_from_the_server_side_times() -> None:
     # Started at 100.0, exited at 104.0; saves arrived 100.5..102.4 and were answered by 102.5.
     saves = [(100.5, 100.6, 200), (101.0, 101.2, 200), (102.4, 102.5, 500)]
-    r = summarize("dlt", "matched", 3000, 50.0, 1, 100.0, 104.0, 0, _usage(204_800), 1.5, 0.25, saves, 2)
+    child = ChildRun(started=100.0, exited=104.0, status=0, maxrss_kib=204_800, cpu_s=1.5)
+    r = summarize("dlt", "matched", 3000, 50.0, 1, child, 0.25, saves, 2)
     assert r.exit_code == 0 and r.wall_s == pytest.approx(4.0) and r.cpu_s == 1.5
     assert r.peak_rss_mb == pytest.approx(200.0)
     assert r.start_to_first_save_s == pytest.approx(0.5)
@@ -63,7 +67,8 @@ def test_a_run_is_measured_from_the_server_side_times() -> None:
 
 
 def test_a_run_without_saves_has_no_server_side_times() -> None:
-    r = summarize("polyv-sync", "matched", 10, 50.0, 1, 0.0, 1.0, 256, _usage(1024), 0.1, 0.0, [], 0)
+    child = ChildRun(started=0.0, exited=1.0, status=256, maxrss_kib=1024, cpu_s=0.1)
+    r = summarize("polyv-sync", "matched", 10, 50.0, 1, child, 0.0, [], 0)
     assert r.exit_code == 1
     assert r.start_to_first_save_s is None and r.last_answer_to_exit_s is None and r.save_rps is None
 
@@ -78,3 +83,12 @@ def test_the_ratio_is_ours_over_the_peers_median() -> None:
     ratio = ratios(med)
     assert ratio["wall_s"] == pytest.approx(4.0 / 3.0)
     assert ratio["last_answer_to_exit_s"] is None  # unknown on both sides: no ratio
+
+
+def test_a_childs_peak_memory_is_its_own_not_the_benchmarks(tmp_path: Path) -> None:
+    # A child forked from this process would inherit its high-water mark (the test runner's);
+    # through the small launcher, a shell's peak is a few MB.
+    child = run_child(["/bin/sh", "-c", "exit 3"], {"PATH": "/usr/bin:/bin"}, tmp_path)
+    assert child.status >> 8 == 3
+    assert child.maxrss_kib < 40 * 1024
+    assert child.started <= child.exited and child.cpu_s >= 0.0
