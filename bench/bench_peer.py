@@ -16,7 +16,8 @@ run in this process with a hook that records when each save request arrived and 
 * ``defaults``: polyv-sync with no concurrency option; dlt as the issue set it up
   (``--dlt-default-workers``, 9).
 
-Per run: wall time, CPU (user+sys of the child and whatever it waited for), peak RSS, time from
+Per run: wall time, CPU (user+sys of the child and whatever it waited for), peak RSS (the
+child's own: it is started from a small launcher, see ``LAUNCHER``), time from
 process start to the first save the server saw, from the last answer to exit, requests/s between
 the first save's arrival and the last answer, the most saves the server had in flight at once, and
 the server's CPU (this process's, which only serves while it waits for the child), so a saturated
