@@ -41,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,9 @@ class RunFigures:
     peak_in_flight: int
     server_cpu_s: float
     load: float
+    send_s: float | None = None  # the first save's arrival to the last answer
+    #: polyv-sync's own account of where its time went (its summary JSON): what item 6 adds.
+    own_times: dict[str, float] = field(default_factory=dict)
 
 
 def summarize(
@@ -156,6 +159,7 @@ def summarize(
         peak_in_flight=peak_in_flight,
         server_cpu_s=server_cpu_s,
         load=os.getloadavg()[0],
+        send_s=span,
     )
 
 
@@ -278,6 +282,9 @@ def run_one(
     child = run_child(cmd, child_env(run_dir, sim.base_url, args.rps), run_dir)
     server_cpu = _cpu(resource.getrusage(resource.RUSAGE_SELF)) - server_before
     figures = summarize(tool, mode, items, latency_ms, pair, child, server_cpu, list(sim.saves), sim.peak_in_flight)
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        figures.own_times = own_times(json.loads(summary.read_text()))
     if figures.exit_code != 0 or sim.stats.items_stored < items:
         tail = (run_dir / "log").read_text(errors="replace")[-2000:]
         print(f"  !! {tool} exit {figures.exit_code}, {sim.stats.items_stored:,} of {items:,} items stored:\n{tail}")
@@ -320,9 +327,29 @@ METRICS = (
     ("peak_rss_mb", "RSS MB", "{:.0f}"),
     ("start_to_first_save_s", "start>1st s", "{:.2f}"),
     ("last_answer_to_exit_s", "last>exit s", "{:.2f}"),
+    ("send_s", "send s", "{:.2f}"),
     ("save_rps", "req/s", "{:.1f}"),
     ("server_cpu_s", "srv CPU s", "{:.2f}"),
 )
+
+
+def own_times(summary: dict[str, Any]) -> dict[str, float]:
+    """The times and the concurrency a run's summary JSON reports about itself, flattened.
+
+    Every top-level number named ``...Seconds``, ``concurrency``, and the numbers of any object
+    whose key names phases (``phases``, ``phaseSeconds``, ...), prefixed with that key. Whatever
+    names the package settles on, the benchmark prints them beside what the server saw.
+    """
+    times: dict[str, float] = {}
+    for key, value in summary.items():
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if is_number and (key.endswith("Seconds") or key == "concurrency"):
+            times[key] = float(value)
+        elif isinstance(value, dict) and "phase" in key.lower():
+            for name, inner in value.items():
+                if isinstance(inner, int | float) and not isinstance(inner, bool):
+                    times[f"{key}.{name}"] = float(inner)
+    return times
 
 
 def fmt(value: float | None, pattern: str) -> str:
@@ -345,6 +372,13 @@ def print_runs(runs: list[RunFigures]) -> None:
             f"{r.tool:<10} {r.mode:<8} {r.pair:>4} {cells} {r.saves_ok:>6} {r.peak_in_flight:>8} "
             f"{busy:>5.0f} {r.load:>5.2f} {r.exit_code:>4}"
         )
+
+
+def print_own_times(runs: list[RunFigures]) -> None:
+    for r in runs:
+        if r.own_times:
+            told = ", ".join(f"{name} {value:.2f}" for name, value in r.own_times.items())
+            print(f"  {r.tool} pair {r.pair}, its own summary: {told}")
 
 
 def medians(runs: list[RunFigures]) -> dict[str, dict[str, float | None]]:
@@ -420,6 +454,7 @@ def main(argv: list[str] | None = None) -> None:
                         for tool in TOOLS  # A B A B: each pair runs both, one after the other
                     ]
                     print_runs(runs)
+                    print_own_times(runs)
                     med = medians(runs)
                     ratio = ratios(med)
                     print_medians(med, ratio)

@@ -13,6 +13,7 @@ from bench.bench_peer import (
     RunFigures,
     command,
     medians,
+    own_times,
     parse_args,
     ratios,
     run_child,
@@ -63,6 +64,7 @@ def test_a_run_is_measured_from_the_server_side_times() -> None:
     assert r.start_to_first_save_s == pytest.approx(0.5)
     assert r.last_answer_to_exit_s == pytest.approx(1.5)
     assert r.save_rps == pytest.approx(3 / 2.0)  # three saves between 100.5 and 102.5
+    assert r.send_s == pytest.approx(2.0)
     assert (r.saves, r.saves_ok, r.peak_in_flight, r.server_cpu_s) == (3, 2, 2, 0.25)
 
 
@@ -92,3 +94,21 @@ def test_a_childs_peak_memory_is_its_own_not_the_benchmarks(tmp_path: Path) -> N
     assert child.status >> 8 == 3
     assert child.maxrss_kib < 40 * 1024
     assert child.started <= child.exited and child.cpu_s >= 0.0
+
+
+def test_a_runs_own_times_are_read_from_its_summary_whatever_their_names() -> None:
+    summary = {
+        "runId": "r",
+        "ok": True,
+        "items": 200000,
+        "durationSeconds": 2.8,
+        "concurrency": 8,
+        "phaseSeconds": {"readAndPlan": 0.4, "sending": 2.1, "label": "x", "flag": True},
+        "counts": {"sent": 200000},
+    }
+    assert own_times(summary) == {
+        "durationSeconds": 2.8,
+        "concurrency": 8.0,
+        "phaseSeconds.readAndPlan": 0.4,
+        "phaseSeconds.sending": 2.1,
+    }
