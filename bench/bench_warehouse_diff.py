@@ -23,7 +23,7 @@ from polyv_connector.engine import sync
 from polyv_connector.fingerprints import key_hashes, value_fingerprints
 from polyv_connector.progress import Progress
 from polyv_connector.sources.sql import SqlSource
-from polyv_connector.warehouse.state_table import SqlStateTable
+from polyv_connector.state.table import SqlStateTable
 
 APP = "bench-app"
 

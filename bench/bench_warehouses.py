@@ -203,9 +203,9 @@ def run_engine(engine: str, rows: int, batch_rows: int, sample_rows: int) -> dic
     from polyv_connector.model import REPORT_COLUMNS
     from polyv_connector.progress import Progress
     from polyv_connector.sources.sql import SqlSource
+    from polyv_connector.state.table import SqlStateTable
     from polyv_connector.warehouse import dbapi
     from polyv_connector.warehouse.report_table import SqlReportTable
-    from polyv_connector.warehouse.state_table import SqlStateTable
 
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as workdir:

@@ -241,14 +241,14 @@ def _app_id(args: argparse.Namespace) -> str:
 
 
 def cmd_state_status(args: argparse.Namespace) -> int:
-    from polyv_connector.state import state_status
+    from polyv_connector.state.admin import state_status
 
     print(json.dumps(state_status(args.state_dir, _app_id(args)), indent=2, default=str))
     return exit_codes.OK.code
 
 
 def cmd_state_unlock(args: argparse.Namespace) -> int:
-    from polyv_connector.state import state_unlock
+    from polyv_connector.state.admin import state_unlock
 
     print(state_unlock(args.state_dir, _app_id(args)))
     return exit_codes.OK.code

@@ -57,19 +57,14 @@ from polyv_connector.sender import BatchSender, Circuit, ItemsResult, send_all
 from polyv_connector.sources.items import ITEM_SCHEMA, convert_items
 from polyv_connector.sources.text import UnsupportedColumn
 from polyv_connector.spill import create_file, spill_dir
-from polyv_connector.state import StateStore, SyncState
+from polyv_connector.state.folder import SyncState
+from polyv_connector.state.store import StateRun, StateStore
 from polyv_connector.timeline import TimelineRecorder, TimelineSummary
 from polyv_connector.transport.client import PolyvClient
 from polyv_connector.transport.ratelimit import RequestBudget, TokenBucket
 from polyv_connector.transport.retry import RetryPolicy
 
 log = logging.getLogger("polyv_connector")
-
-# Kept as names for callers of earlier releases; the table lives in exit_codes.
-EXIT_OK = exit_codes.OK.code
-EXIT_ROWS_UNSUCCESSFUL = exit_codes.ITEMS_UNSUCCESSFUL.code
-EXIT_ABORTED = exit_codes.ABORTED.code
-EXIT_GATE = exit_codes.GATE.code
 
 _REASON = "_reason"
 _REASON_CODE = "_reason_code"
@@ -163,10 +158,10 @@ class SyncResult:
     def exit_code(self) -> int:
         if self.aborted:
             # An unexpected error stopped sending: a bug (70), not POLYV refusing the run (3).
-            return exit_codes.INTERNAL.code if self.abort_cause == "internal" else EXIT_ABORTED
+            return exit_codes.INTERNAL.code if self.abort_cause == "internal" else exit_codes.ABORTED.code
         if self.gate_failures:
-            return EXIT_GATE
-        return EXIT_OK if self.ok else EXIT_ROWS_UNSUCCESSFUL
+            return exit_codes.GATE.code
+        return exit_codes.OK.code if self.ok else exit_codes.ITEMS_UNSUCCESSFUL.code
 
     def summary_line(self) -> str:
         parts = ", ".join(f"{s} {self.counts.get(s, 0):,}" for s in STATUSES if self.counts.get(s, 0))
@@ -286,14 +281,14 @@ def sync(
             state = SyncState(options.state_dir, credentials.app_id, implicit_lock=False)
         if state is not None and state.app_id != credentials.app_id:
             raise StateError(f"the sync state is for appId {state.app_id!r}, not {credentials.app_id!r}")
-        with _holding(state, options, run_id, credentials.app_id):
-            result = _locked_run(
+        with _opened(state, options, run_id) as held:
+            result, interrupted = _locked_run(
                 source,
                 credentials,
                 options,
                 report,
                 validator=validator,
-                state=state,
+                state=held,
                 budget=budget,
                 progress=progress or Progress(),
                 run_id=run_id,
@@ -305,6 +300,13 @@ def sync(
                 stop=stop,
                 report_fallback_dir=report_fallback_dir,
             )
+        # Measured once the state is finished (the folder store compacts then).
+        result.duration_s = clock() - started
+        if interrupted is not None:
+            # The report and the state are complete: now let the caller's stop take its course.
+            interrupted.polyv_sync_result = result  # type: ignore[attr-defined]
+            log.warning("%s", result.summary_line())
+            raise interrupted
     except BaseException as exc:
         # The engine owns the whole run: a run that fails leaves no partial report behind
         # (a run interrupted while sending has written its whole report already).
@@ -317,27 +319,13 @@ def sync(
 
 
 @contextmanager
-def _holding(state: StateStore | None, options: SyncOptions, run_id: str, app_id: str) -> Iterator[None]:
-    """One run per state (or per slice of it, for a partition run): the lock is held from before
-    the state is read until after it is compacted, so no other run's confirmations can
-    interleave with ours. A dry run writes
-    nothing and reads a consistent snapshot without the lock."""
-    if state is None or options.dry_run:
-        yield
+def _opened(state: StateStore | None, options: SyncOptions, run_id: str) -> Iterator[StateRun | None]:
+    """The state as this run holds it (see :meth:`StateStore.open`), or None without a state."""
+    if state is None:
+        yield None
         return
-    part = options.slice
-    if part.whole:
-        seq = state.lock(run_id, options.lock_timeout_s)
-        log.info("sync state for appId %s locked by run %s (run sequence %s)", app_id, run_id, seq)
-    else:
-        # Partitions of one account run side by side (their items are disjoint), never beside a
-        # whole-account run: the account's lock shared, the slice's exclusive.
-        seq = state.lock(run_id, options.lock_timeout_s, "shared", part)
-        log.info("sync state for appId %s locked shared by run %s for %s (run sequence %s)", app_id, run_id, part, seq)
-    try:
-        yield
-    finally:
-        state.unlock()
+    with state.open(run_id, options.slice, options.lock_timeout_s, options.dry_run) as held:
+        yield held
 
 
 def _locked_run(
@@ -347,7 +335,7 @@ def _locked_run(
     report: ReportSink | None,
     *,
     validator: Validator | None,
-    state: StateStore | None,
+    state: StateRun | None,
     budget: RequestBudget | None,
     progress: Progress,
     run_id: str,
@@ -358,8 +346,9 @@ def _locked_run(
     started: float,
     stop: Circuit | None,
     report_fallback_dir: str | os.PathLike[str] | None,
-) -> SyncResult:
-    # Under the lock: with a diff in the warehouse, checking the columns compacts the state table.
+) -> tuple[SyncResult, BaseException | None]:
+    """The run with its state held; returns the result and what interrupted sending, if anything."""
+    # Under the lock: the source's columns are checked against the state the run plans with.
     source.check_columns(options.mapping)
     state_keys, state_fps = _load_state(state, options)
     # Counted before sending: afterwards the rows this run sends are unchanged too.
@@ -391,7 +380,7 @@ def _locked_run(
                 circuit.open(abort)
         with spill_dir() as tmp:
             spill_path = tmp / "items.arrow"
-            family: HashFamily = getattr(state, "hash_family", "xxh3") if state is not None else "xxh3"
+            family: HashFamily = state.store.hash_family if state is not None else "xxh3"
             ledger = _plan_pass(source, options, known_fields, validator, spill_path, progress, circuit, family=family)
             # Give the Arrow pool's freed chunk buffers back to the OS before the long send phase.
             pa.default_memory_pool().release_unused()
@@ -428,8 +417,6 @@ def _locked_run(
             fallback, tally = _report_with_fallback(
                 spill_path, ledger, report, run_id, closing, clock(), report_fallback_dir, tags
             )
-        if state is not None and not options.dry_run:
-            state.finish()
     finally:
         if own_client:
             client.close()
@@ -458,12 +445,7 @@ def _locked_run(
         timeline=timeline.summary() if timeline is not None else None,
     )
     tally.log_problems()
-    if interrupted is not None:
-        # The report and the state are complete: now let the caller's stop take its course.
-        interrupted.polyv_sync_result = result  # type: ignore[attr-defined]
-        log.warning("%s", result.summary_line())
-        raise interrupted
-    return result
+    return result, interrupted
 
 
 def interrupted_result(exc: BaseException) -> SyncResult | None:
@@ -472,22 +454,13 @@ def interrupted_result(exc: BaseException) -> SyncResult | None:
     return result if isinstance(result, SyncResult) else None
 
 
-def _load_state(state: StateStore | None, options: SyncOptions) -> tuple[np.ndarray, np.ndarray]:
+def _load_state(state: StateRun | None, options: SyncOptions) -> tuple[np.ndarray, np.ndarray]:
     empty = np.empty(0, np.uint64), np.empty(0, np.uint64)
     if state is None:
         return empty
-    try:
-        # A partition run needs only its slice's keys (a store may return more: the folder state
-        # returns all, its keys do not carry the viewer's partition).
-        part = options.slice
-        loaded = state.load() if part.whole else state.load((part.partition, part.partitions))
-    except StateError:
-        if not options.reset_corrupt_state:
-            raise
-        log.warning("sync state for appId %s is unusable; resetting it (full refresh)", state.app_id)
-        if not options.dry_run:
-            state.reset()
-        return empty
+    # A partition run needs only its slice's keys (a store may return more: the folder state
+    # returns all, its keys do not carry the viewer's partition).
+    loaded = state.load(reset_corrupt=options.reset_corrupt_state)
     return empty if options.full_refresh else loaded
 
 
@@ -613,7 +586,7 @@ def _send_pass(
     options: SyncOptions,
     client: PolyvClient,
     circuit: Circuit,
-    state: StateStore | None,
+    state: StateRun | None,
     run_id: str,
     progress: Progress,
     clock: Callable[[], float],
@@ -632,8 +605,6 @@ def _send_pass(
         clock=clock,
         timeline=timeline,
     )
-    if state is not None:
-        state.begin(run_id)
     timeline.start()
     progress.start("sending", int(np.count_nonzero(ledger.status == PENDING)), detail=timeline.status_text)
 

@@ -20,7 +20,7 @@ from polyv_connector.errors import BusyError, ConfigError
 from polyv_connector.partitioning import WHOLE, Slice, partition_of
 from polyv_connector.report import ParquetReport
 from polyv_connector.sources.parquet import ParquetSource
-from polyv_connector.state import SyncState
+from polyv_connector.state.folder import SyncState
 from tests.conftest import APP_ID, APP_SECRET, FAST, FIELDS, write_items
 
 N = 3

@@ -15,7 +15,7 @@ from polyv_connector.engine import MAX_PROBLEMS
 from polyv_connector.report import ParquetReport
 from polyv_connector.simulator import FaultConfig, PolyvSimulator, RateLimitConfig
 from polyv_connector.sources.parquet import ParquetSource
-from polyv_connector.state import SyncState
+from polyv_connector.state.folder import SyncState
 from tests.conftest import APP_ID, APP_SECRET, FAST, FIELDS, read_report, write_items
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -471,7 +471,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                 self.log.info("sync state: the folder %s (state_dir wins over state_table)", spec.options.state_dir)
         if spec.options.state_dir or not spec.state_table or not conn_id:
             return None
-        from polyv_connector.warehouse.state_table import SqlStateTable
+        from polyv_connector.state.table import SqlStateTable
 
         state_hook = _db_hook(conn_id, "state_conn_id")
         self._lineage.update(state_hook=state_hook, state_table=spec.state_table)

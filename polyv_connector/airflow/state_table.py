@@ -1,13 +1,13 @@
-"""Deprecated: moved to :mod:`polyv_connector.warehouse.state_table`; this path goes in 0.3."""
+"""Deprecated: moved to :mod:`polyv_connector.state.table`; this path goes in 0.3."""
 
 from __future__ import annotations
 
 import warnings
 
-from polyv_connector.warehouse.state_table import COLUMNS, SqlStateTable
+from polyv_connector.state.table import COLUMNS, SqlStateTable
 
 warnings.warn(
-    "polyv_connector.airflow.state_table moved to polyv_connector.warehouse.state_table; the old path goes in 0.3",
+    "polyv_connector.airflow.state_table moved to polyv_connector.state.table; the old path goes in 0.3",
     DeprecationWarning,
     stacklevel=2,
 )
