@@ -131,10 +131,16 @@ class LockTables:
         waits for the first run's transaction (PostgreSQL, MySQL) or database lock (SQLite).
         """
         cur.execute(f"UPDATE {self.seq} SET seq = seq + {int(increment)} WHERE name = {m}", (name,))
-        if cur.rowcount == 0:
+        if cur.rowcount == 0 and not self._counted(cur, m, name):
             cur.execute(f"INSERT INTO {self.seq} (name, seq) VALUES ({m}, {int(increment)})", (name,))
         cur.execute(f"SELECT seq FROM {self.seq} WHERE name = {m}", (name,))
         return int(cur.fetchone()[0])
+
+    def _counted(self, cur: Any, m: str, name: str) -> bool:
+        """Whether the counter ``name`` exists: MySQL's row count is the rows *changed*, so an
+        increment of 0 (a slice's lock) counts none even when the row is there."""
+        cur.execute(f"SELECT 1 FROM {self.seq} WHERE name = {m}", (name,))
+        return cur.fetchone() is not None
 
     def last_seq(self, conn: Any, name: str) -> int:
         cur = conn.cursor()
