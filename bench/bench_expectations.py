@@ -73,7 +73,7 @@ def _item_chunks(path: Path) -> list:
     import pyarrow.parquet as pq
 
     from polyv_connector.config import ColumnMapping
-    from polyv_connector.sources.items import to_items
+    from polyv_connector.items.convert import to_items
 
     chunks, first = [], 0
     for batch in pq.ParquetFile(path).iter_batches(CHUNK):

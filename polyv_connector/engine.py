@@ -33,10 +33,12 @@ import pyarrow.compute as pc
 from polyv_connector import exit_codes
 from polyv_connector import reasons as reason_codes
 from polyv_connector.batching import Batch, item_table, make_batches
-from polyv_connector.checks import check_items_coded, code_where, merge_reasons
 from polyv_connector.config import ColumnMapping, Credentials, SyncOptions
 from polyv_connector.errors import InputError, RunAborted, StateError
 from polyv_connector.fingerprints import UNCONFIRMED, HashFamily, key_hashes, value_fingerprints
+from polyv_connector.items.checks import check_items_coded, code_where, merge_reasons
+from polyv_connector.items.convert import ITEM_SCHEMA, convert_items
+from polyv_connector.items.text import UnsupportedColumn
 from polyv_connector.model import (
     FIELD_ID,
     PENDING,
@@ -54,8 +56,6 @@ from polyv_connector.planner import PlanNotes, plan_duplicates, plan_unchanged
 from polyv_connector.progress import Progress
 from polyv_connector.report import ReportSink
 from polyv_connector.sender import BatchSender, Circuit, ItemsResult, send_all
-from polyv_connector.sources.items import ITEM_SCHEMA, convert_items
-from polyv_connector.sources.text import UnsupportedColumn
 from polyv_connector.spill import create_file, spill_dir
 from polyv_connector.state.folder import SyncState
 from polyv_connector.state.store import StateRun, StateStore
