@@ -159,9 +159,9 @@ def child_naive(path: Path, out: Path) -> dict:
 def child_run(path: Path, out: Path, with_gx: bool) -> dict:
     """One sync() dry run over the Parquet file; with_gx adds the bundled suite (import included)."""
     from polyv_connector import Credentials, Secret, SyncOptions
-    from polyv_connector.engine import sync
     from polyv_connector.progress import Progress
     from polyv_connector.report import ParquetReport
+    from polyv_connector.run import sync
     from polyv_connector.sources.parquet import ParquetSource
 
     t0 = time.perf_counter()

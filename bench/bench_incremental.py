@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 CHILD = r"""
 import json, resource, sys, time
 from polyv_connector.config import Credentials, Secret, SyncOptions
-from polyv_connector.engine import sync
+from polyv_connector.run import sync
 from polyv_connector.progress import Progress
 from polyv_connector.report import ParquetReport
 from polyv_connector.sources.parquet import ParquetSource

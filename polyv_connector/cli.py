@@ -25,7 +25,7 @@ from polyv_connector.errors import BusyError, ConfigError, DependencyUnavailable
 
 if TYPE_CHECKING:
     from polyv_connector.budget import SharedBudget
-    from polyv_connector.engine import SyncResult
+    from polyv_connector.engine.result import SyncResult
     from polyv_connector.sender import Circuit
 
 # Flags the CLI shows in its own groups; every other setting with a flag goes under "run".
@@ -107,9 +107,10 @@ def _stop_on_signals(circuit: Circuit) -> Iterator[list[exit_codes.ExitCode]]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from polyv_connector.engine import new_run_id, sync
+    from polyv_connector.engine.result import new_run_id
     from polyv_connector.errors import RunAborted
     from polyv_connector.report import ParquetReport
+    from polyv_connector.run import sync
     from polyv_connector.sender import Circuit
     from polyv_connector.sources.parquet import ParquetSource
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from polyv_connector import ConfigError, Credentials, SyncOptions, exit_codes, sync
-from polyv_connector.engine import SyncResult
+from polyv_connector.engine.result import SyncResult
 from polyv_connector.expectations import SuiteValidator, bundled_suite_path
 from polyv_connector.report import ParquetReport
 from polyv_connector.sources.parquet import ParquetSource

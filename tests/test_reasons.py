@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from polyv_connector import Credentials, Secret, SendOptions, SyncOptions, reasons, sync
-from polyv_connector.engine import MAX_PROBLEMS
+from polyv_connector.engine.report import MAX_PROBLEMS
 from polyv_connector.report import ParquetReport
 from polyv_connector.simulator import FaultConfig, PolyvSimulator, RateLimitConfig
 from polyv_connector.sources.parquet import ParquetSource

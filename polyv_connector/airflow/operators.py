@@ -1,7 +1,7 @@
 """``PolyvViewerFieldSyncOperator``: one sync run as an Airflow task, thin glue over the library.
 
 ``__init__`` only stores arguments; ``execute`` builds the source, the report sinks and the
-options, calls :func:`polyv_connector.engine.sync` (the same function the CLI calls) and turns
+options, calls :func:`polyv_connector.sync` (the same function the CLI calls) and turns
 its result into an XCom summary, asset events and, when rows were not synced, a failed task.
 
 Parse-time cost matters (the scheduler re-parses DAG files constantly): this module imports
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from polyv_connector.airflow.assets import Location
     from polyv_connector.airflow.lineage import RunLineage
-    from polyv_connector.engine import SyncResult
+    from polyv_connector.engine.result import SyncResult
     from polyv_connector.report import ReportSink
     from polyv_connector.runspec import RunSpec
     from polyv_connector.sender import Circuit
@@ -345,7 +345,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             source = self._source(spec, skip_unchanged=state if pushdown else None)
             validator = self._validator(context, spec)
             report = self._report(spec)
-            from polyv_connector.engine import new_run_id, sync
+            from polyv_connector.engine.result import new_run_id
+            from polyv_connector.run import sync
 
             self.log.info(
                 "POLYV sync: appId %s at %s, source %s, report %s%s%s",
@@ -382,7 +383,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         except BaseException as exc:
             # execution_timeout (AirflowTaskTimeout) or SIGINT (KeyboardInterrupt) while sending:
             # the engine has written the whole report; say where, then let Airflow fail the task.
-            from polyv_connector.engine import interrupted_result
+            from polyv_connector.engine.result import interrupted_result
 
             stopped = interrupted_result(exc)
             if stopped is not None:

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pytest
 
 from polyv_connector.config import SyncOptions
-from polyv_connector.engine import sync
 from polyv_connector.errors import BusyError
 from polyv_connector.partitioning import Slice, partition_of
 from polyv_connector.report import ParquetReport
+from polyv_connector.run import sync
 from polyv_connector.sources.sql import SqlSource
 from polyv_connector.state.table import SqlStateTable
 from tests.conftest import FAST, FIELDS

@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 
 from polyv_connector.config import ColumnMapping, SyncOptions
-from polyv_connector.engine import sync
 from polyv_connector.progress import Progress
+from polyv_connector.run import sync
 from polyv_connector.sources.sql import SqlSource
 from polyv_connector.state.table import SqlStateTable, account_hash
 from polyv_connector.warehouse.report_table import SqlReportTable
