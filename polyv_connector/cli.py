@@ -109,10 +109,8 @@ def _stop_on_signals(circuit: Circuit) -> Iterator[list[exit_codes.ExitCode]]:
 def cmd_run(args: argparse.Namespace) -> int:
     from polyv_connector.engine.result import new_run_id
     from polyv_connector.errors import RunAborted
-    from polyv_connector.report import ParquetReport
-    from polyv_connector.run import sync
+    from polyv_connector.run import Front, default_report_fallback_dir, prepare, run_page_path, sync
     from polyv_connector.sender import Circuit
-    from polyv_connector.sources.parquet import ParquetSource
 
     spec = spec_from_args(args)
     credentials = Credentials.from_env()
@@ -120,31 +118,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         missing = "input_path" if not spec.input_path else "report_path"
         raise ConfigError(spec.label(missing), "is required")
     _check_outputs(spec, spec.input_path, spec.report_path)
-    source = ParquetSource(spec.input_path, setting=spec.label("input_path"))
-    validator = None
-    if spec.suite_path:
-        from polyv_connector.expectations import SuiteValidator
-
-        validator = SuiteValidator.from_file(
-            spec.suite_path, report_dir=spec.report_path, setting=spec.label("expectation_suite_path")
-        )
-    source.check_columns(spec.options.mapping)
-    report = ParquetReport(spec.report_path, setting=spec.label("report_path"), input_path=spec.input_path)
+    # The CLI's settings name no database: the run is a Parquet file in, a Parquet report out,
+    # the folder state if any; its columns are checked before the report is started.
+    front = Front(label=spec.label)
+    prepared = prepare(spec, credentials, front, check_columns=True)
     run_id = new_run_id()
     circuit = Circuit()
     with _stop_on_signals(circuit) as received:
         try:
             with spec.open_budget(credentials.base_url, run_id) as budget:
                 result = sync(
-                    source,
+                    prepared.source,
                     credentials,
                     spec.options,
-                    report,
-                    validator=validator,
+                    prepared.report,
+                    validator=prepared.validator,
+                    state=prepared.state,
                     budget=budget,
                     run_id=run_id,
                     seed=spec.seed,
                     stop=circuit,
+                    report_fallback_dir=default_report_fallback_dir(),
                 )
         except RunAborted as exc:
             if exc.cause != "stopped" or not received:
@@ -158,7 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for label, key in (("validation result", "resultJson"), ("data docs", "dataDocsPage")):
         if validation.get(key):
             print(f"{label}: {validation[key]}", flush=True)
-    page = _write_run_page(result, spec.report_path)
+    page = _write_run_page(result, run_page_path(spec, front), spec.report_path)
     if spec.summary_json:
         summary = {**result.to_dict(), "runPage": page}
         with open(spec.summary_json, "w", encoding="utf-8") as f:
@@ -168,13 +162,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _write_run_page(result: SyncResult, report_path: str) -> str | None:
-    """Write the run page next to the report (``run.parquet`` -> ``run.html``) and print where;
-    a page that cannot be written is a warning, never a failed run."""
-    from polyv_connector.runpage import page_path_for, write_run_page
+def _write_run_page(result: SyncResult, path: str, report_path: str) -> str | None:
+    """Write the run page at ``path`` (next to the report: ``run.parquet`` -> ``run.html``) and
+    print where; a page that cannot be written is a warning, never a failed run."""
+    from polyv_connector.runpage import write_run_page
 
     try:
-        page = write_run_page(result, page_path_for(report_path), report_path=report_path)
+        page = write_run_page(result, path, report_path=report_path)
     except Exception as exc:
         print(f"polyv-sync: could not write the run page: {type(exc).__name__}: {exc}", file=sys.stderr)
         return None
