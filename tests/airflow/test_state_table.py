@@ -1,6 +1,6 @@
 """The operator with its sync state in a PostgreSQL table, and the diff pushed down into the warehouse (issue #5).
 
-The state table on its own is tested in tests/warehouse/test_state_table.py.
+The state table on its own is tested in tests/state/test_table.py.
 """
 
 from __future__ import annotations

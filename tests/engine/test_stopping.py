@@ -29,7 +29,7 @@ from polyv_connector.transport.client import PolyvClient
 from polyv_connector.transport.retry import RetryPolicy
 from tests.conftest import APP_ID, APP_SECRET, FAST, write_items
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N = 1200
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from polyv_connector.errors import StateError
 from polyv_connector.state.store import StateStore
-from tests.warehouse.conftest import mariadb_available, mysql_db, pg_available, pg_schema  # noqa: F401
+from tests.warehouse.conftest import mariadb_available, mysql_db, pg_available, pg_schema, warehouse  # noqa: F401
 from tests.warehouse.engines import ENGINES, make_engine, mariadb_database  # noqa: F401
 
 STORES = ["folder", *ENGINES]

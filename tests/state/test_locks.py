@@ -25,7 +25,7 @@ from polyv_connector.state.folder import SyncState
 from tests.conftest import in_ci
 from tests.lock_worker import APP, PG_DSN, STATE_TABLE, make_lock, pg_connect
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KINDS = [
     "file",
     "sqlite-lease",
