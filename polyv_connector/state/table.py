@@ -33,10 +33,8 @@ slice (:meth:`SqlStateTable.write_meta`), a table versioned like the state table
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
-import time
 import uuid
 from dataclasses import replace
 from typing import Any
@@ -47,7 +45,8 @@ import pyarrow as pa
 from polyv_connector.errors import ConfigError, StateError
 from polyv_connector.fingerprints import UNCONFIRMED, HashFamily
 from polyv_connector.partitioning import WHOLE, Slice
-from polyv_connector.state.db_locks import LOCK_TABLES, LeaseLock, LockTables, PgAdvisoryLock, lock_name
+from polyv_connector.state import table_meta
+from polyv_connector.state.db_locks import LOCK_TABLES, LeaseLock, PgAdvisoryLock
 from polyv_connector.state.locks import LockMode
 from polyv_connector.state.partition_rules import acquire_slice
 from polyv_connector.state.store import MetaRecord, Opening
@@ -55,8 +54,6 @@ from polyv_connector.state.table_migration import LEGACY_SCHEMA, legacy_projecti
 from polyv_connector.warehouse import dbapi
 from polyv_connector.warehouse.dialect import (
     BIGINT,
-    DOUBLE,
-    TEXT,
     Dialect,
     dialect_named,
     dialect_of_connection,
@@ -65,7 +62,6 @@ from polyv_connector.warehouse.dialect import (
 from polyv_connector.warehouse.identifiers import (
     check_table_name,
     quote_identifier,
-    split_table_name,
 )
 from polyv_connector.warehouse.schema import (
     Column,
@@ -94,22 +90,6 @@ COLUMNS = tuple(c.name for c in SCHEMA.columns())
 #: The columns every record writes (the primary key is the first two).
 WRITTEN = ("acct", "key", "fp")
 _KEY = ("acct", "key")
-
-#: The metadata table beside the state: one record per account and slice.
-META_SCHEMA = TableSchema(
-    "state metadata",
-    [
-        (
-            1,
-            [
-                Column("acct", BIGINT, not_null=True),
-                Column("slice", TEXT, not_null=True),
-                Column("record", TEXT, not_null=True),
-                Column("updatedAt", DOUBLE),
-            ],
-        )
-    ],
-)
 
 _FETCH_ROWS = 100_000
 #: Keys per DELETE ... IN (...) and rows per multi-row INSERT: integers written as literals.
@@ -546,122 +526,18 @@ class SqlStateTable(Opening):
         if lock is not None:
             lock.release()
 
-    # ---- position and metadata -----------------------------------------------------------------
+    # ---- position and metadata (state/table_meta.py) ------------------------------------------
     def position(self) -> str:
-        """The account's last run sequence number and a checksum of its rows (count, sums of keys
-        and fingerprints): any run that took the lock or changed a row changes it. Read without
-        the lock; it reads the account's rows once, so call it per run, not per batch."""
-        q = self._q
-        conn = self._open()
-        try:
-            if existing_columns(conn, self.table) is None:
-                rows = "none"
-            else:
-                relation = legacy_projection(self) if self.legacy else self.table
-                with dbapi.cursor(conn) as cur:
-                    cur.execute(
-                        f"SELECT COUNT(*), SUM({q('key')}), SUM({q('fp')}) FROM {relation} polyv_state "
-                        f"WHERE {q('acct')} = {self.acct}"
-                    )
-                    count, keys, fps = cur.fetchone()
-                rows = f"{int(count)}:{int(keys or 0)}:{int(fps or 0)}"
-            dbapi.rollback_quietly(conn)
-            try:
-                seq = LockTables(self._lock_tables()).last_seq(conn, lock_name(self.table, self.app_id))
-            except Exception:
-                seq = 0  # no lock table yet: no run ever took the lock
-        except Exception as exc:
-            raise StateError(f"cannot read the sync state table {self.table}: {type(exc).__name__}: {exc}") from exc
-        finally:
-            dbapi.rollback_quietly(conn)
-            dbapi.close_quietly(conn)
-        return f"{seq}|{rows}"
-
-    def _meta_table(self) -> str:
-        parts = split_table_name(self.table)
-        prefix = ".".join(parts[:-1]) + "." if len(parts) > 1 else ""
-        return prefix + self._d().quote(f"{version_key(self.table)}_meta")
-
-    def _meta_ready(self, conn: Any, *, create: bool) -> bool:
-        """Whether the metadata table is there (created, or brought up to date, if ``create``)."""
-        table = self._meta_table()
-        if existing_columns(conn, table) is None:
-            if not create:
-                return False
-            d = self._d()
-            columns = ", ".join(
-                f"{self._q(c.name)} {d.column_type(c.kind)}" + (" NOT NULL" if c.not_null else "")
-                for c in META_SCHEMA.columns()
-            )
-            guard = "IF NOT EXISTS " if d.if_not_exists else ""
-            try:
-                with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
-                    cur.execute(f"CREATE TABLE {guard}{table} ({columns})")
-            except Exception:
-                # Another run created it meanwhile (the catalog race of the state table's prepare).
-                if existing_columns(conn, table) is None:
-                    raise
-        ensure_schema(
-            conn,
-            self._target,
-            table,
-            META_SCHEMA,
-            self._column_type,
-            setting=self.setting,
-            hint="choose another state_table",
-            migrate=create,
-        )
-        return True
+        """See :func:`~polyv_connector.state.table_meta.position`."""
+        return table_meta.position(self)
 
     def read_meta(self, part: Slice = WHOLE) -> MetaRecord:
         """This account's and slice's metadata record (``{}`` if none); needs no lock."""
-        part.validate()
-        conn = self._open()
-        try:
-            if not self._meta_ready(conn, create=False):
-                return {}
-            q = self._q
-            with dbapi.cursor(conn) as cur:
-                cur.execute(
-                    f"SELECT {q('record')} FROM {self._meta_table()} WHERE {q('acct')} = {self.acct} "
-                    f"AND {q('slice')} = {self.placeholder}",
-                    (part.name,),
-                )
-                row = cur.fetchone()
-        finally:
-            dbapi.rollback_quietly(conn)
-            dbapi.close_quietly(conn)
-        if row is None:
-            return {}
-        try:
-            record = json.loads(row[0])
-        except ValueError as exc:
-            raise StateError(f"the metadata of {part} in {self._meta_table()} is not JSON ({exc})") from exc
-        if not isinstance(record, dict):
-            raise StateError(f"the metadata of {part} in {self._meta_table()} is not a JSON object")
-        return record
+        return table_meta.read_meta(self, part)
 
     def write_meta(self, record: MetaRecord, part: Slice = WHOLE) -> None:
-        """Replace this account's and slice's metadata record; needs the lock (each slice's run
-        writes its own row). A reset keeps it: it forgets confirmations, not the source."""
-        part.validate()
-        if self._lock is None:
-            raise StateError(f"SqlStateTable.write_meta() on {self.table} needs the state's lock: call lock(run_id)")
-        data = json.dumps(record, allow_nan=False, sort_keys=True)
-        conn = self._open()
-        try:
-            self._meta_ready(conn, create=True)
-            q, m = self._q, self.placeholder
-            table = self._meta_table()
-            with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
-                cur.execute(f"DELETE FROM {table} WHERE {q('acct')} = {self.acct} AND {q('slice')} = {m}", (part.name,))
-                cur.execute(
-                    f"INSERT INTO {table} ({q('acct')}, {q('slice')}, {q('record')}, {q('updatedAt')}) "
-                    f"VALUES ({self.acct}, {m}, {m}, {m})",
-                    (part.name, data, time.time()),
-                )
-        finally:
-            dbapi.close_quietly(conn)
+        """Replace this account's and slice's metadata record; needs the lock."""
+        table_meta.write_meta(self, record, part)
 
     # ---- the diff in the warehouse -------------------------------------------------------------
     def prepare_warehouse_diff(self) -> None:

@@ -156,6 +156,7 @@ def test_a_metadata_record_that_is_not_json_is_not_trusted(new_store: Callable[[
 def _corrupt_meta(store: StateStore) -> None:
     from polyv_connector.state.folder import SyncState
     from polyv_connector.state.table import SqlStateTable
+    from polyv_connector.state.table_meta import meta_table
 
     if isinstance(store, SyncState):
         (store.path / f"meta-{WHOLE.name}.json").write_text("{not json")
@@ -164,7 +165,7 @@ def _corrupt_meta(store: StateStore) -> None:
     conn = store._open()
     try:
         cur = conn.cursor()
-        cur.execute(f"UPDATE {store._meta_table()} SET {store._q('record')} = 'not json'")
+        cur.execute(f"UPDATE {meta_table(store)} SET {store._q('record')} = 'not json'")
         conn.commit()
     finally:
         conn.close()
@@ -173,7 +174,8 @@ def _corrupt_meta(store: StateStore) -> None:
 def test_the_metadata_table_is_versioned_beside_the_state_table(request: pytest.FixtureRequest, tmp_path) -> None:
     """The table store keeps the records in ``<table>_meta``, its schema version recorded as the
     state table's is (DuckDB here; the same code on every database)."""
-    from polyv_connector.state.table import META_SCHEMA, SqlStateTable
+    from polyv_connector.state.table import SqlStateTable
+    from polyv_connector.state.table_meta import META_SCHEMA, meta_table
     from polyv_connector.warehouse.schema import recorded_version
     from tests.warehouse.engines import make_engine
 
@@ -183,7 +185,7 @@ def test_the_metadata_table_is_versioned_beside_the_state_table(request: pytest.
         run.write_meta({"items": 1})
     conn = engine.connect()
     try:
-        assert recorded_version(conn, store._target, store._meta_table()) == META_SCHEMA.current == 1
+        assert recorded_version(conn, store._target, meta_table(store)) == META_SCHEMA.current == 1
     finally:
         conn.close()
     dry = SqlStateTable(engine.connect, "fresh", "app-a", create=False, **engine.table_kwargs())
