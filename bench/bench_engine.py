@@ -26,8 +26,10 @@ import requests
 
 from polyv_connector.batching import make_batches
 from polyv_connector.config import Credentials, Secret, SendOptions, SyncOptions
-from polyv_connector.engine import _pending_chunks, _plan_pass, sync
+from polyv_connector.engine.ledger import pending_chunks as _pending_chunks
+from polyv_connector.engine.plan import plan_pass as _plan_pass
 from polyv_connector.progress import Progress
+from polyv_connector.run import sync
 from polyv_connector.sender import Circuit
 from polyv_connector.signing import signed_params
 from polyv_connector.sources.parquet import ParquetSource

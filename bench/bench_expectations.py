@@ -73,7 +73,7 @@ def _item_chunks(path: Path) -> list:
     import pyarrow.parquet as pq
 
     from polyv_connector.config import ColumnMapping
-    from polyv_connector.sources.items import to_items
+    from polyv_connector.items.convert import to_items
 
     chunks, first = [], 0
     for batch in pq.ParquetFile(path).iter_batches(CHUNK):
@@ -159,9 +159,9 @@ def child_naive(path: Path, out: Path) -> dict:
 def child_run(path: Path, out: Path, with_gx: bool) -> dict:
     """One sync() dry run over the Parquet file; with_gx adds the bundled suite (import included)."""
     from polyv_connector import Credentials, Secret, SyncOptions
-    from polyv_connector.engine import sync
     from polyv_connector.progress import Progress
     from polyv_connector.report import ParquetReport
+    from polyv_connector.run import sync
     from polyv_connector.sources.parquet import ParquetSource
 
     t0 = time.perf_counter()

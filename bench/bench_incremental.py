@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 CHILD = r"""
 import json, resource, sys, time
 from polyv_connector.config import Credentials, Secret, SyncOptions
-from polyv_connector.engine import sync
+from polyv_connector.run import sync
 from polyv_connector.progress import Progress
 from polyv_connector.report import ParquetReport
 from polyv_connector.sources.parquet import ParquetSource
@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--changed", type=float, default=0.01)
     args = ap.parse_args()
     from polyv_connector.fingerprints import key_hashes, value_fingerprints
-    from polyv_connector.state import SyncState
+    from polyv_connector.state.folder import SyncState
 
     with tempfile.TemporaryDirectory() as tmp:
         src, state_dir = Path(tmp) / "in.parquet", Path(tmp) / "state"

@@ -65,8 +65,8 @@ def cached_input(cache: Path, items: int) -> Path:
 def plan_one(path: str, partitions: int, partition: int) -> dict[str, object]:
     """The worker: plan one partition as a dry run; print what it planned as JSON."""
     from polyv_connector.config import Credentials, Secret, SyncOptions
-    from polyv_connector.engine import sync
     from polyv_connector.progress import Progress
+    from polyv_connector.run import sync
     from polyv_connector.sources.parquet import ParquetSource
 
     options = SyncOptions(dry_run=True, check_fields=False, partitions=partitions, partition=partition)

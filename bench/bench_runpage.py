@@ -15,7 +15,7 @@ import random
 import statistics
 import time
 
-from polyv_connector.engine import SyncResult
+from polyv_connector.engine.result import SyncResult
 from polyv_connector.runpage import render_run_page
 from polyv_connector.timeline import TimelineSummary
 

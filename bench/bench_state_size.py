@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from polyv_connector.fingerprints import UNCONFIRMED, key_hashes, value_fingerprints
-from polyv_connector.warehouse.state_table import SqlStateTable
+from polyv_connector.state.table import SqlStateTable
 
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 APP = "bench-app-1234567"

@@ -19,11 +19,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from polyv_connector.config import ColumnMapping, Credentials, Secret, SyncOptions
-from polyv_connector.engine import sync
 from polyv_connector.fingerprints import key_hashes, value_fingerprints
 from polyv_connector.progress import Progress
+from polyv_connector.run import sync
 from polyv_connector.sources.sql import SqlSource
-from polyv_connector.warehouse.state_table import SqlStateTable
+from polyv_connector.state.table import SqlStateTable
 
 APP = "bench-app"
 

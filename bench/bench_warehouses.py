@@ -198,14 +198,14 @@ def run_engine(engine: str, rows: int, batch_rows: int, sample_rows: int) -> dic
     import pyarrow as pa
 
     from polyv_connector.config import ColumnMapping, Credentials, Secret, SyncOptions
-    from polyv_connector.engine import sync
     from polyv_connector.fingerprints import key_hashes, value_fingerprints
     from polyv_connector.model import REPORT_COLUMNS
     from polyv_connector.progress import Progress
+    from polyv_connector.run import sync
     from polyv_connector.sources.sql import SqlSource
+    from polyv_connector.state.table import SqlStateTable
     from polyv_connector.warehouse import dbapi
     from polyv_connector.warehouse.report_table import SqlReportTable
-    from polyv_connector.warehouse.state_table import SqlStateTable
 
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as workdir:

@@ -41,8 +41,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("sync", "SyncResult"):
-        import polyv_connector.engine as _engine
+    if name == "sync":
+        from polyv_connector.run import sync
 
-        return getattr(_engine, name)
+        return sync
+    if name == "SyncResult":
+        from polyv_connector.engine.result import SyncResult
+
+        return SyncResult
     raise AttributeError(name)

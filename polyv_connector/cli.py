@@ -25,7 +25,7 @@ from polyv_connector.errors import BusyError, ConfigError, DependencyUnavailable
 
 if TYPE_CHECKING:
     from polyv_connector.budget import SharedBudget
-    from polyv_connector.engine import SyncResult
+    from polyv_connector.engine.result import SyncResult
     from polyv_connector.sender import Circuit
 
 # Flags the CLI shows in its own groups; every other setting with a flag goes under "run".
@@ -109,11 +109,10 @@ def _stop_on_signals(circuit: Circuit) -> Iterator[list[exit_codes.ExitCode]]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from polyv_connector.engine import new_run_id, sync
+    from polyv_connector.engine.result import new_run_id
     from polyv_connector.errors import RunAborted
-    from polyv_connector.report import ParquetReport
+    from polyv_connector.run import Front, default_report_fallback_dir, prepare, run_page_path, sync
     from polyv_connector.sender import Circuit
-    from polyv_connector.sources.parquet import ParquetSource
 
     spec = spec_from_args(args)
     credentials = Credentials.from_env()
@@ -121,31 +120,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         missing = "input_path" if not spec.input_path else "report_path"
         raise ConfigError(spec.label(missing), "is required")
     _check_outputs(spec, spec.input_path, spec.report_path)
-    source = ParquetSource(spec.input_path, setting=spec.label("input_path"))
-    validator = None
-    if spec.suite_path:
-        from polyv_connector.expectations import SuiteValidator
-
-        validator = SuiteValidator.from_file(
-            spec.suite_path, report_dir=spec.report_path, setting=spec.label("expectation_suite_path")
-        )
-    source.check_columns(spec.options.mapping)
-    report = ParquetReport(spec.report_path, setting=spec.label("report_path"), input_path=spec.input_path)
+    # The CLI's settings name no database: the run is a Parquet file in, a Parquet report out,
+    # the folder state if any; its columns are checked before the report is started.
+    front = Front(label=spec.label)
+    prepared = prepare(spec, credentials, front, check_columns=True)
     run_id = new_run_id()
     circuit = Circuit()
     with _stop_on_signals(circuit) as received:
         try:
             with spec.open_budget(credentials.base_url, run_id) as budget:
                 result = sync(
-                    source,
+                    prepared.source,
                     credentials,
                     spec.options,
-                    report,
-                    validator=validator,
+                    prepared.report,
+                    validator=prepared.validator,
+                    state=prepared.state,
                     budget=budget,
                     run_id=run_id,
                     seed=spec.seed,
                     stop=circuit,
+                    report_fallback_dir=default_report_fallback_dir(),
                 )
         except RunAborted as exc:
             if exc.cause != "stopped" or not received:
@@ -159,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for label, key in (("validation result", "resultJson"), ("data docs", "dataDocsPage")):
         if validation.get(key):
             print(f"{label}: {validation[key]}", flush=True)
-    page = _write_run_page(result, spec.report_path)
+    page = _write_run_page(result, run_page_path(spec, front), spec.report_path)
     if spec.summary_json:
         summary = {**result.to_dict(), "runPage": page}
         with open(spec.summary_json, "w", encoding="utf-8") as f:
@@ -169,13 +164,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _write_run_page(result: SyncResult, report_path: str) -> str | None:
-    """Write the run page next to the report (``run.parquet`` -> ``run.html``) and print where;
-    a page that cannot be written is a warning, never a failed run."""
-    from polyv_connector.runpage import page_path_for, write_run_page
+def _write_run_page(result: SyncResult, path: str, report_path: str) -> str | None:
+    """Write the run page at ``path`` (next to the report: ``run.parquet`` -> ``run.html``) and
+    print where; a page that cannot be written is a warning, never a failed run."""
+    from polyv_connector.runpage import write_run_page
 
     try:
-        page = write_run_page(result, page_path_for(report_path), report_path=report_path)
+        page = write_run_page(result, path, report_path=report_path)
     except Exception as exc:
         print(f"polyv-sync: could not write the run page: {type(exc).__name__}: {exc}", file=sys.stderr)
         return None
@@ -243,14 +238,14 @@ def _app_id(args: argparse.Namespace) -> str:
 
 
 def cmd_state_status(args: argparse.Namespace) -> int:
-    from polyv_connector.state import state_status
+    from polyv_connector.state.admin import state_status
 
     print(json.dumps(state_status(args.state_dir, _app_id(args)), indent=2, default=str))
     return exit_codes.OK.code
 
 
 def cmd_state_unlock(args: argparse.Namespace) -> int:
-    from polyv_connector.state import state_unlock
+    from polyv_connector.state.admin import state_unlock
 
     print(state_unlock(args.state_dir, _app_id(args)))
     return exit_codes.OK.code

@@ -17,7 +17,7 @@ exactly the same rows; a viewerId of other whitespace only (a tab) is hashed lik
 (and rejected by the row checks in whichever partition it lands).
 
 The text hashed is the text POLYV would receive: the source column after the connector's
-own conversion to text (:mod:`polyv_connector.sources.text`), so an integer viewerId 42
+own conversion to text (:mod:`polyv_connector.items.text`), so an integer viewerId 42
 hashes as ``"42"``.
 
 Nothing heavy is imported at module level: the settings (and so DAG files) import :class:`Slice`.

@@ -32,7 +32,7 @@ from polyv_connector.model import STATUSES, UNSUCCESSFUL
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from polyv_connector.engine import SyncResult
+    from polyv_connector.engine.result import SyncResult
     from polyv_connector.timeline import TimelineSummary
 
 #: The page of report ``out/run.parquet`` is ``out/run.html`` (beside ``out/run.data_docs/``).

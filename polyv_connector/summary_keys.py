@@ -1,6 +1,6 @@
 """Every key of a run's summary, declared once with what it means.
 
-The summary is what a run hands back: :meth:`polyv_connector.engine.SyncResult.to_dict` (the
+The summary is what a run hands back: :meth:`polyv_connector.engine.result.SyncResult.to_dict` (the
 CLI's ``--summary-json``), plus the keys the front ends add (the Airflow operator's XCom adds
 ``airflowRunId``, ``reportPath`` and ``runPage``; the CLI adds ``runPage``). ``make docs``
 generates the troubleshooting guide's table from :data:`SUMMARY_KEYS`, and a test checks that

@@ -208,7 +208,7 @@ def report_table() -> str:
 
 
 def state_table() -> str:
-    from polyv_connector.warehouse.state_table import SCHEMA_VERSIONS
+    from polyv_connector.state.table import SCHEMA_VERSIONS
 
     return _table(
         ("column", "PostgreSQL", "MySQL/MariaDB", "DuckDB", "since version"), _engine_columns(SCHEMA_VERSIONS)

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from polyv_connector.errors import BusyError
-from polyv_connector.locks import FileLock, LeaseLock, PgAdvisoryLock
-from polyv_connector.state import SyncState
+from polyv_connector.state.db_locks import LeaseLock, PgAdvisoryLock
+from polyv_connector.state.flock import FileLock
+from polyv_connector.state.folder import SyncState
 from tests.services import PG_DSN
 
 STATE_TABLE = "polyv_state"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from polyv_connector import ConfigError, Credentials, SyncOptions, sync
-from polyv_connector.engine import EXIT_GATE, SyncResult
+from polyv_connector import ConfigError, Credentials, SyncOptions, exit_codes, sync
+from polyv_connector.engine.result import SyncResult
 from polyv_connector.expectations import SuiteValidator, bundled_suite_path
 from polyv_connector.report import ParquetReport
 from polyv_connector.sources.parquet import ParquetSource
@@ -233,7 +233,7 @@ def assert_stopped_before_sending(
     assert res.counts["rejected"] == len(rejected)
     assert res.counts["not_attempted"] == res.counts_by_reason["gate_failed"] == len(report) - len(rejected)
     assert res.to_dict()["counts"]["rejected"] == len(rejected)
-    assert res.exit_code == EXIT_GATE and any(text in g for g in res.gate_failures)
+    assert res.exit_code == exit_codes.GATE.code and any(text in g for g in res.gate_failures)
 
 
 def test_failing_table_level_expectation_stops_the_run_before_any_request(tmp_path, sim, creds) -> None:

@@ -11,11 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from polyv_connector import Credentials, Secret, SendOptions, SyncOptions, reasons, sync
-from polyv_connector.engine import MAX_PROBLEMS
+from polyv_connector.engine.report import MAX_PROBLEMS
 from polyv_connector.report import ParquetReport
 from polyv_connector.simulator import FaultConfig, PolyvSimulator, RateLimitConfig
 from polyv_connector.sources.parquet import ParquetSource
-from polyv_connector.state import SyncState
+from polyv_connector.state.folder import SyncState
 from tests.conftest import APP_ID, APP_SECRET, FAST, FIELDS, read_report, write_items
 
 TROUBLESHOOTING = Path(__file__).resolve().parents[1] / "docs" / "troubleshooting.md"

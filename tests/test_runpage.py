@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from polyv_connector.cli import main
-from polyv_connector.engine import SyncResult
+from polyv_connector.engine.result import SyncResult
 from polyv_connector.runpage import (
     MAX_TIMELINE_POINTS,
     PageLinks,

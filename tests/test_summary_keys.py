@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from polyv_connector.engine import SyncResult
+from polyv_connector.engine.result import SyncResult
 from polyv_connector.summary_keys import BY_NAME, SUMMARY_KEYS
 
 PACKAGE = Path(__file__).resolve().parents[1] / "polyv_connector"
@@ -35,7 +35,9 @@ def test_to_dict_holds_only_declared_keys() -> None:
 def test_keys_the_engine_adds_are_declared() -> None:
     """The ``extra=`` of every SyncResult the engine builds, and the report fallback's keys."""
     found: set[str] = set()
-    for node in ast.walk(_tree("engine.py")):
+    engine = sorted((PACKAGE / "engine").glob("*.py"))
+    nodes = [n for path in engine for n in ast.walk(_tree(str(path.relative_to(PACKAGE))))]
+    for node in nodes:
         if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "SyncResult":
             for kw in node.keywords:
                 if kw.arg == "extra":

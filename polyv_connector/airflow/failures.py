@@ -25,7 +25,7 @@ from polyv_connector.transport.redact import scrub_secret
 __all__ = ["airflow_error", "failure_message", "scrub_secret"]
 
 if TYPE_CHECKING:
-    from polyv_connector.engine import SyncResult
+    from polyv_connector.engine.result import SyncResult
 
 
 def airflow_error(exc: PolyvConnectorError) -> Exception:

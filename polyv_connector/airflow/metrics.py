@@ -21,7 +21,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from polyv_connector.engine import SyncResult
+    from polyv_connector.engine.result import SyncResult
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """``PolyvViewerFieldSyncOperator``: one sync run as an Airflow task, thin glue over the library.
 
 ``__init__`` only stores arguments; ``execute`` builds the source, the report sinks and the
-options, calls :func:`polyv_connector.engine.sync` (the same function the CLI calls) and turns
+options, calls :func:`polyv_connector.sync` (the same function the CLI calls) and turns
 its result into an XCom summary, asset events and, when rows were not synced, a failed task.
 
 Parse-time cost matters (the scheduler re-parses DAG files constantly): this module imports
@@ -11,7 +11,6 @@ neither pyarrow, pandas nor Great Expectations; ``execute`` imports them when a 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,16 +34,16 @@ from polyv_connector.airflow.hooks import redis_url as _redis_url
 from polyv_connector.airflow.hooks import same_database as _same_database
 from polyv_connector.airflow.links import DataDocsLink, ReportLink, RunPageLink
 from polyv_connector.airflow.summary import absolute_location as _absolute_location
-from polyv_connector.errors import ConfigError, PolyvConnectorError
+from polyv_connector.errors import PolyvConnectorError
 from polyv_connector.paths import check_output_dir, is_url
+from polyv_connector.run import Front, check_source, prepare, run_page_path, validation_dir
 from polyv_connector.runspec import OPERATOR_SETTINGS, SETTINGS, confine
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from polyv_connector.airflow.assets import Location
-    from polyv_connector.engine import SyncResult
-    from polyv_connector.report import ReportSink
+    from polyv_connector.engine.result import SyncResult
     from polyv_connector.runspec import RunSpec
     from polyv_connector.sender import Circuit
 
@@ -262,20 +261,19 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             spec = self._confine(hook.resolve_run(self._given()), context)
             # The report table and summary name the Airflow run this sync belongs to.
             spec = _with_airflow_run_id(spec, context.get("run_id"))
-            self._check_source(spec)
+            front = self._front(context, spec)
+            check_source(spec, front)
             self._lineage.update(
                 mapping=spec.options.mapping,
                 max_rejected_fraction=spec.options.max_rejected_fraction,
                 app_id=credentials.app_id,
                 base_url=credentials.base_url,
             )
-            self._check_outputs(context, spec)
-            pushdown = self._pushdown(spec)  # checked before any connection is opened
-            state = self._state(credentials.app_id, spec, pushdown)
-            source = self._source(spec, skip_unchanged=state if pushdown else None)
-            validator = self._validator(context, spec)
-            report = self._report(spec)
-            from polyv_connector.engine import new_run_id, sync
+            self._check_outputs(front, spec)
+            prepared = prepare(spec, credentials, front, facts=self._lineage)
+            validator, report = prepared.validator, prepared.report
+            from polyv_connector.engine.result import new_run_id
+            from polyv_connector.run import sync
 
             self.log.info(
                 "POLYV sync: appId %s at %s, source %s, report %s%s%s",
@@ -297,12 +295,12 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             with spec.open_budget(credentials.base_url, run_id, url=budget_url) as budget:
                 client = hook.get_conn(spec.options.send, budget)
                 result = sync(
-                    source,
+                    prepared.source,
                     credentials,
                     spec.options,
                     report,
                     validator=validator,
-                    state=state,
+                    state=prepared.state,
                     client=client,
                     run_id=run_id,
                     stop=self._stop,
@@ -314,7 +312,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         except BaseException as exc:
             # execution_timeout (AirflowTaskTimeout) or SIGINT (KeyboardInterrupt) while sending:
             # the engine has written the whole report; say where, then let Airflow fail the task.
-            from polyv_connector.engine import interrupted_result
+            from polyv_connector.engine.result import interrupted_result
 
             stopped = interrupted_result(exc)
             if stopped is not None:
@@ -381,154 +379,18 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             self.log.warning("on_kill: stopping the POLYV sync; the report is still written")
             stop.stop("Airflow stopped the task (on_kill)")
 
-    def _check_outputs(self, context: Context, spec: RunSpec) -> None:
+    def _check_outputs(self, front: Front, spec: RunSpec) -> None:
         """Every folder the run writes to, checked before the first request (the report's own
         checks run when its sink is made, also before any request)."""
         if spec.options.state_dir:
             check_output_dir(spec.options.state_dir, "state_dir")
         if spec.suite_path:
-            where = self._validation_dir(context, spec)
+            where = validation_dir(spec, front)
             if where and not is_url(where):
                 from pathlib import Path
 
                 folder = Path(where).parent if Path(where).suffix else Path(where)
                 check_output_dir(str(folder), "report_path" if spec.report_path else "validation_dir")
-
-    def _state(self, app_id: str, spec: RunSpec, pushdown: bool) -> Any:
-        """The warehouse state table, when there is no state_dir and a connection to keep it on."""
-        conn_id = spec.state_conn
-        if spec.options.state_dir:
-            self._lineage["state_dir"] = spec.options.state_dir
-            if spec.state_table:
-                self.log.info("sync state: the folder %s (state_dir wins over state_table)", spec.options.state_dir)
-        if spec.options.state_dir or not spec.state_table or not conn_id:
-            return None
-        from polyv_connector.warehouse.state_table import SqlStateTable
-
-        state_hook = _db_hook(conn_id, "state_conn_id")
-        self._lineage.update(state_hook=state_hook, state_table=spec.state_table)
-        return SqlStateTable(
-            state_hook,
-            spec.state_table,
-            app_id,
-            create=not spec.options.dry_run,
-            load_for_local_diff=not pushdown,
-        )
-
-    def _pushdown(self, spec: RunSpec) -> bool:
-        """Whether the diff against the state runs in the warehouse (checked before anything runs)."""
-        if not spec.diff_in_warehouse or spec.options.full_refresh:
-            return False
-        if (
-            spec.options.state_dir
-            or not spec.state_table
-            or not spec.source_conn_id
-            or not _same_database(spec.state_conn, spec.source_conn_id)
-        ):
-            raise ConfigError(
-                "diff_in_warehouse",
-                "needs a SQL source and the state table in the source's database "
-                "(state_table; state_conn_id unset, equal to source_conn_id, or another role "
-                "on the same host, port and database; no state_dir)",
-            )
-        if spec.options.mapping.is_wide:
-            raise ConfigError("diff_in_warehouse", "works with the long form only (no fields=...)")
-        return True
-
-    @staticmethod
-    def _check_source(spec: RunSpec) -> None:
-        """Exactly one source, and a query that is one read-only query, before any connection is
-        opened (the state and report tables are created before the source is read)."""
-        if bool(spec.input_path) == bool(spec.source_conn_id):
-            raise ConfigError(
-                "input_path",
-                "give exactly one source: input_path (Parquet) or source_conn_id with source_sql or source_table",
-            )
-        if spec.source_conn_id and bool(spec.source_sql) == bool(spec.source_table):
-            raise ConfigError("source_sql", "with source_conn_id give exactly one of source_sql and source_table")
-        if spec.source_conn_id and spec.source_sql:
-            from polyv_connector.warehouse import dbapi, readonly
-
-            # Reading the connection's definition opens nothing; its dialect decides the parse.
-            dialect = dbapi.resolve(_db_hook(spec.source_conn_id, "source_conn_id")).dialect
-            readonly.check_read_query(spec.source_sql, readonly.sqlglot_dialect(dialect), "source_sql")
-
-    def _source(self, spec: RunSpec, skip_unchanged: Any = None) -> Any:
-        """The rows' source; ``skip_unchanged`` is the state table when the diff runs in SQL."""
-        input_path, sql, table = spec.input_path, spec.source_sql, spec.source_table
-        if input_path:
-            from polyv_connector.sources.parquet import ParquetSource
-
-            self._lineage.update(source_kind="file", source_path=input_path, source_desc=input_path)
-            return ParquetSource(input_path, setting="input_path")
-        from polyv_connector.sources.sql import SqlSource
-
-        db_hook = _db_hook(spec.source_conn_id or "", "source_conn_id")
-        self._lineage.update(
-            source_kind="sql",
-            source_hook=db_hook,
-            source_sql=sql,
-            source_table=table,
-            source_desc=f"{table or 'query'} (connection {spec.source_conn_id})",
-        )
-        return SqlSource(
-            db_hook,
-            sql=sql,
-            table=table,
-            parameters=spec.source_parameters,
-            setting="source_sql" if sql else "source_table",
-            skip_unchanged=skip_unchanged,
-            duckdb_external_access=self.duckdb_external_access,
-        )
-
-    def _validation_dir(self, context: Context, spec: RunSpec) -> str | None:
-        """Where the validation JSON and Data Docs go: next to the Parquet report, else under
-        ``validation_dir``, else ``$AIRFLOW_HOME/polyv_validation/<dag>/<run>/``."""
-        if spec.report_path:
-            return spec.report_path
-        if spec.validation_dir:
-            return spec.validation_dir
-        from polyv_connector.airflow import folders
-
-        run = re.sub(r"[^A-Za-z0-9._-]", "_", str(context.get("run_id") or "run"))
-        return os.path.join(folders.dag_folder(folders.default_validation_dir(), self._dag_id()), f"{run}.parquet")
-
-    def _validator(self, context: Context, spec: RunSpec) -> Any:
-        if not spec.suite_path:
-            return None
-        # Great Expectations takes seconds to import: only tasks that use a suite pay for it.
-        from polyv_connector.expectations import SuiteValidator
-
-        # The validation result JSON and Data Docs go next to the Parquet report, if any.
-        return SuiteValidator.from_file(
-            spec.suite_path, report_dir=self._validation_dir(context, spec), setting="expectation_suite_path"
-        )
-
-    def _report(self, spec: RunSpec) -> ReportSink:
-        from polyv_connector.report import MultiReport, ParquetReport
-
-        path, table = spec.report_path, spec.report_table
-        if not path and not table:
-            raise ConfigError(
-                "report_path", "give report_path (Parquet) and/or report_table: every run leaves a per-item report"
-            )
-        sinks: list[ReportSink] = []
-        if table:
-            conn_id = spec.table_conn_id
-            if not conn_id:
-                raise ConfigError(
-                    "report_conn_id", "report_table needs report_conn_id (or a source_conn_id to default to)"
-                )
-            from polyv_connector.warehouse.report_table import SqlReportTable
-
-            db_hook = _db_hook(conn_id, "report_conn_id")
-            # Created/checked now, before anything is sent, so a permission problem fails early.
-            sinks.append(SqlReportTable(db_hook, table, location=f"{table} (connection {conn_id})"))
-            self._lineage.update(report_hook=db_hook, report_table=table, report_conn_id=conn_id)
-        if path:
-            sinks.append(ParquetReport(path, setting="report_path", input_path=spec.input_path))
-            self._lineage["report_path"] = path
-        return sinks[0] if len(sinks) == 1 else MultiReport(sinks)
 
     def _dag_id(self) -> str:
         return self.dag_id if self.has_dag() else "dag"  # type: ignore[no-untyped-call]
@@ -571,21 +433,25 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
 
         return spec.report_dir or folders.dag_folder(default_report_dir(), self._dag_id())
 
-    def _run_page_path(self, context: Context, spec: RunSpec) -> str:
-        """Next to the Parquet report (``run.parquet`` -> ``run.html``); for a table-only report,
-        ``<the DAG's report folder>/<run>__<task>[_<map index>].html`` (served by the plugin)."""
-        from polyv_connector.runpage import page_path_for
+    def _front(self, context: Context, spec: RunSpec) -> Front:
+        """What this task brings to the run's preparation: its connections (Airflow hooks), and
+        Airflow's home and the task's names for the files the settings do not place (a
+        table-only report's run page goes to this DAG's own report folder)."""
+        from polyv_connector.deployment import airflow_home
 
-        if spec.report_path:
-            return page_path_for(spec.report_path)
-        folder = self._dag_report_dir(spec)
-        run = re.sub(r"[^A-Za-z0-9._-]", "_", str(context.get("run_id") or "run"))
-        # One page per task instance: a DAG may run several syncs (mapped partitions, tasks).
         ti = context.get("ti")
         map_index = getattr(ti, "map_index", -1)
-        task = re.sub(r"[^A-Za-z0-9._-]", "_", self.task_id)
-        name = f"{run}__{task}" + (f"_{map_index}" if isinstance(map_index, int) and map_index >= 0 else "")
-        return os.path.join(folder, f"{name}.html")
+        return Front(
+            db_hook=_db_hook,
+            same_database=_same_database,
+            home=airflow_home(),
+            dag_id=self._dag_id(),
+            run_id=str(context.get("run_id") or "run"),
+            task_id=self.task_id,
+            map_index=map_index if isinstance(map_index, int) else -1,
+            report_folder=self._dag_report_dir(spec),
+            duckdb_external_access=self.duckdb_external_access,
+        )
 
     def _write_run_page(self, result: SyncResult, context: Context, spec: RunSpec) -> str | None:
         """Write the run page; its absolute path, or None when it could not be written (logged:
@@ -595,7 +461,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
 
             return write_run_page(
                 result,
-                self._run_page_path(context, spec),
+                run_page_path(spec, self._front(context, spec)),
                 report_path=spec.report_path,
                 airflow_run_id=context.get("run_id"),
             )

@@ -14,7 +14,7 @@ from polyv_connector.jsonsafe import strict_json
 from polyv_connector.paths import is_url
 
 if TYPE_CHECKING:
-    from polyv_connector.engine import SyncResult
+    from polyv_connector.engine.result import SyncResult
 
 
 def task_summary(

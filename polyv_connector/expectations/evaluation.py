@@ -182,7 +182,7 @@ def row_reasons(rows: list[Planned], resolved: dict[Any, Any], n: int) -> pa.Arr
     import numpy as np
     import pyarrow as pa
 
-    from polyv_connector.checks import merge_reasons
+    from polyv_connector.items.checks import merge_reasons
 
     reasons: list[pa.Array] = []
     for p in rows:

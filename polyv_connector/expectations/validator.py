@@ -1,4 +1,4 @@
-"""A Great Expectations suite as the engine's :class:`~polyv_connector.engine.Validator`.
+"""A Great Expectations suite as the engine's :class:`~polyv_connector.engine.plan.Validator`.
 
 :class:`SuiteValidator` holds one run's state and wires the package's parts together:
 

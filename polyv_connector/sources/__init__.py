@@ -1,7 +1,6 @@
 """Sources: where rows come from. Each yields Arrow record batches and nothing else."""
 
-from polyv_connector.sources.items import to_items
 from polyv_connector.sources.parquet import ParquetSource
 from polyv_connector.sources.sql import SqlSource
 
-__all__ = ["ParquetSource", "SqlSource", "to_items"]
+__all__ = ["ParquetSource", "SqlSource"]

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 
 from polyv_connector.config import ColumnMapping
 from polyv_connector.errors import DependencyUnavailable, InputError, PolyvConnectorError
+from polyv_connector.items.convert import rows_in_slice
+from polyv_connector.items.text import UnsupportedColumn, to_text
 from polyv_connector.partitioning import WHOLE, Slice
-from polyv_connector.sources.items import rows_in_slice
-from polyv_connector.sources.text import UnsupportedColumn, to_text
 
 # errno values of a filesystem that does not answer now (a network mount), as opposed to a
 # path that is wrong or forbidden.

@@ -15,7 +15,7 @@ Column names are matched exactly, else case-insensitively when that is unambiguo
 databases fold unquoted identifiers (PostgreSQL to lower case, Snowflake and Oracle to upper).
 Values keep their SQL types where Arrow infers one (numbers, dates, timestamps, decimals,
 text); JSON values become JSON text and other Python objects (UUIDs, intervals, times) their
-``str()``. :mod:`polyv_connector.sources.text` then turns every type into what POLYV receives.
+``str()``. :mod:`polyv_connector.items.text` then turns every type into what POLYV receives.
 
 A query is untrusted text (a DAG param may carry it): it must parse as one read-only query
 (:func:`polyv_connector.warehouse.readonly.check_read_query`), checked before any connection
@@ -38,8 +38,8 @@ import pyarrow.types as pat
 
 from polyv_connector.config import ColumnMapping
 from polyv_connector.errors import ConfigError, DependencyUnavailable, InputError
+from polyv_connector.items.convert import rows_in_slice
 from polyv_connector.partitioning import WHOLE, Slice
-from polyv_connector.sources.items import rows_in_slice
 from polyv_connector.warehouse import confine, dbapi, readonly
 from polyv_connector.warehouse.db_errors import classify, database_error, describe
 from polyv_connector.warehouse.dialect import (

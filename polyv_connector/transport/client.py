@@ -278,9 +278,7 @@ class PolyvClient:
         """
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be within [1, {MAX_PAGE_SIZE}], got {page_size}")
-        retry = retry or RetryPolicy(
-            self._options.max_attempts, self._options.backoff_base_s, self._options.backoff_max_s
-        )
+        retry = retry or RetryPolicy.of(self._options)
         rng = rng or random.Random()
         fields: list[dict[str, Any]] = []
         page = 1

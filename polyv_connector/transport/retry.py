@@ -9,8 +9,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from polyv_connector.transport.classify import Outcome
+
+if TYPE_CHECKING:
+    from polyv_connector.config import SendOptions
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,11 @@ class RetryPolicy:
     max_attempts: int = 5
     base_s: float = 0.5
     cap_s: float = 30.0
+
+    @classmethod
+    def of(cls, send: SendOptions) -> RetryPolicy:
+        """The policy the send options set (``max_attempts``, ``backoff_base_s``, ``backoff_max_s``)."""
+        return cls(send.max_attempts, send.backoff_base_s, send.backoff_max_s)
 
     def should_retry(self, attempt: int) -> bool:
         """Whether a transient failure on try number ``attempt`` (1-based) earns another try."""

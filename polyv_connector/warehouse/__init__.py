@@ -7,7 +7,11 @@
   (exit 2) or temporary (exit 75), with the database's own message.
 - :mod:`~polyv_connector.warehouse.identifiers`: table names and quoted identifiers.
 - :mod:`~polyv_connector.warehouse.report_table`: the per-item report as a table.
-- :mod:`~polyv_connector.warehouse.state_table`: the sync state as a table.
+- :mod:`~polyv_connector.warehouse.dialect` and :mod:`~polyv_connector.warehouse.schema`: each
+  database's SQL, and tables that migrate themselves additively.
+
+The sync state's table lives in :mod:`polyv_connector.state.table`: this layer is plain database
+plumbing and imports nothing above it.
 
 The modules are not imported here: the Airflow operator imports them when a task runs, and
 DAG parsing must not pay for pyarrow or numpy.

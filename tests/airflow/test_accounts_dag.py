@@ -107,7 +107,7 @@ def test_each_account_is_a_mapped_task_and_one_failure_fails_only_its_own(run_da
     )
     assert pg_rows(f"SELECT count(*) FROM {report} WHERE \"appId\" = 'brand-c' AND status = 'sent'") == [(0,)]
     # One state table, keyed by account (acct: a hash of the appId).
-    from polyv_connector.warehouse.state_table import account_hash
+    from polyv_connector.state.table import account_hash
 
     counts = dict(pg_rows(f"SELECT acct, count(*) FROM {pg_schema}.state GROUP BY 1"))
     assert counts == {account_hash("brand-a"): 30, account_hash("brand-b"): 20}

@@ -366,7 +366,7 @@ def _role_uri(role: str) -> str:
 def test_warehouse_dag_with_a_read_only_source_role(run_dag, sim, pg_schema, pg_roles):
     """The source connection's role can only SELECT (the source and the state table); the report
     and the state are written through a writer connection; the diff in the warehouse still works."""
-    from polyv_connector.warehouse.state_table import SqlStateTable
+    from polyv_connector.state.table import SqlStateTable
 
     reader, writer = pg_roles
     table = _attrs_table(pg_schema)

@@ -199,7 +199,7 @@ def test_hostile_viewer_ids_on_a_served_run_page(tmp_path: Path, viewer_id: str)
 
     from polyv_connector.airflow.plugin import create_app
     from polyv_connector.bounds import REASON_CHARS, VIEWER_ID_CHARS
-    from polyv_connector.engine import SyncResult
+    from polyv_connector.engine.result import SyncResult
     from polyv_connector.runpage import write_run_page
 
     result = SyncResult("r1", "app", {"failed": 1}, 1, 1, 1, 0.1, "x.parquet", False)

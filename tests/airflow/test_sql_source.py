@@ -16,7 +16,7 @@ import pytest
 
 from polyv_connector.config import ColumnMapping
 from polyv_connector.errors import ConfigError, InputError
-from polyv_connector.sources.items import to_items
+from polyv_connector.items.convert import to_items
 from polyv_connector.sources.sql import SqlSource, column_to_arrow
 from polyv_connector.warehouse.report_table import SqlReportTable
 from tests.airflow.support import PG_DSN, pg_exec, pg_rows

@@ -1,6 +1,6 @@
 """The operator with its sync state in a PostgreSQL table, and the diff pushed down into the warehouse (issue #5).
 
-The state table on its own is tested in tests/warehouse/test_state_table.py.
+The state table on its own is tested in tests/state/test_table.py.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def test_warehouse_diff_ignores_a_confirmation_superseded_by_an_unconfirmed_send
     import pyarrow as pa
 
     from polyv_connector.fingerprints import key_hashes
-    from polyv_connector.warehouse.state_table import SqlStateTable
+    from polyv_connector.state.table import SqlStateTable
 
     _attrs(pg_schema, 5)
     _sync(pg_schema, diff_in_warehouse=True)
@@ -119,7 +119,7 @@ def test_dry_run_with_the_warehouse_diff_does_not_touch_the_state(sim, polyv_env
     import pyarrow as pa
 
     from polyv_connector.fingerprints import key_hashes
-    from polyv_connector.warehouse.state_table import SqlStateTable
+    from polyv_connector.state.table import SqlStateTable
 
     _attrs(pg_schema, 3)
     _sync(pg_schema, diff_in_warehouse=True)
@@ -142,7 +142,7 @@ def test_a_second_task_on_one_state_table_is_busy_and_retryable(sim, polyv_env, 
 
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-    from polyv_connector.locks import PgAdvisoryLock
+    from polyv_connector.state.db_locks import PgAdvisoryLock
 
     _attrs(pg_schema, 20)
     _sync(pg_schema)  # creates the state table

@@ -51,7 +51,7 @@ def _derived_names() -> frozenset[str]:
     """Names the code builds rather than spells: the lock tables from their prefix, and the
     state table an upgrade keeps beside the new one."""
     from polyv_connector import runspec
-    from polyv_connector.locks import LOCK_TABLES
+    from polyv_connector.state.db_locks import LOCK_TABLES
 
     state = runspec.SETTINGS["state_table"].default
     report = runspec.SETTINGS["report_table"].default or "polyv_sync_report"
@@ -220,7 +220,7 @@ def test_troubleshooting_says_what_to_do_for_every_code() -> None:
     ("dotted", "exists"),
     [
         ("polyv_connector.runspec.SETTINGS", True),
-        ("polyv_connector.engine.SyncResult.to_dict", True),
+        ("polyv_connector.engine.result.SyncResult.to_dict", True),
         ("polyv_connector.sync", True),
         ("polyv_connector.airflow", True),
         ("polyv_connector.runspec.NOPE", False),

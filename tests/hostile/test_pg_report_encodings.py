@@ -16,8 +16,8 @@ from polyv_connector import Credentials, SyncOptions, sync
 from polyv_connector.fingerprints import key_hashes
 from polyv_connector.report import MultiReport, ParquetReport
 from polyv_connector.sources.parquet import ParquetSource
+from polyv_connector.state.table import SqlStateTable
 from polyv_connector.warehouse.report_table import SqlReportTable
-from polyv_connector.warehouse.state_table import SqlStateTable
 from tests.conftest import APP_ID, FAST
 from tests.hostile.test_encoding_corpus import raw_text
 from tests.warehouse.support import PG_DSN, psycopg2_connect

@@ -12,8 +12,8 @@ import pytest
 
 from polyv_connector.batching import Batch, item_table
 from polyv_connector.config import Credentials, Secret, SendOptions, SyncOptions
-from polyv_connector.engine import sync
 from polyv_connector.report import ParquetReport
+from polyv_connector.run import sync
 from polyv_connector.sender import BatchSender, Circuit
 from polyv_connector.simulator import FaultConfig, PolyvSimulator
 from polyv_connector.sources.parquet import ParquetSource

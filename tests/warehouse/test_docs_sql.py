@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from polyv_connector.config import ColumnMapping, SyncOptions
-from polyv_connector.engine import sync
 from polyv_connector.progress import Progress
+from polyv_connector.run import sync
 from polyv_connector.sources.sql import SqlSource
+from polyv_connector.state.table import SqlStateTable, account_hash
 from polyv_connector.warehouse.report_table import SqlReportTable
-from polyv_connector.warehouse.state_table import SqlStateTable, account_hash
 from tests.conftest import APP_ID, FAST
 from tests.warehouse.engines import Engine
 from tests.warehouse.support import PG_DSN

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from polyv_connector.warehouse.state_table import SqlStateTable
+from polyv_connector.state.table import SqlStateTable
 from tests.warehouse.support import Warehouse
 
 

@@ -1,6 +1,6 @@
 """The warehouse as source, report and state store, on PostgreSQL, MariaDB and DuckDB alike.
 
-Each test runs the real engine (:func:`polyv_connector.engine.sync`) against the bundled
+Each test runs the real engine (:func:`polyv_connector.sync`) against the bundled
 simulator, reading a real table through :class:`SqlSource` and keeping the report and the
 state in real tables of the same database.
 """
@@ -14,11 +14,11 @@ import time
 import pytest
 
 from polyv_connector.config import ColumnMapping, SyncOptions
-from polyv_connector.engine import sync
 from polyv_connector.progress import Progress
+from polyv_connector.run import sync
 from polyv_connector.sources.sql import SqlSource
+from polyv_connector.state.table import SqlStateTable
 from polyv_connector.warehouse.report_table import SqlReportTable
-from polyv_connector.warehouse.state_table import SqlStateTable
 from tests.conftest import APP_ID, FAST
 from tests.warehouse.engines import Engine
 

@@ -11,12 +11,12 @@ import pyarrow as pa
 import pytest
 
 from polyv_connector.config import SyncOptions
-from polyv_connector.engine import sync
 from polyv_connector.errors import BusyError
 from polyv_connector.partitioning import Slice, partition_of
 from polyv_connector.report import ParquetReport
+from polyv_connector.run import sync
 from polyv_connector.sources.sql import SqlSource
-from polyv_connector.warehouse.state_table import SqlStateTable
+from polyv_connector.state.table import SqlStateTable
 from tests.conftest import FAST, FIELDS
 from tests.warehouse.support import PG_DSN, mysql_connect
 
@@ -194,7 +194,7 @@ def test_partition_runs_keep_one_state_that_any_partition_count_reads(pg_schema,
     assert sent > 0
     whole_keys, _ = state().load()
     for k in range(2):
-        keys, _ = state().load((k, 2))
+        keys, _ = state().load(Slice(k, 2))
         assert 0 < len(keys) < len(whole_keys)
         result = sync(source, creds, SyncOptions(send=FAST, partitions=2, partition=k), None, state=state())
         assert result.counts["sent"] == 0 and result.counts["unchanged"] > 0

@@ -14,10 +14,11 @@ import pytest
 
 from polyv_connector.errors import ConfigError
 from polyv_connector.model import REPORT_COLUMNS
-from polyv_connector.warehouse import report_table, state_table
+from polyv_connector.state import table as state_table
+from polyv_connector.state.table import SqlStateTable
+from polyv_connector.warehouse import report_table
 from polyv_connector.warehouse.report_table import SqlReportTable
 from polyv_connector.warehouse.schema import Column, TableSchema, version_key, version_table
-from polyv_connector.warehouse.state_table import SqlStateTable
 from tests.warehouse.support import PG_DSN, pg_exec, pg_rows, psycopg2_connect, report_batch
 
 # A release after this one, simulated: the current versions plus one more column each.

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from polyv_connector.checks import merge_reasons
 from polyv_connector.config import ColumnMapping
 from polyv_connector.errors import InputError
+from polyv_connector.items.checks import merge_reasons
+from polyv_connector.items.text import UnsupportedColumn, checked_text
 from polyv_connector.model import FIELD_ID, ROW_NUMBER, VALUE, VIEWER_ID
 from polyv_connector.partitioning import Slice, in_slice
-from polyv_connector.sources.text import UnsupportedColumn, checked_text
 
 # Items are a pa.Table with exactly these columns, in this order.
 ITEM_SCHEMA = pa.schema(

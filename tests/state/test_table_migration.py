@@ -17,8 +17,8 @@ from polyv_connector.fingerprints import key_hashes, value_fingerprints
 from polyv_connector.report import ParquetReport
 from polyv_connector.sources.parquet import ParquetSource
 from polyv_connector.sources.sql import SqlSource
+from polyv_connector.state.table import SCHEMA, SqlStateTable
 from polyv_connector.warehouse.schema import existing_columns, recorded_version
-from polyv_connector.warehouse.state_table import SCHEMA, SqlStateTable
 from tests.conftest import FAST, write_items
 from tests.warehouse.support import PG_DSN, Warehouse, indexed_columns
 

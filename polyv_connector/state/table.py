@@ -1,4 +1,4 @@
-"""The sync state in a warehouse table, next to the report (a :class:`~polyv_connector.state.StateStore`).
+"""The sync state in a warehouse table, next to the report (a :class:`~polyv_connector.state.store.StateStore`).
 
 The table is compact (schema version 3): one row per confirmed item, three 64-bit integers,
 indexed on ``key`` (on MySQL/MariaDB, whose tables are stored in their primary key, the
@@ -23,11 +23,11 @@ killed at any point loses nothing: the retry resends at most the batches that we
 One run writes an account's state (or, with partitions, each partition its own slice: their
 keys are disjoint), under the run lock, so nothing needs ordering or compacting afterwards.
 
-A table in the layout of versions 1 and 2 (texts, xxh3 hashes, one record per send) is
-migrated when opened outside a dry run: the latest confirmed record of each key is rehashed
-in SQL from its viewerId, customFieldId and valueMd5 into a new table, which takes the old
-one's name; the old table is kept as ``<name>_v2`` (drop it once satisfied). A dry run reads
-an old table as it is, through the same SQL.
+A table in the layout of versions 1 and 2 is migrated when opened outside a dry run
+(:mod:`polyv_connector.state.table_migration`).
+
+Beside the state, ``<table>_meta`` keeps one small metadata record (JSON text) per account and
+slice (:meth:`SqlStateTable.write_meta`), a table versioned like the state table.
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ import hashlib
 import logging
 import re
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -46,14 +44,16 @@ import pyarrow as pa
 
 from polyv_connector.errors import ConfigError, StateError
 from polyv_connector.fingerprints import UNCONFIRMED, HashFamily
-from polyv_connector.locks import LeaseLock, LockMode, PgAdvisoryLock, acquire_slice
-from polyv_connector.partitioning import WHOLE
-from polyv_connector.partitioning import Slice as PartitionSlice
+from polyv_connector.partitioning import WHOLE, Slice
+from polyv_connector.state import table_meta
+from polyv_connector.state.db_locks import LOCK_TABLES, LeaseLock, PgAdvisoryLock
+from polyv_connector.state.locks import LockMode
+from polyv_connector.state.partition_rules import acquire_slice
+from polyv_connector.state.store import MetaRecord, Opening
+from polyv_connector.state.table_migration import LEGACY_SCHEMA, legacy_projection, migrate_legacy
 from polyv_connector.warehouse import dbapi
 from polyv_connector.warehouse.dialect import (
     BIGINT,
-    DOUBLE,
-    TEXT,
     Dialect,
     dialect_named,
     dialect_of_connection,
@@ -62,39 +62,18 @@ from polyv_connector.warehouse.dialect import (
 from polyv_connector.warehouse.identifiers import (
     check_table_name,
     quote_identifier,
-    split_table_name,
-    unquote_identifier,
 )
 from polyv_connector.warehouse.schema import (
     Column,
     TableSchema,
     ensure_schema,
     existing_columns,
-    record_version,
     recorded_version,
     version_key,
 )
 
 log = logging.getLogger("polyv_connector")
 
-#: The layout of versions 1 and 2 (kept to recognise and migrate such a table).
-LEGACY_VERSIONS: list[tuple[int, list[Column]]] = [
-    (
-        1,
-        [
-            Column("appId", TEXT, not_null=True),
-            Column("key", BIGINT, not_null=True),
-            Column("fp", BIGINT, not_null=True),
-            Column("syncedAt", DOUBLE, not_null=True),
-            Column("viewerId", TEXT),
-            Column("customFieldId", TEXT),
-            Column("valueMd5", TEXT),
-            Column("runId", TEXT),
-        ],
-    ),
-    (2, [Column("runSeq", BIGINT)]),
-]
-LEGACY_SCHEMA = TableSchema("state", LEGACY_VERSIONS)
 #: The compact layout, from schema version 3 (later versions may append columns as usual).
 SCHEMA_VERSIONS: list[tuple[int, list[Column]]] = [
     (
@@ -120,31 +99,17 @@ _MAX_IN_FLIGHT = 1_000_000
 _SAFE_APP_ID = re.compile(r"^[A-Za-z0-9._:@-]+$")
 _MASK32 = 4294967295
 
-Slice = tuple[int, int]
-
 
 def account_hash(app_id: str) -> int:
     """The ``acct`` of an appId: the first 64 bits of its MD5, as a signed 64-bit integer."""
     return int.from_bytes(hashlib.md5(app_id.encode("utf-8")).digest()[:8], "big", signed=True)
 
 
-def check_slice(slice: Slice | None) -> Slice | None:
-    """``slice`` as ``(k, n)`` with ``0 <= k < n``; else :class:`ConfigError` naming ``partition``."""
-    if slice is None:
-        return None
-    k, n = slice
-    if not (isinstance(n, int) and isinstance(k, int) and n >= 1 and 0 <= k < n):
-        raise ConfigError(
-            "partition", f"a slice is (partition, partitions) with 0 <= partition < partitions, not {slice}"
-        )
-    return (k, n)
-
-
 def _signed(values: np.ndarray) -> list[int]:
     return [int(v) for v in np.asarray(values, np.uint64).view(np.int64)]
 
 
-class SqlStateTable:
+class SqlStateTable(Opening):
     """Confirmed fingerprints of one appId in ``table`` (created if absent; an old layout migrated).
 
     :param connection: a ``DbApiHook`` (anything with ``get_conn()``) or a connection factory.
@@ -238,34 +203,15 @@ class SqlStateTable:
         assert self.dialect is not None
         return self.dialect
 
-    def _slice_sql(self, slice: Slice | None, key: str) -> str:
-        if slice is None:
+    def _slice_sql(self, part: Slice, key: str) -> str:
+        if part.whole:
             return ""
-        k, n = slice
+        k, n = part.partition, part.partitions
         return f" AND ((({key} >> 32) & {_MASK32}) % {int(n)}) = {int(k)}"
 
     def _relation(self) -> str:
         """The records as a relation of (acct, key, fp): the table, or an old layout rehashed."""
-        return self._legacy_projection() if self.legacy else self.table
-
-    def _legacy_projection(self) -> str:
-        """SQL: the latest confirmed record of each key of a version 1/2 table, in the compact form."""
-        d, q = self._d(), self._q
-        acct_expr = d.hex_to_int64(f"SUBSTR({d.md5_hex(d.text(q('appId')))}, 1, 16)")
-        # Version 1 had no run sequence: its records count as older than any run's.
-        run_seq = f"COALESCE({q('runSeq')}, 0)" if self._legacy_version >= 2 else "0"
-        latest = (
-            f"SELECT {q('appId')}, {q('viewerId')}, {q('customFieldId')}, {q('valueMd5')}, {q('fp')}, "
-            f"ROW_NUMBER() OVER (PARTITION BY {q('appId')}, {q('key')} "
-            f"ORDER BY {run_seq} DESC, {q('syncedAt')} DESC) AS polyv_rn "
-            f"FROM {self.table}"
-        )
-        return (
-            f"(SELECT {acct_expr} AS {q('acct')}, {d.key_hash(q('viewerId'), q('customFieldId'))} AS {q('key')}, "
-            f"{d.value_hash_of_md5(q('valueMd5'))} AS {q('fp')} FROM ({latest}) polyv_latest "
-            f"WHERE polyv_rn = 1 AND {q('fp')} <> 0 AND {q('viewerId')} IS NOT NULL "
-            f"AND {q('customFieldId')} IS NOT NULL AND {q('valueMd5')} IS NOT NULL)"
-        )
+        return legacy_projection(self) if self.legacy else self.table
 
     # ---- the table -----------------------------------------------------------------------------
     def create_table_sql(self, table: str | None = None) -> list[str]:
@@ -383,146 +329,20 @@ class SqlStateTable:
                 SCHEMA.current,
             )
             return
-        self._migrate(conn, version)
-
-    def _names(self) -> tuple[str, str, str]:
-        """(schema prefix with its dot, or ''; the table's own name; a name for the old table)."""
-        parts = split_table_name(self.table)
-        prefix = ".".join(parts[:-1]) + "." if len(parts) > 1 else ""
-        own = version_key(self.table)
-        return prefix, own, f"{own}_v2"
-
-    def _migrate(self, conn: Any, version: int) -> None:
-        """Rewrite a version 1/2 table into the compact layout under the same name (see the module)."""
-        d = self._d()
-        prefix, own, old_name = self._names()
-        new_name = f"{own}_v3_{uuid.uuid4().hex[:8]}"
-        new_table = prefix + d.quote(new_name)
-        try:
-            with self._migration_lock(conn):
-                # Another task may have migrated it while this one waited for the lock.
-                now = existing_columns(conn, self.table) or []
-                if "appid" not in {c.casefold() for c in now}:
-                    self.exists, self.legacy = True, False
-                    return
-                if existing_columns(conn, prefix + d.quote(old_name)) is not None:
-                    old_name = f"{old_name}_{uuid.uuid4().hex[:8]}"
-                self.legacy = True  # for the projection below
-                q = self._q
-                # GROUP BY: two old keys hashing to one new key (odds 2^-64) keep one row.
-                insert = (
-                    f"INSERT INTO {new_table} ({', '.join(q(c) for c in WRITTEN)}) "
-                    f"SELECT {q('acct')}, {q('key')}, MIN({q('fp')}) FROM {self._legacy_projection()} "
-                    f"polyv_old GROUP BY {q('acct')}, {q('key')}"
-                )
-                with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
-                    for statement in self.create_table_sql(new_table):
-                        cur.execute(statement)
-                    cur.execute(insert)
-                    cur.execute(f"SELECT COUNT(*) FROM {new_table}")
-                    kept = int(cur.fetchone()[0])
-                    self._swap(cur, new_table, own, old_name)
-                    # Indexed once filled: one bulk build, and DuckDB renames no indexed table.
-                    for statement in self.create_index_sql():
-                        cur.execute(statement)
-                self.legacy = False
-                self.exists = True
-                record_version(conn, self._target, self.table, SCHEMA.current)
-                log.info("the state table %s now has the compact layout", self.table)
-        except ConfigError:
-            raise
-        except Exception as exc:
-            dbapi.rollback_quietly(conn)
-            self._drop_quietly(conn, new_table)
-            raise ConfigError(
-                self.setting,
-                f"cannot migrate the state table {self.table} from schema version {version} to {SCHEMA.current}: "
-                f"{type(exc).__name__}: {str(exc).strip()}. Most often the role may not create or rename "
-                "tables there; or run once with full_refresh on a new state_table",
-            ) from exc
-        log.warning(
-            "migrated the sync state table %s to the compact layout (schema version %d): %s confirmed item(s) "
-            "kept; the old table is now %s%s: drop it once satisfied (DROP TABLE %s%s)",
-            self.table,
-            SCHEMA.current,
-            f"{kept:,}",
-            prefix,
-            old_name,
-            prefix,
-            d.quote(old_name),
-        )
-
-    def _swap(self, cur: Any, new_table: str, own: str, old_name: str) -> None:
-        d = self._d()
-        prefix = self._names()[0]
-        if d.name == "mysql":
-            # One statement, atomic: MySQL commits around DDL, so no transaction could hold both.
-            cur.execute(f"RENAME TABLE {self.table} TO {prefix}{d.quote(old_name)}, {new_table} TO {self.table}")
-            return
-        if d.name == "duckdb":
-            # DuckDB renames no table an index depends on: the old table's index goes first.
-            parts = split_table_name(self.table)
-            where = f"table_name = {d.literal(own)}"
-            if len(parts) > 1:
-                where += f" AND schema_name = {d.literal(unquote_identifier(parts[-2]))}"
-            cur.execute(f"SELECT schema_name, index_name FROM duckdb_indexes() WHERE {where}")
-            for schema, index in cur.fetchall():
-                cur.execute(f"DROP INDEX {d.quote(schema)}.{d.quote(index)}")
-        cur.execute(d.rename_table_sql(self.table, old_name))
-        cur.execute(d.rename_table_sql(new_table, own))
-
-    @contextmanager
-    def _migration_lock(self, conn: Any) -> Iterator[None]:
-        """One migration at a time per table (PostgreSQL and MySQL; elsewhere the database's own
-        write lock and the re-check of the columns do)."""
-        d = self._d()
-        name = f"polyv_state_migrate:{version_key(self.table)}"
-        # End the transaction the probes opened: its share lock on the old table would deadlock
-        # with the task that holds the migration lock and renames that table.
-        dbapi.rollback_quietly(conn)
-        if d.name == "postgresql":
-            key = int.from_bytes(hashlib.md5(name.encode()).digest()[:8], "big", signed=True)
-            with dbapi.cursor(conn) as cur:
-                cur.execute(f"SELECT pg_advisory_lock({key})")
-            conn.commit()  # a session lock: it outlives this transaction
-            try:
-                yield
-            finally:
-                with dbapi.cursor(conn) as cur:
-                    cur.execute(f"SELECT pg_advisory_unlock({key})")
-                conn.commit()
-            return
-        if d.name == "mysql":
-            lock = "polyv_" + hashlib.md5(name.encode()).hexdigest()[:40]
-            with dbapi.cursor(conn) as cur:
-                cur.execute(f"SELECT GET_LOCK('{lock}', 600)")
-            try:
-                yield
-            finally:
-                with dbapi.cursor(conn) as cur:
-                    cur.execute(f"SELECT RELEASE_LOCK('{lock}')")
-            return
-        yield
-
-    def _drop_quietly(self, conn: Any, table: str) -> None:
-        try:
-            with dbapi.transaction(conn), dbapi.cursor(conn) as cur:
-                cur.execute(f"DROP TABLE IF EXISTS {table}")
-        except Exception as exc:
-            log.warning("could not drop the unfinished table %s: %s: %s", table, type(exc).__name__, exc)
+        migrate_legacy(self, conn, version)
 
     # ---- StateStore ----------------------------------------------------------------------------
-    def load(self, slice: Slice | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted unique keys (uint64) of this account and their fingerprints; with ``slice=(k, n)``
-        only the keys whose viewer partition hash modulo ``n`` is ``k``."""
-        slice = check_slice(slice)
+    def load(self, part: Slice = WHOLE) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted unique keys (uint64) of this account and their fingerprints; with a ``part``
+        (k of n) only the keys whose viewer partition hash modulo ``n`` is ``k``."""
+        part.validate()
         empty = np.empty(0, np.uint64), np.empty(0, np.uint64)
         if not self.exists or not self.load_for_local_diff:
             return empty
         q = self._q
         sql = (
             f"SELECT {q('key')}, {q('fp')} FROM {self._relation()} polyv_state "
-            f"WHERE {q('acct')} = {self.acct}{self._slice_sql(slice, q('key'))}"
+            f"WHERE {q('acct')} = {self.acct}{self._slice_sql(part, q('key'))}"
         )
         keys: list[np.ndarray] = []
         fps: list[np.ndarray] = []
@@ -651,9 +471,6 @@ class SqlStateTable:
         if conn is not None:
             dbapi.close_quietly(conn)
 
-    def compact(self, conn: Any = None) -> None:
-        """Nothing to do: the compact layout keeps one row per key (kept for callers of old)."""
-
     def reset(self) -> None:
         """Forget everything confirmed for this appId."""
         if not self.exists:
@@ -669,18 +486,15 @@ class SqlStateTable:
             dbapi.close_quietly(conn)
 
     # ---- one run at a time ---------------------------------------------------------------------
-    def lock(
-        self, run_id: str, timeout_s: float = 0.0, mode: LockMode = "exclusive", part: PartitionSlice = WHOLE
-    ) -> int:
+    def lock(self, run_id: str, timeout_s: float = 0.0, mode: LockMode = "exclusive", part: Slice = WHOLE) -> int:
         """Hold this account's state: a PostgreSQL advisory lock, elsewhere a lease row renewed
         by a heartbeat (expiry 60 s). The lock tables live in the state table's schema.
 
         A partition run passes ``mode="shared"`` and its slice ``part``: it also holds the lock
         of its slice (``<table>|<appId>|slice-<k>-of-<N>``) exclusively, and is refused while
         runs with another number of partitions hold the account."""
-        schema = self.table.rsplit(".", 1)[0] + "." if "." in self.table else ""
         kind = PgAdvisoryLock if self._is_postgres else LeaseLock
-        lock = kind(self._target.connect, self.table, self.app_id, run_id, mode=mode, lock_tables=f"{schema}polyv_lock")
+        lock = kind(self._target.connect, self.table, self.app_id, run_id, mode=mode, lock_tables=self._lock_tables())
         if part.whole:
             lock.acquire(timeout_s)
         else:
@@ -691,13 +505,18 @@ class SqlStateTable:
                 run_id,
                 slice_=part.name,
                 mode="exclusive",
-                lock_tables=f"{schema}polyv_lock",
+                lock_tables=self._lock_tables(),
                 take_seq=False,
             )
             acquire_slice(lock, slice_lock, timeout_s, part.partitions, slice_lock.slice_holders)
             self._slice_lock = slice_lock
         self._lock, self._run_seq = lock, lock.seq
         return int(lock.seq or 0)
+
+    def _lock_tables(self) -> str:
+        """The lock tables' prefix: ``polyv_lock`` in the state table's schema."""
+        schema = self.table.rsplit(".", 1)[0] + "." if "." in self.table else ""
+        return f"{schema}{LOCK_TABLES}"
 
     def unlock(self) -> None:
         slice_lock, self._slice_lock = self._slice_lock, None
@@ -706,6 +525,19 @@ class SqlStateTable:
         lock, self._lock = self._lock, None
         if lock is not None:
             lock.release()
+
+    # ---- position and metadata (state/table_meta.py) ------------------------------------------
+    def position(self) -> str:
+        """See :func:`~polyv_connector.state.table_meta.position`."""
+        return table_meta.position(self)
+
+    def read_meta(self, part: Slice = WHOLE) -> MetaRecord:
+        """This account's and slice's metadata record (``{}`` if none); needs no lock."""
+        return table_meta.read_meta(self, part)
+
+    def write_meta(self, record: MetaRecord, part: Slice = WHOLE) -> None:
+        """Replace this account's and slice's metadata record; needs the lock."""
+        table_meta.write_meta(self, record, part)
 
     # ---- the diff in the warehouse -------------------------------------------------------------
     def prepare_warehouse_diff(self) -> None:

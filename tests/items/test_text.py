@@ -9,7 +9,7 @@ import random
 import pyarrow as pa
 import pytest
 
-from polyv_connector.sources.text import UnsupportedColumn, checked_text, invalid_utf8, to_text
+from polyv_connector.items.text import UnsupportedColumn, checked_text, invalid_utf8, to_text
 
 
 @pytest.mark.parametrize(

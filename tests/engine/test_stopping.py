@@ -29,7 +29,7 @@ from polyv_connector.transport.client import PolyvClient
 from polyv_connector.transport.retry import RetryPolicy
 from tests.conftest import APP_ID, APP_SECRET, FAST, write_items
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N = 1200
 
 
@@ -188,8 +188,9 @@ def test_a_keyboard_interrupt_while_sending_still_writes_the_report(tmp_path: Pa
     import threading
 
     from polyv_connector.config import SyncOptions
-    from polyv_connector.engine import interrupted_result, sync
+    from polyv_connector.engine.result import interrupted_result
     from polyv_connector.report import ParquetReport
+    from polyv_connector.run import sync
     from polyv_connector.sources.parquet import ParquetSource
 
     sim.set_faults(FaultConfig(latency_s=0.02))
@@ -218,7 +219,7 @@ def test_a_report_table_that_fails_at_write_leaves_the_report_in_a_parquet_fallb
     import sqlite3
 
     from polyv_connector.config import SyncOptions
-    from polyv_connector.engine import sync
+    from polyv_connector.run import sync
     from polyv_connector.sources.parquet import ParquetSource
     from polyv_connector.warehouse.report_table import SqlReportTable
 

@@ -11,12 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from polyv_connector import Credentials, InputError, Secret, SendOptions, SyncOptions, sync
-from polyv_connector.engine import EXIT_ABORTED, EXIT_OK, EXIT_ROWS_UNSUCCESSFUL
+from polyv_connector import Credentials, InputError, Secret, SendOptions, SyncOptions, exit_codes, sync
 from polyv_connector.model import REPORT_COLUMNS
 from polyv_connector.report import ParquetReport
 from polyv_connector.simulator import FaultConfig, PolyvSimulator, RateLimitConfig
 from polyv_connector.sources.parquet import ParquetSource
+from polyv_connector.state.store import Opening
 from tests.conftest import APP_ID, APP_SECRET, FAST, FIELDS, read_report, write_items
 
 
@@ -34,7 +34,7 @@ def by_row(report: list[dict]) -> dict[int, dict]:
 def test_clean_input_is_stored_and_reported_sent(tmp_path, sim, creds) -> None:
     rows = [(f"v{i}", "PAY_STATUS", f"val{i}") for i in range(2500)]
     res, rep = run(tmp_path, creds, rows)
-    assert res.exit_code == EXIT_OK and res.counts["sent"] == 2500
+    assert res.exit_code == exit_codes.OK.code and res.counts["sent"] == 2500
     assert res.requests_sent == 3  # save batches of 1000, 1000 and 500
     assert res.api_requests == 4  # and the preflight field list
     assert [r["rowNumber"] for r in rep] == list(range(2500))
@@ -72,7 +72,7 @@ def test_bad_ids_and_values_are_rejected_with_reasons_and_never_sent(tmp_path, s
         assert r[row]["status"] == "rejected", r[row]
         assert text in r[row]["reason"], r[row]
     assert set(sim.values) == {(APP_ID, "ok", "PAY_STATUS")}
-    assert res.exit_code == EXIT_OK  # rejected rows are reported, not failures of the run
+    assert res.exit_code == exit_codes.OK.code  # rejected rows are reported, not failures of the run
 
 
 def test_every_failed_check_of_a_row_is_reported(tmp_path, sim, creds) -> None:
@@ -130,7 +130,7 @@ def test_poison_item_in_a_batch_of_1000_is_isolated(tmp_path, sim, creds) -> Non
     assert "param validate error" in r[637]["reason"] and r[637]["errorCode"] == 20002
     assert r[637]["httpStatus"] == 400 and r[637]["requestId"]
     assert res.counts["sent"] == 999 and len(sim.values) == 999
-    assert res.exit_code == EXIT_ROWS_UNSUCCESSFUL
+    assert res.exit_code == exit_codes.ITEMS_UNSUCCESSFUL.code
     # Bisection costs about 2*log2(1000) extra requests, not one per item.
     assert res.requests_sent <= 1 + 2 * 10
 
@@ -159,7 +159,7 @@ def test_missing_input_fails_naming_the_setting(tmp_path, sim, creds) -> None:
 
 def test_empty_input_writes_an_empty_report(tmp_path, sim, creds) -> None:
     res, rep = run(tmp_path, creds, [])
-    assert res.items == 0 and rep == [] and res.exit_code == EXIT_OK
+    assert res.items == 0 and rep == [] and res.exit_code == exit_codes.OK.code
     assert sim.stats.save_requests == 0
 
 
@@ -174,7 +174,7 @@ def test_dry_run_sends_nothing_and_counts_requests(tmp_path, sim, creds) -> None
 def test_invalid_signature_stops_the_run_at_once(tmp_path, sim) -> None:
     wrong = Credentials(APP_ID, Secret("not-the-secret"), sim.base_url)
     res, rep = run(tmp_path, wrong, [("a", "PAY_STATUS", "1")] * 3, check_fields=False)
-    assert res.exit_code == EXIT_ABORTED and res.abort_cause == "auth"
+    assert res.exit_code == exit_codes.ABORTED.code and res.abort_cause == "auth"
     assert "invalid signature" in res.aborted and "appSecret" in res.aborted
     assert sim.stats.save_requests == 1
     assert {r["status"] for r in rep} == {"not_attempted", "duplicate"}
@@ -207,7 +207,7 @@ def test_block_opens_the_circuit_and_reports_the_rest_not_attempted(tmp_path) ->
     assert res.abort_cause == "blocked" and "blocked for 5 minutes" in res.aborted
     assert blocked_after == 1  # nothing more was sent after the first block
     assert res.counts["sent"] == 3000 and res.counts["not_attempted"] == 7000
-    assert res.exit_code == EXIT_ABORTED
+    assert res.exit_code == exit_codes.ABORTED.code
     na = [r for r in rep if r["status"] == "not_attempted"]
     assert all("qps exceeds number of calls" in r["reason"] for r in na)
 
@@ -251,7 +251,7 @@ def test_server_answering_html_fails_rows_with_a_reason(tmp_path, html_server) -
         send=SendOptions(max_attempts=3, backoff_base_s=0.001),
     )
     assert rep[0]["status"] == "failed" and "non-JSON" in rep[0]["reason"] and rep[0]["attempts"] == 3
-    assert res.exit_code == EXIT_ROWS_UNSUCCESSFUL
+    assert res.exit_code == exit_codes.ITEMS_UNSUCCESSFUL.code
 
 
 def test_hanging_server_times_out_and_fails_rows(tmp_path, sim, creds) -> None:
@@ -367,7 +367,7 @@ def test_acceptance_20k_rows_with_faults_and_bad_rows(tmp_path, sim, creds) -> N
             assert sim.values[(APP_ID, viewer, field)].encode("utf-8") == value.encode("utf-8")
     assert sim.stats.blocked_responses == 0
     assert sim.stats.faults_5xx > 0 and sim.stats.resets > 0
-    assert res.exit_code == EXIT_ROWS_UNSUCCESSFUL
+    assert res.exit_code == exit_codes.ITEMS_UNSUCCESSFUL.code
 
 
 class _Redirect(http.server.BaseHTTPRequestHandler):
@@ -417,12 +417,13 @@ def test_text_that_is_not_utf8_is_rejected_and_the_rest_is_sent(tmp_path, sim, c
     assert rep[0]["viewerId"] == "\\xff\\xfe"  # shown as backslashreplace writes it
     assert "viewerId is not valid UTF-8 text (byte \\xff at byte 0)" in rep[0]["reason"]
     assert sim.values == {(APP_ID, "ok", "PAY_STATUS"): "y"}
-    assert res.exit_code == EXIT_OK
+    assert res.exit_code == exit_codes.OK.code
 
 
 def test_a_broken_state_disk_still_writes_the_report(tmp_path, sim, creds) -> None:
-    class FullDisk:
+    class FullDisk(Opening):
         app_id = APP_ID
+        hash_family = "xxh3"
 
         def lock(self, run_id, timeout_s=0.0, mode="exclusive"):
             return 1
@@ -430,7 +431,7 @@ def test_a_broken_state_disk_still_writes_the_report(tmp_path, sim, creds) -> No
         def unlock(self):
             pass
 
-        def load(self):
+        def load(self, part=None):
             import numpy as np
 
             return np.empty(0, np.uint64), np.empty(0, np.uint64)

@@ -17,11 +17,13 @@ import numpy as np
 import pytest
 
 from polyv_connector.errors import BusyError, StateError
-from polyv_connector.locks import FileLock, LeaseLock, lock_key, table_lock_status, table_lock_unlock
-from polyv_connector.state import SyncState, state_status, state_unlock
+from polyv_connector.state.admin import state_status, state_unlock, table_lock_status, table_lock_unlock
+from polyv_connector.state.db_locks import LeaseLock, lock_key
+from polyv_connector.state.flock import FileLock
+from polyv_connector.state.folder import SyncState
 from tests.lock_worker import APP, STATE_TABLE, make_lock, pg_connect
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KINDS = [
     "file",
     "sqlite-lease",
@@ -285,7 +287,7 @@ def test_logs_are_named_and_ordered_by_run_sequence_not_clock(tmp_path) -> None:
 def test_old_clock_named_logs_are_read_before_numbered_ones(tmp_path) -> None:
     import pyarrow as pa
 
-    from polyv_connector.state import _SCHEMA
+    from polyv_connector.state.folder import _SCHEMA
 
     folder = tmp_path / "app"
     folder.mkdir()

@@ -27,7 +27,6 @@ another run compacts.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -44,58 +43,11 @@ import pyarrow.parquet as pq
 
 from polyv_connector.errors import BusyError, StateError
 from polyv_connector.fingerprints import FINGERPRINT_VERSION, HashFamily
-from polyv_connector.locks import (
-    FileLock,
-    LockMode,
-    acquire_slice,
-    describe,
-    file_slice_holders,
-    fsync_dir,
-    read_file_seq,
-)
 from polyv_connector.partitioning import WHOLE, Slice
-
-
-class StateStore(Protocol):
-    """Where confirmed fingerprints live: a folder (:class:`SyncState`) or a warehouse table."""
-
-    app_id: str
-    #: How the store's keys and fingerprints are hashed (:mod:`polyv_connector.fingerprints`):
-    #: the engine hashes the input the same way.
-    hash_family: HashFamily
-
-    def load(self, slice: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted unique uint64 keys and their uint64 fingerprints (last confirmation wins).
-        With ``slice=(k, n)``, a store may return only the keys of viewer partition ``k`` of
-        ``n`` (it must return at least those)."""
-
-    def begin(self, run_id: str) -> None:
-        """Prepare to record a run's confirmations."""
-
-    def record(
-        self, keys: np.ndarray, fps: np.ndarray, synced_at: float | None = None, items: pa.Table | None = None
-    ) -> None:
-        """Make one confirmed batch durable before returning. ``items`` holds the batch's
-        viewerId, customFieldId and customFieldValue, for stores that keep them."""
-
-    def finish(self) -> None:
-        """End the run (compact, release resources)."""
-
-    def reset(self) -> None:
-        """Forget everything confirmed for this appId."""
-
-    def lock(self, run_id: str, timeout_s: float = 0.0, mode: LockMode = "exclusive", part: Slice = WHOLE) -> int:
-        """Hold this state for the run's whole life (waiting up to ``timeout_s``); raises
-        :class:`BusyError` naming the holder. Returns the run's sequence number, which orders
-        its records after every earlier run's (never a worker's clock).
-
-        A partition run passes ``mode="shared"`` and its slice ``part``: it holds the account
-        shared and its slice exclusively, and is refused (:class:`BusyError`) while runs with
-        another number of partitions hold the account."""
-
-    def unlock(self) -> None:
-        """Release the lock (idempotent)."""
-
+from polyv_connector.state.flock import FileLock, file_slice_holders, fsync_dir, read_file_seq
+from polyv_connector.state.locks import LockMode
+from polyv_connector.state.partition_rules import acquire_slice
+from polyv_connector.state.store import MetaRecord, Opening
 
 log = logging.getLogger("polyv_connector")
 
@@ -133,7 +85,7 @@ class _Vanished(Exception):
     """A file of the snapshot being read was replaced or removed by a compaction meanwhile."""
 
 
-class SyncState:
+class SyncState(Opening):
     """The confirmed-value fingerprints of one POLYV account.
 
     A run calls :meth:`lock` (or uses :meth:`locked`) before :meth:`load` and keeps the lock
@@ -240,11 +192,11 @@ class SyncState:
         self._require(op, exclusive=exclusive)
 
     # ---- reading -------------------------------------------------------------------------
-    def load(self, slice: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def load(self, part: Slice = WHOLE) -> tuple[np.ndarray, np.ndarray]:
         """Sorted unique keys and their fingerprints (last confirmation wins). Empty if none.
 
         Needs no lock: without one (a dry run) it reads a consistent snapshot, retrying if a
-        concurrent compaction replaces the files being read. ``slice`` is accepted and the
+        concurrent compaction replaces the files being read. ``part`` is accepted and the
         whole state returned: xxh3 keys hold no viewer hash to select a partition by (the
         diff only looks up the keys it reads, so the others cost memory, never correctness).
         """
@@ -472,6 +424,46 @@ class SyncState:
             if self._implicit and not implicit_before:
                 self.unlock()
 
+    # ---- position and metadata -------------------------------------------------------------
+    def position(self) -> str:
+        """The run counter and the identity of every data file: any run that took the lock,
+        recorded a batch, compacted or reset changes it. Read without the lock."""
+        parts = [str(read_file_seq(self.path)) if self.path.exists() else "0"]
+        for path in [self.path / "base.parquet", *self._logs()]:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            parts.append(f"{path.name}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+        return "|".join(parts)
+
+    def _meta_path(self, part: Slice) -> Path:
+        return self.path / f"meta-{part.name}.json"
+
+    def read_meta(self, part: Slice = WHOLE) -> MetaRecord:
+        """This account's and slice's metadata record (``{}`` if none); needs no lock."""
+        path = self._meta_path(part)
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise StateError(f"the state's metadata {path} is unreadable ({exc}); delete it") from exc
+        if not isinstance(record, dict):
+            raise StateError(f"the state's metadata {path} is not a JSON object; delete it")
+        return record
+
+    def write_meta(self, record: MetaRecord, part: Slice = WHOLE) -> None:
+        """Replace this account's and slice's metadata record (atomically); needs the lock.
+
+        One file per slice: partition runs hold the account shared, each writes its own. A
+        reset keeps it (it forgets confirmations, not what was learnt about the source)."""
+        self._require("write_meta", exclusive=part.whole)
+        data = json.dumps(record, allow_nan=False, sort_keys=True).encode()
+        self.path.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self._meta_path(part), data)
+        fsync_dir(self.path)
+
 
 def _file_id(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
@@ -500,44 +492,3 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-
-
-# ---- for the CLI -------------------------------------------------------------------------------
-def state_status(state_dir: str | os.PathLike[str], app_id: str) -> dict[str, object]:
-    """Who holds the state's lock and how big the state is, read without taking the lock.
-
-    ``{"appId", "path", "lock": "file", "holder", "holders", "keys", "bytesOnDisk",
-    "logsPending", "lastRunSeq"}``; ``holder`` is None when no run holds it.
-    """
-    state = SyncState(state_dir, app_id)
-    holders = state.holders()
-    keys, _ = state.load()
-    files = [p for p in state.path.rglob("*") if p.is_file()] if state.path.exists() else []
-    size = 0
-    for p in files:
-        with contextlib.suppress(FileNotFoundError):
-            size += p.stat().st_size
-    return {
-        "appId": app_id,
-        "path": str(state.path),
-        "lock": "file",
-        "holder": holders[0] if holders else None,
-        "holders": holders,
-        "keys": len(keys),
-        "bytesOnDisk": size,
-        "logsPending": len(state._logs()),
-        "lastRunSeq": read_file_seq(state.path) if state.path.exists() else 0,
-    }
-
-
-def state_unlock(state_dir: str | os.PathLike[str], app_id: str) -> str:
-    """Nothing to force for a folder state: say why, and who holds it (removes dead holders' descriptions)."""
-    state = SyncState(state_dir, app_id)
-    holders = state.holders()  # drops the descriptions of holders that died
-    text = (
-        f"nothing to unlock for {state.path}: its lock is an OS lock (flock) that the operating system "
-        "releases when the holding process ends, even on kill -9"
-    )
-    if not holders:
-        return text + "; no run holds it now"
-    return text + "; held now by the live " + "; ".join(describe(h) for h in holders) + ": stop that run to release it"

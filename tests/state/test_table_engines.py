@@ -10,9 +10,10 @@ import pytest
 
 from polyv_connector.errors import ConfigError
 from polyv_connector.fingerprints import UNCONFIRMED, key_hashes, partitions_of, value_fingerprints
+from polyv_connector.partitioning import Slice
 from polyv_connector.sources.sql import SqlSource
+from polyv_connector.state.table import COLUMNS, SqlStateTable, account_hash
 from polyv_connector.warehouse.schema import existing_columns
-from polyv_connector.warehouse.state_table import COLUMNS, SqlStateTable, account_hash
 from tests.warehouse.support import Warehouse, indexed_columns
 
 
@@ -86,14 +87,14 @@ def test_a_slice_loads_the_keys_of_its_viewer_partition_for_any_n(warehouse: War
         parts = partitions_of(pa.array(viewers), n)
         seen: list[int] = []
         for k in range(n):
-            got, got_fps = st.load(slice=(k, n))
+            got, got_fps = st.load(Slice(k, n))
             assert sorted(got.tolist()) == sorted(keys[parts == k].tolist())
             assert np.all(np.diff(got.astype(np.float64)) > 0)  # sorted, unique
             assert len(got_fps) == len(got)
             seen += got.tolist()
         assert sorted(seen) == whole.tolist()
     with pytest.raises(ConfigError, match="partition"):
-        st.load(slice=(4, 4))
+        st.load(Slice(4, 4))
 
 
 def test_the_warehouse_diff_is_byte_exact(warehouse: Warehouse) -> None:

@@ -15,12 +15,12 @@ import pytest
 from polyv_connector import runspec
 from polyv_connector.cli import main
 from polyv_connector.config import SyncOptions
-from polyv_connector.engine import sync
 from polyv_connector.errors import BusyError, ConfigError
 from polyv_connector.partitioning import WHOLE, Slice, partition_of
 from polyv_connector.report import ParquetReport
+from polyv_connector.run import sync
 from polyv_connector.sources.parquet import ParquetSource
-from polyv_connector.state import SyncState
+from polyv_connector.state.folder import SyncState
 from tests.conftest import APP_ID, APP_SECRET, FAST, FIELDS, write_items
 
 N = 3

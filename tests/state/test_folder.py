@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from polyv_connector.errors import StateError
-from polyv_connector.state import SyncState
+from polyv_connector.state.folder import SyncState
 
 
 def test_roundtrip_last_confirmation_wins(tmp_path) -> None:

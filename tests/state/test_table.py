@@ -21,8 +21,8 @@ def _connect() -> Any:
 def test_state_table_roundtrip_markers_and_apps(pg_schema) -> None:
     import pyarrow as pa
 
+    from polyv_connector.state.table import SqlStateTable
     from polyv_connector.warehouse.dialect import POSTGRESQL
-    from polyv_connector.warehouse.state_table import SqlStateTable
 
     table = f"{pg_schema}.state"
     st = SqlStateTable(_connect, table, "app-a")
@@ -50,7 +50,7 @@ def test_state_table_roundtrip_markers_and_apps(pg_schema) -> None:
 
 @pytest.mark.postgres
 def test_dry_run_does_not_create_the_state_table(pg_schema) -> None:
-    from polyv_connector.warehouse.state_table import SqlStateTable
+    from polyv_connector.state.table import SqlStateTable
 
     st = SqlStateTable(_connect, f"{pg_schema}.state", "app", create=False)
     assert len(st.load()[0]) == 0
@@ -59,7 +59,7 @@ def test_dry_run_does_not_create_the_state_table(pg_schema) -> None:
 
 @pytest.mark.postgres
 def test_a_table_name_cannot_smuggle_sql_through_the_index(pg_schema) -> None:
-    from polyv_connector.warehouse.state_table import SqlStateTable
+    from polyv_connector.state.table import SqlStateTable
 
     pg_exec(f"CREATE TABLE {pg_schema}.victim (x int)")
     table = f'{pg_schema}."s ON {pg_schema}.victim(x); DROP TABLE {pg_schema}.victim; --"'
@@ -76,7 +76,7 @@ def test_state_table_generic_path_on_sqlite(tmp_path) -> None:
 
     import pyarrow as pa
 
-    from polyv_connector.warehouse.state_table import SqlStateTable, account_hash
+    from polyv_connector.state.table import SqlStateTable, account_hash
 
     path = tmp_path / "w.db"
     st = SqlStateTable(lambda: sqlite3.connect(path), "state", "app")
@@ -100,7 +100,7 @@ def test_the_warehouse_diff_is_wired_at_construction(pg_schema) -> None:
 
     from polyv_connector.fingerprints import key_hashes, value_fingerprints
     from polyv_connector.sources.sql import SqlSource
-    from polyv_connector.warehouse.state_table import SqlStateTable
+    from polyv_connector.state.table import SqlStateTable
 
     attrs, table = f"{pg_schema}.attrs", f"{pg_schema}.state"
     pg_exec(f"CREATE TABLE {attrs} (uid text, field text, val text)")
@@ -130,7 +130,7 @@ def test_first_runs_creating_the_state_table_at_once_all_open_it(pg_schema) -> N
 
     import psycopg
 
-    from polyv_connector.warehouse.state_table import SqlStateTable
+    from polyv_connector.state.table import SqlStateTable
 
     errors: list[BaseException] = []
     for trial in range(8):

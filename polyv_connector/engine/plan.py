@@ -1,0 +1,174 @@
+"""The plan pass: read, check and hash the input, spill it, and decide what to send."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from polyv_connector import reasons as reason_codes
+from polyv_connector.config import ColumnMapping, SyncOptions
+from polyv_connector.engine.ledger import REASON, REASON_CODE, SPILL_SCHEMA, Ledger
+from polyv_connector.errors import InputError
+from polyv_connector.fingerprints import HashFamily, key_hashes, value_fingerprints
+from polyv_connector.items.checks import check_items_coded, code_where, merge_reasons
+from polyv_connector.items.convert import convert_items
+from polyv_connector.items.text import UnsupportedColumn
+from polyv_connector.model import (
+    FIELD_ID,
+    PENDING,
+    STATUS_CODE,
+    VALUE,
+    VIEWER_ID,
+)
+from polyv_connector.partitioning import WHOLE, Slice
+from polyv_connector.planner import PlanNotes, plan_duplicates
+from polyv_connector.progress import Progress
+from polyv_connector.sender import Circuit
+from polyv_connector.spill import create_file
+from polyv_connector.state.store import StateRun
+
+log = logging.getLogger("polyv_connector")
+
+
+class Source(Protocol):
+    """Where rows come from: Arrow record batches, nothing else.
+
+    ``setting`` names the setting that chose the source (``--input``, ``source_sql``...), so
+    that an input error points at it.
+    """
+
+    @property
+    def setting(self) -> str: ...
+
+    def check_columns(self, mapping: ColumnMapping) -> None: ...
+
+    def unchanged_in_source(self, columns: list[str], part: Slice = WHOLE) -> int | None:
+        """Items the source itself leaves out as unchanged (a diff run in the warehouse), or
+        ``None`` when the source has no such diff. Called once, under the state's lock;
+        ``part``: count within that slice only."""
+
+    def batches(self, columns: list[str], batch_rows: int, part: Slice = WHOLE) -> Iterator[pa.RecordBatch]:
+        """The source's rows; with ``part``, only the rows whose viewerId (``columns[0]``) falls
+        in that slice (:mod:`polyv_connector.partitioning`), each exactly once. The engine
+        passes ``part`` only to a partition run, so a source written for whole runs still works
+        for them."""
+
+
+class Validator(Protocol):
+    """Row and run-level checks beyond the built-in ones (Great Expectations suites)."""
+
+    def validate_chunk(self, items: pa.Table) -> pa.Array | None:
+        """Reasons to reject each item of the chunk (null where fine), or None if all fine."""
+
+    def finish(self) -> list[str]:
+        """Run-level gate failures (each a reason a person can act on); empty when all pass."""
+
+    def summary(self) -> dict[str, Any]:
+        """What the validation found, strict JSON, merged into the run's summary."""
+
+
+def load_state(state: StateRun | None, options: SyncOptions) -> tuple[np.ndarray, np.ndarray]:
+    empty = np.empty(0, np.uint64), np.empty(0, np.uint64)
+    if state is None:
+        return empty
+    # A partition run needs only its slice's keys (a store may return more: the folder state
+    # returns all, its keys do not carry the viewer's partition).
+    loaded = state.load(reset_corrupt=options.reset_corrupt_state)
+    return empty if options.full_refresh else loaded
+
+
+def plan_pass(
+    source: Source,
+    options: SyncOptions,
+    known_fields: set[str] | None,
+    validator: Validator | None,
+    spill_path: Path,
+    progress: Progress,
+    circuit: Circuit,
+    *,
+    family: HashFamily = "xxh3",
+) -> Ledger:
+    """Read, check and hash the input (keys and values in the state's hash ``family``)."""
+    key_a: list[np.ndarray] = []
+    key_b: list[np.ndarray] = []
+    fps: list[np.ndarray] = []
+    rejected: list[np.ndarray] = []
+    first_row = 0
+    progress.start("planning", 0)
+    create_file(spill_path)  # a full copy of the input: readable by the owner only
+    with pa.OSFile(str(spill_path), "wb") as sink, pa.ipc.new_file(sink, SPILL_SCHEMA) as spill:
+        columns, part = options.mapping.source_columns, options.slice
+        # Only a partition run passes its slice: a source written for whole runs still works.
+        read = (
+            source.batches(columns, options.read_batch_rows)
+            if part.whole
+            else source.batches(columns, options.read_batch_rows, part)
+        )
+        # rowNumber counts the rows of this run's own read (its slice), from 0.
+        for batch in read:
+            abort = circuit.abort
+            if abort is not None and abort.cause == "stopped":
+                # Stopped before anything was sent: no report (the input was not read whole).
+                raise abort
+            try:
+                items, unsendable = convert_items(batch, options.mapping, first_row)
+            except (pa.ArrowInvalid, UnsupportedColumn) as exc:
+                raise InputError(
+                    source.setting,
+                    f"rows {first_row}-{first_row + batch.num_rows - 1}: cannot turn a value into text: {exc}",
+                ) from exc
+            first_row += batch.num_rows
+            reasons, codes = check_items_coded(items, known_fields)
+            if unsendable is not None:  # invalid UTF-8, inf/NaN, dates past 9999: rejected, named
+                reasons = merge_reasons(unsendable, reasons)
+                codes = pc.coalesce(code_where(unsendable, reason_codes.UNSENDABLE_TEXT.code), codes)
+            extra = validator.validate_chunk(items) if validator else None
+            if extra is not None:
+                reasons = merge_reasons(reasons, extra)
+                codes = pc.coalesce(codes, code_where(extra, reason_codes.EXPECTATION_FAILED.code))
+            a, b = key_hashes(items.column(VIEWER_ID).combine_chunks(), items.column(FIELD_ID).combine_chunks(), family)
+            key_a.append(a)
+            key_b.append(b)
+            fps.append(value_fingerprints(items.column(VALUE).combine_chunks(), family))
+            rejected.append(reasons.is_valid().to_numpy(zero_copy_only=False))
+            spill.write_table(
+                items.append_column(SPILL_SCHEMA.field(REASON), reasons).append_column(
+                    SPILL_SCHEMA.field(REASON_CODE), codes
+                )
+            )
+            progress.advance(items.num_rows)
+    progress.finish()
+
+    def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+        joined = np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+        parts.clear()  # free the chunks now: at 10M items each list holds 80 MB
+        return joined
+
+    ledger = Ledger(cat(key_a, np.uint64), cat(fps, np.uint64), cat(rejected, bool))
+    items_per_row = max(1, len(options.mapping.fields))
+    dup = plan_duplicates(ledger.key_a, cat(key_b, np.uint64), ledger.fp, ledger.status == PENDING)
+    del key_b  # the second key hash only serves duplicate detection: free it before the diff
+    ledger.status[dup.duplicate] = STATUS_CODE["duplicate"]
+    ledger.status[dup.conflicting] = STATUS_CODE["rejected"]
+    ledger.notes = PlanNotes.from_plan(dup, items_per_row)
+    return ledger
+
+
+def rejected_fraction_gate(ledger: Ledger, options: SyncOptions) -> list[str]:
+    limit = options.max_rejected_fraction
+    if limit is None or len(ledger) == 0:
+        return []
+    rejected = int(np.count_nonzero(ledger.status == STATUS_CODE["rejected"]))
+    fraction = rejected / len(ledger)
+    if fraction > limit:
+        return [
+            f"{rejected:,} of {len(ledger):,} items rejected ({fraction:.1%}), above the "
+            f"ceiling of {limit:.1%} (max_rejected_fraction); fix the source or raise the ceiling"
+        ]
+    return []

@@ -1,0 +1,286 @@
+"""The report: one row per item, in input order, and the tally of reasons the result carries."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from polyv_connector import reasons as reason_codes
+from polyv_connector.config import SyncOptions
+from polyv_connector.engine.ledger import REASON, REASON_CODE, Ledger, spill_batches
+from polyv_connector.items.checks import merge_reasons
+from polyv_connector.model import (
+    FIELD_ID,
+    ROW_NUMBER,
+    STATUSES,
+    VALUE,
+    VIEWER_ID,
+    report_schema,
+)
+from polyv_connector.report import ReportSink
+
+log = logging.getLogger("polyv_connector")
+
+
+#: Statuses whose items are listed in ``problems`` and logged at WARNING.
+PROBLEM_STATUSES = ("rejected", "failed", "in_doubt", "not_attempted")
+
+
+#: How many problem items the result lists, and example rows per reason code in the log.
+MAX_PROBLEMS = 20
+
+
+EXAMPLE_ROWS = 3
+
+
+DEFAULT_REASONS = {
+    "unchanged": "unchanged since the last confirmed sync; not sent (use full refresh to resend)",
+    "dry_run": "dry run: would be sent",
+}
+
+
+DEFAULT_CODES = {
+    "unchanged": reason_codes.UNCHANGED.code,
+    "dry_run": reason_codes.DRY_RUN.code,
+    "duplicate": reason_codes.DUPLICATE.code,
+    "not_attempted": reason_codes.RUN_STOPPED.code,
+}
+
+
+@dataclass(frozen=True)
+class ReportTags:
+    """The report columns that are the same on every row of a run."""
+
+    app_id: str
+    partition: int | None = None  # None: the run is not partitioned
+    partitions: int | None = None
+    airflow_run_id: str | None = None
+
+    @classmethod
+    def of(cls, app_id: str, options: SyncOptions) -> ReportTags:
+        sliced = options.partitions > 1
+        return cls(
+            app_id=app_id,
+            partition=options.partition if sliced else None,
+            partitions=options.partitions if sliced else None,
+            airflow_run_id=options.airflow_run_id,
+        )
+
+    def columns(self, n: int) -> list[pa.Array]:
+        """The ``partition``, ``partitions`` and ``airflowRunId`` columns of ``n`` rows."""
+        return [
+            pa.array([self.partition] * n, pa.int64()),
+            pa.array([self.partitions] * n, pa.int64()),
+            pa.array([self.airflow_run_id] * n, pa.string()),
+        ]
+
+
+@dataclass
+class Closing:
+    """The reasons (text and code) of items the run left unsent, by status, and the gate's text."""
+
+    reasons: dict[str, str] = field(default_factory=dict)
+    codes: dict[str, str] = field(default_factory=dict)
+    gate: str | None = None  # set when a data-quality gate failed
+
+
+class Tally:
+    """Counts by reason code, the first problem items, and example rows per problem code."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.problems: list[dict[str, Any]] = []
+        # (status, code) -> [count, example rowNumbers, an example reason]
+        self._groups: dict[tuple[str, str], list[Any]] = {}
+
+    def add(self, rb: pa.RecordBatch) -> None:
+        """Take one report batch into account (pure bookkeeping, a few vector operations)."""
+        code = rb.column("reasonCode")
+        if code.null_count == len(code):
+            return
+        for entry in pc.value_counts(code.drop_null()).to_pylist():
+            self.counts[entry["values"]] = self.counts.get(entry["values"], 0) + int(entry["counts"])
+        status = rb.column("status")
+        problem = pc.is_in(status, value_set=pa.array(PROBLEM_STATUSES, pa.string()))
+        where = pc.indices_nonzero(problem)
+        if len(where) == 0:
+            return
+        rows = rb.column(ROW_NUMBER)
+        picked = rb.select([ROW_NUMBER, VIEWER_ID, "status", "reasonCode", "reason"]).take(where)
+        for key in pc.unique(
+            pc.binary_join_element_wise(picked.column("status"), picked.column("reasonCode"), "\0")
+        ).to_pylist():
+            if key is None:
+                continue  # a problem item always has a code; never let a gap break the tally
+            st, cd = str(key).split("\0", 1)
+            mask = pc.and_(pc.equal(status, st), pc.equal(code, cd))
+            hits = pc.indices_nonzero(pc.fill_null(mask, False))
+            group = self._groups.setdefault((st, cd), [0, [], None])
+            group[0] += len(hits)
+            if len(group[1]) < EXAMPLE_ROWS:
+                first = hits.slice(0, EXAMPLE_ROWS - len(group[1]))
+                group[1].extend(rows.take(first).to_pylist())
+                if group[2] is None:
+                    group[2] = rb.column("reason").take(first.slice(0, 1)).to_pylist()[0]
+        room = MAX_PROBLEMS - len(self.problems)
+        if room > 0:
+            for row in picked.slice(0, room).to_pylist():
+                # Never the value: the problem list goes to XCom, logs and notifications.
+                self.problems.append(
+                    {
+                        "rowNumber": row[ROW_NUMBER],
+                        "viewerId": row[VIEWER_ID],
+                        "reasonCode": row["reasonCode"],
+                        "reason": row["reason"],
+                    }
+                )
+
+    def log_problems(self) -> None:
+        """One WARNING per (status, reason code): count, example rows, one example reason."""
+        for (st, cd), (count, rows, reason) in sorted(self._groups.items(), key=lambda kv: -kv[1][0]):
+            shown = ", ".join(str(r) for r in rows)
+            log.warning(
+                "%s: %s item(s) %s (e.g. rows %s): %s",
+                st,
+                f"{count:,}",
+                cd,
+                shown,
+                reason,
+            )
+
+
+def report_with_fallback(
+    spill_path: Path,
+    ledger: Ledger,
+    report: ReportSink | None,
+    run_id: str,
+    closing: Closing,
+    now: float,
+    fallback_dir: Path,
+    tags: ReportTags,
+) -> tuple[dict[str, str], Tally]:
+    """Write the report; if its sink fails, write it whole to a Parquet file instead.
+
+    The run's sends and its state are already settled: a report table that is down must not
+    lose the only record of them, nor fail a run whose rerun would resend nothing.
+    Returns ``{"reportFallback": path, "reportError": why}`` when the fallback was used, and the
+    tally of reasons (made even without a report: the summary carries it).
+    """
+    from polyv_connector.report import ParquetReport
+
+    try:
+        return {}, write_report(spill_path, ledger, report, run_id, closing, now, tags)
+    except Exception as exc:
+        if report is None:
+            raise
+        error = f"{type(exc).__name__}: {exc}"
+        report.abort()
+    folder = fallback_dir
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # the report holds the items' values
+    path = folder / f"polyv-report-{run_id}.parquet"
+    fallback_sink = ParquetReport(path, setting="report fallback")
+    tally = write_report(spill_path, ledger, fallback_sink, run_id, closing, now, tags)
+    log.error("could not write the report to %s (%s); the report is kept in %s", report.location, error, path)
+    return {
+        "reportFallback": str(path),
+        "reportError": f"could not write the report to {report.location}: {error}",
+    }, tally
+
+
+def write_report(
+    spill_path: Path,
+    ledger: Ledger,
+    report: ReportSink | None,
+    run_id: str,
+    closing: Closing,
+    now: float,
+    tags: ReportTags,
+) -> Tally:
+    """Write one report row per item (to ``report`` when there is one) and tally the reasons."""
+    tally = Tally()
+    res = ledger.results
+    r_reason = pa.array([r.reason for r in res], pa.string())
+    r_code = pa.array([r.reason_code for r in res], pa.string())
+    r_error = pa.array([r.error_code for r in res], pa.int64())
+    r_http = pa.array([r.http_status for r in res], pa.int64())
+    r_request = pa.array([r.request_id for r in res], pa.string())
+    r_batch = pa.array([r.batch_id for r in res], pa.string())
+    r_time = pa.array([r.synced_at for r in res], pa.float64())
+    status_names = pa.array(["pending", *STATUSES], pa.string())
+    defaults = pa.array([None, *(closing.reasons.get(s, DEFAULT_REASONS.get(s)) for s in STATUSES)], pa.string())
+    default_codes = pa.array([None, *(closing.codes.get(s, DEFAULT_CODES.get(s)) for s in STATUSES)], pa.string())
+    note_codes = {1: reason_codes.DUPLICATE.code, 2: reason_codes.CONFLICTING_DUPLICATE.code}
+    no_text = pa.scalar(None, pa.string())
+    schema = report_schema()
+    for offset, rb in spill_batches(spill_path):
+        n = rb.num_rows
+        sl = slice(offset, offset + n)
+        codes = pa.array(ledger.status[sl].astype(np.int32))
+        ridx = ledger.result_idx[sl]
+        has = ridx >= 0
+        take = pa.array(np.where(has, ridx, 0), mask=~has)
+
+        def per_result(arr: pa.Array, take: pa.Array = take, n: int = n) -> pa.Array:
+            return arr.take(take) if len(arr) else pa.nulls(n, arr.type)
+
+        noted, texts = ledger.notes.texts_between(offset, offset + n)
+        notes: list[str | None] = [None] * n
+        note_code: list[str | None] = [None] * n
+        lo = int(np.searchsorted(ledger.notes.positions, offset))
+        for i, (p, text) in enumerate(zip(noted, texts, strict=True)):
+            notes[int(p) - offset] = text
+            note_code[int(p) - offset] = note_codes[int(ledger.notes.kind[lo + i])]
+        status = status_names.take(codes)
+        own = pc.coalesce(per_result(r_reason), pa.array(notes, pa.string()), rb.column(REASON))
+        own_code = pc.coalesce(per_result(r_code), pa.array(note_code, pa.string()), rb.column(REASON_CODE))
+        if closing.gate is not None:
+            # Rejected items keep their own reason and code, the gate's text after it; every
+            # other item carries the gate first (code gate_failed), then its own note if any.
+            rejected = pc.equal(status, "rejected")
+            reason = pc.if_else(
+                rejected,
+                merge_reasons(own, pa.array([closing.gate] * n, pa.string())),
+                merge_reasons(defaults.take(codes), own),
+            )
+            code = pc.if_else(rejected, own_code, pc.coalesce(default_codes.take(codes), own_code))
+        else:
+            reason = pc.coalesce(own, defaults.take(codes))
+            code = pc.coalesce(own_code, default_codes.take(codes))
+        sent = pc.equal(status, "sent")
+        reason = pc.if_else(sent, no_text, reason)
+        code = pc.if_else(sent, no_text, code)
+        synced = pc.coalesce(per_result(r_time), pa.scalar(now))
+        synced_ts = pc.round(pc.multiply(synced, 1e6)).cast(pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+        batch = pa.record_batch(
+            [
+                rb.column(ROW_NUMBER),
+                rb.column(VIEWER_ID),
+                rb.column(FIELD_ID),
+                rb.column(VALUE),
+                status,
+                reason,
+                per_result(r_error),
+                per_result(r_http),
+                per_result(r_request),
+                pa.array(ledger.attempts[sl].astype(np.int64)),
+                per_result(r_batch),
+                pa.array(np.full(n, run_id, dtype=object), pa.string()),
+                synced_ts,
+                pa.array(np.full(n, tags.app_id, dtype=object), pa.string()),
+                code,
+                *tags.columns(n),
+            ],
+            schema=schema,
+        )
+        tally.add(batch)
+        if report is not None:
+            report.write(batch)
+    if report is not None:
+        report.close()
+    return tally

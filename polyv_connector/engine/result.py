@@ -1,0 +1,106 @@
+"""What a run did: :class:`SyncResult`, and the run id."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from polyv_connector import exit_codes
+from polyv_connector.model import (
+    STATUSES,
+    UNSUCCESSFUL,
+)
+from polyv_connector.timeline import TimelineSummary
+
+log = logging.getLogger("polyv_connector")
+
+
+@dataclass
+class SyncResult:
+    """What a run did. ``to_dict()`` is strict JSON and never holds the secret."""
+
+    run_id: str
+    app_id: str
+    counts: dict[str, int]
+    items: int
+    requests_sent: int  # save requests, retries and split halves included
+    requests_planned: int
+    duration_s: float
+    report_location: str | None
+    dry_run: bool
+    api_requests: int = 0  # every HTTP request, the preflight field list included
+    aborted: str | None = None
+    abort_cause: str | None = None
+    gate_failures: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: Items per ``reasonCode`` (every item not sent has one); see :mod:`polyv_connector.reasons`.
+    counts_by_reason: dict[str, int] = field(default_factory=dict)
+    #: The first :data:`MAX_PROBLEMS` items rejected, failed, in doubt or not attempted, in input
+    #: order: ``rowNumber``, ``viewerId``, ``reasonCode``, ``reason`` (never the value).
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    #: Requests, retries and splits per second of the send phase, for the run page (not XCom).
+    timeline: TimelineSummary | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.aborted and not self.gate_failures and not any(self.counts.get(s, 0) for s in UNSUCCESSFUL)
+
+    @property
+    def exit_code(self) -> int:
+        if self.aborted:
+            # An unexpected error stopped sending: a bug (70), not POLYV refusing the run (3).
+            return exit_codes.INTERNAL.code if self.abort_cause == "internal" else exit_codes.ABORTED.code
+        if self.gate_failures:
+            return exit_codes.GATE.code
+        return exit_codes.OK.code if self.ok else exit_codes.ITEMS_UNSUCCESSFUL.code
+
+    def summary_line(self) -> str:
+        parts = ", ".join(f"{s} {self.counts.get(s, 0):,}" for s in STATUSES if self.counts.get(s, 0))
+        verb = "would make" if self.dry_run else "made"
+        requests = self.requests_planned if self.dry_run else self.requests_sent
+        line = (
+            f"run {self.run_id}: {self.items:,} items: {parts or 'nothing'}; {verb} "
+            f"{requests:,} save request{'' if requests == 1 else 's'} in {self.duration_s:.1f}s"
+        )
+        if self.aborted:
+            line += f"; STOPPED: {self.aborted}"
+        if self.gate_failures:
+            line += f"; GATE FAILED: {' | '.join(self.gate_failures)}"
+        return line
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "runId": self.run_id,
+            "appId": self.app_id,
+            "ok": self.ok,
+            "exitCode": self.exit_code,
+            "items": self.items,
+            "counts": {s: int(self.counts.get(s, 0)) for s in STATUSES},
+            "requestsSent": self.requests_sent,
+            "apiRequests": self.api_requests,
+            "requestsPlanned": self.requests_planned,
+            "durationSeconds": round(self.duration_s, 3),
+            "report": self.report_location,
+            "dryRun": self.dry_run,
+            "aborted": self.aborted,
+            "abortCause": self.abort_cause,
+            "gateFailures": list(self.gate_failures),
+            "countsByReason": dict(sorted(self.counts_by_reason.items())),
+            "problems": [dict(p) for p in self.problems],
+            **self.extra,
+        }
+
+
+def new_run_id(clock: Callable[[], float] = time.time) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock()))
+    return f"{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def interrupted_result(exc: BaseException) -> SyncResult | None:
+    """The result of a run that ``exc`` interrupted while sending, its report written; else None."""
+    result = getattr(exc, "polyv_sync_result", None)
+    return result if isinstance(result, SyncResult) else None

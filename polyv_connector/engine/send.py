@@ -1,0 +1,95 @@
+"""The send pass: batch the pending items, send them, checkpoint each confirmed batch."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from polyv_connector.batching import Batch, make_batches
+from polyv_connector.config import SyncOptions
+from polyv_connector.engine.context import RunContext
+from polyv_connector.engine.ledger import Ledger, pending_chunks
+from polyv_connector.fingerprints import UNCONFIRMED
+from polyv_connector.model import (
+    PENDING,
+)
+from polyv_connector.sender import BatchSender, ItemsResult, send_all
+from polyv_connector.state.store import StateRun
+from polyv_connector.timeline import TimelineRecorder
+from polyv_connector.transport.client import PolyvClient
+from polyv_connector.transport.retry import RetryPolicy
+
+log = logging.getLogger("polyv_connector")
+
+
+def send_pass(
+    spill_path: Path,
+    ledger: Ledger,
+    options: SyncOptions,
+    client: PolyvClient,
+    retry: RetryPolicy,
+    state: StateRun | None,
+    ctx: RunContext,
+    timeline: TimelineRecorder,
+) -> BaseException | None:
+    """Send the pending items. Returns what interrupted sending (to re-raise after the report)."""
+    send, circuit, progress, clock = options.send, ctx.stop, ctx.progress, ctx.clock
+    sender = BatchSender(client, retry, circuit, seed=ctx.seed, sleep=ctx.sleep, clock=clock, timeline=timeline)
+    timeline.start()
+    progress.start("sending", int(np.count_nonzero(ledger.status == PENDING)), detail=timeline.status_text)
+
+    def on_done(batch: Batch, results: list[ItemsResult]) -> None:
+        for result in results:
+            ledger.record(result)
+            if result.status == "sent" and state is not None:
+                # Checkpoint: the state advances only with what POLYV confirmed.
+                state.record(
+                    ledger.key_a[result.indices],
+                    ledger.fp[result.indices],
+                    result.synced_at,
+                    items=items_of(batch, result),
+                )
+        progress.advance(len(batch))
+
+    def marked(batches: Iterator[Batch]) -> Iterator[Batch]:
+        # Before a batch leaves, record its keys as unconfirmed: if it fails or the run dies
+        # while it is in flight, POLYV may hold its values or not, so the state must not keep
+        # vouching for the previous value (a source reverting to it would be skipped).
+        for batch in batches:
+            if state is not None:
+                state.record(ledger.key_a[batch.indices], np.full(len(batch), UNCONFIRMED), clock())
+            yield batch
+
+    batches = make_batches(pending_chunks(spill_path, ledger), send.batch_size, ctx.run_id)
+    interrupted: BaseException | None = None
+    try:
+        # send_all opens the circuit for whatever it raises, after recording every answer
+        # received and reporting the requests still in flight in_doubt.
+        send_all(marked(batches), sender, circuit, send.concurrency, on_done, on_tick=progress.tick)
+    except Exception:
+        # Whatever broke (a full disk under the state, a bug): still write the report; the
+        # items not confirmed so far are reported in_doubt or not_attempted.
+        log.exception("sending stopped by an unexpected error")
+    except BaseException as exc:  # KeyboardInterrupt, Airflow's task timeout: report first
+        log.warning("sending stopped by %s; writing the report", type(exc).__name__)
+        interrupted = exc
+    progress.finish()
+    return interrupted
+
+
+def items_of(batch: Batch, result: ItemsResult) -> pa.Table:
+    """The strings of the items a result covers (a result may cover part of a split batch)."""
+    if len(result.indices) == len(batch):
+        return batch.items
+    where = np.searchsorted(batch.indices, result.indices)  # batch indices are ascending
+    return batch.items.take(pa.array(where))
+
+
+def budget_rps(client: PolyvClient, options: SyncOptions) -> float:
+    """The rate the run drew on: its own cap, or the shared budget's rate when that is lower."""
+    shared = client.budget_rps
+    return min(options.send.max_rps, shared) if shared else options.send.max_rps

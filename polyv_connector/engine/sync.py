@@ -1,0 +1,227 @@
+"""One sync run: source -> checks and expectations -> plan -> batches -> transport -> report.
+
+Two passes over the input, memory bounded by the batch sizes plus about 40 bytes per item:
+
+1. *Plan* (:mod:`~polyv_connector.engine.plan`): stream the source, turn rows into items,
+   check them, fingerprint them and spill them (with their rejection reasons) to a temporary
+   Arrow file (:mod:`~polyv_connector.engine.ledger`). Then, over compact NumPy arrays:
+   duplicates, the diff against the sync state, run-level gates.
+2. *Send* (:mod:`~polyv_connector.engine.send`): stream the spill again, batch the pending
+   items, send them; each confirmed batch is checkpointed into the state at once. Then stream
+   the spill a last time to write the report (:mod:`~polyv_connector.engine.report`), in input
+   order, one row per item.
+
+The engine builds nothing: what a run needs (:class:`Run`) is made at the edge
+(:mod:`polyv_connector.run`, used by the CLI, the operator and :func:`polyv_connector.sync`), and
+what every phase shares is one frozen :class:`~polyv_connector.engine.context.RunContext`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from polyv_connector import reasons as reason_codes
+from polyv_connector.config import SyncOptions
+from polyv_connector.engine.context import RunContext
+from polyv_connector.engine.plan import Source, Validator, load_state, plan_pass, rejected_fraction_gate
+from polyv_connector.engine.report import Closing, ReportTags, report_with_fallback
+from polyv_connector.engine.result import SyncResult, interrupted_result
+from polyv_connector.engine.send import budget_rps, send_pass
+from polyv_connector.errors import RunAborted, StateError
+from polyv_connector.fingerprints import HashFamily
+from polyv_connector.model import PENDING, STATUS_CODE
+from polyv_connector.planner import plan_unchanged
+from polyv_connector.report import ReportSink
+from polyv_connector.spill import spill_dir
+from polyv_connector.state.store import StateRun, StateStore
+from polyv_connector.timeline import TimelineRecorder
+from polyv_connector.transport.client import PolyvClient
+from polyv_connector.transport.retry import RetryPolicy
+
+log = logging.getLogger("polyv_connector")
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one run works with, built at the edge (:func:`polyv_connector.run.assemble`).
+
+    :param source: where the rows come from.
+    :param app_id: the POLYV account (the state and the report rows name it).
+    :param options: the run's settings, validated.
+    :param report: where the report goes (None: no report, only the result's tally).
+    :param client: the POLYV client (its owner closes it).
+    :param retry: the retry policy of every save request.
+    :param report_fallback_dir: where a report whose sink fails is kept whole, as Parquet; the
+        front end chooses it (the engine knows nothing of Airflow's home).
+    :param validator: checks beyond the built-in ones (Great Expectations suites).
+    :param state: what POLYV last confirmed (None: send every valid item).
+    """
+
+    source: Source
+    app_id: str
+    options: SyncOptions
+    report: ReportSink | None
+    client: PolyvClient
+    retry: RetryPolicy
+    report_fallback_dir: Path
+    validator: Validator | None = None
+    state: StateStore | None = None
+
+
+def execute(run: Run, ctx: RunContext) -> SyncResult:
+    """Run one sync and write its report. Returns the result; never raises for row problems.
+
+    Raises :class:`InputError` (before any save request) for bad input, and
+    :class:`StateError` for an untrustworthy state. Whatever the run raises, the report it had
+    started is dropped (``report.abort()``): a partial report never stands. A run that POLYV
+    refuses (credentials, clock, IP block) or that a gate stops still writes its report and
+    returns a result whose ``aborted`` / ``gate_failures`` say why (``exit_code`` non-zero).
+
+    ``ctx.stop`` lets another thread or a signal handler stop the run (:meth:`Circuit.stop`):
+    no new request leaves, requests in flight get a few seconds to answer (the rest are
+    reported ``in_doubt``), the report is written and the result says ``aborted`` with cause
+    ``stopped``. An exception raised while sending (``KeyboardInterrupt``, Airflow's task
+    timeout) is treated the same way, then re-raised once the report is written;
+    :func:`interrupted_result` gives the result it carries.
+
+    When ``run.report`` cannot be written (a warehouse error at write or commit), the whole
+    report goes to a Parquet file under ``run.report_fallback_dir`` and the result names it
+    (``reportFallback``).
+    """
+    try:
+        started = ctx.clock()
+        state = run.state
+        if state is not None and state.app_id != run.app_id:
+            raise StateError(f"the sync state is for appId {state.app_id!r}, not {run.app_id!r}")
+        with _opened(state, run.options, ctx.run_id) as held:
+            result, interrupted = _locked_run(run, ctx, held, started)
+        # Measured once the state is finished (the folder store compacts then).
+        result.duration_s = ctx.clock() - started
+        if interrupted is not None:
+            # The report and the state are complete: now let the caller's stop take its course.
+            interrupted.polyv_sync_result = result  # type: ignore[attr-defined]
+            log.warning("%s", result.summary_line())
+            raise interrupted
+    except BaseException as exc:
+        # The engine owns the whole run: a run that fails leaves no partial report behind
+        # (a run interrupted while sending has written its whole report already).
+        if run.report is not None and interrupted_result(exc) is None:
+            run.report.abort()
+        raise
+    if run.validator is not None:
+        result.extra.update(run.validator.summary())
+    return result
+
+
+@contextmanager
+def _opened(state: StateStore | None, options: SyncOptions, run_id: str) -> Iterator[StateRun | None]:
+    """The state as this run holds it (see :meth:`StateStore.open`), or None without a state."""
+    if state is None:
+        yield None
+        return
+    with state.open(run_id, options.slice, options.lock_timeout_s, options.dry_run) as held:
+        yield held
+
+
+def _locked_run(
+    run: Run, ctx: RunContext, state: StateRun | None, started: float
+) -> tuple[SyncResult, BaseException | None]:
+    """The run with its state held; returns the result and what interrupted sending, if anything."""
+    source, options, client, validator, report = run.source, run.options, run.client, run.validator, run.report
+    circuit, clock = ctx.stop, ctx.clock
+    # Under the lock: the source's columns are checked against the state the run plans with.
+    source.check_columns(options.mapping)
+    state_keys, state_fps = load_state(state, options)
+    # Counted before sending: afterwards the rows this run sends are unchanged too.
+    columns = options.mapping.source_columns
+    if options.full_refresh:
+        unchanged_in_source = None
+    elif options.slice.whole:
+        unchanged_in_source = source.unchanged_in_source(columns)
+    else:
+        unchanged_in_source = source.unchanged_in_source(columns, options.slice)
+
+    timeline: TimelineRecorder | None = None
+    interrupted: BaseException | None = None
+    fallback: dict[str, str] = {}
+    known_fields = None
+    if options.check_fields:
+        try:
+            known_fields = {
+                f["customFieldId"]
+                for f in client.list_fields(sleep=ctx.sleep)
+                if isinstance(f, dict) and f.get("customFieldId")
+            }
+        except RunAborted as abort:
+            circuit.open(abort)
+    with spill_dir() as tmp:
+        spill_path = tmp / "items.arrow"
+        family: HashFamily = state.store.hash_family if state is not None else "xxh3"
+        ledger = plan_pass(source, options, known_fields, validator, spill_path, ctx.progress, circuit, family=family)
+        # Give the Arrow pool's freed chunk buffers back to the OS before the long send phase.
+        pa.default_memory_pool().release_unused()
+        gate_failures = validator.finish() if validator else []
+        gate_failures += rejected_fraction_gate(ledger, options)
+        if not options.full_refresh:
+            pending = ledger.status == PENDING
+            ledger.status[plan_unchanged(ledger.key_a, ledger.fp, pending, state_keys, state_fps)] = STATUS_CODE[
+                "unchanged"
+            ]
+        pending_count = int(np.count_nonzero(ledger.status == PENDING))
+        requests_planned = math.ceil(pending_count / options.send.batch_size)
+        closing = Closing()
+        if gate_failures:
+            log.warning("data-quality gate failed, nothing is sent: %s", " | ".join(gate_failures))
+            closing.gate = "not sent: a data-quality gate failed: " + " | ".join(gate_failures)
+            closing.reasons["not_attempted"] = closing.gate
+            closing.codes["not_attempted"] = reason_codes.GATE_FAILED.code
+            # Items that failed a check or an expectation stay rejected (they would be even
+            # if the gate passed); every other item is not attempted because of the gate.
+            ledger.status[ledger.status != STATUS_CODE["rejected"]] = STATUS_CODE["not_attempted"]
+        elif options.dry_run:
+            ledger.status[ledger.status == PENDING] = STATUS_CODE["dry_run"]
+        elif not circuit.is_open and pending_count:
+            timeline = TimelineRecorder(budget_rps(client, options))
+            interrupted = send_pass(spill_path, ledger, options, client, run.retry, state, ctx, timeline)
+        if circuit.abort is not None:
+            closing.reasons["not_attempted"] = f"not sent: the run was stopped: {circuit.abort}"
+            closing.codes["not_attempted"] = reason_codes.for_abort_cause(circuit.abort.cause)
+        ledger.status[ledger.status == PENDING] = STATUS_CODE["not_attempted"]
+        tags = ReportTags.of(run.app_id, options)
+        fallback, tally = report_with_fallback(
+            spill_path, ledger, report, ctx.run_id, closing, clock(), run.report_fallback_dir, tags
+        )
+    stopped = circuit.abort
+    result = SyncResult(
+        run_id=ctx.run_id,
+        app_id=run.app_id,
+        counts=ledger.counts(),
+        items=len(ledger),
+        requests_sent=client.save_requests_sent,
+        api_requests=client.requests_sent,
+        requests_planned=requests_planned,
+        duration_s=clock() - started,
+        report_location=fallback.get("reportFallback") or (report.location if report else None),
+        dry_run=options.dry_run,
+        aborted=str(stopped) if stopped else None,
+        abort_cause=stopped.cause if stopped else None,
+        gate_failures=gate_failures,
+        extra={
+            **({} if unchanged_in_source is None else {"unchangedInWarehouse": unchanged_in_source}),
+            **({} if options.slice.whole else {"partition": options.partition, "partitions": options.partitions}),
+            **fallback,
+        },
+        counts_by_reason=tally.counts,
+        problems=tally.problems,
+        timeline=timeline.summary() if timeline is not None else None,
+    )
+    tally.log_problems()
+    return result, interrupted
