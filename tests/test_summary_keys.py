@@ -52,8 +52,8 @@ def test_keys_the_engine_adds_are_declared() -> None:
 
 def test_keys_the_front_ends_add_are_declared() -> None:
     added: set[str] = set()
-    for node in ast.walk(_tree("airflow/operators.py")):
-        if isinstance(node, ast.FunctionDef) and node.name == "_summary":
+    for node in ast.walk(_tree("airflow/summary.py")):
+        if isinstance(node, ast.FunctionDef) and node.name == "task_summary":
             for sub in ast.walk(node):
                 if isinstance(sub, ast.Subscript) and isinstance(sub.ctx, ast.Store):
                     added.add(sub.slice.value)  # type: ignore[attr-defined]
