@@ -151,6 +151,20 @@ def check_source(spec: RunSpec, front: Front) -> None:
         readonly.check_read_query(spec.source_sql, readonly.sqlglot_dialect(dialect), "source_sql")
 
 
+def check_outputs(spec: RunSpec, front: Front) -> None:
+    """Every folder the run writes to, checked before the first request (the report's own
+    checks run when its sink is made, also before any request)."""
+    from polyv_connector.paths import check_output_dir, is_url
+
+    if spec.options.state_dir:
+        check_output_dir(spec.options.state_dir, "state_dir")
+    if spec.suite_path:
+        where = validation_dir(spec, front)
+        if where and not is_url(where):
+            folder = Path(where).parent if Path(where).suffix else Path(where)
+            check_output_dir(str(folder), "report_path" if spec.report_path else "validation_dir")
+
+
 def choose_diff(spec: RunSpec, front: Front) -> Diff:
     """Where the diff against the state runs (checked before anything runs)."""
     if not spec.diff_in_warehouse or spec.options.full_refresh:

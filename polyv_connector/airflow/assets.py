@@ -14,6 +14,7 @@ location) in its ``extra``.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -208,6 +209,41 @@ def sync_report_asset(dag_id: str, task_id: str) -> Asset:
 # ---- the report as a place ---------------------------------------------------------------------
 #: The summary keys an asset event carries in its ``extra`` (beside ``reportFile``).
 EVENT_KEYS = ("runId", "airflowRunId", "appId", "ok", "exitCode", "items", "counts", "dryRun", "report", "runPage")
+
+
+def templated(*values: str) -> bool:
+    """Whether any of ``values`` is a Jinja template (its value is unknown at parse time)."""
+    return any("{{" in v or "{%" in v for v in values)
+
+
+def task_outlets(
+    *,
+    table_conn: str | None,
+    report_table: str | None,
+    report_path: str | None,
+    report_dir: str | None,
+    dag_id: str | None,
+    task_id: str,
+) -> list[Asset | AssetAlias]:
+    """A sync task's report asset(s), from its arguments as written in the DAG file (``dag_id``:
+    None for a task outside a DAG).
+
+    Templated names are unknown at parse time, so a templated report gets the task's own
+    report asset instead; each asset event's ``extra`` names the concrete location.
+    """
+    outlets: list[Asset | AssetAlias] = []
+    if report_table and table_conn and not templated(report_table, table_conn):
+        outlets.append(report_table_asset(table_conn, report_table.strip()))
+    if report_path and not templated(report_path, report_dir or ""):
+        # With report_dir, report_path is a name under its DAG folder (checked when the task runs).
+        where = os.path.join(report_dir.strip(), dag_id or "dag", report_path.strip()) if report_dir else None
+        outlets.append(report_file_asset(where or report_path.strip()))
+    if dag_id is not None:
+        if not outlets and (report_table or report_path):
+            outlets.append(sync_report_asset(dag_id, task_id))
+        # The real locations (known when the task runs) come as events through the alias.
+        outlets.append(sync_alias(dag_id, task_id))
+    return outlets
 
 
 def report_folder(dag_id: str, *, report_dir: str | None = None, report_path: str | None = None) -> str | None:

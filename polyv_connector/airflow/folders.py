@@ -17,10 +17,13 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from polyv_connector.deployment import VALIDATION_FOLDER, airflow_home
+from polyv_connector.deployment import VALIDATION_FOLDER, airflow_home, default_report_dir
 from polyv_connector.errors import ConfigError
+
+if TYPE_CHECKING:
+    from polyv_connector.runspec import RunSpec
 
 #: The only suffix a report name given at trigger time may have.
 REPORT_SUFFIX: Final = ".parquet"
@@ -99,3 +102,33 @@ def claim_report_name(report_path: str, writer: Writer, setting: str, *, also: t
         return
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(asdict(writer), f)
+
+
+def confine_task_paths(spec: RunSpec, writer: Writer) -> RunSpec:
+    """``spec`` with its trigger-time paths held to where the DAG author allows. With a report
+    folder, the report name must end in ``.parquet``, lands in ``<report folder>/<dag_id>/``
+    and is refused if it exists, unless an earlier try of this task instance (``writer``) wrote
+    it: a trigger cannot name (overwrite, or plant a page in) another DAG's or another run's files."""
+    import dataclasses
+
+    from polyv_connector.paths import is_url
+    from polyv_connector.runpage import page_path_for
+    from polyv_connector.runspec import confine
+
+    if spec.report_dir:
+        if spec.report_path:
+            check_report_name(spec.report_path, spec.label("report_path"))
+        dag_dir = dag_folder(spec.report_dir, writer.dag_id, spec.label("report_dir"))
+        spec = dataclasses.replace(spec, report_dir=dag_dir)
+    spec = confine(spec)
+    # A local report only: an object-store name is the bucket's to guard (no owner file there).
+    if spec.report_dir and spec.report_path and not is_url(spec.report_path):
+        page = page_path_for(spec.report_path)
+        claim_report_name(spec.report_path, writer, spec.label("report_path"), also=(page,))
+    return spec
+
+
+def dag_report_dir(spec: RunSpec, dag_id: str) -> str:
+    """The DAG's report folder: ``<report_dir>/<dag_id>`` (``report_dir`` is made per DAG by
+    :func:`confine_task_paths`), else ``$AIRFLOW_HOME/polyv_reports/<dag_id>``."""
+    return spec.report_dir or dag_folder(default_report_dir(), dag_id)

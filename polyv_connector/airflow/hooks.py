@@ -28,6 +28,8 @@ from polyv_connector.config import DEFAULT_BASE_URL, Credentials, Secret, SendOp
 from polyv_connector.errors import ConfigError, PolyvConnectorError
 
 if TYPE_CHECKING:
+    from polyv_connector.airflow.folders import Writer
+    from polyv_connector.run import Front
     from polyv_connector.runspec import RunSpec
     from polyv_connector.transport.client import PolyvClient
     from polyv_connector.transport.ratelimit import RequestBudget
@@ -202,6 +204,38 @@ def redis_url(conn_id: str | None) -> str | None:
     auth = f":{quote(conn.password, safe='')}@" if conn.password else ""
     db = (conn.extra_dejson or {}).get("db", 0)
     return f"redis://{auth}{conn.host or '127.0.0.1'}:{conn.port or 6379}/{db}"
+
+
+def task_front(task: Writer, report_folder: str, duckdb_external_access: bool) -> Front:
+    """What a task brings to the run's preparation: its connections (the hooks above), and
+    Airflow's home and the task's names for the files the settings do not place (a
+    table-only report's run page goes to the DAG's own ``report_folder``)."""
+    from polyv_connector.deployment import airflow_home
+    from polyv_connector.run import Front
+
+    return Front(
+        db_hook=db_hook,
+        same_database=same_database,
+        home=airflow_home(),
+        dag_id=task.dag_id,
+        run_id=task.run_id or "run",
+        task_id=task.task_id,
+        map_index=task.map_index,
+        report_folder=report_folder,
+        duckdb_external_access=duckdb_external_access,
+    )
+
+
+def warn_if_budget_unshared(budget_url: str | None, log: Any) -> None:
+    """Warn when the executor may spread a DAG's tasks over hosts that do not share the request
+    budget (every task says so: whichever log someone opens shows it)."""
+    from airflow.sdk.configuration import conf
+
+    from polyv_connector.budget.hosts import unshared_budget_warning
+
+    warning = unshared_budget_warning(conf.get("core", "executor", fallback="") or "", budget_url)
+    if warning:
+        log.warning("POLYV budget: %s", warning)
 
 
 def _base_url(host: str | None, port: int | None) -> str:

@@ -10,39 +10,32 @@ neither pyarrow, pandas nor Great Expectations; ``execute`` imports them when a 
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from polyv_connector import exit_codes
-from polyv_connector.airflow.assets import (
-    input_asset,
-    report_file_asset,
-    report_table_asset,
-    sync_alias,
-    sync_report_asset,
-)
+from polyv_connector.airflow.assets import input_asset, task_outlets, templated
 from polyv_connector.airflow.failures import airflow_error as _airflow_error
 from polyv_connector.airflow.failures import failure_message as _failure_message
 from polyv_connector.airflow.failures import scrub_secret as _scrub_secret
-from polyv_connector.airflow.hooks import PolyvHook
-from polyv_connector.airflow.hooks import db_hook as _db_hook
+from polyv_connector.airflow.folders import Writer, confine_task_paths, dag_report_dir
+from polyv_connector.airflow.hooks import PolyvHook, task_front, warn_if_budget_unshared
 from polyv_connector.airflow.hooks import redis_url as _redis_url
-from polyv_connector.airflow.hooks import same_database as _same_database
 from polyv_connector.airflow.links import DataDocsLink, ReportLink, RunPageLink
 from polyv_connector.airflow.summary import absolute_location as _absolute_location
+from polyv_connector.airflow.summary import task_summary, write_task_run_page
 from polyv_connector.errors import PolyvConnectorError
-from polyv_connector.paths import check_output_dir, is_url
-from polyv_connector.run import Front, check_source, prepare, run_page_path, validation_dir
-from polyv_connector.runspec import OPERATOR_SETTINGS, SETTINGS, confine
+from polyv_connector.run import Front, check_outputs, check_source, prepare
+from polyv_connector.runspec import OPERATOR_SETTINGS, SETTINGS
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from polyv_connector.airflow.assets import Location
+    from polyv_connector.config import Credentials
     from polyv_connector.engine.result import SyncResult
     from polyv_connector.runspec import RunSpec
     from polyv_connector.sender import Circuit
@@ -60,71 +53,16 @@ def _attribute(key: str) -> str:
 class PolyvViewerFieldSyncOperator(BaseOperator):
     """Sync viewer custom-field values into POLYV from a SQL warehouse or Parquet input.
 
-    **Source** (exactly one): ``input_path`` (Parquet file, directory or URL), or
-    ``source_conn_id`` (any connection whose hook is a common-sql ``DbApiHook``) with
-    ``source_sql`` or ``source_table``. SQL is read in chunks through a server-side cursor
-    where the driver has one (PostgreSQL), never as a whole result.
-
-    **Columns**: long form (default) reads ``viewer_id_column``, ``field_id_column`` and
-    ``value_column``; wide form (``fields={"PAY_STATUS": "pay_status", ...}``) sends each mapped
-    column as that customFieldId. Names match case-insensitively when unambiguous.
-
-    **Report** (at least one): ``report_path`` (Parquet) and/or ``report_table`` on
-    ``report_conn_id`` (default: the source connection), created if absent, appended per run.
-
-    **Result**: returns a strict-JSON summary (counts per status and per reason code, the first
-    problem items, requests, duration, report location, runId) as XCom; it is pushed too when
-    the task fails. After the report is written, a run with items ``failed``, ``in_doubt`` or
-    ``not_attempted`` fails the task: ``AirflowFailException`` (no retry) when a rerun cannot
-    help (a failed data-quality gate, POLYV refusing the credentials, the URL or every failed
-    value), a retryable ``AirflowException`` otherwise (a block, timeouts, a stop); see
-    :func:`polyv_connector.exit_codes.failure_is_retryable`. An invalid setting is
-    ``AirflowFailException`` before anything is sent. Metrics go through Airflow's ``Stats``
-    (:mod:`polyv_connector.airflow.metrics`).
-
-    Every argument but ``polyv_conn_id`` is a setting of :data:`polyv_connector.runspec.SETTINGS`
-    and defaults to ``None``, "not given": the connection's extra, the environment or the
-    setting's default applies (the help of ``polyv-sync run`` lists the defaults).
+    One source (``input_path``, or ``source_conn_id`` with ``source_sql`` or ``source_table``),
+    at least one report (``report_path`` and/or ``report_table``). Returns the run's strict-JSON
+    summary as XCom (pushed too when the task fails); a run that left items unsynced fails the
+    task after its report is written, retryable or not as
+    :func:`polyv_connector.exit_codes.failure_is_retryable` says. Every argument but the two
+    below is a setting of :data:`polyv_connector.runspec.SETTINGS` and defaults to ``None``,
+    "not given" (the connection's extra, the environment or the setting's default applies):
+    docs/airflow.md lists them all, with their defaults and meanings.
 
     :param polyv_conn_id: the ``polyv`` connection (appId, appSecret, base URL, sending extras).
-    :param dry_run: plan and report, send nothing. Templated; "true"/"false" strings accepted.
-    :param full_refresh: ignore the sync state and send every valid item. Templated.
-    :param state_dir: folder of the sync state (unchanged items are not resent); templated.
-    :param state_table: warehouse table of the sync state (default ``polyv_sync_state``), used
-        when there is no ``state_dir`` and a database connection: ``state_conn_id``, else
-        ``report_conn_id``, else ``source_conn_id``. ``""`` keeps no state.
-    :param diff_in_warehouse: with a SQL source and the state table on the source connection,
-        compute the diff in the database (an anti-join against the state table) so that only
-        changed rows leave the warehouse. Unchanged rows are then counted in the summary
-        (``unchangedInWarehouse``) instead of listed in the report. Needs ``md5()``, ``CAST(... AS TEXT)``
-        and window functions (tested on PostgreSQL) and the long form.
-    :param expectation_suite_path: Great Expectations suite (JSON) validating the items;
-        ``default`` for the suite bundled with the package. The validation JSON and Data Docs
-        go next to ``report_path``, else into ``validation_dir``, else under
-        ``$AIRFLOW_HOME/polyv_validation/<dag_id>/``.
-    :param max_rejected_fraction: stop (send nothing) if a larger share of the items is
-        rejected; default 0.05 with a suite, no ceiling otherwise.
-    :param check_fields: preflight the account's custom field list, rejecting unknown ids.
-    :param max_rps, batch_size, concurrency, timeout, max_attempts: override the connection's
-        sending defaults for this task.
-    :param budget_url, budget_conn_id, budget_rps: the request budget shared by every sync
-        through this worker's IP: a ``redis://`` URL or an Airflow Redis connection (shared
-        across hosts), else ``POLYV_BUDGET_URL``, else machine-wide; its total rate, else
-        ``POLYV_BUDGET_RPS``, else 100/s. ``max_rps`` caps this task within it.
-    :param lock_timeout: seconds to wait while another run holds this account's sync state
-        (default 0: fail at once as busy, a retryable error). Templated.
-    :param source_parameters: bound parameters of ``source_sql`` (the driver's paramstyle).
-    :param allowed_source_conn_ids: the connections ``source_conn_id`` may name; any other is a
-        configuration error before a connection is looked up. For DAGs that take the source
-        connection at trigger time; templated (a JSON list, a list, or comma-separated names).
-        ``None``: any connection.
-    :param allowed_polyv_conn_ids: the same for ``polyv_conn_id`` (checked before the connection
-        is read), for DAGs that take the POLYV account at trigger time or map over accounts.
-
-    ``source_sql`` must be one read-only query (checked with a SQL parser before any connection
-    is opened), and is read inside a read-only transaction where the database has one: see
-    :mod:`polyv_connector.warehouse.readonly`.
-
     :param duckdb_external_access: let a DuckDB source connection read files, URLs and extensions
         (views over object storage need it). Off by default: the source's DuckDB is confined to
         its database (:mod:`polyv_connector.warehouse.confine`). Not templated, and no RunSpec
@@ -210,35 +148,22 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         self._stop: Circuit | None = None  # set while execute() runs: on_kill() stops through it
         if not explicit_outlets:
             self.outlets = self.default_outlets()
-        if not explicit_inlets and input_path and not _templated(input_path):
+        if not explicit_inlets and input_path and not templated(input_path):
             located = input_asset(input_path.strip())
             self.inlets = [located] if located else []
 
     # ---- parse time ---------------------------------------------------------------------------
     def default_outlets(self) -> list[Asset | AssetAlias]:
-        """The report's asset(s), from the arguments as written in the DAG file.
-
-        Templated names are unknown at parse time, so a templated report gets the task's own
-        report asset instead; each asset event's ``extra`` names the concrete location.
-        """
-        outlets: list[Asset | AssetAlias] = []
-        table_conn = self.report_conn_id or self.source_conn_id
-        if self.report_table and table_conn and not _templated(self.report_table, table_conn):
-            outlets.append(report_table_asset(table_conn, self.report_table.strip()))
-        if self.report_path and not _templated(self.report_path, self.report_dir or ""):
-            # With report_dir, report_path is a name under its DAG folder (checked when the task runs).
-            where = (
-                os.path.join(self.report_dir.strip(), self._dag_id(), self.report_path.strip())
-                if self.report_dir
-                else None
-            )
-            outlets.append(report_file_asset(where or self.report_path.strip()))
-        if self.has_dag():  # type: ignore[no-untyped-call]
-            if not outlets and (self.report_table or self.report_path):
-                outlets.append(sync_report_asset(self.dag_id, self.task_id))
-            # The real locations (known when the task runs) come as events through the alias.
-            outlets.append(sync_alias(self.dag_id, self.task_id))
-        return outlets
+        """The report's asset(s), from the arguments as written in the DAG file (see
+        :func:`polyv_connector.airflow.assets.task_outlets`)."""
+        return task_outlets(
+            table_conn=self.report_conn_id or self.source_conn_id,
+            report_table=self.report_table,
+            report_path=self.report_path,
+            report_dir=self.report_dir,
+            dag_id=self.dag_id if self.has_dag() else None,  # type: ignore[no-untyped-call]
+            task_id=self.task_id,
+        )
 
     # ---- run time -----------------------------------------------------------------------------
     def _given(self) -> dict[str, Any]:
@@ -258,7 +183,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             runspec.check_polyv_conn_id(self.polyv_conn_id, self.allowed_polyv_conn_ids)
             credentials = hook.get_credentials()  # masks the secret before anything else
             # Trigger-time paths held to where the DAG author allows, before anything else.
-            spec = self._confine(hook.resolve_run(self._given()), context)
+            spec = confine_task_paths(hook.resolve_run(self._given()), self._task(context))
             # The report table and summary name the Airflow run this sync belongs to.
             spec = _with_airflow_run_id(spec, context.get("run_id"))
             front = self._front(context, spec)
@@ -269,7 +194,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                 app_id=credentials.app_id,
                 base_url=credentials.base_url,
             )
-            self._check_outputs(front, spec)
+            check_outputs(spec, front)
             prepared = prepare(spec, credentials, front, facts=self._lineage)
             validator, report = prepared.validator, prepared.report
             from polyv_connector.engine.result import new_run_id
@@ -291,7 +216,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             # execution_timeout): it stops the run through this handle.
             self._stop = Circuit()
             budget_url = _redis_url(spec.budget_conn_id)
-            self._warn_if_budget_unshared(budget_url or spec.budget_url)
+            warn_if_budget_unshared(budget_url or spec.budget_url, self.log)
             with spec.open_budget(credentials.base_url, run_id, url=budget_url) as budget:
                 client = hook.get_conn(spec.options.send, budget)
                 result = sync(
@@ -305,7 +230,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                     run_id=run_id,
                     stop=self._stop,
                     # A report the sink could not take lands in this DAG's own folder.
-                    report_fallback_dir=self._dag_report_dir(spec),
+                    report_fallback_dir=dag_report_dir(spec, self._dag_id()),
                 )
         except PolyvConnectorError as exc:
             raise _airflow_error(exc) from exc
@@ -316,12 +241,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
 
             stopped = interrupted_result(exc)
             if stopped is not None:
-                self._emit_metrics(stopped, credentials.app_id)
-                self.log.warning("%s", stopped.summary_line())
-                self.log.warning("report: %s", _absolute_location(stopped.report_location, spec.report_path))
-                page = self._write_run_page(stopped, context, spec)
-                summary = self._summary(stopped, context, credentials.app_secret.reveal(), spec, page)
-                self._lineage["summary"] = summary
+                summary, _ = self._record(stopped, context, spec, credentials, self.log.warning)
                 context["ti"].xcom_push(key="return_value", value=summary)
             raise
         finally:
@@ -333,19 +253,15 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             from polyv_connector.airflow.lineage import expectation_facts
 
             self._lineage["expectations"] = expectation_facts(validator)
-        if validation:
-            for label, key in (("validation result", "resultJson"), ("data docs", "dataDocsPage")):
-                if validation.get(key):
-                    self.log.info("%s: %s", label, validation[key])
-        page = self._write_run_page(result, context, spec)
-        summary = self._summary(result, context, credentials.app_secret.reveal(), spec, page)
-        self._lineage["summary"] = summary
-        self.log.info("%s", result.summary_line())
-        self.log.info("report: %s", _absolute_location(result.report_location, spec.report_path))
+        for label, key in (("validation result", "resultJson"), ("data docs", "dataDocsPage")):
+            if validation.get(key):
+                self.log.info("%s: %s", label, validation[key])
+        summary, page = self._record(result, context, spec, credentials, self.log.info)
         if page:
             self.log.info("run page: %s", page)
-        self._emit_metrics(result, credentials.app_id)
-        self._emit_asset_events(context, summary)
+        from polyv_connector.airflow.assets import emit_asset_events
+
+        emit_asset_events(context.get("outlet_events"), self.outlets or [], summary, self._written_locations, self.log)
         if not result.ok:
             # The return value is lost when a task raises: keep the summary for alerting.
             context["ti"].xcom_push(key="return_value", value=summary)
@@ -355,17 +271,6 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             failure = AirflowException if retryable else AirflowFailException
             raise failure(_scrub_secret(_failure_message(result), credentials.app_secret.reveal()))
         return summary
-
-    def _warn_if_budget_unshared(self, budget_url: str | None) -> None:
-        """Warn when the executor may spread this DAG's tasks over hosts that do not share the
-        budget (every task says so: whichever log someone opens shows it)."""
-        from airflow.sdk.configuration import conf
-
-        from polyv_connector.budget.hosts import unshared_budget_warning
-
-        warning = unshared_budget_warning(conf.get("core", "executor", fallback="") or "", budget_url)
-        if warning:
-            self.log.warning("POLYV budget: %s", warning)
 
     def on_kill(self) -> None:
         """Stop sending at once (Airflow: "mark failed", a worker shutdown, after a timeout).
@@ -379,119 +284,40 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             self.log.warning("on_kill: stopping the POLYV sync; the report is still written")
             stop.stop("Airflow stopped the task (on_kill)")
 
-    def _check_outputs(self, front: Front, spec: RunSpec) -> None:
-        """Every folder the run writes to, checked before the first request (the report's own
-        checks run when its sink is made, also before any request)."""
-        if spec.options.state_dir:
-            check_output_dir(spec.options.state_dir, "state_dir")
-        if spec.suite_path:
-            where = validation_dir(spec, front)
-            if where and not is_url(where):
-                from pathlib import Path
-
-                folder = Path(where).parent if Path(where).suffix else Path(where)
-                check_output_dir(str(folder), "report_path" if spec.report_path else "validation_dir")
-
     def _dag_id(self) -> str:
         return self.dag_id if self.has_dag() else "dag"  # type: ignore[no-untyped-call]
 
-    def _confine(self, spec: RunSpec, context: Context) -> RunSpec:
-        """``spec`` with its trigger-time paths held to where the DAG author allows. With a report
-        folder, the report name must end in ``.parquet``, lands in ``<report folder>/<dag_id>/``
-        and is refused if it exists, unless an earlier try of this task instance wrote it: a
-        trigger cannot name (overwrite, or plant a page in) another DAG's or another run's files."""
-        import dataclasses
-
-        from polyv_connector.airflow import folders
-        from polyv_connector.runpage import page_path_for
-
-        if spec.report_dir:
-            if spec.report_path:
-                folders.check_report_name(spec.report_path, spec.label("report_path"))
-            dag_dir = folders.dag_folder(spec.report_dir, self._dag_id(), spec.label("report_dir"))
-            spec = dataclasses.replace(spec, report_dir=dag_dir)
-        spec = confine(spec)
-        # A local report only: an object-store name is the bucket's to guard (no owner file there).
-        if spec.report_dir and spec.report_path and not is_url(spec.report_path):
-            ti = context.get("ti")
-            map_index = getattr(ti, "map_index", -1)
-            writer = folders.Writer(
-                self._dag_id(),
-                str(context.get("run_id") or ""),
-                self.task_id,
-                map_index if isinstance(map_index, int) else -1,
-            )
-            page = page_path_for(spec.report_path)
-            folders.claim_report_name(spec.report_path, writer, spec.label("report_path"), also=(page,))
-        return spec
-
-    def _dag_report_dir(self, spec: RunSpec) -> str:
-        """This DAG's report folder: ``<report_dir>/<dag_id>`` (``report_dir`` is made per DAG by
-        :meth:`_confine`), else ``$AIRFLOW_HOME/polyv_reports/<dag_id>``."""
-        from polyv_connector.airflow import folders
-        from polyv_connector.deployment import default_report_dir
-
-        return spec.report_dir or folders.dag_folder(default_report_dir(), self._dag_id())
-
-    def _front(self, context: Context, spec: RunSpec) -> Front:
-        """What this task brings to the run's preparation: its connections (Airflow hooks), and
-        Airflow's home and the task's names for the files the settings do not place (a
-        table-only report's run page goes to this DAG's own report folder)."""
-        from polyv_connector.deployment import airflow_home
-
-        ti = context.get("ti")
-        map_index = getattr(ti, "map_index", -1)
-        return Front(
-            db_hook=_db_hook,
-            same_database=_same_database,
-            home=airflow_home(),
-            dag_id=self._dag_id(),
-            run_id=str(context.get("run_id") or "run"),
-            task_id=self.task_id,
-            map_index=map_index if isinstance(map_index, int) else -1,
-            report_folder=self._dag_report_dir(spec),
-            duckdb_external_access=self.duckdb_external_access,
+    def _task(self, context: Context) -> Writer:
+        """This task instance's names (its tries share them)."""
+        map_index = getattr(context.get("ti"), "map_index", -1)
+        return Writer(
+            self._dag_id(),
+            str(context.get("run_id") or ""),
+            self.task_id,
+            map_index if isinstance(map_index, int) else -1,
         )
 
-    def _write_run_page(self, result: SyncResult, context: Context, spec: RunSpec) -> str | None:
-        """Write the run page; its absolute path, or None when it could not be written (logged:
-        the page is a view of the run, never a reason to fail it)."""
-        try:
-            from polyv_connector.runpage import write_run_page
+    def _front(self, context: Context, spec: RunSpec) -> Front:
+        report_folder = dag_report_dir(spec, self._dag_id())
+        return task_front(self._task(context), report_folder, self.duckdb_external_access)
 
-            return write_run_page(
-                result,
-                run_page_path(spec, self._front(context, spec)),
-                report_path=spec.report_path,
-                airflow_run_id=context.get("run_id"),
-            )
-        except Exception as exc:
-            self.log.warning("could not write the run page: %s: %s", type(exc).__name__, exc)
-            return None
-
-    def _summary(
-        self,
-        result: SyncResult,
-        context: Context,
-        secret: str,
-        spec: RunSpec | None = None,
-        run_page: str | None = None,
-    ) -> dict[str, Any]:
-        from polyv_connector.airflow.summary import task_summary
-
-        return task_summary(result, context.get("run_id"), secret, spec.report_path if spec else None, run_page)
-
-    def _emit_metrics(self, result: SyncResult, app_id: str) -> None:
-        """``polyv.*`` metrics through Airflow's ``Stats`` (a no-op unless ``[metrics]`` is on)."""
+    def _record(
+        self, result: SyncResult, context: Context, spec: RunSpec, credentials: Credentials, say: Callable[..., Any]
+    ) -> tuple[dict[str, Any], str | None]:
+        """The run's page, its XCom summary (also kept for lineage), its summary lines in the task
+        log and its ``polyv.*`` metrics (through Airflow's ``Stats``, a no-op unless ``[metrics]``
+        is on). Returns the summary and the run page's path (None if it could not be written)."""
         from polyv_connector.airflow import metrics
 
+        airflow_run_id = context.get("run_id")
+        page = write_task_run_page(result, spec, self._front(context, spec), airflow_run_id, self.log)
+        summary = task_summary(result, airflow_run_id, credentials.app_secret.reveal(), spec.report_path, page)
+        self._lineage["summary"] = summary
+        say("%s", result.summary_line())
+        say("report: %s", _absolute_location(result.report_location, spec.report_path))
         dag_id = self.dag_id if self.has_dag() else ""  # type: ignore[no-untyped-call]
-        metrics.emit(result, {"dag_id": dag_id, "task_id": self.task_id, "app_id": app_id})
-
-    def _emit_asset_events(self, context: Context, summary: dict[str, Any]) -> None:
-        from polyv_connector.airflow.assets import emit_asset_events
-
-        emit_asset_events(context.get("outlet_events"), self.outlets or [], summary, self._written_locations, self.log)
+        metrics.emit(result, {"dag_id": dag_id, "task_id": self.task_id, "app_id": credentials.app_id})
+        return summary, page
 
     def _written_locations(self, summary: Mapping[str, Any]) -> list[Location]:
         """Where this run wrote, named as in its OpenLineage events (the same :class:`Location`)."""
@@ -499,7 +325,6 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
 
         return written_locations(run_lineage(self._lineage, self.log), summary)
 
-    # ---- lineage ------------------------------------------------------------------------------
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage inputs (the source, the sync state) and outputs (the report, the state,
         POLYV when something was sent), with the data-quality and run facets: see
@@ -514,14 +339,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         return self.get_openlineage_facets_on_complete(task_instance)
 
 
-# ---- helpers -----------------------------------------------------------------------------------
 def _with_airflow_run_id(spec: RunSpec, run_id: Any) -> RunSpec:
     import dataclasses
 
     if not run_id:
         return spec
     return dataclasses.replace(spec, options=dataclasses.replace(spec.options, airflow_run_id=str(run_id)))
-
-
-def _templated(*values: str) -> bool:
-    return any("{{" in v or "{%" in v for v in values)

@@ -15,6 +15,8 @@ from polyv_connector.paths import is_url
 
 if TYPE_CHECKING:
     from polyv_connector.engine.result import SyncResult
+    from polyv_connector.run import Front
+    from polyv_connector.runspec import RunSpec
 
 
 def task_summary(
@@ -55,3 +57,18 @@ def absolute_location(location: str | None, report_path: str | None) -> str | No
         if written in location:
             return location.replace(written, absolute_path(report_path), 1)
     return location
+
+
+def write_task_run_page(result: SyncResult, spec: RunSpec, front: Front, airflow_run_id: Any, log: Any) -> str | None:
+    """Write the run page; its absolute path, or None when it could not be written (logged:
+    the page is a view of the run, never a reason to fail it)."""
+    try:
+        from polyv_connector.run import run_page_path
+        from polyv_connector.runpage import write_run_page
+
+        return write_run_page(
+            result, run_page_path(spec, front), report_path=spec.report_path, airflow_run_id=airflow_run_id
+        )
+    except Exception as exc:
+        log.warning("could not write the run page: %s: %s", type(exc).__name__, exc)
+        return None
