@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from polyv_connector.errors import BusyError
-from polyv_connector.state.db_locks import LeaseLock, PgAdvisoryLock
 from polyv_connector.state.flock import FileLock
 from polyv_connector.state.folder import SyncState
+from polyv_connector.state.lease_lock import LeaseLock
+from polyv_connector.state.pg_lock import PgAdvisoryLock
 from tests.services import PG_DSN
 
 STATE_TABLE = "polyv_state"

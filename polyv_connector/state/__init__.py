@@ -6,7 +6,8 @@
 * :mod:`~polyv_connector.state.table` and :mod:`~polyv_connector.state.table_migration`: the
   warehouse table store (:class:`SqlStateTable`) and its migration from versions 1 and 2.
 * :mod:`~polyv_connector.state.locks` (the protocol), :mod:`~polyv_connector.state.flock`,
-  :mod:`~polyv_connector.state.db_locks`, :mod:`~polyv_connector.state.partition_rules` and
+  :mod:`~polyv_connector.state.db_locks` (the base of :mod:`~polyv_connector.state.pg_lock` and
+  :mod:`~polyv_connector.state.lease_lock`), :mod:`~polyv_connector.state.partition_rules` and
   :mod:`~polyv_connector.state.admin` (``polyv-sync state status|unlock``).
 
 The stores load lazily from here: importing this package imports neither NumPy nor pyarrow.

@@ -7,19 +7,12 @@ import os
 from collections.abc import Callable
 from typing import Any, Literal
 
-from polyv_connector.state.db_locks import (
-    LOCK_TABLES,
-    LockTables,
-    close,
-    lease_holders,
-    lock_key,
-    lock_name,
-    marker,
-    pg_advisory_holders,
-)
+from polyv_connector.state.db_locks import LOCK_TABLES, LockTables, close, lock_key, lock_name, marker
 from polyv_connector.state.flock import read_file_seq
 from polyv_connector.state.folder import SyncState
+from polyv_connector.state.lease_lock import lease_holders
 from polyv_connector.state.locks import describe
+from polyv_connector.state.pg_lock import pg_advisory_holders
 
 
 # ---- the lock tables --------------------------------------------------------------------------

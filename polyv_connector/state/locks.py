@@ -15,9 +15,9 @@ account's lock shared and their own slice exclusively).
 
 * :class:`~polyv_connector.state.flock.FileLock`: ``flock`` on a file in the state folder; the
   OS releases it when the process dies, so ``kill -9`` never leaves it locked.
-* :class:`~polyv_connector.state.db_locks.PgAdvisoryLock`: a PostgreSQL session advisory lock
+* :class:`~polyv_connector.state.pg_lock.PgAdvisoryLock`: a PostgreSQL session advisory lock
   on a dedicated connection; PostgreSQL releases it when the session ends.
-* :class:`~polyv_connector.state.db_locks.LeaseLock`: a lease row with an expiry of at most
+* :class:`~polyv_connector.state.lease_lock.LeaseLock`: a lease row with an expiry of at most
   60 s that a heartbeat thread renews, for any DB-API database; an expired lease is taken over.
 
 The store that grants a lock also hands the run a **run sequence number**, increasing by

@@ -46,9 +46,11 @@ from polyv_connector.errors import ConfigError, StateError
 from polyv_connector.fingerprints import UNCONFIRMED, HashFamily
 from polyv_connector.partitioning import WHOLE, Slice
 from polyv_connector.state import table_meta
-from polyv_connector.state.db_locks import LOCK_TABLES, LeaseLock, PgAdvisoryLock
+from polyv_connector.state.db_locks import LOCK_TABLES
+from polyv_connector.state.lease_lock import LeaseLock
 from polyv_connector.state.locks import LockMode
 from polyv_connector.state.partition_rules import acquire_slice
+from polyv_connector.state.pg_lock import PgAdvisoryLock
 from polyv_connector.state.store import MetaRecord, Opening
 from polyv_connector.state.table_migration import LEGACY_SCHEMA, legacy_projection, migrate_legacy
 from polyv_connector.warehouse import dbapi

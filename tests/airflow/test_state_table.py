@@ -142,7 +142,7 @@ def test_a_second_task_on_one_state_table_is_busy_and_retryable(sim, polyv_env, 
 
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-    from polyv_connector.state.db_locks import PgAdvisoryLock
+    from polyv_connector.state.pg_lock import PgAdvisoryLock
 
     _attrs(pg_schema, 20)
     _sync(pg_schema)  # creates the state table

@@ -100,7 +100,7 @@ def _no_failed_task(stack) -> bool:
 
 @pytest.mark.timeout(600)  # the stack's start (about 40-60 s) counts too; every wait inside is bounded
 def test_three_day_backfill_runs_side_by_side_and_each_waits_for_the_lock(scheduler_stack, sim, pg_schema):
-    from polyv_connector.state.db_locks import PgAdvisoryLock
+    from polyv_connector.state.pg_lock import PgAdvisoryLock
 
     stack = scheduler_stack
     table, expected = _source(pg_schema)

@@ -18,9 +18,10 @@ import pytest
 
 from polyv_connector.errors import BusyError, StateError
 from polyv_connector.state.admin import state_status, state_unlock, table_lock_status, table_lock_unlock
-from polyv_connector.state.db_locks import LeaseLock, lock_key
+from polyv_connector.state.db_locks import lock_key
 from polyv_connector.state.flock import FileLock
 from polyv_connector.state.folder import SyncState
+from polyv_connector.state.lease_lock import LeaseLock
 from tests.lock_worker import APP, STATE_TABLE, make_lock, pg_connect
 
 ROOT = Path(__file__).resolve().parents[2]
