@@ -7,7 +7,7 @@
 * :func:`name_under`: a trigger-time report *name* joined to the folder the DAG author chose.
 * :func:`require_under`: a trigger-time input or suite path inside a prefix the DAG author allows.
 
-A leaf: it knows paths, not settings (:func:`polyv_connector.runspec.confine` applies these
+A leaf: it knows paths, not settings (:func:`polyv_connector.trigger_paths.confine` applies these
 checks to a run).
 
 Nothing here writes anything. Errors are :class:`ConfigError` naming the setting as given.

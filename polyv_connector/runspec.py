@@ -42,7 +42,6 @@ from polyv_connector.parsers import (
     text,
 )
 from polyv_connector.partitioning import MAX_PARTITIONS
-from polyv_connector.paths import name_under, require_under
 
 if TYPE_CHECKING:
     from polyv_connector.budget import SharedBudget
@@ -404,7 +403,7 @@ class RunSpec:
     state_conn_id: str | None = None
     diff_in_warehouse: bool = False
     validation_dir: str | None = None
-    #: Where trigger-time paths may point (None: anywhere; see :func:`confine`).
+    #: Where trigger-time paths may point (None: anywhere; see :func:`polyv_connector.trigger_paths.confine`).
     report_dir: str | None = None
     allowed_input_prefixes: tuple[str, ...] | None = None
     allowed_suite_prefixes: tuple[str, ...] | None = None
@@ -540,35 +539,6 @@ def _column_mapping(given: Mapping[str, Any]) -> ColumnMapping:
     if given["fields"]:
         return ColumnMapping.wide(given["viewer_id_column"], given["fields"])
     return ColumnMapping(given["viewer_id_column"], given["field_id_column"], given["value_column"])
-
-
-def confine(spec: RunSpec) -> RunSpec:
-    """``spec`` with its trigger-time paths held to where the DAG author allows.
-
-    With ``report_dir`` set, ``report_path`` is a name under it; with ``allowed_input_prefixes``
-    / ``allowed_suite_prefixes`` set, the input / the suite must lie under one of them.
-    Raises :class:`ConfigError` naming the argument.
-    """
-    import dataclasses
-
-    report_path = spec.report_path
-    if spec.report_dir and report_path:
-        report_path = name_under(spec.report_dir, report_path, spec.label("report_path"))
-    if spec.allowed_input_prefixes is not None and spec.input_path:
-        require_under(
-            spec.input_path,
-            spec.allowed_input_prefixes,
-            spec.label("input_path"),
-            spec.label("allowed_input_prefixes"),
-        )
-    if spec.allowed_suite_prefixes is not None and spec.suite_path:
-        require_under(
-            spec.suite_path,
-            spec.allowed_suite_prefixes,
-            spec.label("expectation_suite_path"),
-            spec.label("allowed_suite_prefixes"),
-        )
-    return dataclasses.replace(spec, report_path=report_path)
 
 
 def check_polyv_conn_id(conn_id: str, allowed: Any, front: Front = "operator") -> None:

@@ -82,10 +82,11 @@ def _trigger_checked(task: Any, context: dict[str, Any]) -> Any:
     point where it would read the input."""
     from polyv_connector.airflow.hooks import PolyvHook
     from polyv_connector.paths import check_output_file
-    from polyv_connector.runspec import confine
+    from polyv_connector.run import check_outputs
+    from polyv_connector.trigger_paths import confine
 
     spec = confine(PolyvHook(task.polyv_conn_id).resolve_run(task._given()))
-    task._check_outputs(context, spec)
+    check_outputs(spec, task._front(context, spec))
     if spec.report_path:
         check_output_file(spec.report_path, "report_path", input_path=spec.input_path)
     return spec

@@ -113,7 +113,7 @@ def confine_task_paths(spec: RunSpec, writer: Writer) -> RunSpec:
 
     from polyv_connector.paths import is_url
     from polyv_connector.runpage import page_path_for
-    from polyv_connector.runspec import confine
+    from polyv_connector.trigger_paths import confine
 
     if spec.report_dir:
         if spec.report_path:
