@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from polyv_connector.config import Credentials, SyncOptions
+from polyv_connector.config import Credentials, SendOptions, SyncOptions
 from polyv_connector.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -346,13 +346,17 @@ def assemble(
 
 
 def new_client(
-    credentials: Credentials, options: SyncOptions, budget: RequestBudget | None, clock: Callable[[], float]
+    credentials: Credentials,
+    send: SendOptions,
+    budget: RequestBudget | None,
+    clock: Callable[[], float] = time.time,
 ) -> PolyvClient:
-    """A POLYV client of its own for the run, drawing on ``budget`` (default: a token bucket at ``max_rps``)."""
+    """A POLYV client drawing on ``budget`` (default: a token bucket at ``max_rps``): a run's own,
+    or the one an Airflow hook pools for its task (the one place a client is built)."""
     from polyv_connector.transport.client import PolyvClient
     from polyv_connector.transport.ratelimit import TokenBucket
 
-    return PolyvClient(credentials, options.send, budget=budget or TokenBucket(options.send.max_rps), clock=clock)
+    return PolyvClient(credentials, send, budget=budget or TokenBucket(send.max_rps), clock=clock)
 
 
 def sync(
@@ -414,7 +418,7 @@ def sync(
             progress=progress or Progress(),
         )
         if client is None:
-            client = new_client(credentials, options, budget, clock)
+            client = new_client(credentials, options.send, budget, clock)
         run = assemble(
             source,
             credentials,

@@ -106,11 +106,9 @@ class PolyvHook(BaseHook):
         request budget every call draws on (default: a token bucket at the options' max_rps).
         """
         if self._client is None:
-            from polyv_connector.transport.client import PolyvClient
-            from polyv_connector.transport.ratelimit import TokenBucket
+            from polyv_connector.run import new_client
 
-            send = options or self.get_send_options()
-            self._client = PolyvClient(self.get_credentials(), send, budget=budget or TokenBucket(send.max_rps))
+            self._client = new_client(self.get_credentials(), options or self.get_send_options(), budget)
         return self._client
 
     def close(self) -> None:
