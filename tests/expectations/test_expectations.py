@@ -21,7 +21,7 @@ from polyv_connector.report import ParquetReport
 from polyv_connector.sources.parquet import ParquetSource
 from tests.conftest import APP_ID, FAST, read_report, write_items
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "expectations" / "viewer_custom_fields.json"
 
 REGEX = "expect_column_values_to_match_regex(viewerId)"
@@ -402,7 +402,7 @@ def test_great_expectations_is_not_imported_by_the_package_or_the_cli_help() -> 
 def test_packaged_copy_of_the_bundled_suite_matches_the_repository_one() -> None:
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     packaged = root / "polyv_connector" / "data" / "viewer_custom_fields.json"
     assert packaged.read_bytes() == (root / "expectations" / "viewer_custom_fields.json").read_bytes()
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from polyv_connector.expectations import SuiteValidator
-from tests.test_expectations import USER_SUITE, items_table, write_suite
+from tests.expectations.test_expectations import USER_SUITE, items_table, write_suite
 
 SCRIPT = "<script>alert(1)</script>"
 
