@@ -455,7 +455,9 @@ def test_parquet_dag_events_read_back_through_the_client_model(run_dag, sim, tmp
     outputs = {(o.namespace, o.name): o for o in complete.outputs}
     polyv = outputs[sim.base_url, f"live/v4/user/custom-field/viewer-value/{APP_ID}"]
     assert polyv.outputFacets["outputStatistics"].rowCount == run.xcom["counts"]["sent"] > 0
-    assert ("file", str(tmp_path / "reports" / "lineage.parquet")) in outputs
+    # A trigger's report name lands in the DAG's own folder under the report folder.
+    written = tmp_path / "reports" / "polyv_viewer_sync_parquet" / "lineage.parquet"
+    assert ("file", str(written)) in outputs
     facet = complete.run.facets["polyv_sync"]
     assert facet.runId == run.xcom["runId"] and facet.counts == run.xcom["counts"]
     doc = complete.job.facets.get("documentation")
@@ -478,7 +480,7 @@ def test_parquet_dag_events_read_back_through_the_client_model(run_dag, sim, tmp
     finally:
         db.close()
     assert recorded >= {
-        f"file://{tmp_path / 'reports' / 'lineage.parquet'}",
+        f"file://{written}",
         f"{sim.base_url}/live/v4/user/custom-field/viewer-value/{APP_ID}",
     }, recorded
 
