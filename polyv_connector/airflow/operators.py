@@ -18,6 +18,7 @@ from airflow.sdk import Asset, AssetAlias, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from polyv_connector import exit_codes
+from polyv_connector.airflow import interval
 from polyv_connector.airflow.assets import (
     input_asset,
     report_file_asset,
@@ -26,6 +27,7 @@ from polyv_connector.airflow.assets import (
     sync_report_asset,
 )
 from polyv_connector.airflow.failures import airflow_error as _airflow_error
+from polyv_connector.airflow.failures import exit_line
 from polyv_connector.airflow.failures import failure_message as _failure_message
 from polyv_connector.airflow.failures import scrub_secret as _scrub_secret
 from polyv_connector.airflow.hooks import PolyvHook
@@ -284,6 +286,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                 " (dry run)" if spec.options.dry_run else "",
                 " (full refresh)" if spec.options.full_refresh else "",
             )
+            for line in interval.start_lines(spec, context):
+                self.log.info("%s", line)
             run_id = new_run_id()
             from polyv_connector.sender import Circuit
 
@@ -308,6 +312,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                     report_fallback_dir=self._dag_report_dir(spec),
                 )
         except PolyvConnectorError as exc:
+            self.log.error("%s", exit_line(exit_codes.for_error(exc).code, getattr(exc, "cause", None)))
             raise _airflow_error(exc) from exc
         except BaseException as exc:
             # execution_timeout (AirflowTaskTimeout) or SIGINT (KeyboardInterrupt) while sending:
@@ -337,6 +342,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             for label, key in (("validation result", "resultJson"), ("data docs", "dataDocsPage")):
                 if validation.get(key):
                     self.log.info("%s: %s", label, validation[key])
+        interval.note_zero_rows(result, context, self.log)
         page = self._write_run_page(result, context, spec)
         summary = self._summary(result, context, credentials.app_secret.reveal(), spec, page)
         self._lineage["summary"] = summary
@@ -353,6 +359,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             # fail at once; transient ones (a block, timeouts, a stop) are left to Airflow's retries.
             retryable = exit_codes.failure_is_retryable(result.exit_code, result.abort_cause, result.counts_by_reason)
             failure = AirflowException if retryable else AirflowFailException
+            self.log.error("%s", exit_line(result.exit_code, result.abort_cause))
             raise failure(_scrub_secret(_failure_message(result), credentials.app_secret.reveal()))
         return summary
 

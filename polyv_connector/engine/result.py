@@ -69,7 +69,9 @@ class SyncResult:
             f"{requests:,} save request{'' if requests == 1 else 's'} in {self.duration_s:.1f}s"
         )
         if self.aborted:
-            line += f"; STOPPED: {self.aborted}"
+            # Not the message again: it is logged once when sending stops (``sending stops``)
+            # and kept in the summary's ``aborted``.
+            line += f"; STOPPED ({self.abort_cause}): why is logged once ('sending stops') and kept as aborted"
         if self.gate_failures:
             line += f"; GATE FAILED: {' | '.join(self.gate_failures)}"
         return line

@@ -206,3 +206,40 @@ def test_a_failed_dag_run_posts_the_alert_with_the_xcom_summary(run_dag, sim, tm
         "by reason: polyv_refused" in alert["text"] and "polyv_viewer_sync_parquet.sync_viewer_fields" in alert["text"]
     )
     assert "WRONG-planted-secret-77aa" not in json.dumps(alert) and PLANTED_SECRET not in json.dumps(alert)
+
+
+def test_a_stop_is_said_once_and_rows_with_one_reason_are_one_line():
+    """Wrong appSecret: the stop's message once (its ``stopped`` line), not also as ``error:``,
+    and the not-attempted rows, which share one reason, as one line with a count."""
+    from polyv_connector.airflow.failures import failure_message as operator_message
+    from polyv_connector.airflow.notifier import failure_message
+    from polyv_connector.engine.result import SyncResult
+    from polyv_connector.reasons import stopped_reason
+
+    stop = "POLYV refused the credentials: invalid signature; check the connection's appSecret"
+    reason = stopped_reason("auth")
+    result = SyncResult(
+        run_id="20261130T010203Z-abcd1234",
+        app_id="app",
+        counts={"not_attempted": 6},
+        items=6,
+        requests_sent=1,
+        requests_planned=1,
+        duration_s=0.1,
+        report_location="/r.parquet",
+        dry_run=False,
+        aborted=stop,
+        abort_cause="auth",
+        counts_by_reason={"polyv_refused": 6},
+        problems=[
+            {"rowNumber": i, "viewerId": f"v{i}", "reasonCode": "polyv_refused", "reason": reason} for i in range(6)
+        ],
+    )
+    text = failure_message(result.to_dict(), {"error": operator_message(result)})
+    assert text.count("invalid signature") == 1 and "error:" not in text
+    assert f"  6 rows (rows 0, 1, 2 and 3 more): polyv_refused: {reason}" in text
+    assert text.count(reason) == 1
+    # An error the summary does not say is kept.
+    assert "error: the worker ran out of memory" in failure_message(
+        result.to_dict(), {"error": "the worker ran out of memory"}
+    )
