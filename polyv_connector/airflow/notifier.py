@@ -128,7 +128,7 @@ class PolyvSyncFailureNotifier(BaseNotifier):
 
     def notify(self, context: Any) -> None:
         ti = context.get("ti") or context.get("task_instance")
-        summary = _pulled_summary(ti)
+        summary = _pulled_summary(ti, context.get("task"))
         exception = context.get("exception")
         # Scrubbed before it is cut: a cut could leave a piece of the secret no scrub would find.
         secret = _polyv_secret(context)
@@ -212,8 +212,14 @@ def _polyv_secret(context: Any) -> str:
         return ""
 
 
-def _pulled_summary(ti: Any) -> dict[str, Any] | None:
-    """The failed task's XCom summary, when it left one."""
+def _pulled_summary(ti: Any, task: Any = None) -> dict[str, Any] | None:
+    """The failed task's XCom summary, when it left one (the operator's own copy when it ran in
+    this process: no XCom question, and no "XCom not found" in the log, for one never pushed)."""
+    from polyv_connector.airflow.summary import kept_summary
+
+    known, kept = kept_summary(task)
+    if known:
+        return kept
     if ti is None:
         return None
     try:

@@ -210,6 +210,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         self.duckdb_external_access = duckdb_external_access is True
         self._lineage: dict[str, Any] = {}
         self._stop: Circuit | None = None  # set while execute() runs: on_kill() stops through it
+        self._executed = False  # see summary.kept_summary: links and the notifier ask it first
         if not explicit_outlets:
             self.outlets = self.default_outlets()
         if not explicit_inlets and input_path and not _templated(input_path):
@@ -252,6 +253,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         from polyv_connector.transport.redact import install_log_redaction
 
         install_log_redaction()
+        self._executed = True
         hook = PolyvHook(self.polyv_conn_id)
         try:
             from polyv_connector import runspec

@@ -206,6 +206,32 @@ def test_a_failed_dag_run_posts_the_alert_with_the_xcom_summary(run_dag, sim, tm
         "by reason: polyv_refused" in alert["text"] and "polyv_viewer_sync_parquet.sync_viewer_fields" in alert["text"]
     )
     assert "WRONG-planted-secret-77aa" not in json.dumps(alert) and PLANTED_SECRET not in json.dumps(alert)
+    # The summary was pushed: the links and the alert read it without an XCom miss.
+    assert "XCom not found" not in run.output, run.output[-3000:]
+    assert "POLYV sync failed: exitCode 3 (aborted:" in run.output and "abortCause auth" in run.output
+
+
+@pytest.mark.slow
+def test_a_task_that_fails_before_its_summary_logs_no_xcom_misses(run_dag, sim, tmp_path, webhook):
+    """A configuration error fails before any summary: the extra links (computed when the task
+    ends) and the alert ask the operator, not XCom, so the log holds no "XCom not found" errors
+    before the real one."""
+    url, received = webhook
+    env = {
+        "AIRFLOW_CONN_POLYV_DEFAULT": conn_json(sim.base_url),
+        "AIRFLOW_CONN_POLYV_ALERTS": json.dumps({"conn_type": "http", "host": url, "extra": {"endpoint": "/alert"}}),
+        "AIRFLOW_VAR_POLYV_REPORT_DIR": str(tmp_path),
+    }
+    run = run_dag(
+        "polyv_viewer_sync_parquet",
+        "2025-03-06",
+        {"report_path": "r.parquet", "input_path": str(tmp_path / "no.parquet")},
+        env=env,
+    )
+    assert run.state == "failed", run.output[-3000:]
+    assert "XCom not found" not in run.output, run.output[-5000:]
+    assert "POLYV sync failed: exitCode 2" in run.output, run.output[-3000:]
+    assert len(received) == 1 and "no run summary" in received[0]["json"]["text"]
 
 
 def test_a_stop_is_said_once_and_rows_with_one_reason_are_one_line():
