@@ -118,3 +118,17 @@ def test_the_default_query_on_mariadb(sim, polyv_env, mysql_db, tmp_path) -> Non
     finally:
         conn.close()
     _check("polyv_mysql", "good", "renamed", sim, tmp_path)
+
+
+def test_the_default_query_on_duckdb(sim, polyv_env, tmp_path, monkeypatch) -> None:
+    import duckdb
+
+    path = str(tmp_path / "warehouse.duckdb")
+    monkeypatch.setenv("AIRFLOW_CONN_POLYV_DUCKDB", json.dumps({"conn_type": "duckdb", "host": path}))
+    conn = duckdb.connect(path)
+    try:
+        _fill(conn.execute, "good", "viewer_id")
+        _fill(conn.execute, "renamed", "user_id")
+    finally:
+        conn.close()
+    _check("polyv_duckdb", "good", "renamed", sim, tmp_path)
