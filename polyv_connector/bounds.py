@@ -20,6 +20,8 @@ VIEWER_ID_CHARS: Final = 128
 REASON_CHARS: Final = 500
 #: Characters of an exception's text quoted in an alert (the task log has it whole).
 ERROR_CHARS: Final = 2000
+#: Characters of a source query quoted in a task's log when it starts.
+QUERY_CHARS: Final = 20_000
 #: What ends a cut text: says that something was left out.
 CUT_MARK: Final = "…"
 

@@ -131,6 +131,21 @@ def for_abort_cause(cause: str | None) -> str:
     return _FOR_ABORT_CAUSE.get(cause or "stopped", RUN_STOPPED).code
 
 
+def stopped_reason(cause: str | None, sent: bool = False) -> str:
+    """The ``reason`` of an item a stopped run left unsent (``sent``: in doubt, its request left).
+
+    Short on purpose: the stop's whole message is said once, in the summary's ``aborted``, the
+    log and the exception; copied into every row it drowned the report and the alert.
+    """
+    why = cause or "stopped"
+    if sent:
+        return (
+            f"in doubt: the request was sent but no answer came back before the run stopped ({why}); POLYV may "
+            "or may not hold this value; the next run sends it again (see the run's error: aborted)"
+        )
+    return f"not sent: the run stopped before sending this item ({why}); see the run's error (aborted)"
+
+
 def is_retryable(code: str) -> bool:
     """Whether a rerun may succeed for an item with ``code`` (an unknown code counts as retryable)."""
     known = BY_CODE.get(code)

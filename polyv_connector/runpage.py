@@ -132,6 +132,8 @@ def render_run_page(
         verdict, badge = "NOT ALL SYNCED", "bad"
     elif counts.get("rejected"):
         verdict, badge = "OK, WITH REJECTED ROWS", "warn"
+    elif result.warnings:
+        verdict, badge = "OK, WITH WARNINGS", "warn"
     else:
         verdict, badge = "OK", "ok"
 
@@ -170,6 +172,8 @@ def render_run_page(
         parts.append(f'<p><span class="badge bad">stopped</span> {e(result.aborted)}</p>')
     for gate in result.gate_failures:
         parts.append(f'<p><span class="badge bad">gate</span> {e(gate)}</p>')
+    for warning in result.warnings:
+        parts.append(f'<p class="notice"><span class="badge warn">warning</span> {e(warning)}</p>')
 
     parts.append("<h2>Items by status and by reason</h2>")
     charts = [_figure(_status_chart(counts), "Items by status", "chart-status")]

@@ -176,10 +176,7 @@ class BatchSender:
                     batch_id=batch.batch_id,
                     attempts=1,
                     synced_at=self._clock(),
-                    reason=(
-                        "in doubt: the request was sent but no answer came back before the run stopped "
-                        f"({self._circuit.abort}); POLYV may or may not hold this value; the next run sends it again"
-                    ),
+                    reason=codes.stopped_reason(self._circuit.abort.cause if self._circuit.abort else None, sent=True),
                     reason_code=codes.IN_DOUBT.code,
                 )
             )
@@ -187,7 +184,7 @@ class BatchSender:
 
     def _not_attempted(self, batch: Batch, attempts: int, outcome: Outcome | None = None) -> ItemsResult:
         abort = self._circuit.abort
-        reason = f"not sent: the run was stopped ({abort})" if abort else "not sent: the run was stopped"
+        reason = codes.stopped_reason(abort.cause if abort else None)
         return ItemsResult(
             indices=batch.indices,
             status="not_attempted",

@@ -63,6 +63,12 @@ SUMMARY_KEYS: tuple[SummaryKey, ...] = (
         "`reason` (never the value)",
     ),
     SummaryKey(
+        "warnings",
+        "always",
+        "what to know although the run may have succeeded, e.g. `read 0 rows from …` (a first load on the "
+        "interval query reads only the run's data interval); the exit code is not changed by them",
+    ),
+    SummaryKey(
         "unchangedInWarehouse",
         "sometimes",
         "with `diff_in_warehouse`: rows the database found unchanged (counted here, not listed in the report)",

@@ -68,11 +68,15 @@ def test_missing_secret_exits_2_naming_the_variable(tmp_path, env, sim, monkeypa
     assert sim.stats.api_requests == 0
 
 
-def test_wrong_secret_exits_3(tmp_path, env, sim, monkeypatch, capsys) -> None:
+def test_wrong_secret_exits_3(tmp_path, env, sim, monkeypatch, capsys, caplog) -> None:
     monkeypatch.setenv("POLYV_APP_SECRET", "wrong-secret-value")
     src = write_items(tmp_path / "in.parquet", [("a", "PAY_STATUS", "1")])
     assert cli("run", "--input", str(src), "--report", str(tmp_path / "r.parquet")) == 3
-    assert "invalid signature" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    # Said once, where sending stopped (the log, on stderr; pytest may capture it as log
+    # records); the summary line names the cause.
+    assert (out + err + caplog.text).count("invalid signature") == 1, out + err + caplog.text
+    assert "STOPPED (auth)" in out
 
 
 def test_help_does_not_import_heavy_modules() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from polyv_connector.batching import Batch, item_table
 from polyv_connector.errors import RunAborted
+from polyv_connector.reasons import stopped_reason
 from polyv_connector.sender import BatchSender, Circuit, ItemsResult
 from polyv_connector.simulator import FaultConfig
 from polyv_connector.transport.client import PolyvClient
@@ -33,7 +34,8 @@ def test_a_circuit_opened_during_the_backoff_stops_the_retry(sim, creds) -> None
     with PolyvClient(creds, FAST) as client:
         [result] = BatchSender(client, RetryPolicy(max_attempts=5), circuit, sleep=sleep).send(batch)
     assert result.status == "not_attempted" and result.attempts == 1
-    assert "another worker hit the block" in (result.reason or "")
+    # The stop's message is the run's (aborted), said once; the item names the cause.
+    assert result.reason == stopped_reason("blocked") and result.reason_code == "blocked"
     assert sim.stats.save_requests == 1
 
 

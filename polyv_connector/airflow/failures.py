@@ -4,6 +4,8 @@ never holds the appSecret.
 * :func:`airflow_error`: an error the run raised, as ``AirflowException`` (Airflow retries) or
   ``AirflowFailException`` (no retry), by its exit code (:mod:`polyv_connector.exit_codes`).
 * :func:`failure_message`: one line for a finished run that did not sync every item.
+* :func:`exit_line`: the ERROR line a failing task logs first: the exit code, its meaning and
+  what stopped the run (the task log shows no process exit code of its own).
 * :func:`scrub_secret` (from :mod:`polyv_connector.transport.redact`): strings, lists and dicts
   with every occurrence of the secret replaced.
 
@@ -22,7 +24,7 @@ from polyv_connector.errors import InputError, PolyvConnectorError, StateError
 from polyv_connector.reasons import NOT_PROBLEMS
 from polyv_connector.transport.redact import scrub_secret
 
-__all__ = ["airflow_error", "failure_message", "scrub_secret"]
+__all__ = ["airflow_error", "exit_line", "failure_message", "scrub_secret"]
 
 if TYPE_CHECKING:
     from polyv_connector.engine.result import SyncResult
@@ -44,6 +46,14 @@ def airflow_error(exc: PolyvConnectorError) -> Exception:
         kind = kinds.get(code, code.name)
     message = f"POLYV sync: {kind}: {exc}"
     return AirflowException(message) if code.retryable else AirflowFailException(message)
+
+
+def exit_line(code: int, abort_cause: str | None = None) -> str:
+    """``exitCode 3 (aborted: POLYV stopped the run ...); abortCause auth``: one line, the
+    summary's keys named as the summary names them."""
+    known = exit_codes.BY_CODE.get(code)
+    meaning = f"{known.name}: {known.meaning}" if known else "unknown"
+    return f"POLYV sync failed: exitCode {code} ({meaning}); abortCause {abort_cause or 'none'}"
 
 
 def failure_message(result: SyncResult) -> str:

@@ -75,7 +75,12 @@ def _api_base_url() -> str:
         return ""
 
 
-def _summary(ti_key: TaskInstanceKey) -> dict[str, Any]:
+def _summary(operator: Any, ti_key: TaskInstanceKey) -> dict[str, Any]:
+    from polyv_connector.airflow.summary import kept_summary
+
+    known, kept = kept_summary(operator)
+    if known:  # the worker, right after execute(): no XCom question for a summary never pushed
+        return kept or {}
     from airflow.sdk.execution_time.xcom import XCom
 
     value = XCom.get_value(ti_key=ti_key, key="return_value")
@@ -88,7 +93,7 @@ class _SummaryLink(BaseOperatorLink):
     kind = ""
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        return summary_link(_summary(ti_key), self.kind, ti_key, _api_base_url())
+        return summary_link(_summary(operator, ti_key), self.kind, ti_key, _api_base_url())
 
 
 class RunPageLink(_SummaryLink):

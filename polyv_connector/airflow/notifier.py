@@ -25,12 +25,14 @@ from typing import Any
 
 from airflow.sdk.bases.notifier import BaseNotifier
 
-from polyv_connector.bounds import ERROR_CHARS, REASON_CHARS, VIEWER_ID_CHARS, cut
+from polyv_connector.bounds import CUT_MARK, ERROR_CHARS, REASON_CHARS, VIEWER_ID_CHARS, cut
 from polyv_connector.reasons import NOT_PROBLEMS
 from polyv_connector.transport.redact import scrub_secret
 
 #: Problem rows quoted in a message: enough to see the pattern, short enough for a chat line.
 MAX_PROBLEMS_SHOWN = 5
+#: Row numbers quoted for a line of problem rows that share a reason.
+EXAMPLE_ROWS = 3
 # Statuses that make a run unsuccessful.
 _BAD_STATUSES = ("rejected", "failed", "in_doubt", "not_attempted")
 WEBHOOK_TIMEOUT_S = 10.0
@@ -47,7 +49,7 @@ def failure_message(summary: Mapping[str, Any] | None, where: Mapping[str, Any])
     if where.get("try_number"):
         head += f" (try {where['try_number']})"
     lines = [head]
-    if where.get("error"):
+    if where.get("error") and not _repeats_summary(str(where["error"]), summary):
         lines.append(f"error: {cut(where['error'], ERROR_CHARS)}")
     if summary:
         counts = summary.get("counts") or {}
@@ -64,9 +66,7 @@ def failure_message(summary: Mapping[str, Any] | None, where: Mapping[str, Any])
         if summary.get("aborted"):
             lines.append(f"stopped ({summary.get('abortCause')}): {cut(summary['aborted'], ERROR_CHARS)}")
         problems: Sequence[Mapping[str, Any]] = summary.get("problems") or []
-        for p in problems[:MAX_PROBLEMS_SHOWN]:
-            viewer, reason = cut(p.get("viewerId"), VIEWER_ID_CHARS), cut(p.get("reason"), REASON_CHARS)
-            lines.append(f"  row {p.get('rowNumber')} viewer {viewer}: {p.get('reasonCode')}: {reason}")
+        lines.extend(problem_lines(problems))
         if summary.get("runPage"):
             lines.append(f"run page: {summary['runPage']}")
         if summary.get("report"):
@@ -76,6 +76,37 @@ def failure_message(summary: Mapping[str, Any] | None, where: Mapping[str, Any])
     if where.get("log_url"):
         lines.append(f"log: {where['log_url']}")
     return "\n".join(lines)
+
+
+def problem_lines(problems: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The problem rows, those with the same ``reasonCode`` and ``reason`` as one line (a stop
+    leaves every row with the same reason: one line says it), at most
+    :data:`MAX_PROBLEMS_SHOWN` lines."""
+    groups: dict[tuple[Any, str], list[Mapping[str, Any]]] = {}
+    for p in problems:
+        groups.setdefault((p.get("reasonCode"), cut(p.get("reason"), REASON_CHARS)), []).append(p)
+    lines = []
+    for (code, reason), rows in list(groups.items())[:MAX_PROBLEMS_SHOWN]:
+        if len(rows) == 1:
+            viewer = cut(rows[0].get("viewerId"), VIEWER_ID_CHARS)
+            lines.append(f"  row {rows[0].get('rowNumber')} viewer {viewer}: {code}: {reason}")
+            continue
+        shown = ", ".join(str(r.get("rowNumber")) for r in rows[:EXAMPLE_ROWS])
+        more = f" and {len(rows) - EXAMPLE_ROWS} more" if len(rows) > EXAMPLE_ROWS else ""
+        lines.append(f"  {len(rows)} rows (rows {shown}{more}): {code}: {reason}")
+    return lines
+
+
+def _repeats_summary(error: str, summary: Mapping[str, Any] | None) -> bool:
+    """Whether the exception only says what the summary's lines say: the operator's own failure
+    message for this run, or the stop the summary names (said once, on its ``stopped`` line)."""
+    if not summary:
+        return False
+    run_id = summary.get("runId")
+    if run_id and error.startswith(f"POLYV sync {run_id} did not sync every item"):
+        return True
+    aborted = summary.get("aborted")
+    return bool(aborted) and cut(aborted, ERROR_CHARS).rstrip(CUT_MARK) in error
 
 
 class PolyvSyncFailureNotifier(BaseNotifier):
@@ -97,7 +128,7 @@ class PolyvSyncFailureNotifier(BaseNotifier):
 
     def notify(self, context: Any) -> None:
         ti = context.get("ti") or context.get("task_instance")
-        summary = _pulled_summary(ti)
+        summary = _pulled_summary(ti, context.get("task"))
         exception = context.get("exception")
         # Scrubbed before it is cut: a cut could leave a piece of the secret no scrub would find.
         secret = _polyv_secret(context)
@@ -181,8 +212,14 @@ def _polyv_secret(context: Any) -> str:
         return ""
 
 
-def _pulled_summary(ti: Any) -> dict[str, Any] | None:
-    """The failed task's XCom summary, when it left one."""
+def _pulled_summary(ti: Any, task: Any = None) -> dict[str, Any] | None:
+    """The failed task's XCom summary, when it left one (the operator's own copy when it ran in
+    this process: no XCom question, and no "XCom not found" in the log, for one never pushed)."""
+    from polyv_connector.airflow.summary import kept_summary
+
+    known, kept = kept_summary(task)
+    if known:
+        return kept
     if ti is None:
         return None
     try:

@@ -17,8 +17,10 @@ from airflow.sdk import Asset, AssetAlias, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from polyv_connector import exit_codes
+from polyv_connector.airflow import interval
 from polyv_connector.airflow.assets import input_asset, task_outlets, templated
 from polyv_connector.airflow.failures import airflow_error as _airflow_error
+from polyv_connector.airflow.failures import exit_line
 from polyv_connector.airflow.failures import failure_message as _failure_message
 from polyv_connector.airflow.failures import scrub_secret as _scrub_secret
 from polyv_connector.airflow.folders import Writer, confine_task_paths, dag_report_dir
@@ -146,6 +148,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         self.duckdb_external_access = duckdb_external_access is True
         self._lineage: dict[str, Any] = {}
         self._stop: Circuit | None = None  # set while execute() runs: on_kill() stops through it
+        self._executed = False  # see summary.kept_summary: links and the notifier ask it first
         if not explicit_outlets:
             self.outlets = self.default_outlets()
         if not explicit_inlets and input_path and not templated(input_path):
@@ -175,6 +178,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         from polyv_connector.transport.redact import install_log_redaction
 
         install_log_redaction()
+        self._executed = True
         hook = PolyvHook(self.polyv_conn_id)
         try:
             from polyv_connector import runspec
@@ -209,6 +213,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                 " (dry run)" if spec.options.dry_run else "",
                 " (full refresh)" if spec.options.full_refresh else "",
             )
+            for line in interval.start_lines(spec, context):
+                self.log.info("%s", line)
             run_id = new_run_id()
             from polyv_connector.sender import Circuit
 
@@ -233,6 +239,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                     report_fallback_dir=dag_report_dir(spec, self._dag_id()),
                 )
         except PolyvConnectorError as exc:
+            self.log.error("%s", exit_line(exit_codes.for_error(exc).code, getattr(exc, "cause", None)))
             raise _airflow_error(exc) from exc
         except BaseException as exc:
             # execution_timeout (AirflowTaskTimeout) or SIGINT (KeyboardInterrupt) while sending:
@@ -253,9 +260,11 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             from polyv_connector.airflow.lineage import expectation_facts
 
             self._lineage["expectations"] = expectation_facts(validator)
-        for label, key in (("validation result", "resultJson"), ("data docs", "dataDocsPage")):
-            if validation.get(key):
-                self.log.info("%s: %s", label, validation[key])
+        if validation:
+            for label, key in (("validation result", "resultJson"), ("data docs", "dataDocsPage")):
+                if validation.get(key):
+                    self.log.info("%s: %s", label, validation[key])
+        interval.note_zero_rows(result, context, self.log)
         summary, page = self._record(result, context, spec, credentials, self.log.info)
         if page:
             self.log.info("run page: %s", page)
@@ -269,6 +278,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             # fail at once; transient ones (a block, timeouts, a stop) are left to Airflow's retries.
             retryable = exit_codes.failure_is_retryable(result.exit_code, result.abort_cause, result.counts_by_reason)
             failure = AirflowException if retryable else AirflowFailException
+            self.log.error("%s", exit_line(result.exit_code, result.abort_cause))
             raise failure(_scrub_secret(_failure_message(result), credentials.app_secret.reveal()))
         return summary
 

@@ -36,9 +36,11 @@ STATE_TABLE = "polyv_sync_state"
 
 #: Rows changed in the run's data interval. The table name is checked as an identifier by the
 #: operator only when it is passed as source_table; here it is part of the query text (the
-#: param's pattern checks it).
+#: param's pattern checks it). ``*``, not the three names: the column mapping picks the columns,
+#: so a table whose columns are named otherwise fails with the mapping's message (missing
+#: column(s) ..., found: ...), not with the database's "column does not exist" on the query.
 INTERVAL_SQL = """
-SELECT viewer_id, custom_field_id, custom_field_value
+SELECT *
 FROM {{ params.source_table }}
 WHERE updated_at >= '{{ data_interval_start }}' AND updated_at < '{{ data_interval_end }}'
 """

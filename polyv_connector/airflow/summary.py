@@ -42,6 +42,22 @@ def task_summary(
     return scrubbed
 
 
+def kept_summary(operator: Any) -> tuple[bool, dict[str, Any] | None]:
+    """``(known, summary)``: whether ``operator`` ran in this process, and the summary it kept.
+
+    Airflow computes a task's extra links and runs its failure callback in the worker, right
+    after ``execute``, on the same operator object: it knows whether it pushed a summary. Asking
+    XCom for one it never pushed (a configuration error fails before any) makes the task SDK log
+    an ERROR "XCom not found" per question, before the real error in the task log. ``known`` is
+    False for an operator that did not run here (then XCom is asked).
+    """
+    if not getattr(operator, "_executed", False):
+        return False, None
+    facts = getattr(operator, "_lineage", None)
+    summary = facts.get("summary") if isinstance(facts, dict) else None
+    return True, summary if isinstance(summary, dict) else None
+
+
 def absolute_path(path: str) -> str:
     """A local path made absolute; a URL as it is."""
     return path if is_url(path) else os.path.abspath(path)

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from polyv_connector import reasons as reason_codes
+from polyv_connector.bounds import CUT_MARK, REASON_CHARS, VIEWER_ID_CHARS, cut
 from polyv_connector.config import SyncOptions
 from polyv_connector.engine.ledger import REASON, REASON_CODE, Ledger, spill_batches
 from polyv_connector.items.checks import merge_reasons
@@ -127,7 +128,7 @@ class Tally:
                 first = hits.slice(0, EXAMPLE_ROWS - len(group[1]))
                 group[1].extend(rows.take(first).to_pylist())
                 if group[2] is None:
-                    group[2] = rb.column("reason").take(first.slice(0, 1)).to_pylist()[0]
+                    group[2] = cut(rb.column("reason").take(first.slice(0, 1)).to_pylist()[0], REASON_CHARS)
         room = MAX_PROBLEMS - len(self.problems)
         if room > 0:
             for row in picked.slice(0, room).to_pylist():
@@ -135,9 +136,10 @@ class Tally:
                 self.problems.append(
                     {
                         "rowNumber": row[ROW_NUMBER],
-                        "viewerId": row[VIEWER_ID],
+                        # Cut: a hostile viewerId or POLYV's error text must not fill an XCom.
+                        "viewerId": cut(row[VIEWER_ID], VIEWER_ID_CHARS),
                         "reasonCode": row["reasonCode"],
-                        "reason": row["reason"],
+                        "reason": cut(row["reason"], REASON_CHARS),
                     }
                 )
 
@@ -253,7 +255,7 @@ def write_report(
             reason = pc.coalesce(own, defaults.take(codes))
             code = pc.coalesce(own_code, default_codes.take(codes))
         sent = pc.equal(status, "sent")
-        reason = pc.if_else(sent, no_text, reason)
+        reason = cut_texts(pc.if_else(sent, no_text, reason), REASON_CHARS)
         code = pc.if_else(sent, no_text, code)
         synced = pc.coalesce(per_result(r_time), pa.scalar(now))
         synced_ts = pc.round(pc.multiply(synced, 1e6)).cast(pa.int64()).cast(pa.timestamp("us", tz="UTC"))
@@ -284,3 +286,13 @@ def write_report(
     if report is not None:
         report.close()
     return tally
+
+
+def cut_texts(texts: pa.Array, limit: int) -> pa.Array:
+    """``texts`` with each string longer than ``limit`` cut as :func:`~polyv_connector.bounds.cut`
+    cuts it (nulls stay null); vectorised, since a report has millions of rows."""
+    long = pc.fill_null(pc.greater(pc.utf8_length(texts), limit), False)
+    if not pc.any(long).as_py():
+        return texts
+    head = pc.utf8_slice_codeunits(texts, 0, limit - len(CUT_MARK))
+    return pc.if_else(long, pc.binary_join_element_wise(head, pa.scalar(CUT_MARK), ""), texts)

@@ -44,6 +44,8 @@ class SyncResult:
     problems: list[dict[str, Any]] = field(default_factory=list)
     #: Requests, retries and splits per second of the send phase, for the run page (not XCom).
     timeline: TimelineSummary | None = None
+    #: What a person should know although the run succeeded (e.g. it read 0 rows).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -67,7 +69,9 @@ class SyncResult:
             f"{requests:,} save request{'' if requests == 1 else 's'} in {self.duration_s:.1f}s"
         )
         if self.aborted:
-            line += f"; STOPPED: {self.aborted}"
+            # Not the message again: it is logged once when sending stops (``sending stops``)
+            # and kept in the summary's ``aborted``.
+            line += f"; STOPPED ({self.abort_cause}): why is logged once ('sending stops') and kept as aborted"
         if self.gate_failures:
             line += f"; GATE FAILED: {' | '.join(self.gate_failures)}"
         return line
@@ -91,8 +95,23 @@ class SyncResult:
             "gateFailures": list(self.gate_failures),
             "countsByReason": dict(sorted(self.counts_by_reason.items())),
             "problems": [dict(p) for p in self.problems],
+            "warnings": list(self.warnings),
             **self.extra,
         }
+
+
+#: Where the warning of a run that read 0 rows points (docs/airflow.md's section), and how it starts.
+FIRST_LOAD_DOC = "docs/airflow.md#a-first-full-load"
+ZERO_ROWS = "read 0 rows from "
+
+
+def zero_rows_warning(source: object) -> str:
+    """The warning of a run that read no row from ``source``: a success with nothing to do
+    looks the same as a first load whose query selected nothing (the interval query's date)."""
+    setting = getattr(source, "setting", "the source")
+    location = getattr(source, "location", None)
+    where = f"{location} ({setting})" if location else str(setting)
+    return f"{ZERO_ROWS}{where}: nothing was sent; for a first load see {FIRST_LOAD_DOC}"
 
 
 def new_run_id(clock: Callable[[], float] = time.time) -> str:

@@ -33,7 +33,7 @@ from polyv_connector.config import SyncOptions
 from polyv_connector.engine.context import RunContext
 from polyv_connector.engine.plan import Source, Validator, load_state, plan_pass, rejected_fraction_gate
 from polyv_connector.engine.report import Closing, ReportTags, report_with_fallback
-from polyv_connector.engine.result import SyncResult, interrupted_result
+from polyv_connector.engine.result import SyncResult, interrupted_result, zero_rows_warning
 from polyv_connector.engine.send import budget_rps, send_pass
 from polyv_connector.errors import RunAborted, StateError
 from polyv_connector.fingerprints import HashFamily
@@ -192,7 +192,7 @@ def _locked_run(
             timeline = TimelineRecorder(budget_rps(client, options))
             interrupted = send_pass(spill_path, ledger, options, client, run.retry, state, ctx, timeline)
         if circuit.abort is not None:
-            closing.reasons["not_attempted"] = f"not sent: the run was stopped: {circuit.abort}"
+            closing.reasons["not_attempted"] = reason_codes.stopped_reason(circuit.abort.cause)
             closing.codes["not_attempted"] = reason_codes.for_abort_cause(circuit.abort.cause)
         ledger.status[ledger.status == PENDING] = STATUS_CODE["not_attempted"]
         tags = ReportTags.of(run.app_id, options)
@@ -223,5 +223,9 @@ def _locked_run(
         problems=tally.problems,
         timeline=timeline.summary() if timeline is not None else None,
     )
+    if len(ledger) == 0 and not unchanged_in_source:  # rows the warehouse diff left out were read
+        result.warnings.append(zero_rows_warning(source))
     tally.log_problems()
+    for warning in result.warnings:
+        log.warning("%s", warning)
     return result, interrupted

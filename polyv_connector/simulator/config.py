@@ -29,7 +29,8 @@ class FaultConfig:
     stores nothing. ``latency_s`` delays every API request (both endpoints); ``hang_s``
     delays every save request before it is processed (to exercise client timeouts).
     ``poison_values`` make a save request that contains one of them fail whole with
-    ``400 param validate error``. ``seed`` makes the draws reproducible.
+    ``400 param validate error`` (or ``poison_message``: a long or hostile error text).
+    ``seed`` makes the draws reproducible.
 
     ``unavailable_requests`` answers the next that many API requests (either endpoint, once
     authenticated, before any other fault) ``503`` with a gateway page and, unless
@@ -44,6 +45,7 @@ class FaultConfig:
     hang_s: float = 0.0
     html_rate: float = 0.0
     poison_values: tuple[str, ...] = ()
+    poison_message: str = "param validate error"
     seed: int | None = None
     unavailable_requests: int = 0
     retry_after: str | None = None

@@ -179,10 +179,12 @@ def parse_save_body(
     fields: Collection[str],
     max_items: int,
     poison_values: Collection[str],
+    poison_message: str = "param validate error",
 ) -> list[dict[str, Any]]:
     """Validate a save request body and return its items, or raise :class:`ApiError`.
 
-    The answer is for the whole request, as POLYV's is: one bad object rejects them all.
+    The answer is for the whole request, as POLYV's is: one bad object rejects them all. A
+    request holding a poison value is refused with ``poison_message``.
     """
     if _media_type(content_type) != "application/json":
         # POLYV documents Content-Type: application/json; a client that forgets it must notice.
@@ -198,8 +200,10 @@ def parse_save_body(
     if len(payload) > max_items:
         raise ApiError(400, "param length is incorrect: body")
     for item in payload:
-        if not _is_valid_item(item, fields) or item["customFieldValue"] in poison_values:
+        if not _is_valid_item(item, fields):
             raise ApiError(400, "param validate error", PARAM_VALIDATE_CODE)
+        if item["customFieldValue"] in poison_values:
+            raise ApiError(400, poison_message, PARAM_VALIDATE_CODE)
     return payload
 
 

@@ -329,6 +329,7 @@ class PolyvSimulator:
             fields=self._field_set,
             max_items=self._max_items,
             poison_values=frozenset(faults.poison_values),
+            poison_message=faults.poison_message,
         )
         self._store(app_id, items)
         return success_response(None)

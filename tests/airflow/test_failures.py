@@ -38,3 +38,13 @@ def test_the_secret_is_scrubbed_from_keys_values_and_nested_lists() -> None:
     assert secret not in repr(scrubbed)
     assert scrubbed == {"a": "x *** y", "***": ["***", 3, {"b": "***"}], "n": None}
     assert scrub_secret(value, "") is value  # no secret: nothing to do
+
+
+def test_the_exit_line_names_the_code_its_meaning_and_the_abort_cause() -> None:
+    from polyv_connector.airflow.failures import exit_line
+
+    assert exit_line(3, "auth") == (
+        "POLYV sync failed: exitCode 3 (aborted: POLYV stopped the run (credentials, clock, IP block); "
+        "the report is written); abortCause auth"
+    )
+    assert exit_line(2).endswith("abortCause none") and "exitCode 2 (config:" in exit_line(2)

@@ -206,3 +206,66 @@ def test_a_failed_dag_run_posts_the_alert_with_the_xcom_summary(run_dag, sim, tm
         "by reason: polyv_refused" in alert["text"] and "polyv_viewer_sync_parquet.sync_viewer_fields" in alert["text"]
     )
     assert "WRONG-planted-secret-77aa" not in json.dumps(alert) and PLANTED_SECRET not in json.dumps(alert)
+    # The summary was pushed: the links and the alert read it without an XCom miss.
+    assert "XCom not found" not in run.output, run.output[-3000:]
+    assert "POLYV sync failed: exitCode 3 (aborted:" in run.output and "abortCause auth" in run.output
+
+
+@pytest.mark.slow
+def test_a_task_that_fails_before_its_summary_logs_no_xcom_misses(run_dag, sim, tmp_path, webhook):
+    """A configuration error fails before any summary: the extra links (computed when the task
+    ends) and the alert ask the operator, not XCom, so the log holds no "XCom not found" errors
+    before the real one."""
+    url, received = webhook
+    env = {
+        "AIRFLOW_CONN_POLYV_DEFAULT": conn_json(sim.base_url),
+        "AIRFLOW_CONN_POLYV_ALERTS": json.dumps({"conn_type": "http", "host": url, "extra": {"endpoint": "/alert"}}),
+        "AIRFLOW_VAR_POLYV_REPORT_DIR": str(tmp_path),
+    }
+    run = run_dag(
+        "polyv_viewer_sync_parquet",
+        "2025-03-06",
+        {"report_path": "r.parquet", "input_path": str(tmp_path / "no.parquet")},
+        env=env,
+    )
+    assert run.state == "failed", run.output[-3000:]
+    assert "XCom not found" not in run.output, run.output[-5000:]
+    assert "POLYV sync failed: exitCode 2" in run.output, run.output[-3000:]
+    assert len(received) == 1 and "no run summary" in received[0]["json"]["text"]
+
+
+def test_a_stop_is_said_once_and_rows_with_one_reason_are_one_line():
+    """Wrong appSecret: the stop's message once (its ``stopped`` line), not also as ``error:``,
+    and the not-attempted rows, which share one reason, as one line with a count."""
+    from polyv_connector.airflow.failures import failure_message as operator_message
+    from polyv_connector.airflow.notifier import failure_message
+    from polyv_connector.engine.result import SyncResult
+    from polyv_connector.reasons import stopped_reason
+
+    stop = "POLYV refused the credentials: invalid signature; check the connection's appSecret"
+    reason = stopped_reason("auth")
+    result = SyncResult(
+        run_id="20261130T010203Z-abcd1234",
+        app_id="app",
+        counts={"not_attempted": 6},
+        items=6,
+        requests_sent=1,
+        requests_planned=1,
+        duration_s=0.1,
+        report_location="/r.parquet",
+        dry_run=False,
+        aborted=stop,
+        abort_cause="auth",
+        counts_by_reason={"polyv_refused": 6},
+        problems=[
+            {"rowNumber": i, "viewerId": f"v{i}", "reasonCode": "polyv_refused", "reason": reason} for i in range(6)
+        ],
+    )
+    text = failure_message(result.to_dict(), {"error": operator_message(result)})
+    assert text.count("invalid signature") == 1 and "error:" not in text
+    assert f"  6 rows (rows 0, 1, 2 and 3 more): polyv_refused: {reason}" in text
+    assert text.count(reason) == 1
+    # An error the summary does not say is kept.
+    assert "error: the worker ran out of memory" in failure_message(
+        result.to_dict(), {"error": "the worker ran out of memory"}
+    )

@@ -466,3 +466,53 @@ def test_execution_timeout_writes_the_report_then_lets_the_timeout_fail_the_task
     summary = ctx["ti"].pushed["return_value"]
     assert summary["abortCause"] == "stopped" and "AirflowTaskTimeout" in summary["aborted"]
     assert summary["counts"]["sent"] == statuses.count("sent")
+
+
+def test_a_failed_task_logs_its_exit_code_once_and_the_stop_once(sim, monkeypatch, tmp_path, capsys, caplog):
+    """Wrong appSecret: one ERROR line with exitCode, its meaning and abortCause before the
+    exception; POLYV's message once in the log, once in the exception, never in the rows.
+    (The task SDK logs through structlog to stdout, outside the Task Runner.)"""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv("AIRFLOW_CONN_POLYV_DEFAULT", conn_json(sim.base_url, secret="WRONG-planted-secret-77aa"))
+    report = tmp_path / "r.parquet"
+    with pytest.raises(AirflowFailException) as raised:
+        _op(input_path=str(SAMPLE), report_path=str(report)).execute(_context())
+    # The task SDK's structlog lines go to stdout; the connector's own logger reaches stdout or
+    # pytest's log capture, depending on which test configured logging first.
+    logged = "".join(capsys.readouterr()) + caplog.text
+    errors = [line for line in logged.splitlines() if "exitCode" in line]
+    assert len(errors) == 1 and "POLYV sync failed: exitCode 3 (aborted: POLYV stopped the run" in errors[0]
+    assert "abortCause auth" in errors[0] and ("[error" in errors[0] or errors[0].startswith("ERROR"))
+    assert logged.count("invalid signature") == 1, logged
+    assert str(raised.value).count("invalid signature") == 1
+    assert not any("invalid signature" in (r["reason"] or "") for r in pq.read_table(report).to_pylist())
+
+
+def test_a_task_logs_its_source_and_interval_and_warns_on_0_rows(sim, polyv_env, tmp_path, capsys, caplog):
+    import datetime as dt
+
+    empty = _write(tmp_path / "empty.parquet", [])
+    start = dt.datetime(2025, 3, 1, 2, tzinfo=dt.UTC)
+    context = {
+        **_context(),
+        "data_interval_start": start,
+        "data_interval_end": start + dt.timedelta(days=1),
+        "logical_date": dt.datetime(2025, 3, 3, tzinfo=dt.UTC),
+    }
+    summary = _op(input_path=empty, report_path=str(tmp_path / "r.parquet")).execute(context)
+    # The task SDK's structlog lines go to stdout; the connector's own logger reaches stdout or
+    # pytest's log capture, depending on which test configured logging first.
+    logged = "".join(capsys.readouterr()) + caplog.text
+    infos = [line for line in logged.splitlines() if "[info" in line]
+    assert any(f"source: input_path {empty}" in line for line in infos)
+    interval = (
+        "data interval: [2025-03-01T02:00:00+00:00, 2025-03-02T02:00:00+00:00) (run dated 2025-03-03T00:00:00+00:00)"
+    )
+    assert any(interval in line for line in infos)
+    (warning,) = summary["warnings"]
+    assert warning.startswith("read 0 rows from") and "reads updated_at in [2025-03-01T02:00:00+00:00" in warning
+    assert summary["exitCode"] == 0
+    assert any("warning" in line.lower() and "read 0 rows" in line for line in logged.splitlines())
+    page = Path(summary["runPage"]).read_text()
+    assert 'class="notice"' in page and "read 0 rows" in page

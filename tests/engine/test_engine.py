@@ -13,6 +13,7 @@ import pytest
 
 from polyv_connector import Credentials, InputError, Secret, SendOptions, SyncOptions, exit_codes, sync
 from polyv_connector.model import REPORT_COLUMNS
+from polyv_connector.reasons import stopped_reason
 from polyv_connector.report import ParquetReport
 from polyv_connector.simulator import FaultConfig, PolyvSimulator, RateLimitConfig
 from polyv_connector.sources.parquet import ParquetSource
@@ -178,6 +179,10 @@ def test_invalid_signature_stops_the_run_at_once(tmp_path, sim) -> None:
     assert "invalid signature" in res.aborted and "appSecret" in res.aborted
     assert sim.stats.save_requests == 1
     assert {r["status"] for r in rep} == {"not_attempted", "duplicate"}
+    # One failure, said once: each row says why in short, never the whole message again.
+    unsent = [r for r in rep if r["status"] == "not_attempted"]
+    assert unsent and all(r["reason"] == stopped_reason("auth") for r in unsent)
+    assert all(res.aborted not in p["reason"] and "invalid signature" not in p["reason"] for p in res.problems)
 
 
 def test_unknown_app_stops_the_run_during_preflight(tmp_path, sim) -> None:
@@ -209,7 +214,11 @@ def test_block_opens_the_circuit_and_reports_the_rest_not_attempted(tmp_path) ->
     assert res.counts["sent"] == 3000 and res.counts["not_attempted"] == 7000
     assert res.exit_code == exit_codes.ABORTED.code
     na = [r for r in rep if r["status"] == "not_attempted"]
-    assert all("qps exceeds number of calls" in r["reason"] for r in na)
+    # The stop's message is said once (the summary's aborted), not copied into 7,000 rows.
+    assert "qps exceeds number of calls" in res.aborted
+    assert {r["reason"] for r in na} == {
+        "not sent: the run stopped before sending this item (blocked); see the run's error (aborted)"
+    }
 
 
 class _Html(http.server.BaseHTTPRequestHandler):

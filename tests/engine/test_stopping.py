@@ -22,6 +22,7 @@ import pytest
 
 from polyv_connector.batching import Batch, item_table
 from polyv_connector.errors import RunAborted
+from polyv_connector.reasons import stopped_reason
 from polyv_connector.sender import BatchSender, Circuit, ItemsResult, send_all
 from polyv_connector.simulator import FaultConfig, PolyvSimulator
 from polyv_connector.spill import OWNER_FILE, PREFIX, remove_orphans
@@ -179,7 +180,7 @@ def test_requests_in_flight_when_the_circuit_opens_are_in_doubt(creds, sim) -> N
     assert took < 2.5, "send_all waited for the hanging requests"
     assert sorted(int(i) for r in done for i in r.indices) == [0, 1, 2, 3]
     assert {r.status for r in done} == {"in_doubt"}
-    assert all("POLYV blocked the IP" in (r.reason or "") for r in done)
+    assert all(r.reason == stopped_reason("blocked", sent=True) for r in done)
 
 
 def test_a_keyboard_interrupt_while_sending_still_writes_the_report(tmp_path: Path, creds, sim) -> None:
