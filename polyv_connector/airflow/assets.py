@@ -258,8 +258,12 @@ def report_event_extra(summary: dict[str, Any], *, report_file: str | None = Non
     return extra
 
 
-#: The summary's keys each asset event carries in its ``extra``.
-EVENT_EXTRA_KEYS = ("runId", "ok", "items", "counts", "report", "dryRun")
+def as_place(located: Location, report_file: str | None) -> Location:
+    """``located``, or, when it is the run's own report file, the folder that holds it: an
+    asset is a place, and the file rides in the event's extra (``reportFile``)."""
+    if report_file and located.uri == file_location(report_file).uri:
+        return file_location(posixpath.dirname(report_file.rstrip("/")) or "/")
+    return located
 
 
 def emit_asset_events(
@@ -270,17 +274,20 @@ def emit_asset_events(
     log: Any,
 ) -> None:
     """Record a finished run's asset events in ``events`` (the task context's ``outlet_events``):
-    the run's counts on each declared asset, and one event per location the run wrote (from
-    ``written(summary)``) through each alias. Best effort: an event never fails a run."""
+    the run's :func:`report_event_extra` on each declared asset (a place: the table, the DAG's
+    report folder), and one event per place the run wrote (from ``written(summary)``, a report
+    file named by its folder) through each alias. Best effort: an event never fails a run."""
     if events is None:
         return
-    extra = {k: summary.get(k) for k in EVENT_EXTRA_KEYS}
+    report_file = summary.get("reportPath")
+    extra = report_event_extra(dict(summary))
     for outlet in outlets:
         try:
             if isinstance(outlet, Asset):
                 events[outlet].extra.update(extra)
             elif isinstance(outlet, AssetAlias):
-                for located in written(summary):
+                places = {p.uri: p for p in (as_place(w, report_file) for w in written(summary))}
+                for located in places.values():
                     events[outlet].add(located.asset(), extra=extra)
         except Exception as exc:  # an event is a nicety, never a reason to fail
             log.debug("could not record an asset event for %s: %s", outlet, exc)

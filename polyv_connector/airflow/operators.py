@@ -10,7 +10,6 @@ neither pyarrow, pandas nor Great Expectations; ``execute`` imports them when a 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -20,11 +19,11 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from polyv_connector import exit_codes
 from polyv_connector.airflow.assets import (
     input_asset,
-    report_file_asset,
-    report_table_asset,
+    report_place_assets,
     sync_alias,
     sync_report_asset,
 )
+from polyv_connector.airflow.deferral import wait_or_defer
 from polyv_connector.airflow.failures import airflow_error as _airflow_error
 from polyv_connector.airflow.failures import failure_message as _failure_message
 from polyv_connector.airflow.failures import scrub_secret as _scrub_secret
@@ -33,6 +32,7 @@ from polyv_connector.airflow.hooks import db_hook as _db_hook
 from polyv_connector.airflow.hooks import redis_url as _redis_url
 from polyv_connector.airflow.hooks import same_database as _same_database
 from polyv_connector.airflow.links import DataDocsLink, ReportLink, RunPageLink
+from polyv_connector.airflow.records import RunRecord
 from polyv_connector.airflow.summary import absolute_location as _absolute_location
 from polyv_connector.errors import PolyvConnectorError
 from polyv_connector.paths import check_output_dir, is_url
@@ -192,6 +192,12 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         budget_rps: float | str | None = None,
         partitions: int | str | None = None,
         partition: int | str | None = None,
+        report_rows: str | None = None,
+        runs_table: str | None = None,
+        report_retention_days: int | str | None = None,
+        runs_retention_days: int | str | None = None,
+        report_day_partitions: bool | None = None,
+        deferrable: bool | None = None,
         duckdb_external_access: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -221,18 +227,22 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         Templated names are unknown at parse time, so a templated report gets the task's own
         report asset instead; each asset event's ``extra`` names the concrete location.
         """
-        outlets: list[Asset | AssetAlias] = []
         table_conn = self.report_conn_id or self.source_conn_id
-        if self.report_table and table_conn and not _templated(self.report_table, table_conn):
-            outlets.append(report_table_asset(table_conn, self.report_table.strip()))
-        if self.report_path and not _templated(self.report_path, self.report_dir or ""):
-            # With report_dir, report_path is a name under its DAG folder (checked when the task runs).
-            where = (
-                os.path.join(self.report_dir.strip(), self._dag_id(), self.report_path.strip())
-                if self.report_dir
-                else None
+        fixed_table = self.report_table and table_conn and not _templated(self.report_table, table_conn)
+        # The DAG's report folder is known when report_dir is (report_path is then a name in it,
+        # templated or not), or from a fixed absolute report_path.
+        fixed_dir = self.report_dir if self.report_dir and not _templated(self.report_dir) else None
+        fixed_path = self.report_path if self.report_path and not _templated(self.report_path) else None
+        # One asset per place (the table, the DAG's report folder), never one per run's file.
+        outlets: list[Asset | AssetAlias] = list(
+            report_place_assets(
+                self._dag_id(),
+                report_dir=fixed_dir if self.report_path else None,
+                report_path=None if self.report_dir else fixed_path,
+                report_table=self.report_table if fixed_table else None,
+                conn_id=table_conn,
             )
-            outlets.append(report_file_asset(where or self.report_path.strip()))
+        )
         if self.has_dag():  # type: ignore[no-untyped-call]
             if not outlets and (self.report_table or self.report_path):
                 outlets.append(sync_report_asset(self.dag_id, self.task_id))
@@ -272,6 +282,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             self._check_outputs(front, spec)
             prepared = prepare(spec, credentials, front, facts=self._lineage)
             validator, report = prepared.validator, prepared.report
+            record = RunRecord.open(spec, front, self._lineage, self._dag_report_dir(spec))
             from polyv_connector.engine.result import new_run_id
             from polyv_connector.run import sync
 
@@ -293,11 +304,14 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             budget_url = _redis_url(spec.budget_conn_id)
             self._warn_if_budget_unshared(budget_url or spec.budget_url)
             with spec.open_budget(credentials.base_url, run_id, url=budget_url) as budget:
+                # Before reading: a wait for the state or a recorded block may free the worker.
+                options = wait_or_defer(self, spec, prepared.state, budget, run_id, credentials.app_id)
+                record.start(run_id, app_id=credentials.app_id, run_page=run_page_path(spec, front))
                 client = hook.get_conn(spec.options.send, budget)
                 result = sync(
                     prepared.source,
                     credentials,
-                    spec.options,
+                    options,
                     report,
                     validator=validator,
                     state=prepared.state,
@@ -323,6 +337,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                 summary = self._summary(stopped, context, credentials.app_secret.reveal(), spec, page)
                 self._lineage["summary"] = summary
                 context["ti"].xcom_push(key="return_value", value=summary)
+                record.finish(stopped, summary)
             raise
         finally:
             self._stop = None
@@ -346,6 +361,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             self.log.info("run page: %s", page)
         self._emit_metrics(result, credentials.app_id)
         self._emit_asset_events(context, summary)
+        record.finish(result, summary)
+        record.retain()
         if not result.ok:
             # The return value is lost when a task raises: keep the summary for alerting.
             context["ti"].xcom_push(key="return_value", value=summary)
@@ -355,6 +372,12 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             failure = AirflowException if retryable else AirflowFailException
             raise failure(_scrub_secret(_failure_message(result), credentials.app_secret.reveal()))
         return summary
+
+    def resume_after_wait(self, context: Context, event: Any = None, **waited: Any) -> dict[str, Any]:
+        """Where the task resumes after a deferred wait (:mod:`~polyv_connector.airflow.deferral`):
+        it looks again, from the start, with how long it has waited so far."""
+        self._waited = waited
+        return self.execute(context)
 
     def _warn_if_budget_unshared(self, budget_url: str | None) -> None:
         """Warn when the executor may spread this DAG's tasks over hosts that do not share the
