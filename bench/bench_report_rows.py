@@ -70,7 +70,7 @@ def run_once(
         sinks.append(ParquetReport(report))
     sink = sinks[0] if len(sinks) == 1 else MultiReport(sinks)
     options = SyncOptions(
-        send=SendOptions(max_rps=1000, concurrency=8),
+        send=SendOptions(max_rps=140, concurrency=8),
         state_dir=str(state),
         check_fields=False,
         report_rows=report_rows,  # type: ignore[arg-type]
