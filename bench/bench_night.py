@@ -56,7 +56,7 @@ def seed(schema: str, items: int, changed: float) -> tuple[float, float]:
         conn.execute(
             f"INSERT INTO {schema}.src SELECT 'viewer-' || lpad((i / {len(FIELDS)})::text, 9, '0'), "
             f"({fields})[i % {len(FIELDS)} + 1], 'value-' || ((i * 7919) % 100003) "
-            f"FROM generate_series(0, {items - 1}) i"
+            f"FROM generate_series(0::bigint, {items - 1}) i"
         )
     source_s = time.perf_counter() - started
     started = time.perf_counter()
