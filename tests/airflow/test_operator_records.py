@@ -302,3 +302,9 @@ def test_delay_doubles_to_a_ceiling():
 
     assert [next_delay(i) for i in range(3)] == [FIRST_DELAY_S, 2 * FIRST_DELAY_S, 4 * FIRST_DELAY_S]
     assert next_delay(10_000) == MAX_DELAY_S
+
+
+def test_a_free_state_table_is_probed_and_the_run_goes_on(sim, polyv_env, pg_schema, pg_warehouse_env):
+    _seed(pg_schema, 4)
+    summary = _table_run(pg_schema, deferrable=True, lock_timeout=60)
+    assert summary["counts"]["sent"] == 4 and sim.stats.save_requests == 1
