@@ -308,3 +308,14 @@ def test_a_free_state_table_is_probed_and_the_run_goes_on(sim, polyv_env, pg_sch
     _seed(pg_schema, 4)
     summary = _table_run(pg_schema, deferrable=True, lock_timeout=60)
     assert summary["counts"]["sent"] == 4 and sim.stats.save_requests == 1
+
+
+def test_report_day_partitions_reach_a_new_postgresql_report_table(sim, polyv_env, pg_schema, pg_warehouse_env):
+    _seed(pg_schema, 3)
+    _table_run(pg_schema, report_day_partitions=True)
+    assert pg_rows(
+        "SELECT count(*) FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        f"WHERE n.nspname = '{pg_schema}' AND c.relname = 'polyv_sync_report'"
+    ) == [(1,)]
+    assert pg_rows(f"SELECT count(*) FROM {pg_schema}.polyv_sync_report") == [(3,)]
