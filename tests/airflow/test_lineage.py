@@ -456,7 +456,9 @@ def test_parquet_dag_events_read_back_through_the_client_model(run_dag, sim, tmp
     outputs = {(o.namespace, o.name): o for o in complete.outputs}
     polyv = outputs[sim.base_url, f"live/v4/user/custom-field/viewer-value/{APP_ID}"]
     assert polyv.outputFacets["outputStatistics"].rowCount == run.xcom["counts"]["sent"] > 0
-    assert ("file", str(tmp_path / "reports" / "lineage.parquet")) in outputs
+    # The report lands in the DAG's own folder under the report folder.
+    reports = tmp_path / "reports" / "polyv_viewer_sync_parquet"
+    assert ("file", str(reports / "lineage.parquet")) in outputs
     facet = complete.run.facets["polyv_sync"]
     assert facet.runId == run.xcom["runId"] and facet.counts == run.xcom["counts"]
     doc = complete.job.facets.get("documentation")
@@ -479,9 +481,9 @@ def test_parquet_dag_events_read_back_through_the_client_model(run_dag, sim, tmp
     finally:
         db.close()
     # The report as its place (the folder), not one asset per run's file.
-    assert f"file://{tmp_path / 'reports' / 'lineage.parquet'}" not in recorded
+    assert f"file://{reports / 'lineage.parquet'}" not in recorded
     assert recorded >= {
-        f"file://{tmp_path / 'reports'}",
+        f"file://{reports}",
         f"{sim.base_url}/live/v4/user/custom-field/viewer-value/{APP_ID}",
     }, recorded
 
