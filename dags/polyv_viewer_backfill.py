@@ -21,6 +21,8 @@ from airflow.sdk import DAG, Param
 from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
 from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 from polyv_connector.airflow.params import (
+    DAG_REPORT_RETENTION_DAYS,
+    DAG_RUNS_RETENTION_DAYS,
     LOCK_TIMEOUT_S,
     REPORT_CONN_ID,
     SOURCE_CONN_IDS,
@@ -61,6 +63,10 @@ with DAG(
         # Another run of this account (a backfill date, the nightly run) may hold the sync state:
         # wait for it rather than fail as busy. (Or queue them through a pool of one slot.)
         lock_timeout=LOCK_TIMEOUT_S,
+        # Wait for another run of the account in the triggerer, not in a worker slot.
+        deferrable=True,
+        report_retention_days=DAG_REPORT_RETENTION_DAYS,
+        runs_retention_days=DAG_RUNS_RETENTION_DAYS,
         source_conn_id="{{ params.source_conn_id }}",
         # The trigger form may name any connection: only those the DAG author listed are read.
         allowed_source_conn_ids=SOURCE_CONN_IDS,

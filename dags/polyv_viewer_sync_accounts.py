@@ -18,6 +18,13 @@ All accounts append to one ``report_table`` (each row tagged with its ``appId``)
 account's failure fails its own mapped task only; the others still sync. All of them draw on
 one request budget: on several workers set ``POLYV_BUDGET_URL=redis://...`` in every worker's
 environment (README: Running at scale), or every task warns that the budget is not shared.
+
+The report holds what each run acted on (``report_rows="changes"``): every item sent, failed,
+rejected, duplicate, not attempted or in doubt keeps its row, the unchanged ones are only counted
+(in the summary and the runs table ``<report_table>_runs``), so a quiet night writes a handful
+of rows, not one per item. Report rows and report files of runs started more than 30 days ago
+(runs table rows: 400 days) are deleted at the end of each run, a little at a time; a run that
+waits for another run of the account waits in the triggerer (``deferrable=True``).
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from polyv_connector.airflow.assets import sync_report_asset
 from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
 from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 from polyv_connector.airflow.params import (
+    DAG_REPORT_RETENTION_DAYS,
+    DAG_RUNS_RETENTION_DAYS,
     DIFF_IN_WAREHOUSE,
     LOCK_TIMEOUT_S,
     POLYV_CONN_IDS,
@@ -80,6 +89,12 @@ with DAG(
         # A trigger-time polyv_conn_id reaches only the accounts the DAG author listed.
         allowed_polyv_conn_ids=POLYV_CONN_IDS,
         lock_timeout=LOCK_TIMEOUT_S,
+        # Wait for another run of the account in the triggerer, not in a worker slot.
+        deferrable=True,
+        report_retention_days=DAG_REPORT_RETENTION_DAYS,
+        runs_retention_days=DAG_RUNS_RETENTION_DAYS,
+        # A whole table read nightly: report the items acted on, count the unchanged ones.
+        report_rows="changes",
         source_conn_id=CONN_WAREHOUSE,
         viewer_id_column="viewer_id",
         field_id_column="custom_field_id",

@@ -30,6 +30,8 @@ from airflow.sdk import DAG, Param
 from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
 from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 from polyv_connector.airflow.params import (
+    DAG_REPORT_RETENTION_DAYS,
+    DAG_RUNS_RETENTION_DAYS,
     INPUT_PREFIXES,
     LOCK_TIMEOUT_S,
     REPORT_DIR,
@@ -75,6 +77,10 @@ with DAG(
         # Another run of this account (a backfill date, the nightly run) may hold the sync state:
         # wait for it rather than fail as busy. (Or queue them through a pool of one slot.)
         lock_timeout=LOCK_TIMEOUT_S,
+        # Wait for another run of the account in the triggerer, not in a worker slot.
+        deferrable=True,
+        report_retention_days=DAG_REPORT_RETENTION_DAYS,
+        runs_retention_days=DAG_RUNS_RETENTION_DAYS,
         input_path="{{ params.input_path }}",
         report_path="{% if params.report_path %}{{ params.report_path }}{% else %}" + DEFAULT_REPORT + "{% endif %}",
         expectation_suite_path="{{ params.expectation_suite_path or '' }}",

@@ -10,6 +10,13 @@ the same time: they hold the account's sync state shared and their own slice exc
 all draw on the one request budget (``POLYV_BUDGET_URL`` on every worker), so together they stay
 within POLYV's per-IP limit. Keep ``partitions`` the same from run to run while runs overlap:
 runs with another number of partitions are refused while these hold the account.
+
+The report holds what each run acted on (``report_rows="changes"``): every item sent, failed,
+rejected, duplicate, not attempted or in doubt keeps its row, the unchanged ones are only counted
+(in the summary and the runs table ``<report_table>_runs``), so a quiet night writes a handful
+of rows, not one per item. Report rows and report files of runs started more than 30 days ago
+(runs table rows: 400 days) are deleted at the end of each run, a little at a time; a run that
+waits for another run of the account waits in the triggerer (``deferrable=True``).
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from airflow.sdk import DAG, Param, task
 from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
 from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 from polyv_connector.airflow.params import (
+    DAG_REPORT_RETENTION_DAYS,
+    DAG_RUNS_RETENTION_DAYS,
     DIFF_IN_WAREHOUSE,
     LOCK_TIMEOUT_S,
     REPORT_CONN_ID,
@@ -69,6 +78,12 @@ with DAG(
         task_id="sync_partition",
         # A task waits for a run of the whole account (another DAG) to release the sync state.
         lock_timeout=LOCK_TIMEOUT_S,
+        # Wait for another run of the account in the triggerer, not in a worker slot.
+        deferrable=True,
+        report_retention_days=DAG_REPORT_RETENTION_DAYS,
+        runs_retention_days=DAG_RUNS_RETENTION_DAYS,
+        # A whole table read nightly: report the items acted on, count the unchanged ones.
+        report_rows="changes",
         source_conn_id=CONN_WAREHOUSE,
         source_sql=SQL_OR_INTERVAL,
         viewer_id_column="viewer_id",

@@ -24,6 +24,8 @@ from airflow.sdk import DAG
 from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
 from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 from polyv_connector.airflow.params import (
+    DAG_REPORT_RETENTION_DAYS,
+    DAG_RUNS_RETENTION_DAYS,
     DIFF_IN_WAREHOUSE,
     LOCK_TIMEOUT_S,
     REPORT_CONN_ID,
@@ -54,6 +56,10 @@ with DAG(
         # Another run of this account (a backfill date, the nightly run) may hold the sync state:
         # wait for it rather than fail as busy. (Or queue them through a pool of one slot.)
         lock_timeout=LOCK_TIMEOUT_S,
+        # Wait for another run of the account in the triggerer, not in a worker slot.
+        deferrable=True,
+        report_retention_days=DAG_REPORT_RETENTION_DAYS,
+        runs_retention_days=DAG_RUNS_RETENTION_DAYS,
         source_conn_id=CONN_WAREHOUSE,
         # The source_sql param if given, else the rows of source_table changed in the interval.
         source_sql=SQL_OR_INTERVAL,

@@ -19,6 +19,7 @@ from polyv_connector.model import (
     VIEWER_ID,
 )
 from polyv_connector.partitioning import Slice
+from polyv_connector.report_rows import DEFAULT_REPORT_ROWS, ReportRows, check_report_rows
 
 DEFAULT_BASE_URL = "https://api.polyv.net"
 #: The longest appId accepted (POLYV's are about ten characters).
@@ -202,6 +203,8 @@ class SyncOptions:
     partition: int = 0
     # The Airflow DAG run that started this sync, recorded in the report (None outside Airflow).
     airflow_run_id: str | None = None
+    # Which report rows are written: every item's ("all") or all but the unchanged ("changes").
+    report_rows: ReportRows = DEFAULT_REPORT_ROWS
 
     def validate(self) -> None:
         self.send.validate()
@@ -212,6 +215,7 @@ class SyncOptions:
             raise ConfigError("read_batch_rows", "must be >= 1")
         if not 0 <= self.lock_timeout_s <= 86_400 or math.isnan(self.lock_timeout_s):
             raise ConfigError("lock_timeout", f"must be between 0 and 86400 seconds, got {self.lock_timeout_s}")
+        check_report_rows(self.report_rows)
         self.slice.validate()
 
     @property

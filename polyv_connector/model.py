@@ -34,6 +34,8 @@ VIEWER_ID: Final = "viewerId"
 FIELD_ID: Final = "customFieldId"
 VALUE: Final = "customFieldValue"
 ROW_NUMBER: Final = "rowNumber"
+#: What the default runs table name adds to the report table's (``<report_table>_runs``).
+RUNS_SUFFIX: Final = "_runs"
 
 MAX_FIELD_ID_LENGTH: Final = 64
 MAX_BATCH_SIZE: Final = 1000

@@ -39,6 +39,26 @@ def flag(raw: Any, label: str) -> bool:
     raise ConfigError(label, f"expected true or false, got {raw!r}")
 
 
+def optional_flag(raw: Any, label: str) -> bool | None:
+    """A :func:`flag` whose blank value means "not given" (the front end's default decides)."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return flag(raw, label)
+
+
+def retention_days(value: Any, label: str) -> int | None:
+    """``value`` as a whole number of days (at least 1), ``None`` (off) when not set."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        days = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(label, f"must be a whole number of days; got {value!r}") from None
+    if days < 1:
+        raise ConfigError(label, f"must be at least 1 day (leave it unset to keep everything); got {days}")
+    return days
+
+
 def integer(raw: Any, label: str) -> int:
     try:
         if isinstance(raw, bool):

@@ -12,12 +12,12 @@ Pure: a record batch in, a record batch and the counts of what was dropped out.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Final, Literal
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING, Final, Literal
 
 from polyv_connector.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ReportRows = Literal["all", "changes"]
 REPORT_ROWS: Final[tuple[ReportRows, ...]] = ("all", "changes")
@@ -43,6 +43,9 @@ def filter_report_rows(batch: pa.RecordBatch, report_rows: ReportRows) -> tuple[
     leaves out; the run's counts by status (in the summary and the runs table) still count
     every item.
     """
+    # pyarrow only where a report is written: the settings (and DAG files) import this module.
+    import pyarrow.compute as pc
+
     if report_rows == "all" or batch.num_rows == 0:
         return batch, {}
     if report_rows != "changes":

@@ -271,7 +271,14 @@ def make_report(spec: RunSpec, front: Front, facts: dict[str, Any]) -> ReportSin
         from polyv_connector.warehouse.report_table import SqlReportTable
 
         db_hook = front.hook(conn_id, "report_conn_id")
-        sinks.append(SqlReportTable(db_hook, table, location=f"{table} (connection {conn_id})"))
+        sinks.append(
+            SqlReportTable(
+                db_hook,
+                table,
+                location=f"{table} (connection {conn_id})",
+                day_partitions=spec.report_day_partitions,
+            )
+        )
         facts.update(report_hook=db_hook, report_table=table, report_conn_id=conn_id)
     if path:
         sinks.append(ParquetReport(path, setting=front.label("report_path"), input_path=spec.input_path))

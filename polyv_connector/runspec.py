@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from polyv_connector.config import ColumnMapping, SendOptions, SyncOptions
 from polyv_connector.errors import ConfigError
-from polyv_connector.model import DEFAULT_BUDGET_RPS, FIELD_ID, MAX_RPS_CEILING, VALUE, VIEWER_ID
+from polyv_connector.model import DEFAULT_BUDGET_RPS, FIELD_ID, MAX_RPS_CEILING, RUNS_SUFFIX, VALUE, VIEWER_ID
 from polyv_connector.parsers import (
     Parser,
     field_map,
@@ -36,12 +36,15 @@ from polyv_connector.parsers import (
     integer,
     names,
     number,
+    optional_flag,
     parameters,
     parse_prefixes,
+    retention_days,
     signature_method,
     text,
 )
 from polyv_connector.partitioning import MAX_PARTITIONS
+from polyv_connector.report_rows import DEFAULT_REPORT_ROWS, check_report_rows
 
 if TYPE_CHECKING:
     from polyv_connector.budget import SharedBudget
@@ -372,6 +375,55 @@ SETTINGS: dict[str, Setting] = {
             "the slice this run handles, 0 to N-1 (with --partitions)",
             target="sync.partition",
         ),
+        # the record of runs: which report rows, the runs table, retention, waiting
+        _s(
+            "report_rows",
+            DEFAULT_REPORT_ROWS,
+            check_report_rows,
+            "which report rows are written: all (one per input item) or changes (every item except "
+            "the unchanged ones, which are only counted)",
+            target="sync.report_rows",
+        ),
+        _s(
+            "runs_table",
+            None,
+            text,
+            "warehouse table of one row per run, written when the run starts and completed when it "
+            f"ends (default: <report_table>{RUNS_SUFFIX}; with report_table only)",
+            cli=None,
+        ),
+        _s(
+            "report_retention_days",
+            None,
+            retention_days,
+            "delete the report rows (and this DAG's report files) of runs started more than this many "
+            "days ago, at the end of each run, in small batches (unset: keep everything)",
+            cli=None,
+        ),
+        _s(
+            "runs_retention_days",
+            None,
+            retention_days,
+            "delete the runs table's rows of runs started more than this many days ago (unset: keep them)",
+            cli=None,
+        ),
+        _s(
+            "report_day_partitions",
+            False,
+            flag,
+            "PostgreSQL: create a new report table partitioned by day, so retention drops whole days",
+            cli=None,
+            templated=False,
+        ),
+        _s(
+            "deferrable",
+            None,
+            optional_flag,
+            "wait for another run's sync state (or a recorded budget block) in the triggerer, freeing "
+            "the worker (default: Airflow's [operators] default_deferrable)",
+            cli=None,
+            templated=False,
+        ),
         _s("seed", None, integer, "seed of the retry jitter (tests)", operator=False),
     )
 }
@@ -411,6 +463,12 @@ class RunSpec:
     budget_conn_id: str | None = None
     budget_rps: float = DEFAULT_BUDGET_RPS
     seed: int | None = None
+    runs_table: str | None = None
+    report_retention_days: int | None = None
+    runs_retention_days: int | None = None
+    report_day_partitions: bool = False
+    #: None: Airflow's ``[operators] default_deferrable`` decides (the operator reads it).
+    deferrable: bool | None = None
     #: Where each value came from, for error messages: canonical key -> label.
     labels: Mapping[str, str] = field(default_factory=dict)
 

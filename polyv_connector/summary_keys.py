@@ -73,6 +73,15 @@ SUMMARY_KEYS: tuple[SummaryKey, ...] = (
         "sometimes",
         "with `diff_in_warehouse`: rows the database found unchanged (counted here, not listed in the report)",
     ),
+    SummaryKey("reportRows", "sometimes", "once the report is written: the `report_rows` setting, `all` or `changes`"),
+    SummaryKey(
+        "reportRowsWritten", "sometimes", "once the report is written: its rows (with `changes`, all but the unchanged)"
+    ),
+    SummaryKey(
+        "reportRowsDropped",
+        "sometimes",
+        "report rows left out by `report_rows=changes`, by status (`{}` when none); `counts` still counts them",
+    ),
     SummaryKey("partition", "sometimes", "a partition run: the slice it handled"),
     SummaryKey("partitions", "sometimes", "a partition run: the number of slices"),
     SummaryKey(

@@ -32,6 +32,20 @@ def test_run_exit_0_and_summary(tmp_path, env, sim, capsys) -> None:
     assert summary["counts"]["sent"] == 2 and summary["ok"] is True and summary["exitCode"] == 0
 
 
+def test_report_rows_changes_on_a_rerun_writes_only_what_changed(tmp_path, env, sim) -> None:
+    rows = [(f"v{i}", "PAY_STATUS", str(i)) for i in range(20)]
+    src = write_items(tmp_path / "in.parquet", rows)
+    common = ("--state-dir", str(tmp_path / "state"), "--report-rows", "changes")
+    assert cli("run", "--input", str(src), "--report", str(tmp_path / "r1.parquet"), *common) == 0
+    src = write_items(tmp_path / "in.parquet", [("v0", "PAY_STATUS", "new"), *rows[1:]])
+    summary_json = str(tmp_path / "s.json")
+    report = str(tmp_path / "r2.parquet")
+    assert cli("run", "--input", str(src), "--report", report, "--summary-json", summary_json, *common) == 0
+    assert pq.read_table(report).column("viewerId").to_pylist() == ["v0"]
+    summary = json.loads(Path(summary_json).read_text())
+    assert summary["reportRowsWritten"] == 1 and summary["reportRowsDropped"] == {"unchanged": 19}
+
+
 def test_run_exit_1_when_rows_fail(tmp_path, env, sim) -> None:
     sim.set_faults(FaultConfig(poison_values=("BAD",)))
     src = write_items(tmp_path / "in.parquet", [("a", "PAY_STATUS", "BAD"), ("b", "PAY_STATUS", "ok")])

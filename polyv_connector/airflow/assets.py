@@ -14,7 +14,6 @@ location) in its ``extra``.
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -231,13 +230,21 @@ def task_outlets(
     Templated names are unknown at parse time, so a templated report gets the task's own
     report asset instead; each asset event's ``extra`` names the concrete location.
     """
-    outlets: list[Asset | AssetAlias] = []
-    if report_table and table_conn and not templated(report_table, table_conn):
-        outlets.append(report_table_asset(table_conn, report_table.strip()))
-    if report_path and not templated(report_path, report_dir or ""):
-        # With report_dir, report_path is a name under its DAG folder (checked when the task runs).
-        where = os.path.join(report_dir.strip(), dag_id or "dag", report_path.strip()) if report_dir else None
-        outlets.append(report_file_asset(where or report_path.strip()))
+    fixed_table = report_table and table_conn and not templated(report_table, table_conn)
+    # The DAG's report folder is known when report_dir is (report_path is then a name in it,
+    # templated or not), or from a fixed absolute report_path.
+    fixed_dir = report_dir if report_dir and not templated(report_dir) else None
+    fixed_path = report_path if report_path and not templated(report_path) else None
+    # One asset per place (the table, the DAG's report folder), never one per run's file.
+    outlets: list[Asset | AssetAlias] = list(
+        report_place_assets(
+            dag_id or "dag",
+            report_dir=fixed_dir if report_path else None,
+            report_path=None if report_dir else fixed_path,
+            report_table=report_table if fixed_table else None,
+            conn_id=table_conn,
+        )
+    )
     if dag_id is not None:
         if not outlets and (report_table or report_path):
             outlets.append(sync_report_asset(dag_id, task_id))
@@ -294,8 +301,12 @@ def report_event_extra(summary: dict[str, Any], *, report_file: str | None = Non
     return extra
 
 
-#: The summary's keys each asset event carries in its ``extra``.
-EVENT_EXTRA_KEYS = ("runId", "ok", "items", "counts", "report", "dryRun")
+def as_place(located: Location, report_file: str | None) -> Location:
+    """``located``, or, when it is the run's own report file, the folder that holds it: an
+    asset is a place, and the file rides in the event's extra (``reportFile``)."""
+    if report_file and located.uri == file_location(report_file).uri:
+        return file_location(posixpath.dirname(report_file.rstrip("/")) or "/")
+    return located
 
 
 def emit_asset_events(
@@ -306,17 +317,20 @@ def emit_asset_events(
     log: Any,
 ) -> None:
     """Record a finished run's asset events in ``events`` (the task context's ``outlet_events``):
-    the run's counts on each declared asset, and one event per location the run wrote (from
-    ``written(summary)``) through each alias. Best effort: an event never fails a run."""
+    the run's :func:`report_event_extra` on each declared asset (a place: the table, the DAG's
+    report folder), and one event per place the run wrote (from ``written(summary)``, a report
+    file named by its folder) through each alias. Best effort: an event never fails a run."""
     if events is None:
         return
-    extra = {k: summary.get(k) for k in EVENT_EXTRA_KEYS}
+    report_file = summary.get("reportPath")
+    extra = report_event_extra(dict(summary))
     for outlet in outlets:
         try:
             if isinstance(outlet, Asset):
                 events[outlet].extra.update(extra)
             elif isinstance(outlet, AssetAlias):
-                for located in written(summary):
+                places = {p.uri: p for p in (as_place(w, report_file) for w in written(summary))}
+                for located in places.values():
                     events[outlet].add(located.asset(), extra=extra)
         except Exception as exc:  # an event is a nicety, never a reason to fail
             log.debug("could not record an asset event for %s: %s", outlet, exc)

@@ -19,6 +19,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from polyv_connector import exit_codes
 from polyv_connector.airflow import interval
 from polyv_connector.airflow.assets import input_asset, task_outlets, templated
+from polyv_connector.airflow.deferral import wait_or_defer
 from polyv_connector.airflow.failures import airflow_error as _airflow_error
 from polyv_connector.airflow.failures import exit_line
 from polyv_connector.airflow.failures import failure_message as _failure_message
@@ -27,10 +28,11 @@ from polyv_connector.airflow.folders import Writer, confine_task_paths, dag_repo
 from polyv_connector.airflow.hooks import PolyvHook, task_front, warn_if_budget_unshared
 from polyv_connector.airflow.hooks import redis_url as _redis_url
 from polyv_connector.airflow.links import DataDocsLink, ReportLink, RunPageLink
+from polyv_connector.airflow.records import RunRecord
 from polyv_connector.airflow.summary import absolute_location as _absolute_location
 from polyv_connector.airflow.summary import task_summary, write_task_run_page
 from polyv_connector.errors import PolyvConnectorError
-from polyv_connector.run import Front, check_outputs, check_source, prepare
+from polyv_connector.run import Front, check_outputs, check_source, prepare, run_page_path
 from polyv_connector.runspec import OPERATOR_SETTINGS, SETTINGS
 
 if TYPE_CHECKING:
@@ -132,6 +134,12 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         budget_rps: float | str | None = None,
         partitions: int | str | None = None,
         partition: int | str | None = None,
+        report_rows: str | None = None,
+        runs_table: str | None = None,
+        report_retention_days: int | str | None = None,
+        runs_retention_days: int | str | None = None,
+        report_day_partitions: bool | None = None,
+        deferrable: bool | None = None,
         duckdb_external_access: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -201,6 +209,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             check_outputs(spec, front)
             prepared = prepare(spec, credentials, front, facts=self._lineage)
             validator, report = prepared.validator, prepared.report
+            record = RunRecord.open(spec, front, self._lineage, dag_report_dir(spec, self._dag_id()))
             from polyv_connector.engine.result import new_run_id
             from polyv_connector.run import sync
 
@@ -224,11 +233,14 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             budget_url = _redis_url(spec.budget_conn_id)
             warn_if_budget_unshared(budget_url or spec.budget_url, self.log)
             with spec.open_budget(credentials.base_url, run_id, url=budget_url) as budget:
+                # Before reading: a wait for the state or a recorded block may free the worker.
+                options = wait_or_defer(self, spec, prepared.state, budget, run_id, credentials.app_id)
+                record.start(run_id, app_id=credentials.app_id, run_page=run_page_path(spec, front))
                 client = hook.get_conn(spec.options.send, budget)
                 result = sync(
                     prepared.source,
                     credentials,
-                    spec.options,
+                    options,
                     report,
                     validator=validator,
                     state=prepared.state,
@@ -250,6 +262,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             if stopped is not None:
                 summary, _ = self._record(stopped, context, spec, credentials, self.log.warning)
                 context["ti"].xcom_push(key="return_value", value=summary)
+                record.finish(stopped, summary)
             raise
         finally:
             self._stop = None
@@ -271,6 +284,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         from polyv_connector.airflow.assets import emit_asset_events
 
         emit_asset_events(context.get("outlet_events"), self.outlets or [], summary, self._written_locations, self.log)
+        record.finish(result, summary)
+        record.retain()
         if not result.ok:
             # The return value is lost when a task raises: keep the summary for alerting.
             context["ti"].xcom_push(key="return_value", value=summary)
@@ -281,6 +296,12 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             self.log.error("%s", exit_line(result.exit_code, result.abort_cause))
             raise failure(_scrub_secret(_failure_message(result), credentials.app_secret.reveal()))
         return summary
+
+    def resume_after_wait(self, context: Context, event: Any = None, **waited: Any) -> dict[str, Any]:
+        """Where the task resumes after a deferred wait (:mod:`~polyv_connector.airflow.deferral`):
+        it looks again, from the start, with how long it has waited so far."""
+        self._waited = waited
+        return self.execute(context)
 
     def on_kill(self) -> None:
         """Stop sending at once (Airflow: "mark failed", a worker shutdown, after a timeout).

@@ -26,6 +26,10 @@ from polyv_connector.airflow.accounts import TABLE_NAME as _TABLE_NAME_RE
 #: makes overlapping runs (a backfill date, the nightly run) safe; this makes them succeed.
 LOCK_TIMEOUT_S = 3600
 
+#: The example DAGs' retention (report_retention_days, runs_retention_days: off unless set).
+DAG_REPORT_RETENTION_DAYS = 30
+DAG_RUNS_RETENTION_DAYS = 400
+
 #: Table params are spliced into SQL text: ``[db.][schema.]table`` identifiers only.
 TABLE_NAME = _TABLE_NAME_RE.pattern
 

@@ -25,6 +25,7 @@ from polyv_connector.model import (
     report_schema,
 )
 from polyv_connector.report import ReportSink
+from polyv_connector.report_rows import DEFAULT_REPORT_ROWS, ReportRows, add_counts, filter_report_rows
 
 log = logging.getLogger("polyv_connector")
 
@@ -62,6 +63,8 @@ class ReportTags:
     partition: int | None = None  # None: the run is not partitioned
     partitions: int | None = None
     airflow_run_id: str | None = None
+    #: Which rows reach the report sink (``report_rows``); the tally counts every row all the same.
+    rows: ReportRows = DEFAULT_REPORT_ROWS
 
     @classmethod
     def of(cls, app_id: str, options: SyncOptions) -> ReportTags:
@@ -71,6 +74,7 @@ class ReportTags:
             partition=options.partition if sliced else None,
             partitions=options.partitions if sliced else None,
             airflow_run_id=options.airflow_run_id,
+            rows=options.report_rows,
         )
 
     def columns(self, n: int) -> list[pa.Array]:
@@ -92,9 +96,13 @@ class Closing:
 
 
 class Tally:
-    """Counts by reason code, the first problem items, and example rows per problem code."""
+    """Counts by reason code, the first problem items, example rows per problem code, and the
+    report rows written and left out (``report_rows``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, report_rows: ReportRows = DEFAULT_REPORT_ROWS) -> None:
+        self.report_rows = report_rows
+        self.rows_written = 0
+        self.rows_dropped: dict[str, int] = {}
         self.counts: dict[str, int] = {}
         self.problems: list[dict[str, Any]] = []
         # (status, code) -> [count, example rowNumbers, an example reason]
@@ -142,6 +150,22 @@ class Tally:
                         "reason": cut(row["reason"], REASON_CHARS),
                     }
                 )
+
+    def keep(self, rb: pa.RecordBatch) -> pa.RecordBatch:
+        """The rows of ``rb`` the report keeps (``report_rows``), counted."""
+        kept, dropped = filter_report_rows(rb, self.report_rows)
+        self.rows_written += kept.num_rows
+        if dropped:
+            self.rows_dropped = add_counts(self.rows_dropped, dropped)
+        return kept
+
+    def summary(self) -> dict[str, Any]:
+        """The summary keys of the report's rows: the setting, rows written, rows left out by status."""
+        return {
+            "reportRows": self.report_rows,
+            "reportRowsWritten": self.rows_written,
+            "reportRowsDropped": dict(self.rows_dropped),
+        }
 
     def log_problems(self) -> None:
         """One WARNING per (status, reason code): count, example rows, one example reason."""
@@ -205,7 +229,7 @@ def write_report(
     tags: ReportTags,
 ) -> Tally:
     """Write one report row per item (to ``report`` when there is one) and tally the reasons."""
-    tally = Tally()
+    tally = Tally(tags.rows)
     res = ledger.results
     r_reason = pa.array([r.reason for r in res], pa.string())
     r_code = pa.array([r.reason_code for r in res], pa.string())
@@ -281,8 +305,9 @@ def write_report(
             schema=schema,
         )
         tally.add(batch)
-        if report is not None:
-            report.write(batch)
+        kept = tally.keep(batch)
+        if report is not None and kept.num_rows:
+            report.write(kept)
     if report is not None:
         report.close()
     return tally

@@ -218,6 +218,7 @@ def _locked_run(
             **({} if unchanged_in_source is None else {"unchangedInWarehouse": unchanged_in_source}),
             **({} if options.slice.whole else {"partition": options.partition, "partitions": options.partitions}),
             **fallback,
+            **tally.summary(),
         },
         counts_by_reason=tally.counts,
         problems=tally.problems,

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from polyv_connector.errors import ConfigError
+from polyv_connector.parsers import retention_days as check_retention_days
 from polyv_connector.warehouse import dbapi
 from polyv_connector.warehouse.db_errors import database_error
 from polyv_connector.warehouse.dialect import dialect_named, dialect_of_connection
@@ -53,9 +54,10 @@ from polyv_connector.warehouse.runs_table import db_time, execute_each
 
 log = logging.getLogger("polyv_connector")
 
-#: What the example DAGs set (retention itself is off unless set).
-DAG_REPORT_RETENTION_DAYS = 30
-DAG_RUNS_RETENTION_DAYS = 400
+__all__ = ["apply_retention", "check_retention_days", "purge_report_folder"]
+
+#: How long the retention at the end of a run may take; the next run goes on from there.
+END_OF_RUN_SECONDS = 120.0
 #: Report rows deleted per statement (and per transaction).
 DEFAULT_BATCH_ROWS = 10_000
 #: Runs taken per look-up of old runs.
@@ -64,19 +66,6 @@ RUNS_PER_LOOKUP = 100
 DROP_LOCK_TIMEOUT = "5s"
 #: Files of a report folder that retention deletes: Parquet reports, run pages, summaries.
 REPORT_FILE_SUFFIXES = (".parquet", ".html", ".json")
-
-
-def check_retention_days(value: Any, setting: str) -> int | None:
-    """``value`` as a whole number of days (at least 1), ``None`` (off) when not set."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    try:
-        days = int(str(value).strip())
-    except ValueError:
-        raise ConfigError(setting, f"must be a whole number of days; got {value!r}") from None
-    if days < 1:
-        raise ConfigError(setting, f"must be at least 1 day (leave it unset to keep everything); got {days}")
-    return days
 
 
 def cutoffs(

@@ -33,6 +33,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from polyv_connector.errors import ConfigError
+from polyv_connector.model import RUNS_SUFFIX
 from polyv_connector.warehouse import dbapi
 from polyv_connector.warehouse.db_errors import database_error
 from polyv_connector.warehouse.dialect import BIGINT, DOUBLE, TEXT, TIMESTAMP, dialect_named, dialect_of_connection
@@ -48,8 +49,6 @@ from polyv_connector.warehouse.schema import Column, TableSchema, ensure_schema,
 
 log = logging.getLogger("polyv_connector")
 
-#: What the default runs table name adds to the report table's.
-RUNS_SUFFIX = "_runs"
 
 SCHEMA_VERSIONS: list[tuple[int, list[Column]]] = [
     (

@@ -138,7 +138,8 @@ def test_inlets_and_outlets_named_by_their_location_when_literal():
     assert [a.uri for a in op.inlets] == ["s3://bkt/in/v.parquet"]
     assert templated.inlets == []
     assets = [a for a in op.outlets if isinstance(a, Asset)]
-    assert [(a.name, a.uri) for a in assets] == [("file:///r/out.parquet", "file:///r/out.parquet")]
+    # The report's place (its folder), not the run's file: every run's event goes to one asset.
+    assert [(a.name, a.uri) for a in assets] == [("file:///r", "file:///r")]
     assert [a.name for a in op.outlets if isinstance(a, AssetAlias)] == ["polyv_sync/d/t"]
 
 
@@ -455,9 +456,9 @@ def test_parquet_dag_events_read_back_through_the_client_model(run_dag, sim, tmp
     outputs = {(o.namespace, o.name): o for o in complete.outputs}
     polyv = outputs[sim.base_url, f"live/v4/user/custom-field/viewer-value/{APP_ID}"]
     assert polyv.outputFacets["outputStatistics"].rowCount == run.xcom["counts"]["sent"] > 0
-    # A trigger's report name lands in the DAG's own folder under the report folder.
-    written = tmp_path / "reports" / "polyv_viewer_sync_parquet" / "lineage.parquet"
-    assert ("file", str(written)) in outputs
+    # The report lands in the DAG's own folder under the report folder.
+    reports = tmp_path / "reports" / "polyv_viewer_sync_parquet"
+    assert ("file", str(reports / "lineage.parquet")) in outputs
     facet = complete.run.facets["polyv_sync"]
     assert facet.runId == run.xcom["runId"] and facet.counts == run.xcom["counts"]
     doc = complete.job.facets.get("documentation")
@@ -479,8 +480,10 @@ def test_parquet_dag_events_read_back_through_the_client_model(run_dag, sim, tmp
         }
     finally:
         db.close()
+    # The report as its place (the folder), not one asset per run's file.
+    assert f"file://{reports / 'lineage.parquet'}" not in recorded
     assert recorded >= {
-        f"file://{written}",
+        f"file://{reports}",
         f"{sim.base_url}/live/v4/user/custom-field/viewer-value/{APP_ID}",
     }, recorded
 

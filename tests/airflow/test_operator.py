@@ -284,14 +284,18 @@ def test_warehouse_source_and_report_table(sim, polyv_env, pg_schema, pg_warehou
 
 
 def test_default_outlets():
-    from polyv_connector.airflow.assets import report_file_asset, report_table_asset
+    from polyv_connector.airflow.assets import report_place_assets, report_table_asset
     from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
 
     op = _op(source_conn_id="wh", source_table="t", report_table="s.report", report_path="/data/r.parquet")
-    assert op.outlets == [report_table_asset("wh", "s.report"), report_file_asset("/data/r.parquet")]
+    # The report's places, not the run's file: the table, and the folder the file is in.
+    assert op.outlets == report_place_assets(
+        "dag", report_path="/data/r.parquet", report_table="s.report", conn_id="wh"
+    )
+    assert op.outlets[0] == report_table_asset("wh", "s.report")
     assert op.outlets[0].uri == "x-polyv-report-table://wh/s.report"
-    assert op.outlets[1].uri == "file:///data/r.parquet"
-    assert _op(input_path="x", report_path="s3://b/r.parquet").outlets[0].uri == "s3://b/r.parquet"
+    assert op.outlets[1].uri == "file:///data"
+    assert _op(input_path="x", report_path="s3://b/reports/r.parquet").outlets[0].uri == "s3://b/reports"
     explicit = PolyvViewerFieldSyncOperator(task_id="t", input_path="x", report_path="/r.parquet", outlets=[])
     assert explicit.outlets == []
 
@@ -346,6 +350,7 @@ def test_the_signature_takes_the_operator_settings_each_defaulting_to_not_given(
         *("expectation_suite_path", "validation_dir", "report_dir", "allowed_input_prefixes"),
         *("allowed_suite_prefixes", "dry_run_setting", "full_refresh", "max_rejected_fraction"),
         *("lock_timeout", "budget_url", "budget_conn_id", "budget_rps", "partitions", "partition"),
+        *("report_rows", "runs_table", "report_retention_days", "runs_retention_days"),
     }
 
 
