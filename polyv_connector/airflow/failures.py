@@ -14,13 +14,14 @@ Cheap to import (DAG files import the operator at parse time).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from polyv_connector import exit_codes
 from polyv_connector.bounds import ERROR_CHARS, REASON_CHARS, cut
-from polyv_connector.errors import InputError, PolyvConnectorError, StateError
+from polyv_connector.errors import ConfigError, InputError, PolyvConnectorError, StateError
 from polyv_connector.reasons import NOT_PROBLEMS
 from polyv_connector.transport.redact import scrub_secret
 
@@ -46,6 +47,23 @@ def airflow_error(exc: PolyvConnectorError) -> Exception:
         kind = kinds.get(code, code.name)
     message = f"POLYV sync: {kind}: {exc}"
     return AirflowException(message) if code.retryable else AirflowFailException(message)
+
+
+def as_chosen(exc: PolyvConnectorError, params: Mapping[str, Any] | None) -> PolyvConnectorError:
+    """``exc`` naming the setting the person chose: an error about ``source_sql`` in a run whose
+    trigger gave no ``source_sql`` but a ``source_table`` param ran the example DAGs' default
+    query over that table, so the error names ``source_table``; any other error as it is."""
+    if not isinstance(exc, ConfigError) or exc.setting != "source_sql" or not params:
+        return exc
+    table = params.get("source_table")
+    if params.get("source_sql") or not isinstance(table, str) or not table.strip():
+        return exc
+    message = str(exc).split(": ", 1)[-1]
+    # The source calls the rows it read "query"; the person named a table.
+    message = f"{table.strip()}: {message.removeprefix('query: ')}"
+    chosen = type(exc)("source_table", f"{message} (read by the DAG's default query)")
+    chosen.__cause__ = exc.__cause__
+    return chosen
 
 
 def exit_line(code: int, abort_cause: str | None = None) -> str:

@@ -21,7 +21,7 @@ from polyv_connector.airflow import interval
 from polyv_connector.airflow.assets import input_asset, task_outlets, templated
 from polyv_connector.airflow.deferral import wait_or_defer
 from polyv_connector.airflow.failures import airflow_error as _airflow_error
-from polyv_connector.airflow.failures import exit_line
+from polyv_connector.airflow.failures import as_chosen, exit_line
 from polyv_connector.airflow.failures import failure_message as _failure_message
 from polyv_connector.airflow.failures import scrub_secret as _scrub_secret
 from polyv_connector.airflow.folders import Writer, confine_task_paths, dag_report_dir
@@ -252,7 +252,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                 )
         except PolyvConnectorError as exc:
             self.log.error("%s", exit_line(exit_codes.for_error(exc).code, getattr(exc, "cause", None)))
-            raise _airflow_error(exc) from exc
+            raise _airflow_error(as_chosen(exc, context.get("params"))) from exc
         except BaseException as exc:
             # execution_timeout (AirflowTaskTimeout) or SIGINT (KeyboardInterrupt) while sending:
             # the engine has written the whole report; say where, then let Airflow fail the task.

@@ -48,3 +48,21 @@ def test_the_exit_line_names_the_code_its_meaning_and_the_abort_cause() -> None:
         "the report is written); abortCause auth"
     )
     assert exit_line(2).endswith("abortCause none") and "exitCode 2 (config:" in exit_line(2)
+
+
+def test_an_error_about_the_default_query_names_the_table_param_the_trigger_chose():
+    from polyv_connector.airflow.failures import as_chosen
+    from polyv_connector.errors import ConfigError, InputError
+
+    missing = InputError("source_sql", "missing column(s) viewer_id (found: user_id)")
+    chosen = as_chosen(missing, {"source_sql": None, "source_table": "crm.attrs"})
+    assert isinstance(chosen, InputError) and chosen.setting == "source_table"
+    assert str(chosen) == (
+        "source_table: crm.attrs: missing column(s) viewer_id (found: user_id) (read by the DAG's default query)"
+    )
+    # A query the trigger wrote keeps its own name; so does any other setting's error.
+    written = {"source_sql": "SELECT 1", "source_table": "crm.attrs"}
+    assert as_chosen(missing, written) is missing
+    other = ConfigError("report_path", "bad")
+    assert as_chosen(other, {"source_table": "crm.attrs"}) is other
+    assert as_chosen(missing, None) is missing

@@ -53,7 +53,9 @@ def _sync(conn_id: str, table: str, report: str) -> dict[str, Any]:
         state_table="",  # no state: a default state table would outlive the test's schema
         **MAPPING,
     )
-    return op.execute({"ti": _TI(), "run_id": "manual__interval"})
+    # The trigger's params, as the DAG renders them: no source_sql, the table param.
+    params = {"source_sql": None, "source_table": table}
+    return op.execute({"ti": _TI(), "run_id": "manual__interval", "params": params})
 
 
 def _fill(execute: Any, table: str, viewer_column: str) -> None:
@@ -78,6 +80,8 @@ def _check(conn_id: str, good: str, renamed: str, sim: Any, tmp_path: Path) -> N
     message = str(raised.value)
     assert "missing column(s) viewer_id (found: user_id, custom_field_id" in message, message
     assert "alias the columns" in message and "LINE 1" not in message and "Unknown column" not in message
+    # Named after the setting the person chose: the table param, not the query it became.
+    assert f"source_table: {renamed}: missing column(s)" in message and "source_sql" not in message, message
     assert sim.stats.save_requests == sent_before  # nothing sent
 
 
