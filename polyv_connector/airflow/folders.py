@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from polyv_connector.deployment import VALIDATION_FOLDER, airflow_home, default_report_dir
 from polyv_connector.errors import ConfigError
@@ -64,6 +65,12 @@ class Writer:
     run_id: str
     task_id: str
     map_index: int = -1
+
+    @classmethod
+    def of(cls, dag_id: str, task_id: str, context: Mapping[str, Any]) -> Writer:
+        """The task instance a task's execution ``context`` names."""
+        map_index = getattr(context.get("ti"), "map_index", -1)
+        return cls(dag_id, str(context.get("run_id") or ""), task_id, map_index if isinstance(map_index, int) else -1)
 
 
 def owner_file(report_path: str) -> Path:

@@ -70,6 +70,18 @@ class ExpectationFact:
     description: str | None = None  # the suite's own words for it (meta "why" or "notes")
 
 
+def note_validation(validator: Any, result: Any, facts: dict[str, Any], log: Any) -> None:
+    """After a run with a suite: its expectations as lineage facts, and where the validation
+    result and Data Docs went, in the task log."""
+    if validator is None:
+        return
+    facts["expectations"] = expectation_facts(validator)
+    validation = result.extra.get("validation") or {}
+    for label, key in (("validation result", "resultJson"), ("data docs", "dataDocsPage")):
+        if validation.get(key):
+            log.info("%s: %s", label, validation[key])
+
+
 def expectation_facts(validator: Any) -> list[ExpectationFact]:
     """The suite's expectations and their results, read from a finished ``SuiteValidator``."""
     from polyv_connector.jsonsafe import strict_json

@@ -30,7 +30,7 @@ from polyv_connector.airflow.hooks import redis_url as _redis_url
 from polyv_connector.airflow.links import DataDocsLink, ReportLink, RunPageLink
 from polyv_connector.airflow.records import RunRecord
 from polyv_connector.airflow.summary import absolute_location as _absolute_location
-from polyv_connector.airflow.summary import task_summary, write_task_run_page
+from polyv_connector.airflow.summary import task_summary, with_airflow_run_id, write_task_run_page
 from polyv_connector.errors import PolyvConnectorError
 from polyv_connector.run import Front, check_outputs, check_source, prepare, run_page_path
 from polyv_connector.runspec import OPERATOR_SETTINGS, SETTINGS
@@ -78,11 +78,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     template_ext: Sequence[str] = (".sql",)
     template_fields_renderers: ClassVar[dict[str, str]] = {"source_sql": "sql", "source_parameters": "json"}
     ui_color = "#e8f4ff"
-    # Served by the plugin (polyv_connector.airflow.plugin); Airflow stores each link as an XCom
-    # when the task ends, read from the summary's runPage / reportPath / validation.
+    # Served by the plugin (airflow/plugin.py), from the summary's runPage, reportPath, validation.
     operator_extra_links = (RunPageLink(), ReportLink(), DataDocsLink())
-    # The run settings read before the run is resolved (the outlets at parse time, the account
-    # check): the others reach the RunSpec through _given() only.
+    # Settings read before the run is resolved (outlets, the account check); set in __init__.
     source_conn_id: str | None
     report_conn_id: str | None
     report_table: str | None
@@ -163,7 +161,6 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             located = input_asset(input_path.strip())
             self.inlets = [located] if located else []
 
-    # ---- parse time ---------------------------------------------------------------------------
     def default_outlets(self) -> list[Asset | AssetAlias]:
         """The report's asset(s), from the arguments as written in the DAG file (see
         :func:`polyv_connector.airflow.assets.task_outlets`)."""
@@ -176,7 +173,6 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             task_id=self.task_id,
         )
 
-    # ---- run time -----------------------------------------------------------------------------
     def _given(self) -> dict[str, Any]:
         """The operator's arguments as RunSpec settings (``None`` = not given)."""
         return {key: getattr(self, _attribute(key)) for key in OPERATOR_SETTINGS}
@@ -197,7 +193,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             # Trigger-time paths held to where the DAG author allows, before anything else.
             spec = confine_task_paths(hook.resolve_run(self._given()), self._task(context))
             # The report table and summary name the Airflow run this sync belongs to.
-            spec = _with_airflow_run_id(spec, context.get("run_id"))
+            spec = with_airflow_run_id(spec, context.get("run_id"))
             front = self._front(context, spec)
             check_source(spec, front)
             self._lineage.update(
@@ -268,15 +264,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             self._stop = None
             hook.close()
 
-        validation = result.extra.get("validation") or {}
-        if validator is not None:
-            from polyv_connector.airflow.lineage import expectation_facts
+        from polyv_connector.airflow.lineage import note_validation
 
-            self._lineage["expectations"] = expectation_facts(validator)
-        if validation:
-            for label, key in (("validation result", "resultJson"), ("data docs", "dataDocsPage")):
-                if validation.get(key):
-                    self.log.info("%s: %s", label, validation[key])
+        note_validation(validator, result, self._lineage, self.log)
         interval.note_zero_rows(result, context, self.log)
         summary, page = self._record(result, context, spec, credentials, self.log.info)
         if page:
@@ -304,12 +294,9 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         return self.execute(context)
 
     def on_kill(self) -> None:
-        """Stop sending at once (Airflow: "mark failed", a worker shutdown, after a timeout).
-
-        No new request leaves; requests in flight get a few seconds, then the report is written
-        (the items without an answer are ``in_doubt``). Their keys were marked unconfirmed
-        before sending, so a SIGKILL that follows leaves the state consistent.
-        """
+        """Stop sending at once ("mark failed", a worker shutdown, a timeout): no new request
+        leaves, those in flight get a few seconds (then ``in_doubt``), the report is written;
+        their keys were marked unconfirmed before sending, so a SIGKILL after it is safe."""
         stop = getattr(self, "_stop", None)
         if stop is not None:
             self.log.warning("on_kill: stopping the POLYV sync; the report is still written")
@@ -319,14 +306,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         return self.dag_id if self.has_dag() else "dag"  # type: ignore[no-untyped-call]
 
     def _task(self, context: Context) -> Writer:
-        """This task instance's names (its tries share them)."""
-        map_index = getattr(context.get("ti"), "map_index", -1)
-        return Writer(
-            self._dag_id(),
-            str(context.get("run_id") or ""),
-            self.task_id,
-            map_index if isinstance(map_index, int) else -1,
-        )
+        return Writer.of(self._dag_id(), self.task_id, context)
 
     def _front(self, context: Context, spec: RunSpec) -> Front:
         report_folder = dag_report_dir(spec, self._dag_id())
@@ -357,22 +337,12 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         return written_locations(run_lineage(self._lineage, self.log), summary)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """OpenLineage inputs (the source, the sync state) and outputs (the report, the state,
-        POLYV when something was sent), with the data-quality and run facets: see
-        :mod:`polyv_connector.airflow.lineage`. ``None`` without the OpenLineage provider."""
+        """The run's OpenLineage facets (:mod:`polyv_connector.airflow.lineage`); None without
+        the OpenLineage provider."""
         from polyv_connector.airflow.lineage import operator_lineage, run_lineage
 
         return operator_lineage(run_lineage(self._lineage, self.log))
 
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
-        """As on completion: a failed gate or a stopped run still read its source and wrote its
-        report (and POLYV is declared only if something was sent)."""
+        """As on completion: a failed gate or a stopped run still read and reported."""
         return self.get_openlineage_facets_on_complete(task_instance)
-
-
-def _with_airflow_run_id(spec: RunSpec, run_id: Any) -> RunSpec:
-    import dataclasses
-
-    if not run_id:
-        return spec
-    return dataclasses.replace(spec, options=dataclasses.replace(spec.options, airflow_run_id=str(run_id)))

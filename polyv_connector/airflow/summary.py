@@ -58,6 +58,15 @@ def kept_summary(operator: Any) -> tuple[bool, dict[str, Any] | None]:
     return True, summary if isinstance(summary, dict) else None
 
 
+def with_airflow_run_id(spec: RunSpec, run_id: Any) -> RunSpec:
+    """``spec`` naming the Airflow run the sync belongs to (in the report table and the summary)."""
+    import dataclasses
+
+    if not run_id:
+        return spec
+    return dataclasses.replace(spec, options=dataclasses.replace(spec.options, airflow_run_id=str(run_id)))
+
+
 def absolute_path(path: str) -> str:
     """A local path made absolute; a URL as it is."""
     return path if is_url(path) else os.path.abspath(path)
