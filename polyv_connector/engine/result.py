@@ -71,7 +71,7 @@ class SyncResult:
         if self.aborted:
             # Not the message again: it is logged once when sending stops (``sending stops``)
             # and kept in the summary's ``aborted``.
-            line += f"; STOPPED ({self.abort_cause}): why is logged once ('sending stops') and kept as aborted"
+            line += f"; STOPPED ({self.abort_cause}): the reason is in the log, once, and in the summary's 'aborted'"
         if self.gate_failures:
             line += f"; GATE FAILED: {' | '.join(self.gate_failures)}"
         return line
