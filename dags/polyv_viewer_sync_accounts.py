@@ -24,8 +24,8 @@ rejected, duplicate, not attempted or in doubt keeps its row, the unchanged ones
 (in the summary and the runs table ``<report_table>_runs``), so a quiet night writes a handful
 of rows, not one per item. Report rows and report files of runs started more than 30 days ago
 (runs table rows: 400 days) are deleted at the end of each run, a little at a time; a run that
-waits for another run of the account waits in its worker (``deferrable`` stays off in the example
-DAGs until concurrent resumes are fixed: see docs/airflow.md).
+waits for another run of the account waits in its worker (``deferrable`` stays off in this DAG
+until concurrent resumes are fixed: see docs/airflow.md).
 """
 
 from __future__ import annotations
