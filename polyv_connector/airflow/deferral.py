@@ -9,6 +9,17 @@ it), so the look is made here, without waiting (:meth:`StateStore.try_open
 <polyv_connector.state.store.StateStore.try_open>`, the budget's recorded block), and the
 delay grows from :data:`FIRST_DELAY_S` to :data:`MAX_DELAY_S`.
 
+No deferral is shorter than :func:`resume_floor`. Airflow (3.3) resumes a deferred task under
+the same task-instance key (same try number) it ran under before deferring, and its scheduler
+learns that the deferring worker process has exited only later: the worker's supervisor may
+take up to ``[workers] min_heartbeat_interval`` (5 s) to notice, then a scheduler loop to read
+it. When the trigger fires sooner, the scheduler queues the resumed task first, then reads the
+old exit ("success"), which takes the new one out of its executor's running set, and fails it:
+"finished with state success, but the task instance's state attribute is queued". Three
+deferred runs of one account (a backfill) resuming together after the former 5-second first
+delay met exactly that. A wait that has less of ``lock_timeout`` left than the floor is made
+in process, as without deferring.
+
 The whole wait stays bounded by ``lock_timeout``, counted from the first look: once it is
 spent the run goes on and meets the holder (or the block) as a run that does not defer does:
 ``busy`` (exit 5) or ``blocked``. Nothing is read or sent before a look finds the way free, so
@@ -32,8 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("polyv_connector")
 
 #: The first deferral's delay, doubled at each look up to :data:`MAX_DELAY_S`.
-FIRST_DELAY_S = 5.0
+FIRST_DELAY_S = 30.0
 MAX_DELAY_S = 300.0
+#: The shortest deferral (see :func:`resume_floor`).
+MIN_DELAY_S = 30.0
 #: The operator method Airflow calls when the trigger fires.
 RESUME_METHOD = "resume_after_wait"
 
@@ -48,6 +61,19 @@ def default_deferrable() -> bool:
 def is_deferrable(setting: bool | None) -> bool:
     """The run's ``deferrable``: the setting when given, else Airflow's default."""
     return default_deferrable() if setting is None else setting
+
+
+def resume_floor(heartbeat_s: float | None = None, idle_s: float | None = None) -> float:
+    """The shortest deferral that resumes after Airflow has seen the deferring worker exit: four
+    of the supervisor's longest waits (``[workers] min_heartbeat_interval``) and four scheduler
+    loops (``[scheduler] scheduler_idle_sleep_time``), at least :data:`MIN_DELAY_S`. A shorter
+    one can get the resumed task failed by the scheduler (the module's docstring says how)."""
+    if heartbeat_s is None or idle_s is None:
+        from airflow.sdk.configuration import conf
+
+        heartbeat_s = conf.getfloat("workers", "min_heartbeat_interval", fallback=5.0)
+        idle_s = conf.getfloat("scheduler", "scheduler_idle_sleep_time", fallback=1.0)
+    return max(MIN_DELAY_S, 4 * heartbeat_s + 4 * idle_s)
 
 
 @dataclass(frozen=True)
@@ -125,23 +151,25 @@ def must_wait(
     waited: Waited,
     probe_id: str,
     clock: Callable[[], float] = time.time,
+    floor: float = MIN_DELAY_S,
 ) -> Deferral | None:
-    """The deferral this run makes now, or None to go on (the way is free, or ``lock_timeout``
-    is spent: the run then meets the holder or the block as it would without deferring)."""
+    """The deferral this run makes now, or None to go on: the way is free, or less than
+    ``floor`` (:func:`resume_floor`) is left of ``lock_timeout``: the run then waits the rest in
+    process, or meets the holder or the block, as it would without deferring."""
     now = clock()
     left = waited.since + options.lock_timeout_s - now
-    if left <= 0:
+    if left < floor:
         return None
     block = block_left(budget, now)
     if block > 0:
         why = f"POLYV blocked this machine's IP; the block recorded in the request budget ends in {block:.0f} s"
-        delay = min(block, left)
+        delay = block
     elif state_held(state, options, probe_id):
         why = "another run holds the sync state"
-        delay = min(next_delay(waited.looks), left)
+        delay = next_delay(waited.looks)
     else:
         return None
-    return Deferral(why=why, delay_s=max(1.0, delay), waited=Waited(waited.since, waited.looks + 1))
+    return Deferral(why=why, delay_s=min(max(floor, delay), left), waited=Waited(waited.since, waited.looks + 1))
 
 
 def time_trigger(delay_s: float) -> Any:
@@ -172,7 +200,8 @@ def wait_or_defer(
     if not is_deferrable(spec.deferrable) or spec.options.lock_timeout_s <= 0:
         return spec.options
     waited = Waited.from_kwargs(getattr(operator, "_waited", None), time.time())
-    deferral = must_wait(state_to_probe(state, spec.options, app_id), spec.options, budget, waited, run_id)
+    probe = state_to_probe(state, spec.options, app_id)
+    deferral = must_wait(probe, spec.options, budget, waited, run_id, floor=resume_floor())
     if deferral is None:
         return remaining(spec.options, waited)
     operator.log.info("%s", log_deferral(deferral, spec.options.lock_timeout_s))

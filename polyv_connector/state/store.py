@@ -204,7 +204,9 @@ def try_open_state(store: StateStore, run_id: str, part: Slice, dry_run: bool) -
     try:
         seq = _lock(store, run_id, part, 0.0)
     except BusyError as exc:
-        log.info("sync state for appId %s is held by another run: %s", store.app_id, exc)
+        # A look, not a failed run: who holds it, without the failed run's "nothing was sent: retry".
+        held = str(exc).split("; nothing was sent", 1)[0]
+        log.info("sync state for appId %s is held by another run: %s", store.app_id, held)
         yield None
         return
     with _held(store, run_id, part, seq) as run:
