@@ -76,7 +76,7 @@ def _fill(conn: Any) -> None:
     conn.commit()
 
 
-def _run(conn_id: str) -> dict[str, Any]:
+def _run(conn_id: str, **kwargs: Any) -> dict[str, Any]:
     return _op(
         source_conn_id=conn_id,
         source_table="attrs",
@@ -86,6 +86,7 @@ def _run(conn_id: str) -> dict[str, Any]:
         report_table="polyv_sync_report",
         state_table="polyv_sync_state",
         diff_in_warehouse=True,
+        **kwargs,
     ).execute({"ti": _TI(), "run_id": "manual__engines"})
 
 
@@ -141,3 +142,78 @@ def test_duckdb_connection_end_to_end(sim, polyv_env, duckdb_conn) -> None:
     rows = conn.execute("SELECT status, count(*) FROM polyv_sync_report GROUP BY status").fetchall()
     conn.close()
     assert rows == [("sent", 41)]
+
+
+# ---- the runs table and retention through the operator, on each engine -------------------------
+# (PostgreSQL: tests/airflow/test_operator_records.py)
+def _sql(conn_id: str, database: str, sql: str) -> list[tuple[Any, ...]]:
+    """Run one statement on the test's MySQL database or DuckDB file; its rows (if any)."""
+    if conn_id == "polyv_mysql":
+        from tests.warehouse.engines import mysql_connect
+
+        conn = mysql_connect(database)
+        sql = sql.replace('"', "`")
+    else:
+        import duckdb
+
+        conn = duckdb.connect(database)
+    try:
+        cur = conn.cursor()
+        cur.execute(sql)
+        rows = [tuple(r) for r in cur.fetchall()] if cur.description else []
+        conn.commit()
+        return rows
+    finally:
+        conn.close()
+
+
+def _retention_after_a_run(conn_id: str, database: str, sim: Any) -> None:
+    """An old run's report rows and runs row are gone after the next run; a run killed after its
+    start stays in the runs table, started and never finished."""
+    from airflow.sdk.exceptions import AirflowException
+
+    from polyv_connector.engine import sync as engine_sync
+
+    old = _run(conn_id)
+    # The first run started 40 days ago (one value has changed since: the next run reports it).
+    aged = 'UPDATE polyv_sync_report_runs SET "startedAt" = "startedAt" - INTERVAL 40 DAY WHERE "runId" = '
+    _sql(conn_id, database, aged + f"'{old['runId']}'")
+    _sql(conn_id, database, "UPDATE attrs SET val = 'changed' WHERE uid = 'u1'")
+    new = _run(conn_id, report_retention_days=30, runs_retention_days=35)
+    assert _sql(conn_id, database, 'SELECT DISTINCT "runId" FROM polyv_sync_report') == [(new["runId"],)]
+    assert _sql(conn_id, database, 'SELECT "runId" FROM polyv_sync_report_runs') == [(new["runId"],)]
+
+    original = engine_sync._locked_run
+
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the worker died")
+
+    engine_sync._locked_run = killed  # type: ignore[assignment]
+    try:
+        with pytest.raises((RuntimeError, AirflowException)):
+            _run(conn_id)
+    finally:
+        engine_sync._locked_run = original  # type: ignore[assignment]
+    rows = _sql(conn_id, database, 'SELECT "runId", "finishedAt", "outcome" FROM polyv_sync_report_runs')
+    assert len(rows) == 2
+    assert [(f, o) for r, f, o in rows if r != new["runId"]] == [(None, None)]
+    assert [(o,) for r, f, o in rows if r == new["runId"]] == [("ok",)]
+
+
+@pytest.mark.mariadb
+def test_mysql_retention_after_a_run_and_killed_runs_unfinished(sim, polyv_env, mysql_conn) -> None:
+    from tests.warehouse.engines import mysql_connect
+
+    conn = mysql_connect(mysql_conn)
+    _fill(conn)
+    conn.close()
+    _retention_after_a_run("polyv_mysql", mysql_conn, sim)
+
+
+def test_duckdb_retention_after_a_run_and_killed_runs_unfinished(sim, polyv_env, duckdb_conn) -> None:
+    import duckdb
+
+    conn = duckdb.connect(duckdb_conn)
+    _fill(conn)
+    conn.close()
+    _retention_after_a_run("polyv_duckdb", duckdb_conn, sim)
