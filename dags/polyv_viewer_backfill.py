@@ -63,6 +63,8 @@ with DAG(
         # Another run of this account (a backfill date, the nightly run) may hold the sync state:
         # wait for it rather than fail as busy. (Or queue them through a pool of one slot.)
         lock_timeout=LOCK_TIMEOUT_S,
+        # Wait for another run of the account in the triggerer, not in a worker slot.
+        deferrable=True,
         report_retention_days=DAG_REPORT_RETENTION_DAYS,
         runs_retention_days=DAG_RUNS_RETENTION_DAYS,
         source_conn_id="{{ params.source_conn_id }}",

@@ -16,8 +16,7 @@ rejected, duplicate, not attempted or in doubt keeps its row, the unchanged ones
 (in the summary and the runs table ``<report_table>_runs``), so a quiet night writes a handful
 of rows, not one per item. Report rows and report files of runs started more than 30 days ago
 (runs table rows: 400 days) are deleted at the end of each run, a little at a time; a run that
-waits for another run of the account waits in its worker (``deferrable`` stays off in this DAG
-until concurrent resumes are fixed: see docs/airflow.md).
+waits for another run of the account waits in the triggerer (``deferrable=True``).
 """
 
 from __future__ import annotations
@@ -79,6 +78,8 @@ with DAG(
         task_id="sync_partition",
         # A task waits for a run of the whole account (another DAG) to release the sync state.
         lock_timeout=LOCK_TIMEOUT_S,
+        # Wait for another run of the account in the triggerer, not in a worker slot.
+        deferrable=True,
         report_retention_days=DAG_REPORT_RETENTION_DAYS,
         runs_retention_days=DAG_RUNS_RETENTION_DAYS,
         # A whole table read nightly: report the items acted on, count the unchanged ones.
