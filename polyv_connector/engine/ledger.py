@@ -46,6 +46,12 @@ class Ledger:
         self.result_idx = np.full(n, -1, dtype=np.int32)
         self.results: list[ItemsResult] = []
         self.notes = PlanNotes.empty()  # duplicate / conflict reasons, by position
+        #: The change kind of each item left to send after the diff (:mod:`~polyv_connector.engine.changes`);
+        #: ``NO_CHANGE`` for every other item and for resends of unchanged values under a full refresh.
+        self.kind = np.zeros(n, dtype=np.uint8)
+        #: With the diff in the warehouse, what the state holds of each item, as the source says
+        #: (:data:`~polyv_connector.model.KNOWN_COLUMN`: 0 not the key, 1 another value, 2 this value).
+        self.known_in_source: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.status)
