@@ -79,6 +79,16 @@ TOO_MANY_REJECTED = ReasonCode(
 POLYV_UNAVAILABLE = ReasonCode(
     "polyv_unavailable", "not_attempted", "POLYV could not be reached for the field list", retryable=True
 )
+CHANGE_LIMIT = ReasonCode(
+    "change_limit",
+    "not_attempted",
+    "the run would change more than max_changed_fraction of the items the state knows: nothing was sent",
+)
+SOURCE_SHRANK = ReasonCode(
+    "source_shrank",
+    "not_attempted",
+    "a whole-source run read fewer keys than max_source_shrink allows against the last one: nothing was sent",
+)
 INTERNAL_ERROR = ReasonCode(
     "internal_error", "not_attempted", "an unexpected error stopped sending (a bug)", retryable=True
 )
@@ -108,6 +118,8 @@ ALL: Final[tuple[ReasonCode, ...]] = (
     TOO_MANY_REJECTED,
     POLYV_UNAVAILABLE,
     INTERNAL_ERROR,
+    CHANGE_LIMIT,
+    SOURCE_SHRANK,
 )
 BY_CODE: Final[dict[str, ReasonCode]] = {r.code: r for r in ALL}
 #: Codes of items that are fine as they are: left out of failure messages and alerts.

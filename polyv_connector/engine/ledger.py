@@ -46,6 +46,9 @@ class Ledger:
         self.result_idx = np.full(n, -1, dtype=np.int32)
         self.results: list[ItemsResult] = []
         self.notes = PlanNotes.empty()  # duplicate / conflict reasons, by position
+        #: The change kind of each item left to send after the diff (:mod:`~polyv_connector.engine.changes`);
+        #: ``NO_CHANGE`` for every other item and for resends of unchanged values under a full refresh.
+        self.kind = np.zeros(n, dtype=np.uint8)
 
     def __len__(self) -> int:
         return len(self.status)

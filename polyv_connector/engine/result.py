@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polyv_connector import exit_codes
 from polyv_connector.model import (
@@ -15,6 +15,9 @@ from polyv_connector.model import (
     UNSUCCESSFUL,
 )
 from polyv_connector.timeline import TimelineSummary
+
+if TYPE_CHECKING:
+    from polyv_connector.engine.changes import Breach
 
 log = logging.getLogger("polyv_connector")
 
@@ -46,17 +49,28 @@ class SyncResult:
     timeline: TimelineSummary | None = None
     #: What a person should know although the run succeeded (e.g. it read 0 rows).
     warnings: list[str] = field(default_factory=list)
+    #: Planned changes by kind (``new``, ``changed``, ``cleared``; see :mod:`~polyv_connector.engine.changes`).
+    changes: dict[str, int] = field(default_factory=dict)
+    #: Keys the state holds that a whole-source run did not read (POLYV keeps their values); None otherwise.
+    removed: int | None = None
+    #: The change limits the plan breached (nothing was sent when any).
+    breaches: list[Breach] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.aborted and not self.gate_failures and not any(self.counts.get(s, 0) for s in UNSUCCESSFUL)
+        return (
+            not self.aborted
+            and not self.gate_failures
+            and not self.breaches
+            and not any(self.counts.get(s, 0) for s in UNSUCCESSFUL)
+        )
 
     @property
     def exit_code(self) -> int:
         if self.aborted:
             # An unexpected error stopped sending: a bug (70), not POLYV refusing the run (3).
             return exit_codes.INTERNAL.code if self.abort_cause == "internal" else exit_codes.ABORTED.code
-        if self.gate_failures:
+        if self.gate_failures or self.breaches:
             return exit_codes.GATE.code
         return exit_codes.OK.code if self.ok else exit_codes.ITEMS_UNSUCCESSFUL.code
 
@@ -74,6 +88,16 @@ class SyncResult:
             line += f"; STOPPED ({self.abort_cause}): the reason is in the log, once, and in the summary's 'aborted'"
         if self.gate_failures:
             line += f"; GATE FAILED: {' | '.join(self.gate_failures)}"
+        if self.breaches:
+            line += f"; CHANGE LIMIT: {' | '.join(b.message for b in self.breaches)}"
+        return line
+
+    def changes_line(self) -> str:
+        """The planned changes by kind, and ``removed`` when counted, for the log."""
+        kinds = ", ".join(f"{k} {v:,}" for k, v in self.changes.items())
+        line = f"changes planned: {kinds or 'none'}"
+        if self.removed is not None:
+            line += f"; removed from the source (POLYV keeps their values): {self.removed:,}"
         return line
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +120,9 @@ class SyncResult:
             "countsByReason": dict(sorted(self.counts_by_reason.items())),
             "problems": [dict(p) for p in self.problems],
             "warnings": list(self.warnings),
+            "changes": dict(self.changes),
+            "removed": self.removed,
+            "limitBreaches": [{"code": b.code, "setting": b.setting, "message": b.message} for b in self.breaches],
             **self.extra,
         }
 
