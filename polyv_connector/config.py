@@ -205,6 +205,9 @@ class SyncOptions:
     airflow_run_id: str | None = None
     # Which report rows are written: every item's ("all") or all but the unchanged ("changes").
     report_rows: ReportRows = DEFAULT_REPORT_ROWS
+    # The items are a plan's, already diffed and approved (``polyv-sync apply``): no diff against
+    # the state and no change limits; set by the edge, never a user setting.
+    planned: bool = False
 
     def validate(self) -> None:
         self.send.validate()

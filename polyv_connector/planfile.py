@@ -242,7 +242,9 @@ def verify(path: str | os.PathLike[str], app_id: str, secret: str, setting: str 
     return summary
 
 
-def batches(path: str | os.PathLike[str], batch_rows: int = 65_536, setting: str = "plan_path") -> Iterator[pa.RecordBatch]:
+def batches(
+    path: str | os.PathLike[str], batch_rows: int = 65_536, setting: str = "plan_path"
+) -> Iterator[pa.RecordBatch]:
     """The plan's items, in order, as record batches of its four columns."""
     try:
         f = pq.ParquetFile(str(path))

@@ -46,7 +46,10 @@ def test_the_secret_is_not_in_the_plan_file(tmp_path):
 
 
 def test_the_digest_does_not_depend_on_chunking(tmp_path):
-    one = _write(tmp_path / "a.parquet", [(["v1", "v2", "v3"], ["f1", "f2", "f1"], ["a", "b", ""], ["new", "changed", "cleared"])])
+    one = _write(
+        tmp_path / "a.parquet",
+        [(["v1", "v2", "v3"], ["f1", "f2", "f1"], ["a", "b", ""], ["new", "changed", "cleared"])],
+    )
     two = _write(tmp_path / "b.parquet", _chunks())
     assert one["itemsSha256"] == two["itemsSha256"]
 

@@ -13,7 +13,8 @@ import pyarrow.compute as pc
 
 from polyv_connector import reasons as reason_codes
 from polyv_connector.config import ColumnMapping, SyncOptions
-from polyv_connector.engine.ledger import REASON, REASON_CODE, SPILL_SCHEMA, Ledger
+from polyv_connector.engine.changes import KIND_NAMES
+from polyv_connector.engine.ledger import REASON, REASON_CODE, SPILL_SCHEMA, Ledger, pending_chunks
 from polyv_connector.errors import InputError
 from polyv_connector.fingerprints import HashFamily, key_hashes, value_fingerprints
 from polyv_connector.items.checks import check_items_coded, code_where, merge_reasons
@@ -71,6 +72,31 @@ class Validator(Protocol):
 
     def summary(self) -> dict[str, Any]:
         """What the validation found, strict JSON, merged into the run's summary."""
+
+
+class PlanSink(Protocol):
+    """Receives the items a run would send, with their change kind, before anything is sent
+    (``polyv-sync plan``: :class:`polyv_connector.planfile.PlanWriter`)."""
+
+    def write(self, viewer: pa.Array, field: pa.Array, value: pa.Array, kind: pa.Array) -> None: ...
+
+
+#: A plan item's kind by :attr:`Ledger.kind` code; 0 (``NO_CHANGE``) is a resend of an unchanged
+#: value under a full refresh.
+PLAN_KINDS: tuple[str, ...] = ("unchanged", *(KIND_NAMES[c] for c in sorted(KIND_NAMES)))
+
+
+def write_plan(spill_path: Path, ledger: Ledger, sink: PlanSink) -> None:
+    """Stream the items still pending after the diff, with their kinds, into ``sink``."""
+    names = pa.array(PLAN_KINDS, pa.string())
+    for positions, table in pending_chunks(spill_path, ledger):
+        kinds = pa.DictionaryArray.from_arrays(pa.array(ledger.kind[positions].astype(np.int8)), names)
+        sink.write(
+            table.column(VIEWER_ID).combine_chunks(),
+            table.column(FIELD_ID).combine_chunks(),
+            table.column(VALUE).combine_chunks(),
+            kinds,
+        )
 
 
 def load_state(state: StateRun | None, options: SyncOptions) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,15 @@ import pyarrow as pa
 from polyv_connector import reasons as reason_codes
 from polyv_connector.config import SyncOptions
 from polyv_connector.engine.context import RunContext
-from polyv_connector.engine.plan import Source, Validator, load_state, plan_pass, rejected_fraction_gate
+from polyv_connector.engine.plan import (
+    PlanSink,
+    Source,
+    Validator,
+    load_state,
+    plan_pass,
+    rejected_fraction_gate,
+    write_plan,
+)
 from polyv_connector.engine.report import Closing, ReportTags, report_with_fallback
 from polyv_connector.engine.result import SyncResult, interrupted_result, zero_rows_warning
 from polyv_connector.engine.send import budget_rps, send_pass
@@ -63,6 +71,8 @@ class Run:
         front end chooses it (the engine knows nothing of Airflow's home).
     :param validator: checks beyond the built-in ones (Great Expectations suites).
     :param state: what POLYV last confirmed (None: send every valid item).
+    :param plan: where the items a run would send go, with their kinds, after the diff and
+        before anything is sent (``polyv-sync plan``; a run with a plan is a dry run).
     """
 
     source: Source
@@ -74,6 +84,7 @@ class Run:
     report_fallback_dir: Path
     validator: Validator | None = None
     state: StateStore | None = None
+    plan: PlanSink | None = None
 
 
 def execute(run: Run, ctx: RunContext) -> SyncResult:
@@ -170,13 +181,15 @@ def _locked_run(
         pa.default_memory_pool().release_unused()
         gate_failures = validator.finish() if validator else []
         gate_failures += rejected_fraction_gate(ledger, options)
-        if not options.full_refresh:
+        if not options.full_refresh and not options.planned:  # a plan's items were diffed when planned
             pending = ledger.status == PENDING
             ledger.status[plan_unchanged(ledger.key_a, ledger.fp, pending, state_keys, state_fps)] = STATUS_CODE[
                 "unchanged"
             ]
         pending_count = int(np.count_nonzero(ledger.status == PENDING))
         requests_planned = math.ceil(pending_count / options.send.batch_size)
+        if run.plan is not None and not gate_failures:
+            write_plan(spill_path, ledger, run.plan)
         closing = Closing()
         if gate_failures:
             log.warning("data-quality gate failed, nothing is sent: %s", " | ".join(gate_failures))
