@@ -10,8 +10,8 @@ altered one, or one made before another run changed its state.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -70,152 +70,75 @@ def add_plan_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from polyv_connector import plans
-    from polyv_connector.engine.result import new_run_id
-    from polyv_connector.planfile import PlanWriter
-    from polyv_connector.run import Front, prepare, run_page_path, sync
-
-    spec = spec_from_args(args)
-    credentials = Credentials.from_env()
+    spec = dataclasses.replace(spec_from_args(args), mode="plan", plan_path=args.plan_out)
     if not spec.input_path or not spec.report_path:
         raise ConfigError(spec.label("input_path" if not spec.input_path else "report_path"), "is required")
     _check_outputs(spec, spec.input_path, spec.report_path)
-    out = plans.check_plan_path(args.plan_out, "--out", input_path=spec.input_path)
-    if os.path.abspath(out) == os.path.abspath(spec.report_path):
-        raise ConfigError("--out", "is the report path; give another file")
+    return _run_mode(spec, "--out")
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from polyv_connector.planfile import read_summary
+
+    given = {k: getattr(args, k) for k in APPLY_SETTINGS if getattr(args, k, None) is not None}
+    # The plan names its state: a --state-dir given must be the same one (checked when opened).
+    given.setdefault("state_dir", (read_summary(args.plan_in, "--plan").get("state") or {}).get("stateDir"))
+    spec = dataclasses.replace(runspec.resolve(given, front="cli"), mode="apply", plan_path=args.plan_in)
+    if not spec.report_path:
+        raise ConfigError("--report", "is required")
+    _check_outputs(spec, args.plan_in, spec.report_path)
+    return _run_mode(spec, "--plan")
+
+
+def _run_mode(spec: runspec.RunSpec, setting: str) -> int:
+    from polyv_connector.engine.result import new_run_id
+    from polyv_connector.plans import prepare_mode, recorded_breach
+    from polyv_connector.run import Front, run_page_path, sync
+    from polyv_connector.sender import Circuit
+
+    credentials = Credentials.from_env()
     front = Front(label=spec.label)
-    prepared = prepare(spec, credentials, front, check_columns=True)
-    state = prepared.state or _folder_state(spec, credentials.app_id)
-    checked = plans.CheckedState(state) if state is not None else None
-    position = state.position() if state is not None else None  # before the plan reads it
-    writer = PlanWriter(out, "--out")
+    moded = prepare_mode(spec, credentials, front, check_columns=True, setting=setting)
+    spec = moded.spec
     run_id = new_run_id()
+    circuit = Circuit()
     page_path = run_page_path(spec, front)
-    circuit = _circuit()
     try:
         with _stop_on_signals(circuit) as received, spec.open_budget(credentials.base_url, run_id) as budget:
             result = sync(
-                prepared.source,
+                moded.prepared.source,
                 credentials,
-                plans.plan_options(spec.options),
-                prepared.report,
-                validator=prepared.validator,
-                state=checked.as_store() if checked else None,
+                spec.options,
+                moded.prepared.report,
+                validator=moded.prepared.validator,
+                state=moded.state,
                 budget=budget,
                 run_id=run_id,
                 seed=spec.seed,
                 stop=circuit,
-                plan=writer,
+                plan=moded.writer,
             )
         if received:
-            writer.abort()
+            moded.abort()
             return received[0].code
-        if result.gate_failures or result.aborted:
-            writer.abort()
-            return _finish(result, spec, page_path, None, failed=True)
-        summary = plans.finish_plan(
-            writer,
-            result,
-            spec,
-            credentials.app_secret.reveal(),
-            where=plans.state_where(spec, state),
-            position=position,
-            digest=checked.loaded if checked else None,
-            run_page=os.path.abspath(page_path),
-        )
+        plan = moded.finish(result, credentials.app_secret.reveal(), page_path)
     except BaseException:
-        writer.abort()
+        moded.abort()
         raise
-    return _finish(result, spec, page_path, plans.public_summary(summary, os.path.abspath(out)), plan_full=summary)
+    code = _finish(result, spec, page_path, plan)
+    return exit_codes.OK.code if recorded_breach(result, spec.mode) else code
 
 
-def cmd_apply(args: argparse.Namespace) -> int:
-    from polyv_connector import plans
-    from polyv_connector.engine.result import new_run_id
-    from polyv_connector.planfile import read_summary
-    from polyv_connector.run import Front, make_report, run_page_path, sync
-
-    given = {k: getattr(args, k) for k in APPLY_SETTINGS if getattr(args, k, None) is not None}
-    credentials = Credentials.from_env()
-    path = args.plan_in
-    summary = read_summary(path, "--plan")
-    planned_dir = (summary.get("state") or {}).get("stateDir")
-    given.setdefault("state_dir", planned_dir)
-    spec = runspec.resolve(given, front="cli")
-    if not spec.report_path:
-        raise ConfigError("--report", "is required")
-    _check_outputs(spec, path, spec.report_path)
-    state = _folder_state(spec, credentials.app_id)
-    opened = plans.open_plan(
-        path,
-        "--plan",
-        spec.options,
-        credentials.app_id,
-        credentials.app_secret.reveal(),
-        state,
-        plans.state_where(spec, state),
-    )
-    front = Front(label=spec.label)
-    report = make_report(spec, front, {})
-    run_id = new_run_id()
-    circuit = _circuit()
-    with _stop_on_signals(circuit) as received, spec.open_budget(credentials.base_url, run_id) as budget:
-        result = sync(
-            opened.source,
-            credentials,
-            opened.options,
-            report,
-            state=opened.state.as_store() if opened.state else None,
-            budget=budget,
-            run_id=run_id,
-            seed=spec.seed,
-            stop=circuit,
-        )
-    result.extra["appliedPlan"] = {"path": os.path.abspath(path), "planRunId": summary.get("planRunId")}
-    code = _finish(result, spec, run_page_path(spec, front), None)
-    return received[0].code if received else code
-
-
-def _circuit() -> Any:
-    from polyv_connector.sender import Circuit
-
-    return Circuit()
-
-
-def _folder_state(spec: runspec.RunSpec, app_id: str) -> Any:
-    if not spec.options.state_dir:
-        return None
-    from polyv_connector.state.folder import SyncState
-
-    return SyncState(spec.options.state_dir, app_id, implicit_lock=False)
-
-
-def _finish(
-    result: SyncResult,
-    spec: runspec.RunSpec,
-    page_path: str,
-    plan: dict[str, Any] | None,
-    *,
-    plan_full: dict[str, Any] | None = None,
-    failed: bool = False,
-) -> int:
-    """Print the run's lines, write its page (with the plan's preview) and summary JSON; the exit
-    status: a plan exits 0 with a limit breach recorded (applying it is the approval)."""
-    if plan_full is not None:
-        result.extra["plan"] = {**plan_full, "planPath": plan["planPath"] if plan else None}
+def _finish(result: SyncResult, spec: runspec.RunSpec, page_path: str, plan: dict[str, Any] | None) -> int:
+    """Print the run's lines, write its page (with the plan's preview) and its summary JSON."""
     print(result.summary_line(), flush=True)
     print(f"report: {result.report_location}", flush=True)
     page = _write_run_page(result, page_path, spec.report_path or "")
     if plan is not None:
-        result.extra["plan"] = plan  # the summary JSON: no first changes' values
         print(f"plan: {plan['planPath']} ({plan['items']:,} items; limits breached: {plan['breached']})", flush=True)
     if spec.summary_json:
         with open(spec.summary_json, "w", encoding="utf-8") as f:
             json.dump({**result.to_dict(), "runPage": page}, f, indent=2, allow_nan=False)
-    if plan is not None and not failed:
-        # Only a change-limit breach may be recorded in a plan; anything else keeps its code.
-        code = result.exit_code
-        return exit_codes.OK.code if code == exit_codes.GATE.code and not result.gate_failures else code
     return result.exit_code
 
 

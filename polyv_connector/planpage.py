@@ -48,7 +48,7 @@ def plan_html(plan: Mapping[str, Any]) -> str:
             for f, c in by_field.items()
         )
         parts.append(f'<table id="plan-fields"><tr><th>customFieldId</th>{head}</tr>{rows}</table>')
-    first = dict(plan.get("firstChanges") or {})
+    first = dict(plan.get("firstChanges") or _first_changes(plan.get("planPath")))
     if first:
         parts.append("<h2>First changes per field</h2>")
         for field, rows in first.items():
@@ -67,3 +67,16 @@ def plan_html(plan: Mapping[str, Any]) -> str:
 
 def _short(value: str) -> str:
     return value if len(value) <= MAX_VALUE_CHARS else value[: MAX_VALUE_CHARS - 1] + "…"
+
+
+def _first_changes(path: Any) -> dict[str, Any]:
+    """The first changes per field, from the plan file's footer (the public summary, in XCom and
+    the summary JSON, leaves the values out)."""
+    if not path:
+        return {}
+    from polyv_connector.planfile import read_summary
+
+    try:
+        return dict(read_summary(str(path)).get("firstChanges") or {})
+    except Exception:
+        return {}

@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
+    from polyv_connector.config import Credentials
     from polyv_connector.engine.result import SyncResult
+    from polyv_connector.run import Front, Prepared
     from polyv_connector.runspec import RunSpec
 
 log = logging.getLogger("polyv_connector")
@@ -264,3 +266,120 @@ def _describe(where: Mapping[str, Any]) -> str:
     if where.get("stateTable"):
         return f"table {where['stateTable']} (connection {where.get('stateConnId')})"
     return "none"
+
+
+def folder_state(spec: RunSpec, app_id: str) -> StateStore | None:
+    """The folder state of ``state_dir`` (what :func:`polyv_connector.run.assemble` would make)."""
+    if not spec.options.state_dir:
+        return None
+    from polyv_connector.state.folder import SyncState
+
+    return SyncState(spec.options.state_dir, app_id, implicit_lock=False)
+
+
+@dataclass
+class Moded:
+    """A run prepared for its mode: the parts, the options to run with, and for a plan its writer."""
+
+    spec: RunSpec
+    prepared: Prepared
+    writer: planfile.PlanWriter | None = None
+    checked: CheckedState | None = None
+    position: str | None = None
+    where: dict[str, Any] = dataclasses.field(default_factory=dict)
+    applied: dict[str, Any] | None = None
+
+    @property
+    def state(self) -> StateStore | None:
+        """The state the engine runs with (checked in a plan or an apply)."""
+        return self.checked.as_store() if self.checked is not None else self.prepared.state
+
+    def finish(self, result: SyncResult, secret: str, run_page: str | None) -> dict[str, Any] | None:
+        """A plan run: sign and close the plan (none when a data-quality gate failed or the run
+        stopped: the writer is dropped) and put its public summary in the result (``plan``). An
+        apply: name the plan in the result (``appliedPlan``)."""
+        if self.applied is not None:
+            result.extra["appliedPlan"] = self.applied
+            return None
+        if self.writer is None:
+            return None
+        if result.gate_failures or result.aborted:
+            self.writer.abort()
+            return None
+        path = os.path.abspath(str(self.writer.path))
+        full = finish_plan(
+            self.writer,
+            result,
+            self.spec,
+            secret,
+            where=self.where,
+            position=self.position,
+            digest=self.checked.loaded if self.checked else None,
+            run_page=os.path.abspath(run_page) if run_page and "://" not in run_page else run_page,
+        )
+        shown = public_summary(full, path)
+        result.extra["plan"] = shown
+        return shown
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+def prepare_mode(
+    spec: RunSpec,
+    credentials: Credentials,
+    front: Front,
+    *,
+    facts: dict[str, Any] | None = None,
+    check_columns: bool = False,
+    setting: str = "plan_path",
+) -> Moded:
+    """The run's parts for its ``mode`` (:func:`polyv_connector.run.prepare` for ``run``). A plan
+    is a dry run with a plan writer at ``plan_path``; an apply reads the verified plan at
+    ``plan_path`` (its items, slice and state) and checks the state has not moved."""
+    from polyv_connector.run import Prepared, make_report, prepare
+
+    facts = facts if facts is not None else {}
+    if spec.mode == "run":
+        return Moded(spec, prepare(spec, credentials, front, facts=facts, check_columns=check_columns))
+    path = check_plan_path(spec.plan_path, setting, input_path=spec.input_path if spec.mode == "plan" else None)
+    state: StateStore | None
+    if spec.mode == "plan":
+        if spec.report_path and os.path.abspath(path) == os.path.abspath(spec.report_path):
+            raise PlanRefused(setting, "is the report path; give another file")
+        spec = dataclasses.replace(spec, options=plan_options(spec.options))
+        prepared = prepare(spec, credentials, front, facts=facts, check_columns=check_columns)
+        state = prepared.state or folder_state(spec, credentials.app_id)
+        checked = CheckedState(state) if state is not None else None
+        position = state.position() if state is not None else None  # before the plan reads it
+        facts["plan_path"] = path
+        return Moded(spec, prepared, planfile.PlanWriter(path, setting), checked, position, state_where(spec, state))
+    # apply: the plan's state and slice; the items from the plan, never the source.
+    if spec.options.state_dir:
+        state = folder_state(spec, credentials.app_id)
+    else:
+        from polyv_connector.run import make_state_table
+
+        state = make_state_table(spec, credentials.app_id, "local", front, facts)
+    opened = open_plan(
+        path,
+        setting,
+        spec.options,
+        credentials.app_id,
+        credentials.app_secret.reveal(),
+        state,
+        state_where(spec, state),
+    )
+    spec = dataclasses.replace(spec, options=opened.options, input_path=None, suite_path=None)
+    report = make_report(spec, front, facts)
+    facts.update(source_kind="file", source_path=path, source_desc=f"plan {path}")
+    prepared = Prepared(source=opened.source, report=report, diff="local", state=state, facts=facts)
+    applied = {"path": os.path.abspath(path), "planRunId": opened.summary.get("planRunId")}
+    return Moded(spec, prepared, checked=opened.state, applied=applied)
+
+
+def recorded_breach(result: SyncResult, mode: str) -> bool:
+    """Whether a plan run's only trouble is a change-limit breach, recorded in the plan (the
+    approval step's question): such a plan run succeeds (exit 0)."""
+    return mode == "plan" and bool(result.breaches) and not result.gate_failures and not result.aborted
