@@ -325,6 +325,15 @@ class Moded:
         if self.writer is not None:
             self.writer.abort()
 
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Drop the partial plan if the run raises (a plan file appears only once signed)."""
+        try:
+            yield
+        except BaseException:
+            self.abort()
+            raise
+
 
 def prepare_mode(
     spec: RunSpec,
