@@ -2,9 +2,9 @@
 
 Exit status (the table in :mod:`polyv_connector.exit_codes`): 0 all fine; 1 some items failed
 or were not attempted; 2 configuration or input error, nothing sent; 3 POLYV stopped the run
-(credentials, clock, IP block); 4 a data-quality gate failed; 5 another run holds the sync
-state; 70 an internal error; 75 a dependency is unavailable, retry later; 130/143 stopped by
-SIGINT/SIGTERM.
+(credentials, clock, IP block); 4 a gate stopped the run before sending (data quality or change
+limit); 5 another run holds the sync state; 70 an internal error; 75 a dependency is unavailable,
+retry later; 130/143 stopped by SIGINT/SIGTERM.
 """
 
 from __future__ import annotations

@@ -205,8 +205,16 @@ class SyncOptions:
     airflow_run_id: str | None = None
     # Which report rows are written: every item's ("all") or all but the unchanged ("changes").
     report_rows: ReportRows = DEFAULT_REPORT_ROWS
-    # The items are a plan's, already diffed and approved (``polyv-sync apply``): no diff against
-    # the state and no change limits; set by the edge, never a user setting.
+    # Change limits (polyv_connector.engine.changes): None switches a check off.
+    max_changed_fraction: float | None = 0.5
+    change_limit_min_items: int = 1000
+    max_source_shrink: float | None = 0.5
+    # The run reads the account's (slice's) whole source: shrink check, removed, baseline.
+    whole_source: bool = False
+    # What a NULL value means: "reject" the item, or "clear" (send an empty value).
+    null_values: str = "reject"
+    # The items are a plan's, diffed and approved (``polyv-sync apply``): none is left out as
+    # unchanged and no change limit is checked; set by the edge, never a user setting.
     planned: bool = False
 
     def validate(self) -> None:
@@ -216,6 +224,16 @@ class SyncOptions:
             raise ConfigError("max_rejected_fraction", "must be between 0 and 1")
         if self.read_batch_rows < 1:
             raise ConfigError("read_batch_rows", "must be >= 1")
+        limit = self.max_changed_fraction
+        if limit is not None and (not math.isfinite(limit) or limit < 0):
+            raise ConfigError("max_changed_fraction", f"must be a number of at least 0, or none; got {limit}")
+        if self.change_limit_min_items < 0:
+            raise ConfigError("change_limit_min_items", f"must be at least 0, got {self.change_limit_min_items}")
+        shrink = self.max_source_shrink
+        if shrink is not None and not 0 <= shrink <= 1:
+            raise ConfigError("max_source_shrink", f"must be between 0 and 1, or none; got {shrink}")
+        if self.null_values not in ("reject", "clear"):
+            raise ConfigError("null_values", f"must be reject or clear, got {self.null_values!r}")
         if not 0 <= self.lock_timeout_s <= 86_400 or math.isnan(self.lock_timeout_s):
             raise ConfigError("lock_timeout", f"must be between 0 and 86400 seconds, got {self.lock_timeout_s}")
         check_report_rows(self.report_rows)

@@ -33,7 +33,12 @@ CONFIG = ExitCode(
 ABORTED = ExitCode(
     3, "aborted", "POLYV stopped the run (credentials, clock, IP block); the report is written", retryable=False
 )
-GATE = ExitCode(4, "gate", "a data-quality gate failed, nothing sent; fix the source", retryable=False)
+GATE = ExitCode(
+    4,
+    "gate",
+    "a gate stopped the run before sending (data quality or change limit), nothing sent; check the source",
+    retryable=False,
+)
 BUSY = ExitCode(5, "busy", "another run holds the sync state; nothing sent, retry later", retryable=True)
 INTERNAL = ExitCode(70, "internal", "an internal error (a bug); the report is still written", retryable=True)
 UNAVAILABLE = ExitCode(

@@ -96,6 +96,30 @@ def fraction(raw: Any, label: str) -> float | None:
     return value
 
 
+def limit_fraction(raw: Any, label: str) -> float | None:
+    """A share that may exceed 1 (a limit on changes: new keys may outnumber known ones);
+    ``none`` (or blank) is ``None``, the limit switched off."""
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none")):
+        return None
+    try:
+        value = number(raw, label)
+    except ConfigError:
+        raise ConfigError(
+            label, f"expected a number of at least 0, or none to switch the limit off, got {raw!r}"
+        ) from None
+    if value < 0:
+        raise ConfigError(label, f"expected a number of at least 0, or none to switch the limit off, got {raw!r}")
+    return value
+
+
+def null_values(raw: Any, label: str) -> str:
+    """What a NULL value means: ``reject`` the item, or ``clear`` the field (send an empty value)."""
+    stripped = str(raw).strip().lower()
+    if stripped not in ("reject", "clear"):
+        raise ConfigError(label, f"must be reject or clear, got {raw!r}")
+    return stripped
+
+
 def signature_method(raw: Any, label: str) -> str:
     stripped = str(raw).strip().upper()
     if stripped not in ("MD5", "SHA256"):

@@ -161,3 +161,45 @@ def plan_unchanged(
         same = (state_keys[at] == k) & (state_fps[at] == value_fp[pos])
         found.append(pos[same])
     return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
+
+
+def diff_against_state(
+    key: np.ndarray,
+    value_fp: np.ndarray,
+    pending: np.ndarray,
+    state_keys: np.ndarray,
+    state_fps: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(unchanged, known)``, boolean over every position: the ``pending`` items whose value
+    the state holds (as :func:`plan_unchanged`), and the ``pending`` items whose key it knows
+    (with whatever value). One lookup serves both: the diff and the change kinds."""
+    unchanged = np.zeros(len(key), dtype=bool)
+    known = np.zeros(len(key), dtype=bool)
+    if len(state_keys) == 0:
+        return unchanged, known
+    for start in range(0, len(key), _CHUNK):
+        pos = start + np.flatnonzero(pending[start : start + _CHUNK])
+        k = key[pos]
+        at = np.minimum(np.searchsorted(state_keys, k), len(state_keys) - 1)
+        hit = state_keys[at] == k
+        known[pos[hit]] = True
+        unchanged[pos[hit & (state_fps[at] == value_fp[pos])]] = True
+    return unchanged, known
+
+
+def distinct_count(key: np.ndarray) -> int:
+    """How many distinct values ``key`` holds (one sort of a copy)."""
+    if len(key) == 0:
+        return 0
+    s = np.sort(key)
+    return int(1 + np.count_nonzero(s[1:] != s[:-1]))
+
+
+def distinct_known(key: np.ndarray, state_keys: np.ndarray) -> tuple[int, int]:
+    """(distinct keys in ``key``, how many of them ``state_keys`` (sorted) holds)."""
+    if len(key) == 0:
+        return 0, 0
+    u = np.unique(key)
+    if len(state_keys) == 0:
+        return len(u), 0
+    return len(u), int(np.count_nonzero(_member(u, state_keys)))

@@ -202,13 +202,15 @@ def make_state_table(spec: RunSpec, app_id: str, diff: Diff, front: Front, facts
 
     state_hook = front.hook(conn_id, "state_conn_id")
     facts.update(state_hook=state_hook, state_table=spec.state_table)
-    return SqlStateTable(
+    table = SqlStateTable(
         state_hook,
         spec.state_table,
         app_id,
         create=not spec.options.dry_run,
         load_for_local_diff=diff == "local",
     )
+    table.null_is_empty = spec.options.null_values == "clear"
+    return table
 
 
 def make_source(spec: RunSpec, front: Front, facts: dict[str, Any], skip_unchanged: Any = None) -> Source:

@@ -128,6 +128,8 @@ def render_run_page(
         verdict, badge = f"STOPPED ({result.abort_cause})", "bad"
     elif result.gate_failures:
         verdict, badge = "GATE FAILED", "bad"
+    elif result.breaches:
+        verdict, badge = "CHANGE LIMIT", "bad"
     elif not result.ok:
         verdict, badge = "NOT ALL SYNCED", "bad"
     elif counts.get("rejected"):
@@ -172,8 +174,11 @@ def render_run_page(
         parts.append(f'<p><span class="badge bad">stopped</span> {e(result.aborted)}</p>')
     for gate in result.gate_failures:
         parts.append(f'<p><span class="badge bad">gate</span> {e(gate)}</p>')
+    for breach in result.breaches:
+        parts.append(f'<p><span class="badge bad">{e(breach.code)}</span> {e(breach.message)}</p>')
     for warning in result.warnings:
         parts.append(f'<p class="notice"><span class="badge warn">warning</span> {e(warning)}</p>')
+    parts.append(_changes_html(result.changes, result.removed))
     if result.extra.get("plan"):
         from polyv_connector.planpage import plan_html
 
@@ -197,6 +202,14 @@ def render_run_page(
     parts.append(_problems_html(problems, problem_total))
     parts.append("</main></body></html>")
     return "\n".join(parts)
+
+
+def _changes_html(changes: Mapping[str, int], removed: int | None) -> str:
+    """The planned changes by kind, and the keys a whole-source run no longer read."""
+    cards = [_card(f"changes: {kind}", int(n)) for kind, n in changes.items()]
+    if removed is not None:
+        cards.append(_card("removed (POLYV keeps them)", removed))
+    return '<div class="cards" id="changes">' + "".join(cards) + "</div>"
 
 
 def _card(label: str, value: int, status: str | None = None) -> str:

@@ -143,7 +143,7 @@ def resolve(
             values[key] = setting.default
             continue
         parsed = setting.parse(raw, label)
-        if parsed is None and setting.blank_is_off:
+        if parsed is None and (setting.blank_is_off or setting.none_is_off):
             values[key] = None
         else:
             values[key] = setting.default if parsed is None else parsed

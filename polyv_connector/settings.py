@@ -19,7 +19,9 @@ from polyv_connector.parsers import (
     flag,
     fraction,
     integer,
+    limit_fraction,
     names,
+    null_values,
     number,
     optional_flag,
     parameters,
@@ -58,6 +60,9 @@ class Setting:
     operator: bool = True  # whether the operator takes it as an argument
     templated: bool = True  # whether the operator renders it as a Jinja template (a template field)
     blank_is_off: bool = False  # "" (or None given explicitly) switches the feature off
+    # The word "none" switches the feature off (when the parser reads it as None), although the
+    # default is on; blank still means the default.
+    none_is_off: bool = False
     # The flag's own help when the flag does the opposite of ``help`` (``--no-check-fields``
     # switches off what ``check_fields`` describes); None: ``help`` fits the flag too.
     flag_help: str | None = None
@@ -323,6 +328,48 @@ SETTINGS: dict[str, Setting] = {
             "a gate: send nothing if a larger share of the items is rejected (default "
             f"{DEFAULT_SUITE_MAX_REJECTED} with a suite, no ceiling otherwise)",
             target="sync.max_rejected_fraction",
+        ),
+        # change limits (docs/limits.md)
+        _s(
+            "max_changed_fraction",
+            SyncOptions.max_changed_fraction,
+            limit_fraction,
+            "a limit: send nothing (exit 4) if the planned changes (new keys, changed values, clears) exceed "
+            "this share of the items the state knew after the last completed run (may exceed 1; none: off)",
+            target="sync.max_changed_fraction",
+            none_is_off=True,
+        ),
+        _s(
+            "change_limit_min_items",
+            SyncOptions.change_limit_min_items,
+            integer,
+            "max_changed_fraction applies once the state knows at least this many items (of the account, "
+            "or of the slice)",
+            target="sync.change_limit_min_items",
+        ),
+        _s(
+            "max_source_shrink",
+            SyncOptions.max_source_shrink,
+            fraction,
+            "a limit of whole-source runs: send nothing (exit 4) if the source has fewer distinct keys than "
+            "(1 - this) times the last whole-source run's (0 to 1; none: off)",
+            target="sync.max_source_shrink",
+            none_is_off=True,
+        ),
+        _s(
+            "whole_source",
+            SyncOptions.whole_source,
+            flag,
+            "this run reads the account's whole source (not a delta or a window): check the shrink, count "
+            "the keys the source no longer has (removed) and keep the baseline",
+            target="sync.whole_source",
+        ),
+        _s(
+            "null_values",
+            SyncOptions.null_values,
+            null_values,
+            "what a NULL value means: reject (the item is rejected) or clear (sends an empty value)",
+            target="sync.null_values",
         ),
         _s(
             "lock_timeout",

@@ -69,6 +69,24 @@ SUMMARY_KEYS: tuple[SummaryKey, ...] = (
         "interval query reads only the run's data interval); the exit code is not changed by them",
     ),
     SummaryKey(
+        "changes",
+        "always",
+        "planned changes by kind: `new` (a key the state does not know), `changed` (another value), `cleared` "
+        "(an empty value is sent); resends of unchanged values under a full refresh are not changes",
+    ),
+    SummaryKey(
+        "removed",
+        "always",
+        "a whole-source run (`whole_source`): keys the state holds that the source no longer has (POLYV keeps "
+        "their values; per slice in partition runs); `null` otherwise",
+    ),
+    SummaryKey(
+        "limitBreaches",
+        "always",
+        "the change limits the plan breached (nothing was sent when any; exit 4): `code` (`change_limit` or "
+        "`source_shrank`), `setting` (the one that overrides it) and `message` (the numbers)",
+    ),
+    SummaryKey(
         "unchangedInWarehouse",
         "sometimes",
         "with `diff_in_warehouse`: rows the database found unchanged (counted here, not listed in the report)",

@@ -70,8 +70,8 @@ def test_apply_sends_the_planned_values_not_what_the_source_says_now(tmp_path, e
     assert sim.stats.save_requests == saves_before  # the plan sent nothing
     summary = planfile.read_summary(plan)
     assert summary["items"] == 6
-    # KINDS-PENDING assert summary["byKind"]["changed"] == 5 and summary["byKind"]["new"] == 1
-    # KINDS-PENDING assert summary["byField"]["VIP_LEVEL"]["changed"] == 5
+    assert summary["byKind"]["changed"] == 5 and summary["byKind"]["new"] == 1
+    assert summary["byField"]["VIP_LEVEL"]["changed"] == 5
     assert (tmp_path / "plan-report.html").read_text().count('id="plan"') == 1
     # The source changes again after the plan: the apply must not read it.
     write_items(src, _rows(21, "zzz"))
@@ -101,7 +101,7 @@ def test_apply_sends_the_planned_values_not_what_the_source_says_now(tmp_path, e
 
 def test_a_plan_whose_state_moved_is_refused_and_sends_nothing(tmp_path, env, sim, synced):
     src = write_items(tmp_path / "second.parquet", _rows(20, "b"))
-    done, plan = _plan(env, tmp_path, src, synced)
+    done, plan = _plan(env, tmp_path, src, synced, "--change-limit-min-items", "10", "--max-changed-fraction", "none")
     assert done.returncode == 0, done.stderr
     other = write_items(tmp_path / "other.parquet", _rows(3, "c"))
     moved = _cli(
@@ -172,3 +172,31 @@ def test_the_secret_is_in_neither_the_plan_nor_the_output(tmp_path, env, sim, sy
     assert APP_SECRET not in applied.stdout + applied.stderr
     summary = json.loads(summary_json.read_text())
     assert summary["plan"]["items"] == 3 and APP_SECRET not in summary_json.read_text()
+
+
+def test_a_breaching_plan_exits_0_with_the_breach_recorded_and_applies_as_planned(tmp_path, env, sim, synced):
+    src = write_items(tmp_path / "second.parquet", _rows(20, "b"))  # every value changed
+    saves = sim.stats.save_requests
+    # The same source as a run: exit 4, nothing sent.
+    run = _cli(
+        env, "run", "--input", str(src), "--report", str(tmp_path / "r.parquet"), "--state-dir", str(synced),
+        "--change-limit-min-items", "10",
+    )  # fmt: skip
+    assert run.returncode == 4 and sim.stats.save_requests == saves
+    done, plan = _plan(env, tmp_path, src, synced, "--change-limit-min-items", "10")
+    assert done.returncode == 0, done.stderr
+    summary = planfile.read_summary(plan)
+    assert summary["breached"] is True and summary["breaches"][0]["code"] == "change_limit"
+    assert summary["items"] == 20 and summary["byKind"]["changed"] == 20
+    assert sim.stats.save_requests == saves
+    # Applying is the approval: limits are not checked again.
+    applied = _cli(env, "apply", "--plan", str(plan), "--report", str(tmp_path / "apply.parquet"))
+    assert applied.returncode == 0, applied.stderr
+    assert sim.values[(APP_ID, "v00003", "VIP_LEVEL")] == "b3"
+
+
+def test_a_plan_whose_data_quality_gate_fails_exits_4_and_writes_no_plan(tmp_path, env, sim, synced):
+    src = write_items(tmp_path / "second.parquet", [("v1", "VIP_LEVEL", None), ("v2", "VIP_LEVEL", "x")])
+    done, plan = _plan(env, tmp_path, src, synced, "--max-rejected-fraction", "0.1")
+    assert done.returncode == 4, done.stderr
+    assert not plan.exists() and not plan.with_name(plan.name + ".partial").exists()

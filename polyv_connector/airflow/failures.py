@@ -87,6 +87,8 @@ def failure_message(result: SyncResult) -> str:
         parts.append(f"stopped ({result.abort_cause}): {cut(result.aborted, ERROR_CHARS)}")
     if result.gate_failures:
         parts.append("data-quality gate failed: " + " | ".join(cut(g, REASON_CHARS) for g in result.gate_failures))
+    if result.breaches:
+        parts.append("change limit: " + " | ".join(cut(b.message, REASON_CHARS) for b in result.breaches))
     by_reason = sorted(
         ((c, n) for c, n in result.counts_by_reason.items() if c not in NOT_PROBLEMS),
         key=lambda cn: -cn[1],

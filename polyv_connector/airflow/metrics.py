@@ -10,6 +10,8 @@ for backends that take tags:
 * ``polyv.retries`` (counter): requests that retried a transient failure
 * ``polyv.splits`` (counter): batches split to isolate items POLYV refused
 * ``polyv.blocks`` (counter): runs stopped by POLYV's per-IP block
+* ``polyv.changes.<kind>`` (counter): planned changes by kind (``new``, ``changed``, ``cleared``)
+* ``polyv.limit_breaches`` (counter): change limits breached (the run sent nothing)
 * ``polyv.runs.ok`` / ``polyv.runs.failed`` (counter): finished runs
 * ``polyv.duration`` (timer): the run's wall time
 """
@@ -58,6 +60,11 @@ def _emit(stats: Any, result: SyncResult, tags: dict[str, str]) -> None:
             stats.incr(f"{PREFIX}.retries", retries, tags=tags)
         if splits:
             stats.incr(f"{PREFIX}.splits", splits, tags=tags)
+    for kind, count in result.changes.items():
+        if count:
+            stats.incr(f"{PREFIX}.changes.{kind}", count, tags=tags)
+    if result.breaches:
+        stats.incr(f"{PREFIX}.limit_breaches", len(result.breaches), tags=tags)
     if result.abort_cause == "blocked":
         stats.incr(f"{PREFIX}.blocks", 1, tags=tags)
     stats.incr(f"{PREFIX}.runs.{'ok' if result.ok else 'failed'}", 1, tags=tags)

@@ -63,6 +63,7 @@ def failure_message(summary: Mapping[str, Any] | None, where: Mapping[str, Any])
             lines.append("by reason: " + ", ".join(f"{c} {n:,}" for c, n in by_reason))
         if summary.get("gateFailures"):
             lines.append("gate failed: " + " | ".join(cut(g, REASON_CHARS) for g in summary["gateFailures"]))
+        lines.extend(change_lines(summary))
         if summary.get("aborted"):
             lines.append(f"stopped ({summary.get('abortCause')}): {cut(summary['aborted'], ERROR_CHARS)}")
         problems: Sequence[Mapping[str, Any]] = summary.get("problems") or []
@@ -76,6 +77,21 @@ def failure_message(summary: Mapping[str, Any] | None, where: Mapping[str, Any])
     if where.get("log_url"):
         lines.append(f"log: {where['log_url']}")
     return "\n".join(lines)
+
+
+def change_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The change limits the run breached (numbers and the setting that overrides each), the
+    planned changes by kind, and the keys a whole-source run no longer read."""
+    lines = []
+    for breach in summary.get("limitBreaches") or []:
+        if isinstance(breach, Mapping):
+            lines.append(f"change limit ({breach.get('code')}): {cut(breach.get('message'), REASON_CHARS)}")
+    changes = summary.get("changes")
+    if isinstance(changes, Mapping) and any(changes.values()):
+        lines.append("changes: " + ", ".join(f"{k} {int(v):,}" for k, v in changes.items()))
+    if isinstance(summary.get("removed"), int) and summary["removed"]:
+        lines.append(f"removed from the source (POLYV keeps their values): {summary['removed']:,}")
+    return lines
 
 
 def problem_lines(problems: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -22,6 +22,7 @@ from polyv_connector.items.convert import convert_items
 from polyv_connector.items.text import UnsupportedColumn
 from polyv_connector.model import (
     FIELD_ID,
+    KNOWN_COLUMN,
     PENDING,
     STATUS_CODE,
     VALUE,
@@ -105,8 +106,9 @@ def load_state(state: StateRun | None, options: SyncOptions) -> tuple[np.ndarray
         return empty
     # A partition run needs only its slice's keys (a store may return more: the folder state
     # returns all, its keys do not carry the viewer's partition).
-    loaded = state.load(reset_corrupt=options.reset_corrupt_state)
-    return empty if options.full_refresh else loaded
+    # Loaded under a full refresh too: its resends are sent all the same (the engine's diff
+    # leaves them pending), but only new keys, changed values and clears count as changes.
+    return state.load(reset_corrupt=options.reset_corrupt_state)
 
 
 def plan_pass(
@@ -125,6 +127,7 @@ def plan_pass(
     key_b: list[np.ndarray] = []
     fps: list[np.ndarray] = []
     rejected: list[np.ndarray] = []
+    known: list[np.ndarray] = []  # with the diff in the warehouse: the state knows the key
     first_row = 0
     progress.start("planning", 0)
     create_file(spill_path)  # a full copy of the input: readable by the owner only
@@ -142,6 +145,10 @@ def plan_pass(
             if abort is not None and abort.cause == "stopped":
                 # Stopped before anything was sent: no report (the input was not read whole).
                 raise abort
+            if KNOWN_COLUMN in batch.schema.names:
+                at = batch.schema.get_field_index(KNOWN_COLUMN)
+                known.append(np.asarray(batch.column(at).to_numpy(zero_copy_only=False), dtype=bool))
+                batch = batch.remove_column(at)
             try:
                 items, unsendable = convert_items(batch, options.mapping, first_row)
             except (pa.ArrowInvalid, UnsupportedColumn) as exc:
@@ -150,6 +157,10 @@ def plan_pass(
                     f"rows {first_row}-{first_row + batch.num_rows - 1}: cannot turn a value into text: {exc}",
                 ) from exc
             first_row += batch.num_rows
+            if options.null_values == "clear":
+                # NULL means "empty this field": the empty text, before every check.
+                at = items.schema.get_field_index(VALUE)
+                items = items.set_column(at, items.schema.field(at), pc.fill_null(items.column(at), ""))
             reasons, codes = check_items_coded(items, known_fields)
             if unsendable is not None:  # invalid UTF-8, inf/NaN, dates past 9999: rejected, named
                 reasons = merge_reasons(unsendable, reasons)
@@ -177,6 +188,8 @@ def plan_pass(
         return joined
 
     ledger = Ledger(cat(key_a, np.uint64), cat(fps, np.uint64), cat(rejected, bool))
+    if known:
+        ledger.known_in_source = cat(known, bool)
     items_per_row = max(1, len(options.mapping.fields))
     dup = plan_duplicates(ledger.key_a, cat(key_b, np.uint64), ledger.fp, ledger.status == PENDING)
     del key_b  # the second key hash only serves duplicate detection: free it before the diff

@@ -30,7 +30,10 @@ import pyarrow as pa
 
 from polyv_connector import reasons as reason_codes
 from polyv_connector.config import SyncOptions
+from polyv_connector.engine.changes import Breach
 from polyv_connector.engine.context import RunContext
+from polyv_connector.engine.ledger import Ledger
+from polyv_connector.engine.limits import diff_pass, limit_breaches, read_baseline, record_completed
 from polyv_connector.engine.plan import (
     PlanSink,
     Source,
@@ -46,7 +49,6 @@ from polyv_connector.engine.send import budget_rps, send_pass
 from polyv_connector.errors import RunAborted, StateError
 from polyv_connector.fingerprints import HashFamily
 from polyv_connector.model import PENDING, STATUS_CODE
-from polyv_connector.planner import plan_unchanged
 from polyv_connector.report import ReportSink
 from polyv_connector.spill import spill_dir
 from polyv_connector.state.store import StateRun, StateStore
@@ -151,6 +153,7 @@ def _locked_run(
     # Under the lock: the source's columns are checked against the state the run plans with.
     source.check_columns(options.mapping)
     state_keys, state_fps = load_state(state, options)
+    baseline = read_baseline(state, options)
     # Counted before sending: afterwards the rows this run sends are unchanged too.
     columns = options.mapping.source_columns
     if options.full_refresh:
@@ -181,14 +184,23 @@ def _locked_run(
         pa.default_memory_pool().release_unused()
         gate_failures = validator.finish() if validator else []
         gate_failures += rejected_fraction_gate(ledger, options)
-        if not options.full_refresh and not options.planned:  # a plan's items were diffed when planned
-            pending = ledger.status == PENDING
-            ledger.status[plan_unchanged(ledger.key_a, ledger.fp, pending, state_keys, state_fps)] = STATUS_CODE[
-                "unchanged"
-            ]
+        facts = diff_pass(
+            ledger,
+            state_keys,
+            state_fps,
+            options,
+            family=family,
+            state_count=_state_count(state, state_keys, options),
+            unchanged_in_source=unchanged_in_source,
+            baseline=baseline,
+        )
+        del state_keys, state_fps
+        # The change limits, after the diff and before anything is sent (a plan's items were
+        # approved when it was applied: not checked again).
+        breaches = limit_breaches(facts, baseline, options) if not gate_failures and not options.planned else []
         pending_count = int(np.count_nonzero(ledger.status == PENDING))
         requests_planned = math.ceil(pending_count / options.send.batch_size)
-        if run.plan is not None and not gate_failures:
+        if run.plan is not None and not gate_failures:  # a breach is recorded in the plan
             write_plan(spill_path, ledger, run.plan)
         closing = Closing()
         if gate_failures:
@@ -199,6 +211,8 @@ def _locked_run(
             # Items that failed a check or an expectation stay rejected (they would be even
             # if the gate passed); every other item is not attempted because of the gate.
             ledger.status[ledger.status != STATUS_CODE["rejected"]] = STATUS_CODE["not_attempted"]
+        elif breaches:
+            stop_for_breaches(breaches, ledger, closing)
         elif options.dry_run:
             ledger.status[ledger.status == PENDING] = STATUS_CODE["dry_run"]
         elif not circuit.is_open and pending_count:
@@ -213,6 +227,10 @@ def _locked_run(
             spill_path, ledger, report, ctx.run_id, closing, clock(), run.report_fallback_dir, tags
         )
     stopped = circuit.abort
+    completed = stopped is None and interrupted is None and not gate_failures and not breaches
+    if state is not None and not options.dry_run and completed:
+        # A completed run: what the state now knows is the change limit's next baseline.
+        record_completed(state, baseline, facts, ledger, options, ctx.run_id)
     result = SyncResult(
         run_id=ctx.run_id,
         app_id=run.app_id,
@@ -236,10 +254,35 @@ def _locked_run(
         counts_by_reason=tally.counts,
         problems=tally.problems,
         timeline=timeline.summary() if timeline is not None else None,
+        changes=facts.changes,
+        removed=facts.removed(baseline),
+        breaches=breaches,
     )
     if len(ledger) == 0 and not unchanged_in_source:  # rows the warehouse diff left out were read
         result.warnings.append(zero_rows_warning(source))
     tally.log_problems()
+    log.info("%s", result.changes_line())
     for warning in result.warnings:
         log.warning("%s", warning)
     return result, interrupted
+
+
+def _state_count(state: StateRun | None, state_keys: np.ndarray, options: SyncOptions) -> int | None:
+    """Keys the state holds for this account (slice): the store's count when it has one (a
+    table counts a slice), else the keys loaded for a whole run; None when neither can say."""
+    if state is None:
+        return 0
+    counted = state.key_count()
+    if counted is None and options.slice.whole:
+        return len(state_keys)
+    return counted
+
+
+def stop_for_breaches(breaches: list[Breach], ledger: Ledger, closing: Closing) -> None:
+    """A change limit stops the run before sending: every item that would have been sent is
+    ``not_attempted`` with the first breach's code and every breach's message."""
+    text = " | ".join(b.message for b in breaches)
+    log.warning("change limit reached, nothing is sent: %s", text)
+    closing.reasons["not_attempted"] = "not sent: " + text
+    closing.codes["not_attempted"] = breaches[0].code
+    ledger.status[ledger.status == PENDING] = STATUS_CODE["not_attempted"]

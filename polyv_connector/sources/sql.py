@@ -34,11 +34,13 @@ from contextlib import suppress
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.types as pat
 
 from polyv_connector.config import ColumnMapping
 from polyv_connector.errors import ConfigError, DependencyUnavailable, InputError
 from polyv_connector.items.convert import rows_in_slice
+from polyv_connector.model import KNOWN_COLUMN
 from polyv_connector.partitioning import WHOLE, Slice
 from polyv_connector.warehouse import confine, dbapi, readonly
 from polyv_connector.warehouse.db_errors import classify, database_error, describe
@@ -397,8 +399,13 @@ class SqlSource:
                 # psycopg2 named cursors describe the result only after the first fetch.
                 names = [d[0] for d in cur.description or ()]
                 positions = resolve_columns(columns, names, self.location, self.setting)
+                known = self._known_position(names)
                 while rows:
-                    if batch := self._in_slice(rows_to_batch(rows, positions, columns), columns, part, in_query):
+                    batch = rows_to_batch(rows, positions, columns)
+                    if known is not None:  # the diff in the warehouse: which keys the state knows
+                        flags = pa.array([bool(r[known]) for r in rows], pa.bool_())
+                        batch = batch.append_column(KNOWN_COLUMN, flags)
+                    if batch := self._in_slice(batch, columns, part, in_query):
                         yield batch
                     rows = cur.fetchmany(batch_rows)
         finally:
@@ -431,10 +438,21 @@ class SqlSource:
         except Exception as exc:
             raise self._failed(exc) from exc
         positions = resolve_columns(columns, reader.schema.names, self.location, self.setting)
+        known = self._known_position(reader.schema.names)
+        names = list(columns) + ([KNOWN_COLUMN] if known is not None else [])
         for batch in reader:
             if batch.num_rows:
                 arrays = [arrow_column_to_source(batch.column(p)) for p in positions]
-                yield pa.RecordBatch.from_arrays(arrays, names=list(columns))
+                if known is not None:
+                    arrays.append(pc.not_equal(batch.column(known), 0))
+                yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+    def _known_position(self, names: Sequence[str]) -> int | None:
+        """Where the diff in the warehouse put its ``polyv_known`` flag (None without the diff)."""
+        if self.skip_unchanged is None:
+            return None
+        lowered = [n.lower() for n in names]
+        return lowered.index(KNOWN_COLUMN) if KNOWN_COLUMN in lowered else None
 
 
 def mysql_streaming_cursor(conn: Any) -> Any:

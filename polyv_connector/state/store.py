@@ -150,6 +150,12 @@ class StateRun:
     def read_meta(self) -> MetaRecord:
         return self.store.read_meta(self.part)
 
+    def key_count(self) -> int | None:
+        """Keys the state holds for this account and slice, when the store can count them
+        without loading them (a table store); ``None`` otherwise."""
+        count = getattr(self.store, "key_count", None)
+        return None if count is None else int(count(self.part))
+
     def write_meta(self, record: MetaRecord) -> None:
         """Replace this account's and slice's metadata record (not in a dry run)."""
         if self.dry_run:

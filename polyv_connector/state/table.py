@@ -44,6 +44,7 @@ import pyarrow as pa
 
 from polyv_connector.errors import ConfigError, StateError
 from polyv_connector.fingerprints import UNCONFIRMED, HashFamily
+from polyv_connector.model import KNOWN_COLUMN
 from polyv_connector.partitioning import WHOLE, Slice
 from polyv_connector.state import table_meta
 from polyv_connector.state.db_locks import LOCK_TABLES
@@ -165,6 +166,7 @@ class SqlStateTable(Opening):
         self._legacy_version = 0
         self.create = create  # False in a dry run: nothing is created, migrated or written
         self.load_for_local_diff = load_for_local_diff
+        self.null_is_empty = False  # the warehouse diff hashes NULL as "" (null_values=clear)
         self._is_postgres = False
         self._lock: PgAdvisoryLock | LeaseLock | None = None
         self._slice_lock: PgAdvisoryLock | LeaseLock | None = None  # a partition run's own slice
@@ -553,7 +555,7 @@ class SqlStateTable(Opening):
 
     def with_unchanged(self, rows: str, viewer: str, field: str, value: str) -> str:
         """SQL: the rows of the query ``rows``, each plus ``polyv_seen``: 1 where POLYV last
-        confirmed its value (per this table), else 0.
+        confirmed its value (per this table), else 0; and ``polyv_known``: 1 where the table has the key.
 
         ``viewer``/``field``/``value`` are column names of ``rows`` (quoted here). The database
         hashes the row's texts as the engine does (MD5 of the UTF-8 bytes), so the match is
@@ -567,22 +569,29 @@ class SqlStateTable(Opening):
         ``LEFT JOIN`` keeps each source row exactly once.
         """
         if not self.exists:
-            return f"SELECT polyv_rows.*, 0 AS polyv_seen FROM ({rows}\n) polyv_rows"
+            return f"SELECT polyv_rows.*, 0 AS polyv_seen, 0 AS {KNOWN_COLUMN} FROM ({rows}\n) polyv_rows"
         d, q = self._d(), self._q
 
         def col(name: str) -> str:
             return f"polyv_in.{q(name)}"
 
+        # With null_values=clear a NULL is sent as the empty text: hash it so (no resend nightly).
+        val = f"COALESCE({col(value)}, '')" if self.null_is_empty else col(value)
         hashed = (
             f"SELECT polyv_in.*, {d.key_hash(col(viewer), col(field))} AS polyv_key, "
-            f"{d.value_hash(col(value))} AS polyv_fp FROM ({rows}\n) polyv_in"
+            f"{d.value_hash(val)} AS polyv_fp FROM ({rows}\n) polyv_in"
         )
         state = f"SELECT {q('key')}, {q('fp')} FROM {self._relation()} polyv_all WHERE {q('acct')} = {self.acct}"
+        # Joined on the key alone: the same join tells unchanged (same fp) from changed (known key).
         return (
-            f"SELECT polyv_rows.*, CASE WHEN polyv_st.{q('key')} IS NULL THEN 0 ELSE 1 END AS polyv_seen "
-            f"FROM ({hashed}) polyv_rows LEFT JOIN ({state}) polyv_st "
-            f"ON polyv_st.{q('key')} = polyv_rows.polyv_key AND polyv_st.{q('fp')} = polyv_rows.polyv_fp"
+            f"SELECT polyv_rows.*, CASE WHEN polyv_st.{q('fp')} = polyv_rows.polyv_fp THEN 1 ELSE 0 END AS polyv_seen, "
+            f"CASE WHEN polyv_st.{q('key')} IS NULL THEN 0 ELSE 1 END AS {KNOWN_COLUMN} "
+            f"FROM ({hashed}) polyv_rows LEFT JOIN ({state}) polyv_st ON polyv_st.{q('key')} = polyv_rows.polyv_key"
         )
+
+    def key_count(self, part: Slice = WHOLE) -> int:
+        """Keys of this account (slice): see :func:`~polyv_connector.state.table_meta.key_count`."""
+        return table_meta.key_count(self, part)
 
 
 def _close(conn: Any) -> None:

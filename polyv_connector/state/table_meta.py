@@ -72,6 +72,25 @@ def position(t: SqlStateTable) -> str:
     return f"{seq}|{rows}"
 
 
+def key_count(t: SqlStateTable, part: Slice = WHOLE) -> int:
+    """Keys the account (slice) holds, counted in the database (read without the lock)."""
+    if not t.exists:
+        return 0
+    conn = t._open()
+    try:
+        with dbapi.cursor(conn) as cur:
+            cur.execute(
+                f"SELECT COUNT(*) FROM {t._relation()} polyv_state "
+                f"WHERE {t._q('acct')} = {t.acct}{t._slice_sql(part, t._q('key'))}"
+            )
+            return int(cur.fetchone()[0])
+    except Exception as exc:
+        raise StateError(f"cannot count the sync state table {t.table}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        dbapi.rollback_quietly(conn)
+        dbapi.close_quietly(conn)
+
+
 def meta_table(t: SqlStateTable) -> str:
     parts = split_table_name(t.table)
     prefix = ".".join(parts[:-1]) + "." if len(parts) > 1 else ""

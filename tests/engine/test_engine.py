@@ -457,6 +457,12 @@ def test_a_broken_state_disk_still_writes_the_report(tmp_path, sim, creds) -> No
         def reset(self):
             pass
 
+        def read_meta(self, part=None):
+            return {}
+
+        def write_meta(self, record, part=None):
+            raise OSError(28, "No space left on device")
+
     src = write_items(tmp_path / "in.parquet", [("a", "PAY_STATUS", "1")])
     res = sync(
         ParquetSource(str(src)), creds, SyncOptions(send=FAST), ParquetReport(tmp_path / "r.parquet"), state=FullDisk()

@@ -51,8 +51,13 @@ def test_unchanged_rerun_sends_nothing_changed_rows_only_those(tmp_path, sim, cr
 def test_dry_run_changes_nothing_and_full_refresh_resends(tmp_path, sim, creds) -> None:
     run(tmp_path, creds, ROWS, "1")
     state_files = sorted(p.name for p in (tmp_path / "state").rglob("*"))
-    dry, _ = run(tmp_path, creds, [(v, f, "changed") for v, f, _ in ROWS], "2", dry_run=True)
+    changed = [(v, f, "changed") for v, f, _ in ROWS]
+    dry, _ = run(tmp_path, creds, changed, "2", dry_run=True, max_changed_fraction=None)
     assert dry.counts["dry_run"] == 5000 and dry.requests_planned == 5
+    # Every value changed: a dry run reports the change limit's breach as the real run would.
+    limited, _ = run(tmp_path, creds, changed, "2b", dry_run=True)
+    assert limited.exit_code == 4 and limited.counts["not_attempted"] == 5000
+    assert limited.counts_by_reason == {"change_limit": 5000}
     assert sorted(p.name for p in (tmp_path / "state").rglob("*")) == state_files
     again, _ = run(tmp_path, creds, ROWS, "3")
     assert again.counts["unchanged"] == 5000
