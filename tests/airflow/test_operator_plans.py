@@ -1,0 +1,116 @@
+"""The operator's ``mode="plan"`` / ``mode="apply"``: the plan lands in the DAG's report folder,
+its summary (no secret, no values) is the XCom, the apply sends it; a trigger's ``plan_path``
+cannot leave the DAG's folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.airflow.support import APP_ID, PLANTED_SECRET
+
+pytestmark = pytest.mark.airflow
+
+
+def _context(run_id: str = "manual__plan") -> dict[str, Any]:
+    class TI:
+        map_index = -1
+
+        def xcom_push(self, key: str, value: Any) -> None:
+            pass
+
+    return {"ti": TI(), "run_id": run_id}
+
+
+def _op(**kwargs: Any):
+    from polyv_connector.airflow.operators import PolyvViewerFieldSyncOperator
+
+    return PolyvViewerFieldSyncOperator(**{"task_id": "sync", **kwargs})
+
+
+def _input(tmp_path: Path, value: str) -> Path:
+    src = tmp_path / "data" / "in.parquet"
+    src.parent.mkdir(exist_ok=True)
+    pq.write_table(
+        pa.table(
+            {
+                "viewerId": [f"v{i}" for i in range(5)],
+                "customFieldId": ["PAY_STATUS"] * 5,
+                "customFieldValue": [f"{value}{i}" for i in range(5)],
+            }
+        ),
+        src,
+    )
+    return src
+
+
+def _args(tmp_path: Path, src: Path) -> dict[str, Any]:
+    return {
+        "input_path": str(src),
+        "report_dir": str(tmp_path / "reports"),
+        "allowed_input_prefixes": json.dumps([str(src.parent)]),
+        "state_dir": str(tmp_path / "state"),
+    }
+
+
+def test_plan_then_apply_through_the_operator(sim, polyv_env, tmp_path):
+    src = _input(tmp_path, "a")
+    args = _args(tmp_path, src)
+    summary = _op(task_id="plan", mode="plan", plan_path="p.parquet", report_path="plan.parquet", **args).execute(
+        _context()
+    )
+    where = tmp_path / "reports" / "dag" / "p.parquet"
+    assert where.is_file() and summary["ok"] is True
+    plan = summary["plan"]
+    assert plan["planPath"] == str(where) and plan["items"] == 5 and plan["byKind"]["new"] == 5
+    assert "firstChanges" not in plan and PLANTED_SECRET not in json.dumps(summary)
+    assert PLANTED_SECRET.encode() not in where.read_bytes()
+    assert sim.stats.save_requests == 0
+    page = Path(summary["runPage"]).read_text()
+    assert 'id="plan"' in page and "a3" in page  # the preview shows the first changes
+    _input(tmp_path, "b")  # the source moves on: the apply does not read it
+    applied = _op(task_id="apply", mode="apply", plan_path="p.parquet", report_path="apply.parquet", **args).execute(
+        _context()
+    )
+    assert applied["ok"] is True and applied["counts"]["sent"] == 5
+    assert applied["appliedPlan"]["path"] == str(where)
+    assert sim.values[(APP_ID, "v3", "PAY_STATUS")] == "a3"
+
+
+@pytest.mark.parametrize("mode", ["plan", "apply"])
+@pytest.mark.parametrize(
+    "name", ["../escape.parquet", "/tmp/escape.parquet", "a/../../escape.parquet", "s3://b/k.parquet", "p.html"]
+)
+def test_a_plan_path_outside_the_dag_folder_is_refused(sim, polyv_env, tmp_path, mode, name):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    src = _input(tmp_path, "a")
+    with pytest.raises(AirflowFailException, match="plan_path"):
+        _op(mode=mode, plan_path=name, report_path="r.parquet", **_args(tmp_path, src)).execute(_context())
+    assert sim.stats.api_requests == 0
+    assert not (tmp_path / "escape.parquet").exists()
+
+
+def test_a_plan_name_another_run_wrote_is_not_overwritten(sim, polyv_env, tmp_path):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    src = _input(tmp_path, "a")
+    args = {**_args(tmp_path, src), "mode": "plan", "plan_path": "p.parquet"}
+    _op(report_path="r1.parquet", **args).execute(_context("manual__one"))
+    before = (tmp_path / "reports" / "dag" / "p.parquet").read_bytes()
+    with pytest.raises(AirflowFailException, match="exists already"):
+        _op(report_path="r2.parquet", **args).execute(_context("manual__two"))
+    assert (tmp_path / "reports" / "dag" / "p.parquet").read_bytes() == before
+
+
+def test_an_unknown_mode_is_refused_naming_it(sim, polyv_env, tmp_path):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    src = _input(tmp_path, "a")
+    with pytest.raises(AirflowFailException, match="mode"):
+        _op(mode="yolo", report_path="r.parquet", **_args(tmp_path, src)).execute(_context())
