@@ -6,7 +6,9 @@ Param ``accounts``: a list of ``{"polyv_conn_id": ..., "source_table": ...}`` or
 over ``polyv_viewer_attributes``). Each account's rows (columns ``viewer_id``,
 ``custom_field_id``, ``custom_field_value``) are read through ``polyv_warehouse``:
 ``source_table`` is read whole (the sync state keeps unchanged values from being resent),
-``source_sql`` must be one read-only query and is read in a read-only transaction.
+``source_sql`` must be one read-only query and is read in a read-only transaction. Each run is
+a whole-source run (``whole_source``): a source that came back with far fewer keys than the last
+run's stops before sending (``max_source_shrink``), so an account's query must select all of it.
 
 Every ``polyv_conn_id`` must be one of the Airflow Variable ``polyv_conn_ids`` (a JSON list the
 DAG author sets; default ``["polyv_default"]``): a trigger cannot send through an account, or to
@@ -94,6 +96,10 @@ with DAG(
         runs_retention_days=DAG_RUNS_RETENTION_DAYS,
         # A whole table read nightly: report the items acted on, count the unchanged ones.
         report_rows="changes",
+        # ...and a whole-source run: a source that shrank past max_source_shrink stops the run
+        # (exit 4), the keys it no longer has are counted (removed). An account's source_sql
+        # must select its whole source too.
+        whole_source=True,
         source_conn_id=CONN_WAREHOUSE,
         viewer_id_column="viewer_id",
         field_id_column="custom_field_id",

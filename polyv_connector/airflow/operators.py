@@ -119,6 +119,11 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         allowed_input_prefixes: Sequence[str] | str | None = None,
         allowed_suite_prefixes: Sequence[str] | str | None = None,
         max_rejected_fraction: float | str | None = None,
+        max_changed_fraction: float | str | None = None,
+        change_limit_min_items: int | str | None = None,
+        max_source_shrink: float | str | None = None,
+        whole_source: bool | str | None = None,
+        null_values: str | None = None,
         check_fields: bool | None = None,
         max_rps: float | None = None,
         batch_size: int | None = None,
@@ -288,15 +293,13 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         return summary
 
     def resume_after_wait(self, context: Context, event: Any = None, **waited: Any) -> dict[str, Any]:
-        """Where the task resumes after a deferred wait (:mod:`~polyv_connector.airflow.deferral`):
-        it looks again, from the start, with how long it has waited so far."""
+        """Resume after a deferred wait (:mod:`~polyv_connector.airflow.deferral`): look again, from the start."""
         self._waited = waited
         return self.execute(context)
 
     def on_kill(self) -> None:
-        """Stop sending at once ("mark failed", a worker shutdown, a timeout): no new request
-        leaves, those in flight get a few seconds (then ``in_doubt``), the report is written;
-        their keys were marked unconfirmed before sending, so a SIGKILL after it is safe."""
+        """Stop sending at once ("mark failed", a worker shutdown, a timeout): requests in flight get a
+        few seconds (then ``in_doubt``), the report is written; a SIGKILL after it is safe."""
         stop = getattr(self, "_stop", None)
         if stop is not None:
             self.log.warning("on_kill: stopping the POLYV sync; the report is still written")
@@ -315,9 +318,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
     def _record(
         self, result: SyncResult, context: Context, spec: RunSpec, credentials: Credentials, say: Callable[..., Any]
     ) -> tuple[dict[str, Any], str | None]:
-        """The run's page, its XCom summary (also kept for lineage), its summary lines in the task
-        log and its ``polyv.*`` metrics (through Airflow's ``Stats``, a no-op unless ``[metrics]``
-        is on). Returns the summary and the run page's path (None if it could not be written)."""
+        """The run's page, XCom summary (kept for lineage), summary lines in the task log and ``polyv.*``
+        metrics (Airflow's ``Stats``). Returns the summary and the run page's path (None: not written)."""
         from polyv_connector.airflow import metrics
 
         airflow_run_id = context.get("run_id")
@@ -337,8 +339,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         return written_locations(run_lineage(self._lineage, self.log), summary)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """The run's OpenLineage facets (:mod:`polyv_connector.airflow.lineage`); None without
-        the OpenLineage provider."""
+        """The run's OpenLineage facets (:mod:`polyv_connector.airflow.lineage`); None without the provider."""
         from polyv_connector.airflow.lineage import operator_lineage, run_lineage
 
         return operator_lineage(run_lineage(self._lineage, self.log))
