@@ -75,7 +75,8 @@ def main() -> None:
             n = min(1_000_000, args.items - start)
             i = np.arange(start, start + n)
             viewer = pc.binary_join_element_wise("viewer-", pa.array(i // 4).cast(pa.string()), "")
-            value = pc.binary_join_element_wise("v", pa.array(i % 1000).cast(pa.string()), "")
+            # Distinct values (a score, an id, a date): the plan cannot shrink them to a dictionary.
+            value = pc.binary_join_element_wise("value-", pa.array(i * 7919 % 10_000_019).cast(pa.string()), "")
             table = pa.table(
                 {"viewerId": viewer, "customFieldId": fields.take(pa.array(i % 4)), "customFieldValue": value}
             )

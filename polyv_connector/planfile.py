@@ -155,18 +155,18 @@ class PlanWriter:
             self.by_kind[row["k"]] = self.by_kind.get(row["k"], 0) + row["count_all"]
             per = self.by_field.setdefault(row["f"], dict.fromkeys(KINDS, 0))
             per[row["k"]] = per.get(row["k"], 0) + row["count_all"]
-        # The preview's first changes per field: only while some field still wants some.
-        if len(self.first) >= PREVIEW_FIELDS and all(len(v) >= PREVIEW_PER_FIELD for v in self.first.values()):
-            return
-        head = batch.slice(0, min(batch.num_rows, PREVIEW_FIELDS * PREVIEW_PER_FIELD * 4)).to_pylist()
-        for row in head:
-            rows = self.first.get(row[FIELD_ID])
-            if rows is None:
-                if len(self.first) >= PREVIEW_FIELDS:
-                    continue
-                rows = self.first[row[FIELD_ID]] = []
-            if len(rows) < PREVIEW_PER_FIELD:
-                rows.append({"viewerId": row[VIEWER_ID], "value": row[VALUE], "kind": row[KIND]})
+        # The preview's first changes per field: only the fields that still want some.
+        wanting = [
+            f
+            for f in dict.fromkeys(table.column("f").unique().to_pylist())
+            if len(self.first.get(f, ())) < PREVIEW_PER_FIELD and (f in self.first or len(self.first) < PREVIEW_FIELDS)
+        ]
+        for f in wanting:
+            if f not in self.first and len(self.first) >= PREVIEW_FIELDS:
+                break
+            rows = self.first.setdefault(f, [])
+            picked = pc.filter(batch, pc.equal(batch.column(FIELD_ID), f)).slice(0, PREVIEW_PER_FIELD - len(rows))
+            rows += [{"viewerId": r[VIEWER_ID], "value": r[VALUE], "kind": r[KIND]} for r in picked.to_pylist()]
 
     def counts(self) -> dict[str, Any]:
         """What the writer counted so far: ``items``, ``byKind``, ``byField``, ``firstChanges``."""
