@@ -59,6 +59,9 @@ CONFIG_SERVED_DIRS = ("polyv", "served_dirs")
 ENV_BUDGET_URL = "POLYV_BUDGET_URL"
 ENV_BUDGET_RPS = "POLYV_BUDGET_RPS"
 ENV_RUNTIME_DIR = "POLYV_RUNTIME_DIR"
+ENV_MAX_CHANGED_FRACTION = "POLYV_MAX_CHANGED_FRACTION"
+ENV_CHANGE_LIMIT_MIN_ITEMS = "POLYV_CHANGE_LIMIT_MIN_ITEMS"
+ENV_MAX_SOURCE_SHRINK = "POLYV_MAX_SOURCE_SHRINK"
 
 # Folders under $AIRFLOW_HOME: the operator's default report and validation folders, which the
 # plugin serves unless [polyv] served_dirs says otherwise.
@@ -200,6 +203,31 @@ DEPLOYMENT: tuple[DeploymentSetting, ...] = (
         False,
         "the folder of the machine-wide budget (a SQLite file shared by every process of the user)",
         "the default folder; a folder that cannot be written fails the run before sending (exit 2)",
+    ),
+    DeploymentSetting(
+        ENV_MAX_CHANGED_FRACTION,
+        "environment",
+        "0.5",
+        False,
+        "the worker-wide default of `max_changed_fraction` (`none`: off); the argument and the `polyv` "
+        "connection's extra override it ([change limits](limits.md))",
+        "a run that would change more than half of the items the state knows sends nothing (exit 4)",
+    ),
+    DeploymentSetting(
+        ENV_CHANGE_LIMIT_MIN_ITEMS,
+        "environment",
+        "1000",
+        False,
+        "the worker-wide default of `change_limit_min_items`",
+        "the change limit applies from 1000 known items on",
+    ),
+    DeploymentSetting(
+        ENV_MAX_SOURCE_SHRINK,
+        "environment",
+        "0.5",
+        False,
+        "the worker-wide default of `max_source_shrink` (`none`: off)",
+        "a whole-source run with fewer than half the last one's keys sends nothing (exit 4)",
     ),
 )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from polyv_connector import deployment as dep
 from polyv_connector.config import SendOptions, SyncOptions
 from polyv_connector.model import DEFAULT_BUDGET_RPS, FIELD_ID, MAX_RPS_CEILING, RUNS_SUFFIX, VALUE, VIEWER_ID
 from polyv_connector.parsers import (
@@ -337,6 +338,8 @@ SETTINGS: dict[str, Setting] = {
             "a limit: send nothing (exit 4) if the planned changes (new keys, changed values, clears) exceed "
             "this share of the items the state knew after the last completed run (may exceed 1; none: off)",
             target="sync.max_changed_fraction",
+            extra="max_changed_fraction",
+            env=dep.ENV_MAX_CHANGED_FRACTION,
             none_is_off=True,
         ),
         _s(
@@ -346,6 +349,8 @@ SETTINGS: dict[str, Setting] = {
             "max_changed_fraction applies once the state knows at least this many items (of the account, "
             "or of the slice)",
             target="sync.change_limit_min_items",
+            extra="change_limit_min_items",
+            env=dep.ENV_CHANGE_LIMIT_MIN_ITEMS,
         ),
         _s(
             "max_source_shrink",
@@ -354,6 +359,8 @@ SETTINGS: dict[str, Setting] = {
             "a limit of whole-source runs: send nothing (exit 4) if the source has fewer distinct keys than "
             "(1 - this) times the last whole-source run's (0 to 1; none: off)",
             target="sync.max_source_shrink",
+            extra="max_source_shrink",
+            env=dep.ENV_MAX_SOURCE_SHRINK,
             none_is_off=True,
         ),
         _s(
@@ -370,6 +377,7 @@ SETTINGS: dict[str, Setting] = {
             null_values,
             "what a NULL value means: reject (the item is rejected) or clear (sends an empty value)",
             target="sync.null_values",
+            extra="null_values",
         ),
         _s(
             "lock_timeout",

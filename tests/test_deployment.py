@@ -29,7 +29,19 @@ def test_environment_names_are_the_codes_own() -> None:
     assert runspec.SETTINGS["budget_url"].env == deployment.ENV_BUDGET_URL
     assert runspec.SETTINGS["budget_rps"].env == deployment.ENV_BUDGET_RPS
     assert machine.RUNTIME_DIR_ENV == deployment.ENV_RUNTIME_DIR
-    assert _by_kind("environment") == {deployment.ENV_BUDGET_URL, deployment.ENV_BUDGET_RPS, deployment.ENV_RUNTIME_DIR}
+    limits = {"max_changed_fraction", "change_limit_min_items", "max_source_shrink"}
+    limit_env = {runspec.SETTINGS[k].env for k in limits}
+    assert limit_env == {
+        deployment.ENV_MAX_CHANGED_FRACTION,
+        deployment.ENV_CHANGE_LIMIT_MIN_ITEMS,
+        deployment.ENV_MAX_SOURCE_SHRINK,
+    }
+    assert _by_kind("environment") == {
+        deployment.ENV_BUDGET_URL,
+        deployment.ENV_BUDGET_RPS,
+        deployment.ENV_RUNTIME_DIR,
+        *limit_env,
+    }
 
 
 def test_every_variable_a_dag_reads_is_declared_and_every_declared_one_is_read() -> None:

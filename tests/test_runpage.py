@@ -180,3 +180,20 @@ def test_cli_writes_the_page_and_prints_its_path(tmp_path, env, sim, capsys) -> 
 def test_tiny_timelines_render(seconds: int) -> None:
     page = render_run_page(_result(seconds))
     assert ("timeline-none" in page) == (seconds == 0)
+
+
+def test_page_shows_changes_removed_and_a_change_limit() -> None:
+    from polyv_connector.engine.changes import Breach
+
+    result = _result()
+    result.changes = {"new": 3, "changed": 4, "cleared": 1}
+    result.removed = 12
+    result.breaches = [Breach("change_limit", "7 changes planned <above> the limit (max_changed_fraction)", "x")]
+    page = render_run_page(result)
+    assert 'id="verdict">CHANGE LIMIT</span>' in page
+    assert 'data-count="changes: new"' in page and 'data-count="changes: changed"' in page
+    assert 'data-count="removed (POLYV keeps them)"' in page
+    assert "&lt;above&gt;" in page and "<above>" not in page
+    quiet = _result()
+    quiet.changes = {"new": 0, "changed": 0, "cleared": 0}
+    assert "removed (POLYV keeps them)" not in render_run_page(quiet)

@@ -114,3 +114,23 @@ def test_metrics_never_fail_the_task(sim, polyv_env, tmp_path, monkeypatch):
         {"ti": FakeTI(), "run_id": "manual__m"}
     )
     assert summary["ok"]
+
+
+def test_changes_by_kind_and_limit_breaches_are_counted(sim, polyv_env, tmp_path, statsd):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    state = str(tmp_path / "state")
+    rows = {"viewerId": [f"v{i}" for i in range(20)], "customFieldId": ["PAY_STATUS"] * 20}
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({**rows, "customFieldValue": [f"x{i}" for i in range(20)]}), src)
+    _op(input_path=str(src), report_path=str(tmp_path / "a.parquet"), state_dir=state).execute(
+        {"ti": FakeTI(), "run_id": "manual__m"}
+    )
+    assert "airflow.polyv.changes.new:20|c" in statsd.received()
+    pq.write_table(pa.table({**rows, "customFieldValue": ["y"] * 20}), src)
+    with pytest.raises(AirflowFailException):
+        _op(
+            input_path=str(src), report_path=str(tmp_path / "b.parquet"), state_dir=state, change_limit_min_items=1
+        ).execute({"ti": FakeTI(), "run_id": "manual__m"})
+    packets = statsd.received()
+    assert "airflow.polyv.changes.changed:20|c" in packets and "airflow.polyv.limit_breaches:1|c" in packets

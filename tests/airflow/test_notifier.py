@@ -85,6 +85,24 @@ def test_the_message_carries_counts_by_reason_problems_and_the_run_page():
     assert "no run summary" in failure_message(None, {"error": "input_path: give exactly one source"})
 
 
+def test_the_message_names_a_change_limit_with_its_numbers_and_the_changes():
+    from polyv_connector.airflow.notifier import failure_message
+
+    message = "6,000 changes planned for the account, 60.0% of the 10,000 items (max_changed_fraction)"
+    summary = {
+        **SUMMARY,
+        "limitBreaches": [{"code": "change_limit", "setting": "max_changed_fraction", "message": message}],
+        "changes": {"new": 0, "changed": 6000, "cleared": 0},
+        "removed": 12,
+    }
+    text = failure_message(summary, {})
+    assert f"change limit (change_limit): {message}" in text
+    assert "changes: new 0, changed 6,000, cleared 0" in text
+    assert "removed from the source (POLYV keeps their values): 12" in text
+    hostile = {**summary, "limitBreaches": ["not a mapping"], "changes": "nope", "removed": "x"}
+    assert "change limit" not in failure_message(hostile, {})
+
+
 def test_posts_to_the_webhook_connection(webhook, monkeypatch):
     from polyv_connector.airflow.notifier import PolyvSyncFailureNotifier
 

@@ -521,3 +521,72 @@ def test_a_task_logs_its_source_and_interval_and_warns_on_0_rows(sim, polyv_env,
     assert any("warning" in line.lower() and "read 0 rows" in line for line in logged.splitlines())
     page = Path(summary["runPage"]).read_text()
     assert 'class="notice"' in page and "read 0 rows" in page
+
+
+def test_a_change_limit_fails_the_task_without_retry_sending_nothing(sim, polyv_env, tmp_path):
+    """Issue 20: the limits are operator arguments (templated: a trigger's text is parsed)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    state = str(tmp_path / "state")
+    rows = [(f"v{i}", "PAY_STATUS", f"x{i}") for i in range(40)]
+    first = _op(input_path=_write(tmp_path / "a.parquet", rows), report_path=str(tmp_path / "a.r.parquet"))
+    first.state_dir = state
+    assert first.execute(_context())["changes"] == {"new": 40, "changed": 0, "cleared": 0}
+    saves = sim.stats.save_requests
+    changed = [(v, f, "new") for v, f, _ in rows[:30]] + rows[30:]
+    context = _context()
+    kwargs = dict(input_path=_write(tmp_path / "b.parquet", changed), state_dir=state, change_limit_min_items="10")
+    with pytest.raises(AirflowFailException, match="change limit: 30 changes planned") as raised:
+        _op(report_path=str(tmp_path / "b.r.parquet"), max_changed_fraction="0.5", **kwargs).execute(context)
+    assert "max_changed_fraction" in str(raised.value)
+    summary = context["ti"].pushed["return_value"]
+    assert summary["exitCode"] == 4 and summary["limitBreaches"][0]["code"] == "change_limit"
+    assert summary["countsByReason"] == {"change_limit": 30, "unchanged": 10}
+    assert sim.stats.save_requests == saves
+    _strict(summary)
+    ok = _op(report_path=str(tmp_path / "c.r.parquet"), max_changed_fraction="none", **kwargs).execute(_context())
+    assert ok["counts"]["sent"] == 30 and ok["changes"]["changed"] == 30
+
+
+def test_whole_source_and_null_values_are_operator_arguments(sim, polyv_env, tmp_path):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    state = str(tmp_path / "state")
+    rows = [(f"v{i}", "PAY_STATUS", f"x{i}") for i in range(20)]
+    src = _write(tmp_path / "a.parquet", rows)
+    first = _op(input_path=src, report_path=str(tmp_path / "a.r.parquet"), state_dir=state, whole_source="True")
+    assert first.execute(_context())["removed"] == 0
+    shrunk = _write(tmp_path / "b.parquet", [*rows[:5], ("v0", "VIP_LEVEL", None)])
+    with pytest.raises(AirflowFailException, match="max_source_shrink"):
+        _op(input_path=shrunk, report_path=str(tmp_path / "b.r.parquet"), state_dir=state, whole_source=True).execute(
+            _context()
+        )
+    done = _op(
+        input_path=shrunk,
+        report_path=str(tmp_path / "c.r.parquet"),
+        state_dir=state,
+        whole_source=True,
+        max_source_shrink="none",
+        null_values="clear",
+    ).execute(_context())
+    assert done["removed"] == 15 and done["changes"]["cleared"] == 1
+    assert sim.values[(APP_ID, "v0", "VIP_LEVEL")] == ""
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_changed_fraction": "abc"}, "max_changed_fraction"),
+        ({"max_changed_fraction": "-1"}, "max_changed_fraction"),
+        ({"max_source_shrink": "2"}, "max_source_shrink"),
+        ({"change_limit_min_items": "lots"}, "change_limit_min_items"),
+        ({"null_values": "drop"}, "null_values"),
+        ({"whole_source": "maybe"}, "whole_source"),
+    ],
+)
+def test_hostile_limits_from_a_trigger_fail_before_any_request(sim, polyv_env, tmp_path, kwargs, match):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match=match):
+        _op(input_path=str(SAMPLE), report_path=str(tmp_path / "r.parquet"), **kwargs).execute(_context())
+    assert sim.stats.api_requests == 0

@@ -163,3 +163,74 @@ def test_a_second_task_on_one_state_table_is_busy_and_retryable(sim, polyv_env, 
         assert summary["counts"]["sent"] == 20
     finally:
         holder.release()
+
+
+def test_the_warehouse_diff_tells_new_from_changed_and_counts_removed(
+    sim, polyv_env, pg_schema, pg_warehouse_env
+) -> None:
+    """Issue 20: the join that finds unchanged rows also tells new keys from changed ones, and
+    ``removed`` is the state's key count minus the keys matched (no anti-join)."""
+    _attrs(pg_schema, 40)
+    first = _sync(pg_schema, diff_in_warehouse=True, whole_source=True)
+    assert first["changes"] == {"new": 40, "changed": 0, "cleared": 0} and first["removed"] == 0
+    _attrs(pg_schema, 40, changed={3, 5})
+    pg_exec(f"DELETE FROM {pg_schema}.attrs WHERE uid IN ('u10', 'u11', 'u12')")
+    pg_exec(f"INSERT INTO {pg_schema}.attrs VALUES ('w1', 'VIP_LEVEL', 'x')")
+    second = _sync(pg_schema, diff_in_warehouse=True, whole_source=True)
+    assert second["changes"] == {"new": 1, "changed": 2, "cleared": 0}
+    assert second["unchangedInWarehouse"] == 35 and second["removed"] == 3
+    # The same with the diff in the worker gives the same kinds and removed.
+    pg_exec(f"UPDATE {pg_schema}.attrs SET val = 'newer' WHERE uid = 'u3'")
+    local = _sync(pg_schema, whole_source=True)
+    assert local["changes"] == {"new": 0, "changed": 1, "cleared": 0} and local["removed"] == 3
+
+
+def test_the_warehouse_diff_stops_at_the_change_limit_and_the_shrink(
+    sim, polyv_env, pg_schema, pg_warehouse_env
+) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    _attrs(pg_schema, 40)
+    _sync(pg_schema, diff_in_warehouse=True, whole_source=True)
+    _attrs(pg_schema, 40, changed=set(range(1, 31)))
+    saves = sim.stats.save_requests
+    with pytest.raises(AirflowFailException, match="max_changed_fraction"):
+        _sync(pg_schema, diff_in_warehouse=True, change_limit_min_items=10)
+    assert sim.stats.save_requests == saves
+    pg_exec(f"DELETE FROM {pg_schema}.attrs WHERE uid NOT IN ('u1', 'u2')")
+    with pytest.raises(AirflowFailException, match="max_source_shrink"):
+        _sync(pg_schema, diff_in_warehouse=True, whole_source=True, max_changed_fraction="none")
+    assert sim.stats.save_requests == saves
+
+
+def test_the_warehouse_diff_hashes_null_as_empty_with_null_values_clear(
+    sim, polyv_env, pg_schema, pg_warehouse_env
+) -> None:
+    _attrs(pg_schema, 10)
+    pg_exec(f"UPDATE {pg_schema}.attrs SET val = NULL WHERE uid = 'u4'")
+    first = _sync(pg_schema, diff_in_warehouse=True, null_values="clear")
+    assert first["counts"]["sent"] == 10 and first["changes"]["cleared"] == 1
+    assert sim.values[(APP_ID, "u4", "VIP_LEVEL")] == ""
+    again = _sync(pg_schema, diff_in_warehouse=True, null_values="clear")
+    assert again["items"] == 0 and again["unchangedInWarehouse"] == 10  # the cleared value is not resent
+
+
+def test_partition_runs_on_the_state_table_count_per_slice(sim, polyv_env, pg_schema, pg_warehouse_env) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from polyv_connector.partitioning import partition_of
+
+    _attrs(pg_schema, 60)
+    slice0 = [i for i in range(1, 61) if partition_of(f"u{i}", 2) == 0]
+    for k in range(2):
+        _sync(pg_schema, diff_in_warehouse=True, partitions=2, partition=k, whole_source=True)
+    _attrs(pg_schema, 60, changed=set(slice0))
+    with pytest.raises(AirflowFailException, match="slice 0 of 2"):
+        _sync(pg_schema, diff_in_warehouse=True, partitions=2, partition=0, change_limit_min_items=5)
+    other = _sync(pg_schema, diff_in_warehouse=True, partitions=2, partition=1, change_limit_min_items=5)
+    assert other["changes"] == {"new": 0, "changed": 0, "cleared": 0}
+    pg_exec(f"DELETE FROM {pg_schema}.attrs WHERE uid = 'u{slice0[0]}'")
+    shrunk = _sync(
+        pg_schema, diff_in_warehouse=True, partitions=2, partition=0, whole_source=True, max_changed_fraction="none"
+    )
+    assert shrunk["removed"] == 1 and shrunk["changes"]["changed"] == len(slice0) - 1
