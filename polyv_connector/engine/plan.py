@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from polyv_connector import reasons as reason_codes
 from polyv_connector.config import ColumnMapping, SyncOptions
 from polyv_connector.engine.changes import KIND_NAMES
-from polyv_connector.engine.ledger import REASON, REASON_CODE, SPILL_SCHEMA, Ledger, pending_chunks
+from polyv_connector.engine.ledger import REASON, REASON_CODE, SPILL_SCHEMA, Ledger, spill_batches
 from polyv_connector.errors import InputError
 from polyv_connector.fingerprints import HashFamily, key_hashes, value_fingerprints
 from polyv_connector.items.checks import check_items_coded, code_where, merge_reasons
@@ -88,16 +88,16 @@ PLAN_KINDS: tuple[str, ...] = ("unchanged", *(KIND_NAMES[c] for c in sorted(KIND
 
 
 def write_plan(spill_path: Path, ledger: Ledger, sink: PlanSink) -> None:
-    """Stream the items still pending after the diff, with their kinds, into ``sink``."""
+    """Stream the items still pending after the diff, with their kinds, into ``sink`` (read from
+    the spill as they are: no request body is built)."""
     names = pa.array(PLAN_KINDS, pa.string())
-    for positions, table in pending_chunks(spill_path, ledger):
-        kinds = pa.DictionaryArray.from_arrays(pa.array(ledger.kind[positions].astype(np.int8)), names)
-        sink.write(
-            table.column(VIEWER_ID).combine_chunks(),
-            table.column(FIELD_ID).combine_chunks(),
-            table.column(VALUE).combine_chunks(),
-            kinds,
-        )
+    for offset, rb in spill_batches(spill_path):
+        local = np.flatnonzero(ledger.status[offset : offset + rb.num_rows] == PENDING)
+        if not len(local):
+            continue
+        idx = pa.array(local)
+        kinds = pa.DictionaryArray.from_arrays(pa.array(ledger.kind[local + offset].astype(np.int8)), names)
+        sink.write(rb.column(VIEWER_ID).take(idx), rb.column(FIELD_ID).take(idx), rb.column(VALUE).take(idx), kinds)
 
 
 def load_state(state: StateRun | None, options: SyncOptions) -> tuple[np.ndarray, np.ndarray]:
