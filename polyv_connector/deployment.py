@@ -210,7 +210,7 @@ DEPLOYMENT: tuple[DeploymentSetting, ...] = (
         "0.5",
         False,
         "the worker-wide default of `max_changed_fraction` (`none`: off); the argument and the `polyv` "
-        "connection's extra override it ([change limits](limits.md))",
+        "connection's extra override it (see `docs/limits.md`)",
         "a run that would change more than half of the items the state knows sends nothing (exit 4)",
     ),
     DeploymentSetting(

@@ -82,3 +82,14 @@ def test_bench_warehouses_runs_on_tiny_sizes() -> None:
     for engine in ("postgresql", "mariadb", "duckdb"):
         assert f"== {engine}" in proc.stdout
     assert proc.stdout.count("report write:") == 3 and proc.stdout.count("rerun       :") == 3
+
+
+def test_bench_changes_runs_on_a_tiny_size() -> None:
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_changes.py"), "--items", "5000", "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    assert "change kinds and their count" in out and "limits on, whole_source" in out
