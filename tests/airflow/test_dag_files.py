@@ -169,28 +169,3 @@ def test_the_reviewed_dag_plans_then_applies_after_an_approval_or_at_once():
     assert apply.trigger_rule == "none_failed_min_one_success"
     assert apply.input_path is None  # the apply sends the plan's items, never the input's
     assert plan.report_dir == apply.report_dir and plan.state_dir == apply.state_dir
-
-
-def test_the_branch_after_the_plan_never_applies_an_unseen_or_breaching_plan():
-    from polyv_connector.airflow.review import after_plan, approval_body
-
-    assert after_plan({"plan": {"breached": False}}) == "apply"
-    assert after_plan({"plan": {"breached": True}}) == "approve"
-    assert after_plan(None) == "approve" and after_plan({}) == "approve"
-    body = approval_body(
-        {
-            "runPage": "/r/dag/x.html",
-            "plan": {
-                "items": 12,
-                "appId": "a",
-                "byKind": {"new": 2, "changed": 10, "cleared": 0},
-                "byField": {"VIP": {"new": 2, "changed": 10}},
-                "breaches": [{"code": "change_limit", "message": "10 changes planned, above 50%"}],
-                "breached": True,
-                "planPath": "/r/dag/x.plan.parquet",
-            },
-        },
-        "dag",
-        "run",
-    )
-    assert "**12 items**" in body and "change_limit" in body and "| `VIP` | 2 | 10 | 0 |" in body
