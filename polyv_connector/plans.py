@@ -314,7 +314,8 @@ class Moded:
             secret,
             where=self.where,
             position=self.position,
-            digest=self.checked.loaded if self.checked else None,
+            # A diff in the warehouse loads no copy of the state: only the position is checked.
+            digest=self.checked.loaded if self.checked and self.prepared.diff == "local" else None,
             run_page=os.path.abspath(run_page) if run_page and "://" not in run_page else run_page,
         )
         shown = public_summary(full, path)

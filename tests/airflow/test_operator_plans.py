@@ -114,3 +114,30 @@ def test_an_unknown_mode_is_refused_naming_it(sim, polyv_env, tmp_path):
     src = _input(tmp_path, "a")
     with pytest.raises(AirflowFailException, match="mode"):
         _op(mode="yolo", report_path="r.parquet", **_args(tmp_path, src)).execute(_context())
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("in_warehouse", [False, True])
+def test_plan_and_apply_with_the_state_in_a_warehouse_table(
+    sim, polyv_env, pg_schema, pg_warehouse_env, tmp_path, in_warehouse
+):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from tests.airflow.test_state_table import _attrs, _sync
+
+    _attrs(pg_schema, 30)
+    assert _sync(pg_schema)["counts"]["sent"] == 30
+    _attrs(pg_schema, 30, changed={4, 5})
+    plan_file = tmp_path / "p.parquet"
+    planned = _sync(pg_schema, mode="plan", plan_path=str(plan_file), diff_in_warehouse=in_warehouse)
+    assert planned["plan"]["items"] == 2 and planned["plan"]["byKind"]["changed"] == 2
+    assert planned["plan"]["state"]["stateTable"] == f"{pg_schema}.polyv_sync_state"
+    saves = sim.stats.save_requests
+    _attrs(pg_schema, 30, changed={4, 5, 6})  # the source moves on: the apply sends the plan
+    applied = _sync(pg_schema, mode="apply", plan_path=str(plan_file))
+    assert applied["counts"]["sent"] == 2 and sim.stats.save_requests == saves + 1
+    assert sim.values[(APP_ID, "u6", "VIP_LEVEL")] == "L6"
+    # Applied once: the state moved (this apply recorded into it), so the same plan is now stale.
+    with pytest.raises(AirflowFailException, match="moved since the plan"):
+        _sync(pg_schema, mode="apply", plan_path=str(plan_file))
+    assert sim.stats.save_requests == saves + 1
