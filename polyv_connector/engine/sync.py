@@ -5,7 +5,8 @@ Two passes over the input, memory bounded by the batch sizes plus about 40 bytes
 1. *Plan* (:mod:`~polyv_connector.engine.plan`): stream the source, turn rows into items,
    check them, fingerprint them and spill them (with their rejection reasons) to a temporary
    Arrow file (:mod:`~polyv_connector.engine.ledger`). Then, over compact NumPy arrays:
-   duplicates, the diff against the sync state, run-level gates.
+   duplicates, the diff against the sync state, run-level gates, each item's change kind and
+   the change limits (:mod:`~polyv_connector.engine.limits`).
 2. *Send* (:mod:`~polyv_connector.engine.send`): stream the spill again, batch the pending
    items, send them; each confirmed batch is checkpointed into the state at once. Then stream
    the spill a last time to write the report (:mod:`~polyv_connector.engine.report`), in input
@@ -229,8 +230,12 @@ def _locked_run(
     stopped = circuit.abort
     completed = stopped is None and interrupted is None and not gate_failures and not breaches
     if state is not None and not options.dry_run and completed:
-        # A completed run: what the state now knows is the change limit's next baseline.
-        record_completed(state, baseline, facts, ledger, options, ctx.run_id)
+        # A completed run: what the state now knows is the change limit's next baseline. Its
+        # sends are confirmed and reported: a record that cannot be written must not fail it.
+        try:
+            record_completed(state, baseline, facts, ledger, options, ctx.run_id)
+        except (OSError, StateError) as exc:
+            log.warning("the change limits' baseline of appId %s was not written: %s", run.app_id, exc)
     result = SyncResult(
         run_id=ctx.run_id,
         app_id=run.app_id,
