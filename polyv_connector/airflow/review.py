@@ -51,7 +51,7 @@ def approval_body(summary: Any, dag_id: str, run_id: str, task_id: str = PLAN_TA
     if not plan:
         return "The plan task left no plan summary: check its log before approving anything."
     lines = [
-        f"**{int(plan.get('items') or 0):,} items** would be sent to appId `{plan.get('appId')}`.",
+        f"**{int(plan.get('items') or 0):,} items** would be sent to appId `{_code(plan.get('appId'))}`.",
         "",
         "| kind | items |",
         "| --- | --- |",
@@ -67,7 +67,7 @@ def approval_body(summary: Any, dag_id: str, run_id: str, task_id: str = PLAN_TA
     if by_field:
         lines += ["| customFieldId | new | changed | cleared |", "| --- | --- | --- | --- |"]
         lines += [
-            f"| `{f}` | {int(c.get('new', 0)):,} | {int(c.get('changed', 0)):,} | {int(c.get('cleared', 0)):,} |"
+            f"| `{_code(f)}` | {int(c.get('new', 0)):,} | {int(c.get('changed', 0)):,} | {int(c.get('cleared', 0)):,} |"
             for f, c in list(by_field.items())[:50]
         ]
         lines.append("")
@@ -75,10 +75,16 @@ def approval_body(summary: Any, dag_id: str, run_id: str, task_id: str = PLAN_TA
     if link:
         lines.append(f"[Preview the plan: the first changes per field]({link})")
     lines.append(
-        f"Approve sends exactly these items (plan `{plan.get('planPath')}`, made {plan.get('createdAt')}); "
+        f"Approve sends exactly these items (plan `{_code(plan.get('planPath'))}`, "
+        f"made {_code(plan.get('createdAt'))}); "
         "Reject sends nothing and the run ends without error."
     )
     return "\n".join(lines)
+
+
+def _code(text: Any) -> str:
+    """Text shown inside a Markdown code span: no backtick, pipe or line break can leave it."""
+    return " ".join(str(text).replace("`", "'").replace("|", "/").split())[:128]
 
 
 #: The DAG's Jinja macros (``user_defined_macros``).

@@ -30,3 +30,14 @@ def test_the_branch_after_the_plan_never_applies_an_unseen_or_breaching_plan():
         "run",
     )
     assert "**12 items**" in body and "change_limit" in body and "| `VIP` | 2 | 10 | 0 |" in body
+
+
+def test_a_field_id_cannot_break_out_of_its_code_span():
+    from polyv_connector.airflow.review import approval_body
+
+    body = approval_body(
+        {"plan": {"items": 1, "breached": True, "byField": {"x` [click](http://evil) `|": {"new": 1}}}}, "d", "r"
+    )
+    assert "[click](http://evil)" in body  # shown, but inside the code span
+    line = next(x for x in body.splitlines() if "click" in x)
+    assert line.count("`") == 2 and line.count("|") == 5
