@@ -200,3 +200,23 @@ def test_a_plan_whose_data_quality_gate_fails_exits_4_and_writes_no_plan(tmp_pat
     done, plan = _plan(env, tmp_path, src, synced, "--max-rejected-fraction", "0.1")
     assert done.returncode == 4, done.stderr
     assert not plan.exists() and not plan.with_name(plan.name + ".partial").exists()
+
+
+def test_a_partition_plan_is_applied_to_its_own_slice(tmp_path, env, sim, synced):
+    src = write_items(tmp_path / "second.parquet", _rows(20, "b"))
+    done, plan = _plan(
+        env, tmp_path, src, synced, "--partitions", "2", "--partition", "1", "--max-changed-fraction", "none"
+    )
+    assert done.returncode == 0, done.stderr
+    summary = planfile.read_summary(plan)
+    assert (summary["partitions"], summary["partition"]) == (2, 1) and 0 < summary["items"] < 20
+    summary_json = tmp_path / "apply.json"
+    applied = _cli(
+        env, "apply", "--plan", str(plan), "--report", str(tmp_path / "a.parquet"), "--summary-json", str(summary_json)
+    )
+    assert applied.returncode == 0, applied.stderr
+    result = json.loads(summary_json.read_text())
+    assert (result["partitions"], result["partition"]) == (2, 1)
+    assert result["counts"]["sent"] == summary["items"]
+    changed = {v for (_, v, _), value in sim.values.items() if value.startswith("b")}
+    assert len(changed) == summary["items"]
