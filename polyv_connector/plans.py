@@ -218,8 +218,9 @@ def open_plan(
     """Verify the plan at ``path`` for account ``app_id`` and the state the apply names
     (``state``/``where``: the apply's, which must be the plan's), and build the apply's parts.
 
-    ``options`` are the apply's (its transport settings); the plan fixes the slice and the
-    mapping; the items are sent as they are (``planned``: no diff, no limits)."""
+    ``options`` are the apply's (its transport settings, and ``dry_run``: report the plan's items,
+    send nothing); the plan fixes the slice and the mapping; the items are sent as they are
+    (``planned``: no diff, no limits)."""
     summary = planfile.verify(path, app_id, secret, setting)
     planned_where = {k: v for k, v in (summary.get("state") or {}).items() if k not in ("position", "digest")}
     if dict(where) != planned_where:
@@ -240,7 +241,6 @@ def open_plan(
         options,
         mapping=ColumnMapping(),
         planned=True,
-        dry_run=False,
         full_refresh=False,
         max_rejected_fraction=None,
         expectations_path=None,

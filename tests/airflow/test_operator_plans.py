@@ -141,3 +141,14 @@ def test_plan_and_apply_with_the_state_in_a_warehouse_table(
     with pytest.raises(AirflowFailException, match="moved since the plan"):
         _sync(pg_schema, mode="apply", plan_path=str(plan_file))
     assert sim.stats.save_requests == saves + 1
+
+
+def test_an_apply_as_a_dry_run_reports_the_plan_and_sends_nothing(sim, polyv_env, tmp_path):
+    src = _input(tmp_path, "a")
+    args = _args(tmp_path, src)
+    _op(mode="plan", plan_path="p.parquet", report_path="plan.parquet", **args).execute(_context())
+    dry = _op(mode="apply", plan_path="p.parquet", report_path="dry.parquet", dry_run=True, **args).execute(_context())
+    assert dry["dryRun"] is True and dry["counts"]["dry_run"] == 5 and sim.stats.save_requests == 0
+    # A dry run takes no lock and records nothing: the plan still applies.
+    applied = _op(mode="apply", plan_path="p.parquet", report_path="apply.parquet", **args).execute(_context())
+    assert applied["counts"]["sent"] == 5
