@@ -41,6 +41,7 @@ APPLY_SETTINGS = frozenset(
         "budget_rps",
         "lock_timeout",
         "report_rows",
+        "dry_run",
         "seed",
     }
 )
