@@ -13,7 +13,7 @@ Two measurements on N items whose state confirmed every value, ``--changed`` of 
 
 Run:
 
-    .venv/bin/python bench/bench_changes.py [--items 10000000] [--changed 0.01] [--repeat 3]
+    .venv/bin/python bench/bench_changes.py [--items 10000000] [--changed 0.01] [--repeat 3] [--runs 2]
 """
 
 from __future__ import annotations
@@ -126,21 +126,24 @@ def arrays(items: int, changed: float, repeat: int) -> None:
     )
 
 
-def end_to_end(items: int, changed: float) -> None:
+def end_to_end(items: int, changed: float, repeat: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src, state_dir = Path(tmp) / "in.parquet", Path(tmp) / "state"
         t = time.perf_counter()
         build(src, state_dir, items, changed)
-        print(f"setup : {items:,} items and their state in {time.perf_counter() - t:.1f}s")
+        print(f"setup : {items:,} items and their state in {time.perf_counter() - t:.1f}s; best of {repeat} runs each")
         runs: dict[str, dict[str, Any]] = {}
-        for mode in ("off", "on", "whole"):
-            out = subprocess.run(
-                [sys.executable, "-c", CHILD, str(src), str(state_dir), str(Path(tmp) / f"r-{mode}.parquet"), mode],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            runs[mode] = json.loads(out.strip().splitlines()[-1])
+        for _ in range(repeat):  # interleaved, the best of each: a shared machine's load comes and goes
+            for mode in ("off", "on", "whole"):
+                out = subprocess.run(
+                    [sys.executable, "-c", CHILD, str(src), str(state_dir), str(Path(tmp) / f"r-{mode}.parquet"), mode],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+                res = json.loads(out.strip().splitlines()[-1])
+                if mode not in runs or res["seconds"] < runs[mode]["seconds"]:
+                    runs[mode] = res
         base = runs["off"]["seconds"]
         labels = {"off": "limits off", "on": "limits on (default)", "whole": "limits on, whole_source"}
         for mode, res in runs.items():
@@ -156,11 +159,12 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=10_000_000)
     ap.add_argument("--changed", type=float, default=0.01)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=2, help="end-to-end runs of each mode (the best is shown)")
     ap.add_argument("--skip-end-to-end", action="store_true")
     args = ap.parse_args()
     arrays(args.items, args.changed, args.repeat)
     if not args.skip_end_to_end:
-        end_to_end(args.items, args.changed)
+        end_to_end(args.items, args.changed, args.runs)
 
 
 if __name__ == "__main__":
