@@ -81,7 +81,13 @@ def test_a_breaching_plan_waits_for_approval_then_applies_or_is_rejected(schedul
         stack.wait_until(
             f"{run_id} to finish", lambda: _run_state(stack, run_id) in ("success", "failed"), timeout=180, interval=1
         )
-        return str(_run_state(stack, run_id))
+        state = str(_run_state(stack, run_id))
+        if state != "success":  # say which task, and its log, before the run's log tail
+            print(f"{run_id}: {state}, tasks {_states(stack, run_id)}")
+            for log in stack.task_logs(DAG_ID, run_id):
+                if "task_id=approve" in str(log):
+                    print(log, log.read_text(errors="replace")[-6000:])
+        return state
 
     def awaiting(run_id: str) -> None:
         stack.wait_until(
