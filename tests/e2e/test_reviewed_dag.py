@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,10 @@ def test_a_breaching_plan_waits_for_approval_then_applies_or_is_rejected(schedul
             timeout=180,
             interval=1,
         )
+        # A person answers after seconds, not milliseconds: an answer within about a second of the
+        # task parking was seen to resume it while the parked attempt's process was still ending,
+        # and the resumed attempt died at its start (1 run in 5; Airflow 3.3.2, LocalExecutor).
+        time.sleep(5)
 
     def answer(run_id: str, option: str) -> None:
         pending = _api(stack, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/hitlDetails", None, token)
