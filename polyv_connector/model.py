@@ -34,7 +34,8 @@ VIEWER_ID: Final = "viewerId"
 FIELD_ID: Final = "customFieldId"
 VALUE: Final = "customFieldValue"
 ROW_NUMBER: Final = "rowNumber"
-#: A column a source adds when the diff runs in the warehouse: 1 where the state knows the key.
+#: A column a source adds when the diff runs in the warehouse: 0 where the state lacks the row's
+#: key, 1 where it holds the key with another value, 2 where it holds this value.
 KNOWN_COLUMN: Final = "polyv_known"
 #: What the default runs table name adds to the report table's (``<report_table>_runs``).
 RUNS_SUFFIX: Final = "_runs"

@@ -187,19 +187,26 @@ def diff_against_state(
     return unchanged, known
 
 
-def distinct_count(key: np.ndarray) -> int:
-    """How many distinct values ``key`` holds (one sort of a copy)."""
-    if len(key) == 0:
-        return 0
+def _distinct(key: np.ndarray) -> np.ndarray:
+    """The distinct values of ``key``, ascending: one sort of a copy (``np.unique`` took ten
+    times as long on uint64 keys)."""
     s = np.sort(key)
-    return int(1 + np.count_nonzero(s[1:] != s[:-1]))
+    if len(s) < 2:
+        return s
+    keep = np.empty(len(s), dtype=bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
+
+
+def distinct_count(key: np.ndarray) -> int:
+    """How many distinct values ``key`` holds."""
+    return len(_distinct(key))
 
 
 def distinct_known(key: np.ndarray, state_keys: np.ndarray) -> tuple[int, int]:
     """(distinct keys in ``key``, how many of them ``state_keys`` (sorted) holds)."""
-    if len(key) == 0:
-        return 0, 0
-    u = np.unique(key)
-    if len(state_keys) == 0:
+    u = _distinct(key)
+    if len(u) == 0 or len(state_keys) == 0:
         return len(u), 0
     return len(u), int(np.count_nonzero(_member(u, state_keys)))

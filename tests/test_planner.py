@@ -50,3 +50,19 @@ def test_unchanged_only_when_key_and_fingerprint_match() -> None:
     fp = np.array([10, 51, 90, 120], np.uint64)
     pending = np.array([True, True, False, True])
     assert plan_unchanged(key, fp, pending, state_keys, state_fps).tolist() == [0]
+
+
+def test_distinct_counts_and_keys_the_state_knows() -> None:
+    from polyv_connector.planner import diff_against_state, distinct_count, distinct_known
+
+    key = np.array([5, 3, 5, 9, 1, 3], dtype=np.uint64)
+    assert distinct_count(key) == 4 and distinct_count(key[:1]) == 1 and distinct_count(key[:0]) == 0
+    state = np.array([1, 5, 7], dtype=np.uint64)
+    assert distinct_known(key, state) == (4, 2)
+    assert distinct_known(key, state[:0]) == (4, 0)
+    fps = np.array([10, 50, 70], dtype=np.uint64)
+    value_fp = np.array([50, 0, 51, 0, 10, 0], dtype=np.uint64)
+    pending = np.array([True, True, True, True, True, False])
+    unchanged, known = diff_against_state(key, value_fp, pending, state, fps)
+    assert unchanged.tolist() == [True, False, False, False, True, False]
+    assert known.tolist() == [True, False, True, False, True, False]

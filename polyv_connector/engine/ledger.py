@@ -49,7 +49,8 @@ class Ledger:
         #: The change kind of each item left to send after the diff (:mod:`~polyv_connector.engine.changes`);
         #: ``NO_CHANGE`` for every other item and for resends of unchanged values under a full refresh.
         self.kind = np.zeros(n, dtype=np.uint8)
-        #: With the diff in the warehouse: whether the state knows each item's key (the source says).
+        #: With the diff in the warehouse, what the state holds of each item, as the source says
+        #: (:data:`~polyv_connector.model.KNOWN_COLUMN`: 0 not the key, 1 another value, 2 this value).
         self.known_in_source: np.ndarray | None = None
 
     def __len__(self) -> int:

@@ -117,8 +117,12 @@ def diff_pass(
     """
     pending = ledger.status == PENDING
     unchanged, known = diff_against_state(ledger.key_a, ledger.fp, pending, state_keys, state_fps)
-    if ledger.known_in_source is not None:
-        known |= ledger.known_in_source & pending
+    in_state = ledger.known_in_source
+    if in_state is not None:
+        # Rows the warehouse kept although unchanged (their key repeats in the source) are
+        # unchanged here, as the diff in the worker finds them.
+        known |= (in_state > 0) & pending
+        unchanged |= (in_state == 2) & pending
     if not options.full_refresh and not options.planned:  # a plan's items are sent as planned
         ledger.status[unchanged] = STATUS_CODE["unchanged"]
     changing = pending & ~unchanged
@@ -127,13 +131,13 @@ def diff_pass(
     # A slice's count from this read, for a store that cannot count a slice and no record yet.
     count_read = state_count is None and baseline.known is None
     if options.whole_source or count_read:
-        if ledger.known_in_source is None:
+        if in_state is None:
             facts.distinct_read, facts.matched = distinct_known(ledger.key_a, state_keys)
         else:
             # The warehouse kept its unchanged rows (each one key the state holds).
             extra = unchanged_in_source or 0
             facts.distinct_read = distinct_count(ledger.key_a) + extra
-            facts.matched = distinct_count(ledger.key_a[ledger.known_in_source]) + extra
+            facts.matched = distinct_count(ledger.key_a[in_state > 0]) + extra
         if not options.whole_source:
             facts.distinct_read = None  # no shrink check, no baseline, no removed
     return facts

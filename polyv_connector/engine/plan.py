@@ -127,7 +127,7 @@ def plan_pass(
     key_b: list[np.ndarray] = []
     fps: list[np.ndarray] = []
     rejected: list[np.ndarray] = []
-    known: list[np.ndarray] = []  # with the diff in the warehouse: the state knows the key
+    known: list[np.ndarray] = []  # with the diff in the warehouse: what the state holds (KNOWN_COLUMN)
     first_row = 0
     progress.start("planning", 0)
     create_file(spill_path)  # a full copy of the input: readable by the owner only
@@ -147,7 +147,7 @@ def plan_pass(
                 raise abort
             if KNOWN_COLUMN in batch.schema.names:
                 at = batch.schema.get_field_index(KNOWN_COLUMN)
-                known.append(np.asarray(batch.column(at).to_numpy(zero_copy_only=False), dtype=bool))
+                known.append(np.asarray(batch.column(at).to_numpy(zero_copy_only=False), dtype=np.uint8))
                 batch = batch.remove_column(at)
             try:
                 items, unsendable = convert_items(batch, options.mapping, first_row)
@@ -189,7 +189,7 @@ def plan_pass(
 
     ledger = Ledger(cat(key_a, np.uint64), cat(fps, np.uint64), cat(rejected, bool))
     if known:
-        ledger.known_in_source = cat(known, bool)
+        ledger.known_in_source = cat(known, np.uint8)
     items_per_row = max(1, len(options.mapping.fields))
     dup = plan_duplicates(ledger.key_a, cat(key_b, np.uint64), ledger.fp, ledger.status == PENDING)
     del key_b  # the second key hash only serves duplicate detection: free it before the diff

@@ -402,8 +402,8 @@ class SqlSource:
                 known = self._known_position(names)
                 while rows:
                     batch = rows_to_batch(rows, positions, columns)
-                    if known is not None:  # the diff in the warehouse: which keys the state knows
-                        flags = pa.array([bool(r[known]) for r in rows], pa.bool_())
+                    if known is not None:  # the diff in the warehouse: what the state holds of each row
+                        flags = pa.array([int(r[known]) for r in rows], pa.uint8())
                         batch = batch.append_column(KNOWN_COLUMN, flags)
                     if batch := self._in_slice(batch, columns, part, in_query):
                         yield batch
@@ -444,11 +444,11 @@ class SqlSource:
             if batch.num_rows:
                 arrays = [arrow_column_to_source(batch.column(p)) for p in positions]
                 if known is not None:
-                    arrays.append(pc.not_equal(batch.column(known), 0))
+                    arrays.append(pc.cast(batch.column(known), pa.uint8()))
                 yield pa.RecordBatch.from_arrays(arrays, names=names)
 
     def _known_position(self, names: Sequence[str]) -> int | None:
-        """Where the diff in the warehouse put its ``polyv_known`` flag (None without the diff)."""
+        """Where the diff in the warehouse put ``polyv_known`` (:data:`KNOWN_COLUMN`; None without the diff)."""
         if self.skip_unchanged is None:
             return None
         lowered = [n.lower() for n in names]

@@ -555,7 +555,7 @@ class SqlStateTable(Opening):
 
     def with_unchanged(self, rows: str, viewer: str, field: str, value: str) -> str:
         """SQL: the rows of the query ``rows``, each plus ``polyv_seen``: 1 where POLYV last
-        confirmed its value (per this table), else 0; and ``polyv_known``: 1 where the table has the key.
+        confirmed its value (per this table), else 0; ``polyv_known``: 0 no key, 1 another value, 2 this one.
 
         ``viewer``/``field``/``value`` are column names of ``rows`` (quoted here). The database
         hashes the row's texts as the engine does (MD5 of the UTF-8 bytes), so the match is
@@ -585,7 +585,8 @@ class SqlStateTable(Opening):
         # Joined on the key alone: the same join tells unchanged (same fp) from changed (known key).
         return (
             f"SELECT polyv_rows.*, CASE WHEN polyv_st.{q('fp')} = polyv_rows.polyv_fp THEN 1 ELSE 0 END AS polyv_seen, "
-            f"CASE WHEN polyv_st.{q('key')} IS NULL THEN 0 ELSE 1 END AS {KNOWN_COLUMN} "
+            f"CASE WHEN polyv_st.{q('key')} IS NULL THEN 0 WHEN polyv_st.{q('fp')} = polyv_rows.polyv_fp THEN 2 "
+            f"ELSE 1 END AS {KNOWN_COLUMN} "
             f"FROM ({hashed}) polyv_rows LEFT JOIN ({state}) polyv_st ON polyv_st.{q('key')} = polyv_rows.polyv_key"
         )
 

@@ -234,3 +234,17 @@ def test_partition_runs_on_the_state_table_count_per_slice(sim, polyv_env, pg_sc
         pg_schema, diff_in_warehouse=True, partitions=2, partition=0, whole_source=True, max_changed_fraction="none"
     )
     assert shrunk["removed"] == 1 and shrunk["changes"]["changed"] == len(slice0) - 1
+
+
+def test_a_repeated_unchanged_row_is_no_change_with_the_warehouse_diff(sim, polyv_env, pg_schema, pg_warehouse_env):
+    """A key the source holds twice leaves the warehouse (the engine reports the duplicate), and
+    the join says POLYV holds its value: unchanged, as the diff in the worker finds it, so a
+    source full of repeated rows does not look like a bulk change every night."""
+    _attrs(pg_schema, 20)
+    pg_exec(f"INSERT INTO {pg_schema}.attrs SELECT uid, field, val FROM {pg_schema}.attrs")
+    first = _sync(pg_schema, diff_in_warehouse=True)
+    assert first["counts"]["sent"] == 20 and first["counts"]["duplicate"] == 20
+    saves = sim.stats.save_requests
+    again = _sync(pg_schema, diff_in_warehouse=True)
+    assert again["items"] == 40 and again["counts"]["unchanged"] == 20 and again["counts"]["duplicate"] == 20
+    assert again["changes"] == {"new": 0, "changed": 0, "cleared": 0} and sim.stats.save_requests == saves

@@ -108,6 +108,8 @@ def test_diff_in_warehouse(engine: Engine, sim, creds) -> None:
     second, requests, _, _ = _run(engine, sim, creds, table, in_warehouse=True)
     assert second.items == 1 and second.counts["sent"] == 1 and requests == 1
     assert sim.values[(APP_ID, "v00001", "VIP_LEVEL")] == "ABC"
+    # The join that finds unchanged rows also says the state knows this key: changed, not new.
+    assert second.changes == {"new": 0, "changed": 1, "cleared": 0}
 
     # The diff in the warehouse: only the changed rows (again 1% and a case-only change) leave it.
     changed = [f"v{i:05d}" for i in range(20, N, 100)]
@@ -115,6 +117,7 @@ def test_diff_in_warehouse(engine: Engine, sim, creds) -> None:
     engine.execute(f"UPDATE {table} SET value = {ph} WHERE viewer_id = {ph}", ("AbC", "v00001"))
     fourth, requests, _, _ = _run(engine, sim, creds, table, in_warehouse=True)
     assert fourth.items == len(changed) + 1 and fourth.counts["sent"] == len(changed) + 1
+    assert fourth.changes == {"new": 0, "changed": len(changed) + 1, "cleared": 0}
     assert sim.values[(APP_ID, "v00001", "VIP_LEVEL")] == "AbC"
     assert sim.values[(APP_ID, "v00020", "VIP_LEVEL")] == "newer"
     # And with nothing changed, nothing leaves the warehouse.
