@@ -555,7 +555,8 @@ class SqlStateTable(Opening):
 
     def with_unchanged(self, rows: str, viewer: str, field: str, value: str) -> str:
         """SQL: the rows of the query ``rows``, each plus ``polyv_seen``: 1 where POLYV last
-        confirmed its value (per this table), else 0; ``polyv_known``: 0 no key, 1 another value, 2 this one.
+        confirmed its value (per this table), else 0; ``polyv_known``: 0 no key, 1 another value, 2 this one
+        (one join on the key tells both).
 
         ``viewer``/``field``/``value`` are column names of ``rows`` (quoted here). The database
         hashes the row's texts as the engine does (MD5 of the UTF-8 bytes), so the match is
@@ -575,14 +576,13 @@ class SqlStateTable(Opening):
         def col(name: str) -> str:
             return f"polyv_in.{q(name)}"
 
-        # With null_values=clear a NULL is sent as the empty text: hash it so (no resend nightly).
+        # null_values=clear sends a NULL as the empty text: hashed so, it is not resent nightly.
         val = f"COALESCE({col(value)}, '')" if self.null_is_empty else col(value)
         hashed = (
             f"SELECT polyv_in.*, {d.key_hash(col(viewer), col(field))} AS polyv_key, "
             f"{d.value_hash(val)} AS polyv_fp FROM ({rows}\n) polyv_in"
         )
         state = f"SELECT {q('key')}, {q('fp')} FROM {self._relation()} polyv_all WHERE {q('acct')} = {self.acct}"
-        # Joined on the key alone: the same join tells unchanged (same fp) from changed (known key).
         return (
             f"SELECT polyv_rows.*, CASE WHEN polyv_st.{q('fp')} = polyv_rows.polyv_fp THEN 1 ELSE 0 END AS polyv_seen, "
             f"CASE WHEN polyv_st.{q('key')} IS NULL THEN 0 WHEN polyv_st.{q('fp')} = polyv_rows.polyv_fp THEN 2 "
