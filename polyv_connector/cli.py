@@ -37,15 +37,15 @@ _HIDDEN = frozenset({"read_batch_rows", "seed"})
 _REQUIRED = frozenset({"input_path", "report_path"})
 
 
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """One flag per setting of :data:`runspec.SETTINGS` that has one; defaults stay there.
+def add_run_arguments(p: argparse.ArgumentParser, only: frozenset[str] | None = None) -> None:
+    """One flag per setting of :data:`runspec.SETTINGS` that has one (``only``: of these); defaults stay there.
 
     Every flag defaults to ``None`` (not given), so that :func:`runspec.resolve` can apply the
     environment and the built-in default in the one place they live.
     """
     groups = {name: p.add_argument_group(name) for name in (*_GROUPS, "run")}
     for key, setting in runspec.SETTINGS.items():
-        if not setting.cli:
+        if not setting.cli or (only is not None and key not in only):
             continue
         group = next((groups[g] for g, keys in _GROUPS.items() if key in keys), groups["run"])
         shown = setting.help_for("cli")
@@ -318,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_arguments(run)
     run.set_defaults(func=cmd_run)
+    from polyv_connector.cli_plan import add_plan_commands
+
+    add_plan_commands(sub)
     _add_admin_commands(sub)
     _add_history_command(sub)
     sim = sub.add_parser("simulator", help="run a local POLYV API simulator for rehearsals and tests")

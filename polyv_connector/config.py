@@ -213,6 +213,9 @@ class SyncOptions:
     whole_source: bool = False
     # What a NULL value means: "reject" the item, or "clear" (send an empty value).
     null_values: str = "reject"
+    # The items are a plan's, diffed and approved (``polyv-sync apply``): none is left out as
+    # unchanged and no change limit is checked; set by the edge, never a user setting.
+    planned: bool = False
 
     def validate(self) -> None:
         self.send.validate()

@@ -127,6 +127,20 @@ def signature_method(raw: Any, label: str) -> str:
     return stripped
 
 
+#: What a run does (the operator's ``mode``; the CLI's subcommands ``run``, ``plan``, ``apply``).
+MODES = ("run", "plan", "apply")
+
+
+def run_mode(raw: Any, label: str) -> str:
+    """One of :data:`MODES` (blank: ``run``)."""
+    value = str(raw).strip().lower() if raw is not None else ""
+    if not value:
+        return "run"
+    if value not in MODES:
+        raise ConfigError(label, f"must be one of {', '.join(MODES)}; got {raw!r}")
+    return value
+
+
 def field_map(raw: Any, label: str) -> dict[str, str]:
     """Wide form: ``{"FIELD_ID": "column"}``, or CLI's repeated ``FIELD_ID=COLUMN`` strings."""
     if raw is None or raw == [] or raw == {}:

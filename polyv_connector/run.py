@@ -30,7 +30,7 @@ from polyv_connector.config import Credentials, SendOptions, SyncOptions
 from polyv_connector.errors import ConfigError
 
 if TYPE_CHECKING:
-    from polyv_connector.engine.plan import Source, Validator
+    from polyv_connector.engine.plan import PlanSink, Source, Validator
     from polyv_connector.engine.result import SyncResult
     from polyv_connector.engine.sync import Run
     from polyv_connector.progress import Progress
@@ -331,6 +331,7 @@ def assemble(
     state: StateStore | None = None,
     client: PolyvClient,
     report_fallback_dir: str | os.PathLike[str],
+    plan: PlanSink | None = None,
 ) -> Run:
     """The engine's :class:`~polyv_connector.engine.sync.Run`: the folder state made from
     ``options.state_dir`` when no ``state`` is given, the retry policy from the send options."""
@@ -351,6 +352,7 @@ def assemble(
         report_fallback_dir=Path(report_fallback_dir),
         validator=validator,
         state=state,
+        plan=plan,
     )
 
 
@@ -385,6 +387,7 @@ def sync(
     seed: int | None = None,
     stop: Circuit | None = None,
     report_fallback_dir: str | os.PathLike[str] | None = None,
+    plan: PlanSink | None = None,
 ) -> SyncResult:
     """Run one sync and write its report. Returns the result; never raises for row problems.
 
@@ -407,6 +410,9 @@ def sync(
     When ``report`` cannot be written (a warehouse error at write or commit), the whole report
     goes to a Parquet file under ``report_fallback_dir`` (default: :func:`default_report_fallback_dir`)
     and the result names it (``reportFallback``).
+
+    ``plan`` receives the items the run would send, with their kinds, before anything is sent
+    (``polyv-sync plan``, with ``options.dry_run``; see :mod:`polyv_connector.plans`).
     """
     from polyv_connector.engine.context import RunContext
     from polyv_connector.engine.result import new_run_id
@@ -439,6 +445,7 @@ def sync(
             report_fallback_dir=(
                 report_fallback_dir if report_fallback_dir is not None else default_report_fallback_dir()
             ),
+            plan=plan,
         )
     except BaseException:
         # As the engine does for whatever a run raises: no partial report stands.

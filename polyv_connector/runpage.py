@@ -179,6 +179,10 @@ def render_run_page(
     for warning in result.warnings:
         parts.append(f'<p class="notice"><span class="badge warn">warning</span> {e(warning)}</p>')
     parts.append(_changes_html(result.changes, result.removed))
+    if result.extra.get("plan"):
+        from polyv_connector.planpage import plan_html
+
+        parts.append(plan_html(result.extra["plan"]))
 
     parts.append("<h2>Items by status and by reason</h2>")
     charts = [_figure(_status_chart(counts), "Items by status", "chart-status")]

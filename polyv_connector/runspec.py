@@ -77,6 +77,9 @@ class RunSpec:
     report_retention_days: int | None = None
     runs_retention_days: int | None = None
     report_day_partitions: bool = False
+    #: ``run``, ``plan`` or ``apply`` (:mod:`polyv_connector.plans`), and the plan's file.
+    mode: str = "run"
+    plan_path: str | None = None
     #: None: Airflow's ``[operators] default_deferrable`` decides (the operator reads it).
     deferrable: bool | None = None
     #: Where each value came from, for error messages: canonical key -> label.

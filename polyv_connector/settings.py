@@ -28,6 +28,7 @@ from polyv_connector.parsers import (
     parameters,
     parse_prefixes,
     retention_days,
+    run_mode,
     signature_method,
     text,
 )
@@ -407,6 +408,25 @@ SETTINGS: dict[str, Setting] = {
             integer,
             "the slice this run handles, 0 to N-1 (with --partitions)",
             target="sync.partition",
+        ),
+        # plan, then apply exactly the plan
+        _s(
+            "mode",
+            "run",
+            run_mode,
+            "run: read, diff and send; plan: write what a run would send to plan_path (signed; nothing "
+            "sent, no state moved; a change-limit breach is recorded, not a failure); apply: send exactly "
+            "the plan at plan_path (refused if altered, another account's, or made before another run "
+            "changed the state). The CLI's subcommands run, plan and apply",
+            cli=None,
+        ),
+        _s(
+            "plan_path",
+            None,
+            text,
+            "the plan file (.parquet) mode=plan writes and mode=apply reads; with report_dir, a name "
+            "in the DAG's report folder (on Celery: shared storage both tasks reach)",
+            cli=None,
         ),
         # the record of runs: which report rows, the runs table, retention, waiting
         _s(

@@ -100,6 +100,18 @@ SUMMARY_KEYS: tuple[SummaryKey, ...] = (
         "sometimes",
         "report rows left out by `report_rows=changes`, by status (`{}` when none); `counts` still counts them",
     ),
+    SummaryKey(
+        "plan",
+        "sometimes",
+        'a plan (`polyv-sync plan`, `mode="plan"`): `planPath`, `items`, `byKind`, `byField`, `breached`, '
+        "`breaches`, `limits`, `state` (where, `position`, `digest`), `itemsSha256`, `appId`, `createdAt`, "
+        "`planRunId`, `runPage`; no value and no secret (the first changes are on the run page only)",
+    ),
+    SummaryKey(
+        "appliedPlan",
+        "sometimes",
+        'an apply (`polyv-sync apply`, `mode="apply"`): the plan\'s `path` and the `planRunId` that made it',
+    ),
     SummaryKey("partition", "sometimes", "a partition run: the slice it handled"),
     SummaryKey("partitions", "sometimes", "a partition run: the number of slices"),
     SummaryKey(

@@ -21,13 +21,15 @@ if TYPE_CHECKING:
 def confine(spec: RunSpec) -> RunSpec:
     """``spec`` with its trigger-time paths held to where the DAG author allows.
 
-    With ``report_dir`` set, ``report_path`` is a name under it; with ``allowed_input_prefixes``
+    With ``report_dir`` set, ``report_path`` and ``plan_path`` are names under it; with ``allowed_input_prefixes``
     / ``allowed_suite_prefixes`` set, the input / the suite must lie under one of them.
     Raises :class:`ConfigError` naming the argument.
     """
-    report_path = spec.report_path
+    report_path, plan_path = spec.report_path, spec.plan_path
     if spec.report_dir and report_path:
         report_path = name_under(spec.report_dir, report_path, spec.label("report_path"))
+    if spec.report_dir and plan_path:
+        plan_path = name_under(spec.report_dir, plan_path, spec.label("plan_path"))
     if spec.allowed_input_prefixes is not None and spec.input_path:
         require_under(
             spec.input_path,
@@ -42,4 +44,4 @@ def confine(spec: RunSpec) -> RunSpec:
             spec.label("expectation_suite_path"),
             spec.label("allowed_suite_prefixes"),
         )
-    return dataclasses.replace(spec, report_path=report_path)
+    return dataclasses.replace(spec, report_path=report_path, plan_path=plan_path)

@@ -93,3 +93,16 @@ def test_bench_changes_runs_on_a_tiny_size() -> None:
         timeout=300,
     ).stdout
     assert "change kinds and their count" in out and "limits on, whole_source" in out
+
+
+def test_bench_plan_runs_on_a_tiny_size() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_plan.py"), "--items", "2000"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ratio plan / dry run" in proc.stdout and "bytes per item" in proc.stdout

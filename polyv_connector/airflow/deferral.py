@@ -104,8 +104,10 @@ def next_delay(looks: int) -> float:
 
 def state_held(state: StateStore | None, options: SyncOptions, probe_id: str) -> bool:
     """Whether another run holds the sync state (or this slice of it) now, looked at without waiting."""
-    if state is None or options.dry_run:
-        return False  # a dry run reads a snapshot without the lock: it never waits
+    if state is None or options.dry_run or options.planned:
+        # A dry run reads a snapshot without the lock: it never waits. An apply does not look:
+        # a look takes the lock, which moves the state's position its plan was made against.
+        return False
     with state.try_open(probe_id, options.slice) as held:
         return held is None
 

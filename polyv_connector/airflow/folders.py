@@ -125,6 +125,8 @@ def confine_task_paths(spec: RunSpec, writer: Writer) -> RunSpec:
     if spec.report_dir:
         if spec.report_path:
             check_report_name(spec.report_path, spec.label("report_path"))
+        if spec.plan_path:
+            check_report_name(spec.plan_path, spec.label("plan_path"))
         dag_dir = dag_folder(spec.report_dir, writer.dag_id, spec.label("report_dir"))
         spec = dataclasses.replace(spec, report_dir=dag_dir)
     spec = confine(spec)
@@ -132,6 +134,9 @@ def confine_task_paths(spec: RunSpec, writer: Writer) -> RunSpec:
     if spec.report_dir and spec.report_path and not is_url(spec.report_path):
         page = page_path_for(spec.report_path)
         claim_report_name(spec.report_path, writer, spec.label("report_path"), also=(page,))
+    # A plan is written like a report (its name claimed by the plan task); an apply only reads it.
+    if spec.report_dir and spec.plan_path and spec.mode == "plan" and not is_url(spec.plan_path):
+        claim_report_name(spec.plan_path, writer, spec.label("plan_path"))
     return spec
 
 

@@ -30,9 +30,9 @@ from polyv_connector.airflow.hooks import redis_url as _redis_url
 from polyv_connector.airflow.links import DataDocsLink, ReportLink, RunPageLink
 from polyv_connector.airflow.records import RunRecord
 from polyv_connector.airflow.summary import absolute_location as _absolute_location
-from polyv_connector.airflow.summary import task_summary, with_airflow_run_id, write_task_run_page
+from polyv_connector.airflow.summary import start_line, task_summary, with_airflow_run_id, write_task_run_page
 from polyv_connector.errors import PolyvConnectorError
-from polyv_connector.run import Front, check_outputs, check_source, prepare, run_page_path
+from polyv_connector.run import Front, check_outputs, check_source, run_page_path
 from polyv_connector.runspec import OPERATOR_SETTINGS, SETTINGS
 
 if TYPE_CHECKING:
@@ -142,6 +142,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         report_retention_days: int | str | None = None,
         runs_retention_days: int | str | None = None,
         report_day_partitions: bool | None = None,
+        mode: str | None = None,
+        plan_path: str | None = None,
         deferrable: bool | None = None,
         duckdb_external_access: bool = False,
         **kwargs: Any,
@@ -191,6 +193,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         hook = PolyvHook(self.polyv_conn_id)
         try:
             from polyv_connector import runspec
+            from polyv_connector.plans import prepare_mode, recorded_breach
 
             # Before the connection is read: a trigger-time id reaches only the accounts listed.
             runspec.check_polyv_conn_id(self.polyv_conn_id, self.allowed_polyv_conn_ids)
@@ -200,7 +203,8 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
             # The report table and summary name the Airflow run this sync belongs to.
             spec = with_airflow_run_id(spec, context.get("run_id"))
             front = self._front(context, spec)
-            check_source(spec, front)
+            if spec.mode != "apply":  # an apply's items come from its plan
+                check_source(spec, front)
             self._lineage.update(
                 mapping=spec.options.mapping,
                 max_rejected_fraction=spec.options.max_rejected_fraction,
@@ -208,26 +212,19 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                 base_url=credentials.base_url,
             )
             check_outputs(spec, front)
-            prepared = prepare(spec, credentials, front, facts=self._lineage)
+            # mode="plan": a dry run writing the plan; "apply": the plan's items (polyv_connector.plans).
+            moded = prepare_mode(spec, credentials, front, facts=self._lineage)
+            spec, prepared = moded.spec, moded.prepared
             validator, report = prepared.validator, prepared.report
             record = RunRecord.open(spec, front, self._lineage, dag_report_dir(spec, self._dag_id()))
             from polyv_connector.engine.result import new_run_id
             from polyv_connector.run import sync
+            from polyv_connector.sender import Circuit
 
-            self.log.info(
-                "POLYV sync: appId %s at %s, source %s, report %s%s%s",
-                credentials.app_id,
-                credentials.base_url,
-                self._lineage.get("source_desc"),
-                _absolute_location(report.location, spec.report_path),
-                " (dry run)" if spec.options.dry_run else "",
-                " (full refresh)" if spec.options.full_refresh else "",
-            )
+            self.log.info("%s", start_line(credentials, self._lineage.get("source_desc"), report.location, spec))
             for line in interval.start_lines(spec, context):
                 self.log.info("%s", line)
             run_id = new_run_id()
-            from polyv_connector.sender import Circuit
-
             # on_kill() may come from another thread (Airflow's SIGTERM handler, or after an
             # execution_timeout): it stops the run through this handle.
             self._stop = Circuit()
@@ -238,19 +235,22 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
                 options = wait_or_defer(self, spec, prepared.state, budget, run_id, credentials.app_id)
                 record.start(run_id, app_id=credentials.app_id, run_page=run_page_path(spec, front))
                 client = hook.get_conn(spec.options.send, budget)
-                result = sync(
-                    prepared.source,
-                    credentials,
-                    options,
-                    report,
-                    validator=validator,
-                    state=prepared.state,
-                    client=client,
-                    run_id=run_id,
-                    stop=self._stop,
-                    # A report the sink could not take lands in this DAG's own folder.
-                    report_fallback_dir=dag_report_dir(spec, self._dag_id()),
-                )
+                with moded.guard():  # a plan's file appears only once signed
+                    result = sync(
+                        prepared.source,
+                        credentials,
+                        options,
+                        report,
+                        validator=validator,
+                        state=moded.state,
+                        client=client,
+                        run_id=run_id,
+                        stop=self._stop,
+                        # A report the sink could not take lands in this DAG's own folder.
+                        report_fallback_dir=dag_report_dir(spec, self._dag_id()),
+                        plan=moded.writer,
+                    )
+                    moded.finish(result, credentials.app_secret.reveal(), run_page_path(spec, front))
         except PolyvConnectorError as exc:
             self.log.error("%s", exit_line(exit_codes.for_error(exc).code, getattr(exc, "cause", None)))
             raise _airflow_error(as_chosen(exc, context.get("params"))) from exc
@@ -281,7 +281,7 @@ class PolyvViewerFieldSyncOperator(BaseOperator):
         emit_asset_events(context.get("outlet_events"), self.outlets or [], summary, self._written_locations, self.log)
         record.finish(result, summary)
         record.retain()
-        if not result.ok:
+        if not result.ok and not recorded_breach(result, spec.mode):  # a plan's breach awaits approval
             # The return value is lost when a task raises: keep the summary for alerting.
             context["ti"].xcom_push(key="return_value", value=summary)
             # Deterministic failures (a gate, POLYV refusing the credentials or every failed value)

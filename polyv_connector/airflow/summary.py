@@ -14,6 +14,7 @@ from polyv_connector.jsonsafe import strict_json
 from polyv_connector.paths import is_url
 
 if TYPE_CHECKING:
+    from polyv_connector.config import Credentials
     from polyv_connector.engine.result import SyncResult
     from polyv_connector.run import Front
     from polyv_connector.runspec import RunSpec
@@ -97,3 +98,14 @@ def write_task_run_page(result: SyncResult, spec: RunSpec, front: Front, airflow
     except Exception as exc:
         log.warning("could not write the run page: %s: %s", type(exc).__name__, exc)
         return None
+
+
+def start_line(credentials: Credentials, source: Any, report_location: str | None, spec: RunSpec) -> str:
+    """The task log's first line about the run: account, API, source, report, and how it runs."""
+    how = {"plan": f" (plan to {spec.plan_path})", "apply": f" (applying the plan {spec.plan_path})"}
+    return (
+        f"POLYV sync: appId {credentials.app_id} at {credentials.base_url}, source {source}, "
+        f"report {absolute_location(report_location, spec.report_path)}"
+        + how.get(spec.mode, " (dry run)" if spec.options.dry_run else "")
+        + (" (full refresh)" if spec.options.full_refresh else "")
+    )

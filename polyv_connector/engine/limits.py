@@ -123,7 +123,7 @@ def diff_pass(
         # unchanged here, as the diff in the worker finds them.
         known |= (in_state > 0) & pending
         unchanged |= (in_state == 2) & pending
-    if not options.full_refresh:
+    if not options.full_refresh and not options.planned:  # a plan's items are sent as planned
         ledger.status[unchanged] = STATUS_CODE["unchanged"]
     changing = pending & ~unchanged
     ledger.kind = classify(changing, known, ledger.fp == empty_fingerprint(family))

@@ -13,7 +13,8 @@ import pyarrow.compute as pc
 
 from polyv_connector import reasons as reason_codes
 from polyv_connector.config import ColumnMapping, SyncOptions
-from polyv_connector.engine.ledger import REASON, REASON_CODE, SPILL_SCHEMA, Ledger
+from polyv_connector.engine.changes import KIND_NAMES
+from polyv_connector.engine.ledger import REASON, REASON_CODE, SPILL_SCHEMA, Ledger, spill_batches
 from polyv_connector.errors import InputError
 from polyv_connector.fingerprints import HashFamily, key_hashes, value_fingerprints
 from polyv_connector.items.checks import check_items_coded, code_where, merge_reasons
@@ -72,6 +73,31 @@ class Validator(Protocol):
 
     def summary(self) -> dict[str, Any]:
         """What the validation found, strict JSON, merged into the run's summary."""
+
+
+class PlanSink(Protocol):
+    """Receives the items a run would send, with their change kind, before anything is sent
+    (``polyv-sync plan``: :class:`polyv_connector.planfile.PlanWriter`)."""
+
+    def write(self, viewer: pa.Array, field: pa.Array, value: pa.Array, kind: pa.Array) -> None: ...
+
+
+#: A plan item's kind by :attr:`Ledger.kind` code; 0 (``NO_CHANGE``) is a resend of an unchanged
+#: value under a full refresh.
+PLAN_KINDS: tuple[str, ...] = ("unchanged", *(KIND_NAMES[c] for c in sorted(KIND_NAMES)))
+
+
+def write_plan(spill_path: Path, ledger: Ledger, sink: PlanSink) -> None:
+    """Stream the items still pending after the diff, with their kinds, into ``sink`` (read from
+    the spill as they are: no request body is built)."""
+    names = pa.array(PLAN_KINDS, pa.string())
+    for offset, rb in spill_batches(spill_path):
+        local = np.flatnonzero(ledger.status[offset : offset + rb.num_rows] == PENDING)
+        if not len(local):
+            continue
+        idx = pa.array(local)
+        kinds = pa.DictionaryArray.from_arrays(pa.array(ledger.kind[local + offset].astype(np.int8)), names)
+        sink.write(rb.column(VIEWER_ID).take(idx), rb.column(FIELD_ID).take(idx), rb.column(VALUE).take(idx), kinds)
 
 
 def load_state(state: StateRun | None, options: SyncOptions) -> tuple[np.ndarray, np.ndarray]:

@@ -35,7 +35,15 @@ from polyv_connector.engine.changes import Breach
 from polyv_connector.engine.context import RunContext
 from polyv_connector.engine.ledger import Ledger
 from polyv_connector.engine.limits import diff_pass, limit_breaches, read_baseline, record_completed
-from polyv_connector.engine.plan import Source, Validator, load_state, plan_pass, rejected_fraction_gate
+from polyv_connector.engine.plan import (
+    PlanSink,
+    Source,
+    Validator,
+    load_state,
+    plan_pass,
+    rejected_fraction_gate,
+    write_plan,
+)
 from polyv_connector.engine.report import Closing, ReportTags, report_with_fallback
 from polyv_connector.engine.result import SyncResult, interrupted_result, zero_rows_warning
 from polyv_connector.engine.send import budget_rps, send_pass
@@ -66,6 +74,8 @@ class Run:
         front end chooses it (the engine knows nothing of Airflow's home).
     :param validator: checks beyond the built-in ones (Great Expectations suites).
     :param state: what POLYV last confirmed (None: send every valid item).
+    :param plan: where the items a run would send go, with their kinds, after the diff and
+        before anything is sent (``polyv-sync plan``; a run with a plan is a dry run).
     """
 
     source: Source
@@ -77,6 +87,7 @@ class Run:
     report_fallback_dir: Path
     validator: Validator | None = None
     state: StateStore | None = None
+    plan: PlanSink | None = None
 
 
 def execute(run: Run, ctx: RunContext) -> SyncResult:
@@ -185,10 +196,13 @@ def _locked_run(
             baseline=baseline,
         )
         del state_keys, state_fps
-        # The change limits, after the diff and before anything is sent.
-        breaches = limit_breaches(facts, baseline, options) if not gate_failures else []
+        # The change limits, after the diff and before anything is sent (a plan's items were
+        # approved when it was applied: not checked again).
+        breaches = limit_breaches(facts, baseline, options) if not gate_failures and not options.planned else []
         pending_count = int(np.count_nonzero(ledger.status == PENDING))
         requests_planned = math.ceil(pending_count / options.send.batch_size)
+        if run.plan is not None and not gate_failures:  # a breach is recorded in the plan
+            write_plan(spill_path, ledger, run.plan)
         closing = Closing()
         if gate_failures:
             log.warning("data-quality gate failed, nothing is sent: %s", " | ".join(gate_failures))

@@ -19,6 +19,7 @@ DAG_IDS = {
     "polyv_viewer_backfill",
     "polyv_viewer_sync_partitioned",
     "polyv_viewer_sync_accounts",
+    "polyv_viewer_sync_reviewed",
 }
 HEAVY = ("pandas", "pyarrow", "great_expectations")
 
@@ -47,7 +48,8 @@ def test_dagbag_imports_every_example_without_errors():
     for dag_id in DAG_IDS:
         dag = bag.dags[dag_id]
         # A mapped task is a MappedOperator of the operator's class.
-        (task,) = [t for t in dag.tasks if getattr(t, "operator_class", type(t)) is PolyvViewerFieldSyncOperator]
+        tasks = [t for t in dag.tasks if getattr(t, "operator_class", type(t)) is PolyvViewerFieldSyncOperator]
+        assert len(tasks) == (2 if dag_id == "polyv_viewer_sync_reviewed" else 1)  # its plan and apply
         assert {"full_refresh", "dry_run"} <= set(dag.params)
         assert "polyv" in dag.tags
 
@@ -147,3 +149,23 @@ def test_trigger_form_defaults_validate(dag_id):
         assert dag.params["source_table"] == "polyv_viewer_attributes"
     if dag_id == "polyv_viewer_sync_parquet":
         assert "expectation_suite_path" in dag.params and resolved["expectation_suite_path"] is None
+
+
+def test_the_reviewed_dag_plans_then_applies_after_an_approval_or_at_once():
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    bag = DagBag(dag_folder=str(DAGS))
+    dag = bag.dags["polyv_viewer_sync_reviewed"]
+    parquet = bag.dags["polyv_viewer_sync_parquet"]
+    # The Parquet DAG's params, plus the limits.
+    assert set(parquet.params) <= set(dag.params)
+    assert {"max_changed_fraction", "max_source_shrink"} <= set(dag.params)
+    plan, apply, approve = (dag.get_task(t) for t in ("plan", "apply", "approve"))
+    assert plan.mode == "plan" and apply.mode == "apply" and plan.plan_path == apply.plan_path
+    assert isinstance(approve, ApprovalOperator)
+    assert dag.get_task("within_limits").downstream_task_ids == {"approve", "apply"}
+    assert approve.downstream_task_ids == {"apply"}
+    assert apply.trigger_rule == "none_failed_min_one_success"
+    assert apply.input_path is None  # the apply sends the plan's items, never the input's
+    assert plan.report_dir == apply.report_dir and plan.state_dir == apply.state_dir

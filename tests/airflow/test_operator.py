@@ -353,6 +353,8 @@ def test_the_signature_takes_the_operator_settings_each_defaulting_to_not_given(
         *("report_rows", "runs_table", "report_retention_days", "runs_retention_days"),
         # the change limits and what NULL means (issue 20): a trigger's params may set them
         *("max_changed_fraction", "change_limit_min_items", "max_source_shrink", "whole_source", "null_values"),
+        # plan, then apply exactly the plan (issue 20)
+        *("mode", "plan_path"),
     }
 
 
