@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -180,6 +181,7 @@ def render_run_page(
 
     parts.append("<h2>Requests over time</h2>")
     parts.append(_timeline_html(timeline, result))
+    parts.append(_phases_html(result.phases, result.concurrency))
 
     parts.append("<h2>Data quality: gates and expectations</h2>")
     parts.append(_validation_html(validation, result.gate_failures, result.items))
@@ -260,6 +262,29 @@ def _timeline_html(timeline: TimelineSummary | None, result: SyncResult) -> str:
             wide=True,
         )
     )
+
+
+#: How the page names each phase of :attr:`SyncResult.phases` (the summary's ``phaseSeconds``).
+PHASE_LABELS = {
+    "readAndPlan": "reading and planning",
+    "budgetWait": "waiting for the budget (summed over requests)",
+    "sending": "sending",
+    "report": "writing the report",
+}
+
+
+def _phases_html(phases: Mapping[str, float], concurrency: int) -> str:
+    """Where the run's time went (the page's own drawing time is in the summary, not here)."""
+    cards = [
+        f'<div class="card" data-phase="{html.escape(k)}"><b>{phases[k]:.2f} s</b>'
+        f"<span>{html.escape(label)}</span></div>"
+        for k, label in PHASE_LABELS.items()
+        if k in phases
+    ]
+    if not cards:
+        return ""
+    cards.append(f'<div class="card"><b>{concurrency}</b><span>requests in flight at most</span></div>')
+    return '<div class="cards" id="phases">' + "".join(cards) + "</div>"
 
 
 def _validation_html(validation: Mapping[str, Any], gate_failures: Sequence[str], items: int) -> str:
@@ -392,8 +417,17 @@ def write_run_page(
 ) -> str:
     """Render and write the page to ``page_path`` (a local path or an fsspec URL); returns its
     absolute path (or the URL). The file is replaced whole: a reader never sees half a page."""
+    began = time.perf_counter()
     links = links_for(page_path, report_path, result.extra.get("validation"))
     page = render_run_page(result, links=links, airflow_run_id=airflow_run_id)
+    try:
+        return _write_page(page, page_path)
+    finally:
+        # The summary written after the page (CLI, XCom) says how long the page took.
+        result.phases["page"] = time.perf_counter() - began
+
+
+def _write_page(page: str, page_path: str) -> str:
     if "://" in page_path:
         import fsspec
 

@@ -19,6 +19,13 @@ from polyv_connector.timeline import TimelineSummary
 log = logging.getLogger("polyv_connector")
 
 
+#: The phases of :attr:`SyncResult.phases`, in order: reading, checking and planning the input
+#: (state loaded, duplicates and diff decided); waiting for the request budget (summed over the
+#: requests, so it can exceed sending); sending (first batch out to last answer recorded); the
+#: report (written from the arrays the run holds); the run page (added by the front end).
+PHASES = ("readAndPlan", "budgetWait", "sending", "report", "page")
+
+
 @dataclass
 class SyncResult:
     """What a run did. ``to_dict()`` is strict JSON and never holds the secret."""
@@ -46,6 +53,11 @@ class SyncResult:
     timeline: TimelineSummary | None = None
     #: What a person should know although the run succeeded (e.g. it read 0 rows).
     warnings: list[str] = field(default_factory=list)
+    #: Where the run's time went, in seconds, by phase (:data:`PHASES`); the front end adds
+    #: ``page`` once the run page is written.
+    phases: dict[str, float] = field(default_factory=dict)
+    #: Save requests the run let be in flight at once (its ``concurrency`` setting).
+    concurrency: int = 0
 
     @property
     def ok(self) -> bool:
@@ -96,6 +108,8 @@ class SyncResult:
             "countsByReason": dict(sorted(self.counts_by_reason.items())),
             "problems": [dict(p) for p in self.problems],
             "warnings": list(self.warnings),
+            "phaseSeconds": {k: round(v, 3) for k, v in self.phases.items()},
+            "concurrency": self.concurrency,
             **self.extra,
         }
 

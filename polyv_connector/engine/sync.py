@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -137,6 +138,9 @@ def _locked_run(
     """The run with its state held; returns the result and what interrupted sending, if anything."""
     source, options, client, validator, report = run.source, run.options, run.client, run.validator, run.report
     circuit, clock = ctx.stop, ctx.clock
+    # Phase times on the monotonic clock (ctx.clock is the run's calendar, which tests pin).
+    began = time.perf_counter()
+    phases: dict[str, float] = {}
     # Under the lock: the source's columns are checked against the state the run plans with.
     source.check_columns(options.mapping)
     state_keys, state_fps = load_state(state, options)
@@ -190,15 +194,21 @@ def _locked_run(
             ledger.status[ledger.status == PENDING] = STATUS_CODE["dry_run"]
         elif not circuit.is_open and pending_count:
             timeline = TimelineRecorder(budget_rps(client, options))
+            phases["readAndPlan"] = time.perf_counter() - began
             interrupted = send_pass(spill_path, ledger, options, client, run.retry, state, ctx, timeline)
+            phases["budgetWait"] = timeline.budget_wait_s
+            phases["sending"] = time.perf_counter() - began - phases["readAndPlan"]
+        phases.setdefault("readAndPlan", time.perf_counter() - began)
         if circuit.abort is not None:
             closing.reasons["not_attempted"] = reason_codes.stopped_reason(circuit.abort.cause)
             closing.codes["not_attempted"] = reason_codes.for_abort_cause(circuit.abort.cause)
         ledger.status[ledger.status == PENDING] = STATUS_CODE["not_attempted"]
         tags = ReportTags.of(run.app_id, options)
+        reporting = time.perf_counter()
         fallback, tally = report_with_fallback(
             spill_path, ledger, report, ctx.run_id, closing, clock(), run.report_fallback_dir, tags
         )
+        phases["report"] = time.perf_counter() - reporting
     stopped = circuit.abort
     result = SyncResult(
         run_id=ctx.run_id,
@@ -223,6 +233,8 @@ def _locked_run(
         counts_by_reason=tally.counts,
         problems=tally.problems,
         timeline=timeline.summary() if timeline is not None else None,
+        phases=phases,
+        concurrency=options.send.concurrency,
     )
     if len(ledger) == 0 and not unchanged_in_source:  # rows the warehouse diff left out were read
         result.warnings.append(zero_rows_warning(source))
