@@ -308,6 +308,8 @@ def write_report(
         kept = tally.keep(batch)
         if report is not None and kept.num_rows:
             report.write(kept)
+        del batch, kept
+        pa.default_memory_pool().release_unused()  # the batch's temporaries: see plan_pass
     if report is not None:
         report.close()
     return tally
