@@ -6,7 +6,7 @@ chunk, durable before the chunk's batches leave; confirmations queued to its thr
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +39,13 @@ def send_pass(
     state: StateRun | None,
     ctx: RunContext,
     timeline: TimelineRecorder,
+    report_ahead: Callable[[float], None] | None = None,
 ) -> BaseException | None:
-    """Send the pending items. Returns what interrupted sending (to re-raise after the report)."""
+    """Send the pending items. Returns what interrupted sending (to re-raise after the report).
+
+    ``report_ahead(now)`` runs after each hand-over: it writes the report chunks whose items are
+    all settled (:meth:`~polyv_connector.engine.report.ReportWriter.ahead`).
+    """
     send, circuit, progress, clock = options.send, ctx.stop, ctx.progress, ctx.clock
     sender = BatchSender(client, retry, circuit, seed=ctx.seed, sleep=ctx.sleep, clock=clock, timeline=timeline)
     timeline.start()
@@ -61,6 +66,8 @@ def send_pass(
                     items=items_of(batch, result),
                 )
         progress.advance(len(batch))
+        if report_ahead is not None:
+            report_ahead(clock())
 
     def marked(chunks: Iterator[tuple[np.ndarray, pa.Table]]) -> Iterator[tuple[np.ndarray, pa.Table]]:
         # Before any batch of a chunk leaves, record the chunk's keys as unconfirmed, in one

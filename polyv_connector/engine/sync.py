@@ -33,7 +33,7 @@ from polyv_connector import reasons as reason_codes
 from polyv_connector.config import SyncOptions
 from polyv_connector.engine.context import RunContext
 from polyv_connector.engine.plan import Source, Validator, load_state, plan_pass, rejected_fraction_gate
-from polyv_connector.engine.report import Closing, ReportTags, report_with_fallback
+from polyv_connector.engine.report import Closing, ReportTags, ReportWriter, report_with_fallback
 from polyv_connector.engine.result import SyncResult, interrupted_result, zero_rows_warning
 from polyv_connector.engine.send import budget_rps, send_pass
 from polyv_connector.errors import RunAborted, StateError
@@ -154,6 +154,7 @@ def _locked_run(
         unchanged_in_source = source.unchanged_in_source(columns, options.slice)
 
     timeline: TimelineRecorder | None = None
+    report_writer: ReportWriter | None = None
     interrupted: BaseException | None = None
     fallback: dict[str, str] = {}
     known_fields = None
@@ -195,7 +196,11 @@ def _locked_run(
         elif not circuit.is_open and pending_count:
             timeline = TimelineRecorder(budget_rps(client, options))
             phases["readAndPlan"] = time.perf_counter() - began
-            interrupted = send_pass(spill_path, ledger, options, client, run.retry, state, ctx, timeline)
+            # The report's settled chunks are written while the run waits for answers.
+            report_writer = ReportWriter(spill_path, ledger, report, ctx.run_id, ReportTags.of(run.app_id, options))
+            interrupted = send_pass(
+                spill_path, ledger, options, client, run.retry, state, ctx, timeline, report_writer.ahead
+            )
             phases["budgetWait"] = timeline.budget_wait_s
             phases["sending"] = time.perf_counter() - began - phases["readAndPlan"]
         phases.setdefault("readAndPlan", time.perf_counter() - began)
@@ -206,7 +211,7 @@ def _locked_run(
         tags = ReportTags.of(run.app_id, options)
         reporting = time.perf_counter()
         fallback, tally = report_with_fallback(
-            spill_path, ledger, report, ctx.run_id, closing, clock(), run.report_fallback_dir, tags
+            spill_path, ledger, report, ctx.run_id, closing, clock(), run.report_fallback_dir, tags, report_writer
         )
         phases["report"] = time.perf_counter() - reporting
     stopped = circuit.abort

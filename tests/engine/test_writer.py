@@ -100,3 +100,26 @@ def test_the_writer_raises_a_failed_write_on_the_calling_thread(tmp_path) -> Non
         writer.mark(np.array([1], np.uint64), np.array([UNCONFIRMED], np.uint64), 0.0)
     with pytest.raises(StateWriteError):
         writer.close()
+
+
+def test_the_report_is_written_chunk_by_chunk_while_sending(tmp_path, sim, creds) -> None:
+    """Settled chunks reach the report before the last answer; the report is the same: one row
+    per item, in input order."""
+
+    saves_at_write: list[int] = []
+
+    class Watched(ParquetReport):
+        def write(self, batch):  # type: ignore[no-untyped-def]
+            saves_at_write.append(sim.stats.save_requests)
+            super().write(batch)
+
+    rows = [(f"v{i}", "PAY_STATUS", str(i)) for i in range(200)]
+    src = write_items(tmp_path / "in.parquet", rows)
+    report = Watched(tmp_path / "r.parquet")
+    res = sync(ParquetSource(str(src)), creds, SyncOptions(send=SEND, read_batch_rows=50), report)
+    assert res.ok and res.requests_sent == 20
+    assert len(saves_at_write) == 4
+    assert saves_at_write[0] < 20  # the first chunk was written while batches were still out
+    written = read_report(tmp_path / "r.parquet")
+    assert [r["rowNumber"] for r in written] == list(range(200))
+    assert {r["status"] for r in written} == {"sent"}
