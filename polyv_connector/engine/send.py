@@ -16,7 +16,7 @@ from polyv_connector.batching import Batch, make_batches
 from polyv_connector.config import SyncOptions
 from polyv_connector.engine.context import RunContext
 from polyv_connector.engine.ledger import Ledger, pending_chunks
-from polyv_connector.engine.writer import StateWriter
+from polyv_connector.engine.writer import StateWriteError, StateWriter
 from polyv_connector.fingerprints import UNCONFIRMED
 from polyv_connector.model import (
     PENDING,
@@ -83,21 +83,24 @@ def send_pass(
     batches = make_batches(marked(pending_chunks(spill_path, ledger)), send.batch_size, ctx.run_id)
     interrupted: BaseException | None = None
     try:
-        try:
-            # send_all opens the circuit for whatever it raises, after recording every answer
-            # received and reporting the requests still in flight in_doubt.
-            send_all(batches, sender, circuit, send.concurrency, on_done, on_tick=progress.tick)
-        finally:
-            if writer is not None:
-                writer.close()  # every confirmation handed over is durable before the report
-    except Exception as exc:
+        # send_all opens the circuit for whatever it raises, after recording every answer
+        # received and reporting the requests still in flight in_doubt.
+        send_all(batches, sender, circuit, send.concurrency, on_done, on_tick=progress.tick)
+    except Exception:
         # Whatever broke (a full disk under the state, a bug): still write the report; the
         # items not confirmed so far are reported in_doubt or not_attempted.
-        circuit.open(abort_for_exception(exc))  # already open unless the last write failed
         log.exception("sending stopped by an unexpected error")
     except BaseException as exc:  # KeyboardInterrupt, Airflow's task timeout: report first
         log.warning("sending stopped by %s; writing the report", type(exc).__name__)
         interrupted = exc
+    if writer is not None:
+        try:
+            writer.close()  # every confirmation handed over is durable before the report
+        except StateWriteError as exc:
+            if circuit.is_open:  # said already when it stopped sending, or another cause stopped it
+                log.error("%s", exc)
+            else:  # a write failed after the last hand-over: the run fails all the same
+                circuit.open(abort_for_exception(exc))
     progress.finish()
     return interrupted
 

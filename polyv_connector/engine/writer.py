@@ -49,6 +49,7 @@ class StateWriter:
         self._state = state
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max(1, max_pending))
         self._error: BaseException | None = None
+        self._raised = False  # the error was raised on the sending thread already
         self._closed = False
         # A daemon: a writer stuck in a hung database must not hold a stopped process hostage.
         self._thread = threading.Thread(target=self._work, name="polyv-state-writer", daemon=True)
@@ -68,6 +69,7 @@ class StateWriter:
     def check(self) -> None:
         """Raise :class:`StateWriteError` if a write has failed."""
         if self._error is not None:
+            self._raised = True
             raise StateWriteError(
                 f"writing the sync state failed: {type(self._error).__name__}: {self._error}"
             ) from self._error
@@ -93,9 +95,11 @@ class StateWriter:
             raise StateWriteError("the sync state writer is closed; nothing more can be written")
 
     def close(self) -> None:
-        """Write what is queued, end the thread, and raise if any write failed. Idempotent."""
+        """Write what is queued and end the thread; raise if a write failed and that was not
+        raised yet (the sending thread stopped for it already otherwise). Idempotent."""
         if not self._closed:
             self._closed = True
             self._jobs.put(None)
             self._thread.join()
-        self.check()
+        if not self._raised:
+            self.check()

@@ -98,7 +98,11 @@ def test_the_writer_raises_a_failed_write_on_the_calling_thread(tmp_path) -> Non
     writer = StateWriter(Broken())  # type: ignore[arg-type]
     with pytest.raises(StateWriteError, match="I/O error"):
         writer.mark(np.array([1], np.uint64), np.array([UNCONFIRMED], np.uint64), 0.0)
-    with pytest.raises(StateWriteError):
+    writer.close()  # raised once already: the sending thread stopped for it
+    # A failure nobody was told of yet (the last confirmation) is raised by close().
+    writer = StateWriter(Broken())  # type: ignore[arg-type]
+    writer.confirm(np.array([1], np.uint64), np.array([2], np.uint64), 0.0, None)
+    with pytest.raises(StateWriteError, match="I/O error"):
         writer.close()
 
 
