@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from polyv_connector import reasons as reason_codes
 from polyv_connector.bounds import CUT_MARK, REASON_CHARS, VIEWER_ID_CHARS, cut
 from polyv_connector.config import SyncOptions
-from polyv_connector.engine.ledger import REASON, REASON_CODE, Ledger, spill_batches
+from polyv_connector.engine.ledger import REASON, REASON_CODE, Ledger
 from polyv_connector.items.checks import merge_reasons
 from polyv_connector.model import (
     FIELD_ID,
@@ -233,8 +233,12 @@ class ReportWriter:
     the run's closing reasons (only items still pending take them). A row's ``syncedAt``
     without an answer of its own is the time its chunk was written.
 
-    A sink that fails while writing ahead stops the writing ahead; :meth:`finish` then raises
-    that error, so that :func:`report_with_fallback` writes the whole report elsewhere.
+    :meth:`ahead` runs on the sending thread, where a signal may interrupt it anywhere: the
+    writer keeps only a chunk number between calls (no generator a raise would end), and a
+    chunk interrupted between its tally and the end of its write leaves the writer *torn*. A
+    torn writer, or a sink that failed while writing ahead, makes :meth:`finish` raise, so that
+    :func:`report_with_fallback` writes the whole report again elsewhere: never a row twice or
+    missing.
     """
 
     def __init__(
@@ -245,48 +249,63 @@ class ReportWriter:
         self._report = report
         self._run_id = run_id
         self._tags = tags
-        self._chunks = spill_batches(spill_path)
-        self._next: tuple[int, pa.RecordBatch] | None = None
+        self._file: pa.NativeFile | None = None
+        self._reader: pa.ipc.RecordBatchFileReader | None = None
+        self._index = 0  # the next chunk to write
+        self._offset = 0  # the position of its first item
+        self._torn = False
         self._failed: BaseException | None = None
         self.tally = Tally(tags.rows)
 
-    def _peek(self) -> tuple[int, pa.RecordBatch] | None:
-        if self._next is None:
-            self._next = next(self._chunks, None)
-        return self._next
+    def _chunk(self) -> pa.RecordBatch | None:
+        """The next chunk to write, or None when all are written."""
+        if self._reader is None:
+            # Read chunk by chunk, not memory-mapped (see spill_batches).
+            self._file = pa.OSFile(str(self._spill_path))
+            self._reader = pa.ipc.open_file(self._file)
+        if self._index >= self._reader.num_record_batches:
+            return None
+        return self._reader.get_batch(self._index)
 
     def ahead(self, now: float) -> None:
         """Write the chunks, from the next unwritten one on, whose items are all settled."""
-        if self._failed is not None:
+        if self._failed is not None or self._torn:
             return
         try:
-            while (chunk := self._peek()) is not None:
-                offset, rb = chunk
-                if np.any(self._ledger.status[offset : offset + rb.num_rows] == PENDING):
+            while (rb := self._chunk()) is not None:
+                if np.any(self._ledger.status[self._offset : self._offset + rb.num_rows] == PENDING):
                     return
-                self._write(offset, rb, Closing(), now)
-                self._next = None
+                self._write(rb, Closing(), now)
         except Exception as exc:  # raised again by finish(), which falls back
             log.warning("writing the report while sending failed: %s: %s", type(exc).__name__, exc)
             self._failed = exc
 
     def finish(self, closing: Closing, now: float) -> Tally:
         """Write the remaining chunks with ``closing``, close the sink, and return the tally."""
-        if self._failed is not None:
-            raise self._failed
-        while (chunk := self._peek()) is not None:
-            self._write(*chunk, closing, now)
-            self._next = None
+        try:
+            if self._failed is not None:
+                raise self._failed
+            if self._torn:
+                raise RuntimeError("writing the report was interrupted in the middle of a chunk")
+            while (rb := self._chunk()) is not None:
+                self._write(rb, closing, now)
+        finally:
+            if self._file is not None:
+                self._file.close()
         if self._report is not None:
             self._report.close()
         return self.tally
 
-    def _write(self, offset: int, rb: pa.RecordBatch, closing: Closing, now: float) -> None:
-        batch = report_batch(offset, rb, self._ledger, closing, now, self._run_id, self._tags)
+    def _write(self, rb: pa.RecordBatch, closing: Closing, now: float) -> None:
+        batch = report_batch(self._offset, rb, self._ledger, closing, now, self._run_id, self._tags)
+        self._torn = True  # until the chunk is tallied, written and counted as written
         self.tally.add(batch)
         kept = self.tally.keep(batch)
         if self._report is not None and kept.num_rows:
             self._report.write(kept)
+        self._index += 1
+        self._offset += rb.num_rows
+        self._torn = False
         del batch, kept
         pa.default_memory_pool().release_unused()  # the chunk's temporaries: see plan_pass
 

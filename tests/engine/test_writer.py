@@ -127,3 +127,36 @@ def test_the_report_is_written_chunk_by_chunk_while_sending(tmp_path, sim, creds
     written = read_report(tmp_path / "r.parquet")
     assert [r["rowNumber"] for r in written] == list(range(200))
     assert {r["status"] for r in written} == {"sent"}
+
+
+def test_an_interruption_in_the_middle_of_a_chunk_writes_the_whole_report_again_elsewhere(tmp_path, sim, creds) -> None:
+    """A Ctrl-C that lands while a settled chunk is being written leaves that chunk torn: the
+    report is written whole to the fallback file, each row once, never half in the sink."""
+    from polyv_connector.engine.result import interrupted_result
+
+    class Interrupted(ParquetReport):
+        writes = 0
+
+        def write(self, batch):  # type: ignore[no-untyped-def]
+            Interrupted.writes += 1
+            if Interrupted.writes == 2:
+                super().write(batch)
+                raise KeyboardInterrupt  # after the sink took the rows, before the writer counted them
+            super().write(batch)
+
+    rows = [(f"v{i}", "PAY_STATUS", str(i)) for i in range(200)]
+    src = write_items(tmp_path / "in.parquet", rows)
+    options = SyncOptions(send=SEND, read_batch_rows=50)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        sync(
+            ParquetSource(str(src)),
+            creds,
+            options,
+            Interrupted(tmp_path / "r.parquet"),
+            report_fallback_dir=tmp_path / "fallback",
+        )
+    result = interrupted_result(caught.value)
+    assert result is not None and result.abort_cause == "stopped"
+    fallback = result.extra["reportFallback"]
+    assert not (tmp_path / "r.parquet").exists()
+    assert [r["rowNumber"] for r in read_report(fallback)] == list(range(200))
