@@ -224,6 +224,11 @@ def report_with_fallback(
     }, tally
 
 
+#: Report rows built and written at once: a slice of a chunk, so that writing ahead holds the
+#: sending loop up for a few milliseconds at a time.
+AHEAD_ROWS = 16_384
+
+
 class ReportWriter:
     """Writes the report chunk by chunk (the spill's batches), in input order, from the ledger.
 
@@ -253,6 +258,8 @@ class ReportWriter:
         self._reader: pa.ipc.RecordBatchFileReader | None = None
         self._index = 0  # the next chunk to write
         self._offset = 0  # the position of its first item
+        self._row = 0  # how far into that chunk the report is written
+        self._held: tuple[int, pa.RecordBatch] | None = None
         self._torn = False
         self._failed: BaseException | None = None
         self.tally = Tally(tags.rows)
@@ -265,16 +272,18 @@ class ReportWriter:
             self._reader = pa.ipc.open_file(self._file)
         if self._index >= self._reader.num_record_batches:
             return None
-        return self._reader.get_batch(self._index)
+        if self._held is None or self._held[0] != self._index:  # read once, written in slices
+            self._held = (self._index, self._reader.get_batch(self._index))
+        return self._held[1]
 
     def ahead(self, now: float) -> None:
-        """Write the chunks, from the next unwritten one on, whose items are all settled."""
+        """Write one slice of the next chunk if all its items are settled: one slice per call,
+        since this runs between hand-overs and a whole chunk would hold the sending loop up."""
         if self._failed is not None or self._torn:
             return
         try:
-            while (rb := self._chunk()) is not None:
-                if np.any(self._ledger.status[self._offset : self._offset + rb.num_rows] == PENDING):
-                    return
+            rb = self._chunk()
+            if rb is not None and not np.any(self._ledger.status[self._offset : self._offset + rb.num_rows] == PENDING):
                 self._write(rb, Closing(), now)
         except Exception as exc:  # raised again by finish(), which falls back
             log.warning("writing the report while sending failed: %s: %s", type(exc).__name__, exc)
@@ -297,17 +306,22 @@ class ReportWriter:
         return self.tally
 
     def _write(self, rb: pa.RecordBatch, closing: Closing, now: float) -> None:
-        batch = report_batch(self._offset, rb, self._ledger, closing, now, self._run_id, self._tags)
-        self._torn = True  # until the chunk is tallied, written and counted as written
+        """Write the next slice of chunk ``rb`` (at most :data:`AHEAD_ROWS` rows)."""
+        part = rb.slice(self._row, AHEAD_ROWS)
+        batch = report_batch(self._offset + self._row, part, self._ledger, closing, now, self._run_id, self._tags)
+        self._torn = True  # until the slice is tallied, written and counted as written
         self.tally.add(batch)
         kept = self.tally.keep(batch)
         if self._report is not None and kept.num_rows:
             self._report.write(kept)
-        self._index += 1
-        self._offset += rb.num_rows
+        self._row += part.num_rows
+        if self._row >= rb.num_rows:
+            self._index += 1
+            self._offset += rb.num_rows
+            self._row = 0
         self._torn = False
-        del batch, kept
-        pa.default_memory_pool().release_unused()  # the chunk's temporaries: see plan_pass
+        del batch, kept, part
+        pa.default_memory_pool().release_unused()  # the slice's temporaries: see plan_pass
 
 
 def _result_columns(ledger: Ledger, ridx: np.ndarray) -> tuple[pa.Array, dict[str, pa.Array]]:

@@ -160,3 +160,23 @@ def test_an_interruption_in_the_middle_of_a_chunk_writes_the_whole_report_again_
     fallback = result.extra["reportFallback"]
     assert not (tmp_path / "r.parquet").exists()
     assert [r["rowNumber"] for r in read_report(fallback)] == list(range(200))
+
+
+def test_chunks_are_written_ahead_in_slices_and_the_report_stays_whole(tmp_path, sim, creds, monkeypatch) -> None:
+    import polyv_connector.engine.report as engine_report
+
+    monkeypatch.setattr(engine_report, "AHEAD_ROWS", 20)
+    sizes: list[int] = []
+
+    class Watched(ParquetReport):
+        def write(self, batch):  # type: ignore[no-untyped-def]
+            sizes.append(batch.num_rows)
+            super().write(batch)
+
+    src = write_items(tmp_path / "in.parquet", [(f"v{i}", "PAY_STATUS", str(i)) for i in range(200)])
+    res = sync(
+        ParquetSource(str(src)), creds, SyncOptions(send=SEND, read_batch_rows=50), Watched(tmp_path / "r.parquet")
+    )
+    assert res.ok
+    assert sizes == [20, 20, 10] * 4  # each chunk of 50 in slices of at most 20
+    assert [r["rowNumber"] for r in read_report(tmp_path / "r.parquet")] == list(range(200))
