@@ -232,15 +232,16 @@ AHEAD_ROWS = 16_384
 class ReportWriter:
     """Writes the report chunk by chunk (the spill's batches), in input order, from the ledger.
 
-    :meth:`ahead` writes each chunk whose items are all settled while the run is still sending
-    (items are sent in input order, so chunks settle one after another): the report is then
-    mostly written by the time the last answer arrives, and :meth:`finish` writes the rest with
-    the run's closing reasons (only items still pending take them). A row's ``syncedAt``
-    without an answer of its own is the time its chunk was written.
+    :meth:`ahead` writes, while the run is still sending, the next slice (:data:`AHEAD_ROWS`)
+    of the next chunk whose items are all settled (items are sent in input order, so chunks
+    settle one after another): the report is then mostly written by the time the last answer
+    arrives, and :meth:`finish` writes the rest with the run's closing reasons (only items still
+    pending take them). A row's ``syncedAt`` without an answer of its own is the time its slice
+    was written.
 
     :meth:`ahead` runs on the sending thread, where a signal may interrupt it anywhere: the
-    writer keeps only a chunk number between calls (no generator a raise would end), and a
-    chunk interrupted between its tally and the end of its write leaves the writer *torn*. A
+    writer keeps only where it is (chunk, row) between calls (no generator a raise would end),
+    and a slice interrupted between its tally and the end of its write leaves the writer *torn*. A
     torn writer, or a sink that failed while writing ahead, makes :meth:`finish` raise, so that
     :func:`report_with_fallback` writes the whole report again elsewhere: never a row twice or
     missing.
