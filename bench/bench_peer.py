@@ -24,7 +24,10 @@ the server's CPU (this process's, which only serves while it waits for the child
 server shows. Then the medians per tool and the ratios polyv-sync / dlt. Run:
 
     .venv/bin/python bench/bench_peer.py [--items 200000,1000000] [--latency-ms 50,20]
-        [--pairs 3] [--modes matched,defaults] [--json out.json]
+        [--pairs 3] [--modes matched,defaults] [--json out.json] [--baseline-tree DIR]
+
+With ``--baseline-tree DIR`` the baseline is polyv-sync itself imported from another source tree
+(``PYTHONPATH=DIR``), e.g. main's, instead of dlt: a change's before and after, alternating.
 
 The machine is shared: the load average is printed with the figures.
 """
@@ -61,6 +64,8 @@ FIELDS = ["PAY_STATUS", "VIP_LEVEL", "COURSE_PROGRESS", "MEMBER_TIER"]
 MATCHED_IN_FLIGHT = 8
 FILE_ROWS = 25_000
 TOOLS = ("polyv-sync", "dlt")
+#: With ``--baseline-tree DIR``: polyv-sync against itself from another source tree (before/after).
+BASELINE = "baseline"
 MODES = ("matched", "defaults")
 
 
@@ -212,7 +217,7 @@ def command(
     tool: str, mode: str, args: argparse.Namespace, input_path: Path, run_dir: Path, base_url: str
 ) -> list[str]:
     """The command line of one run of ``tool`` in ``mode``."""
-    if tool == "polyv-sync":
+    if tool in ("polyv-sync", BASELINE):
         cmd = [
             str(POLYV_SYNC),
             "run",
@@ -247,8 +252,10 @@ def command(
     ]
 
 
-def child_env(run_dir: Path, base_url: str, rps: float) -> dict[str, str]:
+def child_env(run_dir: Path, base_url: str, rps: float, tree: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYV_", "DLT_"))}
+    if tree is not None:
+        env["PYTHONPATH"] = tree  # polyv-sync imports the package from that tree
     env.update(
         POLYV_APP_ID=APP_ID,
         POLYV_APP_SECRET=APP_SECRET,
@@ -279,7 +286,8 @@ def run_one(
     cmd = command(tool, mode, args, input_path, run_dir, sim.base_url)
     # The benchmark process only serves while the child runs: its CPU is the server's.
     server_before = _cpu(resource.getrusage(resource.RUSAGE_SELF))
-    child = run_child(cmd, child_env(run_dir, sim.base_url, args.rps), run_dir)
+    tree = args.baseline_tree if tool == BASELINE else None
+    child = run_child(cmd, child_env(run_dir, sim.base_url, args.rps, tree), run_dir)
     server_cpu = _cpu(resource.getrusage(resource.RUSAGE_SELF)) - server_before
     figures = summarize(tool, mode, items, latency_ms, pair, child, server_cpu, list(sim.saves), sim.peak_in_flight)
     summary = run_dir / "summary.json"
@@ -381,11 +389,11 @@ def print_own_times(runs: list[RunFigures]) -> None:
             print(f"  {r.tool} pair {r.pair}, its own summary: {told}")
 
 
-def medians(runs: list[RunFigures]) -> dict[str, dict[str, float | None]]:
+def medians(runs: list[RunFigures], tools: tuple[str, str] = TOOLS) -> dict[str, dict[str, float | None]]:
     """Tool -> metric -> median over the runs given (one size, latency and mode)."""
     return {
         tool: {key: median([getattr(r, key) for r in runs if r.tool == tool]) for key, _, _ in METRICS}
-        for tool in TOOLS
+        for tool in tools
     }
 
 
@@ -393,16 +401,18 @@ def ratios(med: dict[str, dict[str, float | None]]) -> dict[str, float | None]:
     """Metric -> polyv-sync's median / dlt's."""
     out: dict[str, float | None] = {}
     for key, _, _ in METRICS:
-        ours, theirs = med["polyv-sync"][key], med["dlt"][key]
+        ours, theirs = med["polyv-sync"][key], med[BASELINE if BASELINE in med else "dlt"][key]
         out[key] = ours / theirs if ours is not None and theirs else None
     return out
 
 
 def print_medians(med: dict[str, dict[str, float | None]], ratio: dict[str, float | None]) -> None:
     print(f"{'median':<24} " + " ".join(f"{label:>11}" for _, label, _ in METRICS))
-    for tool in TOOLS:
+    for tool in med:
         print(f"{tool:<24} " + " ".join(f"{fmt(med[tool][key], pattern):>11}" for key, _, pattern in METRICS))
-    print(f"{'ratio polyv-sync/dlt':<24} " + " ".join(f"{fmt(ratio[key], '{:.2f}'):>11}" for key, _, _ in METRICS))
+    other = next(t for t in med if t != "polyv-sync")
+    cells = " ".join(f"{fmt(ratio[key], '{:.2f}'):>11}" for key, _, _ in METRICS)
+    print(f"{'ratio polyv-sync/' + other:<24} {cells}")
 
 
 # ----------------------------------------------------------------- main
@@ -417,6 +427,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rps", type=float, default=100.0, help="both tools' cap, requests/s")
     parser.add_argument("--dlt-default-workers", type=int, default=9, help="dlt's load workers in 'defaults'")
     parser.add_argument("--json", help="also write every run's figures here")
+    parser.add_argument(
+        "--baseline-tree",
+        help="instead of dlt, run polyv-sync from this source tree (PYTHONPATH) as the baseline: before/after",
+    )
     args = parser.parse_args(argv)
     args.items = [int(v) for v in args.items.split(",")]
     args.latency_ms = [float(v) for v in args.latency_ms.split(",")]
@@ -430,7 +444,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    ensure_dlt_venv()
+    tools = ("polyv-sync", BASELINE) if args.baseline_tree else TOOLS
+    if not args.baseline_tree:
+        ensure_dlt_venv()
     print(
         f"peer: polyv-sync vs dlt 1.31, items {args.items}, latency {args.latency_ms} ms, {args.pairs} pair(s), "
         f"modes {args.modes}, {args.rps:g} req/s each; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores",
@@ -451,11 +467,11 @@ def main(argv: list[str] | None = None) -> None:
                     runs = [
                         run_one(sim, tool, mode, items, latency_ms, pair, args, input_path, tmp)
                         for pair in range(1, args.pairs + 1)
-                        for tool in TOOLS  # A B A B: each pair runs both, one after the other
+                        for tool in tools  # A B A B: each pair runs both, one after the other
                     ]
                     print_runs(runs)
                     print_own_times(runs)
-                    med = medians(runs)
+                    med = medians(runs, tools)
                     ratio = ratios(med)
                     print_medians(med, ratio)
                     cases.append(

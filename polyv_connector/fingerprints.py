@@ -22,6 +22,7 @@ These definitions are part of the state format: changing them invalidates saved 
 from __future__ import annotations
 
 import hashlib
+from itertools import repeat
 from typing import Literal
 
 import numpy as np
@@ -37,12 +38,16 @@ _h = xxhash.xxh3_64_intdigest
 _md5 = hashlib.md5
 
 
-def _hash_utf8(array: pa.Array, seed: int) -> np.ndarray:
-    # Arrow -> binary -> Python bytes is the cheapest way into xxhash (about 0.1 s per 1M).
-    raw = array.cast(pa.binary()).to_pylist()
-    if seed:
-        return np.fromiter((_h(b or b"", seed) for b in raw), dtype=np.uint64, count=len(raw))
-    return np.fromiter(map(_h, (b or b"" for b in raw)), dtype=np.uint64, count=len(raw))
+def _as_bytes(array: pa.Array) -> list[bytes]:
+    """Each string as Python bytes (null: empty): Arrow -> binary -> Python bytes is the
+    cheapest way into xxhash (about 0.13 s per 1M), so a key hashed twice is converted once."""
+    return array.cast(pa.binary()).fill_null(b"").to_pylist()  # type: ignore[no-any-return]
+
+
+def _hash_utf8(raw: list[bytes], seed: int) -> np.ndarray:
+    # map() over the list, no generator: a third faster per item (the plan's hot loop).
+    hashed = map(_h, raw, repeat(seed)) if seed else map(_h, raw)
+    return np.fromiter(hashed, dtype=np.uint64, count=len(raw))
 
 
 def _md5_prefix(array: pa.Array, start: int, stop: int) -> np.ndarray:
@@ -89,7 +94,8 @@ def key_hashes(viewer_ids: pa.Array, field_ids: pa.Array, family: HashFamily = "
     """Two independent 64-bit hashes of each (viewerId, customFieldId); nulls hash as empty."""
     keys = _key_text(viewer_ids, field_ids)
     if family == "xxh3":
-        return _hash_utf8(keys, 0), _hash_utf8(keys, 0x9E3779B97F4A7C15)
+        raw = _as_bytes(keys)
+        return _hash_utf8(raw, 0), _hash_utf8(raw, 0x9E3779B97F4A7C15)
     if family != "md5":
         raise ValueError(f"unknown hash family {family!r}")
     raw = keys.cast(pa.binary()).to_pylist()
@@ -109,7 +115,7 @@ def value_fingerprints(values: pa.Array, family: HashFamily = "xxh3") -> np.ndar
     """64-bit fingerprint of each value (null hashes as empty: null values are never sent)."""
     filled = pc.fill_null(values, "")
     if family == "xxh3":
-        fps = _hash_utf8(filled, 0)
+        fps = _hash_utf8(_as_bytes(filled), 0)
     elif family == "md5":
         fps = _md5_prefix(filled, 0, 8)
     else:

@@ -5,24 +5,23 @@ why, how the sending went (requests/s against the budget, retries, split batches
 what the data-quality checks said, the first problem rows, and links to the report and the
 Data Docs.
 
-Self-contained means *no* external URL: the charts are inline SVG drawn by matplotlib (no
-JavaScript, no CDN, no web font), the style sheet is inline, and a Content-Security-Policy
-forbids the page to load anything at all, so it renders the same on an offline machine, from a
-file, or served by the Airflow plugin (:mod:`polyv_connector.airflow.plugin`). Links to the
-report and the Data Docs are relative (they sit next to the page).
+Self-contained means *no* external URL: the charts are inline SVG written by
+:mod:`polyv_connector.svgchart` (no JavaScript, no CDN, no web font), the style sheet is
+inline, and a Content-Security-Policy forbids the page to load anything at all, so it renders
+the same on an offline machine, from a file, or served by the Airflow plugin
+(:mod:`polyv_connector.airflow.plugin`). Links to the report and the Data Docs are relative (they sit next to the page).
 
 :func:`render_run_page` is pure (a result in, a string out); :func:`write_run_page` writes it.
-matplotlib is imported when a page is rendered, never at import time (DAG files import the
-operator module, which imports this one lazily anyway).
+The page is drawn after the run's last answer, so it imports nothing heavy: drawing it takes
+milliseconds (``bench/bench_runpage.py``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import html
-import io
 import os
-import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,8 +29,6 @@ from typing import TYPE_CHECKING, Any
 from polyv_connector.model import STATUSES, UNSUCCESSFUL
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from polyv_connector.engine.result import SyncResult
     from polyv_connector.timeline import TimelineSummary
 
@@ -193,6 +190,7 @@ def render_run_page(
 
     parts.append("<h2>Requests over time</h2>")
     parts.append(_timeline_html(timeline, result))
+    parts.append(_phases_html(result.phases, result.concurrency))
 
     parts.append("<h2>Data quality: gates and expectations</h2>")
     parts.append(_validation_html(validation, result.gate_failures, result.items))
@@ -283,6 +281,29 @@ def _timeline_html(timeline: TimelineSummary | None, result: SyncResult) -> str:
     )
 
 
+#: How the page names each phase of :attr:`SyncResult.phases` (the summary's ``phaseSeconds``).
+PHASE_LABELS = {
+    "readAndPlan": "reading and planning",
+    "budgetWait": "waiting for the budget (summed over requests)",
+    "sending": "sending",
+    "report": "writing the report",
+}
+
+
+def _phases_html(phases: Mapping[str, float], concurrency: int) -> str:
+    """Where the run's time went (the page's own drawing time is in the summary, not here)."""
+    cards = [
+        f'<div class="card" data-phase="{html.escape(k)}"><b>{phases[k]:.2f} s</b>'
+        f"<span>{html.escape(label)}</span></div>"
+        for k, label in PHASE_LABELS.items()
+        if k in phases
+    ]
+    if not cards:
+        return ""
+    cards.append(f'<div class="card"><b>{concurrency}</b><span>requests in flight at most</span></div>')
+    return '<div class="cards" id="phases">' + "".join(cards) + "</div>"
+
+
 def _validation_html(validation: Mapping[str, Any], gate_failures: Sequence[str], items: int) -> str:
     e = html.escape
     if not validation:
@@ -347,71 +368,28 @@ def _problems_html(problems: Sequence[Mapping[str, Any]], total: int) -> str:
     )
 
 
-# ---- charts: matplotlib figures as inline SVG ----------------------------------------------------
+# ---- charts: inline SVG (polyv_connector.svgchart) ------------------------------------------------
 def _figure(svg: str, caption: str, element_id: str, wide: bool = False) -> str:
     css = ' class="wide"' if wide else ""
     return f'<figure id="{element_id}"{css}>{svg}<figcaption>{html.escape(caption)}</figcaption></figure>'
 
 
-def _new_figure(width: float, height: float) -> Figure:
-    # The object API, not pyplot: no global figure registry, no GUI backend, thread-safe enough
-    # for a worker that renders one page at a time.
-    from matplotlib.figure import Figure
+def _hbar(labels: Sequence[str], values: Sequence[int], colours: Sequence[str]) -> str:
+    from polyv_connector.svgchart import hbar
 
-    fig = Figure(figsize=(width, height), dpi=96, layout="constrained")
-    return fig
-
-
-def _svg(fig: Figure) -> str:
-    import matplotlib
-
-    buf = io.StringIO()
-    # Text stays text (smaller and searchable); nothing refers to a font file or a URL.
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.image_inline": True}):
-        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
-    svg = buf.getvalue()
-    svg = svg[svg.index("<svg") :]  # drop the XML prolog and DOCTYPE (not allowed inside HTML)
-    # Scale with the page: keep the viewBox, drop the fixed size.
-    svg = re.sub(r'(<svg[^>]*?)\s+width="[^"]*"\s+height="[^"]*"', r"\1", svg, count=1)
-    # Its RDF metadata block and the namespace declarations are URLs that load nothing, but a
-    # page with no URL at all is easier to check (and smaller).
-    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.DOTALL)
-    # The SVG namespace declarations are URLs but load nothing; inside HTML they are optional.
-    svg = re.sub(r'\s+xmlns(:xlink)?="http://www\.w3\.org/[^"]*"', "", svg)
-    return svg.replace("xlink:href=", "href=")
-
-
-def _hbar(labels: Sequence[str], values: Sequence[int], colours: Sequence[str], height: float) -> str:
-    from matplotlib.ticker import MaxNLocator
-
-    fig = _new_figure(6.2, height)
-    ax = fig.subplots()
-    y = list(range(len(labels)))
-    ax.barh(y, values, color=colours)
-    ax.set_yticks(y, labels)
-    ax.invert_yaxis()
-    top = max(values, default=0)
-    for yi, v in zip(y, values, strict=True):
-        ax.text(v + top * 0.01, yi, f"{v:,}", va="center", fontsize=9)
-    ax.set_xlim(0, top * 1.15 if top else 1)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # item counts: no 0.2 ticks
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.tick_params(axis="x", labelsize=8)
-    return _svg(fig)
+    return hbar(labels, values, colours)
 
 
 def _status_chart(counts: Mapping[str, int]) -> str:
     shown = [s for s in STATUSES if counts.get(s)] or ["sent"]
-    return _hbar(
-        shown, [int(counts.get(s, 0)) for s in shown], [STATUS_COLOURS[s] for s in shown], 0.5 + 0.32 * len(shown)
-    )
+    return _hbar(shown, [int(counts.get(s, 0)) for s in shown], [STATUS_COLOURS[s] for s in shown])
 
 
 def _reason_chart(by_reason: Mapping[str, int]) -> str:
     ordered = sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))
     # Codes named like a status (unchanged, duplicate, dry_run) take its colour; problems are orange.
     colours = [STATUS_COLOURS.get(c, "#ef6c00") for c, _ in ordered]
-    return _hbar([c for c, _ in ordered], [n for _, n in ordered], colours, 0.5 + 0.32 * len(ordered))
+    return _hbar([c for c, _ in ordered], [n for _, n in ordered], colours)
 
 
 def _bucketed(timeline: TimelineSummary) -> tuple[int, list[float], list[float], list[float], list[float]]:
@@ -429,30 +407,11 @@ def _bucketed(timeline: TimelineSummary) -> tuple[int, list[float], list[float],
 
 
 def _timeline_chart(timeline: TimelineSummary) -> str:
-    from matplotlib.ticker import MaxNLocator
+    from polyv_connector.svgchart import steps
 
-    width, starts, req, ret, spl = _bucketed(timeline)
-    edges = [*starts, starts[-1] + width]
-    fig = _new_figure(11, 3.2)
-    ax = fig.subplots()
-    ax.stairs(req, edges, fill=True, color="#90caf9", label="requests/s")
-    if any(ret):
-        ax.stairs(ret, edges, fill=True, color="#ef9a9a", label="retries/s")
-    budget = timeline.budget_rps
-    ax.axhline(budget, color="#c62828", linestyle="--", linewidth=1, label=f"budget {budget:g}/s")
-    split_x = [s + width / 2 for s, n in zip(starts, spl, strict=True) if n]
-    if split_x:
-        ax.plot(split_x, [0] * len(split_x), "v", color="#6a1b9a", markersize=6, clip_on=False, label="split batch")
+    width, _starts, req, ret, spl = _bucketed(timeline)
     per = "s" if width == 1 else f"{width} s buckets"
-    ax.set_xlabel(f"seconds since sending started ({per})", fontsize=9)
-    ax.set_ylabel("per second", fontsize=9)
-    ax.set_xlim(0, edges[-1])
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylim(0, max(max(req, default=0), timeline.budget_rps) * 1.15 or 1)
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.tick_params(labelsize=8)
-    ax.legend(fontsize=8, loc="upper right", frameon=False, ncols=4)
-    return _svg(fig)
+    return steps(width, req, ret, spl, timeline.budget_rps, f"seconds since sending started ({per})")
 
 
 # ---- writing -------------------------------------------------------------------------------------
@@ -475,8 +434,17 @@ def write_run_page(
 ) -> str:
     """Render and write the page to ``page_path`` (a local path or an fsspec URL); returns its
     absolute path (or the URL). The file is replaced whole: a reader never sees half a page."""
+    began = time.perf_counter()
     links = links_for(page_path, report_path, result.extra.get("validation"))
     page = render_run_page(result, links=links, airflow_run_id=airflow_run_id)
+    try:
+        return _write_page(page, page_path)
+    finally:
+        # The summary written after the page (CLI, XCom) says how long the page took.
+        result.phases["page"] = time.perf_counter() - began
+
+
+def _write_page(page: str, page_path: str) -> str:
     if "://" in page_path:
         import fsspec
 

@@ -87,6 +87,16 @@ SUMMARY_KEYS: tuple[SummaryKey, ...] = (
         "`source_shrank`), `setting` (the one that overrides it) and `message` (the numbers)",
     ),
     SummaryKey(
+        "phaseSeconds",
+        "always",
+        "where the run's time went, in seconds: `readAndPlan` (reading, checking, planning the input, from when "
+        "the state is held), `budgetWait` (requests waiting for the request budget, summed over the requests in "
+        "flight, so it can exceed `sending`), `sending` (first batch out to last answer recorded), `report`, and "
+        "`page` (the run page, added once it is written; missing when it was not); phases the run did not reach "
+        "are missing",
+    ),
+    SummaryKey("concurrency", "always", "the most save requests the run let be in flight at once (`concurrency`)"),
+    SummaryKey(
         "unchangedInWarehouse",
         "sometimes",
         "with `diff_in_warehouse`: rows the database found unchanged (counted here, not listed in the report)",

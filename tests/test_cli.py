@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -271,3 +272,20 @@ def test_top_level_help_shows_no_rest_markup() -> None:
     text = build_parser().format_help()
     assert "polyv-sync: the command line over polyv_connector.sync." in text
     assert "``" not in text and ":mod:" not in text and ":func:" not in text
+
+
+def test_the_program_ends_with_its_exit_code_and_everything_written(tmp_path, env, sim) -> None:
+    """``polyv-sync`` (main() with no arguments) ends the process without the interpreter's
+    teardown: the exit code, the printed lines, the report, the page and the summary are all
+    there all the same."""
+    sim.set_faults(FaultConfig(poison_values=("BAD",)))
+    src = write_items(tmp_path / "in.parquet", [("a", "PAY_STATUS", "BAD"), ("b", "PAY_STATUS", "ok")])
+    summary = tmp_path / "s.json"
+    args = ["run", "--input", str(src), "--report", str(tmp_path / "r.parquet"), "--summary-json", str(summary)]
+    done = subprocess.run(
+        [sys.executable, "-m", "polyv_connector.cli", *args], capture_output=True, text=True, env={**os.environ, **env}
+    )
+    assert done.returncode == 1, done.stderr
+    assert "2 items: sent 1, failed 1" in done.stdout and "run page: " in done.stdout
+    assert json.loads(summary.read_text())["exitCode"] == 1
+    assert pq.read_table(tmp_path / "r.parquet").num_rows == 2 and (tmp_path / "r.html").exists()

@@ -171,7 +171,12 @@ def test_cli_writes_the_page_and_prints_its_path(tmp_path, env, sim, capsys) -> 
     assert code == 0 and f"run page: {page}" in out
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["runPage"] == str(page)
+    # Where the time went, the page's own drawing included (it is written before the summary).
+    phases = summary["phaseSeconds"]
+    assert list(phases) == ["readAndPlan", "budgetWait", "sending", "report", "page"]
+    assert all(v >= 0 for v in phases.values()) and summary["concurrency"] >= 1
     text = page.read_text()
+    assert 'data-phase="sending"' in text
     assert 'data-count="sent"><b>1</b>' in text and 'data-count="rejected"><b>1</b>' in text
     assert APP_SECRET not in text and not URL.search(text)
 

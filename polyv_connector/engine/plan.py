@@ -180,6 +180,10 @@ def plan_pass(
                 )
             )
             progress.advance(items.num_rows)
+            # Hand this chunk's buffers back to the OS now: the Arrow pool keeps freed pages, and
+            # kept, each chunk's temporaries added to the run's peak memory (issue 22).
+            del items, reasons, codes, extra
+            pa.default_memory_pool().release_unused()
     progress.finish()
 
     def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:

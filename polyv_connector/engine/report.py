@@ -14,10 +14,11 @@ import pyarrow.compute as pc
 from polyv_connector import reasons as reason_codes
 from polyv_connector.bounds import CUT_MARK, REASON_CHARS, VIEWER_ID_CHARS, cut
 from polyv_connector.config import SyncOptions
-from polyv_connector.engine.ledger import REASON, REASON_CODE, Ledger, spill_batches
+from polyv_connector.engine.ledger import REASON, REASON_CODE, Ledger
 from polyv_connector.items.checks import merge_reasons
 from polyv_connector.model import (
     FIELD_ID,
+    PENDING,
     ROW_NUMBER,
     STATUSES,
     VALUE,
@@ -190,18 +191,22 @@ def report_with_fallback(
     now: float,
     fallback_dir: Path,
     tags: ReportTags,
+    writer: ReportWriter | None = None,
 ) -> tuple[dict[str, str], Tally]:
     """Write the report; if its sink fails, write it whole to a Parquet file instead.
 
     The run's sends and its state are already settled: a report table that is down must not
     lose the only record of them, nor fail a run whose rerun would resend nothing.
     Returns ``{"reportFallback": path, "reportError": why}`` when the fallback was used, and the
-    tally of reasons (made even without a report: the summary carries it).
+    tally of reasons (made even without a report: the summary carries it). ``writer``: the
+    run's :class:`ReportWriter` if it wrote settled chunks while sending (it writes the rest).
     """
     from polyv_connector.report import ParquetReport
 
     try:
-        return {}, write_report(spill_path, ledger, report, run_id, closing, now, tags)
+        if writer is None:
+            writer = ReportWriter(spill_path, ledger, report, run_id, tags)
+        return {}, writer.finish(closing, now)
     except Exception as exc:
         if report is None:
             raise
@@ -211,7 +216,7 @@ def report_with_fallback(
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # the report holds the items' values
     path = folder / f"polyv-report-{run_id}.parquet"
     fallback_sink = ParquetReport(path, setting="report fallback")
-    tally = write_report(spill_path, ledger, fallback_sink, run_id, closing, now, tags)
+    tally = ReportWriter(spill_path, ledger, fallback_sink, run_id, tags).finish(closing, now)
     log.error("could not write the report to %s (%s); the report is kept in %s", report.location, error, path)
     return {
         "reportFallback": str(path),
@@ -219,98 +224,201 @@ def report_with_fallback(
     }, tally
 
 
-def write_report(
-    spill_path: Path,
+#: Report rows built and written at once: a slice of a chunk, so that writing ahead holds the
+#: sending loop up for a few milliseconds at a time.
+AHEAD_ROWS = 16_384
+
+
+class ReportWriter:
+    """Writes the report chunk by chunk (the spill's batches), in input order, from the ledger.
+
+    :meth:`ahead` writes, while the run is still sending, the next slice (:data:`AHEAD_ROWS`)
+    of the next chunk whose items are all settled (items are sent in input order, so chunks
+    settle one after another): the report is then mostly written by the time the last answer
+    arrives, and :meth:`finish` writes the rest with the run's closing reasons (only items still
+    pending take them). A row's ``syncedAt`` without an answer of its own is the time its slice
+    was written.
+
+    :meth:`ahead` runs on the sending thread, where a signal may interrupt it anywhere: the
+    writer keeps only where it is (chunk, row) between calls (no generator a raise would end),
+    and a slice interrupted between its tally and the end of its write leaves the writer *torn*. A
+    torn writer, or a sink that failed while writing ahead, makes :meth:`finish` raise, so that
+    :func:`report_with_fallback` writes the whole report again elsewhere: never a row twice or
+    missing.
+    """
+
+    def __init__(
+        self, spill_path: Path, ledger: Ledger, report: ReportSink | None, run_id: str, tags: ReportTags
+    ) -> None:
+        self._spill_path = spill_path
+        self._ledger = ledger
+        self._report = report
+        self._run_id = run_id
+        self._tags = tags
+        self._file: pa.NativeFile | None = None
+        self._reader: pa.ipc.RecordBatchFileReader | None = None
+        self._index = 0  # the next chunk to write
+        self._offset = 0  # the position of its first item
+        self._row = 0  # how far into that chunk the report is written
+        self._held: tuple[int, pa.RecordBatch] | None = None
+        self._torn = False
+        self._failed: BaseException | None = None
+        self.tally = Tally(tags.rows)
+
+    def _chunk(self) -> pa.RecordBatch | None:
+        """The next chunk to write, or None when all are written."""
+        if self._reader is None:
+            # Read chunk by chunk, not memory-mapped (see spill_batches).
+            self._file = pa.OSFile(str(self._spill_path))
+            self._reader = pa.ipc.open_file(self._file)
+        if self._index >= self._reader.num_record_batches:
+            return None
+        if self._held is None or self._held[0] != self._index:  # read once, written in slices
+            self._held = (self._index, self._reader.get_batch(self._index))
+        return self._held[1]
+
+    def ahead(self, now: float) -> None:
+        """Write one slice of the next chunk if all its items are settled: one slice per call,
+        since this runs between hand-overs and a whole chunk would hold the sending loop up."""
+        if self._failed is not None or self._torn:
+            return
+        try:
+            rb = self._chunk()
+            if rb is not None and not np.any(self._ledger.status[self._offset : self._offset + rb.num_rows] == PENDING):
+                self._write(rb, Closing(), now)
+        except Exception as exc:  # raised again by finish(), which falls back
+            log.warning("writing the report while sending failed: %s: %s", type(exc).__name__, exc)
+            self._failed = exc
+
+    def finish(self, closing: Closing, now: float) -> Tally:
+        """Write the remaining chunks with ``closing``, close the sink, and return the tally."""
+        try:
+            if self._failed is not None:
+                raise self._failed
+            if self._torn:
+                raise RuntimeError("writing the report was interrupted in the middle of a chunk")
+            while (rb := self._chunk()) is not None:
+                self._write(rb, closing, now)
+        finally:
+            if self._file is not None:
+                self._file.close()
+        if self._report is not None:
+            self._report.close()
+        return self.tally
+
+    def _write(self, rb: pa.RecordBatch, closing: Closing, now: float) -> None:
+        """Write the next slice of chunk ``rb`` (at most :data:`AHEAD_ROWS` rows)."""
+        part = rb.slice(self._row, AHEAD_ROWS)
+        batch = report_batch(self._offset + self._row, part, self._ledger, closing, now, self._run_id, self._tags)
+        self._torn = True  # until the slice is tallied, written and counted as written
+        self.tally.add(batch)
+        kept = self.tally.keep(batch)
+        if self._report is not None and kept.num_rows:
+            self._report.write(kept)
+        self._row += part.num_rows
+        if self._row >= rb.num_rows:
+            self._index += 1
+            self._offset += rb.num_rows
+            self._row = 0
+        self._torn = False
+        del batch, kept, part
+        pa.default_memory_pool().release_unused()  # the slice's temporaries: see plan_pass
+
+
+def _result_columns(ledger: Ledger, ridx: np.ndarray) -> tuple[pa.Array, dict[str, pa.Array]]:
+    """The ``take`` indices of a chunk's items into its results, and the results' columns (only
+    the results the chunk refers to: a chunk written ahead never converts the whole list)."""
+    has = ridx >= 0
+    used, local = np.unique(ridx[has], return_inverse=True)
+    positions = np.zeros(len(ridx), dtype=np.int64)
+    positions[has] = local
+    take = pa.array(positions, mask=~has)
+    res = [ledger.results[int(i)] for i in used]
+    columns = {
+        "reason": pa.array([r.reason for r in res], pa.string()),
+        "code": pa.array([r.reason_code for r in res], pa.string()),
+        "error": pa.array([r.error_code for r in res], pa.int64()),
+        "http": pa.array([r.http_status for r in res], pa.int64()),
+        "request": pa.array([r.request_id for r in res], pa.string()),
+        "batch": pa.array([r.batch_id for r in res], pa.string()),
+        "time": pa.array([r.synced_at for r in res], pa.float64()),
+    }
+    return take, columns
+
+
+def report_batch(
+    offset: int,
+    rb: pa.RecordBatch,
     ledger: Ledger,
-    report: ReportSink | None,
-    run_id: str,
     closing: Closing,
     now: float,
+    run_id: str,
     tags: ReportTags,
-) -> Tally:
-    """Write one report row per item (to ``report`` when there is one) and tally the reasons."""
-    tally = Tally(tags.rows)
-    res = ledger.results
-    r_reason = pa.array([r.reason for r in res], pa.string())
-    r_code = pa.array([r.reason_code for r in res], pa.string())
-    r_error = pa.array([r.error_code for r in res], pa.int64())
-    r_http = pa.array([r.http_status for r in res], pa.int64())
-    r_request = pa.array([r.request_id for r in res], pa.string())
-    r_batch = pa.array([r.batch_id for r in res], pa.string())
-    r_time = pa.array([r.synced_at for r in res], pa.float64())
+) -> pa.RecordBatch:
+    """The report rows of one spilled chunk (its first item at ``offset``)."""
+    n = rb.num_rows
+    sl = slice(offset, offset + n)
     status_names = pa.array(["pending", *STATUSES], pa.string())
     defaults = pa.array([None, *(closing.reasons.get(s, DEFAULT_REASONS.get(s)) for s in STATUSES)], pa.string())
     default_codes = pa.array([None, *(closing.codes.get(s, DEFAULT_CODES.get(s)) for s in STATUSES)], pa.string())
     note_codes = {1: reason_codes.DUPLICATE.code, 2: reason_codes.CONFLICTING_DUPLICATE.code}
     no_text = pa.scalar(None, pa.string())
-    schema = report_schema()
-    for offset, rb in spill_batches(spill_path):
-        n = rb.num_rows
-        sl = slice(offset, offset + n)
-        codes = pa.array(ledger.status[sl].astype(np.int32))
-        ridx = ledger.result_idx[sl]
-        has = ridx >= 0
-        take = pa.array(np.where(has, ridx, 0), mask=~has)
+    codes = pa.array(ledger.status[sl].astype(np.int32))
+    take, results = _result_columns(ledger, ledger.result_idx[sl])
 
-        def per_result(arr: pa.Array, take: pa.Array = take, n: int = n) -> pa.Array:
-            return arr.take(take) if len(arr) else pa.nulls(n, arr.type)
+    def per_result(name: str) -> pa.Array:
+        arr = results[name]
+        return arr.take(take) if len(arr) else pa.nulls(n, arr.type)
 
-        noted, texts = ledger.notes.texts_between(offset, offset + n)
-        notes: list[str | None] = [None] * n
-        note_code: list[str | None] = [None] * n
-        lo = int(np.searchsorted(ledger.notes.positions, offset))
-        for i, (p, text) in enumerate(zip(noted, texts, strict=True)):
-            notes[int(p) - offset] = text
-            note_code[int(p) - offset] = note_codes[int(ledger.notes.kind[lo + i])]
-        status = status_names.take(codes)
-        own = pc.coalesce(per_result(r_reason), pa.array(notes, pa.string()), rb.column(REASON))
-        own_code = pc.coalesce(per_result(r_code), pa.array(note_code, pa.string()), rb.column(REASON_CODE))
-        if closing.gate is not None:
-            # Rejected items keep their own reason and code, the gate's text after it; every
-            # other item carries the gate first (code gate_failed), then its own note if any.
-            rejected = pc.equal(status, "rejected")
-            reason = pc.if_else(
-                rejected,
-                merge_reasons(own, pa.array([closing.gate] * n, pa.string())),
-                merge_reasons(defaults.take(codes), own),
-            )
-            code = pc.if_else(rejected, own_code, pc.coalesce(default_codes.take(codes), own_code))
-        else:
-            reason = pc.coalesce(own, defaults.take(codes))
-            code = pc.coalesce(own_code, default_codes.take(codes))
-        sent = pc.equal(status, "sent")
-        reason = cut_texts(pc.if_else(sent, no_text, reason), REASON_CHARS)
-        code = pc.if_else(sent, no_text, code)
-        synced = pc.coalesce(per_result(r_time), pa.scalar(now))
-        synced_ts = pc.round(pc.multiply(synced, 1e6)).cast(pa.int64()).cast(pa.timestamp("us", tz="UTC"))
-        batch = pa.record_batch(
-            [
-                rb.column(ROW_NUMBER),
-                rb.column(VIEWER_ID),
-                rb.column(FIELD_ID),
-                rb.column(VALUE),
-                status,
-                reason,
-                per_result(r_error),
-                per_result(r_http),
-                per_result(r_request),
-                pa.array(ledger.attempts[sl].astype(np.int64)),
-                per_result(r_batch),
-                pa.array(np.full(n, run_id, dtype=object), pa.string()),
-                synced_ts,
-                pa.array(np.full(n, tags.app_id, dtype=object), pa.string()),
-                code,
-                *tags.columns(n),
-            ],
-            schema=schema,
+    noted, texts = ledger.notes.texts_between(offset, offset + n)
+    notes: list[str | None] = [None] * n
+    note_code: list[str | None] = [None] * n
+    lo = int(np.searchsorted(ledger.notes.positions, offset))
+    for i, (p, text) in enumerate(zip(noted, texts, strict=True)):
+        notes[int(p) - offset] = text
+        note_code[int(p) - offset] = note_codes[int(ledger.notes.kind[lo + i])]
+    status = status_names.take(codes)
+    own = pc.coalesce(per_result("reason"), pa.array(notes, pa.string()), rb.column(REASON))
+    own_code = pc.coalesce(per_result("code"), pa.array(note_code, pa.string()), rb.column(REASON_CODE))
+    if closing.gate is not None:
+        # Rejected items keep their own reason and code, the gate's text after it; every
+        # other item carries the gate first (code gate_failed), then its own note if any.
+        rejected = pc.equal(status, "rejected")
+        reason = pc.if_else(
+            rejected,
+            merge_reasons(own, pa.array([closing.gate] * n, pa.string())),
+            merge_reasons(defaults.take(codes), own),
         )
-        tally.add(batch)
-        kept = tally.keep(batch)
-        if report is not None and kept.num_rows:
-            report.write(kept)
-    if report is not None:
-        report.close()
-    return tally
+        code = pc.if_else(rejected, own_code, pc.coalesce(default_codes.take(codes), own_code))
+    else:
+        reason = pc.coalesce(own, defaults.take(codes))
+        code = pc.coalesce(own_code, default_codes.take(codes))
+    sent = pc.equal(status, "sent")
+    reason = cut_texts(pc.if_else(sent, no_text, reason), REASON_CHARS)
+    code = pc.if_else(sent, no_text, code)
+    synced = pc.coalesce(per_result("time"), pa.scalar(now))
+    synced_ts = pc.round(pc.multiply(synced, 1e6)).cast(pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    return pa.record_batch(
+        [
+            rb.column(ROW_NUMBER),
+            rb.column(VIEWER_ID),
+            rb.column(FIELD_ID),
+            rb.column(VALUE),
+            status,
+            reason,
+            per_result("error"),
+            per_result("http"),
+            per_result("request"),
+            pa.array(ledger.attempts[sl].astype(np.int64)),
+            per_result("batch"),
+            pa.array(np.full(n, run_id, dtype=object), pa.string()),
+            synced_ts,
+            pa.array(np.full(n, tags.app_id, dtype=object), pa.string()),
+            code,
+            *tags.columns(n),
+        ],
+        schema=report_schema(),
+    )
 
 
 def cut_texts(texts: pa.Array, limit: int) -> pa.Array:

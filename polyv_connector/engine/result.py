@@ -22,6 +22,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("polyv_connector")
 
 
+#: The phases of :attr:`SyncResult.phases`, in order: reading, checking and planning the input
+#: (state loaded, duplicates and diff decided); waiting for the request budget (summed over the
+#: requests, so it can exceed sending); sending (first batch out to last answer recorded); the
+#: report (written from the arrays the run holds); the run page (added by the front end).
+PHASES = ("readAndPlan", "budgetWait", "sending", "report", "page")
+
+
 @dataclass
 class SyncResult:
     """What a run did. ``to_dict()`` is strict JSON and never holds the secret."""
@@ -55,6 +62,11 @@ class SyncResult:
     removed: int | None = None
     #: The change limits the plan breached (nothing was sent when any).
     breaches: list[Breach] = field(default_factory=list)
+    #: Where the run's time went, in seconds, by phase (:data:`PHASES`); the front end adds
+    #: ``page`` once the run page is written.
+    phases: dict[str, float] = field(default_factory=dict)
+    #: Save requests the run let be in flight at once (its ``concurrency`` setting).
+    concurrency: int = 0
 
     @property
     def ok(self) -> bool:
@@ -123,6 +135,8 @@ class SyncResult:
             "changes": dict(self.changes),
             "removed": self.removed,
             "limitBreaches": [{"code": b.code, "setting": b.setting, "message": b.message} for b in self.breaches],
+            "phaseSeconds": {k: round(v, 3) for k, v in self.phases.items()},
+            "concurrency": self.concurrency,
             **self.extra,
         }
 

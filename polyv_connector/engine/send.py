@@ -1,9 +1,12 @@
-"""The send pass: batch the pending items, send them, checkpoint each confirmed batch."""
+"""The send pass: batch the pending items, send them, checkpoint each confirmed batch.
+
+State writes go through :class:`~polyv_connector.engine.writer.StateWriter`: pre-marks, one per
+chunk, durable before the chunk's batches leave; confirmations queued to its thread."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +16,12 @@ from polyv_connector.batching import Batch, make_batches
 from polyv_connector.config import SyncOptions
 from polyv_connector.engine.context import RunContext
 from polyv_connector.engine.ledger import Ledger, pending_chunks
+from polyv_connector.engine.writer import StateWriteError, StateWriter
 from polyv_connector.fingerprints import UNCONFIRMED
 from polyv_connector.model import (
     PENDING,
 )
-from polyv_connector.sender import BatchSender, ItemsResult, send_all
+from polyv_connector.sender import BatchSender, ItemsResult, abort_for_exception, send_all
 from polyv_connector.state.store import StateRun
 from polyv_connector.timeline import TimelineRecorder
 from polyv_connector.transport.client import PolyvClient
@@ -35,41 +39,53 @@ def send_pass(
     state: StateRun | None,
     ctx: RunContext,
     timeline: TimelineRecorder,
+    report_ahead: Callable[[float], None] | None = None,
 ) -> BaseException | None:
-    """Send the pending items. Returns what interrupted sending (to re-raise after the report)."""
+    """Send the pending items. Returns what interrupted sending (to re-raise after the report).
+
+    ``report_ahead(now)`` runs after each hand-over: it writes the report chunks whose items are
+    all settled (:meth:`~polyv_connector.engine.report.ReportWriter.ahead`).
+    """
     send, circuit, progress, clock = options.send, ctx.stop, ctx.progress, ctx.clock
     sender = BatchSender(client, retry, circuit, seed=ctx.seed, sleep=ctx.sleep, clock=clock, timeline=timeline)
     timeline.start()
     progress.start("sending", int(np.count_nonzero(ledger.status == PENDING)), detail=timeline.status_text)
 
+    writer = StateWriter(state) if state is not None else None
+
     def on_done(batch: Batch, results: list[ItemsResult]) -> None:
         for result in results:
             ledger.record(result)
-            if result.status == "sent" and state is not None:
-                # Checkpoint: the state advances only with what POLYV confirmed.
-                state.record(
+            if result.status == "sent" and writer is not None:
+                # Checkpoint: the state advances only with what POLYV confirmed (written by the
+                # writer thread; a failed write fails the run at the next hand-over).
+                writer.confirm(
                     ledger.key_a[result.indices],
                     ledger.fp[result.indices],
                     result.synced_at,
                     items=items_of(batch, result),
                 )
         progress.advance(len(batch))
+        if report_ahead is not None:
+            report_ahead(clock())
 
-    def marked(batches: Iterator[Batch]) -> Iterator[Batch]:
-        # Before a batch leaves, record its keys as unconfirmed: if it fails or the run dies
-        # while it is in flight, POLYV may hold its values or not, so the state must not keep
-        # vouching for the previous value (a source reverting to it would be skipped).
-        for batch in batches:
-            if state is not None:
-                state.record(ledger.key_a[batch.indices], np.full(len(batch), UNCONFIRMED), clock())
-            yield batch
+    def marked(chunks: Iterator[tuple[np.ndarray, pa.Table]]) -> Iterator[tuple[np.ndarray, pa.Table]]:
+        # Before any batch of a chunk leaves, record the chunk's keys as unconfirmed, in one
+        # write: if a batch fails or the run dies while it is in flight, POLYV may hold its
+        # values or not, so the state must not keep vouching for the previous value (a source
+        # reverting to it would be skipped). make_batches yields a batch only once every chunk
+        # it draws from has been taken from here, so its pre-mark is durable before it leaves.
+        for positions, items in chunks:
+            if writer is not None:
+                writer.mark(ledger.key_a[positions], np.full(len(positions), UNCONFIRMED), clock())
+            yield positions, items
 
-    batches = make_batches(pending_chunks(spill_path, ledger), send.batch_size, ctx.run_id)
+    batches = make_batches(marked(pending_chunks(spill_path, ledger)), send.batch_size, ctx.run_id)
     interrupted: BaseException | None = None
     try:
         # send_all opens the circuit for whatever it raises, after recording every answer
         # received and reporting the requests still in flight in_doubt.
-        send_all(marked(batches), sender, circuit, send.concurrency, on_done, on_tick=progress.tick)
+        send_all(batches, sender, circuit, send.concurrency, on_done, on_tick=progress.tick)
     except Exception:
         # Whatever broke (a full disk under the state, a bug): still write the report; the
         # items not confirmed so far are reported in_doubt or not_attempted.
@@ -77,6 +93,14 @@ def send_pass(
     except BaseException as exc:  # KeyboardInterrupt, Airflow's task timeout: report first
         log.warning("sending stopped by %s; writing the report", type(exc).__name__)
         interrupted = exc
+    if writer is not None:
+        try:
+            writer.close()  # every confirmation handed over is durable before the report
+        except StateWriteError as exc:
+            if circuit.is_open:  # said already when it stopped sending, or another cause stopped it
+                log.error("%s", exc)
+            else:  # a write failed after the last hand-over: the run fails all the same
+                circuit.open(abort_for_exception(exc))
     progress.finish()
     return interrupted
 

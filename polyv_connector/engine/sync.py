@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from polyv_connector.engine.plan import (
     rejected_fraction_gate,
     write_plan,
 )
-from polyv_connector.engine.report import Closing, ReportTags, report_with_fallback
+from polyv_connector.engine.report import Closing, ReportTags, ReportWriter, report_with_fallback
 from polyv_connector.engine.result import SyncResult, interrupted_result, zero_rows_warning
 from polyv_connector.engine.send import budget_rps, send_pass
 from polyv_connector.errors import RunAborted, StateError
@@ -151,6 +152,9 @@ def _locked_run(
     """The run with its state held; returns the result and what interrupted sending, if anything."""
     source, options, client, validator, report = run.source, run.options, run.client, run.validator, run.report
     circuit, clock = ctx.stop, ctx.clock
+    # Phase times on the monotonic clock (ctx.clock is the run's calendar, which tests pin).
+    began = time.perf_counter()
+    phases: dict[str, float] = {}
     # Under the lock: the source's columns are checked against the state the run plans with.
     source.check_columns(options.mapping)
     state_keys, state_fps = load_state(state, options)
@@ -165,6 +169,7 @@ def _locked_run(
         unchanged_in_source = source.unchanged_in_source(columns, options.slice)
 
     timeline: TimelineRecorder | None = None
+    report_writer: ReportWriter | None = None
     interrupted: BaseException | None = None
     fallback: dict[str, str] = {}
     known_fields = None
@@ -218,15 +223,25 @@ def _locked_run(
             ledger.status[ledger.status == PENDING] = STATUS_CODE["dry_run"]
         elif not circuit.is_open and pending_count:
             timeline = TimelineRecorder(budget_rps(client, options))
-            interrupted = send_pass(spill_path, ledger, options, client, run.retry, state, ctx, timeline)
+            phases["readAndPlan"] = time.perf_counter() - began
+            # The report's settled chunks are written while the run waits for answers.
+            report_writer = ReportWriter(spill_path, ledger, report, ctx.run_id, ReportTags.of(run.app_id, options))
+            interrupted = send_pass(
+                spill_path, ledger, options, client, run.retry, state, ctx, timeline, report_writer.ahead
+            )
+            phases["budgetWait"] = timeline.budget_wait_s
+            phases["sending"] = time.perf_counter() - began - phases["readAndPlan"]
+        phases.setdefault("readAndPlan", time.perf_counter() - began)
         if circuit.abort is not None:
             closing.reasons["not_attempted"] = reason_codes.stopped_reason(circuit.abort.cause)
             closing.codes["not_attempted"] = reason_codes.for_abort_cause(circuit.abort.cause)
         ledger.status[ledger.status == PENDING] = STATUS_CODE["not_attempted"]
         tags = ReportTags.of(run.app_id, options)
+        reporting = time.perf_counter()
         fallback, tally = report_with_fallback(
-            spill_path, ledger, report, ctx.run_id, closing, clock(), run.report_fallback_dir, tags
+            spill_path, ledger, report, ctx.run_id, closing, clock(), run.report_fallback_dir, tags, report_writer
         )
+        phases["report"] = time.perf_counter() - reporting
     stopped = circuit.abort
     completed = stopped is None and interrupted is None and not gate_failures and not breaches
     if state is not None and not options.dry_run and completed:
@@ -262,6 +277,8 @@ def _locked_run(
         changes=facts.changes,
         removed=facts.removed(baseline),
         breaches=breaches,
+        phases=phases,
+        concurrency=options.send.concurrency,
     )
     if len(ledger) == 0 and not unchanged_in_source:  # rows the warehouse diff left out were read
         result.warnings.append(zero_rows_warning(source))

@@ -86,7 +86,10 @@ def _timestamp_text(array: pa.Array) -> pa.Array:
 _FIRST_SECOND = -62_135_596_800  # 0001-01-01T00:00:00
 _END_SECOND = 253_402_300_800  # 10000-01-01T00:00:00
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
-_NO_REASON = pa.scalar(None, pa.string())
+# A null string scalar taken from an Arrow array: pa.scalar(None, ...) would convert a Python
+# value, and pyarrow imports pandas on its first such conversion; at import time that put pandas
+# on every run's start (issue 22).
+_NO_REASON = pa.nulls(1, pa.string())[0]
 
 
 def checked_text(array: pa.Array | pa.ChunkedArray, name: str) -> tuple[pa.Array, pa.Array | None]:
