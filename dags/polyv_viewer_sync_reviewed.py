@@ -53,7 +53,6 @@ RUN = "{{ run_id | replace(':', '') | replace('+', '') }}"
 PLAN = RUN + ".plan.parquet"
 # Where each task does what the Parquet DAG's task does, shared by both modes.
 SHARED = {
-    "on_failure_callback": PolyvSyncFailureNotifier(CONN_ALERTS),
     "lock_timeout": LOCK_TIMEOUT_S,
     "report_dir": REPORT_DIR,
     "state_dir": STATE_DIR,
@@ -67,6 +66,9 @@ with DAG(
     schedule=None,
     doc_md=__doc__,
     user_defined_macros=MACROS,
+    # Every task alerts on failure: the syncs with their summary, the branch and the approval step
+    # with the error alone.
+    default_args={"on_failure_callback": PolyvSyncFailureNotifier(CONN_ALERTS)},
     **dag_settings(),
     params={
         "input_path": Param(SAMPLE_INPUT, type="string", description="Parquet file, directory or URL"),

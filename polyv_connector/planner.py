@@ -187,6 +187,21 @@ def diff_against_state(
     return unchanged, known
 
 
+def held_unconfirmed(
+    key: np.ndarray, candidates: np.ndarray, state_keys: np.ndarray, state_fps: np.ndarray, unconfirmed: np.uint64
+) -> np.ndarray:
+    """Boolean over every position: the ``candidates`` whose key the state holds with the
+    ``unconfirmed`` fingerprint (a run stopped while sending it: POLYV may hold the value or not)."""
+    held = np.zeros(len(key), dtype=bool)
+    if len(state_keys) == 0 or not np.any(state_fps == unconfirmed):
+        return held
+    pos = np.flatnonzero(candidates)
+    k = key[pos]
+    at = np.minimum(np.searchsorted(state_keys, k), len(state_keys) - 1)
+    held[pos[(state_keys[at] == k) & (state_fps[at] == unconfirmed)]] = True
+    return held
+
+
 def _distinct(key: np.ndarray) -> np.ndarray:
     """The distinct values of ``key``, ascending: one sort of a copy (``np.unique`` took ten
     times as long on uint64 keys)."""

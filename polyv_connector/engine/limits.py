@@ -26,9 +26,9 @@ import pyarrow as pa
 from polyv_connector.config import SyncOptions
 from polyv_connector.engine.changes import Breach, Limits, check_limits, classify, count_kinds
 from polyv_connector.engine.ledger import Ledger
-from polyv_connector.fingerprints import HashFamily, value_fingerprints
+from polyv_connector.fingerprints import UNCONFIRMED, HashFamily, value_fingerprints
 from polyv_connector.model import PENDING, STATUS_CODE
-from polyv_connector.planner import diff_against_state, distinct_count, distinct_known
+from polyv_connector.planner import diff_against_state, distinct_count, distinct_known, held_unconfirmed
 from polyv_connector.state.store import MetaRecord, StateRun
 
 log = logging.getLogger("polyv_connector")
@@ -126,7 +126,17 @@ def diff_pass(
     if not options.full_refresh and not options.planned:  # a plan's items are sent as planned
         ledger.status[unchanged] = STATUS_CODE["unchanged"]
     changing = pending & ~unchanged
-    ledger.kind = classify(changing, known, ledger.fp == empty_fingerprint(family))
+    # Keys the state holds unconfirmed: a run stopped while sending them, after the limits let
+    # it. Sending them again finishes that run's work: a resend, not a change (like a full
+    # refresh's), so the rerun after a crash is not stopped by the run it completes.
+    resent = held_unconfirmed(ledger.key_a, changing & known, state_keys, state_fps, UNCONFIRMED)
+    if resent.any():
+        log.info(
+            "%s item(s) the state holds unconfirmed (an earlier run stopped while sending them) are sent "
+            "again; they are not counted as changes",
+            f"{int(np.count_nonzero(resent)):,}",
+        )
+    ledger.kind = classify(changing & ~resent, known, ledger.fp == empty_fingerprint(family))
     facts = DiffFacts(count_kinds(ledger.kind), changing & ~known, state_count)
     # A slice's count from this read, for a store that cannot count a slice and no record yet.
     count_read = state_count is None and baseline.known is None

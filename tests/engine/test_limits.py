@@ -8,10 +8,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from polyv_connector import SyncOptions, sync
 from polyv_connector.engine.changes import CHANGED, CLEARED, NEW, Breach, Limits, check_limits, classify, count_kinds
+from polyv_connector.fingerprints import UNCONFIRMED, key_hashes
 from polyv_connector.partitioning import WHOLE, Slice, partition_of
 from polyv_connector.report import ParquetReport
 from polyv_connector.sources.parquet import ParquetSource
@@ -130,6 +132,30 @@ def test_the_baseline_is_written_only_by_a_completed_run(tmp_path, sim, creds) -
     assert meta_of(tmp_path) == meta
     run(tmp_path, creds, rows_of(10, "new", start=5000), "3")
     assert meta_of(tmp_path)["knownItems"] == 1510
+
+
+def test_keys_held_unconfirmed_are_resent_not_counted_as_changes(tmp_path, sim, creds) -> None:
+    # A run stopped while sending leaves its keys unconfirmed (pre-marked): the rerun finishes
+    # its work. Before the fix they counted as changes, and the rerun of an account stopped
+    # three quarters through a send was blocked by the limit (tests/hostile/test_chaos.py).
+    rows = rows_of(2000)
+    run(tmp_path, creds, rows, "1")
+    store = SyncState(tmp_path / "state", APP_ID)
+    keys, _ = key_hashes(pa.array([v for v, _, _ in rows[:1500]]), pa.array(["PAY_STATUS"] * 1500), store.hash_family)
+    with store.open("stopped-while-sending", WHOLE, 5.0, False) as held:
+        held.record(keys, np.full(1500, UNCONFIRMED))
+    saves = sim.stats.save_requests
+    res, _ = run(tmp_path, creds, rows, "2")
+    assert res.exit_code == 0 and res.breaches == []
+    assert res.counts["sent"] == 1500 and res.counts["unchanged"] == 500
+    assert res.changes == {"new": 0, "changed": 0, "cleared": 0}
+    assert sim.stats.save_requests > saves
+    # A real change among them still counts.
+    changed = rows_of(1200, "new") + rows[1200:]
+    with store.open("stopped-again", WHOLE, 5.0, False) as held:
+        held.record(keys, np.full(1500, UNCONFIRMED))
+    res, _ = run(tmp_path, creds, changed, "3", max_changed_fraction=None)
+    assert res.changes["changed"] == 0 and res.counts["sent"] == 1500  # unconfirmed: resent, whatever the value
 
 
 def test_a_reset_state_knows_nothing_and_is_not_blocked(tmp_path, sim, creds) -> None:
