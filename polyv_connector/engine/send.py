@@ -85,7 +85,21 @@ def send_pass(
     try:
         # send_all opens the circuit for whatever it raises, after recording every answer
         # received and reporting the requests still in flight in_doubt.
-        send_all(batches, sender, circuit, send.concurrency, on_done, on_tick=progress.tick)
+        try:
+            # Once no batch is left to send or retry, the share of a shared budget goes back to
+            # the other runs while this one hands over its last answer, closes its state and
+            # writes its report (and at the latest when sending stops for any reason).
+            send_all(
+                batches,
+                sender,
+                circuit,
+                send.concurrency,
+                on_done,
+                on_tick=progress.tick,
+                on_last_answer=client.leave_budget,
+            )
+        finally:
+            client.leave_budget()
     except Exception:
         # Whatever broke (a full disk under the state, a bug): still write the report; the
         # items not confirmed so far are reported in_doubt or not_attempted.
