@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from polyv_connector.arrowconv import from_numpy
 from polyv_connector.batching import Batch, make_batches
 from polyv_connector.config import SyncOptions
 from polyv_connector.engine.context import RunContext
@@ -124,7 +125,7 @@ def items_of(batch: Batch, result: ItemsResult) -> pa.Table:
     if len(result.indices) == len(batch):
         return batch.items
     where = np.searchsorted(batch.indices, result.indices)  # batch indices are ascending
-    return batch.items.take(pa.array(where))
+    return batch.items.take(from_numpy(where))
 
 
 def budget_rps(client: PolyvClient, options: SyncOptions) -> float:
