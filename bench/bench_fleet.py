@@ -19,10 +19,18 @@ an early run has the whole rate to itself until the others register). In that wi
 
 The runs' own summaries (``requestsSent`` / ``durationSeconds``) are printed too, but they
 average over each run's whole life, start-up head start and lone tail included, so they say
-little about sharing. Last, the limiter's own cost: ``bench_budget.measure`` (8 spawned
+little about sharing. What issue 22 asks is the fleet's rate from its **first save to its last**
+as the server saw them (the simulator logs each save's arrival and answer): runs that start
+together but plan or report for different times leave the budget idle there unless a run holds
+a share only while it sends. ``--items`` sets the items per run (e.g. 1,000,000 with
+``--batch-size 1000``), ``--pairs`` repeats each phase and ``--baseline-tree DIR`` runs each
+phase a second time with polyv-sync imported from another source tree, alternating (before and
+after a change, in one command). Last, the limiter's own cost: ``bench_budget.measure`` (8 spawned
 processes calling ``acquire()`` on an unlimited machine-wide budget). Run:
 
     PYTHONPATH=. .venv/bin/python bench/bench_fleet.py [--rps 100] [--sizes 1,2,4,8] [--json out.json]
+    PYTHONPATH=. .venv/bin/python bench/bench_fleet.py --sizes 2,4 --items 1000000 --batch-size 1000 \
+        --limiter-seconds 0 --pairs 2 --baseline-tree /path/to/main
 
 These machines are shared: the load average is printed with the figures.
 """
