@@ -372,15 +372,20 @@ def report_batch(
         return arr.take(take) if len(arr) else pa.nulls(n, arr.type)
 
     noted, texts = ledger.notes.texts_between(offset, offset + n)
-    notes: list[str | None] = [None] * n
-    note_code: list[str | None] = [None] * n
     lo = int(np.searchsorted(ledger.notes.positions, offset))
-    for i, (p, text) in enumerate(zip(noted, texts, strict=True)):
-        notes[int(p) - offset] = text
-        note_code[int(p) - offset] = note_codes[int(ledger.notes.kind[lo + i])]
+    if len(texts):
+        # The few noted rows' texts, spread over the chunk's rows by one take (null elsewhere).
+        which = np.full(n, -1, dtype=np.int64)
+        which[np.asarray(noted, dtype=np.int64) - offset] = np.arange(len(texts))
+        spread = from_numpy(np.maximum(which, 0), mask=which < 0)
+        kinds = ledger.notes.kind[lo : lo + len(texts)]
+        notes = strings(texts).take(spread)
+        note_code = strings([note_codes[int(k)] for k in kinds]).take(spread)
+    else:
+        notes = note_code = pa.nulls(n, pa.string())
     status = status_names.take(codes)
-    own = pc.coalesce(per_result("reason"), column(notes, pa.string()), rb.column(REASON))
-    own_code = pc.coalesce(per_result("code"), column(note_code, pa.string()), rb.column(REASON_CODE))
+    own = pc.coalesce(per_result("reason"), notes, rb.column(REASON))
+    own_code = pc.coalesce(per_result("code"), note_code, rb.column(REASON_CODE))
     if closing.gate is not None:
         # Rejected items keep their own reason and code, the gate's text after it; every
         # other item carries the gate first (code gate_failed), then its own note if any.
