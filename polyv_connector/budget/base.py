@@ -216,8 +216,9 @@ class SharedBudget:
 
     Implements the transport's ``RequestBudget`` protocol: ``acquire()`` blocks until one request
     may be sent, or raises :class:`BudgetBlocked` when the IP is blocked. Open it with
-    :func:`polyv_connector.budget.open_budget`; use it as a context manager (register on enter,
-    release the share on exit).
+    :func:`polyv_connector.budget.open_budget`; use it as a context manager (the run registers at
+    its first save, :meth:`leave` releases the share once it has nothing left to send, exit
+    releases it at the latest).
     """
 
     def __init__(
