@@ -19,10 +19,18 @@ an early run has the whole rate to itself until the others register). In that wi
 
 The runs' own summaries (``requestsSent`` / ``durationSeconds``) are printed too, but they
 average over each run's whole life, start-up head start and lone tail included, so they say
-little about sharing. Last, the limiter's own cost: ``bench_budget.measure`` (8 spawned
+little about sharing. What issue 22 asks is the fleet's rate from its **first save to its last**
+as the server saw them (the simulator logs each save's arrival and answer): runs that start
+together but plan or report for different times leave the budget idle there unless a run holds
+a share only while it sends. ``--items`` sets the items per run (e.g. 1,000,000 with
+``--batch-size 1000``), ``--pairs`` repeats each phase and ``--baseline-tree DIR`` runs each
+phase a second time with polyv-sync imported from another source tree, alternating (before and
+after a change, in one command). Last, the limiter's own cost: ``bench_budget.measure`` (8 spawned
 processes calling ``acquire()`` on an unlimited machine-wide budget). Run:
 
     PYTHONPATH=. .venv/bin/python bench/bench_fleet.py [--rps 100] [--sizes 1,2,4,8] [--json out.json]
+    PYTHONPATH=. .venv/bin/python bench/bench_fleet.py --sizes 2,4 --items 1000000 --batch-size 1000 \
+        --limiter-seconds 0 --pairs 2 --baseline-tree /path/to/main
 
 These machines are shared: the load average is printed with the figures.
 """
@@ -45,7 +53,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.bench_budget import measure as measure_acquisitions
-from polyv_connector.simulator import FaultConfig, PolyvSimulator, RateLimitConfig
+from bench.bench_peer import RecordingSimulator
+from polyv_connector.simulator import FaultConfig, RateLimitConfig
+
+REPO = Path(__file__).resolve().parent.parent
+#: The tree a phase's runs import polyv-sync from: this one, or ``--baseline-tree``'s.
+THIS, BASELINE = "this", "baseline"
 
 FIELDS = ["PAY_STATUS", "VIP_LEVEL", "COURSE_PROGRESS", "MEMBER_TIER"]
 ACCOUNTS = {f"fleet-{i}": f"fleet-secret-{i}-{i * 7919:05d}" for i in range(1, 9)}
@@ -70,7 +83,7 @@ def write_input(path: Path, items: int, tag: str) -> None:
 class Sampler:
     """Reads the simulator's per-account counters every ``interval`` s in a thread."""
 
-    def __init__(self, sim: PolyvSimulator, interval: float) -> None:
+    def __init__(self, sim: RecordingSimulator, interval: float) -> None:
         self.sim, self.interval = sim, interval
         self.samples: list[tuple[float, dict[str, int]]] = []
         self._stop = threading.Event()
@@ -103,17 +116,48 @@ def common_window(samples: list[tuple[float, dict[str, int]]], accounts: list[st
     return all_started[0], none_done[-1]
 
 
-def run_phase(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def fleet_rate(saves: list[tuple[float, float, int]], rps: float) -> dict[str, Any]:
+    """Save requests per second between the fleet's first save (arrival) and its last (answer),
+    as the server saw them, and that rate as a fraction of the budget ``rps``."""
+    if not saves:
+        return {"fleet_span_s": None, "fleet_saves": 0, "fleet_rps": None, "fleet_of_r": None}
+    first = min(s[0] for s in saves)
+    last = max(s[1] for s in saves)
+    span = last - first
+    rate = len(saves) / span if span > 0 else None
+    return {
+        "fleet_span_s": round(span, 2),
+        "fleet_saves": len(saves),
+        "fleet_rps": None if rate is None else round(rate, 1),
+        "fleet_of_r": None if rate is None else round(rate / rps, 3),
+    }
+
+
+def run_phase(
+    n: int, args: argparse.Namespace, tmp: Path, tree: str = THIS, inputs: dict[int, Path] | None = None
+) -> dict[str, Any]:
     accounts = list(ACCOUNTS)[:n]
-    requests_per_run = math.ceil(args.rps * args.seconds / n)
-    items_per_run = requests_per_run * args.batch_size
-    phase_dir = tmp / f"n{n}"
+    if args.items:
+        items_per_run = args.items
+        requests_per_run = math.ceil(items_per_run / args.batch_size)
+    else:
+        requests_per_run = math.ceil(args.rps * args.seconds / n)
+        items_per_run = requests_per_run * args.batch_size
+    phase_dir = Path(tempfile.mkdtemp(prefix=f"n{n}-{tree}-", dir=tmp))
     runtime = phase_dir / "runtime"  # a fresh machine-wide budget for this N
-    phase_dir.mkdir()
-    for app_id in accounts:
-        write_input(phase_dir / f"{app_id}.parquet", items_per_run, app_id)
+    input_dir = phase_dir
+    if inputs is not None:  # the same inputs for every phase of this N (--pairs, --baseline-tree)
+        if n not in inputs:
+            inputs[n] = Path(tempfile.mkdtemp(prefix=f"inputs-n{n}-", dir=tmp))
+            for app_id in accounts:
+                write_input(inputs[n] / f"{app_id}.parquet", items_per_run, app_id)
+        input_dir = inputs[n]
+    else:
+        for app_id in accounts:
+            write_input(phase_dir / f"{app_id}.parquet", items_per_run, app_id)
+    pythonpath = args.baseline_tree if tree == BASELINE else str(REPO)
     limit = RateLimitConfig(max_requests=POLYV_LIMIT, window_s=10.0, block_s=300.0)
-    sim = PolyvSimulator(
+    sim = RecordingSimulator(
         apps=ACCOUNTS,
         fields=FIELDS,
         rate_limit=limit,
@@ -127,6 +171,7 @@ def run_phase(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         for app_id in accounts:
             env = {k: v for k, v in os.environ.items() if not k.startswith("POLYV_")}
             env.update(
+                PYTHONPATH=pythonpath,
                 POLYV_APP_ID=app_id,
                 POLYV_APP_SECRET=ACCOUNTS[app_id],
                 POLYV_API_BASE_URL=sim.base_url,
@@ -139,7 +184,7 @@ def run_phase(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 "polyv_connector.cli",
                 "run",
                 "--input",
-                str(phase_dir / f"{app_id}.parquet"),
+                str(input_dir / f"{app_id}.parquet"),
                 "--report",
                 str(phase_dir / f"{app_id}-report.parquet"),
                 "--summary-json",
@@ -160,6 +205,8 @@ def run_phase(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     window = common_window(samples, accounts)
     result: dict[str, Any] = {
         "n": n,
+        "tree": tree,
+        **fleet_rate(list(sim.saves), args.rps),
         "rps": args.rps,
         "requests_per_run": requests_per_run,
         "items_per_run": items_per_run,
@@ -205,7 +252,7 @@ def run_phase(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 def print_table(phases: list[dict[str, Any]], rps: float) -> None:
     head = (
-        f"{'N':>2} {'window s':>8} {'req/s':>7} {'of R':>6} {'share/fair min..max':>20} "
+        f"{'N':>2} {'tree':<8} {'window s':>8} {'req/s':>7} {'of R':>6} {'share/fair min..max':>20} "
         f"{'vs N=1':>6} {'skew s':>6} {'peak10s':>7} {'blocked':>7} {'wall s':>6} {'load':>9}"
     )
     print(head)
@@ -223,7 +270,7 @@ def print_table(phases: list[dict[str, Any]], rps: float) -> None:
         skew = "-" if p["start_skew_s"] is None else f"{p['start_skew_s']:.1f}"
         vs1 = "-" if p["total_rps_vs_n1"] is None else f"{p['total_rps_vs_n1']:.3f}"
         print(
-            f"{p['n']:>2} {p['window_s']:>8.1f} {rate:>7} {util:>6} {fair:>20} {vs1:>6} {skew:>6} "
+            f"{p['n']:>2} {p['tree']:<8} {p['window_s']:>8.1f} {rate:>7} {util:>6} {fair:>20} {vs1:>6} {skew:>6} "
             f"{p['peak_10s_window']:>7} {p['blocked_responses']:>7} {p['wall_s']:>6.1f} "
             f"{p['load_before']:>4.1f}>{p['load_after']:<4.1f}"
         )
@@ -241,6 +288,31 @@ def print_table(phases: list[dict[str, Any]], rps: float) -> None:
             print(f"  N={p['n']} FAILED runs: {p['failed_runs']}")
 
 
+def print_fleet(phases: list[dict[str, Any]], rps: float) -> None:
+    """The fleet's rate from its first save to its last, per phase; medians and ratios per N."""
+    head = f"{'N':>2} {'tree':<8} {'pair':>4} {'first>last s':>12} {'saves':>6} {'req/s':>7} {'of R':>6} {'wall s':>6}"
+    print(head)
+    print("-" * len(head))
+    for p in phases:
+        of_r = "-" if p["fleet_of_r"] is None else f"{100 * p['fleet_of_r']:.1f}%"
+        rate = "-" if p["fleet_rps"] is None else f"{p['fleet_rps']:.1f}"
+        span = "-" if p["fleet_span_s"] is None else f"{p['fleet_span_s']:.2f}"
+        print(
+            f"{p['n']:>2} {p['tree']:<8} {p.get('pair', 1):>4} {span:>12} {p['fleet_saves']:>6} {rate:>7} "
+            f"{of_r:>6} {p['wall_s']:>6.1f}"
+        )
+    for n in sorted({p["n"] for p in phases}):
+        med = {}
+        for tree in (THIS, BASELINE):
+            values = sorted(p["fleet_of_r"] for p in phases if p["n"] == n and p["tree"] == tree and p["fleet_of_r"])
+            if values:
+                med[tree] = values[len(values) // 2] if len(values) % 2 else sum(values[len(values) // 2 - 1 :][:2]) / 2
+        line = f"N={n} median of R from first to last save: " + ", ".join(f"{t} {100 * v:.1f}%" for t, v in med.items())
+        if len(med) == 2 and med[BASELINE]:
+            line += f"; ratio this/baseline {med[THIS] / med[BASELINE]:.3f}"
+        print(line + f" (goal >= 85% of R={rps:g}/s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rps", type=float, default=100.0, help="the budget's rate R, requests/s (max 140)")
@@ -250,6 +322,12 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.02, help="simulator latency per request, s")
     parser.add_argument("--sample", type=float, default=0.25, help="sampling interval of the simulator's counts, s")
     parser.add_argument("--limiter-seconds", type=float, default=3.0, help="0: skip the limiter's cost")
+    parser.add_argument("--items", type=int, default=0, help="items per run (default: from --seconds)")
+    parser.add_argument("--pairs", type=int, default=1, help="phases per N (and per tree)")
+    parser.add_argument(
+        "--baseline-tree",
+        help="also run each phase with polyv-sync imported from this source tree (PYTHONPATH), alternating",
+    )
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -263,9 +341,18 @@ def main() -> None:
     )
     phases = []
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
-        for n in sizes:
-            phases.append(run_phase(n, args, Path(tmp)))
-            print(f"  N={n} done in {phases[-1]['wall_s']:.1f} s", flush=True)
+        trees = (THIS, BASELINE) if args.baseline_tree else (THIS,)
+        inputs: dict[int, Path] = {}
+        for pair in range(1, args.pairs + 1):
+            for n in sizes:
+                for tree in trees if pair % 2 else trees[::-1]:
+                    phases.append({**run_phase(n, args, Path(tmp), tree, inputs), "pair": pair})
+                    p = phases[-1]
+                    print(
+                        f"  N={n} {tree} pair {pair} done in {p['wall_s']:.1f} s: first>last save "
+                        f"{p['fleet_span_s']} s, {p['fleet_rps']} req/s = {p['fleet_of_r']} of R",
+                        flush=True,
+                    )
         limiter: dict[str, Any] | None = None
         if args.limiter_seconds > 0:
             os.environ["POLYV_RUNTIME_DIR"] = str(Path(tmp) / "limiter")  # the spawned workers inherit it
@@ -284,6 +371,8 @@ def main() -> None:
             }
     print()
     print_table(phases, args.rps)
+    print()
+    print_fleet(phases, args.rps)
     if limiter:
         print(
             f"limiter's own cost: {limiter['acquisitions_per_s']:.0f} acquisitions/s across 8 processes "

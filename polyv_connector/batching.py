@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from polyv_connector.arrowconv import from_numpy, scalar, strings
+
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
 
 
@@ -24,26 +26,26 @@ def json_string_literals(values: pa.Array) -> pa.Array:
     Most viewer data needs no escaping: those values are just quoted, vectorised; the few
     holding quotes, backslashes or control characters go through ``json.dumps``.
     """
-    quoted = pc.binary_join_element_wise(pa.scalar('"'), values, pa.scalar('"'), "")
+    quoted = pc.binary_join_element_wise(scalar('"'), values, scalar('"'), scalar(""))
     needs = pc.match_substring_regex(values, _NEEDS_ESCAPE)
     if not pc.any(needs).as_py():
         return quoted
     special = pc.filter(values, needs).to_pylist()
-    escaped = pa.array([json.dumps(s, ensure_ascii=False) for s in special], pa.string())
+    escaped = strings([json.dumps(s, ensure_ascii=False) for s in special])
     return pc.replace_with_mask(quoted, needs, escaped)
 
 
 def json_objects(viewer_ids: pa.Array, field_ids: pa.Array, values: pa.Array) -> pa.Array:
     """One compact JSON object per item: ``{"viewerId":..,"customFieldId":..,"customFieldValue":..}``."""
     return pc.binary_join_element_wise(
-        pa.scalar('{"viewerId":'),
+        scalar('{"viewerId":'),
         json_string_literals(viewer_ids),
-        pa.scalar(',"customFieldId":'),
+        scalar(',"customFieldId":'),
         json_string_literals(field_ids),
-        pa.scalar(',"customFieldValue":'),
+        scalar(',"customFieldValue":'),
         json_string_literals(values),
-        pa.scalar("}"),
-        "",
+        scalar("}"),
+        scalar(""),
     )
 
 
@@ -76,8 +78,8 @@ class Batch:
     def body(self) -> bytes:
         """The JSON array POLYV expects, UTF-8 encoded (strings byte-exact, not \\u-escaped)."""
         objects = self.items.column(JSON_COLUMN).combine_chunks()
-        as_list = pa.ListArray.from_arrays(pa.array([0, len(objects)], pa.int32()), objects)
-        joined: str = pc.binary_join(as_list, ",")[0].as_py()
+        as_list = pa.ListArray.from_arrays(from_numpy(np.array([0, len(objects)], np.int32)), objects)
+        joined: str = pc.binary_join(as_list, scalar(","))[0].as_py()
         return b"[" + joined.encode("utf-8") + b"]"
 
     def halves(self) -> tuple[Batch, Batch]:

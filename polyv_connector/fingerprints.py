@@ -30,6 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from polyv_connector.arrowconv import scalar, to_numpy
+
 FINGERPRINT_VERSION = "xxh3_64-v2"
 HashFamily = Literal["xxh3", "md5"]
 HASH_FAMILIES: tuple[HashFamily, ...] = ("xxh3", "md5")
@@ -41,7 +43,7 @@ _md5 = hashlib.md5
 def _as_bytes(array: pa.Array) -> list[bytes]:
     """Each string as Python bytes (null: empty): Arrow -> binary -> Python bytes is the
     cheapest way into xxhash (about 0.13 s per 1M), so a key hashed twice is converted once."""
-    return array.cast(pa.binary()).fill_null(b"").to_pylist()  # type: ignore[no-any-return]
+    return array.cast(pa.binary()).fill_null(scalar(b"")).to_pylist()  # type: ignore[no-any-return]
 
 
 def _hash_utf8(raw: list[bytes], seed: int) -> np.ndarray:
@@ -61,9 +63,9 @@ def _md5_prefix(array: pa.Array, start: int, stop: int) -> np.ndarray:
 
 
 def _key_text(viewer_ids: pa.Array, field_ids: pa.Array) -> pa.Array:
-    viewer = pc.fill_null(viewer_ids, "")
+    viewer = pc.fill_null(viewer_ids, scalar(""))
     length = pc.utf8_length(viewer).cast(pa.string())
-    return pc.binary_join_element_wise(length, pa.scalar(":"), viewer, pc.fill_null(field_ids, ""), "")
+    return pc.binary_join_element_wise(length, scalar(":"), viewer, pc.fill_null(field_ids, scalar("")), scalar(""))
 
 
 def viewer_hashes(viewer_ids: pa.Array) -> np.ndarray:
@@ -73,9 +75,9 @@ def viewer_hashes(viewer_ids: pa.Array) -> np.ndarray:
     """
     if isinstance(viewer_ids, pa.ChunkedArray):
         viewer_ids = viewer_ids.combine_chunks()
-    encoded = pc.fill_null(viewer_ids, "").dictionary_encode()
+    encoded = pc.fill_null(viewer_ids, scalar("")).dictionary_encode()
     per_distinct = _md5_prefix(encoded.dictionary, 0, 4)
-    hashes: np.ndarray = per_distinct[encoded.indices.to_numpy(zero_copy_only=False)]
+    hashes: np.ndarray = per_distinct[to_numpy(encoded.indices)]
     return hashes
 
 
@@ -85,8 +87,8 @@ def partitions_of(viewer_ids: pa.Array, partitions: int) -> np.ndarray:
     if isinstance(viewer_ids, pa.ChunkedArray):
         viewer_ids = viewer_ids.combine_chunks()
     part = (viewer_hashes(viewer_ids) % np.uint32(partitions)).astype(np.int64)
-    blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(viewer_ids), ""), True)
-    part[blank.to_numpy(zero_copy_only=False)] = 0
+    blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(viewer_ids), scalar("")), scalar(True))
+    part[to_numpy(blank)] = 0
     return part
 
 
@@ -113,7 +115,7 @@ UNCONFIRMED = np.uint64(0)
 
 def value_fingerprints(values: pa.Array, family: HashFamily = "xxh3") -> np.ndarray:
     """64-bit fingerprint of each value (null hashes as empty: null values are never sent)."""
-    filled = pc.fill_null(values, "")
+    filled = pc.fill_null(values, scalar(""))
     if family == "xxh3":
         fps = _hash_utf8(_as_bytes(filled), 0)
     elif family == "md5":

@@ -89,7 +89,9 @@ def partition_of(viewer_id: str | None, partitions: int) -> int:
     """The partition of one viewerId (null or blank: 0)."""
     import pyarrow as pa
 
-    return int(partitions_of(pa.array([viewer_id], pa.string()), partitions)[0])
+    from polyv_connector.arrowconv import column
+
+    return int(partitions_of(column([viewer_id], pa.string()), partitions)[0])
 
 
 def partitions_of(viewer_ids: pa.Array | pa.ChunkedArray, partitions: int) -> np.ndarray:
@@ -103,6 +105,7 @@ def partitions_of(viewer_ids: pa.Array | pa.ChunkedArray, partitions: int) -> np
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from polyv_connector.arrowconv import scalar, to_numpy
     from polyv_connector.fingerprints import viewer_hashes
 
     if isinstance(viewer_ids, pa.ChunkedArray):
@@ -114,8 +117,8 @@ def partitions_of(viewer_ids: pa.Array | pa.ChunkedArray, partitions: int) -> np
         return np.zeros(n, dtype=np.int64)
     part: np.ndarray = (viewer_hashes(viewer_ids) % np.uint32(partitions)).astype(np.int64)
     # Blank as every database's TRIM() sees it (spaces only), so a query filters the same rows.
-    blank = pc.fill_null(pc.equal(pc.utf8_trim(viewer_ids, " "), ""), True)
-    part[blank.to_numpy(zero_copy_only=False)] = 0
+    blank = pc.fill_null(pc.equal(pc.utf8_trim(viewer_ids, " "), scalar("")), scalar(True))
+    part[to_numpy(blank)] = 0
     return part
 
 

@@ -109,7 +109,8 @@ def plan_duplicates(
     # once with one sorted copy, then look at those candidates only.
     sorted_keys = key_a[eligible]
     sorted_keys.sort()
-    repeated = np.unique(sorted_keys[1:][sorted_keys[1:] == sorted_keys[:-1]])
+    # Not np.unique: its first call imports numpy.ma (about 40 ms of every run's start).
+    repeated = _distinct(sorted_keys[1:][sorted_keys[1:] == sorted_keys[:-1]])
     del sorted_keys
     if len(repeated) == 0:
         return none

@@ -387,6 +387,7 @@ def send_all(
     *,
     grace_s: float = STOP_GRACE_S,
     on_tick: Callable[[], None] | None = None,
+    on_last_answer: Callable[[], None] | None = None,
 ) -> None:
     """Send ``batches`` with ``concurrency`` requests in flight; ``on_done`` runs in this thread.
 
@@ -398,7 +399,9 @@ def send_all(
     a report that records every answer received. ``on_done`` must be idempotent: a call that
     such an exception interrupted is made again. At most ``2 * concurrency`` batches are held
     in memory. ``on_tick`` runs in this thread about every 0.2 s while answers are awaited (for
-    a progress line that keeps coming when nothing completes).
+    a progress line that keeps coming when nothing completes). ``on_last_answer`` runs once, in
+    this thread, when every batch has been taken and answered (retries and splits included),
+    before that last answer is handed to ``on_done``: no batch is left to send or retry.
     """
     pool = _DaemonPool(concurrency, "polyv-send")
     in_flight: dict[Future[list[ItemsResult]], tuple[Batch, list[ItemsResult]]] = {}
@@ -407,6 +410,13 @@ def send_all(
     # handed over again before re-raising (on_done must be idempotent), so it is never lost.
     handing: tuple[Batch, list[ItemsResult]] | None = None
     stopping = False  # once set, an on_done that fails again is logged, not raised
+    taken_all = False  # every batch has been taken from ``batches``
+
+    def last_answer() -> None:
+        nonlocal on_last_answer
+        if on_last_answer is not None and taken_all and not in_flight:
+            call, on_last_answer = on_last_answer, None
+            call()
 
     def drain(until: int) -> None:
         nonlocal deadline
@@ -432,6 +442,7 @@ def send_all(
                     # A bug in the sender: the answers it had recorded stand, the rest is in doubt.
                     hand_over(batch, sender.in_doubt(batch, answered))
                     raise
+                last_answer()
                 hand_over(batch, results)
 
     def hand_over(batch: Batch, results: list[ItemsResult]) -> None:
@@ -467,6 +478,9 @@ def send_all(
                 break
             answered: list[ItemsResult] = []
             in_flight[pool.submit(lambda b=batch, a=answered: sender.send(b, a))] = (batch, answered)  # type: ignore[misc]
+        else:
+            taken_all = True
+            last_answer()  # nothing was in flight (no batch at all)
         drain(0)
     except BaseException as exc:
         circuit.open(abort_for_exception(exc))

@@ -137,8 +137,9 @@ def open_budget(
     """Open the shared request budget of ``api_base_url``'s host at ``url`` for the run ``run_id``.
 
     Checks everything first: ConfigError (exit 2) for a bad URL, directory or rate,
-    DependencyUnavailable (exit 75) for an unreachable Redis. The run joins the budget on
-    ``register()`` / ``with``, or on its first ``acquire()``; ``close()`` leaves it.
+    DependencyUnavailable (exit 75) for an unreachable Redis. The run joins the budget on its
+    first save's ``acquire()`` (or ``register()``), not on ``with``; ``leave()`` and ``close()``
+    leave it.
     ``run_id`` must be unique among concurrent runs (two runs with one id share one share).
     """
     checked_rate = check_rate(rate, setting_rate)

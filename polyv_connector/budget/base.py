@@ -216,8 +216,9 @@ class SharedBudget:
 
     Implements the transport's ``RequestBudget`` protocol: ``acquire()`` blocks until one request
     may be sent, or raises :class:`BudgetBlocked` when the IP is blocked. Open it with
-    :func:`polyv_connector.budget.open_budget`; use it as a context manager (register on enter,
-    release the share on exit).
+    :func:`polyv_connector.budget.open_budget`; use it as a context manager (the run registers at
+    its first save, :meth:`leave` releases the share once it has nothing left to send, exit
+    releases it at the latest).
     """
 
     def __init__(
@@ -254,6 +255,7 @@ class SharedBudget:
         self._warned_rates: frozenset[float] = frozenset()
         self._registered = False
         self._closed = False
+        self._join_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -268,43 +270,72 @@ class SharedBudget:
         return f"SharedBudget(place={self.place!r}, host_key={self.host_key!r}, run_id={self.run_id!r})"
 
     def register(self) -> SharedBudget:
-        """Join the budget: register this run and start its heartbeat (idempotent)."""
-        with self._state_lock:
-            if self._closed:
-                raise RuntimeError("this budget is closed")
-            if self._registered:
-                return self
-            self._registered = True
-        try:
-            self.refresh()
-        except BaseException:
+        """Join the budget: register this run and start its heartbeat (idempotent).
+
+        A run joins on its first save (:meth:`acquire`), not when the budget is opened, so a run
+        still reading and planning holds no share; :meth:`leave` gives the share back once no
+        batch is left to send or retry, and a later save joins again.
+        """
+        with self._join_lock:  # one join at a time: acquire() from several sending threads
             with self._state_lock:
-                self._registered = False
-            raise
-        self._thread = threading.Thread(target=self._beat, name=f"polyv-budget-{self.run_id}", daemon=True)
-        self._thread.start()
+                if self._closed:
+                    raise RuntimeError("this budget is closed")
+                if self._registered:
+                    return self
+            stop = threading.Event()
+            self._stop = stop
+            self._refresh_now()  # the share among the runs registered now, this one included
+            with self._state_lock:
+                self._registered = True
+            name = f"polyv-budget-{self.run_id}"
+            self._thread = threading.Thread(target=self._beat, args=(stop,), name=name, daemon=True)
+            self._thread.start()
         return self
+
+    def leave(self) -> None:
+        """Give the share back at once (the others take it on their next heartbeat); keep the store.
+
+        For a run with no batch left to send or retry: its report and run page are written
+        without holding a share. A later :meth:`acquire` of a save joins again.
+        """
+        with self._join_lock:
+            with self._state_lock:
+                was_registered = self._registered
+                self._registered = False
+            if not was_registered:
+                return
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join(timeout=5.0)
+                self._thread = None
+            try:
+                self._store.unregister(self.run_id)
+            except Exception:  # the store went away: the TTL releases the share instead
+                log.warning("could not unregister run %s from the request budget %s", self.run_id, self.place)
+
+    @property
+    def registered(self) -> bool:
+        """Whether this run holds a share now (joined and not left)."""
+        return self._registered
 
     def close(self) -> None:
         """Leave the budget at once (the share goes back to the others) and release the store."""
         with self._state_lock:
             if self._closed:
                 return
-            self._closed = True
-            was_registered = self._registered
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
         try:
-            if was_registered:
-                self._store.unregister(self.run_id)
-        except Exception:  # the store went away: the TTL releases the share instead
-            log.warning("could not unregister run %s from the request budget %s", self.run_id, self.place)
+            self.leave()
         finally:
+            with self._state_lock:
+                self._closed = True
             self._store.close()
 
     def __enter__(self) -> SharedBudget:
-        return self.register()
+        """The budget, not joined yet: the run joins on its first save (see :meth:`register`)."""
+        with self._state_lock:
+            if self._closed:
+                raise RuntimeError("this budget is closed")
+        return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -314,7 +345,15 @@ class SharedBudget:
     # ----------------------------------------------------------------- fair share
 
     def refresh(self) -> None:
-        """Heartbeat once: re-register, then recompute the rate in force and this run's share."""
+        """Heartbeat once: re-register, then recompute the rate in force and this run's share.
+
+        Joins the budget if this run has not joined it yet (or has left it)."""
+        if not self._registered:
+            self.register()
+            return
+        self._refresh_now()
+
+    def _refresh_now(self) -> None:
         now = self._clock()
         self._me = replace(self._me, last_seen=now)
         runs = self._store.heartbeat(self._me, self._ttl_s)
@@ -345,11 +384,11 @@ class SharedBudget:
                 self.rate,
             )
 
-    def _beat(self) -> None:
+    def _beat(self, stop: threading.Event) -> None:
         failing = False
-        while not self._stop.wait(self._heartbeat_s):
+        while not stop.wait(self._heartbeat_s):
             try:
-                self.refresh()
+                self._refresh_now()
             except Exception as exc:  # keep beating: the store may come back; acquire() reports it
                 if not failing:  # once per outage, not twice a second
                     log.warning("request budget heartbeat failed (%s): %s", self.place, exc)
@@ -371,16 +410,20 @@ class SharedBudget:
 
     # ----------------------------------------------------------------- acquire
 
-    def acquire(self) -> None:
+    def acquire(self, *, join: bool = True) -> None:
         """Wait until one request may be sent. Raises :class:`BudgetBlocked` if the IP is blocked.
 
         First this run's own pace (its fair share), then one unit of the shared bucket, checked
-        together with the block. Sleeps are short slices; the whole wait is bounded.
+        together with the block. Sleeps are short slices; the whole wait is bounded. A save
+        (``join=True``) joins the budget first; a request of a run that holds no share (the
+        field list read before planning, ``join=False``) takes only its unit of the shared
+        bucket, so it never exceeds the rate and never holds a share it does not use.
         """
-        if not self._registered:
+        if join and not self._registered:
             self.register()
         deadline = self._clock() + self._max_wait_s
-        self._sleep_bounded(self._pacer.reserve(), deadline)
+        if self._registered:
+            self._sleep_bounded(self._pacer.reserve(), deadline)
         while True:
             now = self._clock()
             blocked_until, decision = self._store.take(self._global_rates, int(now * 1000))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from polyv_connector.arrowconv import from_numpy
 from polyv_connector.batching import item_table
 from polyv_connector.items.convert import ITEM_SCHEMA
 from polyv_connector.model import (
@@ -85,7 +86,7 @@ def pending_chunks(spill_path: Path, ledger: Ledger) -> Iterator[tuple[np.ndarra
     for offset, rb in spill_batches(spill_path):
         local = np.flatnonzero(ledger.status[offset : offset + rb.num_rows] == PENDING)
         if len(local):
-            idx = pa.array(local)
+            idx = from_numpy(local)
             yield (
                 local + offset,
                 item_table(rb.column(VIEWER_ID).take(idx), rb.column(FIELD_ID).take(idx), rb.column(VALUE).take(idx)),

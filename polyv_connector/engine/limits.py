@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
+from polyv_connector.arrowconv import strings
 from polyv_connector.config import SyncOptions
 from polyv_connector.engine.changes import Breach, Limits, check_limits, classify, count_kinds
 from polyv_connector.engine.ledger import Ledger
@@ -95,7 +95,7 @@ class DiffFacts:
 
 def empty_fingerprint(family: HashFamily) -> np.uint64:
     """The value fingerprint of the empty text: an item with it sends an empty value."""
-    return np.uint64(value_fingerprints(pa.array([""], pa.string()), family)[0])
+    return np.uint64(value_fingerprints(strings([""]), family)[0])
 
 
 def diff_pass(

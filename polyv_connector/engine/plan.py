@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from polyv_connector import reasons as reason_codes
+from polyv_connector.arrowconv import from_numpy, scalar, strings, to_numpy
 from polyv_connector.config import ColumnMapping, SyncOptions
 from polyv_connector.engine.changes import KIND_NAMES
 from polyv_connector.engine.ledger import REASON, REASON_CODE, SPILL_SCHEMA, Ledger, spill_batches
@@ -90,13 +91,13 @@ PLAN_KINDS: tuple[str, ...] = ("unchanged", *(KIND_NAMES[c] for c in sorted(KIND
 def write_plan(spill_path: Path, ledger: Ledger, sink: PlanSink) -> None:
     """Stream the items still pending after the diff, with their kinds, into ``sink`` (read from
     the spill as they are: no request body is built)."""
-    names = pa.array(PLAN_KINDS, pa.string())
+    names = strings(PLAN_KINDS)
     for offset, rb in spill_batches(spill_path):
         local = np.flatnonzero(ledger.status[offset : offset + rb.num_rows] == PENDING)
         if not len(local):
             continue
-        idx = pa.array(local)
-        kinds = pa.DictionaryArray.from_arrays(pa.array(ledger.kind[local + offset].astype(np.int8)), names)
+        idx = from_numpy(local)
+        kinds = pa.DictionaryArray.from_arrays(from_numpy(ledger.kind[local + offset].astype(np.int8)), names)
         sink.write(rb.column(VIEWER_ID).take(idx), rb.column(FIELD_ID).take(idx), rb.column(VALUE).take(idx), kinds)
 
 
@@ -147,7 +148,7 @@ def plan_pass(
                 raise abort
             if KNOWN_COLUMN in batch.schema.names:
                 at = batch.schema.get_field_index(KNOWN_COLUMN)
-                known.append(np.asarray(batch.column(at).to_numpy(zero_copy_only=False), dtype=np.uint8))
+                known.append(np.asarray(to_numpy(batch.column(at)), dtype=np.uint8))
                 batch = batch.remove_column(at)
             try:
                 items, unsendable = convert_items(batch, options.mapping, first_row)
@@ -160,7 +161,7 @@ def plan_pass(
             if options.null_values == "clear":
                 # NULL means "empty this field": the empty text, before every check.
                 at = items.schema.get_field_index(VALUE)
-                items = items.set_column(at, items.schema.field(at), pc.fill_null(items.column(at), ""))
+                items = items.set_column(at, items.schema.field(at), pc.fill_null(items.column(at), scalar("")))
             reasons, codes = check_items_coded(items, known_fields)
             if unsendable is not None:  # invalid UTF-8, inf/NaN, dates past 9999: rejected, named
                 reasons = merge_reasons(unsendable, reasons)
@@ -173,7 +174,7 @@ def plan_pass(
             key_a.append(a)
             key_b.append(b)
             fps.append(value_fingerprints(items.column(VALUE).combine_chunks(), family))
-            rejected.append(reasons.is_valid().to_numpy(zero_copy_only=False))
+            rejected.append(to_numpy(reasons.is_valid()))
             spill.write_table(
                 items.append_column(SPILL_SCHEMA.field(REASON), reasons).append_column(
                     SPILL_SCHEMA.field(REASON_CODE), codes

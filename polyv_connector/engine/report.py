@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from polyv_connector import reasons as reason_codes
+from polyv_connector.arrowconv import column, from_numpy, null_string, repeat, scalar, strings
 from polyv_connector.bounds import CUT_MARK, REASON_CHARS, VIEWER_ID_CHARS, cut
 from polyv_connector.config import SyncOptions
 from polyv_connector.engine.ledger import REASON, REASON_CODE, Ledger
@@ -81,9 +82,9 @@ class ReportTags:
     def columns(self, n: int) -> list[pa.Array]:
         """The ``partition``, ``partitions`` and ``airflowRunId`` columns of ``n`` rows."""
         return [
-            pa.array([self.partition] * n, pa.int64()),
-            pa.array([self.partitions] * n, pa.int64()),
-            pa.array([self.airflow_run_id] * n, pa.string()),
+            repeat(self.partition, n, pa.int64()),
+            repeat(self.partitions, n, pa.int64()),
+            repeat(self.airflow_run_id, n, pa.string()),
         ]
 
 
@@ -117,20 +118,20 @@ class Tally:
         for entry in pc.value_counts(code.drop_null()).to_pylist():
             self.counts[entry["values"]] = self.counts.get(entry["values"], 0) + int(entry["counts"])
         status = rb.column("status")
-        problem = pc.is_in(status, value_set=pa.array(PROBLEM_STATUSES, pa.string()))
+        problem = pc.is_in(status, value_set=strings(PROBLEM_STATUSES))
         where = pc.indices_nonzero(problem)
         if len(where) == 0:
             return
         rows = rb.column(ROW_NUMBER)
         picked = rb.select([ROW_NUMBER, VIEWER_ID, "status", "reasonCode", "reason"]).take(where)
         for key in pc.unique(
-            pc.binary_join_element_wise(picked.column("status"), picked.column("reasonCode"), "\0")
+            pc.binary_join_element_wise(picked.column("status"), picked.column("reasonCode"), scalar("\0"))
         ).to_pylist():
             if key is None:
                 continue  # a problem item always has a code; never let a gap break the tally
             st, cd = str(key).split("\0", 1)
-            mask = pc.and_(pc.equal(status, st), pc.equal(code, cd))
-            hits = pc.indices_nonzero(pc.fill_null(mask, False))
+            mask = pc.and_(pc.equal(status, scalar(st)), pc.equal(code, scalar(cd)))
+            hits = pc.indices_nonzero(pc.fill_null(mask, scalar(False)))
             group = self._groups.setdefault((st, cd), [0, [], None])
             group[0] += len(hits)
             if len(group[1]) < EXAMPLE_ROWS:
@@ -332,16 +333,16 @@ def _result_columns(ledger: Ledger, ridx: np.ndarray) -> tuple[pa.Array, dict[st
     used, local = np.unique(ridx[has], return_inverse=True)
     positions = np.zeros(len(ridx), dtype=np.int64)
     positions[has] = local
-    take = pa.array(positions, mask=~has)
+    take = from_numpy(positions, mask=~has)
     res = [ledger.results[int(i)] for i in used]
     columns = {
-        "reason": pa.array([r.reason for r in res], pa.string()),
-        "code": pa.array([r.reason_code for r in res], pa.string()),
-        "error": pa.array([r.error_code for r in res], pa.int64()),
-        "http": pa.array([r.http_status for r in res], pa.int64()),
-        "request": pa.array([r.request_id for r in res], pa.string()),
-        "batch": pa.array([r.batch_id for r in res], pa.string()),
-        "time": pa.array([r.synced_at for r in res], pa.float64()),
+        "reason": column([r.reason for r in res], pa.string()),
+        "code": column([r.reason_code for r in res], pa.string()),
+        "error": column([r.error_code for r in res], pa.int64()),
+        "http": column([r.http_status for r in res], pa.int64()),
+        "request": column([r.request_id for r in res], pa.string()),
+        "batch": column([r.batch_id for r in res], pa.string()),
+        "time": column([r.synced_at for r in res], pa.float64()),
     }
     return take, columns
 
@@ -358,12 +359,12 @@ def report_batch(
     """The report rows of one spilled chunk (its first item at ``offset``)."""
     n = rb.num_rows
     sl = slice(offset, offset + n)
-    status_names = pa.array(["pending", *STATUSES], pa.string())
-    defaults = pa.array([None, *(closing.reasons.get(s, DEFAULT_REASONS.get(s)) for s in STATUSES)], pa.string())
-    default_codes = pa.array([None, *(closing.codes.get(s, DEFAULT_CODES.get(s)) for s in STATUSES)], pa.string())
+    status_names = strings(["pending", *STATUSES])
+    defaults = column([None, *(closing.reasons.get(s, DEFAULT_REASONS.get(s)) for s in STATUSES)], pa.string())
+    default_codes = column([None, *(closing.codes.get(s, DEFAULT_CODES.get(s)) for s in STATUSES)], pa.string())
     note_codes = {1: reason_codes.DUPLICATE.code, 2: reason_codes.CONFLICTING_DUPLICATE.code}
-    no_text = pa.scalar(None, pa.string())
-    codes = pa.array(ledger.status[sl].astype(np.int32))
+    no_text = null_string()
+    codes = from_numpy(ledger.status[sl].astype(np.int32))
     take, results = _result_columns(ledger, ledger.result_idx[sl])
 
     def per_result(name: str) -> pa.Array:
@@ -371,33 +372,38 @@ def report_batch(
         return arr.take(take) if len(arr) else pa.nulls(n, arr.type)
 
     noted, texts = ledger.notes.texts_between(offset, offset + n)
-    notes: list[str | None] = [None] * n
-    note_code: list[str | None] = [None] * n
     lo = int(np.searchsorted(ledger.notes.positions, offset))
-    for i, (p, text) in enumerate(zip(noted, texts, strict=True)):
-        notes[int(p) - offset] = text
-        note_code[int(p) - offset] = note_codes[int(ledger.notes.kind[lo + i])]
+    if len(texts):
+        # The few noted rows' texts, spread over the chunk's rows by one take (null elsewhere).
+        which = np.full(n, -1, dtype=np.int64)
+        which[np.asarray(noted, dtype=np.int64) - offset] = np.arange(len(texts))
+        spread = from_numpy(np.maximum(which, 0), mask=which < 0)
+        kinds = ledger.notes.kind[lo : lo + len(texts)]
+        notes = strings(texts).take(spread)
+        note_code = strings([note_codes[int(k)] for k in kinds]).take(spread)
+    else:
+        notes = note_code = pa.nulls(n, pa.string())
     status = status_names.take(codes)
-    own = pc.coalesce(per_result("reason"), pa.array(notes, pa.string()), rb.column(REASON))
-    own_code = pc.coalesce(per_result("code"), pa.array(note_code, pa.string()), rb.column(REASON_CODE))
+    own = pc.coalesce(per_result("reason"), notes, rb.column(REASON))
+    own_code = pc.coalesce(per_result("code"), note_code, rb.column(REASON_CODE))
     if closing.gate is not None:
         # Rejected items keep their own reason and code, the gate's text after it; every
         # other item carries the gate first (code gate_failed), then its own note if any.
-        rejected = pc.equal(status, "rejected")
+        rejected = pc.equal(status, scalar("rejected"))
         reason = pc.if_else(
             rejected,
-            merge_reasons(own, pa.array([closing.gate] * n, pa.string())),
+            merge_reasons(own, repeat(closing.gate, n, pa.string())),
             merge_reasons(defaults.take(codes), own),
         )
         code = pc.if_else(rejected, own_code, pc.coalesce(default_codes.take(codes), own_code))
     else:
         reason = pc.coalesce(own, defaults.take(codes))
         code = pc.coalesce(own_code, default_codes.take(codes))
-    sent = pc.equal(status, "sent")
+    sent = pc.equal(status, scalar("sent"))
     reason = cut_texts(pc.if_else(sent, no_text, reason), REASON_CHARS)
     code = pc.if_else(sent, no_text, code)
-    synced = pc.coalesce(per_result("time"), pa.scalar(now))
-    synced_ts = pc.round(pc.multiply(synced, 1e6)).cast(pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    synced = pc.coalesce(per_result("time"), scalar(float(now)))
+    synced_ts = pc.round(pc.multiply(synced, scalar(1e6))).cast(pa.int64()).cast(pa.timestamp("us", tz="UTC"))
     return pa.record_batch(
         [
             rb.column(ROW_NUMBER),
@@ -409,11 +415,11 @@ def report_batch(
             per_result("error"),
             per_result("http"),
             per_result("request"),
-            pa.array(ledger.attempts[sl].astype(np.int64)),
+            from_numpy(ledger.attempts[sl].astype(np.int64)),
             per_result("batch"),
-            pa.array(np.full(n, run_id, dtype=object), pa.string()),
+            repeat(run_id, n, pa.string()),
             synced_ts,
-            pa.array(np.full(n, tags.app_id, dtype=object), pa.string()),
+            repeat(tags.app_id, n, pa.string()),
             code,
             *tags.columns(n),
         ],
@@ -424,8 +430,8 @@ def report_batch(
 def cut_texts(texts: pa.Array, limit: int) -> pa.Array:
     """``texts`` with each string longer than ``limit`` cut as :func:`~polyv_connector.bounds.cut`
     cuts it (nulls stay null); vectorised, since a report has millions of rows."""
-    long = pc.fill_null(pc.greater(pc.utf8_length(texts), limit), False)
+    long = pc.fill_null(pc.greater(pc.utf8_length(texts), scalar(limit)), scalar(False))
     if not pc.any(long).as_py():
         return texts
     head = pc.utf8_slice_codeunits(texts, 0, limit - len(CUT_MARK))
-    return pc.if_else(long, pc.binary_join_element_wise(head, pa.scalar(CUT_MARK), ""), texts)
+    return pc.if_else(long, pc.binary_join_element_wise(head, scalar(CUT_MARK), scalar("")), texts)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from polyv_connector.arrowconv import from_numpy
 from polyv_connector.batching import Batch, make_batches
 from polyv_connector.config import SyncOptions
 from polyv_connector.engine.context import RunContext
@@ -85,7 +86,21 @@ def send_pass(
     try:
         # send_all opens the circuit for whatever it raises, after recording every answer
         # received and reporting the requests still in flight in_doubt.
-        send_all(batches, sender, circuit, send.concurrency, on_done, on_tick=progress.tick)
+        try:
+            # Once no batch is left to send or retry, the share of a shared budget goes back to
+            # the other runs while this one hands over its last answer, closes its state and
+            # writes its report (and at the latest when sending stops for any reason).
+            send_all(
+                batches,
+                sender,
+                circuit,
+                send.concurrency,
+                on_done,
+                on_tick=progress.tick,
+                on_last_answer=client.leave_budget,
+            )
+        finally:
+            client.leave_budget()
     except Exception:
         # Whatever broke (a full disk under the state, a bug): still write the report; the
         # items not confirmed so far are reported in_doubt or not_attempted.
@@ -110,7 +125,7 @@ def items_of(batch: Batch, result: ItemsResult) -> pa.Table:
     if len(result.indices) == len(batch):
         return batch.items
     where = np.searchsorted(batch.indices, result.indices)  # batch indices are ascending
-    return batch.items.take(pa.array(where))
+    return batch.items.take(from_numpy(where))
 
 
 def budget_rps(client: PolyvClient, options: SyncOptions) -> float:

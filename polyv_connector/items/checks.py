@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from polyv_connector import reasons as codes
+from polyv_connector.arrowconv import null_string, scalar, strings
 from polyv_connector.model import FIELD_ID, MAX_FIELD_ID_LENGTH, VALUE, VIEWER_ID
 
 REASON_SEPARATOR = "; "
@@ -19,12 +20,12 @@ REASON_SEPARATOR = "; "
 
 def _reason_where(mask: pa.Array, reason: str) -> pa.Array:
     """``reason`` where ``mask`` is true, null elsewhere (null mask counts as false)."""
-    return pc.if_else(pc.fill_null(mask, False), pa.scalar(reason), pa.scalar(None, pa.string()))
+    return pc.if_else(pc.fill_null(mask, scalar(False)), scalar(reason), null_string())
 
 
 def _id_checks(ids: pa.Array, name: str, blank_code: str, padded_code: str) -> list[tuple[str, pa.Array]]:
     trimmed = pc.utf8_trim_whitespace(ids)
-    blank = pc.equal(trimmed, "")
+    blank = pc.equal(trimmed, scalar(""))
     padded = pc.and_(pc.invert(blank), pc.not_equal(trimmed, ids))
     return [
         (blank_code, _reason_where(pc.is_null(ids), f"{name} is null")),
@@ -53,14 +54,14 @@ def check_items_coded(items: pa.Table, known_fields: Collection[str] | None) -> 
         (
             codes.FIELD_ID_TOO_LONG.code,
             _reason_where(
-                pc.greater(pc.utf8_length(field_id), MAX_FIELD_ID_LENGTH),
+                pc.greater(pc.utf8_length(field_id), scalar(MAX_FIELD_ID_LENGTH).cast(pa.int32())),
                 f"{FIELD_ID} is longer than {MAX_FIELD_ID_LENGTH} characters",
             ),
         )
     )
     if known_fields is not None:
         unknown = pc.and_(
-            pc.invert(pc.is_in(field_id, value_set=pa.array(sorted(known_fields), pa.string()))),
+            pc.invert(pc.is_in(field_id, value_set=strings(sorted(known_fields)))),
             pc.invert(pc.is_null(field_id)),
         )
         checks.append(
@@ -87,6 +88,6 @@ def merge_reasons(*reason_arrays: pa.Array) -> pa.Array:
     # where every input is null, returning a shorter array.
     acc = reason_arrays[0]
     for reasons in reason_arrays[1:]:
-        both = pc.binary_join_element_wise(acc, reasons, REASON_SEPARATOR)
+        both = pc.binary_join_element_wise(acc, reasons, scalar(REASON_SEPARATOR))
         acc = pc.coalesce(both, acc, reasons)
     return acc

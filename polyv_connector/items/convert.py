@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from polyv_connector.arrowconv import from_numpy, repeat
 from polyv_connector.config import ColumnMapping
 from polyv_connector.errors import InputError
 from polyv_connector.items.checks import merge_reasons
@@ -48,7 +49,7 @@ def convert_items(
     ``None`` when every item converts.
     """
     n = batch.num_rows
-    rows = pa.array(np.arange(first_row, first_row + n, dtype=np.int64))
+    rows = from_numpy(np.arange(first_row, first_row + n, dtype=np.int64))
     viewer, viewer_why = checked_text(
         batch.column(mapping.viewer_id_column), _named(VIEWER_ID, mapping.viewer_id_column)
     )
@@ -61,9 +62,7 @@ def convert_items(
         found = [r for r in (viewer_why, field_why, value_why) if r is not None]
         return items, merge_reasons(*found) if found else None
     k = len(mapping.fields)
-    field_ids = pa.concat_arrays(
-        [pa.array(np.full(n, field_id, dtype=object), pa.string()) for field_id, _ in mapping.fields]
-    )
+    field_ids = pa.concat_arrays([repeat(field_id, n, pa.string()) for field_id, _ in mapping.fields])
     converted = [checked_text(batch.column(col), _named(VALUE, col)) for _, col in mapping.fields]
     values = pa.concat_arrays([text for text, _ in converted])
     field_major = pa.Table.from_arrays(
@@ -71,7 +70,7 @@ def convert_items(
         schema=ITEM_SCHEMA,
     )
     # Field-major concatenation put field f of row r at f*n + r; reorder to row-major.
-    row_major = pa.array(np.arange(n * k, dtype=np.int64).reshape(k, n).T.ravel())
+    row_major = from_numpy(np.arange(n * k, dtype=np.int64).reshape(k, n).T.ravel())
     if viewer_why is None and all(why is None for _, why in converted):
         return field_major.take(row_major), None
     none = pa.nulls(n, pa.string())
@@ -93,4 +92,4 @@ def rows_in_slice(batch: pa.RecordBatch, viewer_column: str, part: Slice, settin
         viewer, _ = checked_text(batch.column(viewer_column), _named(VIEWER_ID, viewer_column))
     except (pa.ArrowInvalid, UnsupportedColumn) as exc:
         raise InputError(setting, f"column {viewer_column!r}: cannot turn a viewerId into text: {exc}") from exc
-    return batch.filter(pa.array(in_slice(viewer, part)))
+    return batch.filter(from_numpy(in_slice(viewer, part)))

@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.types as pat
 
+from polyv_connector.arrowconv import from_numpy, null_string, scalar, strings, to_numpy
+
 
 class UnsupportedColumn(TypeError):
     """The column's Arrow type has no text form defined here."""
@@ -43,7 +45,7 @@ def to_text(array: pa.Array | pa.ChunkedArray) -> pa.Array:
     if pat.is_integer(typ) or pat.is_decimal(typ):
         return array.cast(pa.string())
     if pat.is_boolean(typ):
-        return pc.if_else(array, "true", "false").cast(pa.string())
+        return pc.if_else(array, scalar("true"), scalar("false")).cast(pa.string())
     if pat.is_floating(typ):
         return _float_text(array)
     if pat.is_date(typ):
@@ -57,9 +59,9 @@ def to_text(array: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def _float_text(array: pa.Array) -> pa.Array:
-    values = pc.if_else(pc.is_nan(array), None, array)
-    integral = pc.and_(pc.equal(pc.floor(values), values), pc.less(pc.abs(values), 2.0**53))
-    as_int = pc.if_else(integral, values, None).cast(pa.int64()).cast(pa.string())
+    values = pc.if_else(pc.is_nan(array), null_string(array.type), array)
+    integral = pc.and_(pc.equal(pc.floor(values), values), pc.less(pc.abs(values), scalar(2.0**53)))
+    as_int = pc.if_else(integral, values, null_string(values.type)).cast(pa.int64()).cast(pa.string())
     # Arrow prints floats in shortest round-trip form; keep it for the non-integral ones.
     return pc.if_else(integral, as_int, values.cast(pa.string()))
 
@@ -71,12 +73,12 @@ def _timestamp_text(array: pa.Array) -> pa.Array:
     whole = pc.strftime(micros, format="%Y-%m-%dT%H:%M:%S")
     # strftime's %S carries the fraction for sub-second units: cut it back to whole seconds.
     whole = pc.utf8_slice_codeunits(whole, 0, 19)
-    sub = pc.add(pc.multiply(pc.millisecond(micros), 1000), pc.microsecond(micros))
+    sub = pc.add(pc.multiply(pc.millisecond(micros), scalar(1000)), pc.microsecond(micros))
     fraction = pc.utf8_rtrim(pc.utf8_lpad(sub.cast(pa.string()), 6, "0"), "0")
-    with_fraction = pc.binary_join_element_wise(whole, fraction, ".")
-    text = pc.if_else(pc.equal(sub, 0), whole, with_fraction)
+    with_fraction = pc.binary_join_element_wise(whole, fraction, scalar("."))
+    text = pc.if_else(pc.equal(sub, scalar(0)), whole, with_fraction)
     if aware:
-        text = pc.binary_join_element_wise(text, pa.scalar("Z"), "")
+        text = pc.binary_join_element_wise(text, scalar("Z"), scalar(""))
     return text
 
 
@@ -141,14 +143,14 @@ def _checked_utf8(array: pa.Array, name: str) -> tuple[pa.Array, pa.Array | None
     # Only the bad rows are decoded one by one, for display and for the reason's detail.
     shown: list[str] = []
     reasons: list[str] = []
-    for raw, at in zip(as_bytes.take(pa.array(bad_rows)).to_pylist(), bad_at.tolist(), strict=True):
+    for raw, at in zip(as_bytes.take(from_numpy(bad_rows)).to_pylist(), bad_at.tolist(), strict=True):
         shown.append(raw.decode("utf-8", "backslashreplace"))
         reasons.append(f"{name} is not valid UTF-8 text (byte \\x{raw[at]:02x} at byte {at})")
     mask = np.zeros(len(array), dtype=bool)
     mask[bad_rows] = True
-    mask_arr = pa.array(mask)
-    fixed = pc.replace_with_mask(as_bytes, mask_arr, pa.array(shown, as_bytes.type))
-    reason = pc.replace_with_mask(pa.nulls(len(array), pa.string()), mask_arr, pa.array(reasons, pa.string()))
+    mask_arr = from_numpy(mask)
+    fixed = pc.replace_with_mask(as_bytes, mask_arr, strings(shown).cast(as_bytes.type))
+    reason = pc.replace_with_mask(pa.nulls(len(array), pa.string()), mask_arr, strings(reasons))
     return fixed.cast(pa.string()), reason
 
 
@@ -202,7 +204,7 @@ def invalid_utf8(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     bad_row = np.searchsorted(starts, bad_pos, side="right") - 1
     # Null rows may point at stray bytes: they are null, not invalid.
     if validity is not None:
-        keep = array.is_valid().to_numpy(zero_copy_only=False)[bad_row] if len(bad_row) else np.empty(0, bool)
+        keep = to_numpy(array.is_valid())[bad_row] if len(bad_row) else np.empty(0, bool)
         bad_pos, bad_row = bad_pos[keep], bad_row[keep]
     rows, first = np.unique(bad_row, return_index=True)
     return rows.astype(np.int64), bad_pos[first] - starts[rows]
@@ -214,18 +216,18 @@ def _checked_float(array: pa.Array, name: str) -> tuple[pa.Array, pa.Array | Non
     inf = pc.is_inf(array)
     if not pc.any(pc.or_(nan, inf)).as_py():
         return text, None
-    positive = pc.greater(array, 0)
-    shown = pc.if_else(nan, "NaN", pc.if_else(positive, "inf", "-inf"))
+    positive = pc.greater(array, scalar(0.0))
+    shown = pc.if_else(nan, scalar("NaN"), pc.if_else(positive, scalar("inf"), scalar("-inf")))
     reason = pc.if_else(
         nan,
-        f"{name} is NaN (not a number); only finite numbers can be sent",
+        scalar(f"{name} is NaN (not a number); only finite numbers can be sent"),
         pc.if_else(
             positive,
-            f"{name} is infinite (inf); only finite numbers can be sent",
-            f"{name} is infinite (-inf); only finite numbers can be sent",
+            scalar(f"{name} is infinite (inf); only finite numbers can be sent"),
+            scalar(f"{name} is infinite (-inf); only finite numbers can be sent"),
         ),
     )
-    bad = pc.fill_null(pc.or_(nan, inf), False)
+    bad = pc.fill_null(pc.or_(nan, inf), scalar(False))
     return pc.if_else(bad, shown, text), pc.if_else(bad, reason, _NO_REASON)
 
 
@@ -233,11 +235,11 @@ def _checked_range(
     array: pa.Array, name: str, storage: pa.DataType, low: int, end: int, unit: str
 ) -> tuple[pa.Array, pa.Array | None]:
     raw = array.view(storage)
-    outside = pc.fill_null(pc.or_(pc.less(raw, low), pc.greater_equal(raw, end)), False)
+    outside = pc.fill_null(pc.or_(pc.less(raw, scalar(low)), pc.greater_equal(raw, scalar(end))), scalar(False))
     if not pc.any(outside).as_py():
         return to_text(array), None
-    text = to_text(pc.if_else(outside, pa.scalar(None, array.type), array))
-    shown = pc.binary_join_element_wise(raw.cast(pa.string()), f" {unit} since 1970-01-01", "")
+    text = to_text(pc.if_else(outside, null_string(array.type), array))
+    shown = pc.binary_join_element_wise(raw.cast(pa.string()), scalar(f" {unit} since 1970-01-01"), scalar(""))
     kind = "date" if pat.is_date(array.type) else "timestamp"
     reason = f"{name} is a {kind} outside years 1-9999 (its text form only covers those years)"
-    return pc.if_else(outside, shown, text), pc.if_else(outside, reason, _NO_REASON)
+    return pc.if_else(outside, shown, text), pc.if_else(outside, scalar(reason), _NO_REASON)

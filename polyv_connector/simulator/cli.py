@@ -14,10 +14,13 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polyv_connector.simulator.config import DEFAULT_FIELDS, FaultConfig, RateLimitConfig
-from polyv_connector.simulator.server import PolyvSimulator
+
+if TYPE_CHECKING:  # the server (http.server, its handler) is imported when a simulator is built:
+    # every `polyv-sync` command builds this parser, and a run must not pay for it (issue 22)
+    from polyv_connector.simulator.server import PolyvSimulator
 
 DEFAULT_PORT = 8750
 DEFAULT_APP_ID = "demo-app"
@@ -131,6 +134,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_simulator(args: argparse.Namespace) -> PolyvSimulator:
+    from polyv_connector.simulator.server import PolyvSimulator
+
     """Build (not start) the simulator described by parsed ``args``."""
     secret = os.environ.get("POLYV_APP_SECRET") or DEFAULT_APP_SECRET
     faults = FaultConfig(

@@ -212,7 +212,8 @@ class PolyvClient:
         if self._budget is not None:
             waiting = time.monotonic()
             try:
-                self._budget.acquire()
+                # A save joins a shared budget; the field list read before planning does not.
+                self._budget.acquire(join=method == "POST")
             except RunAborted as exc:
                 if exc.cause != "blocked":
                     raise
@@ -259,6 +260,12 @@ class PolyvClient:
             record()
         except Exception:  # the block still stops this run; the others learn it from POLYV
             log.warning("could not record POLYV's block in the shared request budget", exc_info=True)
+
+    def leave_budget(self) -> None:
+        """Give this run's share of a shared budget back: no batch is left to send or retry."""
+        leave = getattr(self._budget, "leave", None)
+        if callable(leave):
+            leave()
 
     def save(self, body: bytes) -> Outcome:
         """One signed POST of a JSON array body; classified, never raised (except programming errors)."""

@@ -14,9 +14,12 @@ from typing import Protocol
 
 
 class RequestBudget(Protocol):
-    """Anything that can hand out permission to send one request (blocking until it can)."""
+    """Anything that can hand out permission to send one request (blocking until it can).
 
-    def acquire(self) -> None: ...
+    ``join=False`` for a request that is not a save (the field list read before planning): a
+    shared budget then lets it through without giving this run a share."""
+
+    def acquire(self, *, join: bool = True) -> None: ...
 
 
 class TokenBucket:
@@ -49,7 +52,7 @@ class TokenBucket:
             self._tokens -= 1.0
             return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
-    def acquire(self) -> None:
+    def acquire(self, *, join: bool = True) -> None:
         wait = self._reserve()
         if wait > 0:
             self._sleep(wait)
