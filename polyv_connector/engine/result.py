@@ -156,8 +156,12 @@ def zero_rows_warning(source: object) -> str:
 
 
 def new_run_id(clock: Callable[[], float] = time.time) -> str:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock()))
-    return f"{stamp}-{uuid.uuid4().hex[:8]}"
+    """``20261207T085443Z-1f4a2b3c``: the start second, then the millisecond in three hex digits
+    and five random ones, so that run ids sort by start even when two runs share a second."""
+    now = clock()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    millis = int((now % 1) * 1000)
+    return f"{stamp}-{millis:03x}{uuid.uuid4().hex[:5]}"
 
 
 def interrupted_result(exc: BaseException) -> SyncResult | None:
