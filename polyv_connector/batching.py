@@ -1,8 +1,8 @@
 """Request batches as plain, frozen data, built by pure functions.
 
-Items are JSON-encoded column-wise with Arrow (one JSON object per item, escaped only where
-a string needs it), so a batch's body is a join of ready-made objects, not a Python loop of
-dicts. Signing happens later, at send time.
+A batch's items are JSON-encoded column-wise with Arrow when it is sent (one JSON object per
+item, escaped only where a string needs it), so its body is a join of objects, not a Python loop
+of dicts. Signing happens later, at send time.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from polyv_connector.arrowconv import from_numpy, scalar, strings
+from polyv_connector.model import FIELD_ID, VALUE, VIEWER_ID
 
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
 
@@ -49,19 +50,11 @@ def json_objects(viewer_ids: pa.Array, field_ids: pa.Array, values: pa.Array) ->
     )
 
 
-JSON_COLUMN = "_json"
-
-
 def item_table(viewer_ids: pa.Array, field_ids: pa.Array, values: pa.Array) -> pa.Table:
-    """Items ready to batch: the three strings plus each item's JSON object (``_json``)."""
-    return pa.table(
-        {
-            "viewerId": viewer_ids,
-            "customFieldId": field_ids,
-            "customFieldValue": values,
-            JSON_COLUMN: json_objects(viewer_ids, field_ids, values),
-        }
-    )
+    """Items ready to batch: the three strings. Each batch builds its JSON objects when it is sent
+    (:meth:`Batch.body`), in the sending thread: built for a whole chunk ahead, they were the
+    largest thing the run held while sending and stood between the plan and the first request."""
+    return pa.table({VIEWER_ID: viewer_ids, FIELD_ID: field_ids, VALUE: values})
 
 
 @dataclass(frozen=True)
@@ -70,14 +63,19 @@ class Batch:
 
     batch_id: str
     indices: np.ndarray  # int64 positions of the items in the run
-    items: pa.Table  # viewerId, customFieldId, customFieldValue and _json (see item_table)
+    items: pa.Table  # viewerId, customFieldId, customFieldValue (see item_table)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def body(self) -> bytes:
         """The JSON array POLYV expects, UTF-8 encoded (strings byte-exact, not \\u-escaped)."""
-        objects = self.items.column(JSON_COLUMN).combine_chunks()
+        items = self.items
+        objects = json_objects(
+            items.column(VIEWER_ID).combine_chunks(),
+            items.column(FIELD_ID).combine_chunks(),
+            items.column(VALUE).combine_chunks(),
+        )
         as_list = pa.ListArray.from_arrays(from_numpy(np.array([0, len(objects)], np.int32)), objects)
         joined: str = pc.binary_join(as_list, scalar(","))[0].as_py()
         return b"[" + joined.encode("utf-8") + b"]"
