@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -195,8 +196,6 @@ def _check_outputs(spec: runspec.RunSpec, input_path: str, report_path: str) -> 
 
 def _budget_for_admin(args: argparse.Namespace) -> SharedBudget:
     """The budget the flags (or POLYV_BUDGET_URL / POLYV_API_BASE_URL) name, without joining it."""
-    import os
-
     from polyv_connector.budget import open_budget
     from polyv_connector.config import DEFAULT_BASE_URL
 
@@ -226,8 +225,6 @@ def cmd_budget_clear_block(args: argparse.Namespace) -> int:
 
 
 def _app_id(args: argparse.Namespace) -> str:
-    import os
-
     from polyv_connector.config import check_app_id
 
     app_id = (args.app_id or os.environ.get("POLYV_APP_ID", "")).strip()
@@ -335,10 +332,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code. With no ``argv`` this is the ``polyv-sync``
     program itself (its console script passes none): it then ends the process at once, see
     :func:`_end_program`."""
+    if argv is None:
+        lean_allocator(os.environ)
     code = _run(argv)
     if argv is None:
         _end_program(code)
     return code
+
+
+#: mimalloc (pyarrow's default memory pool) commits each new arena whole; with the sending
+#: threads each allocating, that was 40-50 MB of a 200,000-item run's peak of about 200 MB for
+#: no gain in time (docs/benchmarks.md). Read once, when pyarrow loads: the program sets it
+#: before it imports pyarrow, and a value in the environment wins.
+LEAN_ALLOCATOR = {"MIMALLOC_ARENA_EAGER_COMMIT": "0"}
+
+
+def lean_allocator(environ: MutableMapping[str, str]) -> None:
+    """Default the allocator settings of :data:`LEAN_ALLOCATOR` in ``environ`` (the program's own)."""
+    for name, value in LEAN_ALLOCATOR.items():
+        environ.setdefault(name, value)
 
 
 def _end_program(code: int) -> None:
@@ -349,8 +361,6 @@ def _end_program(code: int) -> None:
     took 0.3 s after the run's last answer (issue 22, docs/benchmarks.md). Logging and the
     standard streams are flushed first; nothing else registers work for exit.
     """
-    import os
-
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with suppress(OSError, ValueError):  # a closed pipe: nothing more can be said there
@@ -391,8 +401,6 @@ def _run(argv: Sequence[str] | None) -> int:
 
 
 def _one_line(text: str) -> str:
-    import os
-
     # Defence in depth: no message of ours holds the secret, but this one comes from anywhere.
     secret = os.environ.get("POLYV_APP_SECRET", "")
     if secret:

@@ -289,3 +289,21 @@ def test_the_program_ends_with_its_exit_code_and_everything_written(tmp_path, en
     assert "2 items: sent 1, failed 1" in done.stdout and "run page: " in done.stdout
     assert json.loads(summary.read_text())["exitCode"] == 1
     assert pq.read_table(tmp_path / "r.parquet").num_rows == 2 and (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize(("given", "seen"), [(None, "0"), ("1", "1")])
+def test_the_program_defaults_mimallocs_eager_arena_commit_off_before_pyarrow_loads(given, seen) -> None:
+    # 40-50 MB of a 200k-item run's peak memory (docs/benchmarks.md); a value in the
+    # environment wins, and main(argv) called from Python leaves the environment alone.
+    script = (
+        "import os, sys\nimport polyv_connector.cli as cli\n"
+        "cli._run = lambda argv: print(os.environ.get('MIMALLOC_ARENA_EAGER_COMMIT'), 'pyarrow' in sys.modules) or 0\n"
+        "cli.main(['--help'] if sys.argv[1:] else None)\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "MIMALLOC_ARENA_EAGER_COMMIT"}
+    if given is not None:
+        environ["MIMALLOC_ARENA_EAGER_COMMIT"] = given
+    program = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environ)
+    assert program.returncode == 0 and program.stdout.split() == [seen, "False"], program.stderr
+    called = subprocess.run([sys.executable, "-c", script, "x"], capture_output=True, text=True, env=environ)
+    assert called.stdout.split() == [given or "None", "False"], called.stderr
