@@ -143,6 +143,11 @@ def scalar(value: str | bytes | bool | int | float) -> pa.Scalar:
     return from_numpy(np.array([value], np.float64))[0]
 
 
+def null_strings(length: int) -> pa.Array:
+    """A string array of ``length`` nulls."""
+    return pa.nulls(length, pa.string())
+
+
 def null_string(type: pa.DataType | None = None) -> pa.Scalar:
     """A null scalar of ``type`` (default: string)."""
     return pa.nulls(1, type or pa.string())[0]

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from polyv_connector import reasons as codes
-from polyv_connector.arrowconv import null_string, scalar, strings
+from polyv_connector.arrowconv import null_string, null_strings, scalar, strings
 from polyv_connector.model import FIELD_ID, MAX_FIELD_ID_LENGTH, VALUE, VIEWER_ID
 
 REASON_SEPARATOR = "; "
@@ -23,14 +23,14 @@ def _reason_where(mask: pa.Array, reason: str) -> pa.Array:
     return pc.if_else(pc.fill_null(mask, scalar(False)), scalar(reason), null_string())
 
 
-def _id_checks(ids: pa.Array, name: str, blank_code: str, padded_code: str) -> list[tuple[str, pa.Array]]:
+def _id_masks(ids: pa.Array, name: str, blank_code: str, padded_code: str) -> list[tuple[str, str, pa.Array]]:
     trimmed = pc.utf8_trim_whitespace(ids)
     blank = pc.equal(trimmed, scalar(""))
     padded = pc.and_(pc.invert(blank), pc.not_equal(trimmed, ids))
     return [
-        (blank_code, _reason_where(pc.is_null(ids), f"{name} is null")),
-        (blank_code, _reason_where(blank, f"{name} is blank")),
-        (padded_code, _reason_where(padded, f"{name} has leading or trailing whitespace (trim it in the source)")),
+        (blank_code, f"{name} is null", pc.is_null(ids)),
+        (blank_code, f"{name} is blank", blank),
+        (padded_code, f"{name} has leading or trailing whitespace (trim it in the source)", padded),
     ]
 
 
@@ -48,15 +48,14 @@ def check_items_coded(items: pa.Table, known_fields: Collection[str] | None) -> 
     viewer = items.column(VIEWER_ID).combine_chunks()
     field_id = items.column(FIELD_ID).combine_chunks()
     value = items.column(VALUE).combine_chunks()
-    checks = _id_checks(viewer, VIEWER_ID, codes.BLANK_VIEWER_ID.code, codes.PADDED_VIEWER_ID.code)
-    checks += _id_checks(field_id, FIELD_ID, codes.BLANK_FIELD_ID.code, codes.PADDED_FIELD_ID.code)
+    # (code, reason, mask) per check, in the order the reasons are reported.
+    checks = _id_masks(viewer, VIEWER_ID, codes.BLANK_VIEWER_ID.code, codes.PADDED_VIEWER_ID.code)
+    checks += _id_masks(field_id, FIELD_ID, codes.BLANK_FIELD_ID.code, codes.PADDED_FIELD_ID.code)
     checks.append(
         (
             codes.FIELD_ID_TOO_LONG.code,
-            _reason_where(
-                pc.greater(pc.utf8_length(field_id), scalar(MAX_FIELD_ID_LENGTH).cast(pa.int32())),
-                f"{FIELD_ID} is longer than {MAX_FIELD_ID_LENGTH} characters",
-            ),
+            f"{FIELD_ID} is longer than {MAX_FIELD_ID_LENGTH} characters",
+            pc.greater(pc.utf8_length(field_id), scalar(MAX_FIELD_ID_LENGTH).cast(pa.int32())),
         )
     )
     if known_fields is not None:
@@ -67,14 +66,17 @@ def check_items_coded(items: pa.Table, known_fields: Collection[str] | None) -> 
         checks.append(
             (
                 codes.UNKNOWN_FIELD.code,
-                _reason_where(
-                    unknown,
-                    f"{FIELD_ID} does not exist in this POLYV account (create the field in POLYV or fix the id)",
-                ),
+                f"{FIELD_ID} does not exist in this POLYV account (create the field in POLYV or fix the id)",
+                unknown,
             )
         )
-    checks.append((codes.NULL_VALUE.code, _reason_where(pc.is_null(value), f"{VALUE} is null")))
-    return merge_reasons(*(r for _, r in checks)), pc.coalesce(*(code_where(r, c) for c, r in checks))
+    checks.append((codes.NULL_VALUE.code, f"{VALUE} is null", pc.is_null(value)))
+    if not any(pc.any(mask).as_py() for _, _, mask in checks):
+        # The usual chunk: every item passes. Its reasons and codes are all null, without the
+        # string arrays of each check and their merge (half the check's time at 200k items).
+        return null_strings(len(items)), null_strings(len(items))
+    reasons = [(code, _reason_where(mask, reason)) for code, reason, mask in checks]
+    return merge_reasons(*(r for _, r in reasons)), pc.coalesce(*(code_where(r, c) for c, r in reasons))
 
 
 def code_where(reasons: pa.Array, code: str) -> pa.Array:
