@@ -25,6 +25,8 @@ NOT_IN_A_PLAIN_RUN = (
     "MySQLdb",
     "sqlalchemy",
     "polyv_connector.simulator.server",  # the parser names the simulator command, nothing more
+    "polyv_connector.sources.sql",  # nor the SQL source and its warehouse modules
+    "polyv_connector.warehouse.confine",
 )
 
 SHOW = "print('LOADED', json.dumps(sorted(m for m in {names!r} if sys.modules.get(m) is not None)))"
