@@ -5,6 +5,7 @@ Pure functions over NumPy arrays indexed by item position in the run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,7 +95,7 @@ def _rows_text(rows: np.ndarray) -> str:
 
 def plan_duplicates(
     key_a: np.ndarray,
-    key_b: np.ndarray,
+    key_b_at: Callable[[np.ndarray], np.ndarray],
     value_fp: np.ndarray,
     eligible: np.ndarray,
 ) -> DuplicatePlan:
@@ -102,6 +103,9 @@ def plan_duplicates(
 
     Identical values: the first item (lowest position) is kept, the others are ``duplicate``.
     Conflicting values: every item of the key is ``rejected`` (reasons name the other rows).
+    ``key_b_at(positions)`` gives the second, independent key hash of the items at ``positions``
+    (ascending): asked only for the items whose ``key_a`` repeats, so that a run without
+    duplicates never computes it (a third of the plan's hashing).
     """
     empty = np.empty(0, dtype=np.int64)
     none = DuplicatePlan(empty, empty, empty, empty)
@@ -122,8 +126,10 @@ def plan_duplicates(
     )
     # Order candidates by (key_a, key_b, position): equal keys become adjacent runs, and the
     # first item of each run is the one kept.
-    order = candidates[np.lexsort((candidates, key_b[candidates], key_a[candidates]))]
-    ka, kb, fp = key_a[order], key_b[order], value_fp[order]
+    key_b = key_b_at(candidates)
+    by_key = np.lexsort((candidates, key_b, key_a[candidates]))
+    order = candidates[by_key]
+    ka, kb, fp = key_a[order], key_b[by_key], value_fp[order]
     new_group = np.concatenate(([True], (ka[1:] != ka[:-1]) | (kb[1:] != kb[:-1])))
     group = np.cumsum(new_group) - 1
     starts = np.flatnonzero(new_group)

@@ -53,3 +53,11 @@ def test_partitions_hash_each_viewer_and_put_blank_ones_in_partition_0() -> None
     parts = partitions_of(viewers, 7)
     assert list(parts) == [int(_hex("abc")[:8], 16) % 7, 0, 0, 0, int(_hex("中文")[:8], 16) % 7, parts[0]]
     assert parts.dtype == np.int64
+
+
+@pytest.mark.parametrize("family", ["xxh3", "md5"])
+def test_first_key_hashes_are_the_first_of_key_hashes(family) -> None:
+    from polyv_connector.fingerprints import first_key_hashes, key_hashes
+
+    viewers, fields = pa.array(["v1", None, "v:1", "v1"]), pa.array(["F", "F", "", None])
+    assert first_key_hashes(viewers, fields, family).tolist() == key_hashes(viewers, fields, family)[0].tolist()

@@ -10,7 +10,7 @@ def test_first_hash_collision_does_not_merge_different_keys() -> None:
     ka = np.array([7, 7, 7], np.uint64)
     kb = np.array([1, 2, 1], np.uint64)
     fp = np.array([5, 6, 5], np.uint64)
-    plan = plan_duplicates(ka, kb, fp, np.ones(3, bool))
+    plan = plan_duplicates(ka, kb.__getitem__, fp, np.ones(3, bool))
     assert plan.duplicate.tolist() == [2] and plan.conflicting.tolist() == []
     assert "duplicate of row 0" in plan.reasons()[2]
 
@@ -20,7 +20,7 @@ def test_conflicts_name_the_other_rows_and_ineligible_items_are_ignored() -> Non
     kb = np.zeros(4, np.uint64)
     fp = np.array([1, 2, 3, 9], np.uint64)
     eligible = np.array([True, True, True, False])
-    plan = plan_duplicates(ka, kb, fp, eligible)
+    plan = plan_duplicates(ka, kb.__getitem__, fp, eligible)
     assert sorted(plan.conflicting.tolist()) == [0, 1, 2]
     reasons = plan.reasons()
     assert "rows 1, 2" in reasons[0]
@@ -30,7 +30,9 @@ def test_conflicts_name_the_other_rows_and_ineligible_items_are_ignored() -> Non
 def test_wide_form_reasons_name_source_rows_not_item_positions() -> None:
     # 2 items per row: positions 1 and 5 are rows 0 and 2.
     ka = np.array([1, 9, 2, 3, 4, 9], np.uint64)
-    plan = plan_duplicates(ka, np.zeros(6, np.uint64), np.array([0, 7, 0, 0, 0, 7], np.uint64), np.ones(6, bool))
+    plan = plan_duplicates(
+        ka, np.zeros(6, np.uint64).__getitem__, np.array([0, 7, 0, 0, 0, 7], np.uint64), np.ones(6, bool)
+    )
     assert plan.duplicate.tolist() == [5]
     assert "duplicate of row 0" in plan.reasons(items_per_row=2)[5]
 
@@ -38,9 +40,26 @@ def test_wide_form_reasons_name_source_rows_not_item_positions() -> None:
 def test_many_duplicates_keep_the_first_of_each_group() -> None:
     n = 200_000
     ka = np.repeat(np.arange(n // 2, dtype=np.uint64), 2)
-    plan = plan_duplicates(ka, np.zeros(n, np.uint64), np.zeros(n, np.uint64), np.ones(n, bool))
+    plan = plan_duplicates(ka, np.zeros(n, np.uint64).__getitem__, np.zeros(n, np.uint64), np.ones(n, bool))
     assert plan.duplicate.tolist() == list(range(1, n, 2))
     assert plan.duplicate_of.tolist() == list(range(0, n, 2))
+
+
+def test_the_second_key_hash_is_asked_only_for_items_whose_first_repeats() -> None:
+    ka = np.array([4, 7, 5, 7, 6, 7, 8], np.uint64)
+    kb = np.array([0, 1, 0, 2, 0, 1, 0], np.uint64)
+    asked: list[list[int]] = []
+
+    def key_b_at(positions: np.ndarray) -> np.ndarray:
+        asked.append(positions.tolist())
+        return kb[positions]
+
+    eligible = np.ones(7, bool)
+    plan = plan_duplicates(ka, key_b_at, np.zeros(7, np.uint64), eligible)
+    assert asked == [[1, 3, 5]] and plan.duplicate.tolist() == [5] and plan.duplicate_of.tolist() == [1]
+    asked.clear()
+    plan_duplicates(np.arange(7, dtype=np.uint64), key_b_at, np.zeros(7, np.uint64), eligible)
+    assert asked == []
 
 
 def test_unchanged_only_when_key_and_fingerprint_match() -> None:

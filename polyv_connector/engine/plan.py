@@ -17,7 +17,7 @@ from polyv_connector.config import ColumnMapping, SyncOptions
 from polyv_connector.engine.changes import KIND_NAMES
 from polyv_connector.engine.ledger import REASON, REASON_CODE, SPILL_SCHEMA, Ledger, spill_batches
 from polyv_connector.errors import InputError
-from polyv_connector.fingerprints import HashFamily, key_hashes, value_fingerprints
+from polyv_connector.fingerprints import HashFamily, first_key_hashes, key_hashes, value_fingerprints
 from polyv_connector.items.checks import check_items_coded, code_where, merge_reasons
 from polyv_connector.items.convert import convert_items
 from polyv_connector.items.text import UnsupportedColumn
@@ -125,7 +125,6 @@ def plan_pass(
 ) -> Ledger:
     """Read, check and hash the input (keys and values in the state's hash ``family``)."""
     key_a: list[np.ndarray] = []
-    key_b: list[np.ndarray] = []
     fps: list[np.ndarray] = []
     rejected: list[np.ndarray] = []
     known: list[np.ndarray] = []  # with the diff in the warehouse: what the state holds (KNOWN_COLUMN)
@@ -170,9 +169,11 @@ def plan_pass(
             if extra is not None:
                 reasons = merge_reasons(reasons, extra)
                 codes = pc.coalesce(codes, code_where(extra, reason_codes.EXPECTATION_FAILED.code))
-            a, b = key_hashes(items.column(VIEWER_ID).combine_chunks(), items.column(FIELD_ID).combine_chunks(), family)
-            key_a.append(a)
-            key_b.append(b)
+            key_a.append(
+                first_key_hashes(
+                    items.column(VIEWER_ID).combine_chunks(), items.column(FIELD_ID).combine_chunks(), family
+                )
+            )
             fps.append(value_fingerprints(items.column(VALUE).combine_chunks(), family))
             rejected.append(to_numpy(reasons.is_valid()))
             spill.write_table(
@@ -196,12 +197,29 @@ def plan_pass(
     if known:
         ledger.known_in_source = cat(known, np.uint8)
     items_per_row = max(1, len(options.mapping.fields))
-    dup = plan_duplicates(ledger.key_a, cat(key_b, np.uint64), ledger.fp, ledger.status == PENDING)
-    del key_b  # the second key hash only serves duplicate detection: free it before the diff
+    dup = plan_duplicates(
+        ledger.key_a,
+        lambda positions: second_key_hashes_at(spill_path, positions, family),
+        ledger.fp,
+        ledger.status == PENDING,
+    )
     ledger.status[dup.duplicate] = STATUS_CODE["duplicate"]
     ledger.status[dup.conflicting] = STATUS_CODE["rejected"]
     ledger.notes = PlanNotes.from_plan(dup, items_per_row)
     return ledger
+
+
+def second_key_hashes_at(spill_path: Path, positions: np.ndarray, family: HashFamily) -> np.ndarray:
+    """The second key hash of the spilled items at ``positions`` (ascending), read back from the
+    spill: only duplicate candidates need it, so the plan pass does not compute it for all."""
+    out = np.empty(len(positions), dtype=np.uint64)
+    for offset, rb in spill_batches(spill_path):
+        lo, hi = np.searchsorted(positions, [offset, offset + rb.num_rows])
+        if lo == hi:
+            continue
+        idx = from_numpy(positions[lo:hi] - offset)
+        out[lo:hi] = key_hashes(rb.column(VIEWER_ID).take(idx), rb.column(FIELD_ID).take(idx), family)[1]
+    return out
 
 
 def rejected_fraction_gate(ledger: Ledger, options: SyncOptions) -> list[str]:

@@ -100,6 +100,18 @@ def test_duplicates_identical_sent_once_conflicting_all_rejected(tmp_path, sim, 
     assert sum(len(b) for b in sim.received_batches) == 2
 
 
+def test_duplicates_found_across_chunks_of_the_spill(tmp_path, sim, creds) -> None:
+    # The second key hash of the candidates is read back from the spill, chunk by chunk.
+    rows = [(f"v{i}", "PAY_STATUS", f"x{i}") for i in range(20)]
+    rows += [("v3", "PAY_STATUS", "x3"), ("v18", "PAY_STATUS", "other"), ("v3", "PAY_STATUS", "x3")]
+    res, rep = run(tmp_path, creds, rows, read_batch_rows=7)
+    r = by_row(rep)
+    assert [r[i]["status"] for i in (3, 20, 22)] == ["sent", "duplicate", "duplicate"]
+    assert [r[i]["status"] for i in (18, 21)] == ["rejected", "rejected"]
+    assert "duplicate of row 3" in r[22]["reason"] and "rows 21" in r[18]["reason"]
+    assert res.counts["sent"] == 19
+
+
 UNICODE_VALUES = [
     "已支付",
     "مرحبا بالعالم",
