@@ -133,6 +133,29 @@ def value_fingerprints(values: pa.Array, family: HashFamily = "xxh3") -> np.ndar
     return fps
 
 
+class ValueFingerprinter:
+    """:func:`value_fingerprints` of a run's chunks, each distinct value hashed once.
+
+    Viewer attributes repeat (a payment status, a tier): hashing a chunk's distinct values and
+    spreading them was 5x faster on 200,000 values of about 1,000 distinct ones. Where values
+    are mostly distinct the dictionary only costs, so after a chunk with more distinct values
+    than half its items the rest of the run hashes each value.
+    """
+
+    def __init__(self, family: HashFamily = "xxh3") -> None:
+        self.family = family
+        self.by_distinct = True
+
+    def __call__(self, values: pa.Array) -> np.ndarray:
+        if not self.by_distinct:
+            return value_fingerprints(values, self.family)
+        encoded = pc.fill_null(values, scalar("")).dictionary_encode()
+        if 2 * len(encoded.dictionary) > len(values):
+            self.by_distinct = False
+        fps: np.ndarray = value_fingerprints(encoded.dictionary, self.family)[to_numpy(encoded.indices)]
+        return fps
+
+
 def md5_value_fingerprint(md5_hex: str) -> int:
     """The ``md5`` family's fingerprint of a value whose MD5 hex digits are ``md5_hex``."""
     return int(md5_hex[:16], 16) or 1

@@ -61,3 +61,18 @@ def test_first_key_hashes_are_the_first_of_key_hashes(family) -> None:
 
     viewers, fields = pa.array(["v1", None, "v:1", "v1"]), pa.array(["F", "F", "", None])
     assert first_key_hashes(viewers, fields, family).tolist() == key_hashes(viewers, fields, family)[0].tolist()
+
+
+@pytest.mark.parametrize("family", ["xxh3", "md5"])
+def test_fingerprinting_each_distinct_value_once_gives_every_values_own(family) -> None:
+    from polyv_connector.fingerprints import ValueFingerprinter, value_fingerprints
+
+    fingerprint = ValueFingerprinter(family)
+    repeated = pa.array(["paid", None, "paid", "", "未付", "paid"] * 10)
+    assert fingerprint(repeated).tolist() == value_fingerprints(repeated, family).tolist()
+    assert fingerprint.by_distinct
+    distinct = pa.array([f"v{i}" for i in range(9)] + [None])
+    assert fingerprint(distinct).tolist() == value_fingerprints(distinct, family).tolist()
+    assert not fingerprint.by_distinct  # mostly distinct: the rest of the run hashes each value
+    assert fingerprint(repeated).tolist() == value_fingerprints(repeated, family).tolist()
+    assert fingerprint(pa.array([], pa.string())).tolist() == []

@@ -17,7 +17,7 @@ from polyv_connector.config import ColumnMapping, SyncOptions
 from polyv_connector.engine.changes import KIND_NAMES
 from polyv_connector.engine.ledger import REASON, REASON_CODE, SPILL_SCHEMA, Ledger, spill_batches
 from polyv_connector.errors import InputError
-from polyv_connector.fingerprints import HashFamily, first_key_hashes, key_hashes, value_fingerprints
+from polyv_connector.fingerprints import HashFamily, ValueFingerprinter, first_key_hashes, key_hashes
 from polyv_connector.items.checks import check_items_coded, code_where, merge_reasons
 from polyv_connector.items.convert import convert_items
 from polyv_connector.items.text import UnsupportedColumn
@@ -129,6 +129,7 @@ def plan_pass(
     rejected: list[np.ndarray] = []
     known: list[np.ndarray] = []  # with the diff in the warehouse: what the state holds (KNOWN_COLUMN)
     first_row = 0
+    fingerprint = ValueFingerprinter(family)
     progress.start("planning", 0)
     create_file(spill_path)  # a full copy of the input: readable by the owner only
     with pa.OSFile(str(spill_path), "wb") as sink, pa.ipc.new_file(sink, SPILL_SCHEMA) as spill:
@@ -174,7 +175,7 @@ def plan_pass(
                     items.column(VIEWER_ID).combine_chunks(), items.column(FIELD_ID).combine_chunks(), family
                 )
             )
-            fps.append(value_fingerprints(items.column(VALUE).combine_chunks(), family))
+            fps.append(fingerprint(items.column(VALUE).combine_chunks()))
             rejected.append(to_numpy(reasons.is_valid()))
             spill.write_table(
                 items.append_column(SPILL_SCHEMA.field(REASON), reasons).append_column(
