@@ -297,7 +297,9 @@ def _plain(text: str) -> str:
     return re.sub(r":\w+:`([^`]*)`", r"\1", text).replace("``", "")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only_run: bool = False) -> argparse.ArgumentParser:
+    """The ``polyv-sync`` parser; ``only_run``: with the ``run`` command alone (a run's start does
+    not build, nor import, the other commands' parsers)."""
     doc = _plain(__doc__ or "")
     parser = argparse.ArgumentParser(
         prog="polyv-sync",
@@ -315,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_arguments(run)
     run.set_defaults(func=cmd_run)
+    if only_run:
+        return parser
     from polyv_connector.cli_plan import add_plan_commands
 
     add_plan_commands(sub)
@@ -369,7 +373,9 @@ def _end_program(code: int) -> None:
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
+    tokens = sys.argv[1:] if argv is None else list(argv)
+    command = next((t for t in tokens if not t.startswith("-")), None)
+    parser = build_parser(only_run=command == "run")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -68,3 +68,14 @@ assert main(["run", "--input", {str(src)!r}, "--report", {str(report)!r}]) == 0
 """
     assert _loaded(code, env, ("pandas", *NOT_IN_A_PLAIN_RUN)) == []
     assert report.with_suffix(".html").exists()  # the page was drawn, without a chart library
+
+
+def test_a_run_builds_no_other_commands_parser(tmp_path: Path, env: dict[str, str]) -> None:
+    code = f"""
+from polyv_connector import cli
+cli.cmd_run = lambda args: 0
+assert cli.main(["-v", "run", "--input", "x.parquet", "--report", {str(tmp_path / "r.parquet")!r}]) == 0
+"""
+    others = ("polyv_connector.cli_plan", "polyv_connector.history", "polyv_connector.simulator.cli")
+    assert _loaded(code, env, others) == []
+    assert _loaded("from polyv_connector import cli\ncli.build_parser()", env, others) == list(others)
