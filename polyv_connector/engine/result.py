@@ -158,9 +158,9 @@ def zero_rows_warning(source: object) -> str:
 def new_run_id(clock: Callable[[], float] = time.time) -> str:
     """``20261207T085443Z-1f4a2b3c``: the start second, then the millisecond in three hex digits
     and five random ones, so that run ids sort by start even when two runs share a second."""
-    now = clock()
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-    millis = int((now % 1) * 1000)
+    # One integer for both parts: the second and the millisecond never disagree.
+    seconds, millis = divmod(int(clock() * 1000), 1000)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(seconds))
     return f"{stamp}-{millis:03x}{uuid.uuid4().hex[:5]}"
 
 
