@@ -36,6 +36,7 @@ import hashlib
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -52,7 +53,7 @@ from polyv_connector.state.lease_lock import LeaseLock
 from polyv_connector.state.locks import LockMode
 from polyv_connector.state.partition_rules import acquire_slice
 from polyv_connector.state.pg_lock import PgAdvisoryLock
-from polyv_connector.state.store import MetaRecord, Opening
+from polyv_connector.state.store import MetaRecord, Opening, Recorded
 from polyv_connector.state.table_migration import LEGACY_SCHEMA, legacy_projection, migrate_legacy
 from polyv_connector.warehouse import dbapi
 from polyv_connector.warehouse.dialect import (
@@ -439,6 +440,22 @@ class SqlStateTable(Opening):
                 gone.discard(k)
             else:
                 gone.add(k)
+
+    def record_many(self, batches: Sequence[Recorded]) -> None:
+        """Several batches as one :meth:`record` (one transaction, one bulk insert) when no key
+        is in two of them, so that the result is that of recording them in order; else one
+        :meth:`record` each."""
+        if len(batches) == 1:
+            keys, fps, _, _ = batches[0]
+            self.record(keys, fps)
+            return
+        keys = np.concatenate([np.asarray(b[0], np.uint64) for b in batches])
+        ordered = np.sort(keys)
+        if np.any(ordered[1:] == ordered[:-1]):  # a key twice: the last write of it must win
+            for keys, fps, _, _ in batches:
+                self.record(keys, fps)
+            return
+        self.record(keys, np.concatenate([np.asarray(b[1], np.uint64) for b in batches]))
 
     def _insert(self, cur: Any, keys: np.ndarray, fps: np.ndarray) -> None:
         """Append rows (this account, ``keys``, ``fps``) by the engine's fastest path."""

@@ -49,6 +49,30 @@ def test_state_table_roundtrip_markers_and_apps(pg_schema) -> None:
 
 
 @pytest.mark.postgres
+def test_several_confirmed_batches_in_one_write_end_as_if_recorded_in_order(pg_schema) -> None:
+    from polyv_connector.partitioning import WHOLE
+    from polyv_connector.state.store import StateRun
+    from polyv_connector.state.table import SqlStateTable
+
+    table = f"{pg_schema}.state"
+    st = SqlStateTable(_connect, table, "app-a")
+    run = StateRun(st, "run1", WHOLE, 1, dry_run=False)
+    u = np.uint64
+    run.record(np.array([1, 2, 3, 4], u), np.zeros(4, u))  # the chunk's pre-mark
+    run.record_many(
+        [(np.array([1, 2], u), np.array([11, 12], u), 1.0, None), (np.array([3], u), np.array([13], u), 2.0, None)]
+    )
+    # A key in two batches: the last confirmation wins, as recorded one by one.
+    run.record_many(
+        [(np.array([4], u), np.array([14], u), 3.0, None), (np.array([4], u), np.array([24], u), 4.0, None)]
+    )
+    st.finish()
+    keys, fps = SqlStateTable(_connect, table, "app-a").load()
+    assert dict(zip(keys.tolist(), fps.tolist(), strict=True)) == {1: 11, 2: 12, 3: 13, 4: 24}
+    assert pg_rows(f"SELECT count(*) FROM {table}") == [(4,)]
+
+
+@pytest.mark.postgres
 def test_dry_run_does_not_create_the_state_table(pg_schema) -> None:
     from polyv_connector.state.table import SqlStateTable
 
