@@ -73,6 +73,51 @@ def test_several_confirmed_batches_in_one_write_end_as_if_recorded_in_order(pg_s
 
 
 @pytest.mark.postgres
+def test_pre_marks_delete_only_keys_that_may_have_a_row(pg_schema) -> None:
+    """A first run's pre-marks delete nothing (no key has a row); a key confirmed earlier in
+    the run, or loaded from the state, is deleted when it is pre-marked again."""
+    import io
+
+    import psycopg2
+    import psycopg2.extras
+
+    from polyv_connector.partitioning import WHOLE
+    from polyv_connector.state.store import StateRun
+    from polyv_connector.state.table import SqlStateTable
+
+    statements = io.StringIO()
+
+    def connect() -> Any:
+        conn = psycopg2.connect(PG_DSN, connection_factory=psycopg2.extras.LoggingConnection)
+        conn.initialize(statements)
+        return conn
+
+    def deletes() -> list[str]:
+        found = [line for line in statements.getvalue().splitlines() if line.startswith(f"DELETE FROM {table} ")]
+        statements.seek(0)
+        statements.truncate()
+        return found
+
+    table, u = f"{pg_schema}.state", np.uint64
+    first = StateRun(SqlStateTable(connect, table, "app-a"), "run1", WHOLE, 1, dry_run=False)
+    first.load()
+    keys = np.arange(1, 2001, dtype=u)
+    first.record(keys, np.zeros(2000, u))  # the chunk's pre-mark
+    assert deletes() == []
+    first.record(keys[:1000], keys[:1000] + u(100))  # confirmed
+    first.record(keys[:1], np.zeros(1, u))  # the same key sent again in this run
+    assert deletes() == [f'DELETE FROM {table} WHERE "acct" = {first.store.acct} AND "key" IN (1)']
+    first.store.finish()
+    rerun = StateRun(SqlStateTable(connect, table, "app-a"), "run2", WHOLE, 2, dry_run=False)
+    loaded, _ = rerun.load()
+    assert loaded.tolist() == list(range(2, 1001))
+    rerun.record(np.array([5, 1500], u), np.zeros(2, u))  # 5 has a row, 1500 never had one
+    assert [d.rsplit("IN ", 1)[1] for d in deletes()] == ["(5)"]
+    rerun.store.finish()
+    assert len(SqlStateTable(connect, table, "app-a").load()[0]) == 998
+
+
+@pytest.mark.postgres
 def test_dry_run_does_not_create_the_state_table(pg_schema) -> None:
     from polyv_connector.state.table import SqlStateTable
 
