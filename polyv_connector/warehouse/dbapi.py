@@ -105,6 +105,17 @@ def resolve(
 NUL_ESCAPE = "\\x00"
 
 
+def _may_hold_nul(column: pa.Array | pa.ChunkedArray) -> bool:
+    """False when no string of ``column`` can hold NUL: no zero byte in its data buffers (a
+    scan at memory speed; a slice's buffer may hold other values too, so True may be wrong)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    for chunk in chunks:
+        data = chunk.buffers()[2]
+        if data is not None and data.size and np.frombuffer(data, np.uint8).min() == 0:
+            return True
+    return False
+
+
 def escape_nul(data: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
     """``data`` with NUL characters in its string columns written as :data:`NUL_ESCAPE`.
 
@@ -115,7 +126,11 @@ def escape_nul(data: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
     columns = list(data.columns)
     changed = False
     for i, column in enumerate(columns):
-        if pa.types.is_string(column.type) and pc.any(pc.match_substring(column, "\x00")).as_py():
+        if (
+            pa.types.is_string(column.type)
+            and _may_hold_nul(column)
+            and pc.any(pc.match_substring(column, "\x00")).as_py()
+        ):
             columns[i] = pc.replace_substring(column, "\x00", NUL_ESCAPE)
             changed = True
     if not changed:
