@@ -33,10 +33,13 @@ if TYPE_CHECKING:
 
     from polyv_connector.state.store import StateRun
 
-#: Confirmations allowed to wait for the writer before :meth:`StateWriter.confirm` waits.
-MAX_PENDING = 4
+#: Confirmations allowed to wait for the writer before :meth:`StateWriter.confirm` waits: also
+#: how many a slow store writes together (a state table's 1M confirmations took 10 s in groups
+#: of one batch, 6 s in groups of five, on PostgreSQL; bench/bench_dag.py). A kill -9 loses at
+#: most these: their keys stay unconfirmed, and the next run sends them again.
+MAX_PENDING = 16
 #: Queued confirmations written together at most (:meth:`StateRun.record_many`).
-MAX_COALESCED = 16
+MAX_COALESCED = MAX_PENDING
 
 
 class StateWriteError(RuntimeError):
