@@ -477,6 +477,10 @@ class SqlStateTable(Opening):
         """Append rows (this account, ``keys``, ``fps``) by the engine's fastest path."""
         d, q = self._d(), self._q
         columns = ", ".join(q(c) for c in WRITTEN)
+        if self._is_postgres:
+            acct = np.full(len(keys), self.acct, np.int64)
+            dbapi.copy_int64_into(cur, self.table, columns, [acct, keys.view(np.int64), fps.view(np.int64)])
+            return
         rows = pa.table(
             {
                 "acct": pa.array(np.full(len(keys), self.acct, np.int64)),
@@ -484,9 +488,6 @@ class SqlStateTable(Opening):
                 "fp": pa.array(fps.view(np.int64)),
             }
         )
-        if self._is_postgres:
-            dbapi.copy_into(cur, self.table, columns, rows)
-            return
         if d.name == "duckdb" and hasattr(cur, "register"):
             # DuckDB reads the Arrow table in place: no SQL text, no row-by-row binding.
             view = f"polyv_rows_{uuid.uuid4().hex[:8]}"

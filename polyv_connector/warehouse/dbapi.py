@@ -155,6 +155,33 @@ def copy_into(cur: Any, table: str, columns_sql: str, data: pa.Table | pa.Record
             copy.write(buf.getbuffer())
 
 
+#: PostgreSQL's binary COPY: signature, flags, header extension length; and the trailer.
+_PG_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_PG_BINARY_TRAILER = b"\xff\xff"
+
+
+def copy_int64_into(cur: Any, table: str, columns_sql: str, columns: list[np.ndarray]) -> None:
+    """Append rows of 64-bit integers (one array per column, none null) with PostgreSQL's
+    binary ``COPY``: NumPy lays the rows out (field count, then length and big-endian value of
+    each field), so no number is printed or parsed as text."""
+    n = len(columns[0])
+    layout = [("fields", ">i2")]
+    for i in range(len(columns)):
+        layout += [(f"len{i}", ">i4"), (f"value{i}", ">i8")]
+    rows = np.empty(n, np.dtype(layout))
+    rows["fields"] = len(columns)
+    for i, values in enumerate(columns):
+        rows[f"len{i}"] = 8
+        rows[f"value{i}"] = np.asarray(values, np.int64)
+    data = _PG_BINARY_HEADER + rows.tobytes() + _PG_BINARY_TRAILER
+    sql = f"COPY {table} ({columns_sql}) FROM STDIN WITH (FORMAT binary)"
+    if hasattr(cur, "copy_expert"):  # psycopg2
+        cur.copy_expert(sql, io.BytesIO(data))
+    else:  # psycopg 3
+        with cur.copy(sql) as copy:
+            copy.write(data)
+
+
 def check_charset(conn: Any, setting: str) -> str | None:
     """Warn when ``conn`` would lose characters (:meth:`Dialect.charset_problem
     <polyv_connector.warehouse.dialect.Dialect.charset_problem>`: a MySQL/MariaDB connection
