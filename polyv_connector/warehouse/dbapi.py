@@ -140,8 +140,34 @@ def escape_nul(data: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
     return pa.Table.from_arrays(columns, schema=data.schema)
 
 
+def _timestamps_as_text(data: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
+    """``data`` with each timestamp column as the text the CSV writer would print for it.
+
+    The CSV writer formats every timestamp on its own (four fifths of a report slice's CSV
+    time, for its ``syncedAt``); a column repeats a few distinct times (one per answer), so
+    each distinct one is formatted once (the same cast to text the writer uses) and taken."""
+    columns = list(data.columns)
+    fields = list(data.schema)
+    changed = False
+    for i, column in enumerate(columns):
+        if pa.types.is_timestamp(column.type):
+            values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+            encoded = pc.dictionary_encode(values)
+            columns[i] = pc.cast(encoded.dictionary, pa.string()).take(encoded.indices)
+            fields[i] = pa.field(fields[i].name, pa.string())
+            changed = True
+    if not changed:
+        return data
+    schema = pa.schema(fields)
+    if isinstance(data, pa.RecordBatch):
+        return pa.record_batch(columns, schema=schema)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def copy_into(cur: Any, table: str, columns_sql: str, data: pa.Table | pa.RecordBatch) -> None:
     """Append ``data`` with PostgreSQL's ``COPY ... FROM STDIN`` (psycopg2 or psycopg 3)."""
+    # The same text in quotes: PostgreSQL's CSV reads a quoted timestamp as the bare one.
+    data = _timestamps_as_text(data)
     buf = io.BytesIO()
     # Arrow quotes every string and leaves nulls as bare empty fields, which is exactly how
     # PostgreSQL's CSV format tells NULL ("") from an empty string ('""').
