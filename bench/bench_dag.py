@@ -71,6 +71,7 @@ class Run:
     state: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     load: float = 0.0
+    ok: bool = False  # succeeded, every item sent, one report row each
 
 
 # ----------------------------------------------------------------- the warehouse
@@ -278,7 +279,8 @@ def one_run(
     expected = items if run.input == "full" else 0
     rows = pg(f"SELECT count(*) FROM {report}")[0][0] if run.state else -1
     sent = run.summary.get("counts", {}).get("sent")
-    if run.state != "success" or sent != expected or rows != expected:
+    run.ok = run.state == "success" and sent == expected and rows == expected
+    if not run.ok:
         tail = log.read_text(errors="replace")[-3000:]
         print(f"  !! {tag}: state {run.state}, sent {sent}, report rows {rows} (expected {expected}):\n{tail}")
     # Each run's tables go once checked: a first run each time, and the disk does not fill.
@@ -372,6 +374,8 @@ def main() -> None:
                         n += 1
         figures = report(runs, args.items, args.rps)
         print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if not all(r.ok for r in runs):
+            raise SystemExit("some runs failed (see !! above): their figures mean nothing")
         if args.json:
             figures["runs"] = [r.__dict__ for r in runs]
             args.json.write_text(json.dumps(figures, indent=1, default=str))
