@@ -42,4 +42,5 @@ class RowFilter:
     def may_have_row(self, keys: np.ndarray) -> np.ndarray:
         """A boolean mask over ``keys``: False only for keys that surely have no row."""
         byte, bit = _buckets(keys)
-        return ((self._bits[byte] >> bit) & 1).astype(bool)
+        mask: np.ndarray = ((self._bits[byte] >> bit) & 1).astype(bool)
+        return mask
