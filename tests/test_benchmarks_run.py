@@ -106,3 +106,19 @@ def test_bench_plan_runs_on_a_tiny_size() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ratio plan / dry run" in proc.stdout and "bytes per item" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_bench_dag_runs_on_tiny_sizes() -> None:
+    """The warehouse DAG through Airflow, full and empty input: every run succeeds and is checked."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_dag.py"), "--items", "3000", "--pairs", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "this: task time" in proc.stdout and "!!" not in proc.stdout

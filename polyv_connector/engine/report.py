@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,6 +242,11 @@ class ReportWriter:
     pending take them). A row's ``syncedAt`` without an answer of its own is the time its slice
     was written.
 
+    The slices written ahead go to the sink through :class:`AheadSink`, a thread of its own: a
+    report table's COPY of a slice (CSV, a round trip, the table's indexes) no longer holds the
+    sending loop up; the rows still reach the sink in order, one write at a time, and
+    :meth:`finish` waits for them before it writes anything else.
+
     :meth:`ahead` runs on the sending thread, where a signal may interrupt it anywhere: the
     writer keeps only where it is (chunk, row) between calls (no generator a raise would end),
     and a slice interrupted between its tally and the end of its write leaves the writer *torn*. A
@@ -264,6 +271,7 @@ class ReportWriter:
         self._held: tuple[int, pa.RecordBatch] | None = None
         self._torn = False
         self._failed: BaseException | None = None
+        self._ahead_sink: AheadSink | None = None
         self.tally = Tally(tags.rows)
 
     def _chunk(self) -> pa.RecordBatch | None:
@@ -286,7 +294,9 @@ class ReportWriter:
         try:
             rb = self._chunk()
             if rb is not None and not np.any(self._ledger.status[self._offset : self._offset + rb.num_rows] == PENDING):
-                self._write(rb, Closing(), now)
+                if self._ahead_sink is None and self._report is not None:
+                    self._ahead_sink = AheadSink(self._report)
+                self._write(rb, Closing(), now, self._ahead_sink)
         except Exception as exc:  # raised again by finish(), which falls back
             log.warning("writing the report while sending failed: %s: %s", type(exc).__name__, exc)
             self._failed = exc
@@ -294,6 +304,9 @@ class ReportWriter:
     def finish(self, closing: Closing, now: float) -> Tally:
         """Write the remaining chunks with ``closing``, close the sink, and return the tally."""
         try:
+            ahead, self._ahead_sink = self._ahead_sink, None
+            if ahead is not None:
+                ahead.close()  # the slices written ahead are in the sink (or its error is raised)
             if self._failed is not None:
                 raise self._failed
             if self._torn:
@@ -307,15 +320,16 @@ class ReportWriter:
             self._report.close()
         return self.tally
 
-    def _write(self, rb: pa.RecordBatch, closing: Closing, now: float) -> None:
-        """Write the next slice of chunk ``rb`` (at most :data:`AHEAD_ROWS` rows)."""
+    def _write(self, rb: pa.RecordBatch, closing: Closing, now: float, sink: AheadSink | None = None) -> None:
+        """Write the next slice of chunk ``rb`` (at most :data:`AHEAD_ROWS` rows), to ``sink``
+        if given, else to the report sink itself."""
         part = rb.slice(self._row, AHEAD_ROWS)
         batch = report_batch(self._offset + self._row, part, self._ledger, closing, now, self._run_id, self._tags)
         self._torn = True  # until the slice is tallied, written and counted as written
         self.tally.add(batch)
         kept = self.tally.keep(batch)
         if self._report is not None and kept.num_rows:
-            self._report.write(kept)
+            (sink or self._report).write(kept)
         self._row += part.num_rows
         if self._row >= rb.num_rows:
             self._index += 1
@@ -324,6 +338,58 @@ class ReportWriter:
         self._torn = False
         del batch, kept, part
         pa.default_memory_pool().release_unused()  # the slice's temporaries: see plan_pass
+
+
+class AheadSinkError(RuntimeError):
+    """The report sink failed in :class:`AheadSink`'s thread (its cause is chained)."""
+
+
+#: Slices waiting for :class:`AheadSink`'s thread before a write waits for room (about 25 MB of
+#: report rows at most): with 2, a report table's COPY held the sending loop up 7 s of a 1M
+#: first run; with 8 its tail is written after the last answer instead (bench/bench_dag.py).
+AHEAD_PENDING = 8
+
+
+class AheadSink:
+    """Writes the slices a :class:`ReportWriter` writes ahead to its sink from a thread of its
+    own, in order. At most :data:`AHEAD_PENDING` slices wait (then :meth:`write` waits: a slow
+    sink slows sending rather than holding an ever longer queue). The first failed write stops
+    it (later slices are dropped) and is raised, wrapped in :class:`AheadSinkError`, by the next
+    :meth:`write` or by :meth:`close`; the report is then written again elsewhere (see
+    :func:`report_with_fallback`)."""
+
+    def __init__(self, sink: ReportSink) -> None:
+        self._sink = sink
+        self._jobs: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=AHEAD_PENDING)
+        self._error: BaseException | None = None
+        # A daemon: a sink stuck in a hung database must not hold a stopped process hostage.
+        self._thread = threading.Thread(target=self._work, name="polyv-report-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (batch := self._jobs.get()) is not None:
+            if self._error is None:
+                try:
+                    self._sink.write(batch)
+                except BaseException as exc:  # raised on the sending thread (check)
+                    self._error = exc
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise AheadSinkError(
+                f"writing the report failed: {type(self._error).__name__}: {self._error}"
+            ) from self._error
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Queue ``batch`` for the sink (waits while :data:`AHEAD_PENDING` are queued)."""
+        self._check()
+        self._jobs.put(batch)
+
+    def close(self) -> None:
+        """Wait until every queued slice is in the sink; raise if a write failed."""
+        self._jobs.put(None)
+        self._thread.join()
+        self._check()
 
 
 def _result_columns(ledger: Ledger, ridx: np.ndarray) -> tuple[pa.Array, dict[str, pa.Array]]:

@@ -8,7 +8,9 @@ writer thread, in the order it was asked for:
   until the write is durable, as before, so nothing leaves before its pre-mark stands;
 * :meth:`StateWriter.confirm` (a batch POLYV confirmed) returns at once; at most
   ``max_pending`` confirmations wait, then it waits for room (a slow state slows sending
-  rather than holding an ever longer queue that a kill -9 would lose).
+  rather than holding an ever longer queue that a kill -9 would lose). The confirmations
+  waiting when the writer turns to them are written together, in their order
+  (:meth:`~polyv_connector.state.store.StateRun.record_many`: one transaction for a table).
 
 A confirmation that a kill -9 catches in the queue is lost like one whose answer was still on
 its way: the state does not record it, the key stays unconfirmed (its pre-mark stands) and the
@@ -31,8 +33,13 @@ if TYPE_CHECKING:
 
     from polyv_connector.state.store import StateRun
 
-#: Confirmations allowed to wait for the writer before :meth:`StateWriter.confirm` waits.
-MAX_PENDING = 4
+#: Confirmations allowed to wait for the writer before :meth:`StateWriter.confirm` waits: also
+#: how many a slow store writes together (a state table's 1M confirmations took 10 s in groups
+#: of one batch, 6 s in groups of five, on PostgreSQL; bench/bench_dag.py). A kill -9 loses at
+#: most these: their keys stay unconfirmed, and the next run sends them again.
+MAX_PENDING = 16
+#: Queued confirmations written together at most (:meth:`StateRun.record_many`).
+MAX_COALESCED = MAX_PENDING
 
 
 class StateWriteError(RuntimeError):
@@ -56,15 +63,39 @@ class StateWriter:
         self._thread.start()
 
     def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            keys, fps, synced_at, items, done = job
-            if self._error is None:
+        job = self._jobs.get()
+        while job is not None:
+            if job[4] is not None:  # a pre-mark: written alone, the sending thread waits for it
+                self._write([job])
+                job[4].set()
+                job = self._jobs.get()
+                continue
+            # Confirmations that queued up while the last write ran go in one write (one
+            # transaction for a table store): a slow store catches up instead of paying one
+            # commit per batch. Order is kept: a pre-mark or the end closes the group.
+            group, after = [job], None
+            while len(group) < MAX_COALESCED:
                 try:
+                    queued = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if queued is None or queued[4] is not None:
+                    after = (queued,)
+                    break
+                group.append(queued)
+            self._write(group)
+            job = after[0] if after is not None else self._jobs.get()
+
+    def _write(self, jobs: list[_Job]) -> None:
+        if self._error is None:
+            try:
+                if len(jobs) == 1:
+                    keys, fps, synced_at, items, _ = jobs[0]
                     self._state.record(keys, fps, synced_at, items=items)
-                except BaseException as exc:  # raised on the sending thread (check)
-                    self._error = exc
-            if done is not None:
-                done.set()
+                else:
+                    self._state.record_many([(keys, fps, at, items) for keys, fps, at, items, _ in jobs])
+            except BaseException as exc:  # raised on the sending thread (check)
+                self._error = exc
 
     def check(self) -> None:
         """Raise :class:`StateWriteError` if a write has failed."""

@@ -17,7 +17,7 @@ whole-source run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,6 +35,8 @@ log = logging.getLogger("polyv_connector")
 
 #: A metadata record: a small JSON object (numbers, strings, lists, objects).
 MetaRecord = dict[str, Any]
+#: One batch to record: keys, fingerprints, when POLYV confirmed it, its items (see ``record``).
+Recorded = tuple["np.ndarray", "np.ndarray", "float | None", "pa.Table | None"]
 
 
 class StateStore(Protocol):
@@ -146,6 +148,19 @@ class StateRun:
             self.store.begin(self.run_id)
             self._begun = True
         self.store.record(keys, fps, synced_at, items)
+
+    def record_many(self, batches: Sequence[Recorded]) -> None:
+        """Make several confirmed batches durable, in their order: in one write where the store
+        can (``record_many``: one transaction for a table), else one :meth:`record` each."""
+        many = getattr(self.store, "record_many", None)
+        if many is None or self.dry_run:
+            for keys, fps, synced_at, items in batches:
+                self.record(keys, fps, synced_at, items)
+            return
+        if not self._begun:
+            self.store.begin(self.run_id)
+            self._begun = True
+        many(batches)
 
     def read_meta(self) -> MetaRecord:
         return self.store.read_meta(self.part)

@@ -36,6 +36,7 @@ import hashlib
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -52,7 +53,8 @@ from polyv_connector.state.lease_lock import LeaseLock
 from polyv_connector.state.locks import LockMode
 from polyv_connector.state.partition_rules import acquire_slice
 from polyv_connector.state.pg_lock import PgAdvisoryLock
-from polyv_connector.state.store import MetaRecord, Opening
+from polyv_connector.state.row_filter import RowFilter
+from polyv_connector.state.store import MetaRecord, Opening, Recorded
 from polyv_connector.state.table_migration import LEGACY_SCHEMA, legacy_projection, migrate_legacy
 from polyv_connector.warehouse import dbapi
 from polyv_connector.warehouse.dialect import (
@@ -172,6 +174,9 @@ class SqlStateTable(Opening):
         self._slice_lock: PgAdvisoryLock | LeaseLock | None = None  # a partition run's own slice
         self._run_seq: int | None = None
         self._in_flight: set[int] = set()  # keys this run deleted before sending, unconfirmed since
+        # The keys that may have a row (loaded, or written since), when the whole account was
+        # loaded under the lock: a pre-mark deletes only those. None: unknown, delete every key.
+        self._rows: RowFilter | None = None
         self.prepare(create)
 
     # ---- connections and SQL pieces ------------------------------------------------------------
@@ -341,7 +346,10 @@ class SqlStateTable(Opening):
         (k of n) only the keys whose viewer partition hash modulo ``n`` is ``k``."""
         part.validate()
         empty = np.empty(0, np.uint64), np.empty(0, np.uint64)
+        self._rows = None
         if not self.exists or not self.load_for_local_diff:
+            if not self.exists and part.whole:
+                self._rows = RowFilter()  # no table yet: no rows
             return empty
         q = self._q
         sql = (
@@ -364,6 +372,8 @@ class SqlStateTable(Opening):
             dbapi.rollback_quietly(conn)
             dbapi.close_quietly(conn)
         if not keys:
+            if part.whole:
+                self._rows = RowFilter()
             return empty
         key = np.concatenate(keys).view(np.uint64)
         fp = np.concatenate(fps).view(np.uint64)
@@ -371,6 +381,8 @@ class SqlStateTable(Opening):
         key, fp = key[order], fp[order]
         # Unique already (the primary key); an old layout's rare hash twins keep their first.
         uniq, first = np.unique(key, return_index=True)
+        if part.whole:
+            self._rows = RowFilter(uniq)
         return uniq, fp[first]
 
     def _read_cursor(self, conn: Any) -> Any:
@@ -407,9 +419,14 @@ class SqlStateTable(Opening):
         fps = np.asarray(fps, np.uint64)
         confirmed = fps != UNCONFIRMED
         signed = _signed(keys)
-        # Keys this run deleted before sending them have no row: no need to delete them again.
+        # Keys this run deleted before sending them have no row: no need to delete them again;
+        # nor have keys the state never held (see RowFilter).
         gone = self._in_flight
-        to_delete = [k for k in signed if k not in gone]
+        rows = self._rows
+        candidates = signed if rows is None else _signed(keys[rows.may_have_row(keys)])
+        to_delete = [k for k in candidates if k not in gone]
+        if rows is not None and confirmed.any():
+            rows.add(keys[confirmed])  # before the insert: the filter may say more, never less
         with dbapi.transaction(self._conn), dbapi.cursor(self._conn) as cur:
             if to_delete and self._d().name == "duckdb" and hasattr(cur, "register"):
                 # DuckDB joins against the keys as Arrow: 4x the rate of literal IN lists.
@@ -440,10 +457,30 @@ class SqlStateTable(Opening):
             else:
                 gone.add(k)
 
+    def record_many(self, batches: Sequence[Recorded]) -> None:
+        """Several batches as one :meth:`record` (one transaction, one bulk insert) when no key
+        is in two of them, so that the result is that of recording them in order; else one
+        :meth:`record` each."""
+        if len(batches) == 1:
+            keys, fps, _, _ = batches[0]
+            self.record(keys, fps)
+            return
+        keys = np.concatenate([np.asarray(b[0], np.uint64) for b in batches])
+        ordered = np.sort(keys)
+        if np.any(ordered[1:] == ordered[:-1]):  # a key twice: the last write of it must win
+            for keys, fps, _, _ in batches:
+                self.record(keys, fps)
+            return
+        self.record(keys, np.concatenate([np.asarray(b[1], np.uint64) for b in batches]))
+
     def _insert(self, cur: Any, keys: np.ndarray, fps: np.ndarray) -> None:
         """Append rows (this account, ``keys``, ``fps``) by the engine's fastest path."""
         d, q = self._d(), self._q
         columns = ", ".join(q(c) for c in WRITTEN)
+        if self._is_postgres:
+            acct = np.full(len(keys), self.acct, np.int64)
+            dbapi.copy_int64_into(cur, self.table, columns, [acct, keys.view(np.int64), fps.view(np.int64)])
+            return
         rows = pa.table(
             {
                 "acct": pa.array(np.full(len(keys), self.acct, np.int64)),
@@ -451,9 +488,6 @@ class SqlStateTable(Opening):
                 "fp": pa.array(fps.view(np.int64)),
             }
         )
-        if self._is_postgres:
-            dbapi.copy_into(cur, self.table, columns, rows)
-            return
         if d.name == "duckdb" and hasattr(cur, "register"):
             # DuckDB reads the Arrow table in place: no SQL text, no row-by-row binding.
             view = f"polyv_rows_{uuid.uuid4().hex[:8]}"
@@ -477,6 +511,7 @@ class SqlStateTable(Opening):
 
     def reset(self) -> None:
         """Forget everything confirmed for this appId."""
+        self._rows = None
         if not self.exists:
             return
         if self.legacy:

@@ -105,6 +105,17 @@ def resolve(
 NUL_ESCAPE = "\\x00"
 
 
+def _may_hold_nul(column: pa.Array | pa.ChunkedArray) -> bool:
+    """False when no string of ``column`` can hold NUL: no zero byte in its data buffers (a
+    scan at memory speed; a slice's buffer may hold other values too, so True may be wrong)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    for chunk in chunks:
+        data = chunk.buffers()[2]
+        if data is not None and data.size and np.frombuffer(data, np.uint8).min() == 0:
+            return True
+    return False
+
+
 def escape_nul(data: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
     """``data`` with NUL characters in its string columns written as :data:`NUL_ESCAPE`.
 
@@ -115,7 +126,11 @@ def escape_nul(data: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
     columns = list(data.columns)
     changed = False
     for i, column in enumerate(columns):
-        if pa.types.is_string(column.type) and pc.any(pc.match_substring(column, "\x00")).as_py():
+        if (
+            pa.types.is_string(column.type)
+            and _may_hold_nul(column)
+            and pc.any(pc.match_substring(column, "\x00")).as_py()
+        ):
             columns[i] = pc.replace_substring(column, "\x00", NUL_ESCAPE)
             changed = True
     if not changed:
@@ -125,8 +140,34 @@ def escape_nul(data: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
     return pa.Table.from_arrays(columns, schema=data.schema)
 
 
+def _timestamps_as_text(data: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
+    """``data`` with each timestamp column as the text the CSV writer would print for it.
+
+    The CSV writer formats every timestamp on its own (four fifths of a report slice's CSV
+    time, for its ``syncedAt``); a column repeats a few distinct times (one per answer), so
+    each distinct one is formatted once (the same cast to text the writer uses) and taken."""
+    columns = list(data.columns)
+    fields = list(data.schema)
+    changed = False
+    for i, column in enumerate(columns):
+        if pa.types.is_timestamp(column.type):
+            values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+            encoded = pc.dictionary_encode(values)
+            columns[i] = pc.cast(encoded.dictionary, pa.string()).take(encoded.indices)
+            fields[i] = pa.field(fields[i].name, pa.string())
+            changed = True
+    if not changed:
+        return data
+    schema = pa.schema(fields)
+    if isinstance(data, pa.RecordBatch):
+        return pa.record_batch(columns, schema=schema)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def copy_into(cur: Any, table: str, columns_sql: str, data: pa.Table | pa.RecordBatch) -> None:
     """Append ``data`` with PostgreSQL's ``COPY ... FROM STDIN`` (psycopg2 or psycopg 3)."""
+    # The same text in quotes: PostgreSQL's CSV reads a quoted timestamp as the bare one.
+    data = _timestamps_as_text(data)
     buf = io.BytesIO()
     # Arrow quotes every string and leaves nulls as bare empty fields, which is exactly how
     # PostgreSQL's CSV format tells NULL ("") from an empty string ('""').
@@ -138,6 +179,33 @@ def copy_into(cur: Any, table: str, columns_sql: str, data: pa.Table | pa.Record
     else:  # psycopg 3
         with cur.copy(sql) as copy:
             copy.write(buf.getbuffer())
+
+
+#: PostgreSQL's binary COPY: signature, flags, header extension length; and the trailer.
+_PG_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_PG_BINARY_TRAILER = b"\xff\xff"
+
+
+def copy_int64_into(cur: Any, table: str, columns_sql: str, columns: list[np.ndarray]) -> None:
+    """Append rows of 64-bit integers (one array per column, none null) with PostgreSQL's
+    binary ``COPY``: NumPy lays the rows out (field count, then length and big-endian value of
+    each field), so no number is printed or parsed as text."""
+    n = len(columns[0])
+    layout = [("fields", ">i2")]
+    for i in range(len(columns)):
+        layout += [(f"len{i}", ">i4"), (f"value{i}", ">i8")]
+    rows = np.empty(n, np.dtype(layout))
+    rows["fields"] = len(columns)
+    for i, values in enumerate(columns):
+        rows[f"len{i}"] = 8
+        rows[f"value{i}"] = np.asarray(values, np.int64)
+    data = _PG_BINARY_HEADER + rows.tobytes() + _PG_BINARY_TRAILER
+    sql = f"COPY {table} ({columns_sql}) FROM STDIN WITH (FORMAT binary)"
+    if hasattr(cur, "copy_expert"):  # psycopg2
+        cur.copy_expert(sql, io.BytesIO(data))
+    else:  # psycopg 3
+        with cur.copy(sql) as copy:
+            copy.write(data)
 
 
 def check_charset(conn: Any, setting: str) -> str | None:

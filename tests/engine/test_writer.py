@@ -129,21 +129,27 @@ def test_the_report_is_written_chunk_by_chunk_while_sending(tmp_path, sim, creds
     assert {r["status"] for r in written} == {"sent"}
 
 
-def test_an_interruption_in_the_middle_of_a_chunk_writes_the_whole_report_again_elsewhere(tmp_path, sim, creds) -> None:
+def test_an_interruption_in_the_middle_of_a_chunk_writes_the_whole_report_again_elsewhere(
+    tmp_path, sim, creds, monkeypatch
+) -> None:
     """A Ctrl-C that lands while a settled chunk is being written leaves that chunk torn: the
-    report is written whole to the fallback file, each row once, never half in the sink."""
+    report is written whole to the fallback file, each row once, never half in the sink.
+
+    A signal lands on the sending thread: here just after it handed the slice to the thread that
+    writes ahead (which may write it), before the writer counted it."""
+    from polyv_connector.engine import report as engine_report
     from polyv_connector.engine.result import interrupted_result
 
-    class Interrupted(ParquetReport):
-        writes = 0
+    handed = engine_report.AheadSink.write
+    writes = []
 
-        def write(self, batch):  # type: ignore[no-untyped-def]
-            Interrupted.writes += 1
-            if Interrupted.writes == 2:
-                super().write(batch)
-                raise KeyboardInterrupt  # after the sink took the rows, before the writer counted them
-            super().write(batch)
+    def interrupted(self, batch):  # type: ignore[no-untyped-def]
+        writes.append(batch.num_rows)
+        handed(self, batch)
+        if len(writes) == 2:
+            raise KeyboardInterrupt  # after the sink took the rows, before the writer counted them
 
+    monkeypatch.setattr(engine_report.AheadSink, "write", interrupted)
     rows = [(f"v{i}", "PAY_STATUS", str(i)) for i in range(200)]
     src = write_items(tmp_path / "in.parquet", rows)
     options = SyncOptions(send=SEND, read_batch_rows=50)
@@ -152,7 +158,7 @@ def test_an_interruption_in_the_middle_of_a_chunk_writes_the_whole_report_again_
             ParquetSource(str(src)),
             creds,
             options,
-            Interrupted(tmp_path / "r.parquet"),
+            ParquetReport(tmp_path / "r.parquet"),
             report_fallback_dir=tmp_path / "fallback",
         )
     result = interrupted_result(caught.value)
@@ -180,3 +186,41 @@ def test_chunks_are_written_ahead_in_slices_and_the_report_stays_whole(tmp_path,
     assert res.ok
     assert sizes == [20, 20, 10] * 4  # each chunk of 50 in slices of at most 20
     assert [r["rowNumber"] for r in read_report(tmp_path / "r.parquet")] == list(range(200))
+
+
+def test_slices_written_ahead_reach_the_sink_from_a_thread_of_their_own_in_order(tmp_path, sim, creds) -> None:
+    threads: list[str] = []
+
+    class Watched(ParquetReport):
+        def write(self, batch):  # type: ignore[no-untyped-def]
+            threads.append(threading.current_thread().name)
+            super().write(batch)
+
+    src = write_items(tmp_path / "in.parquet", [(f"v{i}", "PAY_STATUS", str(i)) for i in range(200)])
+    res = sync(
+        ParquetSource(str(src)), creds, SyncOptions(send=SEND, read_batch_rows=50), Watched(tmp_path / "r.parquet")
+    )
+    assert res.ok
+    assert threads[0] == "polyv-report-writer"  # not the sending loop's thread
+    assert [r["rowNumber"] for r in read_report(tmp_path / "r.parquet")] == list(range(200))
+
+
+def test_a_sink_failing_in_the_thread_that_writes_ahead_puts_the_whole_report_elsewhere(tmp_path, sim, creds) -> None:
+    class Failing(ParquetReport):
+        def write(self, batch):  # type: ignore[no-untyped-def]
+            if threading.current_thread().name == "polyv-report-writer":
+                raise OSError(28, "No space left on device")
+            super().write(batch)
+
+    src = write_items(tmp_path / "in.parquet", [(f"v{i}", "PAY_STATUS", str(i)) for i in range(200)])
+    res = sync(
+        ParquetSource(str(src)),
+        creds,
+        SyncOptions(send=SEND, read_batch_rows=50),
+        Failing(tmp_path / "r.parquet"),
+        report_fallback_dir=tmp_path / "fallback",
+    )
+    assert res.counts["sent"] == 200  # the sends and the state stand
+    assert "No space left on device" in res.extra["reportError"]
+    assert not (tmp_path / "r.parquet").exists()
+    assert [r["rowNumber"] for r in read_report(res.extra["reportFallback"])] == list(range(200))

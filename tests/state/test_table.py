@@ -49,6 +49,75 @@ def test_state_table_roundtrip_markers_and_apps(pg_schema) -> None:
 
 
 @pytest.mark.postgres
+def test_several_confirmed_batches_in_one_write_end_as_if_recorded_in_order(pg_schema) -> None:
+    from polyv_connector.partitioning import WHOLE
+    from polyv_connector.state.store import StateRun
+    from polyv_connector.state.table import SqlStateTable
+
+    table = f"{pg_schema}.state"
+    st = SqlStateTable(_connect, table, "app-a")
+    run = StateRun(st, "run1", WHOLE, 1, dry_run=False)
+    u = np.uint64
+    run.record(np.array([1, 2, 3, 4], u), np.zeros(4, u))  # the chunk's pre-mark
+    run.record_many(
+        [(np.array([1, 2], u), np.array([11, 12], u), 1.0, None), (np.array([3], u), np.array([13], u), 2.0, None)]
+    )
+    # A key in two batches: the last confirmation wins, as recorded one by one.
+    run.record_many(
+        [(np.array([4], u), np.array([14], u), 3.0, None), (np.array([4], u), np.array([24], u), 4.0, None)]
+    )
+    st.finish()
+    keys, fps = SqlStateTable(_connect, table, "app-a").load()
+    assert dict(zip(keys.tolist(), fps.tolist(), strict=True)) == {1: 11, 2: 12, 3: 13, 4: 24}
+    assert pg_rows(f"SELECT count(*) FROM {table}") == [(4,)]
+
+
+@pytest.mark.postgres
+def test_pre_marks_delete_only_keys_that_may_have_a_row(pg_schema) -> None:
+    """A first run's pre-marks delete nothing (no key has a row); a key confirmed earlier in
+    the run, or loaded from the state, is deleted when it is pre-marked again."""
+    import io
+
+    import psycopg2
+    import psycopg2.extras
+
+    from polyv_connector.partitioning import WHOLE
+    from polyv_connector.state.store import StateRun
+    from polyv_connector.state.table import SqlStateTable
+
+    statements = io.StringIO()
+
+    def connect() -> Any:
+        conn = psycopg2.connect(PG_DSN, connection_factory=psycopg2.extras.LoggingConnection)
+        conn.initialize(statements)
+        return conn
+
+    def deletes() -> list[str]:
+        found = [line for line in statements.getvalue().splitlines() if line.startswith(f"DELETE FROM {table} ")]
+        statements.seek(0)
+        statements.truncate()
+        return found
+
+    table, u = f"{pg_schema}.state", np.uint64
+    first = StateRun(SqlStateTable(connect, table, "app-a"), "run1", WHOLE, 1, dry_run=False)
+    first.load()
+    keys = np.arange(1, 2001, dtype=u)
+    first.record(keys, np.zeros(2000, u))  # the chunk's pre-mark
+    assert deletes() == []
+    first.record(keys[:1000], keys[:1000] + u(100))  # confirmed
+    first.record(keys[:1], np.zeros(1, u))  # the same key sent again in this run
+    assert deletes() == [f'DELETE FROM {table} WHERE "acct" = {first.store.acct} AND "key" IN (1)']
+    first.store.finish()
+    rerun = StateRun(SqlStateTable(connect, table, "app-a"), "run2", WHOLE, 2, dry_run=False)
+    loaded, _ = rerun.load()
+    assert loaded.tolist() == list(range(2, 1001))
+    rerun.record(np.array([5, 1500], u), np.zeros(2, u))  # 5 has a row, 1500 never had one
+    assert [d.rsplit("IN ", 1)[1] for d in deletes()] == ["(5)"]
+    rerun.store.finish()
+    assert len(SqlStateTable(connect, table, "app-a").load()[0]) == 998
+
+
+@pytest.mark.postgres
 def test_dry_run_does_not_create_the_state_table(pg_schema) -> None:
     from polyv_connector.state.table import SqlStateTable
 
