@@ -194,10 +194,15 @@ def test_a_keyboard_interrupt_while_sending_still_writes_the_report(tmp_path: Pa
     from polyv_connector.run import sync
     from polyv_connector.sources.parquet import ParquetSource
 
-    sim.set_faults(FaultConfig(latency_s=0.02))
+    # 30 requests, two at a time, 50 ms each: about 0.75 s of sending, so the interrupt lands
+    # mid-send even when a loaded machine starves the interrupting thread (at 20 ms and eight
+    # at a time the run could end before it got its turn).
+    sim.set_faults(FaultConfig(latency_s=0.05))
     src = write_items(tmp_path / "in.parquet", _rows(300))
     options = SyncOptions(
-        send=dataclasses.replace(FAST, batch_size=10), check_fields=False, state_dir=str(tmp_path / "st")
+        send=dataclasses.replace(FAST, batch_size=10, concurrency=2),
+        check_fields=False,
+        state_dir=str(tmp_path / "st"),
     )
 
     def interrupt() -> None:
@@ -205,9 +210,15 @@ def test_a_keyboard_interrupt_while_sending_still_writes_the_report(tmp_path: Pa
             time.sleep(0.01)
         _thread.interrupt_main()  # KeyboardInterrupt in the main thread, mid-send
 
-    threading.Thread(target=interrupt, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt) as caught:
-        sync(ParquetSource(str(src)), creds, options, ParquetReport(tmp_path / "r.parquet"))
+    # interrupt_main() calls whatever handles SIGINT: an earlier test of the same process (an
+    # Airflow task run in-process) may have left a handler of its own there.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt) as caught:
+            sync(ParquetSource(str(src)), creds, options, ParquetReport(tmp_path / "r.parquet"))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     result = interrupted_result(caught.value)
     assert result is not None and result.abort_cause == "stopped"
     statuses = pq.read_table(tmp_path / "r.parquet").column("status").to_pylist()
