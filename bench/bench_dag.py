@@ -334,6 +334,12 @@ def main() -> None:
         help="record each full run with py-spy (pip install py-spy; not a dependency) into DIR: "
         "its wall time then includes the sampling",
     )
+    parser.add_argument(
+        "--warm-up",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one uncounted empty run per tree first (default; --no-warm-up for a quick check)",
+    )
     args = parser.parse_args()
 
     trees: dict[str, Path | None] = {THIS: None}
@@ -360,7 +366,7 @@ def main() -> None:
             print(head + " ".join(f"{p:>11}" for p in PHASES) + f"{'load':>6}", flush=True)
             n = 0
             # A first task of each tree compiles and caches its imports (seconds): not counted.
-            for name in trees:
+            for name in trees if args.warm_up else ():
                 print_run(one_run(airflows[name], schema, Run(name, 0, "empty"), n, args.items, workdir))
                 n += 1
             for pair in range(1, args.pairs + 1):

@@ -113,7 +113,7 @@ def test_bench_plan_runs_on_a_tiny_size() -> None:
 def test_bench_dag_runs_on_tiny_sizes() -> None:
     """The warehouse DAG through Airflow, full and empty input: every run succeeds and is checked."""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bench_dag.py"), "--items", "3000", "--pairs", "1"],
+        [sys.executable, str(REPO / "bench" / "bench_dag.py"), "--items", "3000", "--pairs", "1", "--no-warm-up"],
         cwd=REPO,
         capture_output=True,
         text=True,
