@@ -70,15 +70,23 @@ def send_pass(
         if report_ahead is not None:
             report_ahead(clock())
 
+    marked_to = 0  # the pending items before this input position are pre-marked
+
     def marked(chunks: Iterator[tuple[np.ndarray, pa.Table]]) -> Iterator[tuple[np.ndarray, pa.Table]]:
-        # Before any batch of a chunk leaves, record the chunk's keys as unconfirmed, in one
-        # write: if a batch fails or the run dies while it is in flight, POLYV may hold its
-        # values or not, so the state must not keep vouching for the previous value (a source
-        # reverting to it would be skipped). make_batches yields a batch only once every chunk
-        # it draws from has been taken from here, so its pre-mark is durable before it leaves.
+        # Before any batch of a chunk leaves, record the chunk's keys as unconfirmed: if a batch
+        # fails or the run dies while it is in flight, POLYV may hold its values or not, so the
+        # state must not keep vouching for the previous value (a source reverting to it would
+        # be skipped). make_batches yields a batch only once every chunk it draws from has been
+        # taken from here, so its pre-mark is durable before it leaves. One write covers the
+        # pending items of a read's chunk (read_batch_rows) or more, whatever the spill's batch
+        # (smaller, for memory): each write waits for the state, so fewer is faster.
+        nonlocal marked_to
         for positions, items in chunks:
-            if writer is not None:
-                writer.mark(ledger.key_a[positions], np.full(len(positions), UNCONFIRMED), clock())
+            if writer is not None and len(positions) and positions[-1] >= marked_to:
+                stop = min(len(ledger), max(int(positions[-1]) + 1, marked_to + options.read_batch_rows))
+                ahead = marked_to + np.flatnonzero(ledger.status[marked_to:stop] == PENDING)
+                writer.mark(ledger.key_a[ahead], np.full(len(ahead), UNCONFIRMED), clock())
+                marked_to = stop
             yield positions, items
 
     batches = make_batches(marked(pending_chunks(spill_path, ledger)), send.batch_size, ctx.run_id)

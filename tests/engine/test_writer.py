@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from polyv_connector import SendOptions, SyncOptions, exit_codes, sync
+from polyv_connector.engine import plan as plan_module
 from polyv_connector.engine.writer import StateWriteError, StateWriter
 from polyv_connector.fingerprints import UNCONFIRMED
 from polyv_connector.report import ParquetReport
@@ -67,6 +68,31 @@ def test_pre_marks_one_per_chunk_before_its_batches_and_confirmations_off_the_se
     # The first chunk's pre-mark was durable before POLYV stored anything.
     assert marks[0][3] == 0
     # And the state holds what POLYV confirmed: a rerun sends nothing.
+    again = _run(tmp_path, creds, SyncState(tmp_path / "state", APP_ID))
+    assert again.counts["unchanged"] == 200 and again.requests_sent == 0
+
+
+def test_pre_marks_cover_a_read_chunk_when_the_spill_holds_smaller_batches(
+    tmp_path, sim, creds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The spill's batches are smaller than the read's chunks (for memory); a pre-mark still
+    # covers a chunk of the read, each write waiting for the state: 4 writes, not 20.
+    monkeypatch.setattr(plan_module, "SPILL_BATCH_ROWS", 10)
+    state = WatchedState(tmp_path / "state", APP_ID, sim=sim)
+    res = _run(tmp_path, creds, state)
+    assert res.ok and res.counts["sent"] == 200
+    report = read_report(tmp_path / "r.parquet")  # whole, in input order, from 20 spill batches
+    assert [r["viewerId"] for r in report] == [f"v{i}" for i in range(200)]
+    assert {r["status"] for r in report} == {"sent"}
+    marks = [w for w in state.writes if w[2]]
+    assert len(marks) == 4 and all(len(w[1]) == 50 for w in marks)
+    marked: set[int] = set()
+    for _, keys, mark, _ in state.writes:
+        if mark:
+            marked |= keys
+        else:
+            assert keys <= marked
+    assert marks[0][3] == 0
     again = _run(tmp_path, creds, SyncState(tmp_path / "state", APP_ID))
     assert again.counts["unchanged"] == 200 and again.requests_sent == 0
 
