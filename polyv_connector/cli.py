@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -338,23 +338,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     :func:`_end_program`."""
     if argv is None:
         lean_allocator(os.environ)
+        fewer_malloc_arenas(os.environ)
     code = _run(argv)
     if argv is None:
         _end_program(code)
     return code
 
 
-#: mimalloc (pyarrow's default memory pool) commits each new arena whole; with the sending
-#: threads each allocating, that was 40-50 MB of a 200,000-item run's peak of about 200 MB for
-#: no gain in time (docs/benchmarks.md). Read once, when pyarrow loads: the program sets it
-#: before it imports pyarrow, and a value in the environment wins.
-LEAN_ALLOCATOR = {"MIMALLOC_ARENA_EAGER_COMMIT": "0"}
+#: Arrow's memory pool: the C library's allocator (``system``), whose freed buffers go back
+#: where Python's and the sending threads' allocations reuse them; pyarrow's default, mimalloc,
+#: kept them in arenas of its own: 7-9 MB more of a 200,000-item run's peak of about 155 MB, in
+#: the same time (docs/benchmarks.md). If mimalloc is chosen all the same, it commits its
+#: arenas as it uses them (committed whole, 40-50 MB of the peak). Read once, when pyarrow
+#: loads: the program sets them before it imports pyarrow, and a value in the environment wins.
+LEAN_ALLOCATOR = {"ARROW_DEFAULT_MEMORY_POOL": "system", "MIMALLOC_ARENA_EAGER_COMMIT": "0"}
+
+#: glibc's ``mallopt`` parameter for the number of malloc arenas (``M_ARENA_MAX``).
+_M_ARENA_MAX = -8
+#: Arenas the program's threads share (glibc's default: up to 8 per core, one per thread that
+#: allocates): each sending thread's arena kept its own freed pages, 3-5 MB of the peak (2
+#: arenas kept 1-2 MB more than one, in the same time: Python's threads allocate under the GIL).
+MALLOC_ARENAS = 1
 
 
 def lean_allocator(environ: MutableMapping[str, str]) -> None:
     """Default the allocator settings of :data:`LEAN_ALLOCATOR` in ``environ`` (the program's own)."""
     for name, value in LEAN_ALLOCATOR.items():
         environ.setdefault(name, value)
+
+
+def fewer_malloc_arenas(environ: Mapping[str, str]) -> bool:
+    """Cap glibc's malloc arenas at :data:`MALLOC_ARENAS`, unless ``MALLOC_ARENA_MAX`` is in
+    ``environ`` (glibc read it at start). Returns whether the cap was set (not on a C library
+    without ``mallopt``, such as musl or macOS')."""
+    if "MALLOC_ARENA_MAX" in environ:
+        return False
+    import ctypes  # loaded already by the libraries the run imports
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_ARENA_MAX, MALLOC_ARENAS))
 
 
 def _end_program(code: int) -> None:
