@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -121,7 +121,7 @@ def load_state(state: StateRun | None, options: SyncOptions) -> tuple[np.ndarray
 def plan_pass(
     source: Source,
     options: SyncOptions,
-    known_fields: set[str] | None,
+    known_fields: Callable[[], set[str] | None],
     validator: Validator | None,
     spill_path: Path,
     progress: Progress,
@@ -129,7 +129,11 @@ def plan_pass(
     *,
     family: HashFamily = "xxh3",
 ) -> Ledger:
-    """Read, check and hash the input (keys and values in the state's hash ``family``)."""
+    """Read, check and hash the input (keys and values in the state's hash ``family``).
+
+    ``known_fields()`` gives the account's customFieldIds (None: not checked); it is first
+    called once the first chunk is read and hashed, so the request behind it overlaps that.
+    """
     key_a: list[np.ndarray] = []
     fps: list[np.ndarray] = []
     rejected: list[np.ndarray] = []
@@ -168,7 +172,14 @@ def plan_pass(
                 # NULL means "empty this field": the empty text, before every check.
                 at = items.schema.get_field_index(VALUE)
                 items = items.set_column(at, items.schema.field(at), pc.fill_null(items.column(at), scalar("")))
-            reasons, codes = check_items_coded(items, known_fields)
+            # Hashed before the checks, which wait for the field list (see known_fields).
+            key_a.append(
+                first_key_hashes(
+                    items.column(VIEWER_ID).combine_chunks(), items.column(FIELD_ID).combine_chunks(), family
+                )
+            )
+            fps.append(fingerprint(items.column(VALUE).combine_chunks()))
+            reasons, codes = check_items_coded(items, known_fields())
             if unsendable is not None:  # invalid UTF-8, inf/NaN, dates past 9999: rejected, named
                 reasons = merge_reasons(unsendable, reasons)
                 codes = pc.coalesce(code_where(unsendable, reason_codes.UNSENDABLE_TEXT.code), codes)
@@ -176,12 +187,6 @@ def plan_pass(
             if extra is not None:
                 reasons = merge_reasons(reasons, extra)
                 codes = pc.coalesce(codes, code_where(extra, reason_codes.EXPECTATION_FAILED.code))
-            key_a.append(
-                first_key_hashes(
-                    items.column(VIEWER_ID).combine_chunks(), items.column(FIELD_ID).combine_chunks(), family
-                )
-            )
-            fps.append(fingerprint(items.column(VALUE).combine_chunks()))
             rejected.append(to_numpy(reasons.is_valid()))
             spill.write_table(
                 items.append_column(SPILL_SCHEMA.field(REASON), reasons).append_column(

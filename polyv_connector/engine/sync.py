@@ -34,6 +34,7 @@ from polyv_connector import reasons as reason_codes
 from polyv_connector.config import SyncOptions
 from polyv_connector.engine.changes import Breach
 from polyv_connector.engine.context import RunContext
+from polyv_connector.engine.fields import FieldListAhead
 from polyv_connector.engine.ledger import Ledger
 from polyv_connector.engine.limits import diff_pass, limit_breaches, read_baseline, record_completed
 from polyv_connector.engine.plan import (
@@ -48,7 +49,7 @@ from polyv_connector.engine.plan import (
 from polyv_connector.engine.report import Closing, ReportTags, ReportWriter, report_with_fallback
 from polyv_connector.engine.result import SyncResult, interrupted_result, zero_rows_warning
 from polyv_connector.engine.send import budget_rps, send_pass
-from polyv_connector.errors import RunAborted, StateError
+from polyv_connector.errors import StateError
 from polyv_connector.fingerprints import HashFamily
 from polyv_connector.model import PENDING, STATUS_CODE
 from polyv_connector.report import ReportSink
@@ -89,6 +90,11 @@ class Run:
     validator: Validator | None = None
     state: StateStore | None = None
     plan: PlanSink | None = None
+
+
+def _fields_not_checked() -> None:
+    """The field list of a run that does not check fields (``check_fields`` off)."""
+    return None
 
 
 def execute(run: Run, ctx: RunContext) -> SyncResult:
@@ -172,20 +178,27 @@ def _locked_run(
     report_writer: ReportWriter | None = None
     interrupted: BaseException | None = None
     fallback: dict[str, str] = {}
-    known_fields = None
-    if options.check_fields:
-        try:
-            known_fields = {
-                f["customFieldId"]
-                for f in client.list_fields(sleep=ctx.sleep)
-                if isinstance(f, dict) and f.get("customFieldId")
-            }
-        except RunAborted as abort:
-            circuit.open(abort)
+    # The preflight's field list is asked for now and waited for by the plan's first check.
+    field_list = FieldListAhead(client, ctx.sleep, circuit) if options.check_fields else None
     with spill_dir() as tmp:
         spill_path = tmp / "items.arrow"
         family: HashFamily = state.store.hash_family if state is not None else "xxh3"
-        ledger = plan_pass(source, options, known_fields, validator, spill_path, ctx.progress, circuit, family=family)
+        try:
+            ledger = plan_pass(
+                source,
+                options,
+                field_list or _fields_not_checked,
+                validator,
+                spill_path,
+                ctx.progress,
+                circuit,
+                family=family,
+            )
+        finally:
+            if field_list is not None:
+                field_list.join()  # no request outlives the plan, whatever it raised
+        if field_list is not None:
+            field_list()  # a refusal opens the circuit even if no chunk was read
         # Give the Arrow pool's freed chunk buffers back to the OS before the long send phase.
         pa.default_memory_pool().release_unused()
         gate_failures = validator.finish() if validator else []
