@@ -194,9 +194,12 @@ def _locked_run(
                 circuit,
                 family=family,
             )
-        finally:
+        except Exception:
             if field_list is not None:
-                field_list.join()  # no request outlives the plan, whatever it raised
+                field_list.join()  # a failed plan (bad input): no request outlives the run
+            raise
+        # An interrupt (Ctrl-C, Airflow's task timeout) does not wait for the list's retries;
+        # the request left behind only reads the field list.
         if field_list is not None:
             field_list()  # a refusal opens the circuit even if no chunk was read
         # Give the Arrow pool's freed chunk buffers back to the OS before the long send phase.

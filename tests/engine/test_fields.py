@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,3 +90,19 @@ def test_an_unexpected_error_of_the_field_list_request_is_raised_by_the_run(tmp_
     with pytest.raises(ZeroDivisionError, match="a bug in the request"):
         sync(ParquetSource(str(src)), creds, SyncOptions(send=FAST), ParquetReport(tmp_path / "r.parquet"))
     assert sim.stats.save_requests == 0
+
+
+def test_an_interrupt_while_the_field_list_is_asked_for_does_not_wait_for_it(tmp_path, sim, creds) -> None:
+    # Ctrl-C (or Airflow's task timeout) during the plan leaves at once, not once POLYV answers.
+    sim.set_faults(FaultConfig(latency_s=30))
+
+    class Interrupted(ParquetSource):
+        def batches(self, columns: list[str], batch_rows: int, part: Slice = WHOLE) -> Iterator[pa.RecordBatch]:
+            raise KeyboardInterrupt
+            yield  # a generator, as the source's batches are
+
+    src = write_items(tmp_path / "in.parquet", [("v1", "PAY_STATUS", "x")])
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        sync(Interrupted(str(src)), creds, SyncOptions(send=FAST), ParquetReport(tmp_path / "r.parquet"))
+    assert time.monotonic() - started < 20  # the list's answer would take 30 s
