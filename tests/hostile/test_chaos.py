@@ -68,6 +68,9 @@ def test_twenty_kill_9_then_a_clean_run_leaves_polyv_equal_to_the_source(tmp_pat
             assert b"Traceback" not in err, err.decode()[-2000:]
             if proc.returncode in (0, 1):
                 completed.append(report)
+        # What a kill -9 in the middle of writing a report leaves at that path: the next run there
+        # writes over it.
+        (tmp_path / "final.parquet.partial").write_bytes(b"left by a killed run")
         final = subprocess.run([*cmd, "--report", str(tmp_path / "final.parquet")], env=env, capture_output=True)
         assert final.returncode == 0, final.stderr.decode()[-2000:]
         held = sim.values
@@ -77,5 +80,13 @@ def test_twenty_kill_9_then_a_clean_run_leaves_polyv_equal_to_the_source(tmp_pat
         table = pq.read_table(report)
         assert table.num_rows == n
         assert sorted(table.column("rowNumber").to_pylist()) == list(range(n))
-    # A killed run leaves no report file behind (the report is written atomically).
-    assert not list(tmp_path.glob("*.partial"))
+    # A killed run never leaves a partial report at its path: the report is written aside and
+    # renamed once whole, so a report that exists is whole. A kill -9 while it is written (the
+    # run's last moments, or while sending, when the report is written ahead) can leave only
+    # the file aside, which no completed run does.
+    for k in range(KILLS):
+        report = tmp_path / f"r{k}.parquet"
+        if report.exists():
+            assert pq.read_table(report).num_rows == n  # killed after its rename, or completed
+    aside = {p.name.removesuffix(".partial") for p in tmp_path.glob("*.partial")}
+    assert not aside & {r.name for r in [*completed, tmp_path / "final.parquet"]}
