@@ -22,9 +22,11 @@ These definitions are part of the state format: changing them invalidates saved 
 from __future__ import annotations
 
 import hashlib
+import importlib
+from collections.abc import Callable
 from itertools import repeat
 from operator import methodcaller
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -38,10 +40,11 @@ HashFamily = Literal["xxh3", "md5"]
 HASH_FAMILIES: tuple[HashFamily, ...] = ("xxh3", "md5")
 
 _h = xxhash.xxh3_64_intdigest
+_md5: Callable[[bytes], Any]
 try:
     # CPython's own MD5 (HACL*): 0.27 us per short text against 0.45 us through hashlib's
     # OpenSSL objects, whose per-object setup dominates at key lengths (the plan hashes 1M keys).
-    from _md5 import md5 as _md5
+    _md5 = importlib.import_module("_md5").md5
 except ImportError:  # a build without it (e.g. FIPS-only): the same digests through OpenSSL
     _md5 = hashlib.md5
 _digest = methodcaller("digest")
@@ -75,7 +78,7 @@ def _md5_prefix(array: pa.Array, start: int, stop: int) -> np.ndarray:
     words = _md5_digests(array)[:, start // 4 : stop // 4].astype(np.uint64)
     if width == 4:
         return words[:, 0].astype(np.uint32)
-    return (words[:, 0] << np.uint64(32)) | words[:, 1]  # type: ignore[no-any-return]
+    return (words[:, 0] << np.uint64(32)) | words[:, 1]
 
 
 def _key_text(viewer_ids: pa.Array, field_ids: pa.Array) -> pa.Array:

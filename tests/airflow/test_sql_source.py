@@ -180,7 +180,8 @@ def test_a_psycopg3_stream_reads_what_a_named_cursor_reads(pg_schema, monkeypatc
     pg_exec(
         f"CREATE TABLE {table} AS SELECT 'v' || i AS viewer_id, 'F' || (i % 3) AS custom_field_id, "
         "CASE i % 6 WHEN 0 THEN (i / 7.0)::text WHEN 1 THEN NULL WHEN 2 THEN '' ELSE 'é\n' || i END AS value, "
-        "i / 4.0 AS num, ('{\"a\": ' || i || '}')::jsonb AS doc, timestamptz '2025-03-01 00:00+00' + i * interval '1 minute' AS at "
+        "i / 4.0 AS num, ('{\"a\": ' || i || '}')::jsonb AS doc, "
+        "timestamptz '2025-03-01 00:00+00' + i * interval '1 minute' AS at "
         "FROM generate_series(1, 23) i"
     )
     columns = ["viewer_id", "custom_field_id", "value", "num", "doc", "at"]
