@@ -22,8 +22,11 @@ These definitions are part of the state format: changing them invalidates saved 
 from __future__ import annotations
 
 import hashlib
+import importlib
+from collections.abc import Callable
 from itertools import repeat
-from typing import Literal
+from operator import methodcaller
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -37,7 +40,22 @@ HashFamily = Literal["xxh3", "md5"]
 HASH_FAMILIES: tuple[HashFamily, ...] = ("xxh3", "md5")
 
 _h = xxhash.xxh3_64_intdigest
-_md5 = hashlib.md5
+_md5: Callable[[bytes], Any]
+try:
+    # CPython's own MD5 (HACL*): 0.27 us per short text against 0.45 us through hashlib's
+    # OpenSSL objects, whose per-object setup dominates at key lengths (the plan hashes 1M keys).
+    _md5 = importlib.import_module("_md5").md5
+except ImportError:  # a build without it (e.g. FIPS-only): the same digests through OpenSSL
+    _md5 = hashlib.md5
+_digest = methodcaller("digest")
+
+
+def _md5_digests(array: pa.Array) -> np.ndarray:
+    """Each string's whole MD5 digest as 4 big-endian 32-bit words (one row each; null: of
+    ``''``). map() over C callables, no generator frame or slicing per item: the plan's hot loop."""
+    raw = array.cast(pa.binary()).fill_null(scalar(b"")).to_pylist()
+    joined = b"".join(map(_digest, map(_md5, raw)))
+    return np.frombuffer(joined, dtype=">u4").reshape(-1, 4)
 
 
 def _as_bytes(array: pa.Array) -> list[bytes]:
@@ -54,12 +72,13 @@ def _hash_utf8(raw: list[bytes], seed: int) -> np.ndarray:
 
 def _md5_prefix(array: pa.Array, start: int, stop: int) -> np.ndarray:
     """Big-endian bytes ``start:stop`` of each string's MD5 as unsigned integers (null: empty)."""
-    raw = array.cast(pa.binary()).to_pylist()
     width = stop - start
-    if width not in (4, 8):
-        raise ValueError("width must be 4 or 8 bytes")
-    joined = b"".join(_md5(b or b"").digest()[start:stop] for b in raw)
-    return np.frombuffer(joined, dtype=f">u{width}").astype(np.uint64 if width == 8 else np.uint32)
+    if width not in (4, 8) or start % 4:
+        raise ValueError("width must be 4 or 8 bytes, from a multiple of 4")
+    words = _md5_digests(array)[:, start // 4 : stop // 4].astype(np.uint64)
+    if width == 4:
+        return words[:, 0].astype(np.uint32)
+    return (words[:, 0] << np.uint64(32)) | words[:, 1]
 
 
 def _key_text(viewer_ids: pa.Array, field_ids: pa.Array) -> pa.Array:
@@ -100,9 +119,7 @@ def key_hashes(viewer_ids: pa.Array, field_ids: pa.Array, family: HashFamily = "
         return _hash_utf8(raw, 0), _hash_utf8(raw, 0x9E3779B97F4A7C15)
     if family != "md5":
         raise ValueError(f"unknown hash family {family!r}")
-    raw = keys.cast(pa.binary()).to_pylist()
-    digests = b"".join(_md5(b or b"").digest()[:12] for b in raw)
-    parts = np.frombuffer(digests, dtype=">u4").reshape(-1, 3).astype(np.uint64)
+    parts = _md5_digests(keys)[:, :3].astype(np.uint64)
     a = (viewer_hashes(viewer_ids).astype(np.uint64) << np.uint64(32)) | parts[:, 0]
     b = (parts[:, 1] << np.uint64(32)) | parts[:, 2]
     return a, b

@@ -111,7 +111,9 @@ def account_hash(app_id: str) -> int:
 
 
 def _signed(values: np.ndarray) -> list[int]:
-    return [int(v) for v in np.asarray(values, np.uint64).view(np.int64)]
+    # tolist() makes the Python ints in C: 7x the rate of int() per item (the state writer
+    # converts every confirmed key, holding the GIL the sending threads need).
+    return np.asarray(values, np.uint64).view(np.int64).tolist()  # type: ignore[no-any-return]
 
 
 class SqlStateTable(Opening):
@@ -451,11 +453,16 @@ class SqlStateTable(Opening):
         # Committed: durable before the next batch is sent or recorded.
         if len(gone) > _MAX_IN_FLIGHT:
             gone.clear()  # batches that failed for good: forget them (deleting again is harmless)
-        for k, ok in zip(signed, confirmed.tolist(), strict=True):
-            if ok:
-                gone.discard(k)
-            else:
-                gone.add(k)
+        if confirmed.all():  # the usual batch: one set operation in C, not a loop per key
+            gone.difference_update(signed)
+        elif not confirmed.any():
+            gone.update(signed)
+        else:  # mixed: in order, so that a key given twice ends as its last entry says
+            for k, ok in zip(signed, confirmed.tolist(), strict=True):
+                if ok:
+                    gone.discard(k)
+                else:
+                    gone.add(k)
 
     def record_many(self, batches: Sequence[Recorded]) -> None:
         """Several batches as one :meth:`record` (one transaction, one bulk insert) when no key

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import os
 import sqlite3
 import uuid
 
@@ -17,7 +18,8 @@ import pytest
 from polyv_connector.config import ColumnMapping
 from polyv_connector.errors import ConfigError, InputError
 from polyv_connector.items.convert import to_items
-from polyv_connector.sources.sql import SqlSource, column_to_arrow
+from polyv_connector.sources import sql as sql_source
+from polyv_connector.sources.sql import SqlSource, _psycopg_streams_chunks, column_to_arrow
 from polyv_connector.warehouse.report_table import SqlReportTable
 from tests.airflow.support import PG_DSN, pg_exec, pg_rows
 from tests.warehouse.support import report_batch as _report_batch
@@ -123,16 +125,20 @@ def _pg_attrs(schema: str, n: int) -> str:
     return table
 
 
+# This process's own: other test runs may share the server.
+APP = f"polyv_src_test_{os.getpid()}"
+
+
 def _psycopg3():
     import psycopg
 
-    return psycopg.connect(PG_DSN + " application_name=polyv_src_test")
+    return psycopg.connect(PG_DSN + f" application_name={APP}")
 
 
 def _psycopg2():
     import psycopg2
 
-    return psycopg2.connect(PG_DSN + " application_name=polyv_src_test")
+    return psycopg2.connect(PG_DSN + f" application_name={APP}")
 
 
 @pytest.mark.postgres
@@ -143,16 +149,69 @@ def test_postgres_reads_through_a_server_side_cursor(pg_schema, connect):
     source = SqlSource(connect, sql=f"SELECT * FROM {table} ORDER BY custom_field_value")
     source.check_columns(mapping)
     chunks = source.batches(mapping.source_columns, 10)
-    first = next(chunks)
-    # While the generator is paused, the source's backend is inside a FETCH of a named cursor:
-    # the server holds the result, the client one chunk.
-    (query,) = pg_rows("SELECT query FROM pg_stat_activity WHERE application_name = 'polyv_src_test'")
-    assert query[0].upper().startswith("FETCH") and "polyv_source_" in query[0]
+    try:
+        first = next(chunks)
+        (query,) = pg_rows("SELECT query FROM pg_stat_activity WHERE application_name = %s", (APP,))
+    except BaseException:
+        chunks.close()  # the source's connection, else it holds the schema the teardown drops
+        raise
+    if connect is _psycopg3 and _psycopg_streams_chunks():
+        # psycopg 3 over libpq 17+: the query itself, streamed in chunks (no cursor declared);
+        # the client holds one chunk, the socket the rest.
+        assert query[0].startswith("SELECT * FROM"), query
+    else:
+        # While the generator is paused, the source's backend is inside a FETCH of a named
+        # cursor: the server holds the result, the client one chunk.
+        assert query[0].upper().startswith("FETCH") and "polyv_source_" in query[0]
     rest = list(chunks)
     assert [first.num_rows] + [b.num_rows for b in rest] == [10, 10, 5]
     values = to_items(first, mapping, 0).column("customFieldValue").to_pylist()
     # numeric keeps the database's own text form (scale included), as psql would print it.
     assert values[:2] == ["0.25000000000000000000", "0.50000000000000000000"]
+
+
+@pytest.mark.postgres
+def test_a_psycopg3_stream_reads_what_a_named_cursor_reads(pg_schema, monkeypatch):
+    """The chunked stream and the named cursor's FETCHes load the same values (text format both
+    ways), chunk for chunk, whatever the column types."""
+    if not _psycopg_streams_chunks():
+        pytest.skip("psycopg 3.2+ over libpq 17+ needed for chunked streams")
+    table = f"{pg_schema}.typed"
+    pg_exec(
+        f"CREATE TABLE {table} AS SELECT 'v' || i AS viewer_id, 'F' || (i % 3) AS custom_field_id, "
+        "CASE i % 6 WHEN 0 THEN (i / 7.0)::text WHEN 1 THEN NULL WHEN 2 THEN '' ELSE 'é\n' || i END AS value, "
+        "i / 4.0 AS num, ('{\"a\": ' || i || '}')::jsonb AS doc, "
+        "timestamptz '2025-03-01 00:00+00' + i * interval '1 minute' AS at "
+        "FROM generate_series(1, 23) i"
+    )
+    columns = ["viewer_id", "custom_field_id", "value", "num", "doc", "at"]
+    source = SqlSource(_psycopg3, sql=f"SELECT * FROM {table} ORDER BY viewer_id")
+    streamed = list(source.batches(columns, 5))
+    monkeypatch.setattr(sql_source, "streams_in_chunks", lambda conn: False)
+    fetched = list(source.batches(columns, 5))
+    assert [b.num_rows for b in streamed] == [5, 5, 5, 5, 3]
+    assert [b.to_pylist() for b in streamed] == [b.to_pylist() for b in fetched]
+    assert [b.schema for b in streamed] == [b.schema for b in fetched]
+
+
+@pytest.mark.postgres
+def test_a_psycopg3_stream_left_early_ends_its_query_and_connection(pg_schema):
+    table = _pg_attrs(pg_schema, 50_000)
+    source = SqlSource(_psycopg3, table=table)
+    chunks = source.batches(["viewer_id", "custom_field_id", "custom_field_value"], 100)
+    assert next(chunks).num_rows == 100
+    chunks.close()
+    assert pg_rows("SELECT query FROM pg_stat_activity WHERE application_name = %s", (APP,)) == []
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("connect", [_psycopg3, _psycopg2], ids=["psycopg3", "psycopg2"])
+def test_an_empty_postgres_result_still_has_its_columns_checked(pg_schema, connect):
+    table = _pg_attrs(pg_schema, 3)
+    source = SqlSource(connect, sql=f"SELECT * FROM {table} WHERE false")
+    assert list(source.batches(["viewer_id", "custom_field_id", "custom_field_value"], 10)) == []
+    with pytest.raises(InputError, match="nope"):
+        list(source.batches(["viewer_id", "nope", "custom_field_value"], 10))
 
 
 @pytest.mark.postgres

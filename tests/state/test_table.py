@@ -118,6 +118,32 @@ def test_pre_marks_delete_only_keys_that_may_have_a_row(pg_schema) -> None:
 
 
 @pytest.mark.postgres
+def test_a_batch_confirming_some_keys_leaves_each_key_as_its_last_entry_says(pg_schema) -> None:
+    """Keys sent and not confirmed are known to have no row (no DELETE when pre-marked again);
+    within one batch a key given twice ends as its last entry says, whole batches in one go."""
+    from polyv_connector.partitioning import WHOLE
+    from polyv_connector.state.store import StateRun
+    from polyv_connector.state.table import SqlStateTable
+
+    table, u = f"{pg_schema}.state", np.uint64
+    st = SqlStateTable(_connect, table, "app-a")
+    run = StateRun(st, "run1", WHOLE, 1, dry_run=False)
+    run.load()
+    run.record(np.array([1, 2, 3], u), np.zeros(3, u))  # a pre-mark: all in flight
+    assert st._in_flight == {1, 2, 3}
+    run.record(np.array([1, 2], u), np.array([11, 12], u))  # all confirmed
+    assert st._in_flight == {3}
+    run.record(np.array([7, 7, 8, 8, 3], u), np.array([0, 17, 18, 0, 13], u))  # mixed, 7 and 8 twice
+    assert st._in_flight == {8}
+    run.record(np.array([2**63 + 1], u), np.zeros(1, u))  # in flight, stored signed
+    assert st._in_flight == {8, -(2**63) + 1}
+    st.finish()
+    keys, fps = SqlStateTable(_connect, table, "app-a").load()
+    stored = dict(zip(keys.tolist(), fps.tolist(), strict=True))
+    assert {k: stored[k] for k in (1, 2, 3, 7)} == {1: 11, 2: 12, 3: 13, 7: 17}
+
+
+@pytest.mark.postgres
 def test_dry_run_does_not_create_the_state_table(pg_schema) -> None:
     from polyv_connector.state.table import SqlStateTable
 
