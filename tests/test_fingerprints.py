@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from polyv_connector import fingerprints
 from polyv_connector.fingerprints import (
     UNCONFIRMED,
     key_hashes,
@@ -37,6 +38,22 @@ def test_md5_value_fingerprints_are_the_digests_first_64_bits() -> None:
     fps = value_fingerprints(pa.array(values), "md5")
     assert [int(x) for x in fps] == [int(_hex(v)[:16], 16) for v in values]
     assert UNCONFIRMED not in fps
+
+
+@pytest.mark.parametrize("md5", ["builtin", "hashlib"])
+def test_md5_hashes_are_the_same_through_cpythons_md5_or_hashlibs(md5, monkeypatch) -> None:
+    # A Python built without its own _md5 (FIPS-only builds) hashes through hashlib's OpenSSL:
+    # the saved states' hashes must not depend on which.
+    if md5 == "hashlib":
+        monkeypatch.setattr(fingerprints, "_md5", hashlib.md5)
+    viewers, fields, values = ["u1", "中文", None], ["F", None, "H"], ["abc", None, ""]
+    a, b = key_hashes(pa.array(viewers), pa.array(fields), "md5")
+    for i, (v, f) in enumerate(zip(viewers, fields, strict=True)):
+        key_text = f"{len(v or '')}:{v or ''}{f or ''}"
+        assert int(a[i]) == int(_hex(v or "")[:8] + _hex(key_text)[:8], 16)
+        assert int(b[i]) == int(_hex(key_text)[8:24], 16)
+    fps = value_fingerprints(pa.array(values), "md5")
+    assert [int(x) for x in fps] == [int(_hex(v or "")[:16], 16) for v in values]
 
 
 def test_the_families_differ_and_each_is_stable() -> None:
