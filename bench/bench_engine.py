@@ -53,7 +53,9 @@ def ours_prepare(path: Path) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         spill = Path(tmp) / "spill.arrow"
         opts = SyncOptions()
-        ledger = _plan_pass(ParquetSource(str(path)), opts, None, None, spill, Progress(interval_s=1e9), Circuit())
+        ledger = _plan_pass(
+            ParquetSource(str(path)), opts, lambda: None, None, spill, Progress(interval_s=1e9), Circuit()
+        )
         n = 0
         for batch in make_batches(_pending_chunks(spill, ledger), 1000, "bench"):
             n += len(batch.body())
