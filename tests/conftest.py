@@ -22,6 +22,26 @@ APP_SECRET = "PLANTED-s3cr3t-7f1c9a2b"
 # The test services (PostgreSQL, MariaDB, Redis: DSNs, availability, throwaway schemas) too.
 pytest_plugins = ["tests.stack", "tests.services"]
 
+# `make test` runs the suite on pytest-xdist workers with `--dist loadgroup`. A folder whose tests
+# share one expensive session-scoped stack keeps them on one worker, so the stack starts once:
+# the scheduler stack of tests/e2e, the one of tests/browser (another environment, so another
+# stack: tests/stack.py restarts it when the environment changes) and the Celery fleet.
+XDIST_GROUPS = {"e2e": "scheduler-stack-e2e", "browser": "scheduler-stack-browser", "distributed": "celery-fleet"}
+TESTS = Path(__file__).resolve().parent
+
+
+# tryfirst: xdist's own hook reads the xdist_group marks (it suffixes the node ids with the group).
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        parts = item.path.resolve().relative_to(TESTS).parts
+        group = XDIST_GROUPS.get(parts[0]) if len(parts) > 1 else None
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 FIELDS = ["PAY_STATUS", "VIP_LEVEL", "COURSE_PROGRESS", "MEMBER_TIER"]
 # Send options for tests: near-zero backoff, a rate the simulator accepts, a short timeout.
 FAST = SendOptions(backoff_base_s=0.001, backoff_max_s=0.01, max_rps=140, timeout_s=5)
