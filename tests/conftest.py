@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,19 +28,25 @@ pytest_plugins = ["tests.stack", "tests.services"]
 # the scheduler stack of tests/e2e, the one of tests/browser (another environment, so another
 # stack: tests/stack.py restarts it when the environment changes) and the Celery fleet.
 XDIST_GROUPS = {"e2e": "scheduler-stack-e2e", "browser": "scheduler-stack-browser", "distributed": "celery-fleet"}
-TESTS = Path(__file__).resolve().parent
 
 
-# tryfirst: xdist's own hook reads the xdist_group marks (it suffixes the node ids with the group).
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        parts = item.path.resolve().relative_to(TESTS).parts
-        group = XDIST_GROUPS.get(parts[0]) if len(parts) > 1 else None
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` with the folders of :data:`XDIST_GROUPS` as groups. Not through
+    ``xdist_group`` marks: pytest-xdist 3.8 groups marked tests by suffixing ``item._nodeid``,
+    which pytest 9.2 no longer reads, so marked tests were spread over the workers."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class FolderGroups(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            parts = nodeid.split("::", 1)[0].split("/")
+            if len(parts) > 2 and parts[0] == "tests" and parts[1] in XDIST_GROUPS:
+                return XDIST_GROUPS[parts[1]]
+            return super()._split_scope(nodeid)
+
+    return FolderGroups(config, log)
 
 
 FIELDS = ["PAY_STATUS", "VIP_LEVEL", "COURSE_PROGRESS", "MEMBER_TIER"]
