@@ -20,6 +20,11 @@ FLOORS_EXTRAS := gx,dev
 comma := ,
 # The quick subset: tests/airflow is not even collected (it imports Airflow), and the markers
 # of setup.cfg's [tool:pytest] exclude the rest of what needs Airflow, PostgreSQL or time.
+# `make test` spreads the suite over pytest-xdist workers: most of it waits (Airflow subprocesses,
+# servers, spawned processes, databases), so 3 workers on 2 cores. `--dist loadgroup` keeps the
+# tests of one shared stack on one worker (tests/conftest.py: XDIST_GROUPS); every worker has its
+# own throwaway AIRFLOW_HOME, simulator and schemas. PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 3
 FAST_ARGS := -q -p no:cacheprovider --ignore=tests/airflow -m "not airflow and not postgres and not slow" --durations=5
 
 .PHONY: install system-deps docs demo demo-cli demo-distributed wheel test test-fast lint typecheck check-floors bench clean
@@ -70,7 +75,7 @@ wheel:
 	@ls dist/polyv_connector-*.whl
 
 test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 test-fast: $(STAMP)
 	@start=$$(date +%s); \

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,6 +22,32 @@ APP_SECRET = "PLANTED-s3cr3t-7f1c9a2b"
 # The shared Airflow test stack (airflow_db, api_server, run_dag): one per session, for any folder.
 # The test services (PostgreSQL, MariaDB, Redis: DSNs, availability, throwaway schemas) too.
 pytest_plugins = ["tests.stack", "tests.services"]
+
+# `make test` runs the suite on pytest-xdist workers with `--dist loadgroup`. A folder whose tests
+# share one expensive session-scoped stack keeps them on one worker, so the stack starts once:
+# the scheduler stack of tests/e2e, the one of tests/browser (another environment, so another
+# stack: tests/stack.py restarts it when the environment changes) and the Celery fleet.
+XDIST_GROUPS = {"e2e": "scheduler-stack-e2e", "browser": "scheduler-stack-browser", "distributed": "celery-fleet"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` with the folders of :data:`XDIST_GROUPS` as groups. Not through
+    ``xdist_group`` marks: pytest-xdist 3.8 groups marked tests by suffixing ``item._nodeid``,
+    which pytest 9.2 no longer reads, so marked tests were spread over the workers."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class FolderGroups(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            parts = nodeid.split("::", 1)[0].split("/")
+            if len(parts) > 2 and parts[0] == "tests" and parts[1] in XDIST_GROUPS:
+                return XDIST_GROUPS[parts[1]]
+            return super()._split_scope(nodeid)
+
+    return FolderGroups(config, log)
+
 
 FIELDS = ["PAY_STATUS", "VIP_LEVEL", "COURSE_PROGRESS", "MEMBER_TIER"]
 # Send options for tests: near-zero backoff, a rate the simulator accepts, a short timeout.

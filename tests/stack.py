@@ -276,12 +276,31 @@ class _StackPool:
             running.__exit__(None, None, None)
 
 
+# The pools of this process (one, while the session fixture below is alive): the hook below
+# reaches them there.
+_POOLS: list[_StackPool] = []
+
+
 @pytest.fixture(scope="session")
 def _scheduler_stacks() -> Iterator[_StackPool]:
     pool = _StackPool()
+    _POOLS.append(pool)
     try:
         yield pool
     finally:
+        _POOLS.remove(pool)
+        pool.close()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the scheduler stack as soon as the next test (of this process: one pytest-xdist worker
+    under `make test`) does not use it: an idle stack's scheduler, dag-processor, triggerer and
+    api-server otherwise keep two shared cores busy until the session ends. A later test that
+    asks for it again gets a fresh one (as it does when the stack's environment changes)."""
+    if nextitem is not None and "scheduler_stack" in getattr(nextitem, "fixturenames", ()):
+        return
+    for pool in _POOLS:
         pool.close()
 
 

@@ -128,9 +128,10 @@ def artifacts() -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Headless Debian Chromium through the system chromedriver (never a downloaded one)."""
+    """Headless Debian Chromium through the system chromedriver (never a downloaded one); one per
+    module, so it does not idle on a shared core through the rest of the session."""
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
     if missing:
         message = f"{' and '.join(missing)} missing: apt-get install -y chromium chromium-driver"
