@@ -97,10 +97,19 @@ def test_a_breaching_plan_waits_for_approval_then_applies_or_is_rejected(schedul
             timeout=180,
             interval=1,
         )
-        # A person answers after seconds, not milliseconds: an answer within about a second of the
-        # task parking was seen to resume it while the parked attempt's process was still ending,
-        # and the resumed attempt died at its start (1 run in 5; Airflow 3.3.2, LocalExecutor).
-        time.sleep(5)
+        # An answer given before the scheduler has taken in the parked attempt's end resumes the
+        # task while that attempt's executor event is still to come, and the event then fails the
+        # resumed attempt at its start (Airflow 3.3.2, LocalExecutor; 1 run in 5 with an answer
+        # within a second, 2 in 5 with one 5 s later on a loaded machine). A person answers after
+        # seconds; the test answers once the scheduler's log says it took that event in.
+        finished_line = f"TaskInstance Finished: dag_id={DAG_ID}, task_id=approve, run_id={run_id},"
+        stack.wait_until(
+            f"the scheduler to take in {run_id}'s parked approval",
+            lambda: finished_line in stack.log_path("scheduler").read_text(errors="replace"),
+            timeout=180,
+            interval=0.5,
+        )
+        time.sleep(1)
 
     def answer(run_id: str, option: str) -> None:
         pending = _api(stack, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/hitlDetails", None, token)
