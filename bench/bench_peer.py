@@ -17,7 +17,8 @@ run in this process with a hook that records when each save request arrived and 
   (``--dlt-default-workers``, 9).
 
 Per run: wall time, CPU (user+sys of the child and whatever it waited for), peak RSS (the
-child's own: it is started from a small launcher, see ``LAUNCHER``), time from
+child's own: it is started from a small launcher, see ``LAUNCHER``) and its peak anonymous
+memory (``anon MB``: the RSS less the shared libraries' pages, which vary with the page cache), time from
 process start to the first save the server saw, from the last answer to exit, requests/s between
 the first save's arrival and the last answer, the most saves the server had in flight at once, and
 the server's CPU (this process's, which only serves while it waits for the child), so a saturated
@@ -117,6 +118,7 @@ class RunFigures:
     wall_s: float
     cpu_s: float
     peak_rss_mb: float
+    peak_private_mb: float
     start_to_first_save_s: float | None
     last_answer_to_exit_s: float | None
     saves: int
@@ -156,6 +158,7 @@ def summarize(
         wall_s=exited - started,
         cpu_s=child.cpu_s,
         peak_rss_mb=child.maxrss_kib / 1024,
+        peak_private_mb=child.peak_anon_kib / 1024,
         start_to_first_save_s=None if first is None else first - started,
         last_answer_to_exit_s=None if last is None else exited - last,
         saves=len(saves),
@@ -177,16 +180,28 @@ def _cpu(usage: resource.struct_rusage) -> float:
 #: children are started from this small interpreter (-I -S: no site, about 10 MB), not from the
 #: benchmark, which holds the simulator and grows run after run.
 LAUNCHER = """
-import json, os, resource, sys, time
+import json, os, resource, sys, threading, time
 out, cmd = sys.argv[1], sys.argv[2:]
 started = time.time()
 pid = os.posix_spawn(cmd[0], cmd, os.environ)
+peak_anon = [0]
+def sample():
+    while True:
+        try:
+            with open(f"/proc/{pid}/status") as status_file:
+                for line in status_file:
+                    if line.startswith("RssAnon:"):
+                        peak_anon[0] = max(peak_anon[0], int(line.split()[1]))
+        except (OSError, ValueError):
+            return
+        time.sleep(0.005)
+threading.Thread(target=sample, daemon=True).start()
 _, status, usage = os.wait4(pid, 0)
 exited = time.time()
 waited = resource.getrusage(resource.RUSAGE_CHILDREN)  # the child and whatever it waited for
 with open(out, "w") as f:
     json.dump({"started": started, "exited": exited, "status": status, "maxrss_kib": usage.ru_maxrss,
-               "cpu_s": waited.ru_utime + waited.ru_stime}, f)
+               "cpu_s": waited.ru_utime + waited.ru_stime, "peak_anon_kib": peak_anon[0]}, f)
 """
 
 
@@ -197,6 +212,10 @@ class ChildRun:
     status: int  # wait status
     maxrss_kib: int
     cpu_s: float  # user + system of the child and of any process it waited for
+    #: The child's own memory (anonymous: heap, arenas, stacks) at its peak, sampled every 5 ms:
+    #: the RSS also counts the pages of shared libraries it maps, which depend on what the page
+    #: cache holds of them (the same run measured 25 MB apart before and after other work).
+    peak_anon_kib: int = 0
 
 
 def run_child(cmd: list[str], env: dict[str, str], run_dir: Path) -> ChildRun:
@@ -333,6 +352,7 @@ METRICS = (
     ("wall_s", "wall s", "{:.2f}"),
     ("cpu_s", "CPU s", "{:.2f}"),
     ("peak_rss_mb", "RSS MB", "{:.0f}"),
+    ("peak_private_mb", "anon MB", "{:.0f}"),
     ("start_to_first_save_s", "start>1st s", "{:.2f}"),
     ("last_answer_to_exit_s", "last>exit s", "{:.2f}"),
     ("send_s", "send s", "{:.2f}"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,10 +58,10 @@ def test_defaults_leave_polyv_sync_alone_and_give_dlt_its_set_up_workers() -> No
 def test_a_run_is_measured_from_the_server_side_times() -> None:
     # Started at 100.0, exited at 104.0; saves arrived 100.5..102.4 and were answered by 102.5.
     saves = [(100.5, 100.6, 200), (101.0, 101.2, 200), (102.4, 102.5, 500)]
-    child = ChildRun(started=100.0, exited=104.0, status=0, maxrss_kib=204_800, cpu_s=1.5)
+    child = ChildRun(started=100.0, exited=104.0, status=0, maxrss_kib=204_800, cpu_s=1.5, peak_anon_kib=102_400)
     r = summarize("dlt", "matched", 3000, 50.0, 1, child, 0.25, saves, 2)
     assert r.exit_code == 0 and r.wall_s == pytest.approx(4.0) and r.cpu_s == 1.5
-    assert r.peak_rss_mb == pytest.approx(200.0)
+    assert r.peak_rss_mb == pytest.approx(200.0) and r.peak_private_mb == pytest.approx(100.0)
     assert r.start_to_first_save_s == pytest.approx(0.5)
     assert r.last_answer_to_exit_s == pytest.approx(1.5)
     assert r.save_rps == pytest.approx(3 / 2.0)  # three saves between 100.5 and 102.5
@@ -76,7 +77,7 @@ def test_a_run_without_saves_has_no_server_side_times() -> None:
 
 
 def _run(tool: str, wall: float) -> RunFigures:
-    return RunFigures(tool, "matched", 10, 50.0, 1, 0, wall, 1.0, 100.0, 0.5, None, 1, 1, None, 1, 0.1, 1.0)
+    return RunFigures(tool, "matched", 10, 50.0, 1, 0, wall, 1.0, 100.0, 60.0, 0.5, None, 1, 1, None, 1, 0.1, 1.0)
 
 
 def test_the_ratio_is_ours_over_the_peers_median() -> None:
@@ -94,6 +95,16 @@ def test_a_childs_peak_memory_is_its_own_not_the_benchmarks(tmp_path: Path) -> N
     assert child.status >> 8 == 3
     assert child.maxrss_kib < 40 * 1024
     assert child.started <= child.exited and child.cpu_s >= 0.0
+
+
+def test_a_childs_own_anonymous_memory_is_sampled_apart_from_its_shared_libraries(tmp_path: Path) -> None:
+    # 64 MB of its own, held for half a second: the sampler sees it; a shell's is a few MB.
+    grows = [sys.executable, "-I", "-S", "-c", "import time; x = b'1' * (64 << 20); time.sleep(0.5)"]
+    child = run_child(grows, {"PATH": "/usr/bin:/bin"}, tmp_path)
+    assert child.status == 0 and 60 * 1024 <= child.peak_anon_kib <= child.maxrss_kib
+    (tmp_path / "sh").mkdir()
+    shell = run_child(["/bin/sh", "-c", "sleep 0.2"], {"PATH": "/usr/bin:/bin"}, tmp_path / "sh")
+    assert 0 < shell.peak_anon_kib < 16 * 1024
 
 
 def test_a_runs_own_times_are_read_from_its_summary_whatever_their_names() -> None:
